@@ -48,6 +48,11 @@
        llama2.c's generate: encodes prompt after BOS, runs until `steps` positions (0 = the context
        length) or BOS/EOS, and hands every piece of text (the prompt's too) to emit(piece, user) as it
        is made; emit returns non-zero to stop early. Returns the number of positions run, -1 on error.
+   int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const char *first_user,
+               const char *system_prompt, int max_reply, FILE *in, FILE *out, char *err, size_t errlen);
+       Multi-turn chat in Llama 2's template: reads user lines from in, streams replies to out. A NULL
+       system_prompt is asked for on in; first_user, if given, is the first message. max_reply caps
+       each reply (0 = the context). Ends at end of input or a full context. Positions used, or -1.
 
    FILE FORMATS (little-endian; all read from a read-only mapping and checked against its size)
    Checkpoint v0 (llama2.c legacy): 7 int32 {dim, hidden_dim, n_layers, n_heads, n_kv_heads,
@@ -118,6 +123,8 @@ int lm_sample(LmSampler *s, float *logits);
 void lm_sampler_free(LmSampler *s);
 int lm_generate(LmModel *m, LmTokenizer *t, LmSampler *s, const char *prompt, int steps,
                 LmEmitFn emit, void *user, char *err, size_t errlen);
+int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const char *first_user, const char *system_prompt,
+            int max_reply, FILE *in, FILE *out, char *err, size_t errlen);
 
 // OpenMP is optional: without -fopenmp the pragma disappears instead of warning.
 #ifdef _OPENMP
@@ -1081,8 +1088,8 @@ static int emit_to_file(const char *piece, void *user) {
 // Multi-turn chat: each turn is `<s>[INST] user [/INST]` and the reply up to EOS, which is also fed
 // to the model, so the KV cache holds the whole conversation and earlier turns are never re-run.
 // max_reply caps each reply (0 = no cap). Ends at end of input or when the context is full.
-// Returns 0, or -1 with err set.
-static int chat_loop(LmModel *m, LmTokenizer *t, LmSampler *s, const char *first_user, const char *system_prompt,
+// Returns the number of positions used, or -1 with err set.
+int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const char *first_user, const char *system_prompt,
                      int max_reply, FILE *in, FILE *out, char *err, size_t errlen) {
     int ctx = m->config.seq_len, pos = 0;
     char *system_owned = NULL;
@@ -1090,7 +1097,7 @@ static int chat_loop(LmModel *m, LmTokenizer *t, LmSampler *s, const char *first
         fputs("Enter system prompt (optional): ", out);
         fflush(out);
         system_prompt = system_owned = read_line(in);
-        if (system_owned == NULL) { fputc('\n', out); return 0; }
+        if (system_owned == NULL) { fputc('\n', out); return 0; } // end of input
     }
     for (int turn = 0;; turn++) {
         char *user = NULL;
@@ -1111,7 +1118,7 @@ static int chat_loop(LmModel *m, LmTokenizer *t, LmSampler *s, const char *first
         if (prompt == NULL) { free(system_owned); set_err(err, errlen, "chat: out of memory"); return -1; }
         if (pos + n_prompt >= ctx) {
             fprintf(out, "\n");
-            fprintf(stderr, "[context full: %d of %d tokens used; the chat ends here]\n", pos, ctx);
+            fprintf(out, "[context full: %d of %d tokens used; the chat ends here]\n", pos, ctx);
             free(prompt);
             break;
         }
@@ -1136,12 +1143,12 @@ static int chat_loop(LmModel *m, LmTokenizer *t, LmSampler *s, const char *first
         }
         fputc('\n', out);
         if (full || pos >= ctx) {
-            fprintf(stderr, "[context full: %d of %d tokens used; the chat ends here]\n", pos, ctx);
+            fprintf(out, "[context full: %d of %d tokens used; the chat ends here]\n", pos, ctx);
             break;
         }
     }
     free(system_owned);
-    return 0;
+    return pos;
 }
 
 // ----------------------------------------------------------------------------
@@ -1196,6 +1203,7 @@ int main(int argc, char **argv) {
     const char *system_prompt = NULL;
     float temperature = 1.0f, topp = 0.9f;
     unsigned long long seed = 0, steps = 256;
+    int steps_given = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) { usage(stdout); return 0; }
     }
@@ -1224,6 +1232,7 @@ int main(int argc, char **argv) {
             break;
         case 'n':
             if (!parse_count(val, 0x7fffffff, &steps)) return bad_flag(flag, val, "a non-negative integer");
+            steps_given = 1;
             break;
         case 'i': prompt = val; break;
         case 'z': tokenizer_path = val; break;
@@ -1241,7 +1250,7 @@ int main(int argc, char **argv) {
     if (model == NULL) { fprintf(stderr, "run: %s\n", err); return 1; }
     int ctx = lm_context_length(model);
     if (steps > (unsigned long long)ctx) {
-        fprintf(stderr, "note: -n %llu exceeds the context length %d; using %d\n", steps, ctx, ctx);
+        if (steps_given) fprintf(stderr, "note: -n %llu exceeds the context length %d; using %d\n", steps, ctx, ctx);
         steps = (unsigned long long)ctx;
     }
     LmTokenizer *tokenizer = lm_tokenizer_load(tokenizer_path, lm_vocab_size(model), err, sizeof err);
@@ -1266,7 +1275,7 @@ int main(int argc, char **argv) {
             if (n > 1 && timing.first > 0.0 && timing.end > timing.first)
                 fprintf(stderr, "achieved tok/s: %f\n", (n - 1) / (timing.end - timing.first));
         }
-    } else if (chat_loop(model, tokenizer, sampler, prompt, system_prompt, (int)steps, stdin, stdout, err, sizeof err) != 0) {
+    } else if (lm_chat(model, tokenizer, sampler, prompt, system_prompt, (int)steps, stdin, stdout, err, sizeof err) < 0) {
         fprintf(stderr, "run: %s\n", err);
         rc = 1;
     }
