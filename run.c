@@ -2,15 +2,16 @@
 
    WHAT IT IS
    A decoder-only Transformer (RMSNorm, grouped-query attention with a KV cache, RoPE, SwiGLU) with
-   its BPE tokenizer, sampler and generate/chat loops, in the spirit of llama2.c's run.c. It reads
-   llama2.c's checkpoints (memory-mapped, never copied) and tokenizer files. C11, libc and libm only;
-   OpenMP is optional. MIT licensed (see the end of this comment).
+   its BPE tokenizers, sampler and generate/chat loops, in the spirit of llama2.c's run.c. It runs
+   Llama 2/3.x, TinyLlama, Mistral, SmolLM and Qwen2/2.5 checkpoints converted by export.py, and reads
+   llama2.c's own checkpoints and tokenizer files. Checkpoints are memory-mapped, never copied. C11,
+   libc and libm only; OpenMP is optional. MIT licensed (see the end of this comment).
 
    BUILD AND RUN
        cc -O3 -o run run.c -lm                                  # portable
        cc -O3 -march=native -fopenmp -o run run.c -lm           # fastest (threads, native SIMD)
        ./run stories15M.bin -z tokenizer.bin -i "Once upon a time" -n 256
-       ./run model.bin -m chat -y "You are a helpful assistant."
+       python3 export.py qwen.bin --hf Qwen2.5-0.5B-Instruct && ./run qwen.bin -m chat
    `./run -h` lists every flag.
 
    EMBED
@@ -31,13 +32,17 @@
    int lm_vocab_size(const LmModel *m);       int lm_context_length(const LmModel *m);
    void lm_free(LmModel *m);                   (NULL is a no-op, as for every _free below)
    LmTokenizer *lm_tokenizer_load(const char *path, int vocab_size, char *err, size_t errlen);
-       Reads a tokenizer file whose token count must equal vocab_size (the model's).
+       Reads a tokenizer file, or the tokenizer inside a v3 checkpoint when path is one. vocab_size is
+       the model's: a llama2.c tokenizer.bin must have exactly that many tokens, a run.c tokenizer
+       file at most that many (Qwen2 pads its embedding past its tokenizer).
    int lm_encode(LmTokenizer *t, const char *text, int bos, int eos, int *tokens, int max_tokens);
-       Encodes UTF-8 text, with BOS/EOS when asked. Returns the token count, or -1 when the text needs
-       more than max_tokens tokens (or on NULL arguments or out of memory).
+       Encodes UTF-8 text as plain text (special tokens such as <|im_start|> are never produced from
+       it), with BOS/EOS when asked and the tokenizer has them. Returns the token count, or -1 when
+       the text needs more than max_tokens tokens (or on NULL arguments or out of memory).
    const char *lm_decode(LmTokenizer *t, int prev_token, int token);
-       The text of token after prev_token (the space after BOS is dropped; byte tokens become bytes;
-       control bytes become ""). Owned by the tokenizer. "" for an out-of-range token.
+       The bytes of token after prev_token: byte tokens become bytes, the space after BOS is dropped
+       (SentencePiece), special tokens and lone control bytes become "". Owned by the tokenizer. A
+       UTF-8 character may be split across tokens; lm_generate and lm_chat hold such pieces back.
    void lm_tokenizer_free(LmTokenizer *t);
    LmSampler *lm_sampler_new(int vocab_size, float temperature, float topp, unsigned long long seed);
        temperature 0 = greedy; topp outside (0,1) samples the whole distribution. NULL on bad values.
@@ -46,33 +51,61 @@
    int lm_generate(LmModel *m, LmTokenizer *t, LmSampler *s, const char *prompt, int steps,
                    LmEmitFn emit, void *user, char *err, size_t errlen);
        llama2.c's generate: encodes prompt after BOS, runs until `steps` positions (0 = the context
-       length) or BOS/EOS, and hands every piece of text (the prompt's too) to emit(piece, user) as it
-       is made; emit returns non-zero to stop early. Returns the number of positions run, -1 on error.
+       length) or BOS/EOS/end of turn, and hands all text (the prompt's too) to emit(text, user) as
+       it is made, in whole UTF-8 characters; emit returns non-zero to stop early. Returns the number
+       of positions run, -1 on error.
    int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const char *first_user,
                const char *system_prompt, int max_reply, FILE *in, FILE *out, char *err, size_t errlen);
-       Multi-turn chat in Llama 2's template: reads user lines from in, streams replies to out. A NULL
-       system_prompt is asked for on in; first_user, if given, is the first message. max_reply caps
-       each reply (0 = the context). Ends at end of input or a full context. Positions used, or -1.
+       Multi-turn chat in the tokenizer's chat template (Llama 2 when it has none): reads user lines
+       from in, streams replies to out. A NULL system_prompt is asked for on in; first_user, if
+       given, is the first message. max_reply caps each reply (0 = the context). Ends at end of input
+       or a full context. Returns the positions used, or -1.
 
    FILE FORMATS (little-endian; all read from a read-only mapping and checked against its size)
+   Checkpoint v3 (run.c's own, written by export.py): a 256-byte header of int32/float32 fields at
+       byte offsets: 0 magic 0x616b3432 ("ak42"), 4 version = 3, 8 dim, 12 hidden_dim, 16 n_layers,
+       20 n_heads, 24 n_kv_heads, 28 head_size, 32 vocab_size, 36 seq_len, 40 norm_eps (f32),
+       44 rope_theta (f32), 48 rope_layout (0 = llama2.c's interleaved pairs (x[2i], x[2i+1]),
+       1 = Hugging Face's halves (x[i], x[i + head_size/2])), 52 rope_scaling (0 none, 1 linear,
+       2 llama3), 56 rope_factor (f32), 60 rope_low_freq_factor (f32), 64 rope_high_freq_factor
+       (f32), 68 rope_original_context, 72 flags (1 = q/k/v biases, 2 = classifier tied to the
+       embedding), 76 weight_type (0 fp32, 1 fp16, 2 bf16, 3 q8_0), 80 group_size (q8_0),
+       88 tokenizer_offset (u64), 96 tokenizer_size (u64; 0 = none), 104 tensor_offset (u64).
+       The embedded tokenizer is a whole tokenizer file (below). Tensors start at tensor_offset, each
+       at a 64-byte boundary: token_embedding (vocab, dim); per layer rms_att (dim) f32,
+       wq (n_heads*head_size, dim), wk (n_kv_heads*head_size, dim), wv (same), [bq, bk, bv f32],
+       wo (dim, n_heads*head_size), rms_ffn (dim) f32, w1 (hidden, dim), w2 (dim, hidden),
+       w3 (hidden, dim); rms_final (dim) f32; wcls (vocab, dim) unless tied. Matrices are in
+       weight_type; a q8_0 matrix is int8 values (rows*cols), then at the next 64-byte boundary fp32
+       scales, one per group_size values of a row (group_size divides every row length).
    Checkpoint v0 (llama2.c legacy): 7 int32 {dim, hidden_dim, n_layers, n_heads, n_kv_heads,
        vocab_size, seq_len}; vocab_size < 0 means the classifier is not shared with the embedding.
        Then fp32 tensors: token_embedding (vocab, dim), rms_att (layer, dim), wq (layer, dim, dim),
        wk (layer, kv_dim, dim), wv (layer, kv_dim, dim), wo (layer, dim, dim), rms_ffn (layer, dim),
        w1 (layer, hidden, dim), w2 (layer, dim, hidden), w3 (layer, hidden, dim), rms_final (dim),
        two unused RoPE tables (seq_len, head_size/2) each, then wcls (vocab, dim) if unshared.
-   Checkpoint v1: 256-byte header: uint32 magic 0x616b3432 ("ak42"), int32 version = 1, the 7 int32
-       above (vocab_size positive), uint8 shared_classifier, zero padding. Then fp32 tensors: rms_att,
-       rms_ffn, rms_final, token_embedding, wq, wk, wv, wo, w1, w2, w3, [wcls].
+       v0..v2 use interleaved RoPE pairs, theta 10000, norm eps 1e-5.
+   Checkpoint v1: 256-byte header: uint32 magic, int32 version = 1, the 7 int32 above (vocab_size
+       positive), uint8 shared_classifier, zero padding. Then fp32 tensors: rms_att, rms_ffn,
+       rms_final, token_embedding, wq, wk, wv, wo, w1, w2, w3, [wcls].
    Checkpoint v2 (Q8_0, llama2.c's runq.c): as v1 with version 2 and an int32 group_size at byte 37.
        The norms come first in fp32 (rms_att, rms_ffn, rms_final); then each of token_embedding,
        wq[0..L), wk[..], wv[..], wo[..], w1[..], w2[..], w3[..], [wcls] as int8 values (rows*cols)
        followed by fp32 scales (rows*cols/group_size), w = q * scale per group of the flattened
-       tensor (group_size divides dim, so groups may straddle rows of w2). Computed in int8:
-       activations are quantized per group, products summed in int32.
+       tensor (group_size divides dim, so groups may straddle rows of w2).
+   Q8_0 weights are computed in int8: activations are quantized per group, products summed in int32.
+   Tokenizer (run.c's, written by export.py): a 128-byte header of int32 fields: 0 magic 0x6b746d6c
+       ("lmtk"), 4 version = 1, 8 kind (1 = SentencePiece BPE: merges by score; 2 = byte-level BPE),
+       12 n_tokens, 16 n_merges, 20 bos_id, 24 eos_id (-1 = none), 28 flags (1 add a dummy-prefix
+       space, 2 remove extra whitespace, 4 split digits, 8 a whole pre-token that is a token skips
+       merging), 32 pre-tokenizer (0 none, 1 GPT-2, 2 Llama 3, 3 Qwen2), 36 chat template (0 none,
+       1 Llama 2, 2 Llama 3, 3 ChatML, 4 Zephyr, 5 Mistral), 40 n_eot, 44 eot ids (8 int32; ids
+       that end a turn). Then per token: float32 score, uint8 type (0 normal, 1 special/control,
+       2 byte "<0xXX>", 3 unused), int32 length, the token's bytes. Then n_merges pairs of int32
+       token ids in priority order. Without merges, any two adjacent tokens whose joined text is a
+       normal token merge, the highest score first (SentencePiece's rule).
    Tokenizer (llama2.c's tokenizer.bin): int32 max_token_length, then per token: float32 score,
-       int32 length, length bytes of text (no terminator). Ids 1 and 2 are BOS and EOS; byte-fallback
-       tokens are spelled "<0xXX>".
+       int32 length, bytes. Ids 1 and 2 are BOS and EOS; byte-fallback tokens are spelled "<0xXX>".
 
    LICENSE
    MIT License. Copyright (c) 2026 the run.c authors. Permission is hereby granted, free of charge, to
@@ -141,93 +174,8 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...) {
     va_end(ap);
 }
 
-// ----------------------------------------------------------------------------
-// Checkpoint format and loading
-
-#define LM_MAGIC 0x616b3432u     // "ak42" as a little-endian uint32
-#define LM_V0_HEADER_BYTES 28
-#define LM_AK42_HEADER_BYTES 256
-#define LM_MAX_DIM (1 << 20)     // any larger dimension is a corrupt header, not a model
-#define LM_MAX_LAYERS 4096
-
-typedef enum { LM_F32 = 0, LM_Q8_0 = 1 } LmWeightType;
-
-typedef struct {
-    int dim;          // transformer width (the residual stream)
-    int hidden_dim;   // FFN inner width
-    int n_layers;
-    int n_heads;      // query heads
-    int n_kv_heads;   // key/value heads (n_heads for plain multi-head attention)
-    int head_size;    // dim / n_heads
-    int vocab_size;
-    int seq_len;      // context length
-    int shared_classifier; // the classifier is the token embedding
-    int version;      // 0, 1 or 2 (llama2.c's formats)
-    LmWeightType weight_type;
-    int group_size;   // Q8_0 group length (0 for fp32)
-    float norm_eps;
-    float rope_theta;
-} LmConfig;
-
-// A weight matrix (rows, cols), row-major, pointing into the mapped file. fp32 uses f; Q8_0 uses q
-// and its per-group scales s, read unaligned (the v2 format does not align them).
-typedef struct {
-    const float *f;        // (rows, cols) fp32 values, or NULL
-    const int8_t *q;       // (rows, cols) int8 values, or NULL
-    const unsigned char *s; // (rows * cols / group_size) fp32 scales, possibly unaligned
-    int rows, cols;
-} LmMatrix;
-
-typedef struct {
-    LmMatrix token_embedding; // (vocab_size, dim)
-    const float *rms_att;     // (layer, dim)
-    const float *rms_ffn;     // (layer, dim)
-    LmMatrix *wq;             // (layer) of (n_heads * head_size, dim)
-    LmMatrix *wk;             // (layer) of (n_kv_heads * head_size, dim)
-    LmMatrix *wv;             // (layer) of (n_kv_heads * head_size, dim)
-    LmMatrix *wo;             // (layer) of (dim, n_heads * head_size)
-    LmMatrix *w1;             // (layer) of (hidden_dim, dim), the gate
-    LmMatrix *w2;             // (layer) of (dim, hidden_dim), the down projection
-    LmMatrix *w3;             // (layer) of (hidden_dim, dim), the up projection
-    const float *rms_final;   // (dim)
-    LmMatrix wcls;            // (vocab_size, dim); the embedding when shared
-} LmWeights;
-
-// An activation vector, with its Q8_0 form when the weights are quantized.
-typedef struct {
-    const float *f; // (n)
-    int8_t *q;      // (n) quantized values, or NULL for fp32 weights
-    float *s;       // (n / group_size) scales
-    int n;
-} LmInput;
-
-typedef struct {
-    float *x;           // (dim) the residual stream
-    float *xb;          // (max(dim, q_dim)) normed input, then attention output
-    float *xb2;         // (dim) a block's output before the residual add
-    float *hb;          // (hidden_dim) FFN gate
-    float *hb2;         // (hidden_dim) FFN up
-    float *q;           // (n_heads * head_size)
-    float *att;         // (n_heads, seq_len) attention scores
-    float *logits;      // (vocab_size)
-    float *key_cache;   // (layer, seq_len, kv_dim)
-    float *value_cache; // (layer, seq_len, kv_dim)
-    float *rope_freq;   // (head_size / 2) inverse frequencies
-    float *rope_cos;    // (head_size / 2) at the current position
-    float *rope_sin;    // (head_size / 2)
-    int8_t *xq;         // (max(dim, q_dim, hidden_dim)) quantized activations (Q8_0 only)
-    float *xs;          // (max(...) / group_size) their scales
-} LmRunState;
-
-struct LmModel {
-    LmConfig config;
-    LmWeights weights;
-    LmRunState state;
-    const unsigned char *data; // the read-only mapping of the checkpoint
-    size_t file_size;
-};
-
 static int32_t read_i32(const unsigned char *p) { int32_t v; memcpy(&v, p, 4); return v; }
+static uint64_t read_u64(const unsigned char *p) { uint64_t v; memcpy(&v, p, 8); return v; }
 static float read_f32(const unsigned char *p) { float v; memcpy(&v, p, 4); return v; }
 
 // Maps path read-only. On failure returns NULL with the reason in err.
@@ -248,6 +196,173 @@ static const unsigned char *map_file(const char *path, size_t *size, char *err, 
     return p;
 }
 
+// ----------------------------------------------------------------------------
+// Checkpoint format and loading
+
+#define LM_MAGIC 0x616b3432u     // "ak42" as a little-endian uint32
+#define LM_V0_HEADER_BYTES 28
+#define LM_AK42_HEADER_BYTES 256
+#define LM_TENSOR_ALIGN 64       // v3 tensors start at multiples of this
+#define LM_MAX_DIM (1 << 20)     // any larger dimension is a corrupt header, not a model
+#define LM_MAX_LAYERS 4096
+
+typedef enum { LM_F32 = 0, LM_F16 = 1, LM_BF16 = 2, LM_Q8_0 = 3 } LmWeightType;
+typedef enum { LM_ROPE_PAIRS = 0, LM_ROPE_HALVES = 1 } LmRopeLayout;
+typedef enum { LM_ROPE_NONE = 0, LM_ROPE_LINEAR = 1, LM_ROPE_LLAMA3 = 2 } LmRopeScaling;
+
+typedef struct {
+    int dim;          // transformer width (the residual stream)
+    int hidden_dim;   // FFN inner width
+    int n_layers;
+    int n_heads;      // query heads
+    int n_kv_heads;   // key/value heads (n_heads for plain multi-head attention)
+    int head_size;
+    int vocab_size;
+    int seq_len;      // context length
+    int shared_classifier; // the classifier is the token embedding
+    int qkv_bias;     // q, k and v projections have biases (Qwen2)
+    int version;      // 0, 1, 2 (llama2.c's formats) or 3
+    LmWeightType weight_type;
+    int group_size;   // Q8_0 group length (0 otherwise)
+    float norm_eps;
+    float rope_theta;
+    LmRopeLayout rope_layout;
+    LmRopeScaling rope_scaling;
+    float rope_factor, rope_low_freq_factor, rope_high_freq_factor;
+    int rope_original_context;
+    uint64_t tokenizer_offset, tokenizer_size; // the embedded tokenizer file (v3), size 0 if none
+} LmConfig;
+
+// A weight matrix (rows, cols), row-major, pointing into the mapped file.
+typedef struct {
+    const void *data;             // (rows, cols) values of `type`
+    const unsigned char *scales;  // Q8_0: fp32 scale per group, read unaligned (v2 does not align them)
+    int rows, cols;
+    LmWeightType type;
+    int group_size;
+} LmMatrix;
+
+typedef struct {
+    const float *rms_att;       // (dim)
+    LmMatrix wq;                // (n_heads * head_size, dim)
+    LmMatrix wk;                // (n_kv_heads * head_size, dim)
+    LmMatrix wv;                // (n_kv_heads * head_size, dim)
+    const float *bq, *bk, *bv;  // (n_heads * head_size), (kv_dim), (kv_dim) biases, or NULL
+    LmMatrix wo;                // (dim, n_heads * head_size)
+    const float *rms_ffn;       // (dim)
+    LmMatrix w1;                // (hidden_dim, dim), the gate
+    LmMatrix w2;                // (dim, hidden_dim), the down projection
+    LmMatrix w3;                // (hidden_dim, dim), the up projection
+} LmLayer;
+
+typedef struct {
+    LmMatrix token_embedding;   // (vocab_size, dim)
+    LmLayer *layers;            // (n_layers)
+    const float *rms_final;     // (dim)
+    LmMatrix wcls;              // (vocab_size, dim); the embedding when shared
+} LmWeights;
+
+// An activation vector, with its Q8_0 form when the weights are quantized.
+typedef struct {
+    const float *f; // (n)
+    int8_t *q;      // (n) quantized values, or NULL for unquantized weights
+    float *s;       // (ceil(n / group_size)) scales
+    int n;
+} LmInput;
+
+typedef struct {
+    float *x;           // (dim) the residual stream
+    float *xb;          // (max(dim, q_dim)) normed input, then attention output
+    float *xb2;         // (dim) a block's output before the residual add
+    float *hb;          // (hidden_dim) FFN gate
+    float *hb2;         // (hidden_dim) FFN up
+    float *q;           // (n_heads * head_size)
+    float *att;         // (n_heads, seq_len) attention scores
+    float *logits;      // (vocab_size)
+    float *key_cache;   // (layer, seq_len, kv_dim)
+    float *value_cache; // (layer, seq_len, kv_dim)
+    float *rope_freq;   // (head_size / 2) inverse frequencies, scaled
+    float *rope_cos;    // (head_size / 2) at the current position
+    float *rope_sin;    // (head_size / 2)
+    int8_t *xq;         // (max(dim, q_dim, hidden_dim)) quantized activations (Q8_0 only)
+    float *xs;          // (max(...) / group_size + 1) their scales
+} LmRunState;
+
+struct LmModel {
+    LmConfig config;
+    LmWeights weights;
+    LmRunState state;
+    const unsigned char *data; // the read-only mapping of the checkpoint
+    size_t file_size;
+};
+
+static size_t weight_type_bytes(LmWeightType t) { return t == LM_F32 ? 4 : t == LM_Q8_0 ? 1 : 2; }
+
+// Checks the dimensions common to every format.
+static int check_dims(LmConfig *c, const int64_t v[7], const char *path, char *err, size_t errlen) {
+    static const char *names[7] = {"dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "seq_len"};
+    for (int i = 0; i < 7; i++) {
+        int64_t limit = i == 2 ? LM_MAX_LAYERS : LM_MAX_DIM * (i == 5 || i == 6 ? 16 : 1);
+        if (v[i] <= 0 || v[i] > limit) {
+            set_err(err, errlen, "%s: header field %s = %lld is out of range (1..%lld); not a checkpoint?",
+                    path, names[i], (long long)v[i], (long long)limit);
+            return 0;
+        }
+    }
+    c->dim = (int)v[0]; c->hidden_dim = (int)v[1]; c->n_layers = (int)v[2]; c->n_heads = (int)v[3];
+    c->n_kv_heads = (int)v[4]; c->vocab_size = (int)v[5]; c->seq_len = (int)v[6];
+    if (c->n_heads % c->n_kv_heads != 0) {
+        set_err(err, errlen, "%s: n_kv_heads %d must divide n_heads %d", path, c->n_kv_heads, c->n_heads);
+        return 0;
+    }
+    return 1;
+}
+
+// Reads a v3 header's own fields into c. 0 with the reason in err.
+static int parse_v3_fields(LmConfig *c, const unsigned char *p, size_t size, const char *path, char *err, size_t errlen) {
+    c->head_size = read_i32(p + 28);
+    c->norm_eps = read_f32(p + 40);
+    c->rope_theta = read_f32(p + 44);
+    int layout = read_i32(p + 48), scaling = read_i32(p + 52), flags = read_i32(p + 72), type = read_i32(p + 76);
+    c->rope_factor = read_f32(p + 56);
+    c->rope_low_freq_factor = read_f32(p + 60);
+    c->rope_high_freq_factor = read_f32(p + 64);
+    c->rope_original_context = read_i32(p + 68);
+    c->group_size = read_i32(p + 80);
+    c->tokenizer_offset = read_u64(p + 88);
+    c->tokenizer_size = read_u64(p + 96);
+    if (c->head_size <= 0 || c->head_size > 4096 || c->head_size % 2 != 0) {
+        set_err(err, errlen, "%s: head_size %d must be even and in 2..4096", path, c->head_size);
+        return 0;
+    }
+    if (!(c->norm_eps > 0.0f && c->norm_eps < 1.0f) || !(c->rope_theta > 0.0f) || isinf(c->rope_theta)) {
+        set_err(err, errlen, "%s: norm_eps %g or rope_theta %g is out of range", path, c->norm_eps, c->rope_theta);
+        return 0;
+    }
+    if (layout < 0 || layout > 1 || scaling < 0 || scaling > 2 || (flags & ~3) != 0 || type < 0 || type > 3) {
+        set_err(err, errlen, "%s: unknown rope layout %d, rope scaling %d, flags %d or weight type %d",
+                path, layout, scaling, flags, type);
+        return 0;
+    }
+    c->rope_layout = (LmRopeLayout)layout;
+    c->rope_scaling = (LmRopeScaling)scaling;
+    c->qkv_bias = (flags & 1) != 0;
+    c->shared_classifier = (flags & 2) != 0;
+    c->weight_type = (LmWeightType)type;
+    if (scaling != LM_ROPE_NONE &&
+        (!(c->rope_factor >= 1.0f) || isinf(c->rope_factor) ||
+         (scaling == LM_ROPE_LLAMA3 && (!(c->rope_high_freq_factor > c->rope_low_freq_factor) ||
+                                        !(c->rope_low_freq_factor > 0.0f) || c->rope_original_context <= 0)))) {
+        set_err(err, errlen, "%s: rope scaling parameters are out of range", path);
+        return 0;
+    }
+    if (c->tokenizer_size > 0 && (c->tokenizer_offset > size || c->tokenizer_size > size - c->tokenizer_offset)) {
+        set_err(err, errlen, "%s: the embedded tokenizer lies past the end of the file", path);
+        return 0;
+    }
+    return 1;
+}
+
 // Reads the header into c. Returns the offset of the first tensor, or 0 with the reason in err.
 static size_t parse_header(LmConfig *c, const unsigned char *p, size_t size, const char *path,
                            char *err, size_t errlen) {
@@ -260,23 +375,35 @@ static size_t parse_header(LmConfig *c, const unsigned char *p, size_t size, con
     }
     size_t offset;
     int64_t vocab;
+    const unsigned char *dims = p;
     if ((uint32_t)read_i32(p) == LM_MAGIC) {
         if (size < LM_AK42_HEADER_BYTES) {
             set_err(err, errlen, "%s: truncated header (%zu bytes, expected %d)", path, size, LM_AK42_HEADER_BYTES);
             return 0;
         }
         c->version = read_i32(p + 4);
-        if (c->version != 1 && c->version != 2) {
-            set_err(err, errlen, "%s: unsupported checkpoint version %d (expected 1 or 2)", path, c->version);
+        if (c->version < 1 || c->version > 3) {
+            set_err(err, errlen, "%s: unsupported checkpoint version %d (expected 1, 2 or 3)", path, c->version);
             return 0;
         }
-        p += 8;
-        vocab = read_i32(p + 20);
-        if (vocab <= 0) { set_err(err, errlen, "%s: vocab_size %lld must be positive", path, (long long)vocab); return 0; }
-        c->shared_classifier = p[28] != 0;
-        if (p[28] > 1) { set_err(err, errlen, "%s: shared_classifier flag is %d (expected 0 or 1)", path, p[28]); return 0; }
-        if (c->version == 2) { c->weight_type = LM_Q8_0; c->group_size = read_i32(p + 29); }
+        dims = p + 8;
+        vocab = read_i32(dims + 20);
         offset = LM_AK42_HEADER_BYTES;
+        if (c->version == 3) {
+            int64_t v[7] = {read_i32(p + 8), read_i32(p + 12), read_i32(p + 16), read_i32(p + 20), read_i32(p + 24), read_i32(p + 32), read_i32(p + 36)};
+            if (!check_dims(c, v, path, err, errlen) || !parse_v3_fields(c, p, size, path, err, errlen)) return 0;
+            uint64_t tensors = read_u64(p + 104);
+            if (tensors < LM_AK42_HEADER_BYTES || tensors % LM_TENSOR_ALIGN != 0 || tensors > size) {
+                set_err(err, errlen, "%s: tensor offset %llu is not a 64-byte boundary inside the file", path, (unsigned long long)tensors);
+                return 0;
+            }
+            offset = (size_t)tensors;
+        } else {
+            if (vocab <= 0) { set_err(err, errlen, "%s: vocab_size %lld must be positive", path, (long long)vocab); return 0; }
+            if (dims[28] > 1) { set_err(err, errlen, "%s: shared_classifier flag is %d (expected 0 or 1)", path, dims[28]); return 0; }
+            c->shared_classifier = dims[28];
+            if (c->version == 2) { c->weight_type = LM_Q8_0; c->group_size = read_i32(dims + 29); }
+        }
     } else {
         c->version = 0;
         vocab = read_i32(p + 20);
@@ -284,31 +411,23 @@ static size_t parse_header(LmConfig *c, const unsigned char *p, size_t size, con
         if (vocab < 0) vocab = -vocab;
         offset = LM_V0_HEADER_BYTES;
     }
-    int64_t v[7] = {read_i32(p), read_i32(p + 4), read_i32(p + 8), read_i32(p + 12), read_i32(p + 16), vocab, read_i32(p + 24)};
-    static const char *names[7] = {"dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "seq_len"};
-    for (int i = 0; i < 7; i++) {
-        int64_t limit = i == 2 ? LM_MAX_LAYERS : LM_MAX_DIM * (i == 5 || i == 6 ? 16 : 1);
-        if (v[i] <= 0 || v[i] > limit) {
-            set_err(err, errlen, "%s: header field %s = %lld is out of range (1..%lld); not a llama2.c checkpoint?",
-                    path, names[i], (long long)v[i], (long long)limit);
+    if (c->version < 3) {
+        int64_t v[7] = {read_i32(dims), read_i32(dims + 4), read_i32(dims + 8), read_i32(dims + 12), read_i32(dims + 16), vocab, read_i32(dims + 24)};
+        if (!check_dims(c, v, path, err, errlen)) return 0;
+        if (c->dim % c->n_heads != 0 || (c->dim / c->n_heads) % 2 != 0) {
+            set_err(err, errlen, "%s: n_heads %d must divide dim %d into an even head size", path, c->n_heads, c->dim);
             return 0;
         }
+        c->head_size = c->dim / c->n_heads;
     }
-    c->dim = (int)v[0]; c->hidden_dim = (int)v[1]; c->n_layers = (int)v[2]; c->n_heads = (int)v[3];
-    c->n_kv_heads = (int)v[4]; c->vocab_size = (int)v[5]; c->seq_len = (int)v[6];
-    if (c->dim % c->n_heads != 0 || (c->dim / c->n_heads) % 2 != 0) {
-        set_err(err, errlen, "%s: n_heads %d must divide dim %d into an even head size", path, c->n_heads, c->dim);
-        return 0;
-    }
-    if (c->n_heads % c->n_kv_heads != 0) {
-        set_err(err, errlen, "%s: n_kv_heads %d must divide n_heads %d", path, c->n_kv_heads, c->n_heads);
-        return 0;
-    }
-    c->head_size = c->dim / c->n_heads;
-    // every matrix has dim as a factor of its size, so its flattened groups tile it exactly
-    if (c->weight_type == LM_Q8_0 && (c->group_size <= 0 || c->dim % c->group_size != 0)) {
-        set_err(err, errlen, "%s: Q8_0 group size %d must be positive and divide dim %d",
-                path, c->group_size, c->dim);
+    int q_dim = c->n_heads * c->head_size;
+    // v2 groups the flattened tensor (every matrix has dim as a factor of its size, so groups tile
+    // it); v3 groups rows, so the group size must divide every row length
+    if (c->weight_type == LM_Q8_0 &&
+        (c->group_size <= 0 || c->dim % c->group_size != 0 ||
+         (c->version == 3 && (c->hidden_dim % c->group_size != 0 || q_dim % c->group_size != 0)))) {
+        set_err(err, errlen, "%s: Q8_0 group size %d must be positive and divide dim %d%s", path, c->group_size,
+                c->dim, c->version == 3 ? ", hidden_dim and n_heads * head_size" : "");
         return 0;
     }
     return offset;
@@ -319,12 +438,14 @@ static size_t parse_header(LmConfig *c, const unsigned char *p, size_t size, con
 typedef struct {
     const unsigned char *base;
     uint64_t size, offset;
+    uint64_t align; // each tensor starts at a multiple of this
     int ok;
 } LmCursor;
 
 static const unsigned char *take_bytes(LmCursor *cur, uint64_t nbytes) {
+    cur->offset = (cur->offset + cur->align - 1) / cur->align * cur->align;
     const unsigned char *p = NULL;
-    if (cur->ok && nbytes <= cur->size - cur->offset) p = cur->base + cur->offset;
+    if (cur->ok && cur->offset <= cur->size && nbytes <= cur->size - cur->offset) p = cur->base + cur->offset;
     else cur->ok = 0;
     cur->offset += nbytes;
     return p;
@@ -335,14 +456,10 @@ static const float *take_f32(LmCursor *cur, uint64_t count) {
 }
 
 static LmMatrix take_matrix(LmCursor *cur, const LmConfig *c, int rows, int cols) {
-    LmMatrix m = {NULL, NULL, NULL, rows, cols};
+    LmMatrix m = {NULL, NULL, rows, cols, c->weight_type, c->group_size};
     uint64_t count = (uint64_t)rows * (uint64_t)cols;
-    if (c->weight_type == LM_F32) {
-        m.f = take_f32(cur, count);
-    } else {
-        m.q = (const int8_t *)take_bytes(cur, count);
-        m.s = take_bytes(cur, count / (uint64_t)c->group_size * sizeof(float));
-    }
+    m.data = take_bytes(cur, count * weight_type_bytes(c->weight_type));
+    if (c->weight_type == LM_Q8_0) m.scales = take_bytes(cur, count / (uint64_t)c->group_size * sizeof(float));
     return m;
 }
 
@@ -350,27 +467,53 @@ static LmMatrix take_matrix(LmCursor *cur, const LmConfig *c, int rows, int cols
 static void map_weights(LmWeights *w, const LmConfig *c, LmCursor *cur) {
     int L = c->n_layers, dim = c->dim, hidden = c->hidden_dim;
     int q_dim = c->n_heads * c->head_size, kv_dim = c->n_kv_heads * c->head_size;
-    uint64_t Ld = (uint64_t)L * (uint64_t)dim;
-    if (c->version == 0) {
+    LmLayer *ly = w->layers;
+    if (c->version == 3) { // layer by layer
         w->token_embedding = take_matrix(cur, c, c->vocab_size, dim);
-        w->rms_att = take_f32(cur, Ld);
-    } else { // v1 and v2 store the norms first
-        w->rms_att = take_f32(cur, Ld);
-        w->rms_ffn = take_f32(cur, Ld);
+        for (int l = 0; l < L; l++) {
+            ly[l].rms_att = take_f32(cur, (uint64_t)dim);
+            ly[l].wq = take_matrix(cur, c, q_dim, dim);
+            ly[l].wk = take_matrix(cur, c, kv_dim, dim);
+            ly[l].wv = take_matrix(cur, c, kv_dim, dim);
+            if (c->qkv_bias) {
+                ly[l].bq = take_f32(cur, (uint64_t)q_dim);
+                ly[l].bk = take_f32(cur, (uint64_t)kv_dim);
+                ly[l].bv = take_f32(cur, (uint64_t)kv_dim);
+            }
+            ly[l].wo = take_matrix(cur, c, dim, q_dim);
+            ly[l].rms_ffn = take_f32(cur, (uint64_t)dim);
+            ly[l].w1 = take_matrix(cur, c, hidden, dim);
+            ly[l].w2 = take_matrix(cur, c, dim, hidden);
+            ly[l].w3 = take_matrix(cur, c, hidden, dim);
+        }
         w->rms_final = take_f32(cur, (uint64_t)dim);
-        w->token_embedding = take_matrix(cur, c, c->vocab_size, dim);
-    }
-    for (int l = 0; l < L; l++) w->wq[l] = take_matrix(cur, c, q_dim, dim);
-    for (int l = 0; l < L; l++) w->wk[l] = take_matrix(cur, c, kv_dim, dim);
-    for (int l = 0; l < L; l++) w->wv[l] = take_matrix(cur, c, kv_dim, dim);
-    for (int l = 0; l < L; l++) w->wo[l] = take_matrix(cur, c, dim, q_dim);
-    if (c->version == 0) w->rms_ffn = take_f32(cur, Ld);
-    for (int l = 0; l < L; l++) w->w1[l] = take_matrix(cur, c, hidden, dim);
-    for (int l = 0; l < L; l++) w->w2[l] = take_matrix(cur, c, dim, hidden);
-    for (int l = 0; l < L; l++) w->w3[l] = take_matrix(cur, c, hidden, dim);
-    if (c->version == 0) {
-        w->rms_final = take_f32(cur, (uint64_t)dim);
-        take_f32(cur, (uint64_t)c->seq_len * (uint64_t)c->head_size); // the unused freq_cis_real/imag tables
+    } else { // llama2.c's formats: tensor by tensor, all layers of each together
+        const float *rms_att, *rms_ffn = NULL;
+        if (c->version == 0) {
+            w->token_embedding = take_matrix(cur, c, c->vocab_size, dim);
+            rms_att = take_f32(cur, (uint64_t)L * (uint64_t)dim);
+        } else { // v1 and v2 store the norms first
+            rms_att = take_f32(cur, (uint64_t)L * (uint64_t)dim);
+            rms_ffn = take_f32(cur, (uint64_t)L * (uint64_t)dim);
+            w->rms_final = take_f32(cur, (uint64_t)dim);
+            w->token_embedding = take_matrix(cur, c, c->vocab_size, dim);
+        }
+        for (int l = 0; l < L; l++) ly[l].wq = take_matrix(cur, c, q_dim, dim);
+        for (int l = 0; l < L; l++) ly[l].wk = take_matrix(cur, c, kv_dim, dim);
+        for (int l = 0; l < L; l++) ly[l].wv = take_matrix(cur, c, kv_dim, dim);
+        for (int l = 0; l < L; l++) ly[l].wo = take_matrix(cur, c, dim, q_dim);
+        if (c->version == 0) rms_ffn = take_f32(cur, (uint64_t)L * (uint64_t)dim);
+        for (int l = 0; l < L; l++) ly[l].w1 = take_matrix(cur, c, hidden, dim);
+        for (int l = 0; l < L; l++) ly[l].w2 = take_matrix(cur, c, dim, hidden);
+        for (int l = 0; l < L; l++) ly[l].w3 = take_matrix(cur, c, hidden, dim);
+        if (c->version == 0) {
+            w->rms_final = take_f32(cur, (uint64_t)dim);
+            take_f32(cur, (uint64_t)c->seq_len * (uint64_t)c->head_size); // the unused freq_cis_real/imag tables
+        }
+        for (int l = 0; l < L && cur->ok; l++) {
+            ly[l].rms_att = rms_att + (size_t)l * (size_t)dim;
+            ly[l].rms_ffn = rms_ffn + (size_t)l * (size_t)dim;
+        }
     }
     w->wcls = c->shared_classifier ? w->token_embedding : take_matrix(cur, c, c->vocab_size, dim);
 }
@@ -380,6 +523,30 @@ static void free_state(LmRunState *s) {
                     s->value_cache, s->rope_freq, s->rope_cos, s->rope_sin, s->xq, s->xs};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     memset(s, 0, sizeof *s);
+}
+
+// RoPE inverse frequencies theta^(-2i/head_size), with Llama 3's or linear context scaling. For
+// llama2.c's formats these are the same float operations as llama2.c, so the same text comes out.
+static void rope_frequencies(float *freq, const LmConfig *c) {
+    for (int i = 0; i < c->head_size / 2; i++) {
+        float f = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)c->head_size);
+        if (c->rope_scaling == LM_ROPE_LINEAR) {
+            f /= c->rope_factor;
+        } else if (c->rope_scaling == LM_ROPE_LLAMA3) {
+            // long wavelengths are slowed by factor, short ones kept, the band between interpolated
+            float wavelen = 2.0f * 3.14159265358979f / f;
+            float low_wavelen = (float)c->rope_original_context / c->rope_low_freq_factor;
+            float high_wavelen = (float)c->rope_original_context / c->rope_high_freq_factor;
+            if (wavelen > low_wavelen) {
+                f /= c->rope_factor;
+            } else if (wavelen >= high_wavelen) {
+                float smooth = ((float)c->rope_original_context / wavelen - c->rope_low_freq_factor) /
+                               (c->rope_high_freq_factor - c->rope_low_freq_factor);
+                f = (1.0f - smooth) * f / c->rope_factor + smooth * f;
+            }
+        }
+        freq[i] = f;
+    }
 }
 
 // Allocates the run state; 0 on out-of-memory. The KV cache is calloc'ed at full context length:
@@ -412,14 +579,8 @@ static int alloc_state(LmRunState *s, const LmConfig *c) {
         ok = ok && s->xq && s->xs;
     }
     if (!ok) { free_state(s); return 0; }
-    // The same float operations as llama2.c, so the same checkpoint gives the same text.
-    for (int i = 0; i < c->head_size / 2; i++)
-        s->rope_freq[i] = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)c->head_size);
+    rope_frequencies(s->rope_freq, c);
     return 1;
-}
-
-static void free_weight_tables(LmWeights *w) {
-    free(w->wq); free(w->wk); free(w->wv); free(w->wo); free(w->w1); free(w->w2); free(w->w3);
 }
 
 LmModel *lm_load(const char *checkpoint_path, char *err, size_t errlen) {
@@ -431,19 +592,14 @@ LmModel *lm_load(const char *checkpoint_path, char *err, size_t errlen) {
     LmConfig *c = &m->config;
     size_t offset = parse_header(c, m->data, m->file_size, checkpoint_path, err, errlen);
     if (offset == 0) { lm_free(m); return NULL; }
-    LmWeights *w = &m->weights;
-    size_t L = (size_t)c->n_layers;
-    w->wq = calloc(L, sizeof(LmMatrix)); w->wk = calloc(L, sizeof(LmMatrix));
-    w->wv = calloc(L, sizeof(LmMatrix)); w->wo = calloc(L, sizeof(LmMatrix));
-    w->w1 = calloc(L, sizeof(LmMatrix)); w->w2 = calloc(L, sizeof(LmMatrix));
-    w->w3 = calloc(L, sizeof(LmMatrix));
-    if (!w->wq || !w->wk || !w->wv || !w->wo || !w->w1 || !w->w2 || !w->w3) {
+    m->weights.layers = calloc((size_t)c->n_layers, sizeof(LmLayer));
+    if (m->weights.layers == NULL) {
         set_err(err, errlen, "out of memory loading %s", checkpoint_path);
         lm_free(m);
         return NULL;
     }
-    LmCursor cur = {m->data, m->file_size, offset, 1};
-    map_weights(w, c, &cur);
+    LmCursor cur = {m->data, m->file_size, offset, c->version == 3 ? LM_TENSOR_ALIGN : 1, 1};
+    map_weights(&m->weights, c, &cur);
     if (!cur.ok) {
         set_err(err, errlen, "%s: truncated: the header implies %llu bytes, the file has %zu",
                 checkpoint_path, (unsigned long long)cur.offset, m->file_size);
@@ -462,7 +618,7 @@ LmModel *lm_load(const char *checkpoint_path, char *err, size_t errlen) {
 void lm_free(LmModel *m) {
     if (m == NULL) return;
     free_state(&m->state);
-    free_weight_tables(&m->weights);
+    free(m->weights.layers);
     if (m->data) munmap((void *)m->data, m->file_size);
     free(m);
 }
@@ -488,6 +644,24 @@ static void softmax(float *x, int n) {
     float sum = 0.0f;
     for (int i = 0; i < n; i++) { x[i] = expf(x[i] - max_val); sum += x[i]; }
     for (int i = 0; i < n; i++) x[i] /= sum;
+}
+
+// IEEE half precision to float: shift the 15 magnitude bits into place, then rescale the exponent
+// bias (15 -> 127) with one multiply, which also normalizes subnormals. Inf and NaN are kept.
+static float f16_to_f32(uint16_t h) {
+    uint32_t bits = (uint32_t)(h & 0x7fff) << 13;
+    float f;
+    memcpy(&f, &bits, 4);
+    f *= 0x1p112f;
+    if ((h & 0x7c00) == 0x7c00) { bits |= 0x7f800000u; memcpy(&f, &bits, 4); }
+    return (h & 0x8000) ? -f : f;
+}
+
+static float bf16_to_f32(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
 }
 
 // Q8_0 quantization of x (n values) in groups of gs (the last may be shorter): per group,
@@ -516,34 +690,54 @@ static float dot_f32(const float *a, const float *b, int n) {
     return acc[0];
 }
 
-// out (rows) = W (rows, cols) @ x (cols), fp32.
-static void matmul_f32(float *out, const float *w, const float *x, int rows, int cols) {
-    LM_PARALLEL_FOR
-    for (int i = 0; i < rows; i++) out[i] = dot_f32(w + (size_t)i * (size_t)cols, x, cols);
+// Dot product of a 16-bit (fp16 or bf16) row with x: converted in chunks, then dot_f32.
+static float dot_half(const uint16_t *a, const float *x, int n, LmWeightType type) {
+    float buf[256], sum = 0.0f;
+    for (int j = 0; j < n; j += 256) {
+        int len = n - j < 256 ? n - j : 256;
+        if (type == LM_F16) for (int k = 0; k < len; k++) buf[k] = f16_to_f32(a[j + k]);
+        else for (int k = 0; k < len; k++) buf[k] = bf16_to_f32(a[j + k]);
+        sum += dot_f32(buf, x + j, len);
+    }
+    return sum;
 }
 
-// out (rows) = W (rows, cols) @ x (cols) in Q8_0: int32 sums over runs that share one weight group
-// and one input group, each run scaled by both. llama2.c's exporter groups the flattened tensor, so
-// when gs does not divide cols a weight group straddles two rows and the runs split there.
-static void matmul_q8(float *out, const int8_t *wq, const unsigned char *ws, const int8_t *xq,
-                      const float *xs, int rows, int cols, int gs) {
+// Q8_0 dot product of row `row` of w with the quantized input: int32 sums over runs that share one
+// weight group and one input group, each run scaled by both. llama2.c's v2 exporter groups the
+// flattened tensor, so when gs does not divide cols a weight group straddles two rows and the
+// runs split there.
+static float dot_q8(const LmMatrix *w, int row, const int8_t *xq, const float *xs) {
+    int cols = w->cols, gs = w->group_size;
+    size_t row_start = (size_t)row * (size_t)cols;
+    const int8_t *q = (const int8_t *)w->data + row_start;
+    float val = 0.0f;
+    for (int j = 0; j < cols;) {
+        size_t wg = (row_start + (size_t)j) / (size_t)gs;
+        int end = (int)((wg + 1) * (size_t)gs - row_start); // end of this weight group
+        int xend = (j / gs + 1) * gs;                       // end of this input group
+        if (xend < end) end = xend;
+        if (cols < end) end = cols;
+        int32_t ival = 0;
+        for (int k = j; k < end; k++) ival += (int32_t)xq[k] * (int32_t)q[k];
+        val += (float)ival * read_f32(w->scales + wg * sizeof(float)) * xs[j / gs];
+        j = end;
+    }
+    return val;
+}
+
+// out (rows) = W (rows, cols) @ in (cols), rows in parallel.
+static void matmul(float *out, const LmMatrix *w, const LmInput *in) {
+    assert(w->cols == in->n);
+    assert(w->type != LM_Q8_0 || in->q != NULL);
     LM_PARALLEL_FOR
-    for (int i = 0; i < rows; i++) {
-        size_t row_start = (size_t)i * (size_t)cols;
-        const int8_t *row = wq + row_start;
-        float val = 0.0f;
-        for (int j = 0; j < cols;) {
-            size_t wg = (row_start + (size_t)j) / (size_t)gs;
-            int end = (int)((wg + 1) * (size_t)gs - row_start); // end of this weight group
-            int xend = (j / gs + 1) * gs;                       // end of this input group
-            if (xend < end) end = xend;
-            if (cols < end) end = cols;
-            int32_t ival = 0;
-            for (int k = j; k < end; k++) ival += (int32_t)xq[k] * (int32_t)row[k];
-            val += (float)ival * read_f32(ws + wg * sizeof(float)) * xs[j / gs];
-            j = end;
+    for (int i = 0; i < w->rows; i++) {
+        size_t start = (size_t)i * (size_t)w->cols;
+        switch (w->type) {
+        case LM_F32: out[i] = dot_f32((const float *)w->data + start, in->f, w->cols); break;
+        case LM_F16:
+        case LM_BF16: out[i] = dot_half((const uint16_t *)w->data + start, in->f, w->cols, w->type); break;
+        case LM_Q8_0: out[i] = dot_q8(w, i, in->q, in->s); break;
         }
-        out[i] = val;
     }
 }
 
@@ -558,30 +752,37 @@ static LmInput make_input(LmModel *m, const float *x, int n) {
     return in;
 }
 
-static void matmul(float *out, const LmMatrix *w, const LmInput *in, int gs) {
-    assert(w->cols == in->n);
-    if (w->f) matmul_f32(out, w->f, in->f, w->rows, w->cols);
-    else matmul_q8(out, w->q, w->s, in->q, in->s, w->rows, w->cols, gs);
-}
-
-// Copies row `row` of w into out (cols floats), dequantizing when needed.
-static void matrix_row(float *out, const LmMatrix *w, int row, int gs) {
+// Copies row `row` of w into out (cols floats), converting to fp32.
+static void matrix_row(float *out, const LmMatrix *w, int row) {
     size_t start = (size_t)row * (size_t)w->cols;
-    if (w->f) { memcpy(out, w->f + start, (size_t)w->cols * sizeof(float)); return; }
-    for (int j = 0; j < w->cols; j++)
-        out[j] = (float)w->q[start + (size_t)j] * read_f32(w->s + (start + (size_t)j) / (size_t)gs * sizeof(float));
-}
-
-// Rotates consecutive pairs (x[2i], x[2i+1]) of every head by the angles of this position.
-static void rope_rotate(float *x, int n_heads, int head_size, const float *cos_t, const float *sin_t) {
-    for (int h = 0; h < n_heads; h++) {
-        float *v = x + (size_t)h * (size_t)head_size;
-        for (int i = 0; i < head_size / 2; i++) {
-            float v0 = v[2 * i], v1 = v[2 * i + 1];
-            v[2 * i] = v0 * cos_t[i] - v1 * sin_t[i];
-            v[2 * i + 1] = v0 * sin_t[i] + v1 * cos_t[i];
+    for (int j = 0; j < w->cols; j++) {
+        size_t e = start + (size_t)j;
+        switch (w->type) {
+        case LM_F32: out[j] = ((const float *)w->data)[e]; break;
+        case LM_F16: out[j] = f16_to_f32(((const uint16_t *)w->data)[e]); break;
+        case LM_BF16: out[j] = bf16_to_f32(((const uint16_t *)w->data)[e]); break;
+        case LM_Q8_0: out[j] = (float)((const int8_t *)w->data)[e] * read_f32(w->scales + e / (size_t)w->group_size * sizeof(float)); break;
         }
     }
+}
+
+// Rotates each pair of every head by the angles of this position. The pairs are (x[2i], x[2i+1])
+// in llama2.c's layout and (x[i], x[i + head_size/2]) in Hugging Face's.
+static void rope_rotate(float *x, int n_heads, int head_size, const float *cos_t, const float *sin_t, LmRopeLayout layout) {
+    int half = head_size / 2;
+    for (int h = 0; h < n_heads; h++) {
+        float *v = x + (size_t)h * (size_t)head_size;
+        for (int i = 0; i < half; i++) {
+            int a = layout == LM_ROPE_PAIRS ? 2 * i : i, b = layout == LM_ROPE_PAIRS ? 2 * i + 1 : i + half;
+            float v0 = v[a], v1 = v[b];
+            v[a] = v0 * cos_t[i] - v1 * sin_t[i];
+            v[b] = v0 * sin_t[i] + v1 * cos_t[i];
+        }
+    }
+}
+
+static void add_bias(float *x, const float *bias, int n) {
+    if (bias) for (int i = 0; i < n; i++) x[i] += bias[i];
 }
 
 // ----------------------------------------------------------------------------
@@ -593,13 +794,13 @@ float *lm_forward(LmModel *m, int token, int pos) {
     const LmConfig *c = &m->config;
     const LmWeights *w = &m->weights;
     LmRunState *s = &m->state;
-    int dim = c->dim, hidden = c->hidden_dim, head_size = c->head_size, gs = c->group_size;
+    int dim = c->dim, hidden = c->hidden_dim, head_size = c->head_size;
     int q_dim = c->n_heads * head_size, kv_dim = c->n_kv_heads * head_size;
     int kv_mul = c->n_heads / c->n_kv_heads; // query heads per key/value head
     float *x = s->x;
 
     // the token's embedding starts the residual stream
-    matrix_row(x, &w->token_embedding, token, gs);
+    matrix_row(x, &w->token_embedding, token);
 
     // RoPE angles for this position, shared by every layer
     for (int i = 0; i < head_size / 2; i++) {
@@ -609,18 +810,22 @@ float *lm_forward(LmModel *m, int token, int pos) {
     }
 
     for (int l = 0; l < c->n_layers; l++) {
+        const LmLayer *ly = &w->layers[l];
         size_t layer_offset = (size_t)l * (size_t)c->seq_len * (size_t)kv_dim;
         float *k = s->key_cache + layer_offset + (size_t)pos * (size_t)kv_dim;
         float *v = s->value_cache + layer_offset + (size_t)pos * (size_t)kv_dim;
 
         // attention: q, k, v from the normed stream; k and v go straight into the cache at pos
-        rmsnorm(s->xb, x, w->rms_att + (size_t)l * (size_t)dim, dim, c->norm_eps);
+        rmsnorm(s->xb, x, ly->rms_att, dim, c->norm_eps);
         LmInput in = make_input(m, s->xb, dim);
-        matmul(s->q, &w->wq[l], &in, gs);
-        matmul(k, &w->wk[l], &in, gs);
-        matmul(v, &w->wv[l], &in, gs);
-        rope_rotate(s->q, c->n_heads, head_size, s->rope_cos, s->rope_sin);
-        rope_rotate(k, c->n_kv_heads, head_size, s->rope_cos, s->rope_sin);
+        matmul(s->q, &ly->wq, &in);
+        matmul(k, &ly->wk, &in);
+        matmul(v, &ly->wv, &in);
+        add_bias(s->q, ly->bq, q_dim);
+        add_bias(k, ly->bk, kv_dim);
+        add_bias(v, ly->bv, kv_dim);
+        rope_rotate(s->q, c->n_heads, head_size, s->rope_cos, s->rope_sin, c->rope_layout);
+        rope_rotate(k, c->n_kv_heads, head_size, s->rope_cos, s->rope_sin, c->rope_layout);
 
         // each query head attends over positions 0..pos of its key/value head
         float scale = 1.0f / sqrtf((float)head_size);
@@ -646,126 +851,370 @@ float *lm_forward(LmModel *m, int token, int pos) {
 
         // output projection and residual
         in = make_input(m, s->xb, q_dim);
-        matmul(s->xb2, &w->wo[l], &in, gs);
+        matmul(s->xb2, &ly->wo, &in);
         for (int i = 0; i < dim; i++) x[i] += s->xb2[i];
 
         // SwiGLU FFN: w2(silu(w1 x) * w3 x), then residual
-        rmsnorm(s->xb, x, w->rms_ffn + (size_t)l * (size_t)dim, dim, c->norm_eps);
+        rmsnorm(s->xb, x, ly->rms_ffn, dim, c->norm_eps);
         in = make_input(m, s->xb, dim);
-        matmul(s->hb, &w->w1[l], &in, gs);
-        matmul(s->hb2, &w->w3[l], &in, gs);
+        matmul(s->hb, &ly->w1, &in);
+        matmul(s->hb2, &ly->w3, &in);
         for (int i = 0; i < hidden; i++) {
             float val = s->hb[i];
             val *= 1.0f / (1.0f + expf(-val));
             s->hb[i] = val * s->hb2[i];
         }
         in = make_input(m, s->hb, hidden);
-        matmul(s->xb2, &w->w2[l], &in, gs);
+        matmul(s->xb2, &ly->w2, &in);
         for (int i = 0; i < dim; i++) x[i] += s->xb2[i];
     }
 
     // final norm and classifier
     rmsnorm(x, x, w->rms_final, dim, c->norm_eps);
     LmInput in = make_input(m, x, dim);
-    matmul(s->logits, &w->wcls, &in, gs);
+    matmul(s->logits, &w->wcls, &in);
     return s->logits;
 }
 
 // ----------------------------------------------------------------------------
-// Tokenizer: SentencePiece-style BPE over llama2.c's tokenizer.bin
+// Unicode tables for the pre-tokenizers (made by tests/gen_unicode_tables.py)
 
-#define LM_BOS 1
-#define LM_EOS 2
+static const uint32_t lm_unicode_letters[][2] = { // Unicode 14.0.0, category L*, 648 ranges
+    {0x41,0x5A}, {0x61,0x7A}, {0xAA,0xAA}, {0xB5,0xB5}, {0xBA,0xBA}, {0xC0,0xD6}, {0xD8,0xF6}, {0xF8,0x2C1},
+    {0x2C6,0x2D1}, {0x2E0,0x2E4}, {0x2EC,0x2EC}, {0x2EE,0x2EE}, {0x370,0x374}, {0x376,0x377}, {0x37A,0x37D},
+    {0x37F,0x37F}, {0x386,0x386}, {0x388,0x38A}, {0x38C,0x38C}, {0x38E,0x3A1}, {0x3A3,0x3F5}, {0x3F7,0x481},
+    {0x48A,0x52F}, {0x531,0x556}, {0x559,0x559}, {0x560,0x588}, {0x5D0,0x5EA}, {0x5EF,0x5F2}, {0x620,0x64A},
+    {0x66E,0x66F}, {0x671,0x6D3}, {0x6D5,0x6D5}, {0x6E5,0x6E6}, {0x6EE,0x6EF}, {0x6FA,0x6FC}, {0x6FF,0x6FF},
+    {0x710,0x710}, {0x712,0x72F}, {0x74D,0x7A5}, {0x7B1,0x7B1}, {0x7CA,0x7EA}, {0x7F4,0x7F5}, {0x7FA,0x7FA},
+    {0x800,0x815}, {0x81A,0x81A}, {0x824,0x824}, {0x828,0x828}, {0x840,0x858}, {0x860,0x86A}, {0x870,0x887},
+    {0x889,0x88E}, {0x8A0,0x8C9}, {0x904,0x939}, {0x93D,0x93D}, {0x950,0x950}, {0x958,0x961}, {0x971,0x980},
+    {0x985,0x98C}, {0x98F,0x990}, {0x993,0x9A8}, {0x9AA,0x9B0}, {0x9B2,0x9B2}, {0x9B6,0x9B9}, {0x9BD,0x9BD},
+    {0x9CE,0x9CE}, {0x9DC,0x9DD}, {0x9DF,0x9E1}, {0x9F0,0x9F1}, {0x9FC,0x9FC}, {0xA05,0xA0A}, {0xA0F,0xA10},
+    {0xA13,0xA28}, {0xA2A,0xA30}, {0xA32,0xA33}, {0xA35,0xA36}, {0xA38,0xA39}, {0xA59,0xA5C}, {0xA5E,0xA5E},
+    {0xA72,0xA74}, {0xA85,0xA8D}, {0xA8F,0xA91}, {0xA93,0xAA8}, {0xAAA,0xAB0}, {0xAB2,0xAB3}, {0xAB5,0xAB9},
+    {0xABD,0xABD}, {0xAD0,0xAD0}, {0xAE0,0xAE1}, {0xAF9,0xAF9}, {0xB05,0xB0C}, {0xB0F,0xB10}, {0xB13,0xB28},
+    {0xB2A,0xB30}, {0xB32,0xB33}, {0xB35,0xB39}, {0xB3D,0xB3D}, {0xB5C,0xB5D}, {0xB5F,0xB61}, {0xB71,0xB71},
+    {0xB83,0xB83}, {0xB85,0xB8A}, {0xB8E,0xB90}, {0xB92,0xB95}, {0xB99,0xB9A}, {0xB9C,0xB9C}, {0xB9E,0xB9F},
+    {0xBA3,0xBA4}, {0xBA8,0xBAA}, {0xBAE,0xBB9}, {0xBD0,0xBD0}, {0xC05,0xC0C}, {0xC0E,0xC10}, {0xC12,0xC28},
+    {0xC2A,0xC39}, {0xC3D,0xC3D}, {0xC58,0xC5A}, {0xC5D,0xC5D}, {0xC60,0xC61}, {0xC80,0xC80}, {0xC85,0xC8C},
+    {0xC8E,0xC90}, {0xC92,0xCA8}, {0xCAA,0xCB3}, {0xCB5,0xCB9}, {0xCBD,0xCBD}, {0xCDD,0xCDE}, {0xCE0,0xCE1},
+    {0xCF1,0xCF2}, {0xD04,0xD0C}, {0xD0E,0xD10}, {0xD12,0xD3A}, {0xD3D,0xD3D}, {0xD4E,0xD4E}, {0xD54,0xD56},
+    {0xD5F,0xD61}, {0xD7A,0xD7F}, {0xD85,0xD96}, {0xD9A,0xDB1}, {0xDB3,0xDBB}, {0xDBD,0xDBD}, {0xDC0,0xDC6},
+    {0xE01,0xE30}, {0xE32,0xE33}, {0xE40,0xE46}, {0xE81,0xE82}, {0xE84,0xE84}, {0xE86,0xE8A}, {0xE8C,0xEA3},
+    {0xEA5,0xEA5}, {0xEA7,0xEB0}, {0xEB2,0xEB3}, {0xEBD,0xEBD}, {0xEC0,0xEC4}, {0xEC6,0xEC6}, {0xEDC,0xEDF},
+    {0xF00,0xF00}, {0xF40,0xF47}, {0xF49,0xF6C}, {0xF88,0xF8C}, {0x1000,0x102A}, {0x103F,0x103F},
+    {0x1050,0x1055}, {0x105A,0x105D}, {0x1061,0x1061}, {0x1065,0x1066}, {0x106E,0x1070}, {0x1075,0x1081},
+    {0x108E,0x108E}, {0x10A0,0x10C5}, {0x10C7,0x10C7}, {0x10CD,0x10CD}, {0x10D0,0x10FA}, {0x10FC,0x1248},
+    {0x124A,0x124D}, {0x1250,0x1256}, {0x1258,0x1258}, {0x125A,0x125D}, {0x1260,0x1288}, {0x128A,0x128D},
+    {0x1290,0x12B0}, {0x12B2,0x12B5}, {0x12B8,0x12BE}, {0x12C0,0x12C0}, {0x12C2,0x12C5}, {0x12C8,0x12D6},
+    {0x12D8,0x1310}, {0x1312,0x1315}, {0x1318,0x135A}, {0x1380,0x138F}, {0x13A0,0x13F5}, {0x13F8,0x13FD},
+    {0x1401,0x166C}, {0x166F,0x167F}, {0x1681,0x169A}, {0x16A0,0x16EA}, {0x16F1,0x16F8}, {0x1700,0x1711},
+    {0x171F,0x1731}, {0x1740,0x1751}, {0x1760,0x176C}, {0x176E,0x1770}, {0x1780,0x17B3}, {0x17D7,0x17D7},
+    {0x17DC,0x17DC}, {0x1820,0x1878}, {0x1880,0x1884}, {0x1887,0x18A8}, {0x18AA,0x18AA}, {0x18B0,0x18F5},
+    {0x1900,0x191E}, {0x1950,0x196D}, {0x1970,0x1974}, {0x1980,0x19AB}, {0x19B0,0x19C9}, {0x1A00,0x1A16},
+    {0x1A20,0x1A54}, {0x1AA7,0x1AA7}, {0x1B05,0x1B33}, {0x1B45,0x1B4C}, {0x1B83,0x1BA0}, {0x1BAE,0x1BAF},
+    {0x1BBA,0x1BE5}, {0x1C00,0x1C23}, {0x1C4D,0x1C4F}, {0x1C5A,0x1C7D}, {0x1C80,0x1C88}, {0x1C90,0x1CBA},
+    {0x1CBD,0x1CBF}, {0x1CE9,0x1CEC}, {0x1CEE,0x1CF3}, {0x1CF5,0x1CF6}, {0x1CFA,0x1CFA}, {0x1D00,0x1DBF},
+    {0x1E00,0x1F15}, {0x1F18,0x1F1D}, {0x1F20,0x1F45}, {0x1F48,0x1F4D}, {0x1F50,0x1F57}, {0x1F59,0x1F59},
+    {0x1F5B,0x1F5B}, {0x1F5D,0x1F5D}, {0x1F5F,0x1F7D}, {0x1F80,0x1FB4}, {0x1FB6,0x1FBC}, {0x1FBE,0x1FBE},
+    {0x1FC2,0x1FC4}, {0x1FC6,0x1FCC}, {0x1FD0,0x1FD3}, {0x1FD6,0x1FDB}, {0x1FE0,0x1FEC}, {0x1FF2,0x1FF4},
+    {0x1FF6,0x1FFC}, {0x2071,0x2071}, {0x207F,0x207F}, {0x2090,0x209C}, {0x2102,0x2102}, {0x2107,0x2107},
+    {0x210A,0x2113}, {0x2115,0x2115}, {0x2119,0x211D}, {0x2124,0x2124}, {0x2126,0x2126}, {0x2128,0x2128},
+    {0x212A,0x212D}, {0x212F,0x2139}, {0x213C,0x213F}, {0x2145,0x2149}, {0x214E,0x214E}, {0x2183,0x2184},
+    {0x2C00,0x2CE4}, {0x2CEB,0x2CEE}, {0x2CF2,0x2CF3}, {0x2D00,0x2D25}, {0x2D27,0x2D27}, {0x2D2D,0x2D2D},
+    {0x2D30,0x2D67}, {0x2D6F,0x2D6F}, {0x2D80,0x2D96}, {0x2DA0,0x2DA6}, {0x2DA8,0x2DAE}, {0x2DB0,0x2DB6},
+    {0x2DB8,0x2DBE}, {0x2DC0,0x2DC6}, {0x2DC8,0x2DCE}, {0x2DD0,0x2DD6}, {0x2DD8,0x2DDE}, {0x2E2F,0x2E2F},
+    {0x3005,0x3006}, {0x3031,0x3035}, {0x303B,0x303C}, {0x3041,0x3096}, {0x309D,0x309F}, {0x30A1,0x30FA},
+    {0x30FC,0x30FF}, {0x3105,0x312F}, {0x3131,0x318E}, {0x31A0,0x31BF}, {0x31F0,0x31FF}, {0x3400,0x4DBF},
+    {0x4E00,0xA48C}, {0xA4D0,0xA4FD}, {0xA500,0xA60C}, {0xA610,0xA61F}, {0xA62A,0xA62B}, {0xA640,0xA66E},
+    {0xA67F,0xA69D}, {0xA6A0,0xA6E5}, {0xA717,0xA71F}, {0xA722,0xA788}, {0xA78B,0xA7CA}, {0xA7D0,0xA7D1},
+    {0xA7D3,0xA7D3}, {0xA7D5,0xA7D9}, {0xA7F2,0xA801}, {0xA803,0xA805}, {0xA807,0xA80A}, {0xA80C,0xA822},
+    {0xA840,0xA873}, {0xA882,0xA8B3}, {0xA8F2,0xA8F7}, {0xA8FB,0xA8FB}, {0xA8FD,0xA8FE}, {0xA90A,0xA925},
+    {0xA930,0xA946}, {0xA960,0xA97C}, {0xA984,0xA9B2}, {0xA9CF,0xA9CF}, {0xA9E0,0xA9E4}, {0xA9E6,0xA9EF},
+    {0xA9FA,0xA9FE}, {0xAA00,0xAA28}, {0xAA40,0xAA42}, {0xAA44,0xAA4B}, {0xAA60,0xAA76}, {0xAA7A,0xAA7A},
+    {0xAA7E,0xAAAF}, {0xAAB1,0xAAB1}, {0xAAB5,0xAAB6}, {0xAAB9,0xAABD}, {0xAAC0,0xAAC0}, {0xAAC2,0xAAC2},
+    {0xAADB,0xAADD}, {0xAAE0,0xAAEA}, {0xAAF2,0xAAF4}, {0xAB01,0xAB06}, {0xAB09,0xAB0E}, {0xAB11,0xAB16},
+    {0xAB20,0xAB26}, {0xAB28,0xAB2E}, {0xAB30,0xAB5A}, {0xAB5C,0xAB69}, {0xAB70,0xABE2}, {0xAC00,0xD7A3},
+    {0xD7B0,0xD7C6}, {0xD7CB,0xD7FB}, {0xF900,0xFA6D}, {0xFA70,0xFAD9}, {0xFB00,0xFB06}, {0xFB13,0xFB17},
+    {0xFB1D,0xFB1D}, {0xFB1F,0xFB28}, {0xFB2A,0xFB36}, {0xFB38,0xFB3C}, {0xFB3E,0xFB3E}, {0xFB40,0xFB41},
+    {0xFB43,0xFB44}, {0xFB46,0xFBB1}, {0xFBD3,0xFD3D}, {0xFD50,0xFD8F}, {0xFD92,0xFDC7}, {0xFDF0,0xFDFB},
+    {0xFE70,0xFE74}, {0xFE76,0xFEFC}, {0xFF21,0xFF3A}, {0xFF41,0xFF5A}, {0xFF66,0xFFBE}, {0xFFC2,0xFFC7},
+    {0xFFCA,0xFFCF}, {0xFFD2,0xFFD7}, {0xFFDA,0xFFDC}, {0x10000,0x1000B}, {0x1000D,0x10026},
+    {0x10028,0x1003A}, {0x1003C,0x1003D}, {0x1003F,0x1004D}, {0x10050,0x1005D}, {0x10080,0x100FA},
+    {0x10280,0x1029C}, {0x102A0,0x102D0}, {0x10300,0x1031F}, {0x1032D,0x10340}, {0x10342,0x10349},
+    {0x10350,0x10375}, {0x10380,0x1039D}, {0x103A0,0x103C3}, {0x103C8,0x103CF}, {0x10400,0x1049D},
+    {0x104B0,0x104D3}, {0x104D8,0x104FB}, {0x10500,0x10527}, {0x10530,0x10563}, {0x10570,0x1057A},
+    {0x1057C,0x1058A}, {0x1058C,0x10592}, {0x10594,0x10595}, {0x10597,0x105A1}, {0x105A3,0x105B1},
+    {0x105B3,0x105B9}, {0x105BB,0x105BC}, {0x10600,0x10736}, {0x10740,0x10755}, {0x10760,0x10767},
+    {0x10780,0x10785}, {0x10787,0x107B0}, {0x107B2,0x107BA}, {0x10800,0x10805}, {0x10808,0x10808},
+    {0x1080A,0x10835}, {0x10837,0x10838}, {0x1083C,0x1083C}, {0x1083F,0x10855}, {0x10860,0x10876},
+    {0x10880,0x1089E}, {0x108E0,0x108F2}, {0x108F4,0x108F5}, {0x10900,0x10915}, {0x10920,0x10939},
+    {0x10980,0x109B7}, {0x109BE,0x109BF}, {0x10A00,0x10A00}, {0x10A10,0x10A13}, {0x10A15,0x10A17},
+    {0x10A19,0x10A35}, {0x10A60,0x10A7C}, {0x10A80,0x10A9C}, {0x10AC0,0x10AC7}, {0x10AC9,0x10AE4},
+    {0x10B00,0x10B35}, {0x10B40,0x10B55}, {0x10B60,0x10B72}, {0x10B80,0x10B91}, {0x10C00,0x10C48},
+    {0x10C80,0x10CB2}, {0x10CC0,0x10CF2}, {0x10D00,0x10D23}, {0x10E80,0x10EA9}, {0x10EB0,0x10EB1},
+    {0x10F00,0x10F1C}, {0x10F27,0x10F27}, {0x10F30,0x10F45}, {0x10F70,0x10F81}, {0x10FB0,0x10FC4},
+    {0x10FE0,0x10FF6}, {0x11003,0x11037}, {0x11071,0x11072}, {0x11075,0x11075}, {0x11083,0x110AF},
+    {0x110D0,0x110E8}, {0x11103,0x11126}, {0x11144,0x11144}, {0x11147,0x11147}, {0x11150,0x11172},
+    {0x11176,0x11176}, {0x11183,0x111B2}, {0x111C1,0x111C4}, {0x111DA,0x111DA}, {0x111DC,0x111DC},
+    {0x11200,0x11211}, {0x11213,0x1122B}, {0x11280,0x11286}, {0x11288,0x11288}, {0x1128A,0x1128D},
+    {0x1128F,0x1129D}, {0x1129F,0x112A8}, {0x112B0,0x112DE}, {0x11305,0x1130C}, {0x1130F,0x11310},
+    {0x11313,0x11328}, {0x1132A,0x11330}, {0x11332,0x11333}, {0x11335,0x11339}, {0x1133D,0x1133D},
+    {0x11350,0x11350}, {0x1135D,0x11361}, {0x11400,0x11434}, {0x11447,0x1144A}, {0x1145F,0x11461},
+    {0x11480,0x114AF}, {0x114C4,0x114C5}, {0x114C7,0x114C7}, {0x11580,0x115AE}, {0x115D8,0x115DB},
+    {0x11600,0x1162F}, {0x11644,0x11644}, {0x11680,0x116AA}, {0x116B8,0x116B8}, {0x11700,0x1171A},
+    {0x11740,0x11746}, {0x11800,0x1182B}, {0x118A0,0x118DF}, {0x118FF,0x11906}, {0x11909,0x11909},
+    {0x1190C,0x11913}, {0x11915,0x11916}, {0x11918,0x1192F}, {0x1193F,0x1193F}, {0x11941,0x11941},
+    {0x119A0,0x119A7}, {0x119AA,0x119D0}, {0x119E1,0x119E1}, {0x119E3,0x119E3}, {0x11A00,0x11A00},
+    {0x11A0B,0x11A32}, {0x11A3A,0x11A3A}, {0x11A50,0x11A50}, {0x11A5C,0x11A89}, {0x11A9D,0x11A9D},
+    {0x11AB0,0x11AF8}, {0x11C00,0x11C08}, {0x11C0A,0x11C2E}, {0x11C40,0x11C40}, {0x11C72,0x11C8F},
+    {0x11D00,0x11D06}, {0x11D08,0x11D09}, {0x11D0B,0x11D30}, {0x11D46,0x11D46}, {0x11D60,0x11D65},
+    {0x11D67,0x11D68}, {0x11D6A,0x11D89}, {0x11D98,0x11D98}, {0x11EE0,0x11EF2}, {0x11FB0,0x11FB0},
+    {0x12000,0x12399}, {0x12480,0x12543}, {0x12F90,0x12FF0}, {0x13000,0x1342E}, {0x14400,0x14646},
+    {0x16800,0x16A38}, {0x16A40,0x16A5E}, {0x16A70,0x16ABE}, {0x16AD0,0x16AED}, {0x16B00,0x16B2F},
+    {0x16B40,0x16B43}, {0x16B63,0x16B77}, {0x16B7D,0x16B8F}, {0x16E40,0x16E7F}, {0x16F00,0x16F4A},
+    {0x16F50,0x16F50}, {0x16F93,0x16F9F}, {0x16FE0,0x16FE1}, {0x16FE3,0x16FE3}, {0x17000,0x187F7},
+    {0x18800,0x18CD5}, {0x18D00,0x18D08}, {0x1AFF0,0x1AFF3}, {0x1AFF5,0x1AFFB}, {0x1AFFD,0x1AFFE},
+    {0x1B000,0x1B122}, {0x1B150,0x1B152}, {0x1B164,0x1B167}, {0x1B170,0x1B2FB}, {0x1BC00,0x1BC6A},
+    {0x1BC70,0x1BC7C}, {0x1BC80,0x1BC88}, {0x1BC90,0x1BC99}, {0x1D400,0x1D454}, {0x1D456,0x1D49C},
+    {0x1D49E,0x1D49F}, {0x1D4A2,0x1D4A2}, {0x1D4A5,0x1D4A6}, {0x1D4A9,0x1D4AC}, {0x1D4AE,0x1D4B9},
+    {0x1D4BB,0x1D4BB}, {0x1D4BD,0x1D4C3}, {0x1D4C5,0x1D505}, {0x1D507,0x1D50A}, {0x1D50D,0x1D514},
+    {0x1D516,0x1D51C}, {0x1D51E,0x1D539}, {0x1D53B,0x1D53E}, {0x1D540,0x1D544}, {0x1D546,0x1D546},
+    {0x1D54A,0x1D550}, {0x1D552,0x1D6A5}, {0x1D6A8,0x1D6C0}, {0x1D6C2,0x1D6DA}, {0x1D6DC,0x1D6FA},
+    {0x1D6FC,0x1D714}, {0x1D716,0x1D734}, {0x1D736,0x1D74E}, {0x1D750,0x1D76E}, {0x1D770,0x1D788},
+    {0x1D78A,0x1D7A8}, {0x1D7AA,0x1D7C2}, {0x1D7C4,0x1D7CB}, {0x1DF00,0x1DF1E}, {0x1E100,0x1E12C},
+    {0x1E137,0x1E13D}, {0x1E14E,0x1E14E}, {0x1E290,0x1E2AD}, {0x1E2C0,0x1E2EB}, {0x1E7E0,0x1E7E6},
+    {0x1E7E8,0x1E7EB}, {0x1E7ED,0x1E7EE}, {0x1E7F0,0x1E7FE}, {0x1E800,0x1E8C4}, {0x1E900,0x1E943},
+    {0x1E94B,0x1E94B}, {0x1EE00,0x1EE03}, {0x1EE05,0x1EE1F}, {0x1EE21,0x1EE22}, {0x1EE24,0x1EE24},
+    {0x1EE27,0x1EE27}, {0x1EE29,0x1EE32}, {0x1EE34,0x1EE37}, {0x1EE39,0x1EE39}, {0x1EE3B,0x1EE3B},
+    {0x1EE42,0x1EE42}, {0x1EE47,0x1EE47}, {0x1EE49,0x1EE49}, {0x1EE4B,0x1EE4B}, {0x1EE4D,0x1EE4F},
+    {0x1EE51,0x1EE52}, {0x1EE54,0x1EE54}, {0x1EE57,0x1EE57}, {0x1EE59,0x1EE59}, {0x1EE5B,0x1EE5B},
+    {0x1EE5D,0x1EE5D}, {0x1EE5F,0x1EE5F}, {0x1EE61,0x1EE62}, {0x1EE64,0x1EE64}, {0x1EE67,0x1EE6A},
+    {0x1EE6C,0x1EE72}, {0x1EE74,0x1EE77}, {0x1EE79,0x1EE7C}, {0x1EE7E,0x1EE7E}, {0x1EE80,0x1EE89},
+    {0x1EE8B,0x1EE9B}, {0x1EEA1,0x1EEA3}, {0x1EEA5,0x1EEA9}, {0x1EEAB,0x1EEBB}, {0x20000,0x2A6DF},
+    {0x2A700,0x2B738}, {0x2B740,0x2B81D}, {0x2B820,0x2CEA1}, {0x2CEB0,0x2EBE0}, {0x2F800,0x2FA1D},
+    {0x30000,0x3134A},
+};
+static const uint32_t lm_unicode_numbers[][2] = { // Unicode 14.0.0, category N*, 134 ranges
+    {0x30,0x39}, {0xB2,0xB3}, {0xB9,0xB9}, {0xBC,0xBE}, {0x660,0x669}, {0x6F0,0x6F9}, {0x7C0,0x7C9},
+    {0x966,0x96F}, {0x9E6,0x9EF}, {0x9F4,0x9F9}, {0xA66,0xA6F}, {0xAE6,0xAEF}, {0xB66,0xB6F}, {0xB72,0xB77},
+    {0xBE6,0xBF2}, {0xC66,0xC6F}, {0xC78,0xC7E}, {0xCE6,0xCEF}, {0xD58,0xD5E}, {0xD66,0xD78}, {0xDE6,0xDEF},
+    {0xE50,0xE59}, {0xED0,0xED9}, {0xF20,0xF33}, {0x1040,0x1049}, {0x1090,0x1099}, {0x1369,0x137C},
+    {0x16EE,0x16F0}, {0x17E0,0x17E9}, {0x17F0,0x17F9}, {0x1810,0x1819}, {0x1946,0x194F}, {0x19D0,0x19DA},
+    {0x1A80,0x1A89}, {0x1A90,0x1A99}, {0x1B50,0x1B59}, {0x1BB0,0x1BB9}, {0x1C40,0x1C49}, {0x1C50,0x1C59},
+    {0x2070,0x2070}, {0x2074,0x2079}, {0x2080,0x2089}, {0x2150,0x2182}, {0x2185,0x2189}, {0x2460,0x249B},
+    {0x24EA,0x24FF}, {0x2776,0x2793}, {0x2CFD,0x2CFD}, {0x3007,0x3007}, {0x3021,0x3029}, {0x3038,0x303A},
+    {0x3192,0x3195}, {0x3220,0x3229}, {0x3248,0x324F}, {0x3251,0x325F}, {0x3280,0x3289}, {0x32B1,0x32BF},
+    {0xA620,0xA629}, {0xA6E6,0xA6EF}, {0xA830,0xA835}, {0xA8D0,0xA8D9}, {0xA900,0xA909}, {0xA9D0,0xA9D9},
+    {0xA9F0,0xA9F9}, {0xAA50,0xAA59}, {0xABF0,0xABF9}, {0xFF10,0xFF19}, {0x10107,0x10133}, {0x10140,0x10178},
+    {0x1018A,0x1018B}, {0x102E1,0x102FB}, {0x10320,0x10323}, {0x10341,0x10341}, {0x1034A,0x1034A},
+    {0x103D1,0x103D5}, {0x104A0,0x104A9}, {0x10858,0x1085F}, {0x10879,0x1087F}, {0x108A7,0x108AF},
+    {0x108FB,0x108FF}, {0x10916,0x1091B}, {0x109BC,0x109BD}, {0x109C0,0x109CF}, {0x109D2,0x109FF},
+    {0x10A40,0x10A48}, {0x10A7D,0x10A7E}, {0x10A9D,0x10A9F}, {0x10AEB,0x10AEF}, {0x10B58,0x10B5F},
+    {0x10B78,0x10B7F}, {0x10BA9,0x10BAF}, {0x10CFA,0x10CFF}, {0x10D30,0x10D39}, {0x10E60,0x10E7E},
+    {0x10F1D,0x10F26}, {0x10F51,0x10F54}, {0x10FC5,0x10FCB}, {0x11052,0x1106F}, {0x110F0,0x110F9},
+    {0x11136,0x1113F}, {0x111D0,0x111D9}, {0x111E1,0x111F4}, {0x112F0,0x112F9}, {0x11450,0x11459},
+    {0x114D0,0x114D9}, {0x11650,0x11659}, {0x116C0,0x116C9}, {0x11730,0x1173B}, {0x118E0,0x118F2},
+    {0x11950,0x11959}, {0x11C50,0x11C6C}, {0x11D50,0x11D59}, {0x11DA0,0x11DA9}, {0x11FC0,0x11FD4},
+    {0x12400,0x1246E}, {0x16A60,0x16A69}, {0x16AC0,0x16AC9}, {0x16B50,0x16B59}, {0x16B5B,0x16B61},
+    {0x16E80,0x16E96}, {0x1D2E0,0x1D2F3}, {0x1D360,0x1D378}, {0x1D7CE,0x1D7FF}, {0x1E140,0x1E149},
+    {0x1E2F0,0x1E2F9}, {0x1E8C7,0x1E8CF}, {0x1E950,0x1E959}, {0x1EC71,0x1ECAB}, {0x1ECAD,0x1ECAF},
+    {0x1ECB1,0x1ECB4}, {0x1ED01,0x1ED2D}, {0x1ED2F,0x1ED3D}, {0x1F100,0x1F10C}, {0x1FBF0,0x1FBF9},
+};
+
+// ----------------------------------------------------------------------------
+// Tokenizer: BPE with SentencePiece's rules (scores, byte fallback) or byte-level BPE (ranked merges
+// over UTF-8 bytes, after a GPT-2 / Llama 3 / Qwen2 pre-tokenizer split)
+
+typedef enum { LM_TOKEN_NORMAL = 0, LM_TOKEN_SPECIAL = 1, LM_TOKEN_BYTE = 2, LM_TOKEN_UNUSED = 3 } LmTokenType;
+typedef enum { LM_BPE_SENTENCEPIECE = 1, LM_BPE_BYTE_LEVEL = 2 } LmBpeKind;
+typedef enum { LM_SPLIT_NONE = 0, LM_SPLIT_GPT2 = 1, LM_SPLIT_LLAMA3 = 2, LM_SPLIT_QWEN2 = 3 } LmSplit;
+typedef enum { LM_CHAT_NONE = 0, LM_CHAT_LLAMA2 = 1, LM_CHAT_LLAMA3 = 2, LM_CHAT_CHATML = 3, LM_CHAT_ZEPHYR = 4, LM_CHAT_MISTRAL = 5 } LmChatTemplate;
+enum { LM_TOK_DUMMY_PREFIX = 1, LM_TOK_REMOVE_EXTRA_SPACES = 2, LM_TOK_SPLIT_DIGITS = 4, LM_TOK_IGNORE_MERGES = 8 };
+
+#define LM_TOKENIZER_MAGIC 0x6b746d6cu // "lmtk"
+#define LM_TOKENIZER_HEADER_BYTES 128
+#define LM_MAX_EOT 8
+
+// A mergeable pair of adjacent tokens: key = left << 32 | right, into `result` with `priority`
+// (higher merges first).
+typedef struct { uint64_t key; float priority; int result; } LmPair;
+#define LM_PAIR_EMPTY UINT64_MAX
 
 struct LmTokenizer {
-    int vocab_size;
-    char **vocab;          // (vocab_size) NUL-terminated token texts
+    int vocab_size;        // ids 0..vocab_size-1 (the model's; ids past the file's tokens are unused)
+    char **vocab;          // (vocab_size) NUL-terminated token bytes
     int *vocab_len;        // (vocab_size) their lengths
-    float *scores;         // (vocab_size) merge priority: higher merges first
-    char *text;            // backing store of every token text
+    float *scores;         // (vocab_size)
+    unsigned char *type;   // (vocab_size) LmTokenType
+    char *text;            // backing store of every token's bytes
     int *hash_ids;         // (hash_size) open-addressing table of token ids by text, -1 = empty
     size_t hash_size;      // a power of two
-    int byte_token[256];   // id of "<0xXX>" for each byte, or -1 (no byte fallback)
+    LmPair *pairs;         // (pairs_size) open-addressing table of mergeable pairs
+    size_t pairs_size;     // a power of two
+    int byte_token[256];   // the token of each byte ("<0xXX>" or the raw byte), or -1
     short *token_byte;     // (vocab_size) the byte a "<0xXX>" token stands for, or -1
     unsigned char byte_pieces[512]; // each byte as a one-char string, for decoding byte tokens
     int max_token_len;
-    int space_id;          // the " " token prepended to non-empty text (SentencePiece's dummy prefix)
+    LmBpeKind kind;
+    LmSplit split;
+    int flags;             // LM_TOK_*
+    int bos_id, eos_id, unk_id; // -1 when the vocabulary has none
+    int n_eot, eot[LM_MAX_EOT]; // tokens that end an assistant turn (besides EOS)
+    LmChatTemplate chat_template;
 };
 
-static uint64_t hash_text(const char *s, size_t n) {
+static uint64_t hash_bytes(const void *data, size_t n) {
+    const unsigned char *s = data;
     uint64_t h = 1469598103934665603ull; // FNV-1a
-    for (size_t i = 0; i < n; i++) { h ^= (unsigned char)s[i]; h *= 1099511628211ull; }
+    for (size_t i = 0; i < n; i++) { h ^= s[i]; h *= 1099511628211ull; }
     return h;
 }
 
-// The id of the token whose text is s[0..n), or -1. The lowest id wins for duplicate texts.
+// The id of the token whose bytes are s[0..n), or -1. The lowest id wins for duplicate texts.
 static int token_lookup(const LmTokenizer *t, const char *s, size_t n) {
     size_t mask = t->hash_size - 1;
-    for (size_t i = (size_t)hash_text(s, n) & mask;; i = (i + 1) & mask) {
+    for (size_t i = (size_t)hash_bytes(s, n) & mask;; i = (i + 1) & mask) {
         int id = t->hash_ids[i];
         if (id < 0) return -1;
         if ((size_t)t->vocab_len[id] == n && memcmp(t->vocab[id], s, n) == 0) return id;
     }
 }
 
-LmTokenizer *lm_tokenizer_load(const char *path, int vocab_size, char *err, size_t errlen) {
-    if (path == NULL || vocab_size <= 0) { set_err(err, errlen, "tokenizer: bad arguments"); return NULL; }
-    size_t size;
-    const unsigned char *data = map_file(path, &size, err, errlen);
-    if (data == NULL) return NULL;
+// A normal (mergeable, text-matchable) token with these bytes, or -1.
+static int normal_lookup(const LmTokenizer *t, const char *s, size_t n) {
+    int id = token_lookup(t, s, n);
+    return id >= 0 && t->type[id] == LM_TOKEN_NORMAL ? id : -1;
+}
+
+static uint64_t pair_key(int left, int right) { return (uint64_t)(uint32_t)left << 32 | (uint32_t)right; }
+
+static const LmPair *pair_lookup(const LmTokenizer *t, int left, int right) {
+    uint64_t key = pair_key(left, right);
+    size_t mask = t->pairs_size - 1;
+    for (size_t i = (size_t)hash_bytes(&key, 8) & mask;; i = (i + 1) & mask) {
+        if (t->pairs[i].key == key) return &t->pairs[i];
+        if (t->pairs[i].key == LM_PAIR_EMPTY) return NULL;
+    }
+}
+
+// Adds a pair unless present (the first, highest-priority entry wins).
+static void pair_insert(LmTokenizer *t, int left, int right, float priority, int result) {
+    uint64_t key = pair_key(left, right);
+    size_t mask = t->pairs_size - 1;
+    size_t i = (size_t)hash_bytes(&key, 8) & mask;
+    while (t->pairs[i].key != LM_PAIR_EMPTY) {
+        if (t->pairs[i].key == key) return;
+        i = (i + 1) & mask;
+    }
+    t->pairs[i] = (LmPair){key, priority, result};
+}
+
+void lm_tokenizer_free(LmTokenizer *t) {
+    if (t == NULL) return;
+    free(t->vocab); free(t->vocab_len); free(t->scores); free(t->type); free(t->text); free(t->hash_ids);
+    free(t->pairs); free(t->token_byte);
+    free(t);
+}
+
+static size_t pow2_at_least(size_t n) { size_t p = 64; while (p < n) p *= 2; return p; }
+
+// Parses a tokenizer from data[0..size): run.c's format when it starts with "lmtk", else llama2.c's
+// tokenizer.bin. NULL with the reason in err.
+static LmTokenizer *parse_tokenizer(const unsigned char *data, size_t size, int vocab_size, const char *path,
+                                    char *err, size_t errlen) {
+    int ours = size >= 4 && (uint32_t)read_i32(data) == LM_TOKENIZER_MAGIC;
+    int n_tokens = vocab_size, n_merges = 0;
+    size_t off = 4;
     LmTokenizer *t = calloc(1, sizeof *t);
-    if (t == NULL) { munmap((void *)data, size); set_err(err, errlen, "out of memory"); return NULL; }
+    if (t == NULL) { set_err(err, errlen, "out of memory"); return NULL; }
+    t->kind = LM_BPE_SENTENCEPIECE;
+    t->flags = LM_TOK_DUMMY_PREFIX;
+    t->bos_id = 1; t->eos_id = 2; t->unk_id = 0;
+    if (ours) {
+        if (size < LM_TOKENIZER_HEADER_BYTES) { set_err(err, errlen, "%s: truncated tokenizer header", path); goto fail; }
+        int version = read_i32(data + 4), kind = read_i32(data + 8), split = read_i32(data + 32), chat = read_i32(data + 36);
+        n_tokens = read_i32(data + 12);
+        n_merges = read_i32(data + 16);
+        t->bos_id = read_i32(data + 20);
+        t->eos_id = read_i32(data + 24);
+        t->flags = read_i32(data + 28);
+        t->n_eot = read_i32(data + 40);
+        if (version != 1 || kind < 1 || kind > 2 || split < 0 || split > 3 || chat < 0 || chat > 5 || (t->flags & ~15) != 0) {
+            set_err(err, errlen, "%s: unsupported tokenizer (version %d, kind %d, pre-tokenizer %d, template %d, flags %d)",
+                    path, version, kind, split, chat, t->flags);
+            goto fail;
+        }
+        if (n_tokens <= 0 || n_tokens > vocab_size) {
+            set_err(err, errlen, "%s: has %d tokens, the model's vocabulary has %d", path, n_tokens, vocab_size);
+            goto fail;
+        }
+        if (n_merges < 0 || (uint64_t)n_merges * 8 > size) { set_err(err, errlen, "%s: bad merge count %d", path, n_merges); goto fail; }
+        if (t->n_eot < 0 || t->n_eot > LM_MAX_EOT) { set_err(err, errlen, "%s: bad end-of-turn count %d", path, t->n_eot); goto fail; }
+        for (int i = 0; i < t->n_eot; i++) t->eot[i] = read_i32(data + 44 + 4 * i);
+        t->kind = (LmBpeKind)kind;
+        t->split = (LmSplit)split;
+        t->chat_template = (LmChatTemplate)chat;
+        t->unk_id = -1;
+        off = LM_TOKENIZER_HEADER_BYTES;
+    }
     t->vocab_size = vocab_size;
     t->vocab = calloc((size_t)vocab_size, sizeof(char *));
     t->vocab_len = calloc((size_t)vocab_size, sizeof(int));
     t->scores = calloc((size_t)vocab_size, sizeof(float));
-    t->token_byte = calloc((size_t)vocab_size, sizeof(short));
-    t->text = malloc(size + (size_t)vocab_size); // every text plus its terminator fits in the file size
-    t->hash_size = 64;
-    while (t->hash_size < 2 * (size_t)vocab_size) t->hash_size *= 2;
+    t->type = malloc((size_t)vocab_size);
+    t->token_byte = malloc((size_t)vocab_size * sizeof(short));
+    t->text = malloc(size + (size_t)vocab_size + 1); // every text plus its terminator fits
+    t->hash_size = pow2_at_least(2 * (size_t)vocab_size);
     t->hash_ids = malloc(t->hash_size * sizeof(int));
-    if (!t->vocab || !t->vocab_len || !t->scores || !t->token_byte || !t->text || !t->hash_ids) {
+    if (!t->vocab || !t->vocab_len || !t->scores || !t->type || !t->token_byte || !t->text || !t->hash_ids) {
         set_err(err, errlen, "out of memory loading %s", path);
         goto fail;
     }
     memset(t->hash_ids, 0xff, t->hash_size * sizeof(int));
-    if (size < 4) { set_err(err, errlen, "%s: too small for a tokenizer (%zu bytes)", path, size); goto fail; }
-    size_t off = 4, text_off = 0;
-    for (int i = 0; i < vocab_size; i++) {
-        if (size - off < 8) {
-            if (size == off) set_err(err, errlen, "%s: has %d tokens, the model expects %d", path, i, vocab_size);
+    memset(t->type, LM_TOKEN_UNUSED, (size_t)vocab_size);
+    t->text[0] = '\0';
+    for (int i = 0; i < vocab_size; i++) { t->vocab[i] = t->text; t->token_byte[i] = -1; }
+    size_t text_off = 1, entry = ours ? 9 : 8; // score, [type], length
+    for (int i = 0; i < n_tokens; i++) {
+        if (size - off < entry) {
+            if (!ours && size == off) set_err(err, errlen, "%s: has %d tokens, the model expects %d", path, i, vocab_size);
             else set_err(err, errlen, "%s: truncated at token %d", path, i);
             goto fail;
         }
-        float score = read_f32(data + off);
-        int32_t len = read_i32(data + off + 4);
-        off += 8;
+        t->scores[i] = read_f32(data + off);
+        int type = ours ? data[off + 4] : LM_TOKEN_NORMAL;
+        int32_t len = read_i32(data + off + entry - 4);
+        off += entry;
         if (len < 0 || (size_t)len > size - off) {
             set_err(err, errlen, "%s: token %d has length %d, past the end of the file", path, i, len);
             goto fail;
         }
-        if (memchr(data + off, 0, (size_t)len) != NULL) {
-            set_err(err, errlen, "%s: token %d contains a NUL byte", path, i);
+        if (type > LM_TOKEN_UNUSED || memchr(data + off, 0, (size_t)len) != NULL) {
+            set_err(err, errlen, "%s: token %d has type %d or contains a NUL byte", path, i, type);
             goto fail;
         }
-        t->scores[i] = score;
         t->vocab[i] = t->text + text_off;
         t->vocab_len[i] = len;
+        t->type[i] = (unsigned char)type;
         memcpy(t->vocab[i], data + off, (size_t)len);
         t->vocab[i][len] = '\0';
         text_off += (size_t)len + 1;
         off += (size_t)len;
         if (len > t->max_token_len) t->max_token_len = len;
+        // llama2.c's files mark nothing: its "<0xXX>" spellings are the byte tokens
+        unsigned int b;
+        char tail;
+        if (!ours && len == 6 && sscanf(t->vocab[i], "<0x%2X%c", &b, &tail) == 2 && tail == '>') t->type[i] = LM_TOKEN_BYTE;
     }
-    if (off != size) {
-        set_err(err, errlen, "%s: %zu bytes left after %d tokens (the model's vocab_size); wrong tokenizer for this model?",
-                path, size - off, vocab_size);
+    const unsigned char *merges = data + off;
+    if ((uint64_t)n_merges * 8 != size - off) {
+        set_err(err, errlen, "%s: %zu bytes left after %d tokens%s; wrong tokenizer for this model?", path, size - off,
+                n_tokens, ours ? " and their merges" : " (the model's vocab_size)");
         goto fail;
     }
-    munmap((void *)data, size);
-    data = NULL;
-    for (int i = 0; i < vocab_size; i++) { // insert in id order so the lowest id wins
-        size_t mask = t->hash_size - 1, h = (size_t)hash_text(t->vocab[i], (size_t)t->vocab_len[i]) & mask;
+    for (int i = 0; i < n_tokens; i++) { // insert in id order so the lowest id wins
+        size_t mask = t->hash_size - 1, h = (size_t)hash_bytes(t->vocab[i], (size_t)t->vocab_len[i]) & mask;
         int dup = 0;
         for (; t->hash_ids[h] >= 0; h = (h + 1) & mask) {
             int other = t->hash_ids[h];
@@ -776,46 +1225,231 @@ LmTokenizer *lm_tokenizer_load(const char *path, int vocab_size, char *err, size
     for (int b = 0; b < 256; b++) {
         char name[8];
         snprintf(name, sizeof name, "<0x%02X>", b);
-        t->byte_token[b] = token_lookup(t, name, 6);
+        char raw = (char)b;
+        t->byte_token[b] = t->kind == LM_BPE_BYTE_LEVEL ? normal_lookup(t, &raw, 1) : token_lookup(t, name, 6);
+        if (t->kind == LM_BPE_SENTENCEPIECE && t->byte_token[b] >= 0) {
+            if (t->type[t->byte_token[b]] != LM_TOKEN_BYTE) t->byte_token[b] = -1;
+            else t->token_byte[t->byte_token[b]] = (short)b;
+        }
         t->byte_pieces[2 * b] = (unsigned char)b;
         t->byte_pieces[2 * b + 1] = '\0';
     }
-    for (int i = 0; i < vocab_size; i++) t->token_byte[i] = -1;
-    for (int b = 0; b < 256; b++) if (t->byte_token[b] >= 0) t->token_byte[t->byte_token[b]] = (short)b;
-    t->space_id = token_lookup(t, " ", 1);
+    if (t->kind == LM_BPE_BYTE_LEVEL)
+        for (int b = 0; b < 256; b++)
+            if (t->byte_token[b] < 0 && b != 0) { set_err(err, errlen, "%s: byte-level vocabulary lacks byte 0x%02X", path, b); goto fail; }
+    // the pair table: explicit ranked merges, or SentencePiece's rule (every split of a normal
+    // token into two normal tokens merges back with that token's score)
+    size_t n_pairs = (size_t)n_merges;
+    if (n_merges == 0) for (int i = 0; i < n_tokens; i++) n_pairs += t->vocab_len[i] > 1 ? (size_t)t->vocab_len[i] - 1 : 0;
+    t->pairs_size = pow2_at_least(2 * n_pairs + 1);
+    t->pairs = malloc(t->pairs_size * sizeof(LmPair));
+    if (t->pairs == NULL) { set_err(err, errlen, "out of memory loading %s", path); goto fail; }
+    for (size_t i = 0; i < t->pairs_size; i++) t->pairs[i].key = LM_PAIR_EMPTY;
+    char *buf = malloc(2 * (size_t)t->max_token_len + 1);
+    if (buf == NULL) { set_err(err, errlen, "out of memory loading %s", path); goto fail; }
+    for (int r = 0; r < n_merges; r++) {
+        int a = read_i32(merges + 8 * (size_t)r), b = read_i32(merges + 8 * (size_t)r + 4);
+        if (a < 0 || a >= n_tokens || b < 0 || b >= n_tokens) {
+            free(buf);
+            set_err(err, errlen, "%s: merge %d joins tokens %d and %d, outside the vocabulary", path, r, a, b);
+            goto fail;
+        }
+        memcpy(buf, t->vocab[a], (size_t)t->vocab_len[a]);
+        memcpy(buf + t->vocab_len[a], t->vocab[b], (size_t)t->vocab_len[b]);
+        int result = normal_lookup(t, buf, (size_t)(t->vocab_len[a] + t->vocab_len[b]));
+        if (result >= 0) pair_insert(t, a, b, -(float)r, result);
+    }
+    for (int i = 0; n_merges == 0 && i < n_tokens; i++) {
+        if (t->type[i] != LM_TOKEN_NORMAL) continue;
+        for (int k = 1; k < t->vocab_len[i]; k++) {
+            int a = normal_lookup(t, t->vocab[i], (size_t)k), b = normal_lookup(t, t->vocab[i] + k, (size_t)(t->vocab_len[i] - k));
+            if (a >= 0 && b >= 0 && normal_lookup(t, t->vocab[i], (size_t)t->vocab_len[i]) == i) pair_insert(t, a, b, t->scores[i], i);
+        }
+    }
+    free(buf);
+    if (t->bos_id >= n_tokens || t->eos_id >= n_tokens || t->bos_id < -1 || t->eos_id < -1) {
+        set_err(err, errlen, "%s: BOS %d or EOS %d is outside the vocabulary", path, t->bos_id, t->eos_id);
+        goto fail;
+    }
+    for (int i = 0; i < t->n_eot; i++)
+        if (t->eot[i] < 0 || t->eot[i] >= n_tokens) { set_err(err, errlen, "%s: end-of-turn id %d is outside the vocabulary", path, t->eot[i]); goto fail; }
     return t;
 fail:
-    if (data) munmap((void *)data, size);
     lm_tokenizer_free(t);
     return NULL;
 }
 
-void lm_tokenizer_free(LmTokenizer *t) {
-    if (t == NULL) return;
-    free(t->vocab); free(t->vocab_len); free(t->scores); free(t->text); free(t->hash_ids); free(t->token_byte);
-    free(t);
+LmTokenizer *lm_tokenizer_load(const char *path, int vocab_size, char *err, size_t errlen) {
+    if (path == NULL || vocab_size <= 0) { set_err(err, errlen, "tokenizer: bad arguments"); return NULL; }
+    size_t size;
+    const unsigned char *data = map_file(path, &size, err, errlen);
+    if (data == NULL) return NULL;
+    const unsigned char *section = data;
+    size_t section_size = size;
+    LmTokenizer *t = NULL;
+    if (size >= LM_AK42_HEADER_BYTES && (uint32_t)read_i32(data) == LM_MAGIC && read_i32(data + 4) == 3) {
+        uint64_t off = read_u64(data + 88), n = read_u64(data + 96);
+        if (n == 0 || off > size || n > size - off) {
+            set_err(err, errlen, "%s: the checkpoint has no embedded tokenizer (give one with -z)", path);
+            goto done;
+        }
+        section = data + off;
+        section_size = (size_t)n;
+    }
+    t = parse_tokenizer(section, section_size, vocab_size, path, err, errlen);
+done:
+    munmap((void *)data, size);
+    return t;
+}
+
+static int is_special(const LmTokenizer *t, int token) {
+    return t->type[token] == LM_TOKEN_SPECIAL || t->type[token] == LM_TOKEN_UNUSED;
 }
 
 const char *lm_decode(LmTokenizer *t, int prev_token, int token) {
     if (t == NULL || token < 0 || token >= t->vocab_size) return "";
+    if (is_special(t, token)) return ""; // (llama2.c's files mark none: their <unk> prints as text)
     const char *piece = t->vocab[token];
-    // after BOS, SentencePiece drops the leading space of the first word
-    if (prev_token == LM_BOS && piece[0] == ' ') piece++;
-    if (t->token_byte[token] >= 0) {
-        unsigned char b = (unsigned char)t->token_byte[token];
-        // raw control bytes would corrupt a terminal; UTF-8 bytes (>= 0x80) pass through
-        if (b < 0x80 && !isprint(b) && !isspace(b)) return "";
-        piece = (const char *)t->byte_pieces + 2 * b;
-    }
+    // after BOS, SentencePiece drops the dummy-prefix space of the first word
+    if ((t->flags & LM_TOK_DUMMY_PREFIX) && prev_token == t->bos_id && piece[0] == ' ') piece++;
+    if (t->token_byte[token] >= 0) piece = (const char *)t->byte_pieces + 2 * t->token_byte[token];
+    // a lone control byte would corrupt a terminal; UTF-8 bytes (>= 0x80) pass through
+    unsigned char b = (unsigned char)piece[0];
+    if (piece[0] != '\0' && piece[1] == '\0' && b < 0x80 && !isprint(b) && !isspace(b)) return "";
     return piece;
 }
 
-// A candidate merge of the symbol at `left` with the one after it, into token `id`.
-typedef struct { float score; int left, id, left_id, right_id; } LmMerge;
+// Unicode classes for the pre-tokenizers' \p{L} (letters), \p{N} (numbers) and \s (White_Space).
+static int in_ranges(uint32_t cp, const uint32_t (*r)[2], size_t n) {
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (cp < r[mid][0]) hi = mid;
+        else if (cp > r[mid][1]) lo = mid + 1;
+        else return 1;
+    }
+    return 0;
+}
 
-// Max-heap order: higher score first; among equal scores the leftmost, as SentencePiece does.
+static int is_letter(uint32_t cp) {
+    if (cp < 0x80) return (cp | 32) >= 'a' && (cp | 32) <= 'z';
+    return in_ranges(cp, lm_unicode_letters, sizeof lm_unicode_letters / sizeof lm_unicode_letters[0]);
+}
+
+static int is_number(uint32_t cp) {
+    if (cp < 0x80) return cp >= '0' && cp <= '9';
+    return in_ranges(cp, lm_unicode_numbers, sizeof lm_unicode_numbers / sizeof lm_unicode_numbers[0]);
+}
+
+static int is_space(uint32_t cp) {
+    return (cp >= 9 && cp <= 13) || cp == ' ' || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
+           (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F || cp == 0x205F || cp == 0x3000;
+}
+
+// Decodes the UTF-8 character at s[0..n) into *cp and returns its length; an invalid byte counts as
+// one character U+FFFD.
+static size_t utf8_next(const unsigned char *s, size_t n, uint32_t *cp) {
+    unsigned char c = s[0];
+    size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    if (len == 0 || len > n) { *cp = 0xFFFD; return 1; }
+    uint32_t v = len == 1 ? c : c & (0x7F >> len);
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80) { *cp = 0xFFFD; return 1; }
+        v = v << 6 | (s[i] & 0x3F);
+    }
+    *cp = v;
+    return len;
+}
+
+typedef struct { const unsigned char *s; size_t n; } LmText;
+
+static uint32_t cp_at(LmText x, size_t pos, size_t *len) {
+    uint32_t cp = 0;
+    *len = pos < x.n ? utf8_next(x.s + pos, x.n - pos, &cp) : 0;
+    return cp;
+}
+
+// Consumes characters from pos while pred holds, at most max of them; returns the end.
+static size_t take_while(LmText x, size_t pos, int (*pred)(uint32_t), int max) {
+    size_t len;
+    for (int i = 0; pos < x.n && i < max && pred(cp_at(x, pos, &len)); i++) pos += len;
+    return pos;
+}
+
+static int is_other(uint32_t cp) { return !is_space(cp) && !is_letter(cp) && !is_number(cp); }
+static int is_newline(uint32_t cp) { return cp == '\r' || cp == '\n'; }
+
+// The length of the pre-token starting at pos, as the split pattern of t->split would match it:
+//   GPT-2:   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+//   Llama 3: (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|
+//            \s*[\r\n]+|\s+(?!\S)|\s+
+//   Qwen2:   as Llama 3 with \p{N} for \p{N}{1,3}
+// Every character matches one of the alternatives, so the result is at least one character.
+static size_t pretoken_length(LmSplit split, LmText x, size_t pos) {
+    size_t len, len2;
+    uint32_t c = cp_at(x, pos, &len);
+    int gpt2 = split == LM_SPLIT_GPT2;
+    if (c == '\'' && pos + 1 < x.n) { // contractions, case-insensitive except in GPT-2
+        unsigned char a = x.s[pos + 1], b = pos + 2 < x.n ? x.s[pos + 2] : 0;
+        if (!gpt2) { a = (unsigned char)tolower(a); b = (unsigned char)tolower(b); }
+        if (a == 's' || a == 't' || a == 'm' || a == 'd') return 2;
+        if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) return 3;
+    }
+    uint32_t next = cp_at(x, pos + len, &len2);
+    if (gpt2) { // an optional space, then a run of one class
+        size_t start = c == ' ' && pos + 1 < x.n ? pos + 1 : pos;
+        uint32_t first = c == ' ' ? next : c;
+        if (c == ' ' && pos + 1 >= x.n) first = c;
+        if (is_letter(first)) return take_while(x, start, is_letter, INT32_MAX) - pos;
+        if (is_number(first)) return take_while(x, start, is_number, INT32_MAX) - pos;
+        if (is_other(first)) return take_while(x, start, is_other, INT32_MAX) - pos;
+    } else {
+        if (!is_newline(c) && !is_letter(c) && !is_number(c) && is_letter(next)) // [^\r\n\p{L}\p{N}]?\p{L}+
+            return take_while(x, pos + len, is_letter, INT32_MAX) - pos;
+        if (is_letter(c)) return take_while(x, pos, is_letter, INT32_MAX) - pos;
+        if (is_number(c)) return take_while(x, pos, is_number, split == LM_SPLIT_LLAMA3 ? 3 : 1) - pos;
+        size_t start = c == ' ' ? pos + 1 : pos; // ` ?[^\s\p{L}\p{N}]+[\r\n]*`
+        if (is_other(c == ' ' ? next : c) && (c != ' ' || pos + 1 < x.n))
+            return take_while(x, take_while(x, start, is_other, INT32_MAX), is_newline, INT32_MAX) - pos;
+    }
+    // whitespace: the run W from pos, then the first alternative that matches
+    size_t end = pos, last_start = pos, last_newline_end = 0;
+    int chars = 0;
+    while (end < x.n) {
+        uint32_t w = cp_at(x, end, &len);
+        if (!is_space(w)) break;
+        last_start = end;
+        end += len;
+        chars++;
+        if (is_newline(w)) last_newline_end = end;
+    }
+    if (chars == 0) return len ? len : 1; // unreachable for well-formed classes; keeps progress
+    if (!gpt2 && last_newline_end > 0) return last_newline_end - pos; // \s*[\r\n]+
+    if (end == x.n || chars == 1) return end - pos;                    // \s+(?!\S) at the end, or \s+
+    return last_start - pos;                                           // \s+(?!\S): leave one space
+}
+
+// A growable token list.
+typedef struct { int *ids; int n, cap; } LmTokens;
+
+static int tokens_push(LmTokens *list, int id) {
+    if (list->n == list->cap) {
+        int cap = list->cap ? 2 * list->cap : 64;
+        int *grown = realloc(list->ids, (size_t)cap * sizeof(int));
+        if (grown == NULL) return 0;
+        list->ids = grown;
+        list->cap = cap;
+    }
+    list->ids[list->n++] = id;
+    return 1;
+}
+
+// A candidate merge of the symbol at `left` with the one after it.
+typedef struct { float priority; int left, result, left_id, right_id; } LmMerge;
+
+// Max-heap order: higher priority first; among equals the leftmost, as SentencePiece and HF do.
 static int merge_before(const LmMerge *a, const LmMerge *b) {
-    return a->score > b->score || (a->score == b->score && a->left < b->left);
+    return a->priority > b->priority || (a->priority == b->priority && a->left < b->left);
 }
 
 static void heap_push(LmMerge *heap, int *n, LmMerge item) {
@@ -839,70 +1473,209 @@ static LmMerge heap_pop(LmMerge *heap, int *n) {
     return top;
 }
 
-// Pushes the merge of symbol `left` with its right neighbour, if the joined text is a token.
-static void push_pair(const LmTokenizer *t, LmMerge *heap, int *n, const int *ids, const int *next, int left, char *buf) {
-    int right = next[left];
+// Scratch space for BPE over one chunk of at most `cap` symbols.
+typedef struct { int *ids, *next, *prev; LmMerge *heap; int cap; } LmBpeScratch;
+
+static void push_pair(const LmTokenizer *t, LmBpeScratch *w, int *heap_n, int left) {
+    int right = w->next[left];
     if (right < 0) return;
-    int a = ids[left], b = ids[right];
-    size_t la = (size_t)t->vocab_len[a], lb = (size_t)t->vocab_len[b];
-    if (la + lb > (size_t)t->max_token_len) return;
-    memcpy(buf, t->vocab[a], la);
-    memcpy(buf + la, t->vocab[b], lb);
-    int id = token_lookup(t, buf, la + lb);
-    if (id >= 0) heap_push(heap, n, (LmMerge){t->scores[id], left, id, a, b});
+    const LmPair *p = pair_lookup(t, w->ids[left], w->ids[right]);
+    if (p) heap_push(w->heap, heap_n, (LmMerge){p->priority, left, p->result, w->ids[left], w->ids[right]});
 }
 
-// BPE encoding: text -> one symbol per UTF-8 character (or its bytes when the character is not a
-// token), then repeatedly the best-scoring adjacent pair is merged. A heap of candidate pairs over a
-// linked list of symbols makes this O(n log n); stale heap entries are skipped when popped.
-int lm_encode(LmTokenizer *t, const char *text, int bos, int eos, int *tokens, int max_tokens) {
-    if (t == NULL || text == NULL || tokens == NULL || max_tokens < 0) return -1;
-    size_t len = strlen(text);
-    size_t cap = len + 1; // symbols: at most one per byte, plus the dummy prefix
-    int *ids = malloc(cap * sizeof(int)), *next = malloc(cap * sizeof(int)), *prev = malloc(cap * sizeof(int));
-    LmMerge *heap = malloc(2 * cap * sizeof(LmMerge)); // live pairs never exceed 2 per merge + initial
-    char *buf = malloc((size_t)t->max_token_len + 1);
-    int n = 0, count = -1, heap_n = 0;
-    if (!ids || !next || !prev || !heap || !buf) goto done;
-    if (len > 0 && t->space_id >= 0) ids[n++] = t->space_id;
-    for (size_t i = 0; i < len;) {
-        // one UTF-8 character: a lead byte and up to three continuation bytes
-        size_t clen = 1;
-        while (clen < 4 && i + clen < len && ((unsigned char)text[i + clen] & 0xC0) == 0x80) clen++;
-        int id = token_lookup(t, text + i, clen);
+// BPE over the symbols w->ids[0..n): repeatedly merges the best adjacent pair. A heap of candidate
+// pairs over a linked list of symbols makes this O(n log n); stale entries are skipped when popped.
+// Appends the result to out; 0 on out-of-memory.
+static int bpe_merge(const LmTokenizer *t, LmBpeScratch *w, int n, LmTokens *out) {
+    int heap_n = 0;
+    for (int i = 0; i < n; i++) { w->next[i] = i + 1 < n ? i + 1 : -1; w->prev[i] = i - 1; }
+    for (int i = 0; i + 1 < n; i++) push_pair(t, w, &heap_n, i);
+    while (heap_n > 0) {
+        LmMerge mg = heap_pop(w->heap, &heap_n);
+        int right = w->next[mg.left];
+        if (w->ids[mg.left] != mg.left_id || right < 0 || w->ids[right] != mg.right_id) continue; // stale
+        w->ids[mg.left] = mg.result;
+        w->ids[right] = -1;
+        w->next[mg.left] = w->next[right];
+        if (w->next[right] >= 0) w->prev[w->next[right]] = mg.left;
+        if (w->prev[mg.left] >= 0) push_pair(t, w, &heap_n, w->prev[mg.left]);
+        push_pair(t, w, &heap_n, mg.left);
+    }
+    for (int i = 0; n > 0 && i >= 0; i = w->next[i])
+        if (!tokens_push(out, w->ids[i])) return 0;
+    return 1;
+}
+
+// Encodes one chunk of text: initial symbols (SentencePiece: a token per character, else its byte
+// tokens, else <unk>; byte-level: a token per byte), then BPE.
+static int encode_chunk(const LmTokenizer *t, LmText x, LmBpeScratch *w, LmTokens *out) {
+    if (x.n == 0) return 1;
+    if ((t->flags & LM_TOK_IGNORE_MERGES)) { // a whole pre-token that is a token is taken as it is
+        int id = normal_lookup(t, (const char *)x.s, x.n);
+        if (id >= 0) return tokens_push(out, id);
+    }
+    int n = 0;
+    for (size_t i = 0; i < x.n;) {
+        uint32_t cp;
+        size_t clen = t->kind == LM_BPE_BYTE_LEVEL ? 1 : utf8_next(x.s + i, x.n - i, &cp);
+        int id = t->kind == LM_BPE_BYTE_LEVEL ? t->byte_token[x.s[i]] : normal_lookup(t, (const char *)x.s + i, clen);
         if (id >= 0) {
-            ids[n++] = id;
+            w->ids[n++] = id;
         } else {
             for (size_t j = 0; j < clen; j++) {
-                int b = t->byte_token[(unsigned char)text[i + j]];
-                ids[n++] = b >= 0 ? b : 0; // no byte fallback in this vocabulary: <unk> (id 0)
+                int b = t->byte_token[x.s[i + j]];
+                w->ids[n++] = b >= 0 ? b : (t->unk_id >= 0 ? t->unk_id : 0); // no byte fallback: <unk>
             }
         }
         i += clen;
     }
-    for (int i = 0; i < n; i++) { next[i] = i + 1 < n ? i + 1 : -1; prev[i] = i - 1; }
-    for (int i = 0; i + 1 < n; i++) push_pair(t, heap, &heap_n, ids, next, i, buf);
-    while (heap_n > 0) {
-        LmMerge mg = heap_pop(heap, &heap_n);
-        int right = next[mg.left];
-        if (ids[mg.left] != mg.left_id || right < 0 || ids[right] != mg.right_id) continue; // stale
-        ids[mg.left] = mg.id;
-        ids[right] = -1;
-        next[mg.left] = next[right];
-        if (next[right] >= 0) prev[next[right]] = mg.left;
-        if (prev[mg.left] >= 0) push_pair(t, heap, &heap_n, ids, next, prev[mg.left], buf);
-        push_pair(t, heap, &heap_n, ids, next, mg.left, buf);
+    assert(n <= w->cap);
+    return bpe_merge(t, w, n, out);
+}
+
+// SentencePiece's remove_extra_whitespaces: no leading or trailing spaces, runs become one space.
+static size_t collapse_spaces(char *out, const char *s, size_t n) {
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == ' ' && (o == 0 || out[o - 1] == ' ')) continue;
+        out[o++] = s[i];
     }
-    count = 0;
-    int need = (bos != 0) + (eos != 0);
-    for (int i = 0; i < n; i = next[i] < 0 ? n : next[i]) need++;
-    if (need > max_tokens) { count = -1; goto done; }
-    if (bos) tokens[count++] = LM_BOS;
-    for (int i = 0; i < n; i = next[i] < 0 ? n : next[i]) tokens[count++] = ids[i];
-    if (eos) tokens[count++] = LM_EOS;
-done:
-    free(ids); free(next); free(prev); free(heap); free(buf);
+    while (o > 0 && out[o - 1] == ' ') o--;
+    return o;
+}
+
+// Appends the tokens of plain text (no BOS/EOS; special tokens are never matched in it) to out.
+// Returns 0 on out-of-memory.
+static int encode_text(const LmTokenizer *t, const char *text, LmTokens *out) {
+    size_t len = strlen(text);
+    char *norm = malloc(len + 2);
+    LmBpeScratch w = {malloc((len + 2) * sizeof(int)), malloc((len + 2) * sizeof(int)),
+                      malloc((len + 2) * sizeof(int)), malloc(2 * (len + 2) * sizeof(LmMerge)), (int)len + 2};
+    int ok = norm && w.ids && w.next && w.prev && w.heap;
+    size_t n = 0;
+    if (ok) {
+        if ((t->flags & LM_TOK_DUMMY_PREFIX) && len > 0) norm[n++] = ' ';
+        if (t->flags & LM_TOK_REMOVE_EXTRA_SPACES) {
+            size_t kept = collapse_spaces(norm + n, text, len);
+            n = kept == 0 ? 0 : n + kept; // empty after collapsing: no dummy prefix either
+        } else {
+            memcpy(norm + n, text, len);
+            n += len;
+        }
+    }
+    LmText all = {(const unsigned char *)norm, n};
+    for (size_t pos = 0; ok && pos < n;) {
+        if (t->split == LM_SPLIT_NONE) { ok = encode_chunk(t, all, &w, out); break; }
+        size_t end = n;
+        if (t->flags & LM_TOK_SPLIT_DIGITS) { // each digit alone; the split pattern runs between them
+            size_t clen;
+            if (is_number(cp_at(all, pos, &clen))) end = pos + clen;
+            else for (end = pos; end < n && !is_number(cp_at(all, end, &clen)); end += clen) {}
+        }
+        LmText part = {all.s, end};
+        while (ok && pos < end) {
+            size_t piece = pretoken_length(t->split, part, pos);
+            ok = encode_chunk(t, (LmText){all.s + pos, piece}, &w, out);
+            pos += piece;
+        }
+    }
+    free(norm); free(w.ids); free(w.next); free(w.prev); free(w.heap);
+    return ok;
+}
+
+int lm_encode(LmTokenizer *t, const char *text, int bos, int eos, int *tokens, int max_tokens) {
+    if (t == NULL || text == NULL || tokens == NULL || max_tokens < 0) return -1;
+    LmTokens list = {NULL, 0, 0};
+    int ok = (!bos || t->bos_id < 0 || tokens_push(&list, t->bos_id)) && encode_text(t, text, &list) &&
+             (!eos || t->eos_id < 0 || tokens_push(&list, t->eos_id));
+    int count = ok && list.n <= max_tokens ? list.n : -1;
+    if (count > 0) memcpy(tokens, list.ids, (size_t)count * sizeof(int));
+    free(list.ids);
     return count;
+}
+
+// Does token end a sequence (generate) or an assistant turn (chat)?
+static int is_end_token(const LmTokenizer *t, int token) {
+    if (token == t->eos_id || token == t->bos_id) return 1; // a new sequence starts at BOS (llama2.c)
+    for (int i = 0; i < t->n_eot; i++) if (token == t->eot[i]) return 1;
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
+// Chat templates: each turn is built as token ids, special tokens inserted by id and the text
+// around them encoded as plain text, so a user can never type a special token.
+
+static int push_special(const LmTokenizer *t, LmTokens *out, const char *name) {
+    int id = token_lookup(t, name, strlen(name));
+    return id >= 0 && tokens_push(out, id);
+}
+
+// Appends text made from fmt and up to two strings.
+static int push_text(const LmTokenizer *t, LmTokens *out, const char *fmt, const char *a, const char *b) {
+    int n = snprintf(NULL, 0, fmt, a, b);
+    char *s = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    if (s == NULL) return 0;
+    snprintf(s, (size_t)n + 1, fmt, a, b);
+    int ok = encode_text(t, s, out);
+    free(s);
+    return ok;
+}
+
+// The template a tokenizer uses when the file names none: Llama 2's, as llama2.c.
+static LmChatTemplate chat_template_of(const LmTokenizer *t) {
+    return t->chat_template == LM_CHAT_NONE ? LM_CHAT_LLAMA2 : t->chat_template;
+}
+
+// Appends one user turn and the start of the assistant's reply. The previous reply ended with its
+// end-of-turn token (see turn_end_token). system may be NULL or "". 0 when the vocabulary lacks a
+// token the template needs, or on out-of-memory.
+static int render_turn(const LmTokenizer *t, LmChatTemplate kind, LmTokens *out, int first, const char *system, const char *user) {
+    int sys = first && system && system[0];
+    int ok = 1;
+    switch (kind) {
+    case LM_CHAT_NONE:
+    case LM_CHAT_LLAMA2:
+        ok = (t->bos_id < 0 || tokens_push(out, t->bos_id)) &&
+             (sys ? push_text(t, out, "[INST] <<SYS>>\n%s\n<</SYS>>\n\n%s [/INST]", system, user)
+                  : push_text(t, out, "[INST] %s%s [/INST]", "", user));
+        break;
+    case LM_CHAT_MISTRAL: // no system role: the system prompt leads the first message
+        ok = (!first || t->bos_id < 0 || tokens_push(out, t->bos_id)) &&
+             (sys ? push_text(t, out, "[INST] %s\n\n%s [/INST]", system, user) : push_text(t, out, "[INST] %s%s [/INST]", "", user));
+        break;
+    case LM_CHAT_ZEPHYR:
+        if (first && t->bos_id >= 0) ok = tokens_push(out, t->bos_id);
+        if (ok && sys) ok = push_text(t, out, "<|system|>\n%s%s", system, "") && tokens_push(out, t->eos_id) && push_text(t, out, "\n", "", "");
+        ok = ok && push_text(t, out, first ? "<|user|>\n%s%s" : "\n<|user|>\n%s%s", user, "") && tokens_push(out, t->eos_id) &&
+             push_text(t, out, "\n<|assistant|>\n", "", "");
+        break;
+    case LM_CHAT_LLAMA3:
+        if (first && t->bos_id >= 0) ok = tokens_push(out, t->bos_id);
+        if (ok && sys) ok = push_special(t, out, "<|start_header_id|>") && push_text(t, out, "system", "", "") &&
+                            push_special(t, out, "<|end_header_id|>") && push_text(t, out, "\n\n%s%s", system, "") &&
+                            push_special(t, out, "<|eot_id|>");
+        ok = ok && push_special(t, out, "<|start_header_id|>") && push_text(t, out, "user", "", "") &&
+             push_special(t, out, "<|end_header_id|>") && push_text(t, out, "\n\n%s%s", user, "") && push_special(t, out, "<|eot_id|>") &&
+             push_special(t, out, "<|start_header_id|>") && push_text(t, out, "assistant", "", "") &&
+             push_special(t, out, "<|end_header_id|>") && push_text(t, out, "\n\n", "", "");
+        break;
+    case LM_CHAT_CHATML:
+        if (!first) ok = push_text(t, out, "\n", "", "");
+        if (ok && sys) ok = push_special(t, out, "<|im_start|>") && push_text(t, out, "system\n%s%s", system, "") &&
+                            push_special(t, out, "<|im_end|>") && push_text(t, out, "\n", "", "");
+        ok = ok && push_special(t, out, "<|im_start|>") && push_text(t, out, "user\n%s%s", user, "") &&
+             push_special(t, out, "<|im_end|>") && push_text(t, out, "\n", "", "") && push_special(t, out, "<|im_start|>") &&
+             push_text(t, out, "assistant\n", "", "");
+        break;
+    }
+    return ok;
+}
+
+// The token that closes an assistant turn in the cache when the reply was cut short.
+static int turn_end_token(const LmTokenizer *t, LmChatTemplate kind) {
+    const char *name = kind == LM_CHAT_LLAMA3 ? "<|eot_id|>" : kind == LM_CHAT_CHATML ? "<|im_end|>" : NULL;
+    int id = name ? token_lookup(t, name, strlen(name)) : -1;
+    return id >= 0 ? id : t->eos_id;
 }
 
 // ----------------------------------------------------------------------------
@@ -1006,17 +1779,33 @@ static double now_seconds(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-// Encodes text into a fresh array; NULL with a reason in err on failure.
-static int *encode_alloc(LmTokenizer *t, const char *text, int bos, int *n, char *err, size_t errlen) {
-    int cap = (int)(strlen(text) < 0x7ffffff0 ? strlen(text) + 3 : 0);
-    int *tokens = cap > 0 ? malloc((size_t)cap * sizeof(int)) : NULL;
-    if (tokens == NULL) { set_err(err, errlen, "out of memory encoding the prompt"); return NULL; }
-    *n = lm_encode(t, text, bos, 0, tokens, cap);
-    if (*n < 0) { free(tokens); set_err(err, errlen, "cannot encode the prompt"); return NULL; }
-    return tokens;
+// Passes decoded pieces on in whole UTF-8 characters: a piece that ends inside a character (a
+// byte-level or byte-fallback token) is held back until the rest arrives.
+typedef struct { char pending[4]; int n; LmEmitFn emit; void *user; } LmUtf8Stream;
+
+static int stream_piece(LmUtf8Stream *st, const char *piece, int flush) {
+    size_t len = strlen(piece), total = (size_t)st->n + len;
+    char *buf = malloc(total + 1);
+    if (buf == NULL) return 1;
+    memcpy(buf, st->pending, (size_t)st->n);
+    memcpy(buf + st->n, piece, len + 1);
+    size_t cut = total;
+    for (size_t back = 1; !flush && back <= 3 && back <= total; back++) {
+        unsigned char c = (unsigned char)buf[total - back];
+        if ((c & 0xC0) == 0x80) continue; // a continuation byte: look further back
+        size_t need = (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 1;
+        if (need > back) cut = total - back; // the character is incomplete: hold it back
+        break;
+    }
+    st->n = (int)(total - cut);
+    memcpy(st->pending, buf + cut, (size_t)st->n);
+    buf[cut] = '\0';
+    int stop = cut > 0 && st->emit ? st->emit(buf, st->user) : 0;
+    free(buf);
+    return stop;
 }
 
-// Timing of the last generate call, for the CLI's tok/s line.
+// Timing of one generate call, for the CLI's tok/s line.
 typedef struct { double start, first, end; int generated; } LmTiming;
 
 static int generate_timed(LmModel *m, LmTokenizer *t, LmSampler *s, const char *prompt, int steps,
@@ -1024,29 +1813,37 @@ static int generate_timed(LmModel *m, LmTokenizer *t, LmSampler *s, const char *
     if (!m || !t || !s) { set_err(err, errlen, "generate: NULL model, tokenizer or sampler"); return -1; }
     int ctx = m->config.seq_len;
     if (steps <= 0 || steps > ctx) steps = ctx;
-    int n_prompt;
-    int *prompt_tokens = encode_alloc(t, prompt ? prompt : "", 1, &n_prompt, err, errlen);
-    if (prompt_tokens == NULL) return -1;
-    if (n_prompt > ctx) {
-        set_err(err, errlen, "the prompt is %d tokens, longer than the context length %d", n_prompt, ctx);
-        free(prompt_tokens);
+    LmTokens prompt_tokens = {NULL, 0, 0};
+    if ((t->bos_id >= 0 && !tokens_push(&prompt_tokens, t->bos_id)) || !encode_text(t, prompt ? prompt : "", &prompt_tokens)) {
+        set_err(err, errlen, "out of memory encoding the prompt");
+        free(prompt_tokens.ids);
         return -1;
     }
+    int n_prompt = prompt_tokens.n;
+    if (n_prompt == 0 || n_prompt > ctx) {
+        if (n_prompt == 0) set_err(err, errlen, "the prompt is empty and this vocabulary has no BOS token; give a prompt");
+        else set_err(err, errlen, "the prompt is %d tokens, longer than the context length %d", n_prompt, ctx);
+        free(prompt_tokens.ids);
+        return -1;
+    }
+    LmUtf8Stream stream = {{0}, 0, emit, user};
     timing->start = now_seconds();
     timing->first = 0.0;
-    int token = prompt_tokens[0], pos = 0;
-    while (pos < steps) {
+    int token = prompt_tokens.ids[0], pos = 0, stopped = 0;
+    if (t->bos_id < 0) stopped = stream_piece(&stream, lm_decode(t, -1, token), 0); // no BOS: the first token is text
+    while (pos < steps && !stopped) {
         float *logits = lm_forward(m, token, pos);
-        int next = pos < n_prompt - 1 ? prompt_tokens[pos + 1] : lm_sample(s, logits);
+        int next = pos < n_prompt - 1 ? prompt_tokens.ids[pos + 1] : lm_sample(s, logits);
         pos++;
-        if (next == LM_BOS || next == LM_EOS) break; // a sequence ends at BOS (llama2.c) or EOS
-        if (emit && emit(lm_decode(t, token, next), user)) break;
+        if (is_end_token(t, next)) break; // a sequence ends at BOS (llama2.c), EOS or end of turn
+        stopped = stream_piece(&stream, lm_decode(t, token, next), 0);
         token = next;
         if (timing->first == 0.0) timing->first = now_seconds();
     }
+    if (!stopped) stream_piece(&stream, "", 1);
     timing->end = now_seconds();
     timing->generated = pos;
-    free(prompt_tokens);
+    free(prompt_tokens.ids);
     return pos;
 }
 
@@ -1076,16 +1873,6 @@ static char *read_line(FILE *in) {
     return line;
 }
 
-// Llama 2's chat template for one user turn; the system prompt goes into the first turn only.
-static char *render_llama2_turn(const char *system_prompt, const char *user) {
-    const char *fmt = system_prompt && system_prompt[0] ? "[INST] <<SYS>>\n%s\n<</SYS>>\n\n%s [/INST]" : "[INST] %s%s [/INST]";
-    const char *a = system_prompt && system_prompt[0] ? system_prompt : "";
-    int n = snprintf(NULL, 0, fmt, a, user);
-    char *out = n >= 0 ? malloc((size_t)n + 1) : NULL;
-    if (out) snprintf(out, (size_t)n + 1, fmt, a, user);
-    return out;
-}
-
 static int emit_to_file(const char *piece, void *user) {
     FILE *f = user;
     fputs(piece, f);
@@ -1093,13 +1880,11 @@ static int emit_to_file(const char *piece, void *user) {
     return 0;
 }
 
-// Multi-turn chat: each turn is `<s>[INST] user [/INST]` and the reply up to EOS, which is also fed
-// to the model, so the KV cache holds the whole conversation and earlier turns are never re-run.
-// max_reply caps each reply (0 = no cap). Ends at end of input or when the context is full.
-// Returns the number of positions used, or -1 with err set.
 int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const char *first_user, const char *system_prompt,
-                     int max_reply, FILE *in, FILE *out, char *err, size_t errlen) {
-    int ctx = m->config.seq_len, pos = 0;
+            int max_reply, FILE *in, FILE *out, char *err, size_t errlen) {
+    if (!m || !t || !s || !in || !out) { set_err(err, errlen, "chat: NULL argument"); return -1; }
+    int ctx = m->config.seq_len, pos = 0, rc = 0;
+    LmChatTemplate kind = chat_template_of(t);
     char *system_owned = NULL;
     if (system_prompt == NULL) {
         fputs("Enter system prompt (optional): ", out);
@@ -1107,8 +1892,9 @@ int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const char *first_user, co
         system_prompt = system_owned = read_line(in);
         if (system_owned == NULL) { fputc('\n', out); return 0; } // end of input
     }
+    LmTokens prompt = {NULL, 0, 0};
     for (int turn = 0;; turn++) {
-        char *user = NULL;
+        char *user;
         if (turn == 0 && first_user) {
             user = malloc(strlen(first_user) + 1);
             if (user) strcpy(user, first_user);
@@ -1118,51 +1904,56 @@ int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const char *first_user, co
             user = read_line(in);
             if (user == NULL) { fputc('\n', out); break; } // end of input
         }
-        char *rendered = user ? render_llama2_turn(turn == 0 ? system_prompt : NULL, user) : NULL;
+        prompt.n = 0;
+        int ok = user && render_turn(t, kind, &prompt, turn == 0, system_prompt, user);
         free(user);
-        int n_prompt = 0;
-        int *prompt = rendered ? encode_alloc(t, rendered, 1, &n_prompt, err, errlen) : NULL;
-        free(rendered);
-        if (prompt == NULL) { free(system_owned); set_err(err, errlen, "chat: out of memory"); return -1; }
-        if (pos + n_prompt >= ctx) {
-            fprintf(out, "\n");
-            fprintf(out, "[context full: %d of %d tokens used; the chat ends here]\n", pos, ctx);
-            free(prompt);
+        if (!ok) {
+            set_err(err, errlen, "chat: the vocabulary lacks a token of its chat template, or out of memory");
+            rc = -1;
+            break;
+        }
+        if (pos + prompt.n >= ctx) {
+            fprintf(out, "\n[context full: %d of %d tokens used; the chat ends here]\n", pos, ctx);
             break;
         }
         float *logits = NULL;
-        for (int i = 0; i < n_prompt; i++) logits = lm_forward(m, prompt[i], pos++);
-        int token = prompt[n_prompt - 1];
-        free(prompt);
+        for (int i = 0; i < prompt.n; i++) logits = lm_forward(m, prompt.ids[i], pos++);
+        int token = prompt.ids[prompt.n - 1];
         fputs("Assistant: ", out);
         fflush(out);
-        int produced = 0, full = 0;
+        LmUtf8Stream stream = {{0}, 0, emit_to_file, out};
+        int produced = 0;
         for (;;) {
             int next = lm_sample(s, logits);
-            if (next == LM_EOS || (max_reply > 0 && produced >= max_reply)) {
-                if (pos < ctx) lm_forward(m, LM_EOS, pos++); // close the turn in the cache
+            if (is_end_token(t, next) || (max_reply > 0 && produced >= max_reply)) {
+                // close the turn in the cache: the model's own end token, or the template's
+                if (pos < ctx) lm_forward(m, is_end_token(t, next) ? next : turn_end_token(t, kind), pos++);
                 break;
             }
-            emit_to_file(lm_decode(t, token, next), out);
+            stream_piece(&stream, lm_decode(t, token, next), 0);
             produced++;
             token = next;
-            if (pos >= ctx) { full = 1; break; }
+            if (pos >= ctx) break;
             logits = lm_forward(m, token, pos++);
         }
+        stream_piece(&stream, "", 1);
         fputc('\n', out);
-        if (full || pos >= ctx) {
+        if (pos >= ctx) {
             fprintf(out, "[context full: %d of %d tokens used; the chat ends here]\n", pos, ctx);
             break;
         }
     }
+    free(prompt.ids);
     free(system_owned);
-    return pos;
+    return rc < 0 ? -1 : pos;
 }
 
 // ----------------------------------------------------------------------------
 // Command line
 
 #ifndef RUN_NO_MAIN
+
+static const char *chat_template_names[] = {"none", "llama2", "llama3", "chatml", "zephyr", "mistral"};
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -1175,9 +1966,11 @@ static void usage(FILE *f) {
             "  -n <int>    steps: total positions in generate mode, the longest reply in chat mode\n"
             "              (default 256; 0 = the context length)\n"
             "  -i <string> input prompt\n"
-            "  -z <string> tokenizer file (default tokenizer.bin)\n"
+            "  -z <string> tokenizer file (default: the checkpoint's own, else tokenizer.bin)\n"
             "  -m <string> mode: generate|chat (default generate)\n"
             "  -y <string> system prompt in chat mode\n"
+            "  --template <name>  chat template: llama2|llama3|chatml|zephyr|mistral\n"
+            "              (default: the tokenizer's, else llama2)\n"
             "  -h, --help  this help\n");
 }
 
@@ -1207,11 +2000,11 @@ static int bad_flag(const char *flag, const char *value, const char *expected) {
 }
 
 int main(int argc, char **argv) {
-    const char *checkpoint = NULL, *tokenizer_path = "tokenizer.bin", *prompt = NULL, *mode = "generate";
+    const char *checkpoint = NULL, *tokenizer_path = NULL, *prompt = NULL, *mode = "generate";
     const char *system_prompt = NULL;
     float temperature = 1.0f, topp = 0.9f;
     unsigned long long seed = 0, steps = 256;
-    int steps_given = 0;
+    int steps_given = 0, template_override = -1;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) { usage(stdout); return 0; }
     }
@@ -1222,12 +2015,18 @@ int main(int argc, char **argv) {
     checkpoint = argv[1];
     for (int i = 2; i < argc; i += 2) {
         const char *flag = argv[i];
-        if (flag[0] != '-' || strlen(flag) != 2 || strchr("tpsnizmy", flag[1]) == NULL) {
+        int is_long = strcmp(flag, "--template") == 0;
+        if (!is_long && (flag[0] != '-' || strlen(flag) != 2 || strchr("tpsnizmy", flag[1]) == NULL)) {
             fprintf(stderr, "run: unknown option '%s' (run -h for help)\n", flag);
             return 1;
         }
         if (i + 1 >= argc) { fprintf(stderr, "run: option %s needs a value\n", flag); return 1; }
         const char *val = argv[i + 1];
+        if (is_long) {
+            for (int k = 1; k < 6; k++) if (strcmp(val, chat_template_names[k]) == 0) template_override = k;
+            if (template_override < 0) return bad_flag(flag, val, "llama2, llama3, chatml, zephyr or mistral");
+            continue;
+        }
         switch (flag[1]) {
         case 't':
             if (!parse_float(val, &temperature) || temperature < 0.0f) return bad_flag(flag, val, "a number >= 0");
@@ -1261,12 +2060,14 @@ int main(int argc, char **argv) {
         if (steps_given) fprintf(stderr, "note: -n %llu exceeds the context length %d; using %d\n", steps, ctx, ctx);
         steps = (unsigned long long)ctx;
     }
+    if (tokenizer_path == NULL) tokenizer_path = model->config.tokenizer_size > 0 ? checkpoint : "tokenizer.bin";
     LmTokenizer *tokenizer = lm_tokenizer_load(tokenizer_path, lm_vocab_size(model), err, sizeof err);
     if (tokenizer == NULL) {
         fprintf(stderr, "run: %s (choose a tokenizer with -z)\n", err);
         lm_free(model);
         return 1;
     }
+    if (template_override > 0) tokenizer->chat_template = (LmChatTemplate)template_override;
     LmSampler *sampler = lm_sampler_new(lm_vocab_size(model), temperature, topp, seed);
     int rc = 0;
     if (sampler == NULL) {
