@@ -679,7 +679,8 @@ def apply_tokenizer_config(t, cfg, tj=None, set_ids=True):
             adds_bos = bool(single) and "SpecialToken" in single[0]
             if adds_bos and bos is None:
                 bos = single[0]["SpecialToken"]["id"]
-        if bos is not None and adds_bos:
+        template_text = json.dumps(cfg.get("chat_template") or "")
+        if bos is not None and (adds_bos or "bos_token" in template_text):  # the template starts with BOS
             t.bos = t.id_of(bos)
         if eos is not None:
             t.eos = t.id_of(eos)

