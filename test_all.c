@@ -940,7 +940,7 @@ static int npm_file_exists(const char *rel) {
 // Runs a shell command quietly; its output goes to a log shown on failure.
 static int run_quiet(const char *cmd) {
     char full[4096];
-    snprintf(full, sizeof full, "%s >%s 2>&1", cmd, tmp_path("cmd.log"));
+    snprintf(full, sizeof full, "( %s ) >%s 2>&1", cmd, tmp_path("cmd.log"));
     int rc = system(full);
     if (rc != 0) {
         char *log = read_file(tmp_path("cmd.log"), NULL);
