@@ -176,6 +176,7 @@ def hf_model(folder, seq_len_cap):
     if uses_window and window and window < seq_len:
         raise ExportError(f"{folder}: sliding-window attention (window {window} < context {seq_len}) is not supported; "
                           f"export with --seq-len {window} or less to stay inside the window")
+    scaling = rope_scaling_of(cfg, folder)  # every config check before the tensors are opened
     tensors = HFTensors(folder)
     dim, n_heads = cfg["hidden_size"], cfg["num_attention_heads"]
     head_size = cfg.get("head_dim") or dim // n_heads
@@ -198,7 +199,7 @@ def hf_model(folder, seq_len_cap):
                  n_kv_heads=cfg.get("num_key_value_heads") or n_heads, head_size=head_size,
                  vocab_size=cfg["vocab_size"], seq_len=seq_len, norm_eps=float(cfg.get("rms_norm_eps", 1e-5)),
                  rope_theta=float(cfg.get("rope_theta", 10000.0)), rope_layout=1,
-                 rope_scaling=rope_scaling_of(cfg, folder), qkv_bias=tensors.has("model.layers.0.self_attn.q_proj.bias"),
+                 rope_scaling=scaling, qkv_bias=tensors.has("model.layers.0.self_attn.q_proj.bias"),
                  tied=tied, getter=getter, source_dtype=tensors.source_dtype())
 
 

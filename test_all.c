@@ -1119,6 +1119,99 @@ static void test_tokenizer_vectors(void) {
     if (f) fclose(f);
 }
 
+
+// llama2.c .pt and Meta .pth checkpoints (need torch) and llama2.c's formats written by export.py,
+// against the double-precision reference.
+static void test_export_other_sources(void) {
+    if (!have_numpy()) return;
+    TinyModel tm = tiny_model(32, 64, 2, 4, 2, 61, 32, 0);
+    int tokens[10], n = 10;
+    for (int i = 0; i < n; i++) tokens[i] = (i * 13 + 3) % tm.vocab;
+    double *ref = malloc((size_t)n * tm.vocab * sizeof(double));
+    ref_forward(&tm, tokens, n, ref);
+    char *v0 = tmp_path("src_v0.bin"), *dir = tmp_path("torch"), cmd[2048];
+    write_v0(&tm, v0);
+    struct { const char *what, *args; double tol; int needs_torch; } cases[] = {
+        {"llama2.c .pt checkpoint -> v3 fp32", "--checkpoint %s/ckpt.pt --dtype fp32", 1e-4, 1},
+        {"Meta consolidated.*.pth, 2 shards -> v3 fp32", "--meta-llama %s/meta --dtype fp32", 1e-4, 1},
+        {"Meta .pth -> llama2.c v0", "--meta-llama %s/meta --version 0", 1e-4, 1},
+        {"Meta .pth -> llama2.c v1", "--meta-llama %s/meta --version 1", 1e-4, 1},
+        {"Meta .pth -> llama2.c v2 (Q8_0)", "--meta-llama %s/meta --version 2", 5e-2, 1},
+    };
+    snprintf(cmd, sizeof cmd, "%s -c 'import torch' >/dev/null 2>&1", python);
+    int torch = system(cmd) == 0;
+    if (torch) {
+        snprintf(cmd, sizeof cmd, "%s tests/torch_checkpoints.py %s %s", python, v0, dir);
+        torch = run_quiet(cmd);
+    } else {
+        check(0, "python3 with torch is installed (for .pt/.pth exports: apt-get install python3-torch)");
+    }
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        if (cases[c].needs_torch && !torch) continue;
+        char args[512], *out = tmp_path("src_export.bin");
+        snprintf(args, sizeof args, cases[c].args, dir);
+        snprintf(cmd, sizeof cmd, "%s export.py %s %s", python, out, args);
+        char err[256] = "";
+        LmModel *m = run_quiet(cmd) ? lm_load(out, err, sizeof err) : NULL;
+        double worst = 1;
+        if (m) {
+            worst = 0;
+            for (int p = 0; p < n; p++) worst = fmax(worst, rel_err(lm_forward(m, tokens[p], p), ref + (size_t)p * tm.vocab, tm.vocab));
+        }
+        check(m && worst < cases[c].tol, "export %s: logits vs double reference, max rel err %.1e (< %.0e)", cases[c].what, worst, cases[c].tol);
+        lm_free(m);
+    }
+    free(ref);
+    tiny_free(&tm);
+}
+
+// export.py's other direction: Hugging Face rotate-half layout into llama2.c's interleaved formats,
+// and the refusals.
+static void test_export_legacy_and_refusals(void) {
+    if (!have_numpy()) return;
+    char *dir = tmp_path("hf"), cmd[2048], path[512];
+    snprintf(path, sizeof path, "%s/llama/reference.f32", dir);
+    size_t bytes;
+    float *ref = (float *)(void *)read_file(path, &bytes);
+    int tokens[] = {1, 450, 4996, 17354, 1701, 29916, 432, 17204};
+    for (int version = 0; ref && version <= 2; version += 2) {
+        char *out = tmp_path("hf_legacy.bin"), err[256];
+        snprintf(cmd, sizeof cmd, "%s export.py %s --hf %s/llama --version %d", python, out, dir, version);
+        LmModel *m = run_quiet(cmd) ? lm_load(out, err, sizeof err) : NULL;
+        double worst = 1, tol = version == 0 ? 1e-4 : 8e-2;
+        double *r = malloc(32000 * sizeof(double));
+        for (int p = 0; m && p < 8; p++) {
+            if (p == 0) worst = 0;
+            for (int i = 0; i < 32000; i++) r[i] = ref[(size_t)p * 32000 + i];
+            worst = fmax(worst, rel_err(lm_forward(m, tokens[p], p), r, 32000));
+        }
+        free(r);
+        check(m && worst < tol, "export --hf --version %d: q/k rows reordered to llama2.c's RoPE pairs, max rel err %.1e (< %.0e)", version, worst, tol);
+        lm_free(m);
+    }
+    free(ref);
+    struct { const char *what, *config, *needle; } bad[] = {
+        {"an unsupported architecture", "{\"architectures\": [\"GPT2LMHeadModel\"]}", "architecture GPT2LMHeadModel is not supported"},
+        {"Mistral's sliding window", "{\"architectures\": [\"MistralForCausalLM\"], \"hidden_size\": 32, \"intermediate_size\": 64, "
+         "\"num_hidden_layers\": 1, \"num_attention_heads\": 4, \"vocab_size\": 100, \"max_position_embeddings\": 32768, \"sliding_window\": 4096}",
+         "sliding-window attention"},
+        {"rope scaling yarn", "{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 32, \"intermediate_size\": 64, "
+         "\"num_hidden_layers\": 1, \"num_attention_heads\": 4, \"vocab_size\": 100, \"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4}}",
+         "rope_scaling type 'yarn' is not supported"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *d = tmp_path("bad_hf");
+        snprintf(cmd, sizeof cmd, "mkdir -p %s", d);
+        if (system(cmd) != 0) continue;
+        snprintf(path, sizeof path, "%s/config.json", d);
+        write_file(path, bad[i].config, strlen(bad[i].config));
+        snprintf(cmd, sizeof cmd, "%s export.py %s --hf %s", python, tmp_path("never.bin"), d);
+        CliResult r = run_cli(cmd, NULL);
+        check(r.status == 1 && r.err_lines == 1 && strstr(r.err, bad[i].needle) && !file_exists(tmp_path("never.bin")),
+              "export.py refuses %s with one line: %.*s", bad[i].what, (int)strcspn(r.err, "\n"), r.err);
+    }
+}
+
 // Tiny random Hugging Face-style models exported at every dtype, against tests/hf_models.py's numpy
 // forward pass of the Hugging Face convention.
 static void test_hf_models(void) {
@@ -1262,6 +1355,8 @@ int main(void) {
     test_real_models();
     test_tokenizer_vectors();
     test_hf_models();
+    test_export_legacy_and_refusals();
+    test_export_other_sources();
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmp_dir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp_dir);
