@@ -1893,14 +1893,19 @@ int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const char *first_user, co
     if (!m || !t || !s || !in || !out) { set_err(err, errlen, "chat: NULL argument"); return -1; }
     int ctx = m->config.seq_len, pos = 0, rc = 0;
     LmChatTemplate kind = chat_template_of(t);
+    LmTokens prompt = {NULL, 0, 0};
+    if (!render_turn(t, kind, &prompt, 1, "x", "x")) { // the template's special tokens exist?
+        free(prompt.ids);
+        set_err(err, errlen, "chat: the vocabulary lacks a token of the %s chat template", kind == LM_CHAT_LLAMA3 ? "llama3" : "chosen");
+        return -1;
+    }
     char *system_owned = NULL;
     if (system_prompt == NULL) {
         fputs("Enter system prompt (optional): ", out);
         fflush(out);
         system_prompt = system_owned = read_line(in);
-        if (system_owned == NULL) { fputc('\n', out); return 0; } // end of input
+        if (system_owned == NULL) { fputc('\n', out); free(prompt.ids); return 0; } // end of input
     }
-    LmTokens prompt = {NULL, 0, 0};
     for (int turn = 0;; turn++) {
         char *user;
         if (turn == 0 && first_user) {

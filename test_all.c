@@ -703,6 +703,23 @@ static void test_sampler(void) {
           "sampler refuses temperature -1, top-p 2, NaN, vocab 0");
 }
 
+
+static int collect_marked(const char *piece, void *user) { strcat((char *)user, piece); strcat((char *)user, "|"); return 0; }
+
+static void test_utf8_stream(void) {
+    char out[256] = "";
+    LmUtf8Stream st = {{0}, 0, collect_marked, out};
+    stream_piece(&st, "a\xe4", 0);     // 中 = e4 b8 ad, split over three tokens
+    stream_piece(&st, "\xb8", 0);
+    stream_piece(&st, "\xad" "b", 0);
+    stream_piece(&st, "\xf0\x9f", 0);  // 😀 = f0 9f 98 80
+    stream_piece(&st, "\x98\x80", 0);
+    stream_piece(&st, "\xe4", 0);      // cut off at the end: flushed as it is
+    stream_piece(&st, "", 1);
+    check(strcmp(out, "a|\xe4\xb8\xad" "b|\xf0\x9f\x98\x80|\xe4|") == 0,
+          "streamed pieces are whole UTF-8 characters (a character split over tokens is held back)");
+}
+
 // ----------------------------------------------------------------------------
 // The library: bad arguments, two models at once, generate, chat
 
@@ -885,7 +902,8 @@ static void test_cli(void) {
     expect_cli_error("tokenizer for another vocabulary", args, "left after");
     const char *bad[][2] = {{"-t -1", "-t"}, {"-t abc", "-t"}, {"-t 1e99", "-t"}, {"-p 2", "-p"}, {"-p -0.1", "-p"},
                             {"-n -5", "-n"}, {"-n 12x", "-n"}, {"-s -3", "-s"}, {"-m train", "-m"}, {"-q 1", "unknown option"},
-                            {"-t", "needs a value"}, {"--temp 1", "unknown option"}};
+                            {"-t", "needs a value"}, {"--temp 1", "unknown option"}, {"--template foo", "--template"},
+                            {"-m chat --template llama3 -y x", "lacks a token"}};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         snprintf(args, sizeof args, "%s -z %s %s", mp, tok, bad[i][0]);
         char what[64];
@@ -1349,6 +1367,7 @@ int main(void) {
     test_tokenizer();
     test_real_tokenizers();
     test_sampler();
+    test_utf8_stream();
     test_library();
     test_generate_and_chat();
     test_cli();
