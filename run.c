@@ -1032,6 +1032,8 @@ typedef enum { LM_SPLIT_NONE = 0, LM_SPLIT_GPT2 = 1, LM_SPLIT_LLAMA3 = 2, LM_SPL
 typedef enum { LM_CHAT_NONE = 0, LM_CHAT_LLAMA2 = 1, LM_CHAT_LLAMA3 = 2, LM_CHAT_CHATML = 3, LM_CHAT_ZEPHYR = 4, LM_CHAT_MISTRAL = 5 } LmChatTemplate;
 enum { LM_TOK_DUMMY_PREFIX = 1, LM_TOK_REMOVE_EXTRA_SPACES = 2, LM_TOK_SPLIT_DIGITS = 4, LM_TOK_IGNORE_MERGES = 8 };
 
+static const char *const chat_template_names[] = {"none", "llama2", "llama3", "chatml", "zephyr", "mistral"};
+
 #define LM_TOKENIZER_MAGIC 0x6b746d6cu // "lmtk"
 #define LM_TOKENIZER_HEADER_BYTES 128
 #define LM_MAX_EOT 8
@@ -1896,7 +1898,7 @@ int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const char *first_user, co
     LmTokens prompt = {NULL, 0, 0};
     if (!render_turn(t, kind, &prompt, 1, "x", "x")) { // the template's special tokens exist?
         free(prompt.ids);
-        set_err(err, errlen, "chat: the vocabulary lacks a token of the %s chat template", kind == LM_CHAT_LLAMA3 ? "llama3" : "chosen");
+        set_err(err, errlen, "chat: the vocabulary lacks a token of the %s chat template", chat_template_names[kind]);
         return -1;
     }
     char *system_owned = NULL;
@@ -1965,8 +1967,6 @@ int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const char *first_user, co
 // Command line
 
 #ifndef RUN_NO_MAIN
-
-static const char *chat_template_names[] = {"none", "llama2", "llama3", "chatml", "zephyr", "mistral"};
 
 static void usage(FILE *f) {
     fprintf(f,

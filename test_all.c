@@ -7,7 +7,6 @@
 #include <sys/wait.h>
 
 static int n_passed, n_failed, n_skipped;
-static const char *chat_template_names_test[] = {"none", "llama2", "llama3", "chatml", "zephyr", "mistral"};
 static char tmp_dir[64];
 static const char *models_dir = "../shared/models";
 
@@ -1130,7 +1129,7 @@ static void test_tokenizer_vectors(void) {
                  tokens_push(&got, turn_end_token(t, kind)) && render_turn(t, kind, &got, 0, msgs[0], msgs[3]);
         check(ok && got.n == nw && memcmp(got.ids, want, (size_t)nw * sizeof(int)) == 0,
               "%s chat template (%s): two turns in Chinese and English give the reference's apply_chat_template ids (%d vs %d)",
-              line, t ? chat_template_names_test[kind] : "?", got.n, nw);
+              line, t ? chat_template_names[kind] : "?", got.n, nw);
         free(got.ids);
         lm_tokenizer_free(t);
     }
