@@ -133,6 +133,9 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 // ----------------------------------------------------------------------------
 // Public API (documented in the top comment)
@@ -144,6 +147,8 @@ typedef int (*LmEmitFn)(const char *piece, void *user); // non-zero return stops
 
 LmModel *lm_load(const char *checkpoint_path, char *err, size_t errlen);
 float *lm_forward(LmModel *m, int token, int pos);
+float *lm_forward_batch(LmModel *m, const int *tokens, int n, int pos);
+void lm_set_threads(LmModel *m, int n);
 int lm_vocab_size(const LmModel *m);
 int lm_context_length(const LmModel *m);
 void lm_free(LmModel *m);
@@ -206,7 +211,7 @@ static const unsigned char *map_file(const char *path, size_t *size, char *err, 
 #define LM_MAX_DIM (1 << 20)     // any larger dimension is a corrupt header, not a model
 #define LM_MAX_LAYERS 4096
 
-typedef enum { LM_F32 = 0, LM_F16 = 1, LM_BF16 = 2, LM_Q8_0 = 3 } LmWeightType;
+typedef enum { LM_F32 = 0, LM_F16 = 1, LM_BF16 = 2, LM_Q8_0 = 3, LM_Q4_0 = 4 } LmWeightType;
 typedef enum { LM_ROPE_PAIRS = 0, LM_ROPE_HALVES = 1 } LmRopeLayout;
 typedef enum { LM_ROPE_NONE = 0, LM_ROPE_LINEAR = 1, LM_ROPE_LLAMA3 = 2 } LmRopeScaling;
 
@@ -223,7 +228,7 @@ typedef struct {
     int qkv_bias;     // q, k and v projections have biases (Qwen2)
     int version;      // 0, 1, 2 (llama2.c's formats) or 3
     LmWeightType weight_type;
-    int group_size;   // Q8_0 group length (0 otherwise)
+    int group_size;   // Q8_0 / Q4_0 group length (0 otherwise)
     float norm_eps;
     float rope_theta;
     LmRopeLayout rope_layout;
@@ -233,10 +238,12 @@ typedef struct {
     uint64_t tokenizer_offset, tokenizer_size; // the embedded tokenizer file (v3), size 0 if none
 } LmConfig;
 
-// A weight matrix (rows, cols), row-major, pointing into the mapped file.
+// A weight matrix (rows, cols), row-major, pointing into the mapped file. Q4_0 packs each group of
+// group_size values into group_size/2 bytes: byte j holds value j in its low nibble and value
+// j + group_size/2 in its high nibble, each stored as value + 8.
 typedef struct {
     const void *data;             // (rows, cols) values of `type`
-    const unsigned char *scales;  // Q8_0: fp32 scale per group, read unaligned (v2 does not align them)
+    const unsigned char *scales;  // a scale per group: fp32 (Q8_0; v2 does not align them) or fp16 (Q4_0)
     int rows, cols;
     LmWeightType type;
     int group_size;
@@ -262,30 +269,39 @@ typedef struct {
     LmMatrix wcls;              // (vocab_size, dim); the embedding when shared
 } LmWeights;
 
-// An activation vector, with its Q8_0 form when the weights are quantized.
+// A block of n activation rows, with the int8 forms that integer weights multiply.
 typedef struct {
-    const float *f; // (n)
-    int8_t *q;      // (n) quantized values, or NULL for unquantized weights
-    float *s;       // (ceil(n / group_size)) scales
-    int n;
-} LmInput;
+    const float *f;        // (n, ld) fp32 rows of cols values
+    int n, cols, ld;
+    int8_t *q;             // (n, cols) Q8_0 values (integer weights only)
+    float *s;              // (n, groups) their scales, groups = ceil(cols / group_size)
+    int groups;
+    unsigned char *packed; // VNNI prefill: (ceil(n/16), cols/4, 16 tokens, 4 values), each + 128; or NULL
+    float *spacked;        // (ceil(n/16), groups, 16 tokens) the scales in the same order
+    int32_t *xsum;         // (ceil(n/16), groups, 16 tokens) each group's sum of values (unused lanes 0)
+} LmBatch;
+
+#define LM_BATCH 64 // tokens per forward block: the weights are read once per block
 
 typedef struct {
-    float *x;           // (dim) the residual stream
-    float *xb;          // (max(dim, q_dim)) normed input, then attention output
-    float *xb2;         // (dim) a block's output before the residual add
-    float *hb;          // (hidden_dim) FFN gate
-    float *hb2;         // (hidden_dim) FFN up
-    float *q;           // (n_heads * head_size)
+    float *x;           // (batch, dim) the residual stream
+    float *xb;          // (batch, max(dim, q_dim)) normed input, then attention output
+    float *xb2;         // (batch, dim) a block's output before the residual add
+    float *hb;          // (batch, hidden_dim) FFN gate
+    float *hb2;         // (batch, hidden_dim) FFN up
+    float *q;           // (batch, n_heads * head_size)
     float *att;         // (n_heads, seq_len) attention scores
     float *logits;      // (vocab_size)
     float *key_cache;   // (layer, seq_len, kv_dim)
     float *value_cache; // (layer, seq_len, kv_dim)
     float *rope_freq;   // (head_size / 2) inverse frequencies, scaled
-    float *rope_cos;    // (head_size / 2) at the current position
-    float *rope_sin;    // (head_size / 2)
-    int8_t *xq;         // (max(dim, q_dim, hidden_dim)) quantized activations (Q8_0 only)
-    float *xs;          // (max(...) / group_size + 1) their scales
+    float *rope_cos;    // (batch, head_size / 2) at the block's positions
+    float *rope_sin;    // (batch, head_size / 2)
+    int8_t *xq;         // (batch, widest) quantized activations (integer weights only)
+    float *xs;          // (batch, widest / group_size + 1) their scales
+    unsigned char *xpacked; // (batch, widest + 4) the VNNI layout of xq
+    float *xspacked;    // (batch, widest / group_size + 1) the VNNI layout of xs
+    int32_t *xsum;      // (batch, widest / group_size + 1) group sums, VNNI layout
 } LmRunState;
 
 struct LmModel {
@@ -294,9 +310,15 @@ struct LmModel {
     LmRunState state;
     const unsigned char *data; // the read-only mapping of the checkpoint
     size_t file_size;
+    int threads;               // OpenMP threads for this model (lm_set_threads)
 };
 
-static size_t weight_type_bytes(LmWeightType t) { return t == LM_F32 ? 4 : t == LM_Q8_0 ? 1 : 2; }
+static int is_integer_type(LmWeightType t) { return t == LM_Q8_0 || t == LM_Q4_0; }
+
+// Bytes of count values of type t (their scales apart).
+static uint64_t weight_bytes(LmWeightType t, uint64_t count) {
+    return t == LM_F32 ? 4 * count : t == LM_Q8_0 ? count : t == LM_Q4_0 ? count / 2 : 2 * count;
+}
 
 // Checks the dimensions common to every format.
 static int check_dims(LmConfig *c, const int64_t v[7], const char *path, char *err, size_t errlen) {
@@ -339,7 +361,7 @@ static int parse_v3_fields(LmConfig *c, const unsigned char *p, size_t size, con
         set_err(err, errlen, "%s: norm_eps %g or rope_theta %g is out of range", path, c->norm_eps, c->rope_theta);
         return 0;
     }
-    if (layout < 0 || layout > 1 || scaling < 0 || scaling > 2 || (flags & ~3) != 0 || type < 0 || type > 3) {
+    if (layout < 0 || layout > 1 || scaling < 0 || scaling > 2 || (flags & ~3) != 0 || type < 0 || type > 4) {
         set_err(err, errlen, "%s: unknown rope layout %d, rope scaling %d, flags %d or weight type %d",
                 path, layout, scaling, flags, type);
         return 0;
@@ -423,11 +445,11 @@ static size_t parse_header(LmConfig *c, const unsigned char *p, size_t size, con
     int q_dim = c->n_heads * c->head_size;
     // v2 groups the flattened tensor (every matrix has dim as a factor of its size, so groups tile
     // it); v3 groups rows, so the group size must divide every row length
-    if (c->weight_type == LM_Q8_0 &&
-        (c->group_size <= 0 || c->dim % c->group_size != 0 ||
+    if (is_integer_type(c->weight_type) &&
+        (c->group_size <= 0 || c->dim % c->group_size != 0 || (c->weight_type == LM_Q4_0 && c->group_size % 2 != 0) ||
          (c->version == 3 && (c->hidden_dim % c->group_size != 0 || q_dim % c->group_size != 0)))) {
-        set_err(err, errlen, "%s: Q8_0 group size %d must be positive and divide dim %d%s", path, c->group_size,
-                c->dim, c->version == 3 ? ", hidden_dim and n_heads * head_size" : "");
+        set_err(err, errlen, "%s: group size %d must be positive%s and divide dim %d%s", path, c->group_size,
+                c->weight_type == LM_Q4_0 ? ", even" : "", c->dim, c->version == 3 ? ", hidden_dim and n_heads * head_size" : "");
         return 0;
     }
     return offset;
@@ -458,8 +480,9 @@ static const float *take_f32(LmCursor *cur, uint64_t count) {
 static LmMatrix take_matrix(LmCursor *cur, const LmConfig *c, int rows, int cols) {
     LmMatrix m = {NULL, NULL, rows, cols, c->weight_type, c->group_size};
     uint64_t count = (uint64_t)rows * (uint64_t)cols;
-    m.data = take_bytes(cur, count * weight_type_bytes(c->weight_type));
-    if (c->weight_type == LM_Q8_0) m.scales = take_bytes(cur, count / (uint64_t)c->group_size * sizeof(float));
+    m.data = take_bytes(cur, weight_bytes(c->weight_type, count));
+    if (is_integer_type(c->weight_type))
+        m.scales = take_bytes(cur, count / (uint64_t)c->group_size * (c->weight_type == LM_Q8_0 ? 4 : 2));
     return m;
 }
 
@@ -519,8 +542,8 @@ static void map_weights(LmWeights *w, const LmConfig *c, LmCursor *cur) {
 }
 
 static void free_state(LmRunState *s) {
-    void *bufs[] = {s->x, s->xb, s->xb2, s->hb, s->hb2, s->q, s->att, s->logits, s->key_cache,
-                    s->value_cache, s->rope_freq, s->rope_cos, s->rope_sin, s->xq, s->xs};
+    void *bufs[] = {s->x, s->xb, s->xb2, s->hb, s->hb2, s->q, s->att, s->logits, s->key_cache, s->value_cache,
+                    s->rope_freq, s->rope_cos, s->rope_sin, s->xq, s->xs, s->xpacked, s->xspacked, s->xsum};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     memset(s, 0, sizeof *s);
 }
@@ -552,31 +575,35 @@ static void rope_frequencies(float *freq, const LmConfig *c) {
 // Allocates the run state; 0 on out-of-memory. The KV cache is calloc'ed at full context length:
 // the OS commits its pages only as positions are written.
 static int alloc_state(LmRunState *s, const LmConfig *c) {
-    int q_dim = c->n_heads * c->head_size;
+    size_t B = LM_BATCH, q_dim = (size_t)c->n_heads * (size_t)c->head_size;
     size_t kv_dim = (size_t)c->n_kv_heads * (size_t)c->head_size;
-    size_t cache = (size_t)c->n_layers * (size_t)c->seq_len * kv_dim;
-    int widest = c->dim > q_dim ? c->dim : q_dim;
-    if (c->hidden_dim > widest) widest = c->hidden_dim;
+    size_t cache = (size_t)c->n_layers * (size_t)c->seq_len * kv_dim, half = (size_t)c->head_size / 2;
+    size_t xb_width = (size_t)c->dim > q_dim ? (size_t)c->dim : q_dim;
+    size_t widest = xb_width > (size_t)c->hidden_dim ? xb_width : (size_t)c->hidden_dim;
     memset(s, 0, sizeof *s);
-    s->x = calloc((size_t)c->dim, sizeof(float));
-    s->xb = calloc((size_t)widest, sizeof(float));
-    s->xb2 = calloc((size_t)c->dim, sizeof(float));
-    s->hb = calloc((size_t)c->hidden_dim, sizeof(float));
-    s->hb2 = calloc((size_t)c->hidden_dim, sizeof(float));
-    s->q = calloc((size_t)q_dim, sizeof(float));
+    s->x = calloc(B * (size_t)c->dim, sizeof(float));
+    s->xb = calloc(B * xb_width, sizeof(float));
+    s->xb2 = calloc(B * (size_t)c->dim, sizeof(float));
+    s->hb = calloc(B * (size_t)c->hidden_dim, sizeof(float));
+    s->hb2 = calloc(B * (size_t)c->hidden_dim, sizeof(float));
+    s->q = calloc(B * q_dim, sizeof(float));
     s->att = calloc((size_t)c->n_heads * (size_t)c->seq_len, sizeof(float));
     s->logits = calloc((size_t)c->vocab_size, sizeof(float));
     s->key_cache = calloc(cache, sizeof(float));
     s->value_cache = calloc(cache, sizeof(float));
-    s->rope_freq = calloc((size_t)c->head_size / 2, sizeof(float));
-    s->rope_cos = calloc((size_t)c->head_size / 2, sizeof(float));
-    s->rope_sin = calloc((size_t)c->head_size / 2, sizeof(float));
+    s->rope_freq = calloc(half, sizeof(float));
+    s->rope_cos = calloc(B * half, sizeof(float));
+    s->rope_sin = calloc(B * half, sizeof(float));
     int ok = s->x && s->xb && s->xb2 && s->hb && s->hb2 && s->q && s->att && s->logits &&
              s->key_cache && s->value_cache && s->rope_freq && s->rope_cos && s->rope_sin;
-    if (c->weight_type == LM_Q8_0) {
-        s->xq = calloc((size_t)widest, 1);
-        s->xs = calloc((size_t)widest / (size_t)c->group_size + 1, sizeof(float)); // + a partial group
-        ok = ok && s->xq && s->xs;
+    if (is_integer_type(c->weight_type)) {
+        size_t groups = widest / (size_t)c->group_size + 1; // + a partial group
+        s->xq = calloc(B * widest, 1);
+        s->xs = calloc(B * groups, sizeof(float));
+        s->xpacked = calloc(B * (widest + 4), 1);
+        s->xspacked = calloc(B * groups, sizeof(float));
+        s->xsum = calloc(B * groups, sizeof(int32_t));
+        ok = ok && s->xq && s->xs && s->xpacked && s->xspacked && s->xsum;
     }
     if (!ok) { free_state(s); return 0; }
     rope_frequencies(s->rope_freq, c);
@@ -606,6 +633,7 @@ LmModel *lm_load(const char *checkpoint_path, char *err, size_t errlen) {
         lm_free(m);
         return NULL;
     }
+    lm_set_threads(m, 0);
     if (!alloc_state(&m->state, c)) {
         double mib = 2.0 * (double)c->n_layers * c->seq_len * c->n_kv_heads * c->head_size * 4 / (1 << 20);
         set_err(err, errlen, "%s: out of memory allocating the run state (KV cache %.0f MiB)", checkpoint_path, mib);
@@ -624,10 +652,33 @@ void lm_free(LmModel *m) {
 }
 
 int lm_vocab_size(const LmModel *m) { return m ? m->config.vocab_size : 0; }
+
+void lm_set_threads(LmModel *m, int n) {
+    if (m == NULL) return;
+#ifdef _OPENMP
+    m->threads = n > 0 ? n : omp_get_num_procs();
+#else
+    m->threads = 1; // built without OpenMP: one thread whatever is asked
+    (void)n;
+#endif
+}
 int lm_context_length(const LmModel *m) { return m ? m->config.seq_len : 0; }
 
 // ----------------------------------------------------------------------------
-// Math kernels: each plain loop is the definition; matmul rows run in parallel under OpenMP.
+// Math kernels
+//
+// Every kernel computes the same floating-point operations in the same order, whatever the SIMD
+// width and however many tokens it handles at once:
+//   - a float dot product keeps 16 partial sums (element j goes to lane j % 16; each lane adds its
+//     products in order, a multiply then an add, never fused) and then adds the lanes pairwise;
+//   - an integer dot product sums each group exactly in int32, then adds
+//     (float)isum * weight_scale * input_scale, group after group.
+// So a prompt run in blocks gives the logits of token-by-token generation bit for bit, the SIMD
+// builds match the portable one, and llama2.c's checkpoints reproduce llama2.c's text. The plain
+// loops are the definitions; the blocks under #if compute the same values faster.
+
+#define LM_LANES 16
+#define LM_ROW_BLOCK 16 // rows per unit of parallel work
 
 static void rmsnorm(float *out, const float *x, const float *weight, int n, float eps) {
     float ss = 0.0f;
@@ -664,6 +715,8 @@ static float bf16_to_f32(uint16_t h) {
     return f;
 }
 
+static float f32_to_f32(float v) { return v; }
+
 // Q8_0 quantization of x (n values) in groups of gs (the last may be shorter): per group,
 // scale = max|x| / 127 and q = round(x / scale), as llama2.c's runq.c.
 static void quantize_q8(int8_t *q, float *s, const float *x, int n, int gs) {
@@ -677,92 +730,147 @@ static void quantize_q8(int8_t *q, float *s, const float *x, int n, int gs) {
     }
 }
 
-// Dot product of two fp32 vectors with 16 independent partial sums: the compiler turns the lanes
-// into SIMD registers under plain -O3 (a single running sum is a dependency chain it may not reorder).
-static float dot_f32(const float *a, const float *b, int n) {
-    float acc[16] = {0};
-    int j = 0;
-    for (; j + 16 <= n; j += 16)
-        for (int k = 0; k < 16; k++) acc[k] += a[j + k] * b[j + k];
-    for (int k = 0; j < n; j++, k++) acc[k] += a[j] * b[j];
-    for (int w = 8; w > 0; w /= 2) // pairwise: lanes k and k + w
+static float sum_lanes(float *acc) {
+    for (int w = LM_LANES / 2; w > 0; w /= 2) // lanes k and k + w, pairwise
         for (int k = 0; k < w; k++) acc[k] += acc[k + w];
     return acc[0];
 }
 
-// Dot product of a 16-bit (fp16 or bf16) row with x: converted in chunks, then dot_f32.
-static float dot_half(const uint16_t *a, const float *x, int n, LmWeightType type) {
-    float buf[256], sum = 0.0f;
-    for (int j = 0; j < n; j += 256) {
-        int len = n - j < 256 ? n - j : 256;
-        if (type == LM_F16) for (int k = 0; k < len; k++) buf[k] = f16_to_f32(a[j + k]);
-        else for (int k = 0; k < len; k++) buf[k] = bf16_to_f32(a[j + k]);
-        sum += dot_f32(buf, x + j, len);
+// The float dot products: a row of n weights of type T with x (n). A single running sum would be a
+// dependency chain the compiler may not reorder; 16 independent lanes vectorize under plain -O3.
+#define LM_DEFINE_DOT(name, T, to_f32)                                                \
+    static float name(const T *a, const float *x, int n) {                            \
+        float acc[LM_LANES] = {0};                                                    \
+        int j = 0;                                                                    \
+        for (; j + LM_LANES <= n; j += LM_LANES)                                      \
+            for (int k = 0; k < LM_LANES; k++) acc[k] += to_f32(a[j + k]) * x[j + k]; \
+        for (int k = 0; j < n; j++, k++) acc[k] += to_f32(a[j]) * x[j];               \
+        return sum_lanes(acc);                                                        \
     }
-    return sum;
+LM_DEFINE_DOT(dot_f32, float, f32_to_f32)
+LM_DEFINE_DOT(dot_f16, uint16_t, f16_to_f32)
+LM_DEFINE_DOT(dot_bf16, uint16_t, bf16_to_f32)
+
+// The scale of group g (counted over the whole matrix) of a Q8_0 or Q4_0 matrix.
+static float group_scale(const LmMatrix *w, size_t g) {
+    if (w->type == LM_Q8_0) return read_f32(w->scales + 4 * g);
+    uint16_t h;
+    memcpy(&h, w->scales + 2 * g, 2);
+    return f16_to_f32(h);
 }
 
-// Q8_0 dot product of row `row` of w with the quantized input: int32 sums over runs that share one
-// weight group and one input group, each run scaled by both. llama2.c's v2 exporter groups the
-// flattened tensor, so when gs does not divide cols a weight group straddles two rows and the
-// runs split there.
-static float dot_q8(const LmMatrix *w, int row, const int8_t *xq, const float *xs) {
+// The int8 values of Q4_0 group g (group_size of them) into out.
+static void unpack_q4(int8_t *out, const LmMatrix *w, size_t g) {
+    int half = w->group_size / 2;
+    const unsigned char *p = (const unsigned char *)w->data + g * (size_t)half;
+    for (int j = 0; j < half; j++) {
+        out[j] = (int8_t)((p[j] & 15) - 8);
+        out[j + half] = (int8_t)((p[j] >> 4) - 8);
+    }
+}
+
+#define LM_MAX_Q4_GROUP 256
+
+// Integer dot product of row `row` of w with a quantized input (xq, xs): int32 sums over stretches
+// that share one weight group and one input group, each stretch then scaled by both. llama2.c's v2
+// files group the flattened tensor, so when the group size does not divide the row a weight group
+// straddles two rows and the stretches split there.
+static float dot_int(const LmMatrix *w, int row, const int8_t *xq, const float *xs) {
     int cols = w->cols, gs = w->group_size;
     size_t row_start = (size_t)row * (size_t)cols;
-    const int8_t *q = (const int8_t *)w->data + row_start;
+    int8_t unpacked[LM_MAX_Q4_GROUP];
     float val = 0.0f;
     for (int j = 0; j < cols;) {
-        size_t wg = (row_start + (size_t)j) / (size_t)gs;
-        int end = (int)((wg + 1) * (size_t)gs - row_start); // end of this weight group
-        int xend = (j / gs + 1) * gs;                       // end of this input group
+        size_t wg = (row_start + (size_t)j) / (size_t)gs, group_start = wg * (size_t)gs;
+        int end = (int)(group_start + (size_t)gs - row_start); // end of this weight group
+        int xend = (j / gs + 1) * gs;                          // end of this input group
         if (xend < end) end = xend;
         if (cols < end) end = cols;
-        int32_t ival = 0;
-        for (int k = j; k < end; k++) ival += (int32_t)xq[k] * (int32_t)q[k];
-        val += (float)ival * read_f32(w->scales + wg * sizeof(float)) * xs[j / gs];
+        const int8_t *q; // q[k] is the value at column k of this row, for k in [j, end)
+        if (w->type == LM_Q8_0) {
+            q = (const int8_t *)w->data + row_start;
+        } else {
+            unpack_q4(unpacked, w, wg);
+            q = unpacked - (group_start - row_start);
+        }
+        int32_t isum = 0;
+        for (int k = j; k < end; k++) isum += (int32_t)xq[k] * (int32_t)q[k];
+        val += (float)isum * group_scale(w, wg) * xs[j / gs];
         j = end;
     }
     return val;
 }
 
-// out (rows) = W (rows, cols) @ in (cols), rows in parallel.
-static void matmul(float *out, const LmMatrix *w, const LmInput *in) {
-    assert(w->cols == in->n);
-    assert(w->type != LM_Q8_0 || in->q != NULL);
-    LM_PARALLEL_FOR
-    for (int i = 0; i < w->rows; i++) {
-        size_t start = (size_t)i * (size_t)w->cols;
-        switch (w->type) {
-        case LM_F32: out[i] = dot_f32((const float *)w->data + start, in->f, w->cols); break;
-        case LM_F16:
-        case LM_BF16: out[i] = dot_half((const uint16_t *)w->data + start, in->f, w->cols, w->type); break;
-        case LM_Q8_0: out[i] = dot_q8(w, i, in->q, in->s); break;
-        }
-    }
-}
-
-// Prepares x (n) as a matmul input, quantizing it once for every matmul that shares it.
-static LmInput make_input(LmModel *m, const float *x, int n) {
-    LmInput in = {x, NULL, NULL, n};
-    if (m->config.weight_type == LM_Q8_0) {
-        in.q = m->state.xq;
-        in.s = m->state.xs;
-        quantize_q8(in.q, in.s, x, n, m->config.group_size);
-    }
-    return in;
-}
-
 // Copies row `row` of w into out (cols floats), converting to fp32.
 static void matrix_row(float *out, const LmMatrix *w, int row) {
     size_t start = (size_t)row * (size_t)w->cols;
+    int8_t unpacked[LM_MAX_Q4_GROUP];
     for (int j = 0; j < w->cols; j++) {
         size_t e = start + (size_t)j;
         switch (w->type) {
         case LM_F32: out[j] = ((const float *)w->data)[e]; break;
         case LM_F16: out[j] = f16_to_f32(((const uint16_t *)w->data)[e]); break;
         case LM_BF16: out[j] = bf16_to_f32(((const uint16_t *)w->data)[e]); break;
-        case LM_Q8_0: out[j] = (float)((const int8_t *)w->data)[e] * read_f32(w->scales + e / (size_t)w->group_size * sizeof(float)); break;
+        case LM_Q8_0: out[j] = (float)((const int8_t *)w->data)[e] * group_scale(w, e / (size_t)w->group_size); break;
+        case LM_Q4_0:
+            if (e % (size_t)w->group_size == 0 || j == 0) unpack_q4(unpacked, w, e / (size_t)w->group_size);
+            out[j] = (float)unpacked[e % (size_t)w->group_size] * group_scale(w, e / (size_t)w->group_size);
+            break;
         }
+    }
+}
+
+// Prepares rows x (n, ld) of cols values as a matmul input, quantizing them once for every matmul
+// that shares them when the weights are integer.
+static LmBatch make_batch(LmModel *m, const float *x, int n, int cols, int ld) {
+    LmBatch b = {x, n, cols, ld, NULL, NULL, 0, NULL, NULL, NULL};
+    if (!is_integer_type(m->config.weight_type)) return b;
+    int gs = m->config.group_size;
+    b.groups = (cols + gs - 1) / gs;
+    b.q = m->state.xq;
+    b.s = m->state.xs;
+    for (int t = 0; t < n; t++)
+        quantize_q8(b.q + (size_t)t * (size_t)cols, b.s + (size_t)t * (size_t)b.groups, x + (size_t)t * (size_t)ld, cols, gs);
+    return b;
+}
+
+// One row of w with input token t.
+static float row_dot(const LmMatrix *w, int row, const LmBatch *in, int t) {
+    size_t start = (size_t)row * (size_t)w->cols;
+    const float *x = in->f + (size_t)t * (size_t)in->ld;
+    switch (w->type) {
+    case LM_F32: return dot_f32((const float *)w->data + start, x, w->cols);
+    case LM_F16: return dot_f16((const uint16_t *)w->data + start, x, w->cols);
+    case LM_BF16: return dot_bf16((const uint16_t *)w->data + start, x, w->cols);
+    default: return dot_int(w, row, in->q + (size_t)t * (size_t)in->cols, in->s + (size_t)t * (size_t)in->groups);
+    }
+}
+
+// One matmul of a fused set: out[t * ld + r] = row r of w times input token t.
+typedef struct { const LmMatrix *w; float *out; int ld; } LmMatmul;
+
+// Rows r0..r1 of one matmul for every token of the input.
+static void matmul_rows(const LmMatmul *job, int r0, int r1, const LmBatch *in) {
+    for (int t = 0; t < in->n; t++)
+        for (int r = r0; r < r1; r++) job->out[(size_t)t * (size_t)job->ld + (size_t)r] = row_dot(job->w, r, in, t);
+}
+
+// Runs up to 4 matmuls that share one input as a single parallel loop over blocks of rows, so the
+// threads fork and join once (q/k/v together, the FFN's gate and up together).
+static void matmul(const LmMatmul *jobs, int n_jobs, const LmBatch *in) {
+    assert(n_jobs >= 1 && n_jobs <= 4);
+    int first_block[5] = {0};
+    for (int j = 0; j < n_jobs; j++) {
+        assert(jobs[j].w->cols == in->cols);
+        first_block[j + 1] = first_block[j] + (jobs[j].w->rows + LM_ROW_BLOCK - 1) / LM_ROW_BLOCK;
+    }
+    int total = first_block[n_jobs];
+    LM_PARALLEL_FOR
+    for (int u = 0; u < total; u++) {
+        int j = 0;
+        while (u >= first_block[j + 1]) j++;
+        int r0 = (u - first_block[j]) * LM_ROW_BLOCK, r1 = r0 + LM_ROW_BLOCK;
+        matmul_rows(&jobs[j], r0, r1 < jobs[j].w->rows ? r1 : jobs[j].w->rows, in);
     }
 }
 
@@ -785,95 +893,127 @@ static void add_bias(float *x, const float *bias, int n) {
     if (bias) for (int i = 0; i < n; i++) x[i] += bias[i];
 }
 
+static void swiglu(float *gate, const float *up, int n) {
+    for (int i = 0; i < n; i++) {
+        float val = gate[i];
+        val *= 1.0f / (1.0f + expf(-val));
+        gate[i] = val * up[i];
+    }
+}
+
 // ----------------------------------------------------------------------------
 // Forward pass
 
-float *lm_forward(LmModel *m, int token, int pos) {
-    if (m == NULL || token < 0 || token >= m->config.vocab_size || pos < 0 || pos >= m->config.seq_len)
-        return NULL;
+// Runs tokens[0..n) (n <= LM_BATCH) at positions pos..pos+n-1 over the KV cache of the positions
+// before them, writing their keys and values into it; computes the logits of the last token when
+// want_logits. lm_forward is this with n = 1.
+static void forward_block(LmModel *m, const int *tokens, int n, int pos, int want_logits) {
     const LmConfig *c = &m->config;
     const LmWeights *w = &m->weights;
     LmRunState *s = &m->state;
-    int dim = c->dim, hidden = c->hidden_dim, head_size = c->head_size;
+    int dim = c->dim, hidden = c->hidden_dim, head_size = c->head_size, half = head_size / 2;
     int q_dim = c->n_heads * head_size, kv_dim = c->n_kv_heads * head_size;
+    int xb_ld = dim > q_dim ? dim : q_dim;
     int kv_mul = c->n_heads / c->n_kv_heads; // query heads per key/value head
-    float *x = s->x;
+    assert(n >= 1 && n <= LM_BATCH && pos >= 0 && pos + n <= c->seq_len);
+#ifdef _OPENMP
+    omp_set_num_threads(m->threads);
+#endif
 
-    // the token's embedding starts the residual stream
-    matrix_row(x, &w->token_embedding, token);
-
-    // RoPE angles for this position, shared by every layer
-    for (int i = 0; i < head_size / 2; i++) {
-        float angle = (float)pos * s->rope_freq[i];
-        s->rope_cos[i] = cosf(angle);
-        s->rope_sin[i] = sinf(angle);
+    // each token's embedding starts its residual stream; RoPE angles for each position
+    for (int i = 0; i < n; i++) {
+        matrix_row(s->x + (size_t)i * dim, &w->token_embedding, tokens[i]);
+        for (int k = 0; k < half; k++) {
+            float angle = (float)(pos + i) * s->rope_freq[k];
+            s->rope_cos[i * half + k] = cosf(angle);
+            s->rope_sin[i * half + k] = sinf(angle);
+        }
     }
 
     for (int l = 0; l < c->n_layers; l++) {
         const LmLayer *ly = &w->layers[l];
         size_t layer_offset = (size_t)l * (size_t)c->seq_len * (size_t)kv_dim;
-        float *k = s->key_cache + layer_offset + (size_t)pos * (size_t)kv_dim;
+        float *k = s->key_cache + layer_offset + (size_t)pos * (size_t)kv_dim;   // (n, kv_dim) rows of the cache
         float *v = s->value_cache + layer_offset + (size_t)pos * (size_t)kv_dim;
 
-        // attention: q, k, v from the normed stream; k and v go straight into the cache at pos
-        rmsnorm(s->xb, x, ly->rms_att, dim, c->norm_eps);
-        LmInput in = make_input(m, s->xb, dim);
-        matmul(s->q, &ly->wq, &in);
-        matmul(k, &ly->wk, &in);
-        matmul(v, &ly->wv, &in);
-        add_bias(s->q, ly->bq, q_dim);
-        add_bias(k, ly->bk, kv_dim);
-        add_bias(v, ly->bv, kv_dim);
-        rope_rotate(s->q, c->n_heads, head_size, s->rope_cos, s->rope_sin, c->rope_layout);
-        rope_rotate(k, c->n_kv_heads, head_size, s->rope_cos, s->rope_sin, c->rope_layout);
+        // attention: q, k, v from the normed stream; k and v go straight into the cache
+        for (int i = 0; i < n; i++) rmsnorm(s->xb + (size_t)i * xb_ld, s->x + (size_t)i * dim, ly->rms_att, dim, c->norm_eps);
+        LmBatch in = make_batch(m, s->xb, n, dim, xb_ld);
+        LmMatmul qkv[3] = {{&ly->wq, s->q, q_dim}, {&ly->wk, k, kv_dim}, {&ly->wv, v, kv_dim}};
+        matmul(qkv, 3, &in);
+        for (int i = 0; i < n; i++) {
+            float *qi = s->q + (size_t)i * q_dim, *ki = k + (size_t)i * kv_dim;
+            add_bias(qi, ly->bq, q_dim);
+            add_bias(ki, ly->bk, kv_dim);
+            add_bias(v + (size_t)i * kv_dim, ly->bv, kv_dim);
+            rope_rotate(qi, c->n_heads, head_size, s->rope_cos + i * half, s->rope_sin + i * half, c->rope_layout);
+            rope_rotate(ki, c->n_kv_heads, head_size, s->rope_cos + i * half, s->rope_sin + i * half, c->rope_layout);
+        }
 
-        // each query head attends over positions 0..pos of its key/value head
+        // each query head attends over positions 0..pos+i of its key/value head
         float scale = 1.0f / sqrtf((float)head_size);
         LM_PARALLEL_FOR
         for (int h = 0; h < c->n_heads; h++) {
-            const float *qh = s->q + (size_t)h * (size_t)head_size;
             float *att = s->att + (size_t)h * (size_t)c->seq_len;
             size_t kv_head = (size_t)(h / kv_mul) * (size_t)head_size;
-            for (int t = 0; t <= pos; t++) {
-                const float *kt = s->key_cache + layer_offset + (size_t)t * (size_t)kv_dim + kv_head;
-                float score = 0.0f;
-                for (int i = 0; i < head_size; i++) score += qh[i] * kt[i];
-                att[t] = score * scale;
-            }
-            softmax(att, pos + 1);
-            float *out = s->xb + (size_t)h * (size_t)head_size;
-            memset(out, 0, (size_t)head_size * sizeof(float));
-            for (int t = 0; t <= pos; t++) {
-                const float *vt = s->value_cache + layer_offset + (size_t)t * (size_t)kv_dim + kv_head;
-                for (int i = 0; i < head_size; i++) out[i] += att[t] * vt[i];
+            for (int i = 0; i < n; i++) {
+                const float *qh = s->q + (size_t)i * q_dim + (size_t)h * head_size;
+                int last = pos + i;
+                for (int t = 0; t <= last; t++) {
+                    const float *kt = s->key_cache + layer_offset + (size_t)t * (size_t)kv_dim + kv_head;
+                    float score = 0.0f;
+                    for (int e = 0; e < head_size; e++) score += qh[e] * kt[e];
+                    att[t] = score * scale;
+                }
+                softmax(att, last + 1);
+                float *out = s->xb + (size_t)i * xb_ld + (size_t)h * head_size;
+                memset(out, 0, (size_t)head_size * sizeof(float));
+                for (int t = 0; t <= last; t++) {
+                    const float *vt = s->value_cache + layer_offset + (size_t)t * (size_t)kv_dim + kv_head;
+                    for (int e = 0; e < head_size; e++) out[e] += att[t] * vt[e];
+                }
             }
         }
 
         // output projection and residual
-        in = make_input(m, s->xb, q_dim);
-        matmul(s->xb2, &ly->wo, &in);
-        for (int i = 0; i < dim; i++) x[i] += s->xb2[i];
+        in = make_batch(m, s->xb, n, q_dim, xb_ld);
+        LmMatmul wo = {&ly->wo, s->xb2, dim};
+        matmul(&wo, 1, &in);
+        for (size_t i = 0; i < (size_t)n * dim; i++) s->x[i] += s->xb2[i];
 
         // SwiGLU FFN: w2(silu(w1 x) * w3 x), then residual
-        rmsnorm(s->xb, x, ly->rms_ffn, dim, c->norm_eps);
-        in = make_input(m, s->xb, dim);
-        matmul(s->hb, &ly->w1, &in);
-        matmul(s->hb2, &ly->w3, &in);
-        for (int i = 0; i < hidden; i++) {
-            float val = s->hb[i];
-            val *= 1.0f / (1.0f + expf(-val));
-            s->hb[i] = val * s->hb2[i];
-        }
-        in = make_input(m, s->hb, hidden);
-        matmul(s->xb2, &ly->w2, &in);
-        for (int i = 0; i < dim; i++) x[i] += s->xb2[i];
+        for (int i = 0; i < n; i++) rmsnorm(s->xb + (size_t)i * xb_ld, s->x + (size_t)i * dim, ly->rms_ffn, dim, c->norm_eps);
+        in = make_batch(m, s->xb, n, dim, xb_ld);
+        LmMatmul up[2] = {{&ly->w1, s->hb, hidden}, {&ly->w3, s->hb2, hidden}};
+        matmul(up, 2, &in);
+        swiglu(s->hb, s->hb2, n * hidden);
+        in = make_batch(m, s->hb, n, hidden, hidden);
+        LmMatmul down = {&ly->w2, s->xb2, dim};
+        matmul(&down, 1, &in);
+        for (size_t i = 0; i < (size_t)n * dim; i++) s->x[i] += s->xb2[i];
     }
 
-    // final norm and classifier
-    rmsnorm(x, x, w->rms_final, dim, c->norm_eps);
-    LmInput in = make_input(m, x, dim);
-    matmul(s->logits, &w->wcls, &in);
-    return s->logits;
+    if (want_logits) { // final norm and classifier, for the last token only
+        float *x = s->x + (size_t)(n - 1) * dim;
+        rmsnorm(x, x, w->rms_final, dim, c->norm_eps);
+        LmBatch in = make_batch(m, x, 1, dim, dim);
+        LmMatmul cls = {&w->wcls, s->logits, c->vocab_size};
+        matmul(&cls, 1, &in);
+    }
+}
+
+float *lm_forward(LmModel *m, int token, int pos) {
+    return lm_forward_batch(m, &token, 1, pos);
+}
+
+float *lm_forward_batch(LmModel *m, const int *tokens, int n, int pos) {
+    if (m == NULL || tokens == NULL || n < 1 || pos < 0 || pos > m->config.seq_len - n) return NULL;
+    for (int i = 0; i < n; i++) if (tokens[i] < 0 || tokens[i] >= m->config.vocab_size) return NULL;
+    for (int done = 0; done < n; done += LM_BATCH) {
+        int count = n - done < LM_BATCH ? n - done : LM_BATCH;
+        forward_block(m, tokens + done, count, pos + done, done + count == n);
+    }
+    return m->state.logits;
 }
 
 // ----------------------------------------------------------------------------

@@ -371,8 +371,9 @@ static void test_kernels(void) {
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         float out[37];
-        LmInput in = {x, xq, xs, cols};
-        matmul(out, &cases[c].m, &in);
+        LmBatch in = {x, 1, cols, cols, xq, xs, 11, NULL, NULL, NULL};
+        LmMatmul job = {&cases[c].m, out, rows};
+        matmul(&job, 1, &in);
         double worst = 0, conv = 0;
         for (int i = 0; i < rows; i++) {
             double ref = ref_row_dot(&cases[c].m, i, x, xq, xs);
