@@ -8,6 +8,7 @@ needs no other file):
   python3 export.py llama2.bin --meta-llama ~/llama-2-7b             Meta's consolidated.*.pth (needs torch)
   python3 export.py stories.bin --checkpoint ckpt.pt --tokenizer tok512.model   llama2.c .pt (needs torch)
   python3 export.py legacy.bin --hf ~/TinyLlama --version 0          llama2.c's v0/v1/v2 formats
+  python3 export.py s15.q4.bin --llama2c stories15M.bin --tokenizer tokenizer.model --dtype q4_0   llama2.c .bin
 Tokenizers alone:
   python3 export.py tokenizer.bin --tokenizer tokenizer.model        SentencePiece protobuf
   python3 export.py tok.bin --tokenizer tokenizer.json               Hugging Face (BPE, byte-level BPE)
@@ -30,7 +31,7 @@ import numpy as np
 MAGIC = 0x616B3432            # "ak42"
 TOKENIZER_MAGIC = 0x6B746D6C  # "lmtk"
 ALIGN = 64
-DTYPES = {"fp32": 0, "fp16": 1, "bf16": 2, "q8_0": 3}
+DTYPES = {"fp32": 0, "fp16": 1, "bf16": 2, "q8_0": 3, "q4_0": 4}
 TEMPLATES = {"none": 0, "llama2": 1, "llama3": 2, "chatml": 3, "zephyr": 4, "mistral": 5}
 SPLITS = {"none": 0, "gpt2": 1, "llama3": 2, "qwen2": 3}
 TOK_DUMMY_PREFIX, TOK_REMOVE_EXTRA_SPACES, TOK_SPLIT_DIGITS, TOK_IGNORE_MERGES = 1, 2, 4, 8
@@ -238,6 +239,55 @@ def meta_model(folder, seq_len_cap):
                  rope_layout=0, getter=getter, source_dtype="bf16")
 
 
+def llama2c_bin_model(path, seq_len_cap):
+    """llama2.c's own fp32 checkpoints: v0 (7-int header) or v1 ("ak42" version 1)."""
+    data = np.memmap(path, dtype=np.uint8, mode="r")
+    if len(data) < 28:
+        raise ExportError(f"{path}: too small for a llama2.c checkpoint")
+    magic, version = struct.unpack("<Ii", bytes(data[:8]))
+    if magic == MAGIC:
+        if version != 1:
+            raise ExportError(f"{path}: llama2.c version {version}; only v0 and v1 (fp32) convert (v2 is already quantized)")
+        d, h, L, nh, nkv, vocab, seq = struct.unpack("<7i", bytes(data[8:36]))
+        shared, off = bool(data[36]), 256
+    else:
+        d, h, L, nh, nkv, vocab, seq = struct.unpack("<7i", bytes(data[:28]))
+        shared, vocab, off = vocab > 0, abs(vocab), 28
+    if min(d, h, L, nh, nkv, vocab, seq) <= 0 or d % nh or nh % nkv:
+        raise ExportError(f"{path}: not a llama2.c checkpoint (header {d}, {h}, {L}, {nh}, {nkv}, {vocab}, {seq})")
+    hs, kv = d // nh, d // nh * nkv
+    x = data[off:].view("<f4") if (len(data) - off) % 4 == 0 else None
+    if x is None:
+        raise ExportError(f"{path}: the tensor data is not a whole number of floats")
+    shapes = {"tok_embeddings": (vocab, d), "attention_norm": (L, d), "ffn_norm": (L, d), "norm": (d,),
+              "wq": (L, d, d), "wk": (L, kv, d), "wv": (L, kv, d), "wo": (L, d, d), "w1": (L, h, d),
+              "w2": (L, d, h), "w3": (L, h, d), "freq_cis": (seq, hs), "output": (vocab, d)}
+    order = (["tok_embeddings", "attention_norm", "wq", "wk", "wv", "wo", "ffn_norm", "w1", "w2", "w3", "norm", "freq_cis"]
+             if version != 1 or magic != MAGIC else
+             ["attention_norm", "ffn_norm", "norm", "tok_embeddings", "wq", "wk", "wv", "wo", "w1", "w2", "w3"])
+    if not shared:
+        order.append("output")
+    where, pos = {}, 0
+    for name in order:
+        n = int(np.prod(shapes[name]))
+        where[name] = (pos, shapes[name])
+        pos += n
+    if pos > len(x):
+        raise ExportError(f"{path}: truncated: the header implies {off + 4 * pos} bytes, the file has {len(data)}")
+
+    def getter(name):
+        key = name.split(".")[-1] if name.startswith("layers.") else name
+        if key == "output" and shared:
+            key = "tok_embeddings"
+        start, shape = where[key]
+        t = x[start:start + int(np.prod(shape))].reshape(shape)
+        return np.array(t[int(name.split(".")[1])] if name.startswith("layers.") else t, dtype=np.float32)
+
+    return Model(source=path, arch="llama2.c", dim=d, hidden_dim=h, n_layers=L, n_heads=nh, n_kv_heads=nkv,
+                 head_size=hs, vocab_size=vocab, seq_len=min(seq, seq_len_cap or seq), rope_layout=0, tied=shared,
+                 getter=getter, source_dtype="fp32")
+
+
 def llama2c_model(path, seq_len_cap):
     ckpt = torch_load(path)
     args, state = ckpt["model_args"], ckpt["model"]
@@ -281,6 +331,19 @@ def quantize_q8(x, group_size):
     return q.reshape(-1), scale.astype(np.float32)
 
 
+def quantize_q4(x, group_size):
+    """4-bit groups: scale d = (the value of largest magnitude) / -8, so that value maps to -8 exactly;
+    q = clamp(round(x / d) + 8, 0, 15); byte j of a group holds q[j] (low nibble) and q[j + gs/2]."""
+    g = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, group_size)
+    extreme = g[np.arange(len(g)), np.abs(g).argmax(axis=1)]
+    d = (extreme / -8.0).astype(np.float16)  # stored as fp16; quantize with the stored value
+    df = d.astype(np.float32)
+    inv = np.divide(1.0, df, out=np.zeros_like(df), where=df != 0)
+    q = np.clip(np.floor(g * inv[:, None] + 8.5), 0, 15).astype(np.uint8)
+    half = group_size // 2
+    return (q[:, :half] | (q[:, half:] << 4)).reshape(-1), d
+
+
 def encode_matrix(x, dtype, group_size):
     """The bytes of one matrix in dtype; for q8_0 a pair (values, scales)."""
     if dtype == "fp32":
@@ -289,6 +352,9 @@ def encode_matrix(x, dtype, group_size):
         return [x.astype("<f2").tobytes()]
     if dtype == "bf16":
         return [to_bf16(x).tobytes()]
+    if dtype == "q4_0":
+        q, d = quantize_q4(x, group_size)
+        return [q.tobytes(), d.astype("<f2").tobytes()]
     q, s = quantize_q8(x, group_size)
     return [q.tobytes(), s.astype("<f4").tobytes()]
 
@@ -364,19 +430,22 @@ def load_tensor(m, name):
     return x
 
 
-def pick_group_size(m, requested):
+def pick_group_size(m, requested, dtype):
     rows = [m.dim, m.hidden_dim, m.n_heads * m.head_size]
-    for gs in ([requested] if requested else [64, 32, 16, 8, 4, 2, 1]):
+    default = [32, 16, 8, 4, 2] if dtype == "q4_0" else [64, 32, 16, 8, 4, 2, 1]
+    for gs in ([requested] if requested else default):
+        if dtype == "q4_0" and (gs % 2 or gs > 256):
+            continue
         if all(r % gs == 0 for r in rows):
             return gs
-    raise ExportError(f"--group-size {requested} does not divide dim {m.dim}, hidden_dim {m.hidden_dim} "
-                      f"and n_heads*head_size {m.n_heads * m.head_size}")
+    raise ExportError(f"group size {requested or default[0]} does not divide dim {m.dim}, hidden_dim {m.hidden_dim} "
+                      f"and n_heads*head_size {m.n_heads * m.head_size}" + (" (q4_0 needs an even size <= 256)" if dtype == "q4_0" else ""))
 
 
 def write_v3(m, out, dtype, group_size, tokenizer_bytes):
-    gs = pick_group_size(m, group_size) if dtype == "q8_0" else 0
+    gs = pick_group_size(m, group_size, dtype) if dtype in ("q8_0", "q4_0") else 0
     plan = tensor_plan(m)
-    per = {"fp32": 4, "fp16": 2, "bf16": 2, "q8_0": 1 + 4 / max(gs, 1)}[dtype]
+    per = {"fp32": 4, "fp16": 2, "bf16": 2, "q8_0": 1 + 4 / max(gs, 1), "q4_0": 0.5 + 2 / max(gs, 1)}[dtype]
     total = sum(int(np.prod(expected_shape(m, n))) * (per if mat else 4) for n, mat in plan)
     tok_offset = 256
     tensor_offset = (tok_offset + len(tokenizer_bytes) + ALIGN - 1) // ALIGN * ALIGN
@@ -744,26 +813,28 @@ def main(argv=None):
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="--dtype defaults to q8_0 (int8 weights with a scale per group: about half of fp16's size "
-               "and twice its generation speed, with logits within about 1%% of fp32); use fp16, bf16 or "
-               "fp32 for exact weights.")
+               "and twice its generation speed, with logits within about 1%% of fp32); q4_0 (4-bit groups of 32 "
+               "with an fp16 scale, 4.5 bits per weight) halves that again at some loss of accuracy; use fp16, "
+               "bf16 or fp32 for exact weights.")
     ap.add_argument("output", help="the file to write")
     src = ap.add_mutually_exclusive_group()
     src.add_argument("--hf", metavar="DIR", help="a Hugging Face model folder (config.json + *.safetensors)")
     src.add_argument("--meta-llama", metavar="DIR", help="a Meta Llama folder (params.json + consolidated.*.pth)")
     src.add_argument("--checkpoint", metavar="FILE.pt", help="a llama2.c training checkpoint")
+    src.add_argument("--llama2c", metavar="FILE.bin", help="a llama2.c v0 or v1 checkpoint (e.g. to quantize it)")
     ap.add_argument("--tokenizer", metavar="FILE", help="tokenizer.model or tokenizer.json: embedded in the "
                     "checkpoint, or written alone when no model is given (default: the one beside the model)")
     ap.add_argument("--version", type=int, default=3, choices=[0, 1, 2, 3],
                     help="3: run.c's self-describing format (default); 0, 1, 2: llama2.c's (v0/v1 fp32, v2 Q8_0)")
     ap.add_argument("--dtype", choices=list(DTYPES), default="q8_0", help="weight type for --version 3 (default q8_0)")
-    ap.add_argument("--group-size", type=int, default=0, help="q8_0 group length (default: 64 or the largest power "
-                    "of two that divides every row)")
+    ap.add_argument("--group-size", type=int, default=0, help="q8_0/q4_0 group length (default: q8_0 64 or the largest "
+                    "power of two that divides every row; q4_0 32)")
     ap.add_argument("--seq-len", type=int, default=0, help="cap the context length (Llama 3.1's 131072 makes a large KV cache)")
     ap.add_argument("--chat-template", choices=list(TEMPLATES), help="override the chat template found in tokenizer_config.json")
     a = ap.parse_args(argv)
     start = time.time()
     try:
-        if not (a.hf or a.meta_llama or a.checkpoint):
+        if not (a.hf or a.meta_llama or a.checkpoint or a.llama2c):
             if not a.tokenizer:
                 ap.error("give a model (--hf, --meta-llama, --checkpoint) or --tokenizer")
             t = load_tokenizer(a.tokenizer)
@@ -781,13 +852,16 @@ def main(argv=None):
             m = hf_model(a.hf, a.seq_len)
         elif a.meta_llama:
             m = meta_model(a.meta_llama, a.seq_len)
+        elif a.llama2c:
+            m = llama2c_bin_model(a.llama2c, a.seq_len)
         else:
             m = llama2c_model(a.checkpoint, a.seq_len)
         log(f"{m.arch}: dim {m.dim}, hidden {m.hidden_dim}, {m.n_layers} layers, {m.n_heads} heads "
             f"({m.n_kv_heads} kv, size {m.head_size}), vocab {m.vocab_size}, context {m.seq_len}, "
             f"theta {m.rope_theta:g}, source {m.source_dtype}")
         if a.version == 3:
-            tok_path = a.tokenizer or find_tokenizer(a.hf or a.meta_llama or os.path.dirname(a.checkpoint) or ".")
+            folder = a.hf or a.meta_llama or os.path.dirname(a.checkpoint or a.llama2c) or "."
+            tok_path = a.tokenizer or (find_tokenizer(folder) if a.hf or a.meta_llama else None)
             tok_bytes = b""
             if tok_path:
                 t = load_tokenizer(tok_path)

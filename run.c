@@ -1955,8 +1955,8 @@ static int stream_piece(LmUtf8Stream *st, const char *piece, int flush) {
     return stop;
 }
 
-// Timing of one generate call, for the CLI's tok/s line.
-typedef struct { double start, first, end; int generated; } LmTiming;
+// Timing of one generate call, for the CLI's tok/s line: first = when the prompt was done.
+typedef struct { double start, first, end; int prompt, generated; } LmTiming;
 
 static int generate_timed(LmModel *m, LmTokenizer *t, LmSampler *s, const char *prompt, int steps,
                           LmEmitFn emit, void *user, LmTiming *timing, char *err, size_t errlen) {
@@ -1978,17 +1978,21 @@ static int generate_timed(LmModel *m, LmTokenizer *t, LmSampler *s, const char *
     }
     LmUtf8Stream stream = {{0}, 0, emit, user};
     timing->start = now_seconds();
-    timing->first = 0.0;
-    int token = prompt_tokens.ids[0], pos = 0, stopped = 0;
-    if (t->bos_id < 0) stopped = stream_piece(&stream, lm_decode(t, -1, token), 0); // no BOS: the first token is text
-    while (pos < steps && !stopped) {
-        float *logits = lm_forward(m, token, pos);
-        int next = pos < n_prompt - 1 ? prompt_tokens.ids[pos + 1] : lm_sample(s, logits);
-        pos++;
+    // the prompt in blocks (as llama2.c, steps may end inside it), echoed as text
+    int fed = n_prompt < steps ? n_prompt : steps, stopped = 0;
+    float *logits = lm_forward_batch(m, prompt_tokens.ids, fed, 0);
+    if (t->bos_id < 0) stopped = stream_piece(&stream, lm_decode(t, -1, prompt_tokens.ids[0]), 0); // no BOS: text too
+    for (int i = 1; i < fed && !stopped; i++) stopped = stream_piece(&stream, lm_decode(t, prompt_tokens.ids[i - 1], prompt_tokens.ids[i]), 0);
+    timing->first = now_seconds();
+    timing->prompt = fed;
+    int token = prompt_tokens.ids[fed - 1], pos = fed;
+    while (fed == n_prompt && !stopped) { // then one token at a time
+        int next = lm_sample(s, logits);
         if (is_end_token(t, next)) break; // a sequence ends at BOS (llama2.c), EOS or end of turn
         stopped = stream_piece(&stream, lm_decode(t, token, next), 0);
         token = next;
-        if (timing->first == 0.0) timing->first = now_seconds();
+        if (pos >= steps) break;
+        logits = lm_forward(m, token, pos++);
     }
     if (!stopped) stream_piece(&stream, "", 1);
     timing->end = now_seconds();
@@ -2071,8 +2075,8 @@ int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const char *first_user, co
             fprintf(out, "\n[context full: %d of %d tokens used; the chat ends here]\n", pos, ctx);
             break;
         }
-        float *logits = NULL;
-        for (int i = 0; i < prompt.n; i++) logits = lm_forward(m, prompt.ids[i], pos++);
+        float *logits = lm_forward_batch(m, prompt.ids, prompt.n, pos);
+        pos += prompt.n;
         int token = prompt.ids[prompt.n - 1];
         fputs("Assistant: ", out);
         fflush(out);
@@ -2122,6 +2126,7 @@ static void usage(FILE *f) {
             "  -z <string> tokenizer file (default: the checkpoint's own, else tokenizer.bin)\n"
             "  -m <string> mode: generate|chat (default generate)\n"
             "  -y <string> system prompt in chat mode\n"
+            "  -T <int>    threads (default: the number of cores; 1 without OpenMP)\n"
             "  --template <name>  chat template: llama2|llama3|chatml|zephyr|mistral\n"
             "              (default: the tokenizer's, else llama2)\n"
             "  -h, --help  this help\n"
@@ -2194,6 +2199,7 @@ int main(int argc, char **argv) {
     float temperature = 1.0f, topp = 0.9f;
     unsigned long long seed = 0, steps = 256;
     int steps_given = 0, template_override = -1;
+    unsigned long long threads = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) { usage(stdout); return 0; }
         if (strcmp(argv[i], "--tokenize") == 0) return tokenize_main(argc, argv);
@@ -2206,7 +2212,7 @@ int main(int argc, char **argv) {
     for (int i = 2; i < argc; i += 2) {
         const char *flag = argv[i];
         int is_long = strcmp(flag, "--template") == 0;
-        if (!is_long && (flag[0] != '-' || strlen(flag) != 2 || strchr("tpsnizmy", flag[1]) == NULL)) {
+        if (!is_long && (flag[0] != '-' || strlen(flag) != 2 || strchr("tpsnizmyT", flag[1]) == NULL)) {
             fprintf(stderr, "run: unknown option '%s' (run -h for help)\n", flag);
             return 1;
         }
@@ -2238,6 +2244,9 @@ int main(int argc, char **argv) {
             mode = val;
             break;
         case 'y': system_prompt = val; break;
+        case 'T':
+            if (!parse_count(val, 4096, &threads) || threads == 0) return bad_flag(flag, val, "a thread count from 1 to 4096");
+            break;
         }
     }
     if (seed == 0) seed = (unsigned long long)time(NULL);
@@ -2245,6 +2254,7 @@ int main(int argc, char **argv) {
     char err[512];
     LmModel *model = lm_load(checkpoint, err, sizeof err);
     if (model == NULL) { fprintf(stderr, "run: %s\n", err); return 1; }
+    lm_set_threads(model, (int)threads);
     int ctx = lm_context_length(model);
     if (steps > (unsigned long long)ctx) {
         if (steps_given) fprintf(stderr, "note: -n %llu exceeds the context length %d; using %d\n", steps, ctx, ctx);
@@ -2271,8 +2281,8 @@ int main(int argc, char **argv) {
             rc = 1;
         } else {
             printf("\n");
-            if (n > 1 && timing.first > 0.0 && timing.end > timing.first)
-                fprintf(stderr, "achieved tok/s: %f\n", (n - 1) / (timing.end - timing.first));
+            if (n > timing.prompt && timing.end > timing.first)
+                fprintf(stderr, "achieved tok/s: %f\n", (n - timing.prompt) / (timing.end - timing.first));
         }
     } else if (lm_chat(model, tokenizer, sampler, prompt, system_prompt, (int)steps, stdin, stdout, err, sizeof err) < 0) {
         fprintf(stderr, "run: %s\n", err);
