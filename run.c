@@ -276,9 +276,9 @@ typedef struct {
     int8_t *q;             // (n, cols) Q8_0 values (integer weights only)
     float *s;              // (n, groups) their scales, groups = ceil(cols / group_size)
     int groups;
+    int32_t *xsum;         // (n, groups) each group's sum of values
     unsigned char *packed; // VNNI prefill: (ceil(n/16), cols/4, 16 tokens, 4 values), each + 128; or NULL
     float *spacked;        // (ceil(n/16), groups, 16 tokens) the scales in the same order
-    int32_t *xsum;         // (ceil(n/16), groups, 16 tokens) each group's sum of values (unused lanes 0)
 } LmBatch;
 
 #define LM_BATCH 64 // tokens per forward block: the weights are read once per block
@@ -299,9 +299,9 @@ typedef struct {
     float *rope_sin;    // (batch, head_size / 2)
     int8_t *xq;         // (batch, widest) quantized activations (integer weights only)
     float *xs;          // (batch, widest / group_size + 1) their scales
+    int32_t *xsum;      // (batch, widest / group_size + 1) the sums of their groups
     unsigned char *xpacked; // (batch, widest + 4) the VNNI layout of xq
     float *xspacked;    // (batch, widest / group_size + 1) the VNNI layout of xs
-    int32_t *xsum;      // (batch, widest / group_size + 1) group sums, VNNI layout
 } LmRunState;
 
 struct LmModel {
@@ -598,7 +598,7 @@ static int alloc_state(LmRunState *s, const LmConfig *c) {
              s->key_cache && s->value_cache && s->rope_freq && s->rope_cos && s->rope_sin;
     if (is_integer_type(c->weight_type)) {
         size_t groups = widest / (size_t)c->group_size + 1; // + a partial group
-        s->xq = calloc(B * widest, 1);
+        s->xq = calloc(B * widest + 64, 1); // + room for one 64-byte load past the end
         s->xs = calloc(B * groups, sizeof(float));
         s->xpacked = calloc(B * (widest + 4), 1);
         s->xspacked = calloc(B * groups, sizeof(float));
@@ -680,6 +680,15 @@ int lm_context_length(const LmModel *m) { return m ? m->config.seq_len : 0; }
 #define LM_LANES 16
 #define LM_ROW_BLOCK 16 // rows per unit of parallel work
 
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__)
+#define LM_AVX512 1 // the SIMD blocks below; elsewhere the compiler vectorizes the plain loops
+#include <immintrin.h>
+#define LM_KERNELS "AVX-512 (VNNI)"
+#else
+#define LM_AVX512 0
+#define LM_KERNELS "portable C"
+#endif
+
 static void rmsnorm(float *out, const float *x, const float *weight, int n, float eps) {
     float ss = 0.0f;
     for (int j = 0; j < n; j++) ss += x[j] * x[j];
@@ -697,23 +706,21 @@ static void softmax(float *x, int n) {
     for (int i = 0; i < n; i++) x[i] /= sum;
 }
 
+static float bits_to_f32(uint32_t bits) {
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
 // IEEE half precision to float: shift the 15 magnitude bits into place, then rescale the exponent
 // bias (15 -> 127) with one multiply, which also normalizes subnormals. Inf and NaN are kept.
 static float f16_to_f32(uint16_t h) {
     uint32_t bits = (uint32_t)(h & 0x7fff) << 13;
-    float f;
-    memcpy(&f, &bits, 4);
-    f *= 0x1p112f;
-    if ((h & 0x7c00) == 0x7c00) { bits |= 0x7f800000u; memcpy(&f, &bits, 4); }
+    float f = (h & 0x7c00) == 0x7c00 ? bits_to_f32(bits | 0x7f800000u) : bits_to_f32(bits) * 0x1p112f;
     return (h & 0x8000) ? -f : f;
 }
 
-static float bf16_to_f32(uint16_t h) {
-    uint32_t bits = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
+static float bf16_to_f32(uint16_t h) { return bits_to_f32((uint32_t)h << 16); }
 
 static float f32_to_f32(float v) { return v; }
 
@@ -820,19 +827,278 @@ static void matrix_row(float *out, const LmMatrix *w, int row) {
     }
 }
 
-// Prepares rows x (n, ld) of cols values as a matmul input, quantizing them once for every matmul
-// that shares them when the weights are integer.
-static LmBatch make_batch(LmModel *m, const float *x, int n, int cols, int ld) {
-    LmBatch b = {x, n, cols, ld, NULL, NULL, 0, NULL, NULL, NULL};
-    if (!is_integer_type(m->config.weight_type)) return b;
-    int gs = m->config.group_size;
-    b.groups = (cols + gs - 1) / gs;
-    b.q = m->state.xq;
-    b.s = m->state.xs;
-    for (int t = 0; t < n; t++)
-        quantize_q8(b.q + (size_t)t * (size_t)cols, b.s + (size_t)t * (size_t)b.groups, x + (size_t)t * (size_t)ld, cols, gs);
-    return b;
+static float row_dot(const LmMatrix *w, int row, const LmBatch *in, int t);
+
+#if LM_AVX512
+// ---- AVX-512 versions of the kernels above: the same operations in the same order, so the same bits.
+
+// Sixteen weights from element e of w as floats (fp32, fp16 or bf16); mask selects the elements read.
+static inline __m512 load16_f32(const LmMatrix *w, size_t e, __mmask16 mask) {
+    switch (w->type) {
+    case LM_F16: return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, (const uint16_t *)w->data + e));
+    case LM_BF16:
+        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, (const uint16_t *)w->data + e)), 16));
+    default: return _mm512_maskz_loadu_ps(mask, (const float *)w->data + e);
+    }
 }
+
+// sum_lanes of a vector: lanes k and k + 8, then k and k + 4, k + 2, k + 1.
+static inline float sum_lanes512(__m512 v) {
+    __m256 a = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+    __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    __m128 c = _mm_add_ps(b, _mm_movehl_ps(b, b));
+    return _mm_cvtss_f32(_mm_add_ss(c, _mm_shuffle_ps(c, c, 1)));
+}
+
+// Rows r0..r1 of a float matrix times one input x: 4 rows at a time share each load of x.
+static void matvec_float(const LmMatrix *w, int r0, int r1, const float *x, float *out) {
+    int cols = w->cols, tail = cols % 16;
+    __mmask16 tail_mask = (__mmask16)((1u << tail) - 1);
+    int r = r0;
+    for (; r + 4 <= r1; r += 4) {
+        __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+        size_t base[4];
+        for (int i = 0; i < 4; i++) base[i] = (size_t)(r + i) * (size_t)cols;
+        int j = 0;
+        for (; j + 16 <= cols; j += 16) {
+            __m512 xv = _mm512_loadu_ps(x + j);
+            for (int i = 0; i < 4; i++) acc[i] = _mm512_add_ps(acc[i], _mm512_mul_ps(load16_f32(w, base[i] + (size_t)j, 0xffff), xv));
+        }
+        if (tail) {
+            __m512 xv = _mm512_maskz_loadu_ps(tail_mask, x + j);
+            for (int i = 0; i < 4; i++)
+                acc[i] = _mm512_mask_add_ps(acc[i], tail_mask, acc[i], _mm512_mul_ps(load16_f32(w, base[i] + (size_t)j, tail_mask), xv));
+        }
+        for (int i = 0; i < 4; i++) out[r + i] = sum_lanes512(acc[i]);
+    }
+    for (; r < r1; r++) {
+        __m512 acc = _mm512_setzero_ps();
+        size_t base = (size_t)r * (size_t)cols;
+        int j = 0;
+        for (; j + 16 <= cols; j += 16) acc = _mm512_add_ps(acc, _mm512_mul_ps(load16_f32(w, base + (size_t)j, 0xffff), _mm512_loadu_ps(x + j)));
+        if (tail) acc = _mm512_mask_add_ps(acc, tail_mask, acc, _mm512_mul_ps(load16_f32(w, base + (size_t)j, tail_mask), _mm512_maskz_loadu_ps(tail_mask, x + j)));
+        out[r] = sum_lanes512(acc);
+    }
+}
+
+// Transpose-reduce: lane i of the result is the sum of the 16 lanes of v[i].
+static inline __m512i reduce16(const __m512i *v) {
+    __m512i a[8], b[4], c[2];
+    for (int i = 0; i < 8; i++) // per 128-bit lane: (v[2i], v[2i+1]) interleaved
+        a[i] = _mm512_add_epi32(_mm512_unpacklo_epi32(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_epi32(v[2 * i], v[2 * i + 1]));
+    for (int i = 0; i < 4; i++) // per 128-bit lane: v[4i..4i+3] in order
+        b[i] = _mm512_add_epi32(_mm512_unpacklo_epi64(a[2 * i], a[2 * i + 1]), _mm512_unpackhi_epi64(a[2 * i], a[2 * i + 1]));
+    for (int i = 0; i < 2; i++)
+        c[i] = _mm512_add_epi32(_mm512_shuffle_i32x4(b[2 * i], b[2 * i + 1], 0x88), _mm512_shuffle_i32x4(b[2 * i], b[2 * i + 1], 0xdd));
+    return _mm512_add_epi32(_mm512_shuffle_i32x4(c[0], c[1], 0x88), _mm512_shuffle_i32x4(c[0], c[1], 0xdd));
+}
+
+// As reduce16 for 8 vectors that each hold two groups (lanes 0-7 and 8-15): lane i of the result
+// is group i, i.e. half i % 2 of v[i / 2].
+static inline __m512i reduce8x2(const __m512i *v) {
+    __m512i a[4], b[2];
+    for (int i = 0; i < 4; i++)
+        a[i] = _mm512_add_epi32(_mm512_unpacklo_epi32(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_epi32(v[2 * i], v[2 * i + 1]));
+    for (int i = 0; i < 2; i++)
+        b[i] = _mm512_add_epi32(_mm512_unpacklo_epi64(a[2 * i], a[2 * i + 1]), _mm512_unpackhi_epi64(a[2 * i], a[2 * i + 1]));
+    __m512i c = _mm512_add_epi32(_mm512_shuffle_i32x4(b[0], b[1], 0x88), _mm512_shuffle_i32x4(b[0], b[1], 0xdd));
+    return _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15), c);
+}
+
+// 64 weights of a row, from value e, as unsigned bytes u = w + offset: Q8_0 flips the sign bit
+// (offset 128); Q4_0 keeps the stored nibbles (offset 8). For Q4_0 with groups of 32, the 64 values
+// are two whole groups; with groups of 64, one. With only_32, just the first 32 values are read
+// (the rest are 0 + offset, to be multiplied by zeros).
+static inline __m512i load64_u8(const LmMatrix *w, size_t e, int only_32) {
+    if (w->type == LM_Q8_0)
+        return _mm512_xor_si512(_mm512_maskz_loadu_epi8(only_32 ? 0xffffffffull : ~0ull, (const int8_t *)w->data + e), _mm512_set1_epi8((char)0x80));
+    __m256i bytes = _mm256_maskz_loadu_epi8(only_32 ? 0xffffu : 0xffffffffu, (const unsigned char *)w->data + e / 2);
+    __m256i lo = _mm256_and_si256(bytes, _mm256_set1_epi8(15)), hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), _mm256_set1_epi8(15));
+    if (w->group_size == 64) return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_permute2x128_si256(lo, hi, 0x20)), _mm256_permute2x128_si256(lo, hi, 0x31), 1);
+}
+
+// Can the SIMD integer kernels take this matrix? (v3 layout: groups within rows.)
+static int int_simd_ok(const LmMatrix *w) {
+    int gs = w->group_size;
+    return w->cols % gs == 0 && (w->type == LM_Q8_0 ? gs % 32 == 0 : gs == 32 || gs == 64);
+}
+
+// Sixteen group scales from group g (fewer where mask says), as floats.
+static inline __m512 load_scales16(const LmMatrix *w, size_t g, __mmask16 mask) {
+    if (w->type == LM_Q8_0) return _mm512_maskz_loadu_ps(mask, (const float *)(const void *)(w->scales + 4 * g));
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, (const uint16_t *)(const void *)(w->scales + 2 * g)));
+}
+
+// dot_int for a row whose groups lie within it: int sums of 16 groups at once, then the same float
+// operations as dot_int, group by group. xsum[g] is the sum of input group g's values.
+static float dot_int_avx512(const LmMatrix *w, int row, const int8_t *xq, const float *xs, const int32_t *xsum) {
+    int cols = w->cols, gs = w->group_size, groups = cols / gs, per64 = gs >= 64 ? gs / 64 : 1;
+    int offset = w->type == LM_Q8_0 ? 128 : 8;
+    size_t start = (size_t)row * (size_t)cols;
+    float val = 0.0f;
+    for (int g0 = 0; g0 < groups; g0 += 16) {
+        int count = groups - g0 < 16 ? groups - g0 : 16;
+        __m512i v[16], sums;
+        if (gs == 32) { // two groups per 64 values
+            for (int i = 0; i < 8; i++) {
+                int g = g0 + 2 * i;
+                int only_32 = 2 * i + 1 >= count; // an odd last group: do not read past the row
+                v[i] = 2 * i < count ? _mm512_dpbusd_epi32(_mm512_setzero_si512(), load64_u8(w, start + (size_t)g * 32, only_32),
+                                                           _mm512_maskz_loadu_epi8(only_32 ? 0xffffffffull : ~0ull, xq + (size_t)g * 32))
+                                     : _mm512_setzero_si512();
+            }
+            sums = reduce8x2(v);
+        } else {
+            for (int i = 0; i < 16; i++) {
+                v[i] = _mm512_setzero_si512();
+                for (int k = 0; i < count && k < per64; k++) {
+                    size_t e = (size_t)(g0 + i) * (size_t)gs + (size_t)k * 64;
+                    v[i] = _mm512_dpbusd_epi32(v[i], load64_u8(w, start + e, 0), _mm512_loadu_si512(xq + e));
+                }
+            }
+            sums = reduce16(v);
+        }
+        __mmask16 mask = (__mmask16)((1u << count) - 1);
+        __m512i isum = _mm512_sub_epi32(sums, _mm512_mullo_epi32(_mm512_set1_epi32(offset), _mm512_maskz_loadu_epi32(mask, xsum + g0)));
+        __m512 p = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(isum), load_scales16(w, start / (size_t)gs + (size_t)g0, mask)),
+                                 _mm512_maskz_loadu_ps(mask, xs + g0));
+        float lanes[16];
+        _mm512_storeu_ps(lanes, p);
+        for (int i = 0; i < count; i++) val += lanes[i];
+    }
+    return val;
+}
+
+// Float matmul of rows r0..r1 (at most LM_ROW_BLOCK) for every token: the block converted to fp32
+// once, then 4 rows x 4 tokens per step, each pair with dot_f32's 16 lanes.
+static void matmul_float_block(const LmMatrix *w, int r0, int r1, const LmBatch *in, float *out, int ld) {
+    int cols = w->cols, rows = r1 - r0, tail = cols % 16;
+    __mmask16 tail_mask = (__mmask16)((1u << tail) - 1);
+    const float *block = (const float *)w->data + (size_t)r0 * (size_t)cols;
+    float *converted = NULL;
+    if (w->type != LM_F32) {
+        converted = malloc((size_t)rows * (size_t)cols * sizeof(float));
+        if (converted == NULL) { // out of memory: the plain path computes the same values
+            for (int t = 0; t < in->n; t++) for (int r = r0; r < r1; r++) out[(size_t)t * ld + r] = row_dot(w, r, in, t);
+            return;
+        }
+        for (int r = 0; r < rows; r++) matrix_row(converted + (size_t)r * cols, w, r0 + r);
+        block = converted;
+    }
+    for (int t0 = 0; t0 < in->n; t0 += 4) {
+        int nt = in->n - t0 < 4 ? in->n - t0 : 4;
+        for (int r = 0; r < rows; r += 4) {
+            int nr = rows - r < 4 ? rows - r : 4;
+            __m512 acc[4][4];
+            for (int i = 0; i < 4; i++) for (int k = 0; k < 4; k++) acc[i][k] = _mm512_setzero_ps();
+            const float *wr[4], *xt[4];
+            for (int i = 0; i < 4; i++) wr[i] = block + (size_t)(r + (i < nr ? i : 0)) * cols;
+            for (int k = 0; k < 4; k++) xt[k] = in->f + (size_t)(t0 + (k < nt ? k : 0)) * in->ld;
+            int j = 0;
+            for (; j + 16 <= cols; j += 16) {
+                __m512 xv[4];
+                for (int k = 0; k < 4; k++) xv[k] = _mm512_loadu_ps(xt[k] + j);
+                for (int i = 0; i < 4; i++) {
+                    __m512 wv = _mm512_loadu_ps(wr[i] + j);
+                    for (int k = 0; k < 4; k++) acc[i][k] = _mm512_add_ps(acc[i][k], _mm512_mul_ps(wv, xv[k]));
+                }
+            }
+            if (tail)
+                for (int i = 0; i < 4; i++) {
+                    __m512 wv = _mm512_maskz_loadu_ps(tail_mask, wr[i] + j);
+                    for (int k = 0; k < 4; k++)
+                        acc[i][k] = _mm512_mask_add_ps(acc[i][k], tail_mask, acc[i][k], _mm512_mul_ps(wv, _mm512_maskz_loadu_ps(tail_mask, xt[k] + j)));
+                }
+            for (int i = 0; i < nr; i++)
+                for (int k = 0; k < nt; k++) out[(size_t)(t0 + k) * ld + (size_t)(r0 + r + i)] = sum_lanes512(acc[i][k]);
+        }
+    }
+    free(converted);
+}
+
+// Integer matmul of rows r0..r1 (at most LM_ROW_BLOCK) for every token, 16 tokens per vector:
+// in->packed holds the inputs as u8 = x + 128 with tokens in the lanes, so one VNNI instruction
+// multiplies 4 weights (broadcast) with 4 values of 16 tokens. Subtracting 128 * (the group's
+// weight sum) leaves each token's exact int32 group sum; the float steps follow dot_int's order.
+static void matmul_int_block(const LmMatrix *w, int r0, int r1, const LmBatch *in, float *out, int ld) {
+    int cols = w->cols, gs = w->group_size, groups = cols / gs, rows = r1 - r0;
+    int8_t *wb = malloc((size_t)LM_ROW_BLOCK * (size_t)cols);
+    int32_t *wsum = malloc((size_t)LM_ROW_BLOCK * (size_t)groups * sizeof(int32_t));
+    float *ws = malloc((size_t)LM_ROW_BLOCK * (size_t)groups * sizeof(float));
+    if (!wb || !wsum || !ws) { // out of memory: the plain path computes the same values
+        for (int t = 0; t < in->n; t++) for (int r = r0; r < r1; r++) out[(size_t)t * ld + r] = row_dot(w, r, in, t);
+        free(wb); free(wsum); free(ws);
+        return;
+    }
+    for (int r = 0; r < rows; r++) { // the block's weights as int8, their group sums and scales
+        size_t row_group = (size_t)(r0 + r) * (size_t)groups;
+        for (int g = 0; g < groups; g++) {
+            int8_t *dst = wb + (size_t)r * cols + (size_t)g * gs;
+            if (w->type == LM_Q8_0) memcpy(dst, (const int8_t *)w->data + (row_group + (size_t)g) * (size_t)gs, (size_t)gs);
+            else unpack_q4(dst, w, row_group + (size_t)g);
+            int32_t sum = 0;
+            for (int k = 0; k < gs; k++) sum += dst[k];
+            wsum[r * groups + g] = sum;
+            ws[r * groups + g] = group_scale(w, row_group + (size_t)g);
+        }
+    }
+    for (int tile = 0; tile * 16 < in->n; tile++) {
+        int nt = in->n - tile * 16 < 16 ? in->n - tile * 16 : 16;
+        const unsigned char *xp = in->packed + (size_t)tile * (size_t)cols * 16;
+        const float *xsp = in->spacked + (size_t)tile * (size_t)in->groups * 16;
+        for (int r = 0; r < rows; r += 4) {
+            int nr = rows - r < 4 ? rows - r : 4;
+            __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+            for (int g = 0; g < groups; g++) {
+                __m512i isum[4];
+                const int8_t *wr[4];
+                for (int i = 0; i < 4; i++) {
+                    int ri = r + (i < nr ? i : 0);
+                    isum[i] = _mm512_set1_epi32(-128 * wsum[ri * groups + g]);
+                    wr[i] = wb + (size_t)ri * cols + (size_t)g * gs;
+                }
+                const unsigned char *xg = xp + (size_t)g * gs * 16;
+                for (int k = 0; k < gs; k += 4) {
+                    __m512i xv = _mm512_loadu_si512(xg + (size_t)k * 16);
+                    for (int i = 0; i < 4; i++) {
+                        int32_t w4;
+                        memcpy(&w4, wr[i] + k, 4);
+                        isum[i] = _mm512_dpbusd_epi32(isum[i], xv, _mm512_set1_epi32(w4));
+                    }
+                }
+                __m512 xs = _mm512_loadu_ps(xsp + (size_t)g * 16);
+                for (int i = 0; i < 4; i++) {
+                    int ri = r + (i < nr ? i : 0);
+                    acc[i] = _mm512_add_ps(acc[i], _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(isum[i]), _mm512_set1_ps(ws[ri * groups + g])), xs));
+                }
+            }
+            for (int i = 0; i < nr; i++) {
+                float lanes[16];
+                _mm512_storeu_ps(lanes, acc[i]);
+                for (int k = 0; k < nt; k++) out[(size_t)(tile * 16 + k) * ld + (size_t)(r0 + r + i)] = lanes[k];
+            }
+        }
+    }
+    free(wb); free(wsum); free(ws);
+}
+
+// The packed input for matmul_int_block: per 16 tokens, the values + 128 in groups of 4 per token,
+// and the scales with tokens in the lanes. Missing tokens of the last tile are zeros (x = 0).
+static void pack_batch(LmBatch *b) {
+    int cols = b->cols, tiles = (b->n + 15) / 16;
+    for (int tile = 0; tile < tiles; tile++) {
+        unsigned char *xp = b->packed + (size_t)tile * (size_t)cols * 16;
+        float *sp = b->spacked + (size_t)tile * (size_t)b->groups * 16;
+        for (int k = 0; k < 16; k++) {
+            int t = tile * 16 + k;
+            const int8_t *q = b->q + (size_t)t * (size_t)cols;
+            for (int j = 0; j < cols; j++) xp[(size_t)(j / 4) * 64 + (size_t)k * 4 + (size_t)(j % 4)] = t < b->n ? (unsigned char)(q[j] + 128) : 128;
+            for (int g = 0; g < b->groups; g++) sp[(size_t)g * 16 + (size_t)k] = t < b->n ? b->s[(size_t)t * b->groups + (size_t)g] : 0.0f;
+        }
+    }
+}
+#endif // LM_AVX512
 
 // One row of w with input token t.
 static float row_dot(const LmMatrix *w, int row, const LmBatch *in, int t) {
@@ -842,8 +1108,43 @@ static float row_dot(const LmMatrix *w, int row, const LmBatch *in, int t) {
     case LM_F32: return dot_f32((const float *)w->data + start, x, w->cols);
     case LM_F16: return dot_f16((const uint16_t *)w->data + start, x, w->cols);
     case LM_BF16: return dot_bf16((const uint16_t *)w->data + start, x, w->cols);
-    default: return dot_int(w, row, in->q + (size_t)t * (size_t)in->cols, in->s + (size_t)t * (size_t)in->groups);
+    default:
+#if LM_AVX512
+        if (int_simd_ok(w))
+            return dot_int_avx512(w, row, in->q + (size_t)t * (size_t)in->cols, in->s + (size_t)t * (size_t)in->groups,
+                                  in->xsum + (size_t)t * (size_t)in->groups);
+#endif
+        return dot_int(w, row, in->q + (size_t)t * (size_t)in->cols, in->s + (size_t)t * (size_t)in->groups);
     }
+}
+
+// Prepares rows x (n, ld) of cols values as a matmul input, quantizing them once for every matmul
+// that shares them when the weights are integer.
+static LmBatch make_batch(LmModel *m, const float *x, int n, int cols, int ld) {
+    LmBatch b = {x, n, cols, ld, NULL, NULL, 0, NULL, NULL, NULL};
+    if (!is_integer_type(m->config.weight_type)) return b;
+    int gs = m->config.group_size;
+    b.groups = (cols + gs - 1) / gs;
+    b.q = m->state.xq;
+    b.s = m->state.xs;
+    b.xsum = m->state.xsum;
+    for (int t = 0; t < n; t++) {
+        int8_t *q = b.q + (size_t)t * (size_t)cols;
+        quantize_q8(q, b.s + (size_t)t * (size_t)b.groups, x + (size_t)t * (size_t)ld, cols, gs);
+        for (int g = 0; g < b.groups; g++) {
+            int32_t sum = 0;
+            for (int j = g * gs; j < cols && j < (g + 1) * gs; j++) sum += q[j];
+            b.xsum[(size_t)t * (size_t)b.groups + (size_t)g] = sum;
+        }
+    }
+#if LM_AVX512
+    if (n > 1 && cols % 4 == 0) {
+        b.packed = m->state.xpacked;
+        b.spacked = m->state.xspacked;
+        pack_batch(&b);
+    }
+#endif
+    return b;
 }
 
 // One matmul of a fused set: out[t * ld + r] = row r of w times input token t.
@@ -851,6 +1152,17 @@ typedef struct { const LmMatrix *w; float *out; int ld; } LmMatmul;
 
 // Rows r0..r1 of one matmul for every token of the input.
 static void matmul_rows(const LmMatmul *job, int r0, int r1, const LmBatch *in) {
+#if LM_AVX512
+    if (!is_integer_type(job->w->type)) {
+        if (in->n == 1) matvec_float(job->w, r0, r1, in->f, job->out);
+        else matmul_float_block(job->w, r0, r1, in, job->out, job->ld);
+        return;
+    }
+    if (in->n > 1 && in->packed && int_simd_ok(job->w)) {
+        matmul_int_block(job->w, r0, r1, in, job->out, job->ld);
+        return;
+    }
+#endif
     for (int t = 0; t < in->n; t++)
         for (int r = r0; r < r1; r++) job->out[(size_t)t * (size_t)job->ld + (size_t)r] = row_dot(job->w, r, in, t);
 }

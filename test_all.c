@@ -396,6 +396,118 @@ static void test_kernels(void) {
     free(w); free(x); free(h16); free(b16); free(wq); free(ws);
 }
 
+
+// The plain definition of row r of w times token t, bypassing every SIMD path.
+static float plain_row_dot(const LmMatrix *w, int row, const LmBatch *in, int t) {
+    size_t start = (size_t)row * (size_t)w->cols;
+    const float *x = in->f + (size_t)t * (size_t)in->ld;
+    switch (w->type) {
+    case LM_F32: return dot_f32((const float *)w->data + start, x, w->cols);
+    case LM_F16: return dot_f16((const uint16_t *)w->data + start, x, w->cols);
+    case LM_BF16: return dot_bf16((const uint16_t *)w->data + start, x, w->cols);
+    default: return dot_int(w, row, in->q + (size_t)t * in->cols, in->s + (size_t)t * in->groups);
+    }
+}
+
+// Q4_0 groups of gs as export.py writes them: scale = extreme / -8 (fp16), q = clamp(round(x/d) + 8).
+static void pack_q4_test(const float *w, size_t n, int gs, unsigned char *nibbles, uint16_t *scales) {
+    for (size_t g = 0; g < n / gs; g++) {
+        float extreme = 0;
+        for (int i = 0; i < gs; i++) if (fabsf(w[g * gs + i]) > fabsf(extreme)) extreme = w[g * gs + i];
+        float d = extreme / -8.0f;
+        uint16_t h = 0; // round d to fp16 (normal range here), as the file stores it
+        int e;
+        float mant = frexpf(fabsf(d), &e);
+        h = (uint16_t)((d < 0 ? 0x8000 : 0) | ((e - 1 + 15) << 10) | (lroundf((mant * 2 - 1) * 1024) & 0x3ff));
+        scales[g] = h;
+        float df = f16_to_f32(h);
+        for (int i = 0; i < gs / 2; i++) {
+            int lo = (int)floorf(w[g * gs + i] / df + 8.5f), hi = (int)floorf(w[g * gs + i + gs / 2] / df + 8.5f);
+            lo = lo < 0 ? 0 : lo > 15 ? 15 : lo;
+            hi = hi < 0 ? 0 : hi > 15 ? 15 : hi;
+            nibbles[g * gs / 2 + i] = (unsigned char)(lo | hi << 4);
+        }
+    }
+}
+
+// Every matmul path (one token, blocks of tokens; SIMD where built) equals the plain definition bit
+// for bit, on sizes that are not multiples of the vector width or the tile.
+static void test_fast_kernels(void) {
+    struct { LmWeightType type; int cols, gs; } cases[] = {
+        {LM_F32, 83, 0}, {LM_F32, 128, 0}, {LM_F16, 83, 0}, {LM_BF16, 100, 0}, {LM_Q8_0, 96, 32}, {LM_Q8_0, 192, 64},
+        {LM_Q8_0, 256, 128}, {LM_Q8_0, 88, 8}, {LM_Q4_0, 96, 32}, {LM_Q4_0, 192, 64}, {LM_Q4_0, 40, 8},
+    };
+    const char *names[] = {"fp32", "fp16", "bf16", "q8_0", "q4_0"};
+    int rows = 37, ns[] = {1, 5, 21};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        int cols = cases[c].cols, gs = cases[c].gs;
+        size_t n = (size_t)rows * cols;
+        float *wf = rand_tensor(n, 1.0f, 0.0f), *x = rand_tensor((size_t)21 * cols, 1.0f, 0.0f);
+        void *data = NULL;
+        unsigned char *scales = NULL;
+        if (cases[c].type == LM_F32) data = wf;
+        else if (cases[c].type == LM_F16 || cases[c].type == LM_BF16) {
+            uint16_t *h = malloc(n * 2);
+            for (size_t i = 0; i < n; i++) {
+                uint32_t bits;
+                memcpy(&bits, &wf[i], 4);
+                h[i] = cases[c].type == LM_BF16 ? (uint16_t)(bits >> 16) : (uint16_t)(0x3c00 + (bits >> 20 & 0x3ff)) ^ (uint16_t)(bits >> 16 & 0x8000);
+            }
+            data = h;
+        } else if (cases[c].type == LM_Q8_0) {
+            int8_t *q = malloc(n);
+            float *s = malloc(n / gs * sizeof(float));
+            quantize_q8(q, s, wf, (int)n, gs);
+            data = q;
+            scales = (unsigned char *)s;
+        } else {
+            unsigned char *q = malloc(n / 2);
+            uint16_t *s = malloc(n / gs * 2);
+            pack_q4_test(wf, n, gs, q, s);
+            data = q;
+            scales = (unsigned char *)s;
+        }
+        LmMatrix w = {data, scales, rows, cols, cases[c].type, gs};
+        int all_same = 1;
+        double worst = 0;
+        for (int k = 0; k < 3; k++) {
+            int nt = ns[k], groups = gs ? (cols + gs - 1) / gs : 0;
+            // a model-like run state for make_batch's buffers
+            LmModel m;
+            memset(&m, 0, sizeof m);
+            m.config.weight_type = cases[c].type;
+            m.config.group_size = gs;
+            int8_t *xq = calloc((size_t)LM_BATCH * cols + 64, 1);
+            float *xs = calloc((size_t)LM_BATCH * (groups + 1), sizeof(float)), *xsp = calloc((size_t)LM_BATCH * (groups + 1), sizeof(float));
+            int32_t *xsum = calloc((size_t)LM_BATCH * (groups + 1), sizeof(int32_t));
+            unsigned char *xp = calloc((size_t)LM_BATCH * (cols + 4), 1);
+            m.state.xq = xq; m.state.xs = xs; m.state.xspacked = xsp; m.state.xsum = xsum; m.state.xpacked = xp;
+            LmBatch in = make_batch(&m, x, nt, cols, cols);
+            float *out = malloc((size_t)nt * rows * sizeof(float));
+            LmMatmul job = {&w, out, rows};
+            matmul(&job, 1, &in);
+            for (int t = 0; t < nt; t++)
+                for (int r = 0; r < rows; r++) {
+                    float want = plain_row_dot(&w, r, &in, t);
+                    all_same &= memcmp(&want, &out[(size_t)t * rows + r], 4) == 0;
+                    float row[256];
+                    matrix_row(row, &w, r);
+                    double ref = 0;
+                    for (int j = 0; j < cols; j++)
+                        ref += (double)row[j] * (gs ? (double)in.q[(size_t)t * cols + j] * in.s[(size_t)t * groups + j / gs] : (double)x[(size_t)t * cols + j]);
+                    worst = fmax(worst, fabs(out[(size_t)t * rows + r] - ref) / fmax(1.0, fabs(ref)));
+                }
+            free(out); free(xq); free(xs); free(xsp); free(xsum); free(xp);
+        }
+        check(all_same && worst < 1e-5, "%s matmul %dx%d%s%s, 1/5/21 tokens (%s): equals the plain definition bit for bit; vs double %.1e",
+              names[cases[c].type], rows, cols, gs ? " in groups of " : "", gs ? (gs == 8 ? "8" : gs == 32 ? "32" : gs == 64 ? "64" : "128") : "", LM_KERNELS, worst);
+        if (data != wf) free(data);
+        free(scales);
+        free(wf);
+        free(x);
+    }
+}
+
 // ----------------------------------------------------------------------------
 // Loader validation
 
@@ -1487,6 +1599,7 @@ int main(void) {
     snprintf(tmp_dir, sizeof tmp_dir, "/tmp/runc_test_XXXXXX");
     if (!mkdtemp(tmp_dir)) { perror("mkdtemp"); return 2; }
     test_kernels();
+    test_fast_kernels();
     test_formats_against_reference();
     test_loader_validation();
     test_tokenizer();

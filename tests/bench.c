@@ -1,0 +1,165 @@
+// bench.c — speed of run.c: generation and prompt (prefill) tok/s against the memory-bandwidth limit.
+//   make bench                                   the default set (see below)
+//   build/runbench --shapes 110m,1.1b --dtypes q8_0,q4_0 --threads 1,2 --gen 32 --prompt 512
+//   build/runbench --model stories15M.bin           an existing checkpoint
+// Checkpoints of each shape are random weights made by tests/bench_models.py (cached in build/bench).
+// Generation reads every weight once per token, so its limit is the read bandwidth divided by the
+// bytes of weights per token; the table shows the fraction of that limit reached.
+#define RUN_NO_MAIN
+#include "../run.c"
+#include <sys/time.h>
+
+static double seconds(void) {
+    struct timespec ts;
+    timespec_get(&ts, TIME_UTC);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+// Read bandwidth in GB/s with n threads: the best of 5 passes summing a 1 GiB buffer.
+static double read_bandwidth(int threads) {
+    size_t n = (size_t)1 << 28; // floats
+    float *buf = malloc(n * sizeof(float));
+    if (!buf) return 0;
+    for (size_t i = 0; i < n; i++) buf[i] = (float)(i & 7);
+    double best = 0;
+    for (int pass = 0; pass < 5; pass++) {
+        double start = seconds(), total = 0;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) reduction(+ : total) schedule(static)
+#endif
+        for (int chunk = 0; chunk < 256; chunk++) {
+            const float *p = buf + (size_t)chunk * (n / 256);
+            float acc[16] = {0};
+            for (size_t i = 0; i < n / 256; i += 16)
+                for (int k = 0; k < 16; k++) acc[k] += p[i + k];
+            for (int k = 0; k < 16; k++) total += acc[k];
+        }
+        double gbs = (double)n * sizeof(float) / (seconds() - start) / 1e9;
+        if (total > 0 && gbs > best) best = gbs;
+    }
+    (void)threads;
+    free(buf);
+    return best;
+}
+
+static uint64_t matrix_bytes(const LmMatrix *m) {
+    uint64_t count = (uint64_t)m->rows * (uint64_t)m->cols;
+    uint64_t bytes = weight_bytes(m->type, count);
+    if (is_integer_type(m->type)) bytes += count / (uint64_t)m->group_size * (m->type == LM_Q8_0 ? 4 : 2);
+    return bytes;
+}
+
+// Weight bytes one generated token reads: every layer matrix and the classifier (one embedding row
+// aside, which is negligible).
+static uint64_t bytes_per_token(const LmModel *m) {
+    uint64_t total = matrix_bytes(&m->weights.wcls);
+    for (int l = 0; l < m->config.n_layers; l++) {
+        const LmLayer *ly = &m->weights.layers[l];
+        const LmMatrix *mats[] = {&ly->wq, &ly->wk, &ly->wv, &ly->wo, &ly->w1, &ly->w2, &ly->w3};
+        for (int i = 0; i < 7; i++) total += matrix_bytes(mats[i]);
+    }
+    return total;
+}
+
+static const char *type_name(LmWeightType t) {
+    static const char *names[] = {"fp32", "fp16", "bf16", "q8_0", "q4_0"};
+    return names[t];
+}
+
+static int split_list(char *s, char **out, int max) {
+    int n = 0;
+    for (char *tok = strtok(s, ","); tok && n < max; tok = strtok(NULL, ",")) out[n++] = tok;
+    return n;
+}
+
+static void bench_model(const char *label, const char *path, const int *threads, int n_threads, const double *bw,
+                        int gen, int prompt) {
+    char err[512];
+    LmModel *m = lm_load(path, err, sizeof err);
+    if (!m) { fprintf(stderr, "bench: %s\n", err); return; }
+    int vocab = lm_vocab_size(m), ctx = lm_context_length(m);
+    if (prompt > ctx) prompt = ctx;
+    if (gen + 2 > ctx) gen = ctx - 2;
+    int *tokens = malloc((size_t)prompt * sizeof(int));
+    unsigned long long rng = 42;
+    for (int i = 0; i < prompt; i++) tokens[i] = (int)(random_u32(&rng) % (unsigned)vocab);
+    double gb = (double)bytes_per_token(m) / 1e9;
+    for (int ti = 0; ti < n_threads; ti++) {
+        lm_set_threads(m, threads[ti]);
+        lm_forward(m, 1, 0); // warm up the threads and the first pages
+        lm_forward(m, 1, 1);
+        double start = seconds();
+        for (int i = 0; i < gen; i++) lm_forward(m, tokens[i % prompt], i);
+        double gen_tps = gen / (seconds() - start);
+        start = seconds();
+        lm_forward_batch(m, tokens, prompt, 0);
+        double pp_tps = prompt / (seconds() - start);
+        double limit = bw[ti] / gb;
+        printf("| %-12s | %-5s | %3d | %9.1f | %9.1f | %9.1f | %5.2f |\n", label, type_name(m->config.weight_type),
+               threads[ti], gen_tps, pp_tps, limit, gen_tps / limit);
+        fflush(stdout);
+    }
+    free(tokens);
+    lm_free(m);
+}
+
+int main(int argc, char **argv) {
+    char shapes[256] = "110m,1.1b", dtypes[256] = "fp32,fp16,bf16,q8_0,q4_0", thread_list[256] = "";
+    const char *model = NULL;
+    int gen = 32, prompt = 512;
+#ifdef _OPENMP
+    snprintf(thread_list, sizeof thread_list, "1");
+    for (int t = 2; t <= omp_get_num_procs(); t *= 2) snprintf(thread_list + strlen(thread_list), 16, ",%d", t);
+#else
+    snprintf(thread_list, sizeof thread_list, "1");
+#endif
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--shapes")) snprintf(shapes, sizeof shapes, "%s", argv[i + 1]);
+        else if (!strcmp(argv[i], "--dtypes")) snprintf(dtypes, sizeof dtypes, "%s", argv[i + 1]);
+        else if (!strcmp(argv[i], "--threads")) snprintf(thread_list, sizeof thread_list, "%s", argv[i + 1]);
+        else if (!strcmp(argv[i], "--gen")) gen = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--prompt")) prompt = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--model")) model = argv[i + 1];
+        else { fprintf(stderr, "bench: unknown option %s\n", argv[i]); return 1; }
+    }
+    if (argc % 2 == 0) { fprintf(stderr, "usage: bench [--shapes LIST] [--dtypes LIST] [--threads LIST] [--gen N] [--prompt N] [--model FILE]\n"); return 1; }
+    char *shape_v[8], *dtype_v[8], *thread_v[16];
+    int ns = split_list(shapes, shape_v, 8), nd = split_list(dtypes, dtype_v, 8), nt = split_list(thread_list, thread_v, 16);
+    int threads[16];
+    double bw[16];
+    for (int i = 0; i < nt; i++) threads[i] = atoi(thread_v[i]);
+
+    char cpu[256] = "unknown";
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    char line[512];
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "model name", 10)) { snprintf(cpu, sizeof cpu, "%s", strchr(line, ':') + 2); cpu[strcspn(cpu, "\n")] = 0; break; }
+    if (f) fclose(f);
+#ifdef _OPENMP
+    int cores = omp_get_num_procs();
+#else
+    int cores = 1;
+#endif
+    printf("machine: %s, %d cores; kernels: %s\n", cpu, cores, LM_KERNELS);
+    printf("read bandwidth:");
+    for (int i = 0; i < nt; i++) { bw[i] = read_bandwidth(threads[i]); printf(" %.1f GB/s (%d thread%s)", bw[i], threads[i], threads[i] > 1 ? "s" : ""); }
+    printf("\ngeneration: %d tokens from position 0; prefill: one %d-token prompt (logits of the last token only)\n\n", gen, prompt);
+    printf("| model        | dtype | thr | gen tok/s | pp tok/s  | limit t/s | frac  |\n");
+    printf("|--------------|-------|-----|-----------|-----------|-----------|-------|\n");
+    fflush(stdout);
+    if (model) {
+        bench_model(model, model, threads, nt, bw, gen, prompt);
+        return 0;
+    }
+    for (int s = 0; s < ns; s++)
+        for (int d = 0; d < nd; d++) {
+            char cmd[512], path[1024] = "";
+            snprintf(cmd, sizeof cmd, "/usr/bin/python3 tests/bench_models.py %s %s", shape_v[s], dtype_v[d]);
+            FILE *p = popen(cmd, "r");
+            if (!p || !fgets(path, sizeof path, p)) { fprintf(stderr, "bench: %s failed\n", cmd); if (p) pclose(p); continue; }
+            pclose(p);
+            path[strcspn(path, "\n")] = 0;
+            bench_model(shape_v[s], path, threads, nt, bw, gen, prompt);
+        }
+    return 0;
+}
