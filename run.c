@@ -996,26 +996,33 @@ static void matmul_float_block(const LmMatrix *w, int r0, int r1, const LmBatch 
         int nt = in->n - t0 < 4 ? in->n - t0 : 4;
         for (int r = 0; r < rows; r += 4) {
             int nr = rows - r < 4 ? rows - r : 4;
-            __m512 acc[4][4];
-            for (int i = 0; i < 4; i++) for (int k = 0; k < 4; k++) acc[i][k] = _mm512_setzero_ps();
             const float *wr[4], *xt[4];
             for (int i = 0; i < 4; i++) wr[i] = block + (size_t)(r + (i < nr ? i : 0)) * cols;
             for (int k = 0; k < 4; k++) xt[k] = in->f + (size_t)(t0 + (k < nt ? k : 0)) * in->ld;
+            // 16 named accumulators (an array of them is spilled to the stack by the compiler)
+            __m512 a00 = _mm512_setzero_ps(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00, a13 = a00;
+            __m512 a20 = a00, a21 = a00, a22 = a00, a23 = a00, a30 = a00, a31 = a00, a32 = a00, a33 = a00;
+#define LM_TILE_ROW(i, mask, load)                                                                                      \
+    {                                                                                                                   \
+        __m512 wv = load(mask, wr[i] + j);                                                                              \
+        a##i##0 = _mm512_mask_add_ps(a##i##0, mask, a##i##0, _mm512_mul_ps(wv, x0));                                    \
+        a##i##1 = _mm512_mask_add_ps(a##i##1, mask, a##i##1, _mm512_mul_ps(wv, x1));                                    \
+        a##i##2 = _mm512_mask_add_ps(a##i##2, mask, a##i##2, _mm512_mul_ps(wv, x2));                                    \
+        a##i##3 = _mm512_mask_add_ps(a##i##3, mask, a##i##3, _mm512_mul_ps(wv, x3));                                    \
+    }
+#define LM_TILE_STEP(mask)                                                                                              \
+    {                                                                                                                   \
+        __m512 x0 = _mm512_maskz_loadu_ps(mask, xt[0] + j), x1 = _mm512_maskz_loadu_ps(mask, xt[1] + j);               \
+        __m512 x2 = _mm512_maskz_loadu_ps(mask, xt[2] + j), x3 = _mm512_maskz_loadu_ps(mask, xt[3] + j);               \
+        LM_TILE_ROW(0, mask, _mm512_maskz_loadu_ps) LM_TILE_ROW(1, mask, _mm512_maskz_loadu_ps)                         \
+        LM_TILE_ROW(2, mask, _mm512_maskz_loadu_ps) LM_TILE_ROW(3, mask, _mm512_maskz_loadu_ps)                         \
+    }
             int j = 0;
-            for (; j + 16 <= cols; j += 16) {
-                __m512 xv[4];
-                for (int k = 0; k < 4; k++) xv[k] = _mm512_loadu_ps(xt[k] + j);
-                for (int i = 0; i < 4; i++) {
-                    __m512 wv = _mm512_loadu_ps(wr[i] + j);
-                    for (int k = 0; k < 4; k++) acc[i][k] = _mm512_add_ps(acc[i][k], _mm512_mul_ps(wv, xv[k]));
-                }
-            }
-            if (tail)
-                for (int i = 0; i < 4; i++) {
-                    __m512 wv = _mm512_maskz_loadu_ps(tail_mask, wr[i] + j);
-                    for (int k = 0; k < 4; k++)
-                        acc[i][k] = _mm512_mask_add_ps(acc[i][k], tail_mask, acc[i][k], _mm512_mul_ps(wv, _mm512_maskz_loadu_ps(tail_mask, xt[k] + j)));
-                }
+            for (; j + 16 <= cols; j += 16) LM_TILE_STEP((__mmask16)0xffff)
+            if (tail) LM_TILE_STEP(tail_mask)
+#undef LM_TILE_STEP
+#undef LM_TILE_ROW
+            __m512 acc[4][4] = {{a00, a01, a02, a03}, {a10, a11, a12, a13}, {a20, a21, a22, a23}, {a30, a31, a32, a33}};
             for (int i = 0; i < nr; i++)
                 for (int k = 0; k < nt; k++) out[(size_t)(t0 + k) * ld + (size_t)(r0 + r + i)] = sum_lanes512(acc[i][k]);
         }
