@@ -833,9 +833,10 @@ static float row_dot(const LmMatrix *w, int row, const LmBatch *in, int t);
 #if LM_AVX512
 // ---- AVX-512 versions of the kernels above: the same operations in the same order, so the same bits.
 
-// Sixteen weights from element e of w as floats (fp32, fp16 or bf16); mask selects the elements read.
-static inline __m512 load16_f32(const LmMatrix *w, size_t e, __mmask16 mask) {
-    switch (w->type) { // (inlined where the type is known, so the switch folds away)
+// Sixteen weights from element e of w as floats, w being of type (fp32, fp16 or bf16; passed as a
+// constant so the switch folds away); mask selects the elements read.
+static inline __m512 load16_f32(const LmMatrix *w, size_t e, __mmask16 mask, LmWeightType type) {
+    switch (type) {
     case LM_F16: return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, (const uint16_t *)w->data + e));
     case LM_BF16:
         return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, (const uint16_t *)w->data + e)), 16));
@@ -861,10 +862,10 @@ static inline void matvec_float_typed(const LmMatrix *w, int r0, int r1, const f
         size_t base = (size_t)r * (size_t)cols;
         int j = 0;
         for (; j + 16 <= cols; j += 16) {
-            __m512 wv = type == LM_F32 ? _mm512_loadu_ps((const float *)w->data + base + j) : load16_f32(w, base + (size_t)j, 0xffff);
+            __m512 wv = load16_f32(w, base + (size_t)j, 0xffff, type);
             acc = _mm512_add_ps(acc, _mm512_mul_ps(wv, _mm512_loadu_ps(x + j)));
         }
-        if (tail) acc = _mm512_mask_add_ps(acc, tail_mask, acc, _mm512_mul_ps(load16_f32(w, base + (size_t)j, tail_mask), _mm512_maskz_loadu_ps(tail_mask, x + j)));
+        if (tail) acc = _mm512_mask_add_ps(acc, tail_mask, acc, _mm512_mul_ps(load16_f32(w, base + (size_t)j, tail_mask, type), _mm512_maskz_loadu_ps(tail_mask, x + j)));
         out[r] = sum_lanes512(acc);
     }
 }
@@ -989,7 +990,11 @@ static void matmul_float_block(const LmMatrix *w, int r0, int r1, const LmBatch 
             for (int t = 0; t < in->n; t++) for (int r = r0; r < r1; r++) out[(size_t)t * ld + r] = row_dot(w, r, in, t);
             return;
         }
-        for (int r = 0; r < rows; r++) matrix_row(converted + (size_t)r * cols, w, r0 + r);
+        size_t first = (size_t)r0 * (size_t)cols, count = (size_t)rows * (size_t)cols;
+        for (size_t e = 0; e < count; e += 16) {
+            __mmask16 mask = count - e >= 16 ? 0xffff : (__mmask16)((1u << (count - e)) - 1);
+            _mm512_mask_storeu_ps(converted + e, mask, w->type == LM_F16 ? load16_f32(w, first + e, mask, LM_F16) : load16_f32(w, first + e, mask, LM_BF16));
+        }
         block = converted;
     }
     for (int t0 = 0; t0 < in->n; t0 += 4) {
