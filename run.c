@@ -277,6 +277,7 @@ typedef struct {
     float *s;              // (n, groups) their scales, groups = ceil(cols / group_size)
     int groups;
     int32_t *xsum;         // (n, groups) each group's sum of values
+    int8_t *qarranged;     // (n, cols rounded up to 128) Q4_0 groups of 32: see arrange_q4_input
     unsigned char *packed; // VNNI prefill: (ceil(n/16), cols/4, 16 tokens, 4 values), each + 128; or NULL
     float *spacked;        // (ceil(n/16), groups, 16 tokens) the scales in the same order
 } LmBatch;
@@ -300,6 +301,7 @@ typedef struct {
     int8_t *xq;         // (batch, widest) quantized activations (integer weights only)
     float *xs;          // (batch, widest / group_size + 1) their scales
     int32_t *xsum;      // (batch, widest / group_size + 1) the sums of their groups
+    int8_t *xarranged;  // (batch, widest + 128) xq rearranged for Q4_0 groups of 32
     unsigned char *xpacked; // (batch, widest + 4) the VNNI layout of xq
     float *xspacked;    // (batch, widest / group_size + 1) the VNNI layout of xs
 } LmRunState;
@@ -543,7 +545,7 @@ static void map_weights(LmWeights *w, const LmConfig *c, LmCursor *cur) {
 
 static void free_state(LmRunState *s) {
     void *bufs[] = {s->x, s->xb, s->xb2, s->hb, s->hb2, s->q, s->att, s->logits, s->key_cache, s->value_cache,
-                    s->rope_freq, s->rope_cos, s->rope_sin, s->xq, s->xs, s->xpacked, s->xspacked, s->xsum};
+                    s->rope_freq, s->rope_cos, s->rope_sin, s->xq, s->xs, s->xpacked, s->xspacked, s->xsum, s->xarranged};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     memset(s, 0, sizeof *s);
 }
@@ -603,7 +605,8 @@ static int alloc_state(LmRunState *s, const LmConfig *c) {
         s->xpacked = calloc(B * (widest + 4), 1);
         s->xspacked = calloc(B * groups, sizeof(float));
         s->xsum = calloc(B * groups, sizeof(int32_t));
-        ok = ok && s->xq && s->xs && s->xpacked && s->xspacked && s->xsum;
+        s->xarranged = calloc(B * (widest + 128), 1);
+        ok = ok && s->xq && s->xs && s->xpacked && s->xspacked && s->xsum && s->xarranged;
     }
     if (!ok) { free_state(s); return 0; }
     rope_frequencies(s->rope_freq, c);
@@ -920,6 +923,29 @@ static inline __m512i load64_u8(const LmMatrix *w, size_t e, int only_32) {
     return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_permute2x128_si256(lo, hi, 0x20)), _mm256_permute2x128_si256(lo, hi, 0x31), 1);
 }
 
+// Q4_0 with groups of 32: 64 bytes of nibbles are 4 groups; their low nibbles are the first 16
+// values of each group, their high nibbles the last 16. The input is rearranged once to match, per
+// 4 groups: the first halves of the 4 groups, then the second halves (zeros past the end).
+static void arrange_q4_input(int8_t *out, const int8_t *xq, int cols) {
+    int groups = cols / 32;
+    for (int block = 0; block * 4 < groups; block++)
+        for (int g = 0; g < 4; g++)
+            for (int k = 0; k < 16; k++) {
+                int src = (block * 4 + g) * 32 + k, ok = block * 4 + g < groups;
+                out[block * 128 + g * 16 + k] = ok ? xq[src] : 0;
+                out[block * 128 + 64 + g * 16 + k] = ok ? xq[src + 16] : 0;
+            }
+}
+
+// As reduce16 for 4 vectors that each hold four groups, one per 128-bit lane: lane i of the result
+// is group i, i.e. 128-bit lane i % 4 of v[i / 4].
+static inline __m512i reduce4x4(const __m512i *v) {
+    __m512i a0 = _mm512_add_epi32(_mm512_unpacklo_epi32(v[0], v[1]), _mm512_unpackhi_epi32(v[0], v[1]));
+    __m512i a1 = _mm512_add_epi32(_mm512_unpacklo_epi32(v[2], v[3]), _mm512_unpackhi_epi32(v[2], v[3]));
+    __m512i b = _mm512_add_epi32(_mm512_unpacklo_epi64(a0, a1), _mm512_unpackhi_epi64(a0, a1)); // lane 4c+k: group 4k+c
+    return _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), b);
+}
+
 // Can the SIMD integer kernels take this matrix? (v3 layout: groups within rows.)
 static int int_simd_ok(const LmMatrix *w) {
     int gs = w->group_size;
@@ -934,7 +960,8 @@ static inline __m512 load_scales16(const LmMatrix *w, size_t g, __mmask16 mask) 
 
 // dot_int for a row whose groups lie within it: the int sums of 16 groups at once, their terms
 // added to dot_int's 16 lanes. xsum[g] is the sum of input group g's values.
-static float dot_int_avx512(const LmMatrix *w, int row, const int8_t *xq, const float *xs, const int32_t *xsum) {
+static float dot_int_avx512(const LmMatrix *w, int row, const int8_t *xq, const float *xs, const int32_t *xsum,
+                            const int8_t *xarranged) {
     int cols = w->cols, gs = w->group_size, groups = cols / gs, per64 = gs >= 64 ? gs / 64 : 1;
     int offset = w->type == LM_Q8_0 ? 128 : 8;
     size_t start = (size_t)row * (size_t)cols;
@@ -942,7 +969,19 @@ static float dot_int_avx512(const LmMatrix *w, int row, const int8_t *xq, const 
     for (int g0 = 0; g0 < groups; g0 += 16) {
         int count = groups - g0 < 16 ? groups - g0 : 16;
         __m512i v[16], sums;
-        if (gs == 32) { // two groups per 64 values
+        if (w->type == LM_Q4_0 && gs == 32) { // 4 groups per 64 bytes, against the rearranged input
+            for (int b = 0; b < 4; b++) {
+                int gb = g0 + 4 * b, ng = groups - gb < 4 ? groups - gb : 4;
+                if (ng <= 0) { v[b] = _mm512_setzero_si512(); continue; }
+                const unsigned char *nib = (const unsigned char *)w->data + (start + (size_t)gb * 32) / 2;
+                _mm_prefetch((const char *)nib + LM_PREFETCH_BYTES, _MM_HINT_T0);
+                __m512i bytes = _mm512_maskz_loadu_epi8(ng == 4 ? ~0ull : (1ull << (16 * ng)) - 1, nib);
+                __m512i lo = _mm512_and_si512(bytes, _mm512_set1_epi8(15)), hi = _mm512_and_si512(_mm512_srli_epi16(bytes, 4), _mm512_set1_epi8(15));
+                const int8_t *xa = xarranged + (size_t)(gb / 4) * 128;
+                v[b] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(xa)), hi, _mm512_loadu_si512(xa + 64));
+            }
+            sums = reduce4x4(v);
+        } else if (gs == 32) { // two groups per 64 values
             for (int i = 0; i < 8; i++) {
                 int g = g0 + 2 * i;
                 int only_32 = 2 * i + 1 >= count; // an odd last group: do not read past the row
@@ -1132,9 +1171,10 @@ static float row_dot(const LmMatrix *w, int row, const LmBatch *in, int t) {
     case LM_BF16: return dot_bf16((const uint16_t *)w->data + start, x, w->cols);
     default:
 #if LM_AVX512
-        if (int_simd_ok(w))
+        if (int_simd_ok(w) && (w->type != LM_Q4_0 || w->group_size != 32 || in->qarranged))
             return dot_int_avx512(w, row, in->q + (size_t)t * (size_t)in->cols, in->s + (size_t)t * (size_t)in->groups,
-                                  in->xsum + (size_t)t * (size_t)in->groups);
+                                  in->xsum + (size_t)t * (size_t)in->groups,
+                                  in->qarranged ? in->qarranged + (size_t)t * (size_t)(in->cols + 128) : NULL);
 #endif
         return dot_int(w, row, in->q + (size_t)t * (size_t)in->cols, in->s + (size_t)t * (size_t)in->groups);
     }
@@ -1143,7 +1183,7 @@ static float row_dot(const LmMatrix *w, int row, const LmBatch *in, int t) {
 // Prepares rows x (n, ld) of cols values as a matmul input, quantizing them once for every matmul
 // that shares them when the weights are integer.
 static LmBatch make_batch(LmModel *m, const float *x, int n, int cols, int ld) {
-    LmBatch b = {x, n, cols, ld, NULL, NULL, 0, NULL, NULL, NULL};
+    LmBatch b = {x, n, cols, ld, NULL, NULL, 0, NULL, NULL, NULL, NULL};
     if (!is_integer_type(m->config.weight_type)) return b;
     int gs = m->config.group_size;
     b.groups = (cols + gs - 1) / gs;
@@ -1160,6 +1200,10 @@ static LmBatch make_batch(LmModel *m, const float *x, int n, int cols, int ld) {
         }
     }
 #if LM_AVX512
+    if (m->config.weight_type == LM_Q4_0 && gs == 32) {
+        b.qarranged = m->state.xarranged;
+        for (int t = 0; t < n; t++) arrange_q4_input(b.qarranged + (size_t)t * (size_t)(cols + 128), b.q + (size_t)t * cols, cols);
+    }
     if (n > 1 && cols % 4 == 0) {
         b.packed = m->state.xpacked;
         b.spacked = m->state.xspacked;
