@@ -9,7 +9,7 @@
 
    BUILD AND RUN
        cc -O3 -o run run.c -lm                                  # portable
-       cc -O3 -march=native -fopenmp -o run run.c -lm           # fastest (threads, native SIMD)
+       cc -O3 -march=native -fopenmp -o run run.c -lm           # fastest (threads, AVX-512 kernels)
        ./run stories15M.bin -z tokenizer.bin -i "Once upon a time" -n 256
        python3 export.py qwen.bin --hf Qwen2.5-0.5B-Instruct && ./run qwen.bin -m chat
    `./run -h` lists every flag.
@@ -29,6 +29,13 @@
        Runs one token at position pos (0 <= pos < lm_context_length(m)) over the KV cache of positions
        0..pos-1, which must have been filled by earlier calls. Returns lm_vocab_size(m) logits owned by
        the model and valid until the next call, or NULL when m is NULL or token/pos is out of range.
+   float *lm_forward_batch(LmModel *m, const int *tokens, int n, int pos);
+       Runs tokens[0..n) at positions pos..pos+n-1 in blocks of 64 (each weight read once per block)
+       and returns the logits of the last one only: prompt processing. Equal, bit for bit, to n calls
+       of lm_forward. NULL for n < 1, a token out of range, or pos + n past the context.
+   void lm_set_threads(LmModel *m, int n);
+       OpenMP threads for this model's calls (0 = the number of cores; 1 when built without OpenMP).
+       Results do not depend on it.
    int lm_vocab_size(const LmModel *m);       int lm_context_length(const LmModel *m);
    void lm_free(LmModel *m);                   (NULL is a no-op, as for every _free below)
    LmTokenizer *lm_tokenizer_load(const char *path, int vocab_size, char *err, size_t errlen);
@@ -69,7 +76,7 @@
        1 = Hugging Face's halves (x[i], x[i + head_size/2])), 52 rope_scaling (0 none, 1 linear,
        2 llama3), 56 rope_factor (f32), 60 rope_low_freq_factor (f32), 64 rope_high_freq_factor
        (f32), 68 rope_original_context, 72 flags (1 = q/k/v biases, 2 = classifier tied to the
-       embedding), 76 weight_type (0 fp32, 1 fp16, 2 bf16, 3 q8_0), 80 group_size (q8_0),
+       embedding), 76 weight_type (0 fp32, 1 fp16, 2 bf16, 3 q8_0, 4 q4_0), 80 group_size,
        88 tokenizer_offset (u64), 96 tokenizer_size (u64; 0 = none), 104 tensor_offset (u64).
        The embedded tokenizer is a whole tokenizer file (below). Tensors start at tensor_offset, each
        at a 64-byte boundary: token_embedding (vocab, dim); per layer rms_att (dim) f32,
@@ -77,7 +84,10 @@
        wo (dim, n_heads*head_size), rms_ffn (dim) f32, w1 (hidden, dim), w2 (dim, hidden),
        w3 (hidden, dim); rms_final (dim) f32; wcls (vocab, dim) unless tied. Matrices are in
        weight_type; a q8_0 matrix is int8 values (rows*cols), then at the next 64-byte boundary fp32
-       scales, one per group_size values of a row (group_size divides every row length).
+       scales, one per group_size values of a row (group_size divides every row length); a q4_0
+       matrix is rows*cols/2 bytes, each group of group_size values packed as group_size/2 bytes
+       (byte j: value j + 8 in the low nibble, value j + group_size/2 + 8 in the high one), then the
+       groups' fp16 scales (w = value * scale).
    Checkpoint v0 (llama2.c legacy): 7 int32 {dim, hidden_dim, n_layers, n_heads, n_kv_heads,
        vocab_size, seq_len}; vocab_size < 0 means the classifier is not shared with the embedding.
        Then fp32 tensors: token_embedding (vocab, dim), rms_att (layer, dim), wq (layer, dim, dim),
@@ -93,7 +103,9 @@
        wq[0..L), wk[..], wv[..], wo[..], w1[..], w2[..], w3[..], [wcls] as int8 values (rows*cols)
        followed by fp32 scales (rows*cols/group_size), w = q * scale per group of the flattened
        tensor (group_size divides dim, so groups may straddle rows of w2).
-   Q8_0 weights are computed in int8: activations are quantized per group, products summed in int32.
+   Q8_0 and Q4_0 weights are computed in integers: activations are quantized to int8 per group,
+   products summed exactly in int32, then scaled (see "Math kernels" for the exact order of operations,
+   which every SIMD path and block size follows, so their results agree to the bit).
    Tokenizer (run.c's, written by export.py): a 128-byte header of int32 fields: 0 magic 0x6b746d6c
        ("lmtk"), 4 version = 1, 8 kind (1 = SentencePiece BPE: merges by score; 2 = byte-level BPE),
        12 n_tokens, 16 n_merges, 20 bos_id, 24 eos_id (-1 = none), 28 flags (1 add a dummy-prefix
@@ -1161,23 +1173,27 @@ static void pack_batch(LmBatch *b) {
 }
 #endif // LM_AVX512
 
-// One row of w with input token t.
-static float row_dot(const LmMatrix *w, int row, const LmBatch *in, int t) {
+// One row of w with input token t, by the plain definitions.
+static float row_dot_plain(const LmMatrix *w, int row, const LmBatch *in, int t) {
     size_t start = (size_t)row * (size_t)w->cols;
     const float *x = in->f + (size_t)t * (size_t)in->ld;
     switch (w->type) {
     case LM_F32: return dot_f32((const float *)w->data + start, x, w->cols);
     case LM_F16: return dot_f16((const uint16_t *)w->data + start, x, w->cols);
     case LM_BF16: return dot_bf16((const uint16_t *)w->data + start, x, w->cols);
-    default:
-#if LM_AVX512
-        if (int_simd_ok(w) && (w->type != LM_Q4_0 || w->group_size != 32 || in->qarranged))
-            return dot_int_avx512(w, row, in->q + (size_t)t * (size_t)in->cols, in->s + (size_t)t * (size_t)in->groups,
-                                  in->xsum + (size_t)t * (size_t)in->groups,
-                                  in->qarranged ? in->qarranged + (size_t)t * (size_t)(in->cols + 128) : NULL);
-#endif
-        return dot_int(w, row, in->q + (size_t)t * (size_t)in->cols, in->s + (size_t)t * (size_t)in->groups);
+    default: return dot_int(w, row, in->q + (size_t)t * (size_t)in->cols, in->s + (size_t)t * (size_t)in->groups);
     }
+}
+
+// The same value, through the SIMD integer kernel where it applies.
+static float row_dot(const LmMatrix *w, int row, const LmBatch *in, int t) {
+#if LM_AVX512
+    if (is_integer_type(w->type) && int_simd_ok(w) && (w->type != LM_Q4_0 || w->group_size != 32 || in->qarranged))
+        return dot_int_avx512(w, row, in->q + (size_t)t * (size_t)in->cols, in->s + (size_t)t * (size_t)in->groups,
+                              in->xsum + (size_t)t * (size_t)in->groups,
+                              in->qarranged ? in->qarranged + (size_t)t * (size_t)(in->cols + 128) : NULL);
+#endif
+    return row_dot_plain(w, row, in, t);
 }
 
 // Prepares rows x (n, ld) of cols values as a matmul input, quantizing them once for every matmul

@@ -397,18 +397,6 @@ static void test_kernels(void) {
 }
 
 
-// The plain definition of row r of w times token t, bypassing every SIMD path.
-static float plain_row_dot(const LmMatrix *w, int row, const LmBatch *in, int t) {
-    size_t start = (size_t)row * (size_t)w->cols;
-    const float *x = in->f + (size_t)t * (size_t)in->ld;
-    switch (w->type) {
-    case LM_F32: return dot_f32((const float *)w->data + start, x, w->cols);
-    case LM_F16: return dot_f16((const uint16_t *)w->data + start, x, w->cols);
-    case LM_BF16: return dot_bf16((const uint16_t *)w->data + start, x, w->cols);
-    default: return dot_int(w, row, in->q + (size_t)t * in->cols, in->s + (size_t)t * in->groups);
-    }
-}
-
 // Q4_0 groups of gs as export.py writes them: scale = extreme / -8 (fp16), q = clamp(round(x/d) + 8).
 static void pack_q4_test(const float *w, size_t n, int gs, unsigned char *nibbles, uint16_t *scales) {
     for (size_t g = 0; g < n / gs; g++) {
@@ -489,7 +477,7 @@ static void test_fast_kernels(void) {
             matmul(&job, 1, &in);
             for (int t = 0; t < nt; t++)
                 for (int r = 0; r < rows; r++) {
-                    float want = plain_row_dot(&w, r, &in, t);
+                    float want = row_dot_plain(&w, r, &in, t);
                     all_same &= memcmp(&want, &out[(size_t)t * rows + r], 4) == 0;
                     float row[256];
                     matrix_row(row, &w, r);
