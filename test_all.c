@@ -353,8 +353,8 @@ static void test_kernels(void) {
         float m = frexpf(a, &e); // a = m * 2^e, m in [0.5, 1)
         uint16_t mant = (uint16_t)lroundf((m * 2 - 1) * 1024);
         if (mant == 1024) { mant = 0; e++; }
-        h16[i] = (uint16_t)((w[i] < 0 ? 0x8000 : 0) | ((e - 1 + 15) << 10) | mant);
         if (a < 0x1p-14f) h16[i] = (uint16_t)((w[i] < 0 ? 0x8000 : 0) | lroundf(a * 0x1p24f)); // subnormal
+        else h16[i] = (uint16_t)((w[i] < 0 ? 0x8000 : 0) | (unsigned)(e - 1 + 15) << 10 | mant);
     }
     size_t ng = (n + gs - 1) / gs;
     int8_t *wq = malloc(ng * gs);
