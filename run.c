@@ -222,6 +222,7 @@ static const unsigned char *map_file(const char *path, size_t *size, char *err, 
 #define LM_TENSOR_ALIGN 64       // v3 tensors start at multiples of this
 #define LM_MAX_DIM (1 << 20)     // any larger dimension is a corrupt header, not a model
 #define LM_MAX_LAYERS 4096
+#define LM_MAX_KV_BYTES (1ull << 38) // 256 GiB: a larger KV cache is a corrupt header or a context to cap
 
 typedef enum { LM_F32 = 0, LM_F16 = 1, LM_BF16 = 2, LM_Q8_0 = 3, LM_Q4_0 = 4 } LmWeightType;
 typedef enum { LM_ROPE_PAIRS = 0, LM_ROPE_HALVES = 1 } LmRopeLayout;
@@ -455,6 +456,16 @@ static size_t parse_header(LmConfig *c, const unsigned char *p, size_t size, con
             return 0;
         }
         c->head_size = c->dim / c->n_heads;
+    }
+    if ((int64_t)c->n_heads * c->head_size > LM_MAX_DIM) {
+        set_err(err, errlen, "%s: n_heads %d x head_size %d is out of range (at most %d)", path, c->n_heads, c->head_size, LM_MAX_DIM);
+        return 0;
+    }
+    uint64_t kv_bytes = 2ull * (uint64_t)c->n_layers * (uint64_t)c->seq_len * (uint64_t)c->n_kv_heads * (uint64_t)c->head_size * 4;
+    if (kv_bytes > LM_MAX_KV_BYTES) {
+        set_err(err, errlen, "%s: context length %d needs a %.0f GiB KV cache (the limit is %.0f GiB); export with a smaller --seq-len",
+                path, c->seq_len, (double)kv_bytes / (1 << 30), (double)LM_MAX_KV_BYTES / (1 << 30));
+        return 0;
     }
     int q_dim = c->n_heads * c->head_size;
     // v2 groups the flattened tensor (every matrix has dim as a factor of its size, so groups tile
@@ -1664,6 +1675,13 @@ static LmTokenizer *parse_tokenizer(const unsigned char *data, size_t size, int 
             o += 8 + (size_t)len;
         }
     if (vocab_size <= 0) { set_err(err, errlen, "%s: no tokens", path); return NULL; }
+    // every token takes at least 8 bytes (9 in run.c's files): refuse impossible counts before allocating
+    uint64_t claimed = ours && size >= 16 ? (uint64_t)(uint32_t)read_i32(data + 12) : (uint64_t)vocab_size;
+    if (claimed * (ours ? 9 : 8) > size) {
+        set_err(err, errlen, "%s: %llu tokens cannot fit in %zu bytes; wrong tokenizer for this model?", path,
+                (unsigned long long)claimed, size);
+        return NULL;
+    }
     int n_tokens = vocab_size, n_merges = 0;
     size_t off = 4;
     LmTokenizer *t = calloc(1, sizeof *t);

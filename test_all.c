@@ -4,9 +4,11 @@
 //   make test        (ends with "N passed, N failed")
 #define RUN_NO_MAIN
 #include "run.c"
+#include <pthread.h>
 #include <sys/wait.h>
 
 static int n_passed, n_failed, n_skipped;
+static const char *run_bin = "./run"; // the CLI under test; RUN_BIN overrides (the sanitized build)
 static char tmp_dir[64];
 static const char *models_dir = "../shared/models";
 
@@ -538,6 +540,11 @@ static void test_loader_validation(void) {
         expect_load_error(what, bad, cases[i].needle);
     }
     memcpy(hdr, saved, sizeof saved);
+    hdr[6] = 1 << 24; // 16M positions: a KV cache no machine holds, refused before any allocation
+    hdr[2] = 4000;
+    write_file(bad, bytes, n);
+    expect_load_error("context needing a 256+ GiB KV cache", bad, "KV cache");
+    memcpy(hdr, saved, sizeof saved);
     hdr[2] = 50; // 50 layers: far more than the file holds
     write_file(bad, bytes, n);
     expect_load_error("header implies more bytes than the file has", bad, "truncated");
@@ -718,6 +725,8 @@ static void test_tokenizer(void) {
     write_file(bad, bytes, size);
     wrong = lm_tokenizer_load(bad, vocab, err, sizeof err);
     check(wrong == NULL && strstr(err, "past the end") != NULL, "token length past the end of the file refused: \"%s\"", err);
+    wrong = lm_tokenizer_load(path, 1 << 24, err, sizeof err);
+    check(wrong == NULL && strstr(err, "cannot fit") != NULL, "a vocabulary of 16M tokens for a small file refused before allocating: \"%s\"", err);
     free(bytes);
     lm_tokenizer_free(t);
 }
@@ -859,6 +868,45 @@ static void test_library(void) {
     tiny_free(&ta); tiny_free(&tb);
 }
 
+
+// Two models and two tokenizers used from two threads at once (one model per thread) give the same
+// results as one at a time.
+typedef struct { const char *model, *tok; float logits[64]; int ids[64], n_ids; } ThreadJob;
+
+static void *thread_job(void *arg) {
+    ThreadJob *job = arg;
+    char err[256];
+    LmModel *m = lm_load(job->model, err, sizeof err);
+    LmTokenizer *t = m ? lm_tokenizer_load(job->tok, lm_vocab_size(m), err, sizeof err) : NULL;
+    if (!m || !t) { lm_free(m); lm_tokenizer_free(t); return NULL; }
+    job->n_ids = lm_encode(t, "hello abc hello", 1, 0, job->ids, 64);
+    float *logits = lm_forward_batch(m, job->ids, job->n_ids, 0);
+    for (int i = 0; i < 20; i++) logits = lm_forward(m, (i * 7) % lm_vocab_size(m), job->n_ids + i);
+    memcpy(job->logits, logits, sizeof job->logits);
+    lm_tokenizer_free(t);
+    lm_free(m);
+    return job;
+}
+
+static void test_two_threads(void) {
+    char *tok = tmp_path("tok_test.bin"), *pa = tmp_path("thr_a.bin"), *pb = tmp_path("thr_b.bin");
+    int vocab = write_test_tokenizer(tok);
+    TinyModel ta = tiny_model(32, 64, 2, 4, 2, vocab, 64, 1), tb = tiny_model(48, 96, 1, 6, 3, vocab, 64, 0);
+    write_v0(&ta, pa);
+    write_v2(&tb, pb, 16);
+    tiny_free(&ta); tiny_free(&tb);
+    ThreadJob alone[2] = {{pa, tok, {0}, {0}, 0}, {pb, tok, {0}, {0}, 0}}, together[2] = {{pa, tok, {0}, {0}, 0}, {pb, tok, {0}, {0}, 0}};
+    int ok = thread_job(&alone[0]) && thread_job(&alone[1]);
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++) ok &= pthread_create(&th[i], NULL, thread_job, &together[i]) == 0;
+    void *res[2] = {NULL, NULL};
+    for (int i = 0; i < 2; i++) pthread_join(th[i], &res[i]);
+    ok = ok && res[0] && res[1];
+    for (int i = 0; ok && i < 2; i++)
+        ok = alone[i].n_ids == together[i].n_ids && memcmp(alone[i].logits, together[i].logits, sizeof alone[i].logits) == 0;
+    check(ok, "two models and tokenizers in two threads at once equal each run alone, bit for bit");
+}
+
 static int collect(const char *piece, void *user) { strcat((char *)user, piece); return 0; }
 static int stop_after_3(const char *piece, void *user) { (void)piece; return ++*(int *)user >= 3; }
 
@@ -939,9 +987,11 @@ typedef struct { int status, signaled; char out[8192], err[4096]; int err_lines;
 
 static CliResult run_cli(const char *args, const char *input) {
     CliResult r;
-    char cmd[2048], *in = tmp_path("cli_in.txt");
+    char cmd[4096], *in = tmp_path("cli_in.txt");
     write_file(in, input ? input : "", input ? strlen(input) : 0);
-    snprintf(cmd, sizeof cmd, "%s >%s 2>%s <%s", args, tmp_path("cli_out.txt"), tmp_path("cli_err.txt"), in);
+    int is_run = strncmp(args, "./run", 5) == 0 && (args[5] == ' ' || args[5] == 0);
+    snprintf(cmd, sizeof cmd, "%s%s >%s 2>%s <%s", is_run ? run_bin : "", is_run ? args + 5 : args, tmp_path("cli_out.txt"),
+             tmp_path("cli_err.txt"), in);
     int st = system(cmd);
     r.signaled = WIFSIGNALED(st) || (WIFEXITED(st) && WEXITSTATUS(st) > 128);
     r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
@@ -965,7 +1015,7 @@ static void expect_cli_error(const char *what, const char *args, const char *nee
 }
 
 static void test_cli(void) {
-    if (!file_exists("./run")) { check(0, "./run is built (make test builds it)"); return; }
+    if (!file_exists(run_bin)) { check(0, "%s is built (make test builds it)", run_bin); return; }
     char *tok = tmp_path("tok_test.bin"), *mp = tmp_path("cli_model.bin");
     int vocab = write_test_tokenizer(tok);
     make_chat_model(mp, vocab, 256);
@@ -1586,6 +1636,7 @@ static void test_real_models(void) {
 
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
+    if (getenv("RUN_BIN")) run_bin = getenv("RUN_BIN");
     snprintf(tmp_dir, sizeof tmp_dir, "/tmp/runc_test_XXXXXX");
     if (!mkdtemp(tmp_dir)) { perror("mkdtemp"); return 2; }
     test_kernels();
@@ -1598,6 +1649,7 @@ int main(void) {
     test_utf8_stream();
     test_library();
     test_generate_and_chat();
+    test_two_threads();
     test_cli();
     test_real_models();
     test_tokenizer_vectors();
