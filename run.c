@@ -760,7 +760,10 @@ static void quantize_q8(int8_t *q, float *s, const float *x, int n, int gs) {
         for (int i = start; i < end; i++) { float a = fabsf(x[i]); if (a > wmax) wmax = a; }
         float scale = wmax / 127.0f;
         s[g] = scale;
-        for (int i = start; i < end; i++) q[i] = scale > 0.0f ? (int8_t)roundf(x[i] / scale) : 0;
+        for (int i = start; i < end; i++) {
+            float v = scale > 0.0f ? roundf(x[i] / scale) : 0.0f;
+            q[i] = v >= -127.0f && v <= 127.0f ? (int8_t)v : 0; // NaN/inf (hostile weights) become 0, not UB
+        }
     }
 }
 
@@ -820,15 +823,14 @@ static float dot_int(const LmMatrix *w, int row, const int8_t *xq, const float *
         int xend = (j / gs + 1) * gs;                          // end of this input group
         if (xend < end) end = xend;
         if (cols < end) end = cols;
-        const int8_t *q; // q[k] is the value at column k of this row, for k in [j, end)
-        if (w->type == LM_Q8_0) {
-            q = (const int8_t *)w->data + row_start;
-        } else {
+        // q[k - first] is the value at column k of this row, for k in [j, end)
+        const int8_t *q = (const int8_t *)w->data + row_start + (size_t)j;
+        if (w->type == LM_Q4_0) { // (Q4_0 groups lie within rows)
             unpack_q4(unpacked, w, wg);
-            q = unpacked - (group_start - row_start);
+            q = unpacked + (row_start + (size_t)j - group_start);
         }
         int32_t isum = 0;
-        for (int k = j; k < end; k++) isum += (int32_t)xq[k] * (int32_t)q[k];
+        for (int k = j; k < end; k++) isum += (int32_t)xq[k] * (int32_t)q[k - j];
         acc[term % LM_LANES] += (float)isum * group_scale(w, wg) * xs[j / gs];
         j = end;
     }
@@ -2601,22 +2603,22 @@ static int bad_flag(const char *flag, const char *value, const char *expected) {
     return 1;
 }
 
-int main(int argc, char **argv) {
-    const char *checkpoint = NULL, *tokenizer_path = NULL, *prompt = NULL, *mode = "generate";
-    const char *system_prompt = NULL;
-    float temperature = 1.0f, topp = 0.9f;
-    unsigned long long seed = 0, steps = 256;
-    int steps_given = 0, template_override = -1;
-    unsigned long long threads = 0;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) { usage(stdout); return 0; }
-        if (strcmp(argv[i], "--tokenize") == 0) return tokenize_main(argc, argv);
-    }
+// The command line's settings.
+typedef struct {
+    const char *checkpoint, *tokenizer_path, *prompt, *mode, *system_prompt;
+    float temperature, topp;
+    unsigned long long seed, steps, threads;
+    int steps_given, template_override;
+} LmOptions;
+
+// Parses argv into o. Returns 0, or 1 after printing one line about the bad argument on stderr.
+static int parse_options(int argc, char **argv, LmOptions *o) {
+    *o = (LmOptions){NULL, NULL, NULL, "generate", NULL, 1.0f, 0.9f, 0, 256, 0, 0, -1};
     if (argc < 2 || argv[1][0] == '-') {
         fprintf(stderr, "run: missing checkpoint (usage: run <checkpoint> [options]; run -h for help)\n");
         return 1;
     }
-    checkpoint = argv[1];
+    o->checkpoint = argv[1];
     for (int i = 2; i < argc; i += 2) {
         const char *flag = argv[i];
         int is_long = strcmp(flag, "--template") == 0;
@@ -2627,45 +2629,59 @@ int main(int argc, char **argv) {
         if (i + 1 >= argc) { fprintf(stderr, "run: option %s needs a value\n", flag); return 1; }
         const char *val = argv[i + 1];
         if (is_long) {
-            for (int k = 1; k < 6; k++) if (strcmp(val, chat_template_names[k]) == 0) template_override = k;
-            if (template_override < 0) return bad_flag(flag, val, "llama2, llama3, chatml, zephyr or mistral");
+            for (int k = 1; k < 6; k++) if (strcmp(val, chat_template_names[k]) == 0) o->template_override = k;
+            if (o->template_override < 0) return bad_flag(flag, val, "llama2, llama3, chatml, zephyr or mistral");
             continue;
         }
         switch (flag[1]) {
         case 't':
-            if (!parse_float(val, &temperature) || temperature < 0.0f) return bad_flag(flag, val, "a number >= 0");
+            if (!parse_float(val, &o->temperature) || o->temperature < 0.0f) return bad_flag(flag, val, "a number >= 0");
             break;
         case 'p':
-            if (!parse_float(val, &topp) || topp < 0.0f || topp > 1.0f) return bad_flag(flag, val, "a number in [0,1]");
+            if (!parse_float(val, &o->topp) || o->topp < 0.0f || o->topp > 1.0f) return bad_flag(flag, val, "a number in [0,1]");
             break;
         case 's':
-            if (!parse_count(val, ~0ull, &seed)) return bad_flag(flag, val, "a non-negative integer");
+            if (!parse_count(val, ~0ull, &o->seed)) return bad_flag(flag, val, "a non-negative integer");
             break;
         case 'n':
-            if (!parse_count(val, 0x7fffffff, &steps)) return bad_flag(flag, val, "a non-negative integer");
-            steps_given = 1;
+            if (!parse_count(val, 0x7fffffff, &o->steps)) return bad_flag(flag, val, "a non-negative integer");
+            o->steps_given = 1;
             break;
-        case 'i': prompt = val; break;
-        case 'z': tokenizer_path = val; break;
+        case 'i': o->prompt = val; break;
+        case 'z': o->tokenizer_path = val; break;
         case 'm':
             if (strcmp(val, "generate") != 0 && strcmp(val, "chat") != 0) return bad_flag(flag, val, "generate or chat");
-            mode = val;
+            o->mode = val;
             break;
-        case 'y': system_prompt = val; break;
+        case 'y': o->system_prompt = val; break;
         case 'T':
-            if (!parse_count(val, 4096, &threads) || threads == 0) return bad_flag(flag, val, "a thread count from 1 to 4096");
+            if (!parse_count(val, 4096, &o->threads) || o->threads == 0) return bad_flag(flag, val, "a thread count from 1 to 4096");
             break;
         }
     }
+    return 0;
+}
+
+#ifndef RUN_NO_CLI_MAIN
+int main(int argc, char **argv) {
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) { usage(stdout); return 0; }
+        if (strcmp(argv[i], "--tokenize") == 0) return tokenize_main(argc, argv);
+    }
+    LmOptions o;
+    if (parse_options(argc, argv, &o) != 0) return 1;
+    const char *checkpoint = o.checkpoint, *tokenizer_path = o.tokenizer_path, *prompt = o.prompt, *mode = o.mode;
+    const char *system_prompt = o.system_prompt;
+    unsigned long long seed = o.seed, steps = o.steps;
     if (seed == 0) seed = (unsigned long long)time(NULL);
 
     char err[512];
     LmModel *model = lm_load(checkpoint, err, sizeof err);
     if (model == NULL) { fprintf(stderr, "run: %s\n", err); return 1; }
-    lm_set_threads(model, (int)threads);
+    lm_set_threads(model, (int)o.threads);
     int ctx = lm_context_length(model);
     if (steps > (unsigned long long)ctx) {
-        if (steps_given) fprintf(stderr, "note: -n %llu exceeds the context length %d; using %d\n", steps, ctx, ctx);
+        if (o.steps_given) fprintf(stderr, "note: -n %llu exceeds the context length %d; using %d\n", steps, ctx, ctx);
         steps = (unsigned long long)ctx;
     }
     if (tokenizer_path == NULL) tokenizer_path = model->config.tokenizer_size > 0 ? checkpoint : "tokenizer.bin";
@@ -2675,8 +2691,8 @@ int main(int argc, char **argv) {
         lm_free(model);
         return 1;
     }
-    if (template_override > 0) tokenizer->chat_template = (LmChatTemplate)template_override;
-    LmSampler *sampler = lm_sampler_new(lm_vocab_size(model), temperature, topp, seed);
+    if (o.template_override > 0) tokenizer->chat_template = (LmChatTemplate)o.template_override;
+    LmSampler *sampler = lm_sampler_new(lm_vocab_size(model), o.temperature, o.topp, seed);
     int rc = 0;
     if (sampler == NULL) {
         fprintf(stderr, "run: out of memory\n");
@@ -2701,5 +2717,6 @@ int main(int argc, char **argv) {
     lm_free(model);
     return rc;
 }
+#endif // RUN_NO_CLI_MAIN
 
 #endif // RUN_NO_MAIN
