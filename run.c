@@ -33,6 +33,10 @@
        Runs tokens[0..n) at positions pos..pos+n-1 in blocks of 64 (each weight read once per block)
        and returns the logits of the last one only: prompt processing. Equal, bit for bit, to n calls
        of lm_forward. NULL for n < 1, a token out of range, or pos + n past the context.
+   int lm_shift_context(LmModel *m, int pos, int n_keep, int n_discard);
+       Makes room in a cache filled up to pos: keeps positions 0..n_keep-1, drops the next n_discard,
+       and moves the rest down, re-rotating their keys for their new positions (as llama.cpp's
+       context shift). Returns the new end, pos - n_discard, or -1 on bad arguments.
    void lm_set_threads(LmModel *m, int n);
        OpenMP threads for this model's calls (0 = the number of cores; 1 when built without OpenMP).
        Results do not depend on it.
@@ -160,6 +164,7 @@ typedef int (*LmEmitFn)(const char *piece, void *user); // non-zero return stops
 LmModel *lm_load(const char *checkpoint_path, char *err, size_t errlen);
 float *lm_forward(LmModel *m, int token, int pos);
 float *lm_forward_batch(LmModel *m, const int *tokens, int n, int pos);
+int lm_shift_context(LmModel *m, int pos, int n_keep, int n_discard);
 void lm_set_threads(LmModel *m, int n);
 int lm_vocab_size(const LmModel *m);
 int lm_context_length(const LmModel *m);
@@ -1409,6 +1414,29 @@ float *lm_forward(LmModel *m, int token, int pos) {
     return lm_forward_batch(m, &token, 1, pos);
 }
 
+int lm_shift_context(LmModel *m, int pos, int n_keep, int n_discard) {
+    if (m == NULL || n_keep < 0 || n_discard < 1 || pos > m->config.seq_len || n_keep + n_discard > pos) return -1;
+    const LmConfig *c = &m->config;
+    LmRunState *s = &m->state;
+    int half = c->head_size / 2, kv_dim = c->n_kv_heads * c->head_size;
+    // RoPE turns a key by (position x frequency): turning it back by n_discard x frequency moves it
+    for (int i = 0; i < half; i++) {
+        float angle = -(float)n_discard * s->rope_freq[i];
+        s->rope_cos[i] = cosf(angle);
+        s->rope_sin[i] = sinf(angle);
+    }
+    for (int l = 0; l < c->n_layers; l++) {
+        size_t layer_offset = (size_t)l * (size_t)c->seq_len * (size_t)kv_dim;
+        for (int t = n_keep + n_discard; t < pos; t++) {
+            float *k = s->key_cache + layer_offset + (size_t)t * kv_dim, *v = s->value_cache + layer_offset + (size_t)t * kv_dim;
+            rope_rotate(k, c->n_kv_heads, c->head_size, s->rope_cos, s->rope_sin, c->rope_layout);
+            memmove(k - (size_t)n_discard * kv_dim, k, (size_t)kv_dim * sizeof(float));
+            memmove(v - (size_t)n_discard * kv_dim, v, (size_t)kv_dim * sizeof(float));
+        }
+    }
+    return pos - n_discard;
+}
+
 float *lm_forward_batch(LmModel *m, const int *tokens, int n, int pos) {
     if (m == NULL || tokens == NULL || n < 1 || pos < 0 || pos > m->config.seq_len - n) return NULL;
     for (int i = 0; i < n; i++) if (tokens[i] < 0 || tokens[i] >= m->config.vocab_size) return NULL;
@@ -2368,11 +2396,15 @@ static int stream_piece(LmUtf8Stream *st, const char *piece, int flush) {
 // Timing of one generate call, for the CLI's tok/s line: first = when the prompt was done.
 typedef struct { double start, first, end; int prompt, generated; } LmTiming;
 
-static int generate_timed(LmModel *m, LmTokenizer *t, LmSampler *s, const char *prompt, int steps,
+// lm_generate, timed; with shift_keep >= 0, a full context is shifted (keeping shift_keep tokens and
+// dropping half the rest) and generation goes on to `steps` tokens; without, it stops at the full
+// context and says so in err (returning the positions run, not -1).
+static int generate_timed(LmModel *m, LmTokenizer *t, LmSampler *s, const char *prompt, int steps, int shift_keep,
                           LmEmitFn emit, void *user, LmTiming *timing, char *err, size_t errlen) {
     if (!m || !t || !s) { set_err(err, errlen, "generate: NULL model, tokenizer or sampler"); return -1; }
     int ctx = m->config.seq_len;
-    if (steps <= 0 || steps > ctx) steps = ctx;
+    if (steps <= 0 || (steps > ctx && shift_keep < 0)) steps = ctx;
+    if (err && errlen) err[0] = '\0';
     LmTokens prompt_tokens = {NULL, 0, 0};
     if ((t->bos_id >= 0 && !tokens_push(&prompt_tokens, t->bos_id)) || !encode_text(t, prompt ? prompt : "", &prompt_tokens)) {
         set_err(err, errlen, "out of memory encoding the prompt");
@@ -2380,6 +2412,7 @@ static int generate_timed(LmModel *m, LmTokenizer *t, LmSampler *s, const char *
         return -1;
     }
     int n_prompt = prompt_tokens.n;
+    if (n_prompt > steps && steps >= ctx) steps = n_prompt; // (a too-long prompt is refused below)
     if (n_prompt == 0 || n_prompt > ctx) {
         if (n_prompt == 0) set_err(err, errlen, "the prompt is empty and this vocabulary has no BOS token; give a prompt");
         else set_err(err, errlen, "the prompt is %d tokens, longer than the context length %d", n_prompt, ctx);
@@ -2395,26 +2428,35 @@ static int generate_timed(LmModel *m, LmTokenizer *t, LmSampler *s, const char *
     for (int i = 1; i < fed && !stopped; i++) stopped = stream_piece(&stream, lm_decode(t, prompt_tokens.ids[i - 1], prompt_tokens.ids[i]), 0);
     timing->first = now_seconds();
     timing->prompt = fed;
-    int token = prompt_tokens.ids[fed - 1], pos = fed;
+    int token = prompt_tokens.ids[fed - 1], pos = fed, done = fed;
     while (fed == n_prompt && !stopped) { // then one token at a time
         int next = lm_sample(s, logits);
         if (is_end_token(t, next)) break; // a sequence ends at BOS (llama2.c), EOS or end of turn
         stopped = stream_piece(&stream, lm_decode(t, token, next), 0);
         token = next;
-        if (pos >= steps) break;
+        if (pos >= ctx && shift_keep < 0) {
+            set_err(err, errlen, "context full (%d tokens): generation stopped; --context-shift N keeps going", ctx);
+            break;
+        }
+        if (done >= steps) break;
+        if (pos >= ctx) {
+            int keep = shift_keep < pos - 1 ? shift_keep : pos - 1;
+            pos = lm_shift_context(m, pos, keep, (pos - keep + 1) / 2);
+        }
         logits = lm_forward(m, token, pos++);
+        done++;
     }
     if (!stopped) stream_piece(&stream, "", 1);
     timing->end = now_seconds();
-    timing->generated = pos;
+    timing->generated = done;
     free(prompt_tokens.ids);
-    return pos;
+    return done;
 }
 
 int lm_generate(LmModel *m, LmTokenizer *t, LmSampler *s, const char *prompt, int steps,
                 LmEmitFn emit, void *user, char *err, size_t errlen) {
     LmTiming timing;
-    return generate_timed(m, t, s, prompt, steps, emit, user, &timing, err, errlen);
+    return generate_timed(m, t, s, prompt, steps, -1, emit, user, &timing, err, errlen);
 }
 
 // Reads one line of any length without its newline; NULL at end of input.
@@ -2537,6 +2579,8 @@ static void usage(FILE *f) {
             "  -m <string> mode: generate|chat (default generate)\n"
             "  -y <string> system prompt in chat mode\n"
             "  -T <int>    threads (default: the number of cores; 1 without OpenMP)\n"
+            "  --context-shift <n>  when the context is full, keep the first n tokens, drop half the\n"
+            "              rest and go on (generate mode; -n may then exceed the context)\n"
             "  --template <name>  chat template: llama2|llama3|chatml|zephyr|mistral\n"
             "              (default: the tokenizer's, else llama2)\n"
             "  -h, --help  this help\n"
@@ -2608,12 +2652,12 @@ typedef struct {
     const char *checkpoint, *tokenizer_path, *prompt, *mode, *system_prompt;
     float temperature, topp;
     unsigned long long seed, steps, threads;
-    int steps_given, template_override;
+    int steps_given, template_override, shift_keep;
 } LmOptions;
 
 // Parses argv into o. Returns 0, or 1 after printing one line about the bad argument on stderr.
 static int parse_options(int argc, char **argv, LmOptions *o) {
-    *o = (LmOptions){NULL, NULL, NULL, "generate", NULL, 1.0f, 0.9f, 0, 256, 0, 0, -1};
+    *o = (LmOptions){NULL, NULL, NULL, "generate", NULL, 1.0f, 0.9f, 0, 256, 0, 0, -1, -1};
     if (argc < 2 || argv[1][0] == '-') {
         fprintf(stderr, "run: missing checkpoint (usage: run <checkpoint> [options]; run -h for help)\n");
         return 1;
@@ -2621,13 +2665,19 @@ static int parse_options(int argc, char **argv, LmOptions *o) {
     o->checkpoint = argv[1];
     for (int i = 2; i < argc; i += 2) {
         const char *flag = argv[i];
-        int is_long = strcmp(flag, "--template") == 0;
+        int is_long = strcmp(flag, "--template") == 0 || strcmp(flag, "--context-shift") == 0;
         if (!is_long && (flag[0] != '-' || strlen(flag) != 2 || strchr("tpsnizmyT", flag[1]) == NULL)) {
             fprintf(stderr, "run: unknown option '%s' (run -h for help)\n", flag);
             return 1;
         }
         if (i + 1 >= argc) { fprintf(stderr, "run: option %s needs a value\n", flag); return 1; }
         const char *val = argv[i + 1];
+        if (strcmp(flag, "--context-shift") == 0) {
+            unsigned long long keep;
+            if (!parse_count(val, 0x7fffffff, &keep)) return bad_flag(flag, val, "a number of tokens to keep, >= 0");
+            o->shift_keep = (int)keep;
+            continue;
+        }
         if (is_long) {
             for (int k = 1; k < 6; k++) if (strcmp(val, chat_template_names[k]) == 0) o->template_override = k;
             if (o->template_override < 0) return bad_flag(flag, val, "llama2, llama3, chatml, zephyr or mistral");
@@ -2680,7 +2730,7 @@ int main(int argc, char **argv) {
     if (model == NULL) { fprintf(stderr, "run: %s\n", err); return 1; }
     lm_set_threads(model, (int)o.threads);
     int ctx = lm_context_length(model);
-    if (steps > (unsigned long long)ctx) {
+    if (steps > (unsigned long long)ctx && (o.shift_keep < 0 || strcmp(mode, "chat") == 0)) {
         if (o.steps_given) fprintf(stderr, "note: -n %llu exceeds the context length %d; using %d\n", steps, ctx, ctx);
         steps = (unsigned long long)ctx;
     }
@@ -2699,12 +2749,13 @@ int main(int argc, char **argv) {
         rc = 1;
     } else if (strcmp(mode, "generate") == 0) {
         LmTiming timing;
-        int n = generate_timed(model, tokenizer, sampler, prompt, (int)steps, emit_to_file, stdout, &timing, err, sizeof err);
+        int n = generate_timed(model, tokenizer, sampler, prompt, (int)steps, o.shift_keep, emit_to_file, stdout, &timing, err, sizeof err);
         if (n < 0) {
             fprintf(stderr, "run: %s\n", err);
             rc = 1;
         } else {
             printf("\n");
+            if (err[0]) fprintf(stderr, "note: %s\n", err); // the context filled up
             if (n > timing.prompt && timing.end > timing.first)
                 fprintf(stderr, "achieved tok/s: %f\n", (n - timing.prompt) / (timing.end - timing.first));
         }

@@ -781,9 +781,6 @@ static void test_sampler(void) {
     check(memcmp(seq_a, seq_b, sizeof seq_a) == 0 && memcmp(seq_a, seq_c, sizeof seq_a) != 0,
           "the same seed gives the same samples; another seed differs");
     lm_sampler_free(a); lm_sampler_free(b); lm_sampler_free(c);
-    unsigned long long st = 42;
-    unsigned first = random_u32(&st);
-    check(first == 2110765155u || 1, "xorshift first draw for seed 42: %u", first);
 
     // distributions on p = softmax(base) = {.054, .399, .033, .147, .007, .361}: the nucleus is the
     // shortest prefix of the sorted tokens whose mass exceeds top-p: 0.3 -> {1}, 0.7 -> {1, 5} (.760),
@@ -905,6 +902,42 @@ static void test_two_threads(void) {
     for (int i = 0; ok && i < 2; i++)
         ok = alone[i].n_ids == together[i].n_ids && memcmp(alone[i].logits, together[i].logits, sizeof alone[i].logits) == 0;
     check(ok, "two models and tokenizers in two threads at once equal each run alone, bit for bit");
+}
+
+
+// A context shift equals running the kept tokens again at their new positions (float tolerance:
+// the kept keys are turned back by the dropped distance), in both RoPE layouts. One layer: in deeper
+// layers the kept tokens' keys once attended to the dropped ones, so a shift is (as in llama.cpp) an
+// approximation there, not an identity.
+static void test_context_shift(void) {
+    TinyModel tm = tiny_model(32, 64, 1, 4, 2, 50, 32, 0);
+    char *path = tmp_path("shift.bin");
+    write_v0(&tm, path);
+    tiny_free(&tm);
+    char err[256];
+    LmModel *a = lm_load(path, err, sizeof err), *b = lm_load(path, err, sizeof err);
+    int tokens[32], kept[32], n_keep = 4, n_discard = 14, nk = 0;
+    for (int i = 0; i < 32; i++) tokens[i] = (i * 17 + 3) % 50;
+    double worst = 1;
+    for (int layout = 0; a && b && layout < 2; layout++) {
+        a->config.rope_layout = b->config.rope_layout = (LmRopeLayout)layout;
+        lm_forward_batch(a, tokens, 32, 0);
+        int pos = lm_shift_context(a, 32, n_keep, n_discard);
+        float *la = lm_forward(a, 7, pos);
+        nk = 0;
+        for (int i = 0; i < 32; i++) if (i < n_keep || i >= n_keep + n_discard) kept[nk++] = tokens[i];
+        lm_forward_batch(b, kept, nk, 0);
+        float *lb = lm_forward(b, 7, nk);
+        double num = 0, den = 0;
+        for (int i = 0; i < 50; i++) { num = fmax(num, fabs(la[i] - lb[i])); den = fmax(den, fabs(lb[i])); }
+        worst = layout == 0 ? num / den : fmax(worst, num / den);
+        if (pos != 18) worst = 1;
+    }
+    check(worst < 1e-4, "lm_shift_context (keep 4, drop 14 of 32) equals re-running the kept tokens, max rel err %.1e (both RoPE layouts)", worst);
+    check(a && lm_shift_context(a, 32, 30, 5) == -1 && lm_shift_context(a, 40, 0, 1) == -1 && lm_shift_context(NULL, 8, 0, 1) == -1,
+          "lm_shift_context refuses bad arguments");
+    lm_free(a);
+    lm_free(b);
 }
 
 static int collect(const char *piece, void *user) { strcat((char *)user, piece); return 0; }
@@ -1054,7 +1087,7 @@ static void test_cli(void) {
     const char *bad[][2] = {{"-t -1", "-t"}, {"-t abc", "-t"}, {"-t 1e99", "-t"}, {"-p 2", "-p"}, {"-p -0.1", "-p"},
                             {"-n -5", "-n"}, {"-n 12x", "-n"}, {"-s -3", "-s"}, {"-m train", "-m"}, {"-q 1", "unknown option"},
                             {"-t", "needs a value"}, {"--temp 1", "unknown option"}, {"--template foo", "--template"},
-                            {"-m chat --template llama3 -y x", "lacks a token"}, {"-T 0", "-T"}, {"-T two", "-T"}};
+                            {"-m chat --template llama3 -y x", "lacks a token"}, {"-T 0", "-T"}, {"-T two", "-T"}, {"--context-shift -1", "--context-shift"}};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         snprintf(args, sizeof args, "%s -z %s %s", mp, tok, bad[i][0]);
         char what[64];
@@ -1071,6 +1104,14 @@ static void test_cli(void) {
     CliResult r = run_cli(args, NULL);
     check(r.status == 0 && strstr(r.err, "note: -n 5000 exceeds the context length 256") && strncmp(r.out, "hello", 5) == 0,
           "CLI clamps -n past the context with a note and generates");
+    char *small_ctx = tmp_path("cli_ctx32.bin");
+    make_chat_model(small_ctx, vocab, 32);
+    snprintf(args, sizeof args, "./run %s -z %s -t 0 -n 0 -i hello", small_ctx, tok);
+    r = run_cli(args, NULL);
+    snprintf(args, sizeof args, "./run %s -z %s -t 0 -n 150 --context-shift 4 -i hello", small_ctx, tok);
+    CliResult shifted = run_cli(args, NULL);
+    check(r.status == 0 && strstr(r.err, "context full (32 tokens)") && shifted.status == 0 && strlen(shifted.out) > strlen(r.out) + 100,
+          "CLI: a full context stops generation with a note; --context-shift 4 keeps going (%zu vs %zu bytes)", strlen(shifted.out), strlen(r.out));
     snprintf(args, sizeof args, "./run %s -z %s -t 0 -n 10 -i hello", mp, tok);
     CliResult r2 = run_cli(args, NULL);
     snprintf(args, sizeof args, "./examples/embed %s %s hello 10", mp, tok);
@@ -1650,6 +1691,7 @@ int main(void) {
     test_library();
     test_generate_and_chat();
     test_two_threads();
+    test_context_shift();
     test_cli();
     test_real_models();
     test_tokenizer_vectors();
