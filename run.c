@@ -69,8 +69,9 @@
                const char *system_prompt, int max_reply, FILE *in, FILE *out, char *err, size_t errlen);
        Multi-turn chat in the tokenizer's chat template (Llama 2 when it has none): reads user lines
        from in, streams replies to out. A NULL system_prompt is asked for on in; first_user, if
-       given, is the first message. max_reply caps each reply (0 = the context). Ends at end of input
-       or a full context. Returns the positions used, or -1.
+       given, is the first message. max_reply caps each reply (0 = a quarter of the context). When a
+       turn would not fit, it offers (reading a y/N line) to drop the oldest turns after the first and
+       go on. Ends at end of input or a full context. Returns the positions in use, or -1.
 
    FILE FORMATS (little-endian; all read from a read-only mapping and checked against its size)
    Checkpoint v3 (run.c's own, written by export.py): a 256-byte header of int32/float32 fields at
@@ -2504,6 +2505,8 @@ int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const char *first_user, co
         system_prompt = system_owned = read_line(in);
         if (system_owned == NULL) { fputc('\n', out); free(prompt.ids); return 0; } // end of input
     }
+    LmTokens starts = {NULL, 0, 0}; // the position where each turn kept in the cache begins
+    int reply_room = max_reply > 0 && max_reply < ctx / 4 ? max_reply : ctx / 4;
     for (int turn = 0;; turn++) {
         char *user;
         if (turn == 0 && first_user) {
@@ -2523,10 +2526,26 @@ int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const char *first_user, co
             rc = -1;
             break;
         }
-        if (pos + prompt.n >= ctx) {
-            fprintf(out, "\n[context full: %d of %d tokens used; the chat ends here]\n", pos, ctx);
-            break;
+        if (pos + prompt.n + reply_room > ctx) { // offer to drop the oldest turns after the first
+            int drop = 1;
+            while (drop + 1 < starts.n && pos - (starts.ids[drop + 1] - starts.ids[1]) + prompt.n + reply_room > ctx) drop++;
+            int freed = drop < starts.n ? (drop + 1 < starts.n ? starts.ids[drop + 1] : pos) - starts.ids[1] : 0;
+            if (starts.n < 2 || pos - freed + prompt.n + reply_room > ctx) {
+                fprintf(out, "\n[context full: %d of %d tokens used; the chat ends here]\n", pos, ctx);
+                break;
+            }
+            fprintf(out, "\n[context full: %d of %d tokens used] Drop the %d oldest turn%s and continue? [y/N] ", pos, ctx, drop,
+                    drop > 1 ? "s" : "");
+            fflush(out);
+            char *answer = read_line(in);
+            int yes = answer && (answer[0] == 'y' || answer[0] == 'Y');
+            free(answer);
+            if (!yes) { fputc('\n', out); break; }
+            pos = lm_shift_context(m, pos, starts.ids[1], freed);
+            for (int i = 1; i + drop < starts.n; i++) starts.ids[i] = starts.ids[i + drop] - freed;
+            starts.n -= drop;
         }
+        if (!tokens_push(&starts, pos)) { set_err(err, errlen, "chat: out of memory"); rc = -1; break; }
         float *logits = lm_forward_batch(m, prompt.ids, prompt.n, pos);
         pos += prompt.n;
         int token = prompt.ids[prompt.n - 1];
@@ -2549,12 +2568,10 @@ int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const char *first_user, co
         }
         stream_piece(&stream, "", 1);
         fputc('\n', out);
-        if (pos >= ctx) {
-            fprintf(out, "[context full: %d of %d tokens used; the chat ends here]\n", pos, ctx);
-            break;
-        }
+        if (pos >= ctx) fprintf(out, "[context full: the reply was cut at %d tokens]\n", ctx);
     }
     free(prompt.ids);
+    free(starts.ids);
     free(system_owned);
     return rc < 0 ? -1 : pos;
 }

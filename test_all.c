@@ -1009,7 +1009,23 @@ static void test_generate_and_chat(void) {
     rewind(in);
     used = lm_chat(m, t, s, NULL, NULL, 8, in, out, err, sizeof err); // the system prompt is read from input
     fclose(in); fclose(out);
-    check(used > 200 && used <= 256, "chat ends cleanly when the context fills (%d of 256 positions)", used);
+    check(used > 200 && used <= 256, "chat ends cleanly when the context fills and the offer to drop turns is declined (%d of 256)", used);
+
+    // accepting the offer: the oldest turns after the first go, the chat goes on within the context
+    in = tmpfile(); out = tmpfile();
+    for (int i = 0; i < 40; i++) fputs("y\n", in); // every line is both a message and a yes
+    rewind(in);
+    used = lm_chat(m, t, s, NULL, "be brief", 8, in, out, err, sizeof err);
+    rewind(out);
+    char transcript2[65536] = "";
+    size_t got2 = fread(transcript2, 1, sizeof transcript2 - 1, out);
+    transcript2[got2] = 0;
+    fclose(in); fclose(out);
+    int offers = 0, replies = 0;
+    for (char *p = transcript2; (p = strstr(p, "Drop the")); p++) offers++;
+    for (char *p = transcript2; (p = strstr(p, "Assistant: ")); p++) replies++;
+    check(used > 0 && used <= 256 && offers >= 1 && replies > 15 && !strstr(transcript2, "chat ends here"),
+          "chat drops the oldest turns when asked and goes on (%d offers, %d replies, %d positions in use)", offers, replies, used);
     lm_sampler_free(s); lm_tokenizer_free(t); lm_free(m);
 }
 
