@@ -65,13 +65,15 @@
        length) or BOS/EOS/end of turn, and hands all text (the prompt's too) to emit(text, user) as
        it is made, in whole UTF-8 characters; emit returns non-zero to stop early. Returns the number
        of positions run, -1 on error.
-   int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const char *first_user,
-               const char *system_prompt, int max_reply, FILE *in, FILE *out, char *err, size_t errlen);
+   int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const char *first_user, const char *system_prompt,
+               int max_reply, FILE *in, FILE *out, volatile sig_atomic_t *interrupted, char *err, size_t errlen);
        Multi-turn chat in the tokenizer's chat template (Llama 2 when it has none): reads user lines
        from in, streams replies to out. A NULL system_prompt is asked for on in; first_user, if
        given, is the first message. max_reply caps each reply (0 = a quarter of the context). When a
        turn would not fit, it offers (reading a y/N line) to drop the oldest turns after the first and
-       go on. Ends at end of input or a full context. Returns the positions in use, or -1.
+       go on. When *interrupted (may be NULL) turns non-zero, the reply ends there; the flag is
+       cleared as each reply starts (the CLI's Ctrl-C). Ends at end of input or a full context.
+       Returns the positions in use, or -1.
 
    FILE FORMATS (little-endian; all read from a read-only mapping and checked against its size)
    Checkpoint v3 (run.c's own, written by export.py): a 256-byte header of int32/float32 fields at
@@ -147,6 +149,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -180,7 +183,7 @@ void lm_sampler_free(LmSampler *s);
 int lm_generate(LmModel *m, LmTokenizer *t, LmSampler *s, const char *prompt, int steps,
                 LmEmitFn emit, void *user, char *err, size_t errlen);
 int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const char *first_user, const char *system_prompt,
-            int max_reply, FILE *in, FILE *out, char *err, size_t errlen);
+            int max_reply, FILE *in, FILE *out, volatile sig_atomic_t *interrupted, char *err, size_t errlen);
 
 // OpenMP is optional: without -fopenmp the pragma disappears instead of warning.
 #ifdef _OPENMP
@@ -2488,7 +2491,7 @@ static int emit_to_file(const char *piece, void *user) {
 }
 
 int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const char *first_user, const char *system_prompt,
-            int max_reply, FILE *in, FILE *out, char *err, size_t errlen) {
+            int max_reply, FILE *in, FILE *out, volatile sig_atomic_t *interrupted, char *err, size_t errlen) {
     if (!m || !t || !s || !in || !out) { set_err(err, errlen, "chat: NULL argument"); return -1; }
     int ctx = m->config.seq_len, pos = 0, rc = 0;
     LmChatTemplate kind = chat_template_of(t);
@@ -2551,13 +2554,15 @@ int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const char *first_user, co
         int token = prompt.ids[prompt.n - 1];
         fputs("Assistant: ", out);
         fflush(out);
+        if (interrupted) *interrupted = 0; // a new reply: earlier presses are spent
         LmUtf8Stream stream = {{0}, 0, emit_to_file, out};
         int produced = 0;
         for (;;) {
             int next = lm_sample(s, logits);
-            if (is_end_token(t, next) || (max_reply > 0 && produced >= max_reply)) {
+            int stop = interrupted && *interrupted;
+            if (stop || is_end_token(t, next) || (max_reply > 0 && produced >= max_reply)) {
                 // close the turn in the cache: the model's own end token, or the template's
-                if (pos < ctx) lm_forward(m, is_end_token(t, next) ? next : turn_end_token(t, kind), pos++);
+                if (pos < ctx) lm_forward(m, !stop && is_end_token(t, next) ? next : turn_end_token(t, kind), pos++);
                 break;
             }
             stream_piece(&stream, lm_decode(t, token, next), 0);
@@ -2662,6 +2667,16 @@ static int parse_count(const char *s, unsigned long long max, unsigned long long
 static int bad_flag(const char *flag, const char *value, const char *expected) {
     fprintf(stderr, "run: invalid value '%s' for %s (expected %s)\n", value, flag, expected);
     return 1;
+}
+
+// Ctrl-C in chat: it ends the reply (lm_chat watches this flag and clears it when the next reply
+// starts); pressed again before then, it exits. Command line only: the library keeps no globals.
+static volatile sig_atomic_t cli_interrupted;
+
+static void on_interrupt(int sig) {
+    (void)sig;
+    if (cli_interrupted) _exit(130);
+    cli_interrupted = 1;
 }
 
 // The command line's settings.
@@ -2776,9 +2791,17 @@ int main(int argc, char **argv) {
             if (n > timing.prompt && timing.end > timing.first)
                 fprintf(stderr, "achieved tok/s: %f\n", (n - timing.prompt) / (timing.end - timing.first));
         }
-    } else if (lm_chat(model, tokenizer, sampler, prompt, system_prompt, (int)steps, stdin, stdout, err, sizeof err) < 0) {
-        fprintf(stderr, "run: %s\n", err);
-        rc = 1;
+    } else {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_interrupt;
+        sa.sa_flags = SA_RESTART; // reading the next message goes on after the first Ctrl-C
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGINT, &sa, NULL);
+        if (lm_chat(model, tokenizer, sampler, prompt, system_prompt, (int)steps, stdin, stdout, &cli_interrupted, err, sizeof err) < 0) {
+            fprintf(stderr, "run: %s\n", err);
+            rc = 1;
+        }
     }
     lm_sampler_free(sampler);
     lm_tokenizer_free(tokenizer);

@@ -5,6 +5,7 @@
 #define RUN_NO_MAIN
 #include "run.c"
 #include <pthread.h>
+#include <signal.h>
 #include <sys/wait.h>
 
 static int n_passed, n_failed, n_skipped;
@@ -975,7 +976,7 @@ static void test_generate_and_chat(void) {
     FILE *in = tmpfile(), *out = tmpfile();
     fputs("abc\nhello\n", in);
     rewind(in);
-    int used = lm_chat(m, t, s, NULL, "be brief", 4, in, out, err, sizeof err);
+    int used = lm_chat(m, t, s, NULL, "be brief", 4, in, out, NULL, err, sizeof err);
     rewind(out);
     char transcript[4096] = "";
     size_t got = fread(transcript, 1, sizeof transcript - 1, out);
@@ -1007,7 +1008,7 @@ static void test_generate_and_chat(void) {
     in = tmpfile(); out = tmpfile();
     for (int i = 0; i < 60; i++) fputs("hello abc hello\n", in);
     rewind(in);
-    used = lm_chat(m, t, s, NULL, NULL, 8, in, out, err, sizeof err); // the system prompt is read from input
+    used = lm_chat(m, t, s, NULL, NULL, 8, in, out, NULL, err, sizeof err); // the system prompt is read from input
     fclose(in); fclose(out);
     check(used > 200 && used <= 256, "chat ends cleanly when the context fills and the offer to drop turns is declined (%d of 256)", used);
 
@@ -1015,7 +1016,7 @@ static void test_generate_and_chat(void) {
     in = tmpfile(); out = tmpfile();
     for (int i = 0; i < 40; i++) fputs("y\n", in); // every line is both a message and a yes
     rewind(in);
-    used = lm_chat(m, t, s, NULL, "be brief", 8, in, out, err, sizeof err);
+    used = lm_chat(m, t, s, NULL, "be brief", 8, in, out, NULL, err, sizeof err);
     rewind(out);
     char transcript2[65536] = "";
     size_t got2 = fread(transcript2, 1, sizeof transcript2 - 1, out);
@@ -1639,6 +1640,65 @@ static void test_hf_models(void) {
     }
 }
 
+
+// Counts occurrences of needle in the file at path (0 if it cannot be read).
+static int count_in_file(const char *path, const char *needle) {
+    char *text = read_file(path, NULL);
+    int n = 0;
+    for (char *p = text; p && (p = strstr(p, needle)); p++) n++;
+    free(text);
+    return n;
+}
+
+// Waits up to 10 s for needle to appear at least `times` times in the file.
+static int wait_for(const char *path, const char *needle, int times) {
+    for (int i = 0; i < 1000; i++) {
+        if (count_in_file(path, needle) >= times) return 1;
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return 0;
+}
+
+// Ctrl-C during a chat reply ends the reply and returns to the prompt; a second Ctrl-C exits.
+static void test_ctrl_c(void) {
+    char *tok = tmp_path("tok_test.bin"), *mp = tmp_path("ctrlc.bin");
+    int vocab = write_test_tokenizer(tok);
+    TinyModel tm = tiny_model(64, 128, 2, 4, 2, vocab, 8192, 0);
+    memset(tm.wcls + 1 * 64, 0, 2 * 64 * sizeof(float)); // BOS/EOS logits 0: greedy replies never end
+    write_v0(&tm, mp);
+    tiny_free(&tm);
+    for (int presses = 1; presses <= 2; presses++) {
+        int fds[2];
+        if (pipe(fds) != 0) { check(0, "pipe"); return; }
+        char *outp = tmp_path(presses == 1 ? "ctrlc_out1.txt" : "ctrlc_out2.txt");
+        fflush(stdout);
+        pid_t pid = fork();
+        if (pid == 0) {
+            dup2(fds[0], 0);
+            close(fds[1]);
+            if (!freopen(outp, "w", stdout) || !freopen("/dev/null", "w", stderr)) _exit(126);
+            execl(run_bin, run_bin, mp, "-z", tok, "-m", "chat", "-y", "", "-n", "0", "-t", "0", (char *)NULL);
+            _exit(127);
+        }
+        close(fds[0]);
+        int ok = write(fds[1], "hello\n", 6) == 6 && wait_for(outp, "Assistant: ", 1);
+        kill(pid, SIGINT);
+        if (presses == 2) { struct timespec ts = {0, 50 * 1000 * 1000}; nanosleep(&ts, NULL); kill(pid, SIGINT); }
+        if (presses == 1) ok = ok && wait_for(outp, "User: ", 2) && write(fds[1], "abc\n", 4) == 4 && wait_for(outp, "Assistant: ", 2);
+        if (presses == 1) { kill(pid, SIGINT); ok = ok && wait_for(outp, "User: ", 3); }
+        close(fds[1]); // end of input
+        int status = 0;
+        waitpid(pid, &status, 0);
+        if (presses == 1)
+            check(ok && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                  "CLI chat: Ctrl-C ends a reply and returns to the prompt, twice; the chat then ends at end of input (exit 0)");
+        else
+            check(WIFEXITED(status) && WEXITSTATUS(status) == 130, "CLI chat: a second Ctrl-C during a reply exits (status %d)",
+                  WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    }
+}
+
 // ----------------------------------------------------------------------------
 // The real models in ../shared/models: exact text
 
@@ -1709,6 +1769,7 @@ int main(void) {
     test_two_threads();
     test_context_shift();
     test_cli();
+    test_ctrl_c();
     test_real_models();
     test_tokenizer_vectors();
     test_hf_models();
