@@ -40,7 +40,7 @@
    void lm_set_threads(LmModel *m, int n);
        OpenMP threads for this model's calls (0 = the number of cores; 1 when built without OpenMP).
        Results do not depend on it.
-   int lm_vocab_size(const LmModel *m);       int lm_context_length(const LmModel *m);
+   int lm_vocab_size(const LmModel *m);       int lm_context_length(const LmModel *m);   (0 for NULL)
    void lm_free(LmModel *m);                   (NULL is a no-op, as for every _free below)
    LmTokenizer *lm_tokenizer_load(const char *path, int vocab_size, char *err, size_t errlen);
        Reads a tokenizer file, or the tokenizer inside a v3 checkpoint when path is one. vocab_size is

@@ -1699,6 +1699,27 @@ static void test_ctrl_c(void) {
     }
 }
 
+
+// Out of memory on load is an error, not a crash; valgrind sees no leak or invalid access in a run.
+static void test_memory(void) {
+    TinyModel tm = tiny_model(32, 64, 2, 4, 2, 11, 1 << 20, 0); // a 2^20-token context: a 256 MiB KV cache
+    char *big = tmp_path("big_ctx.bin"), *tok = tmp_path("tok_test.bin"), cmd[1024];
+    write_v1(&tm, big);
+    tiny_free(&tm);
+    int vocab = write_test_tokenizer(tok);
+    snprintf(cmd, sizeof cmd, "sh -c 'ulimit -v 150000; exec ./run %s -z %s'", big, tok); // the plain build: ASan needs more
+    CliResult r = run_cli(cmd, NULL);
+    check(r.status == 1 && r.err_lines == 1 && strstr(r.err, "out of memory"), "out of memory on load: one line, exit 1: %.*s",
+          (int)strcspn(r.err, "\n"), r.err);
+    if (system("valgrind --version >/dev/null 2>&1") != 0) { check(0, "valgrind is installed (.ci/run installs it)"); return; }
+    char *mp = tmp_path("valgrind_model.bin");
+    make_chat_model(mp, vocab, 64);
+    snprintf(cmd, sizeof cmd, "valgrind -q --leak-check=full --errors-for-leak-kinds=definite,indirect --error-exitcode=9 "
+             "./run %s -z %s -n 24 -t 0.8 -s 7 -i hello", mp, tok);
+    r = run_cli(cmd, NULL);
+    check(r.status == 0 && !strstr(r.err, "=="), "valgrind: a short generation has no leaks and no invalid reads (exit %d)", r.status);
+}
+
 // ----------------------------------------------------------------------------
 // The real models in ../shared/models: exact text
 
@@ -1770,6 +1791,7 @@ int main(void) {
     test_context_shift();
     test_cli();
     test_ctrl_c();
+    test_memory();
     test_real_models();
     test_tokenizer_vectors();
     test_hf_models();
