@@ -58,6 +58,16 @@
    LmSampler *lm_sampler_new(int vocab_size, float temperature, float topp, unsigned long long seed);
        temperature 0 = greedy; topp outside (0,1) samples the whole distribution. NULL on bad values.
    int lm_sample(LmSampler *s, float *logits);     (overwrites logits with probabilities)
+       In this order: repetition penalty (a logit l of a token among the last repeat_last_n accepted
+       becomes l / penalty if positive, l * penalty if not), then temperature (0: argmax here), softmax,
+       top-k (the k most likely; ties at the k-th probability all stay), min-p (drops tokens below
+       min_p times the most likely), then top-p, and one draw. -1 for NULL arguments.
+   int lm_sampler_configure(LmSampler *s, int top_k, float min_p, float repeat_penalty, int repeat_last_n);
+       0 / 0 / 1 / any turn each off (the defaults: llama2.c's sampler). -1 on values out of range
+       (top_k < 0, min_p outside [0,1], penalty <= 0 or not finite, repeat_last_n < 0 or > 1<<20).
+   void lm_sampler_accept(LmSampler *s, int token);
+       Records a token of the text (prompt or generated) for the repetition penalty's window;
+       lm_generate and lm_chat do this themselves.
    void lm_sampler_free(LmSampler *s);
    int lm_generate(LmModel *m, LmTokenizer *t, LmSampler *s, const char *prompt, int steps,
                    LmEmitFn emit, void *user, char *err, size_t errlen);
@@ -179,6 +189,8 @@ const char *lm_decode(LmTokenizer *t, int prev_token, int token);
 void lm_tokenizer_free(LmTokenizer *t);
 LmSampler *lm_sampler_new(int vocab_size, float temperature, float topp, unsigned long long seed);
 int lm_sample(LmSampler *s, float *logits);
+int lm_sampler_configure(LmSampler *s, int top_k, float min_p, float repeat_penalty, int repeat_last_n);
+void lm_sampler_accept(LmSampler *s, int token);
 void lm_sampler_free(LmSampler *s);
 int lm_generate(LmModel *m, LmTokenizer *t, LmSampler *s, const char *prompt, int steps,
                 LmEmitFn emit, void *user, char *err, size_t errlen);
@@ -2280,7 +2292,14 @@ struct LmSampler {
     float temperature;
     float topp;
     unsigned long long rng_state;
-    LmProbIndex *probindex; // (vocab_size) scratch for top-p
+    LmProbIndex *probindex; // (vocab_size) scratch for top-p and top-k
+    int top_k;              // 0 = off
+    float min_p;            // 0 = off
+    float repeat_penalty;   // 1 = off
+    int repeat_last_n;      // the penalty's window of accepted tokens
+    int *recent;            // (repeat_last_n) a ring of the last accepted tokens
+    int n_recent, next_recent;
+    unsigned char *seen;    // (vocab_size) scratch: a token penalized once however often it repeats
 };
 
 LmSampler *lm_sampler_new(int vocab_size, float temperature, float topp, unsigned long long seed) {
@@ -2300,7 +2319,60 @@ LmSampler *lm_sampler_new(int vocab_size, float temperature, float topp, unsigne
 void lm_sampler_free(LmSampler *s) {
     if (s == NULL) return;
     free(s->probindex);
+    free(s->recent);
+    free(s->seen);
     free(s);
+}
+
+int lm_sampler_configure(LmSampler *s, int top_k, float min_p, float repeat_penalty, int repeat_last_n) {
+    if (s == NULL || top_k < 0 || !(min_p >= 0.0f && min_p <= 1.0f) || !(repeat_penalty > 0.0f) || isinf(repeat_penalty) ||
+        repeat_last_n < 0 || repeat_last_n > (1 << 20))
+        return -1;
+    int *recent = repeat_last_n ? calloc((size_t)repeat_last_n, sizeof(int)) : NULL;
+    unsigned char *seen = calloc((size_t)s->vocab_size, 1);
+    if ((repeat_last_n && !recent) || !seen) { free(recent); free(seen); return -1; }
+    free(s->recent);
+    free(s->seen);
+    s->recent = recent;
+    s->seen = seen;
+    s->top_k = top_k;
+    s->min_p = min_p;
+    s->repeat_penalty = repeat_penalty;
+    s->repeat_last_n = repeat_last_n;
+    s->n_recent = s->next_recent = 0;
+    return 0;
+}
+
+void lm_sampler_accept(LmSampler *s, int token) {
+    if (s == NULL || s->repeat_last_n == 0 || token < 0 || token >= s->vocab_size) return;
+    s->recent[s->next_recent] = token;
+    s->next_recent = (s->next_recent + 1) % s->repeat_last_n;
+    if (s->n_recent < s->repeat_last_n) s->n_recent++;
+}
+
+// Keeps the top_k most probable of p (n, normalized); the rest become 0. A min-heap of the k best.
+static void keep_top_k(float *p, int n, int top_k, LmProbIndex *heap) {
+    int size = 0;
+    for (int i = 0; i < n; i++) {
+        if (size < top_k) { // sift up
+            int j = size++;
+            while (j > 0 && heap[(j - 1) / 2].prob > p[i]) { heap[j] = heap[(j - 1) / 2]; j = (j - 1) / 2; }
+            heap[j] = (LmProbIndex){p[i], i};
+        } else if (p[i] > heap[0].prob) { // replace the smallest, sift down
+            int j = 0;
+            for (;;) {
+                int c = 2 * j + 1;
+                if (c >= size) break;
+                if (c + 1 < size && heap[c + 1].prob < heap[c].prob) c++;
+                if (heap[c].prob >= p[i]) break;
+                heap[j] = heap[c];
+                j = c;
+            }
+            heap[j] = (LmProbIndex){p[i], i};
+        }
+    }
+    float threshold = heap[0].prob;
+    for (int i = 0; i < n; i++) if (p[i] < threshold) p[i] = 0.0f;
 }
 
 static unsigned int random_u32(unsigned long long *state) { // xorshift* (llama2.c's)
@@ -2354,9 +2426,28 @@ static int sample_topp(const float *p, int n, float topp, LmProbIndex *probindex
 int lm_sample(LmSampler *s, float *logits) {
     if (s == NULL || logits == NULL) return -1;
     int n = s->vocab_size;
+    if (s->repeat_penalty != 1.0f) {
+        for (int i = 0; i < s->n_recent; i++) {
+            int tok = s->recent[i];
+            if (s->seen[tok]) continue;
+            s->seen[tok] = 1;
+            logits[tok] = logits[tok] > 0.0f ? logits[tok] / s->repeat_penalty : logits[tok] * s->repeat_penalty;
+        }
+        for (int i = 0; i < s->n_recent; i++) s->seen[s->recent[i]] = 0;
+    }
     if (s->temperature == 0.0f) return sample_argmax(logits, n);
     for (int i = 0; i < n; i++) logits[i] /= s->temperature;
     softmax(logits, n);
+    if ((s->top_k > 0 && s->top_k < n) || s->min_p > 0.0f) {
+        if (s->top_k > 0 && s->top_k < n) keep_top_k(logits, n, s->top_k, s->probindex);
+        if (s->min_p > 0.0f) {
+            float threshold = s->min_p * logits[sample_argmax(logits, n)];
+            for (int i = 0; i < n; i++) if (logits[i] < threshold) logits[i] = 0.0f;
+        }
+        float sum = 0.0f;
+        for (int i = 0; i < n; i++) sum += logits[i];
+        for (int i = 0; i < n; i++) logits[i] /= sum;
+    }
     float coin = random_f32(&s->rng_state);
     if (s->topp <= 0.0f || s->topp >= 1.0f || n < 2) return sample_mult(logits, n, coin);
     return sample_topp(logits, n, s->topp, s->probindex, coin);
@@ -2433,8 +2524,10 @@ static int generate_timed(LmModel *m, LmTokenizer *t, LmSampler *s, const char *
     timing->first = now_seconds();
     timing->prompt = fed;
     int token = prompt_tokens.ids[fed - 1], pos = fed, done = fed;
+    for (int i = 0; i < fed; i++) lm_sampler_accept(s, prompt_tokens.ids[i]);
     while (fed == n_prompt && !stopped) { // then one token at a time
         int next = lm_sample(s, logits);
+        lm_sampler_accept(s, next);
         if (is_end_token(t, next)) break; // a sequence ends at BOS (llama2.c), EOS or end of turn
         stopped = stream_piece(&stream, lm_decode(t, token, next), 0);
         token = next;
@@ -2550,6 +2643,7 @@ int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const char *first_user, co
         }
         if (!tokens_push(&starts, pos)) { set_err(err, errlen, "chat: out of memory"); rc = -1; break; }
         float *logits = lm_forward_batch(m, prompt.ids, prompt.n, pos);
+        for (int i = 0; i < prompt.n; i++) lm_sampler_accept(s, prompt.ids[i]);
         pos += prompt.n;
         int token = prompt.ids[prompt.n - 1];
         fputs("Assistant: ", out);
@@ -2559,6 +2653,7 @@ int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const char *first_user, co
         int produced = 0;
         for (;;) {
             int next = lm_sample(s, logits);
+            lm_sampler_accept(s, next);
             int stop = interrupted && *interrupted;
             if (stop || is_end_token(t, next) || (max_reply > 0 && produced >= max_reply)) {
                 // close the turn in the cache: the model's own end token, or the template's
@@ -2593,6 +2688,11 @@ static void usage(FILE *f) {
             "Options:\n"
             "  -t <float>  temperature, >= 0 (default 1.0; 0 = greedy)\n"
             "  -p <float>  top-p (nucleus) sampling threshold in [0,1] (default 0.9; 0 or 1 = off)\n"
+            "  -k <int>    top-k: sample from the k most likely tokens (default 0 = off)\n"
+            "  --min-p <float>  drop tokens less likely than this times the most likely (default 0 = off)\n"
+            "  --repeat-penalty <float>  divide positive logits (multiply negative ones) of tokens seen\n"
+            "              in the last --repeat-last-n tokens (default 1 = off; window default 64)\n"
+            "              Order: penalty, temperature, top-k, min-p, top-p, then one draw.\n"
             "  -s <int>    random seed (default: the time)\n"
             "  -n <int>    steps: total positions in generate mode, the longest reply in chat mode\n"
             "              (default 256; 0 = the context length)\n"
@@ -2682,14 +2782,14 @@ static void on_interrupt(int sig) {
 // The command line's settings.
 typedef struct {
     const char *checkpoint, *tokenizer_path, *prompt, *mode, *system_prompt;
-    float temperature, topp;
-    unsigned long long seed, steps, threads;
+    float temperature, topp, min_p, repeat_penalty;
+    unsigned long long seed, steps, threads, top_k, repeat_last_n;
     int steps_given, template_override, shift_keep;
 } LmOptions;
 
 // Parses argv into o. Returns 0, or 1 after printing one line about the bad argument on stderr.
 static int parse_options(int argc, char **argv, LmOptions *o) {
-    *o = (LmOptions){NULL, NULL, NULL, "generate", NULL, 1.0f, 0.9f, 0, 256, 0, 0, -1, -1};
+    *o = (LmOptions){NULL, NULL, NULL, "generate", NULL, 1.0f, 0.9f, 0.0f, 1.0f, 0, 256, 0, 0, 64, 0, -1, -1};
     if (argc < 2 || argv[1][0] == '-') {
         fprintf(stderr, "run: missing checkpoint (usage: run <checkpoint> [options]; run -h for help)\n");
         return 1;
@@ -2697,13 +2797,27 @@ static int parse_options(int argc, char **argv, LmOptions *o) {
     o->checkpoint = argv[1];
     for (int i = 2; i < argc; i += 2) {
         const char *flag = argv[i];
-        int is_long = strcmp(flag, "--template") == 0 || strcmp(flag, "--context-shift") == 0;
-        if (!is_long && (flag[0] != '-' || strlen(flag) != 2 || strchr("tpsnizmyT", flag[1]) == NULL)) {
+        static const char *long_flags[] = {"--template", "--context-shift", "--min-p", "--repeat-penalty", "--repeat-last-n"};
+        int is_long = 0;
+        for (size_t k = 0; k < sizeof long_flags / sizeof long_flags[0]; k++) is_long |= strcmp(flag, long_flags[k]) == 0;
+        if (!is_long && (flag[0] != '-' || strlen(flag) != 2 || strchr("tpsnizmyTk", flag[1]) == NULL)) {
             fprintf(stderr, "run: unknown option '%s' (run -h for help)\n", flag);
             return 1;
         }
         if (i + 1 >= argc) { fprintf(stderr, "run: option %s needs a value\n", flag); return 1; }
         const char *val = argv[i + 1];
+        if (strcmp(flag, "--min-p") == 0) {
+            if (!parse_float(val, &o->min_p) || o->min_p < 0.0f || o->min_p > 1.0f) return bad_flag(flag, val, "a number in [0,1]");
+            continue;
+        }
+        if (strcmp(flag, "--repeat-penalty") == 0) {
+            if (!parse_float(val, &o->repeat_penalty) || o->repeat_penalty <= 0.0f) return bad_flag(flag, val, "a number > 0 (1 = off)");
+            continue;
+        }
+        if (strcmp(flag, "--repeat-last-n") == 0) {
+            if (!parse_count(val, 1 << 20, &o->repeat_last_n)) return bad_flag(flag, val, "a token count from 0 to 1048576");
+            continue;
+        }
         if (strcmp(flag, "--context-shift") == 0) {
             unsigned long long keep;
             if (!parse_count(val, 0x7fffffff, &keep)) return bad_flag(flag, val, "a number of tokens to keep, >= 0");
@@ -2738,6 +2852,9 @@ static int parse_options(int argc, char **argv, LmOptions *o) {
         case 'y': o->system_prompt = val; break;
         case 'T':
             if (!parse_count(val, 4096, &o->threads) || o->threads == 0) return bad_flag(flag, val, "a thread count from 1 to 4096");
+            break;
+        case 'k':
+            if (!parse_count(val, 0x7fffffff, &o->top_k)) return bad_flag(flag, val, "a non-negative integer (0 = off)");
             break;
         }
     }
@@ -2776,6 +2893,10 @@ int main(int argc, char **argv) {
     if (o.template_override > 0) tokenizer->chat_template = (LmChatTemplate)o.template_override;
     LmSampler *sampler = lm_sampler_new(lm_vocab_size(model), o.temperature, o.topp, seed);
     int rc = 0;
+    if (sampler && lm_sampler_configure(sampler, (int)o.top_k, o.min_p, o.repeat_penalty, (int)o.repeat_last_n) != 0) {
+        lm_sampler_free(sampler);
+        sampler = NULL;
+    }
     if (sampler == NULL) {
         fprintf(stderr, "run: out of memory\n");
         rc = 1;

@@ -806,6 +806,38 @@ static void test_sampler(void) {
               cases[k].topp, worst);
         lm_sampler_free(s);
     }
+    // top-k, min-p and the repetition penalty, each against its renormalized target distribution
+    struct { const char *what; int top_k; float min_p, penalty, topp; int window[3], n_window; double target_logits[6]; int allowed[6]; } ctl[] = {
+        {"top-k 2", 2, 0, 1, 1.0f, {0}, 0, {1, 3, 0.5, 2, -1, 2.9}, {0, 1, 0, 0, 0, 1}},
+        {"min-p 0.3 (keeps p >= 0.3 p_max)", 0, 0.3f, 1, 1.0f, {0}, 0, {1, 3, 0.5, 2, -1, 2.9}, {0, 1, 0, 1, 0, 1}},
+        {"repetition penalty 2 on tokens 1 and 4 (3 -> 1.5, -1 -> -2)", 0, 0, 2, 1.0f, {1, 4, 1}, 3, {1, 1.5, 0.5, 2, -2, 2.9}, {1, 1, 1, 1, 1, 1}},
+        {"penalty, then top-k 3, then top-p 0.8 (order)", 3, 0, 2, 0.8f, {5, 5, 5}, 3, {1, 3, 0.5, 2, -1, 1.45}, {0, 1, 0, 1, 0, 0}},
+    };
+    for (size_t k = 0; k < sizeof ctl / sizeof ctl[0]; k++) {
+        LmSampler *s = lm_sampler_new(n, 1.0f, ctl[k].topp, 99);
+        int window = ctl[k].n_window ? 2 : 0; // a window of 2: the first accepted token falls out of it
+        check(lm_sampler_configure(s, ctl[k].top_k, ctl[k].min_p, ctl[k].penalty, window) == 0, "%s: configured", ctl[k].what);
+        for (int i = 0; i < ctl[k].n_window; i++) lm_sampler_accept(s, ctl[k].window[i]);
+        double q[6], z = 0, mass = 0;
+        for (int i = 0; i < n; i++) { q[i] = exp(ctl[k].target_logits[i]); z += q[i]; }
+        for (int i = 0; i < n; i++) { q[i] /= z; if (ctl[k].allowed[i]) mass += q[i]; }
+        int counts[6] = {0}, draws = 40000, outside = 0;
+        for (int i = 0; i < draws; i++) { memcpy(logits, base, sizeof base); counts[lm_sample(s, logits)]++; }
+        double worst = 0;
+        for (int i = 0; i < n; i++) {
+            if (!ctl[k].allowed[i]) outside += counts[i];
+            else worst = fmax(worst, fabs((double)counts[i] / draws - q[i] / mass));
+        }
+        check(outside == 0 && worst < 0.01, "%s: frequencies within %.4f of the target distribution", ctl[k].what, worst);
+        lm_sampler_free(s);
+    }
+    LmSampler *cfg = lm_sampler_new(n, 1.0f, 0.9f, 1);
+    check(lm_sampler_configure(cfg, -1, 0, 1, 0) == -1 && lm_sampler_configure(cfg, 0, 1.5f, 1, 0) == -1 &&
+              lm_sampler_configure(cfg, 0, 0, 0, 0) == -1 && lm_sampler_configure(cfg, 0, 0, INFINITY, 0) == -1 &&
+              lm_sampler_configure(cfg, 0, 0, 1, -1) == -1 && lm_sampler_configure(NULL, 0, 0, 1, 0) == -1 &&
+              lm_sampler_configure(cfg, 0, 0, 1, 0) == 0,
+          "lm_sampler_configure refuses top-k -1, min-p 1.5, penalty 0 or inf, window -1, NULL");
+    lm_sampler_free(cfg);
     check(lm_sampler_new(n, -1.0f, 0.9f, 1) == NULL && lm_sampler_new(n, 1.0f, 2.0f, 1) == NULL &&
               lm_sampler_new(n, NAN, 0.9f, 1) == NULL && lm_sampler_new(0, 1.0f, 0.9f, 1) == NULL,
           "sampler refuses temperature -1, top-p 2, NaN, vocab 0");
@@ -1104,7 +1136,8 @@ static void test_cli(void) {
     const char *bad[][2] = {{"-t -1", "-t"}, {"-t abc", "-t"}, {"-t 1e99", "-t"}, {"-p 2", "-p"}, {"-p -0.1", "-p"},
                             {"-n -5", "-n"}, {"-n 12x", "-n"}, {"-s -3", "-s"}, {"-m train", "-m"}, {"-q 1", "unknown option"},
                             {"-t", "needs a value"}, {"--temp 1", "unknown option"}, {"--template foo", "--template"},
-                            {"-m chat --template llama3 -y x", "lacks a token"}, {"-T 0", "-T"}, {"-T two", "-T"}, {"--context-shift -1", "--context-shift"}};
+                            {"-m chat --template llama3 -y x", "lacks a token"}, {"-T 0", "-T"}, {"-T two", "-T"}, {"--context-shift -1", "--context-shift"}, {"-k -2", "-k"},
+                            {"--min-p 1.5", "--min-p"}, {"--repeat-penalty 0", "--repeat-penalty"}, {"--repeat-last-n x", "--repeat-last-n"}};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         snprintf(args, sizeof args, "%s -z %s %s", mp, tok, bad[i][0]);
         char what[64];
