@@ -810,12 +810,13 @@ static void test_sampler(void) {
     struct { const char *what; int top_k; float min_p, penalty, topp; int window[3], n_window; double target_logits[6]; int allowed[6]; } ctl[] = {
         {"top-k 2", 2, 0, 1, 1.0f, {0}, 0, {1, 3, 0.5, 2, -1, 2.9}, {0, 1, 0, 0, 0, 1}},
         {"min-p 0.3 (keeps p >= 0.3 p_max)", 0, 0.3f, 1, 1.0f, {0}, 0, {1, 3, 0.5, 2, -1, 2.9}, {0, 1, 0, 1, 0, 1}},
-        {"repetition penalty 2 on tokens 1 and 4 (3 -> 1.5, -1 -> -2)", 0, 0, 2, 1.0f, {1, 4, 1}, 3, {1, 1.5, 0.5, 2, -2, 2.9}, {1, 1, 1, 1, 1, 1}},
+        {"repetition penalty 2, window 2 after tokens 4, 1, 5 (4 has left it; 3 -> 1.5, 2.9 -> 1.45)", 0, 0, 2, 1.0f, {4, 1, 5}, 3,
+         {1, 1.5, 0.5, 2, -1, 1.45}, {1, 1, 1, 1, 1, 1}},
         {"penalty, then top-k 3, then top-p 0.8 (order)", 3, 0, 2, 0.8f, {5, 5, 5}, 3, {1, 3, 0.5, 2, -1, 1.45}, {0, 1, 0, 1, 0, 0}},
     };
     for (size_t k = 0; k < sizeof ctl / sizeof ctl[0]; k++) {
         LmSampler *s = lm_sampler_new(n, 1.0f, ctl[k].topp, 99);
-        int window = ctl[k].n_window ? 2 : 0; // a window of 2: the first accepted token falls out of it
+        int window = ctl[k].n_window ? 2 : 0; // a window of 2: of 3 accepted tokens, the first falls out
         check(lm_sampler_configure(s, ctl[k].top_k, ctl[k].min_p, ctl[k].penalty, window) == 0, "%s: configured", ctl[k].what);
         for (int i = 0; i < ctl[k].n_window; i++) lm_sampler_accept(s, ctl[k].window[i]);
         double q[6], z = 0, mass = 0;
