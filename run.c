@@ -2491,11 +2491,30 @@ static int stream_piece(LmUtf8Stream *st, const char *piece, int flush) {
 // Timing of one generate call, for the CLI's tok/s line: first = when the prompt was done.
 typedef struct { double start, first, end; int prompt, generated; } LmTiming;
 
+// How generate runs beyond llama2.c's defaults.
+typedef struct {
+    int shift_keep;           // >= 0: shift a full context keeping this many tokens; -1: stop there
+    int ignore_eos;           // go on past BOS/EOS/end-of-turn tokens
+    const char *const *stops; // stop strings: generation ends once the generated text contains one
+    int n_stops;
+} LmGenerateOptions;
+
+// Does the tail of the generated text (seen, length n) end with a stop string, or contain one?
+static int hit_stop(const char *seen, size_t n, const LmGenerateOptions *g) {
+    for (int i = 0; i < g->n_stops; i++) {
+        size_t len = strlen(g->stops[i]);
+        for (size_t k = 0; len > 0 && k + len <= n; k++)
+            if (memcmp(seen + k, g->stops[i], len) == 0) return 1;
+    }
+    return 0;
+}
+
 // lm_generate, timed; with shift_keep >= 0, a full context is shifted (keeping shift_keep tokens and
 // dropping half the rest) and generation goes on to `steps` tokens; without, it stops at the full
 // context and says so in err (returning the positions run, not -1).
-static int generate_timed(LmModel *m, LmTokenizer *t, LmSampler *s, const char *prompt, int steps, int shift_keep,
+static int generate_timed(LmModel *m, LmTokenizer *t, LmSampler *s, const char *prompt, int steps, const LmGenerateOptions *g,
                           LmEmitFn emit, void *user, LmTiming *timing, char *err, size_t errlen) {
+    int shift_keep = g->shift_keep;
     if (!m || !t || !s) { set_err(err, errlen, "generate: NULL model, tokenizer or sampler"); return -1; }
     int ctx = m->config.seq_len;
     if (steps <= 0 || (steps > ctx && shift_keep < 0)) steps = ctx;
@@ -2524,12 +2543,27 @@ static int generate_timed(LmModel *m, LmTokenizer *t, LmSampler *s, const char *
     timing->first = now_seconds();
     timing->prompt = fed;
     int token = prompt_tokens.ids[fed - 1], pos = fed, done = fed;
+    size_t longest_stop = 0;
+    for (int i = 0; i < g->n_stops; i++) if (strlen(g->stops[i]) > longest_stop) longest_stop = strlen(g->stops[i]);
+    char *seen = longest_stop ? malloc(2 * longest_stop + 512) : NULL; // the generated text's tail
+    size_t n_seen = 0;
     for (int i = 0; i < fed; i++) lm_sampler_accept(s, prompt_tokens.ids[i]);
+    timing->generated = 0;
     while (fed == n_prompt && !stopped) { // then one token at a time
         int next = lm_sample(s, logits);
         lm_sampler_accept(s, next);
-        if (is_end_token(t, next)) break; // a sequence ends at BOS (llama2.c), EOS or end of turn
-        stopped = stream_piece(&stream, lm_decode(t, token, next), 0);
+        if (is_end_token(t, next) && !g->ignore_eos) break; // a sequence ends at BOS (llama2.c), EOS or end of turn
+        const char *piece = lm_decode(t, token, next);
+        stopped = stream_piece(&stream, piece, 0);
+        timing->generated++;
+        if (seen) { // keep the last longest_stop - 1 bytes plus this piece, and look for a stop string
+            size_t len = strlen(piece), keep = n_seen < longest_stop - 1 ? n_seen : longest_stop - 1;
+            if (len > 511) { piece += len - 511; len = 511; }
+            memmove(seen, seen + n_seen - keep, keep);
+            memcpy(seen + keep, piece, len);
+            n_seen = keep + len;
+            if (hit_stop(seen, n_seen, g)) break;
+        }
         token = next;
         if (pos >= ctx && shift_keep < 0) {
             set_err(err, errlen, "context full (%d tokens): generation stopped; --context-shift N keeps going", ctx);
@@ -2545,7 +2579,7 @@ static int generate_timed(LmModel *m, LmTokenizer *t, LmSampler *s, const char *
     }
     if (!stopped) stream_piece(&stream, "", 1);
     timing->end = now_seconds();
-    timing->generated = done;
+    free(seen);
     free(prompt_tokens.ids);
     return done;
 }
@@ -2553,7 +2587,8 @@ static int generate_timed(LmModel *m, LmTokenizer *t, LmSampler *s, const char *
 int lm_generate(LmModel *m, LmTokenizer *t, LmSampler *s, const char *prompt, int steps,
                 LmEmitFn emit, void *user, char *err, size_t errlen) {
     LmTiming timing;
-    return generate_timed(m, t, s, prompt, steps, -1, emit, user, &timing, err, errlen);
+    LmGenerateOptions g = {-1, 0, NULL, 0};
+    return generate_timed(m, t, s, prompt, steps, &g, emit, user, &timing, err, errlen);
 }
 
 // Reads one line of any length without its newline; NULL at end of input.
@@ -2696,7 +2731,10 @@ static void usage(FILE *f) {
             "  -s <int>    random seed (default: the time)\n"
             "  -n <int>    steps: total positions in generate mode, the longest reply in chat mode\n"
             "              (default 256; 0 = the context length)\n"
-            "  -i <string> input prompt\n"
+            "  -i <string> input prompt (\"-\": read it from standard input)\n"
+            "  -f <file>   read the prompt from a file\n"
+            "  -r <string> stop string: generation ends once the output contains it (repeatable)\n"
+            "  --ignore-eos  go on past end-of-sequence tokens\n"
             "  -z <string> tokenizer file (default: the checkpoint's own, else tokenizer.bin)\n"
             "  -m <string> mode: generate|chat (default generate)\n"
             "  -y <string> system prompt in chat mode\n"
@@ -2784,12 +2822,15 @@ typedef struct {
     const char *checkpoint, *tokenizer_path, *prompt, *mode, *system_prompt;
     float temperature, topp, min_p, repeat_penalty;
     unsigned long long seed, steps, threads, top_k, repeat_last_n;
-    int steps_given, template_override, shift_keep;
+    int steps_given, template_override, shift_keep, ignore_eos;
+    const char *prompt_file;  // -f
+    const char *stops[16];    // -r, repeatable
+    int n_stops;
 } LmOptions;
 
 // Parses argv into o. Returns 0, or 1 after printing one line about the bad argument on stderr.
 static int parse_options(int argc, char **argv, LmOptions *o) {
-    *o = (LmOptions){NULL, NULL, NULL, "generate", NULL, 1.0f, 0.9f, 0.0f, 1.0f, 0, 256, 0, 0, 64, 0, -1, -1};
+    *o = (LmOptions){NULL, NULL, NULL, "generate", NULL, 1.0f, 0.9f, 0.0f, 1.0f, 0, 256, 0, 0, 64, 0, -1, -1, 0, NULL, {NULL}, 0};
     if (argc < 2 || argv[1][0] == '-') {
         fprintf(stderr, "run: missing checkpoint (usage: run <checkpoint> [options]; run -h for help)\n");
         return 1;
@@ -2797,10 +2838,11 @@ static int parse_options(int argc, char **argv, LmOptions *o) {
     o->checkpoint = argv[1];
     for (int i = 2; i < argc; i += 2) {
         const char *flag = argv[i];
+        if (strcmp(flag, "--ignore-eos") == 0) { o->ignore_eos = 1; i--; continue; } // takes no value
         static const char *long_flags[] = {"--template", "--context-shift", "--min-p", "--repeat-penalty", "--repeat-last-n"};
         int is_long = 0;
         for (size_t k = 0; k < sizeof long_flags / sizeof long_flags[0]; k++) is_long |= strcmp(flag, long_flags[k]) == 0;
-        if (!is_long && (flag[0] != '-' || strlen(flag) != 2 || strchr("tpsnizmyTk", flag[1]) == NULL)) {
+        if (!is_long && (flag[0] != '-' || strlen(flag) != 2 || strchr("tpsnizmyTkfr", flag[1]) == NULL)) {
             fprintf(stderr, "run: unknown option '%s' (run -h for help)\n", flag);
             return 1;
         }
@@ -2856,9 +2898,35 @@ static int parse_options(int argc, char **argv, LmOptions *o) {
         case 'k':
             if (!parse_count(val, 0x7fffffff, &o->top_k)) return bad_flag(flag, val, "a non-negative integer (0 = off)");
             break;
+        case 'f': o->prompt_file = val; break;
+        case 'r':
+            if (val[0] == '\0' || o->n_stops == 16) return bad_flag(flag, val, "a non-empty stop string (at most 16 of them)");
+            o->stops[o->n_stops++] = val;
+            break;
         }
     }
+    if (o->prompt_file && o->prompt) { fprintf(stderr, "run: give the prompt with -i or -f, not both\n"); return 1; }
+    if (o->prompt && strcmp(o->prompt, "-") == 0 && strcmp(o->mode, "chat") == 0) {
+        fprintf(stderr, "run: -i - reads the prompt from standard input, which chat mode needs for its messages\n");
+        return 1;
+    }
     return 0;
+}
+
+// Reads a whole file (or standard input for "-") into a string; NULL with a message on failure.
+static char *read_all(const char *path) {
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+    if (f == NULL) { fprintf(stderr, "run: cannot read the prompt file %s: %s\n", path, strerror(errno)); return NULL; }
+    size_t n = 0, cap = 4096;
+    char *text = malloc(cap);
+    for (size_t got; text && (got = fread(text + n, 1, cap - n - 1, f)) > 0;) {
+        n += got;
+        if (n + 1 == cap) { char *grown = realloc(text, cap *= 2); if (!grown) { free(text); text = NULL; } else text = grown; }
+    }
+    if (f != stdin) fclose(f);
+    if (text == NULL) { fprintf(stderr, "run: out of memory reading %s\n", path); return NULL; }
+    text[n] = '\0';
+    return text;
 }
 
 #ifndef RUN_NO_CLI_MAIN
@@ -2869,6 +2937,12 @@ int main(int argc, char **argv) {
     }
     LmOptions o;
     if (parse_options(argc, argv, &o) != 0) return 1;
+    char *prompt_owned = NULL;
+    if (o.prompt_file || (o.prompt && strcmp(o.prompt, "-") == 0)) {
+        prompt_owned = read_all(o.prompt_file ? o.prompt_file : "-");
+        if (prompt_owned == NULL) return 1;
+        o.prompt = prompt_owned;
+    }
     const char *checkpoint = o.checkpoint, *tokenizer_path = o.tokenizer_path, *prompt = o.prompt, *mode = o.mode;
     const char *system_prompt = o.system_prompt;
     unsigned long long seed = o.seed, steps = o.steps;
@@ -2876,7 +2950,7 @@ int main(int argc, char **argv) {
 
     char err[512];
     LmModel *model = lm_load(checkpoint, err, sizeof err);
-    if (model == NULL) { fprintf(stderr, "run: %s\n", err); return 1; }
+    if (model == NULL) { fprintf(stderr, "run: %s\n", err); free(prompt_owned); return 1; }
     lm_set_threads(model, (int)o.threads);
     int ctx = lm_context_length(model);
     if (steps > (unsigned long long)ctx && (o.shift_keep < 0 || strcmp(mode, "chat") == 0)) {
@@ -2888,6 +2962,7 @@ int main(int argc, char **argv) {
     if (tokenizer == NULL) {
         fprintf(stderr, "run: %s (choose a tokenizer with -z)\n", err);
         lm_free(model);
+        free(prompt_owned);
         return 1;
     }
     if (o.template_override > 0) tokenizer->chat_template = (LmChatTemplate)o.template_override;
@@ -2902,15 +2977,18 @@ int main(int argc, char **argv) {
         rc = 1;
     } else if (strcmp(mode, "generate") == 0) {
         LmTiming timing;
-        int n = generate_timed(model, tokenizer, sampler, prompt, (int)steps, o.shift_keep, emit_to_file, stdout, &timing, err, sizeof err);
+        LmGenerateOptions g = {o.shift_keep, o.ignore_eos, o.stops, o.n_stops};
+        int n = generate_timed(model, tokenizer, sampler, prompt, (int)steps, &g, emit_to_file, stdout, &timing, err, sizeof err);
         if (n < 0) {
             fprintf(stderr, "run: %s\n", err);
             rc = 1;
         } else {
             printf("\n");
             if (err[0]) fprintf(stderr, "note: %s\n", err); // the context filled up
-            if (n > timing.prompt && timing.end > timing.first)
-                fprintf(stderr, "achieved tok/s: %f\n", (n - timing.prompt) / (timing.end - timing.first));
+            double prompt_s = timing.first - timing.start, gen_s = timing.end - timing.first;
+            fprintf(stderr, "achieved tok/s: %.1f | prompt: %d tokens, %.1f tok/s | generated: %d tokens in %.2f s | first token after %.0f ms\n",
+                    gen_s > 0 ? timing.generated / gen_s : 0.0, timing.prompt, prompt_s > 0 ? timing.prompt / prompt_s : 0.0,
+                    timing.generated, gen_s, 1000 * prompt_s);
         }
     } else {
         struct sigaction sa;
@@ -2927,6 +3005,7 @@ int main(int argc, char **argv) {
     lm_sampler_free(sampler);
     lm_tokenizer_free(tokenizer);
     lm_free(model);
+    free(prompt_owned);
     return rc;
 }
 #endif // RUN_NO_CLI_MAIN

@@ -1177,6 +1177,35 @@ static void test_cli(void) {
           "CLI chat over stdin: two turns, clean exit at end of input");
     r = run_cli("./run -h", NULL);
     check(r.status == 0 && strstr(r.out, "-m <string>") != NULL, "CLI -h prints the usage");
+
+    // prompts from a file and from standard input; stop strings; the timing line
+    char *pf = tmp_path("prompt.txt");
+    write_file(pf, "abc hello", 9);
+    snprintf(args, sizeof args, "./run %s -z %s -t 0 -n 30 -f %s", mp, tok, pf);
+    CliResult from_file = run_cli(args, NULL);
+    snprintf(args, sizeof args, "./run %s -z %s -t 0 -n 30 -i -", mp, tok);
+    CliResult from_stdin = run_cli(args, "abc hello");
+    snprintf(args, sizeof args, "./run %s -z %s -t 0 -n 30 -i \"abc hello\"", mp, tok);
+    CliResult from_flag = run_cli(args, NULL);
+    check(from_file.status == 0 && from_stdin.status == 0 && strncmp(from_file.out, "abc hello", 9) == 0 &&
+              strcmp(from_file.out, from_flag.out) == 0 && strcmp(from_stdin.out, from_flag.out) == 0,
+          "CLI -f FILE and -i - give the same text as -i with the same prompt");
+    check(strstr(from_flag.err, "prompt: 4 tokens") && strstr(from_flag.err, "generated: ") && strstr(from_flag.err, "first token after"),
+          "CLI reports prompt and generation tok/s separately, and the time to the first token: %.*s", (int)strcspn(from_flag.err, "\n"), from_flag.err);
+    size_t full_len = strlen(from_flag.out);
+    char stop[8] = "";
+    if (full_len > 20) memcpy(stop, from_flag.out + 14, 3); // a piece of the generated text
+    snprintf(args, sizeof args, "./run %s -z %s -t 0 -n 30 -i \"abc hello\" -r '%s' -r zzzz", mp, tok, stop);
+    CliResult stopped = run_cli(args, NULL);
+    char *hit = strstr(stopped.out + 9, stop);
+    check(stop[0] && stopped.status == 0 && hit && strlen(stopped.out) < full_len && strncmp(stopped.out, from_flag.out, strlen(stopped.out) - 1) == 0,
+          "CLI -r stops generation once the output contains the string (%zu of %zu bytes)", strlen(stopped.out), full_len);
+    snprintf(args, sizeof args, "%s -f %s -i x", mp, pf);
+    expect_cli_error("-i with -f", args, "not both");
+    snprintf(args, sizeof args, "%s -z %s -f %s", mp, tok, tmp_path("no_prompt.txt"));
+    expect_cli_error("missing prompt file", args, "cannot read the prompt file");
+    snprintf(args, sizeof args, "%s -z %s -m chat -i -", mp, tok);
+    expect_cli_error("-i - in chat mode", args, "chat mode needs");
 }
 
 
@@ -1781,6 +1810,14 @@ static void test_real_models(void) {
         check(r.status == 0 && want && strcmp(r.out, want) == 0, "%s %s prints exactly %s", exact[i].model, exact[i].flags, exact[i].expected);
         free(want);
     }
+    snprintf(args, sizeof args, "./run %s/stories260K.bin -z %s/tok512.bin -t 0 -n 0", dir, dir);
+    CliResult at_bos = run_cli(args, NULL);
+    snprintf(args, sizeof args, "./run %s/stories260K.bin -z %s/tok512.bin -t 0 -n 0 --ignore-eos", dir, dir);
+    CliResult past = run_cli(args, NULL);
+    check(past.status == 0 && at_bos.status == 0 && strlen(past.out) > strlen(at_bos.out) + 100 && strstr(past.err, "context full") &&
+              strncmp(past.out, at_bos.out, strlen(at_bos.out) - 1) == 0,
+          "--ignore-eos: stories260K goes past the BOS where it stops (%zu bytes), to the full context (%zu bytes)",
+          strlen(at_bos.out), strlen(past.out));
     snprintf(args, sizeof args, "./run %s/stories260K_q80_gs8.bin -z %s/tok512.bin -t 0 -n 256", dir, dir);
     CliResult r = run_cli(args, NULL);
     snprintf(expected, sizeof expected, "%s/expected_runq_q80_t0_n256.txt", dir);
