@@ -60,6 +60,29 @@ static char *read_file(const char *path, size_t *n) {
 
 static int file_exists(const char *path) { FILE *f = fopen(path, "rb"); if (f) fclose(f); return f != NULL; }
 
+// The CLI, run through the shell with input, capturing its outputs.
+typedef struct { int status, signaled; char out[8192], err[4096]; int err_lines; } CliResult;
+
+static CliResult run_cli(const char *args, const char *input) {
+    CliResult r;
+    char cmd[4096], *in = tmp_path("cli_in.txt");
+    write_file(in, input ? input : "", input ? strlen(input) : 0);
+    int is_run = strncmp(args, "./run", 5) == 0 && (args[5] == ' ' || args[5] == 0);
+    snprintf(cmd, sizeof cmd, "%s%s >%s 2>%s <%s", is_run ? run_bin : "", is_run ? args + 5 : args, tmp_path("cli_out.txt"),
+             tmp_path("cli_err.txt"), in);
+    int st = system(cmd);
+    r.signaled = WIFSIGNALED(st) || (WIFEXITED(st) && WEXITSTATUS(st) > 128);
+    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    char *o = read_file(tmp_path("cli_out.txt"), NULL), *e = read_file(tmp_path("cli_err.txt"), NULL);
+    snprintf(r.out, sizeof r.out, "%s", o ? o : "");
+    snprintf(r.err, sizeof r.err, "%s", e ? e : "");
+    free(o); free(e);
+    r.err_lines = 0;
+    for (char *c = r.err; *c; c++) r.err_lines += *c == '\n';
+    return r;
+}
+
+
 // ----------------------------------------------------------------------------
 // Tiny models with deterministic pseudo-random weights, written in llama2.c's formats
 
@@ -759,6 +782,20 @@ static void test_real_tokenizers(void) {
     check(n == 15 && memcmp(ids, want3, sizeof want3) == 0, "tok512: SentencePiece's ids for \"Once upon a time, ... Lily.\"");
     compare_with_naive(t, "tok512 vocabulary", 300);
     lm_tokenizer_free(t);
+
+    // the tokenizer tool, without a model
+    char args[1024];
+    snprintf(args, sizeof args, "./run --tokenize -z %s -i \"Once upon a time, there was a little girl named Lily.\" --ids-only", path);
+    CliResult r = run_cli(args, NULL);
+    check(r.status == 0 && strcmp(r.out, "1 403 407 261 378 432 383 286 261 376 298 315 421 395 317 426\n") == 0,
+          "./run --tokenize --ids-only with tok512.bin prints BOS and SentencePiece's ids");
+    snprintf(args, sizeof args, "./run --tokenize -z %s/llama2-tokenizer/tokenizer.bin -i \"I believe the meaning of life is\"", models_dir);
+    r = run_cli(args, NULL);
+    check(r.status == 0 && strstr(r.out, "     1  \\x0a<s>\\x0a\n") && strstr(r.out, "  4658   believe\n") && strstr(r.out, "   338   is\n"),
+          "./run --tokenize with llama2.c's Llama 2 tokenizer prints each id with its piece");
+    snprintf(args, sizeof args, "./run --tokenize -i hello");
+    r = run_cli(args, NULL);
+    check(r.status == 1 && r.err_lines == 1 && strstr(r.err, "needs -z"), "./run --tokenize without -z: one line, exit 1");
 }
 
 // ----------------------------------------------------------------------------
@@ -1065,27 +1102,6 @@ static void test_generate_and_chat(void) {
 
 // ----------------------------------------------------------------------------
 // The CLI, through the real binary
-
-typedef struct { int status, signaled; char out[8192], err[4096]; int err_lines; } CliResult;
-
-static CliResult run_cli(const char *args, const char *input) {
-    CliResult r;
-    char cmd[4096], *in = tmp_path("cli_in.txt");
-    write_file(in, input ? input : "", input ? strlen(input) : 0);
-    int is_run = strncmp(args, "./run", 5) == 0 && (args[5] == ' ' || args[5] == 0);
-    snprintf(cmd, sizeof cmd, "%s%s >%s 2>%s <%s", is_run ? run_bin : "", is_run ? args + 5 : args, tmp_path("cli_out.txt"),
-             tmp_path("cli_err.txt"), in);
-    int st = system(cmd);
-    r.signaled = WIFSIGNALED(st) || (WIFEXITED(st) && WEXITSTATUS(st) > 128);
-    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-    char *o = read_file(tmp_path("cli_out.txt"), NULL), *e = read_file(tmp_path("cli_err.txt"), NULL);
-    snprintf(r.out, sizeof r.out, "%s", o ? o : "");
-    snprintf(r.err, sizeof r.err, "%s", e ? e : "");
-    free(o); free(e);
-    r.err_lines = 0;
-    for (char *c = r.err; *c; c++) r.err_lines += *c == '\n';
-    return r;
-}
 
 static void expect_cli_error(const char *what, const char *args, const char *needle) {
     char cmd[1024];
