@@ -81,7 +81,9 @@
        from in, streams replies to out. A NULL system_prompt is asked for on in; first_user, if
        given, is the first message. max_reply caps each reply (0 = a quarter of the context). When a
        turn would not fit, it offers (reading a y/N line) to drop the oldest turns after the first and
-       go on. When *interrupted (may be NULL) turns non-zero, the reply ends there; the flag is
+       go on. Commands: /exit, /reset (a new conversation), /system TEXT (a new system prompt and
+       conversation); a line ending in a backslash continues on the next. When *interrupted (may be
+       NULL) turns non-zero, the reply ends there; the flag is
        cleared as each reply starts (the CLI's Ctrl-C). Ends at end of input or a full context.
        Returns the positions in use, or -1.
 
@@ -2611,6 +2613,26 @@ static char *read_line(FILE *in) {
     return line;
 }
 
+// Reads a chat message: a line, continued on the next line while it ends with a backslash (which
+// becomes a newline). NULL at end of input.
+static char *read_message(FILE *in) {
+    char *msg = read_line(in);
+    size_t n = msg ? strlen(msg) : 0;
+    while (msg && n > 0 && msg[n - 1] == '\\') {
+        char *more = read_line(in);
+        if (more == NULL) { msg[n - 1] = '\0'; break; }
+        size_t m = strlen(more);
+        char *joined = realloc(msg, n + m + 1);
+        if (joined == NULL) { free(more); break; }
+        msg = joined;
+        msg[n - 1] = '\n';
+        memcpy(msg + n, more, m + 1);
+        n += m;
+        free(more);
+    }
+    return msg;
+}
+
 static int emit_to_file(const char *piece, void *user) {
     FILE *f = user;
     fputs(piece, f);
@@ -2638,7 +2660,7 @@ int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const char *first_user, co
     }
     LmTokens starts = {NULL, 0, 0}; // the position where each turn kept in the cache begins
     int reply_room = max_reply > 0 && max_reply < ctx / 4 ? max_reply : ctx / 4;
-    for (int turn = 0;; turn++) {
+    for (int turn = 0, first = 1;; turn++) { // first: the next turn opens the conversation
         char *user;
         if (turn == 0 && first_user) {
             user = malloc(strlen(first_user) + 1);
@@ -2646,11 +2668,29 @@ int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const char *first_user, co
         } else {
             fputs("User: ", out);
             fflush(out);
-            user = read_line(in);
+            user = read_message(in);
             if (user == NULL) { fputc('\n', out); break; } // end of input
+            // commands: /exit, /reset, /system TEXT (a new system prompt starts a new conversation)
+            int is_system = strncmp(user, "/system ", 8) == 0;
+            if (strcmp(user, "/exit") == 0) { free(user); break; }
+            if (strcmp(user, "/reset") == 0 || is_system) {
+                if (is_system) {
+                    free(system_owned);
+                    system_prompt = system_owned = user;
+                    memmove(system_owned, system_owned + 8, strlen(system_owned + 8) + 1);
+                } else {
+                    free(user);
+                }
+                pos = 0;
+                starts.n = 0;
+                first = 1;
+                fprintf(out, is_system ? "[system prompt set; a new conversation]\n" : "[a new conversation]\n");
+                continue;
+            }
         }
         prompt.n = 0;
-        int ok = user && render_turn(t, kind, &prompt, turn == 0, system_prompt, user);
+        int ok = user && render_turn(t, kind, &prompt, first, system_prompt, user);
+        first = 0;
         free(user);
         if (!ok) {
             set_err(err, errlen, "chat: the vocabulary lacks a token of its chat template, or out of memory");

@@ -1097,6 +1097,29 @@ static void test_generate_and_chat(void) {
     for (char *p = transcript2; (p = strstr(p, "Assistant: ")); p++) replies++;
     check(used > 0 && used <= 256 && offers >= 1 && replies > 15 && !strstr(transcript2, "chat ends here"),
           "chat drops the oldest turns when asked and goes on (%d offers, %d replies, %d positions in use)", offers, replies, used);
+    // commands and multi-line input
+    in = tmpfile(); out = tmpfile();
+    fputs("hello\n/reset\nhello\n/system be terse\nhello\nmulti \\\nline\n/exit\nnever\n", in);
+    rewind(in);
+    used = lm_chat(m, t, s, NULL, "be brief", 6, in, out, NULL, err, sizeof err);
+    rewind(out);
+    char tr[65536] = "";
+    size_t got3 = fread(tr, 1, sizeof tr - 1, out);
+    tr[got3] = 0;
+    fclose(in); fclose(out);
+    int users = 0, assistants = 0;
+    for (char *p = tr; (p = strstr(p, "User: ")); p++) users++;
+    for (char *p = tr; (p = strstr(p, "Assistant: ")); p++) assistants++;
+    char first_reply[256] = "", second_reply[256] = "";
+    char *a1 = strstr(tr, "Assistant: "), *a2 = a1 ? strstr(a1 + 1, "Assistant: ") : NULL;
+    if (a1 && a2) {
+        snprintf(first_reply, sizeof first_reply, "%.*s", (int)strcspn(a1, "\n"), a1);
+        snprintf(second_reply, sizeof second_reply, "%.*s", (int)strcspn(a2, "\n"), a2);
+    }
+    check(users == 7 && assistants == 4 && strstr(tr, "[a new conversation]") && strstr(tr, "[system prompt set; a new conversation]") &&
+              first_reply[0] && strcmp(first_reply, second_reply) == 0 && used > 0,
+          "chat: /reset starts over (the same greedy reply again), /system sets a new system prompt, a trailing \\ continues "
+          "the message, /exit ends (%d prompts, %d replies)", users, assistants);
     lm_sampler_free(s); lm_tokenizer_free(t); lm_free(m);
 }
 
