@@ -2775,6 +2775,9 @@ static void usage(FILE *f) {
             "  -f <file>   read the prompt from a file\n"
             "  -r <string> stop string: generation ends once the output contains it (repeatable)\n"
             "  --ignore-eos  go on past end-of-sequence tokens\n"
+            "  --info      print the model's description (format, shape, weights, RoPE, tokenizer) and exit;\n"
+            "              it is also shown at load when standard error is a terminal\n"
+            "  --quiet     nothing on standard error but errors: no description, timing or notes\n"
             "  -z <string> tokenizer file (default: the checkpoint's own, else tokenizer.bin)\n"
             "  -m <string> mode: generate|chat (default generate)\n"
             "  -y <string> system prompt in chat mode\n"
@@ -2847,6 +2850,29 @@ static int bad_flag(const char *flag, const char *value, const char *expected) {
     return 1;
 }
 
+// One compact block describing a loaded model (and its tokenizer, which may be NULL).
+static void print_info(FILE *f, const char *path, const LmModel *m, const LmTokenizer *t, int threads) {
+    const LmConfig *c = &m->config;
+    static const char *types[] = {"fp32", "fp16", "bf16", "q8_0", "q4_0"}, *scalings[] = {"none", "linear", "llama3"};
+    uint64_t q = (uint64_t)c->n_heads * c->head_size, kv = (uint64_t)c->n_kv_heads * c->head_size, d = (uint64_t)c->dim;
+    uint64_t params = (uint64_t)c->vocab_size * d * (c->shared_classifier ? 1 : 2) + d +
+                      (uint64_t)c->n_layers * (2 * q * d + 2 * kv * d + 3 * (uint64_t)c->hidden_dim * d + 2 * d + (c->qkv_bias ? q + 2 * kv : 0));
+    fprintf(f, "model: %s: %s %d, %.1f MiB; %d layers, dim %d, hidden %d, %d heads (%d kv, size %d)%s%s, vocab %d\n", path,
+            c->version == 3 ? "run.c v" : "llama2.c v", c->version, (double)m->file_size / (1 << 20), c->n_layers, c->dim, c->hidden_dim,
+            c->n_heads, c->n_kv_heads, c->head_size, c->qkv_bias ? ", q/k/v bias" : "", c->shared_classifier ? ", tied embedding" : "", c->vocab_size);
+    fprintf(f, "weights: %s", types[c->weight_type]);
+    if (is_integer_type(c->weight_type)) fprintf(f, " (groups of %d)", c->group_size);
+    fprintf(f, ", %.2f M parameters; context %d; RoPE theta %g, %s, scaling %s", (double)params / 1e6, c->seq_len, c->rope_theta,
+            c->rope_layout == LM_ROPE_PAIRS ? "pairs" : "halves", scalings[c->rope_scaling]);
+    if (c->rope_scaling != LM_ROPE_NONE) fprintf(f, " x%g", c->rope_factor);
+    fprintf(f, "; norm eps %g\n", c->norm_eps);
+    if (t)
+        fprintf(f, "tokenizer: %s BPE, %d tokens, chat template %s; threads %d\n", t->kind == LM_BPE_BYTE_LEVEL ? "byte-level" : "SentencePiece",
+                t->vocab_size, chat_template_names[chat_template_of(t)], threads);
+    else
+        fprintf(f, "tokenizer: none loaded; threads %d\n", threads);
+}
+
 // Ctrl-C in chat: it ends the reply (lm_chat watches this flag and clears it when the next reply
 // starts); pressed again before then, it exits. Command line only: the library keeps no globals.
 static volatile sig_atomic_t cli_interrupted;
@@ -2862,7 +2888,7 @@ typedef struct {
     const char *checkpoint, *tokenizer_path, *prompt, *mode, *system_prompt;
     float temperature, topp, min_p, repeat_penalty;
     unsigned long long seed, steps, threads, top_k, repeat_last_n;
-    int steps_given, template_override, shift_keep, ignore_eos;
+    int steps_given, template_override, shift_keep, ignore_eos, info, quiet;
     const char *prompt_file;  // -f
     const char *stops[16];    // -r, repeatable
     int n_stops;
@@ -2870,7 +2896,7 @@ typedef struct {
 
 // Parses argv into o. Returns 0, or 1 after printing one line about the bad argument on stderr.
 static int parse_options(int argc, char **argv, LmOptions *o) {
-    *o = (LmOptions){NULL, NULL, NULL, "generate", NULL, 1.0f, 0.9f, 0.0f, 1.0f, 0, 256, 0, 0, 64, 0, -1, -1, 0, NULL, {NULL}, 0};
+    *o = (LmOptions){NULL, NULL, NULL, "generate", NULL, 1.0f, 0.9f, 0.0f, 1.0f, 0, 256, 0, 0, 64, 0, -1, -1, 0, 0, 0, NULL, {NULL}, 0};
     if (argc < 2 || argv[1][0] == '-') {
         fprintf(stderr, "run: missing checkpoint (usage: run <checkpoint> [options]; run -h for help)\n");
         return 1;
@@ -2878,7 +2904,10 @@ static int parse_options(int argc, char **argv, LmOptions *o) {
     o->checkpoint = argv[1];
     for (int i = 2; i < argc; i += 2) {
         const char *flag = argv[i];
-        if (strcmp(flag, "--ignore-eos") == 0) { o->ignore_eos = 1; i--; continue; } // takes no value
+        // flags without a value
+        if (strcmp(flag, "--ignore-eos") == 0) { o->ignore_eos = 1; i--; continue; }
+        if (strcmp(flag, "--info") == 0) { o->info = 1; i--; continue; }
+        if (strcmp(flag, "--quiet") == 0) { o->quiet = 1; i--; continue; }
         static const char *long_flags[] = {"--template", "--context-shift", "--min-p", "--repeat-penalty", "--repeat-last-n"};
         int is_long = 0;
         for (size_t k = 0; k < sizeof long_flags / sizeof long_flags[0]; k++) is_long |= strcmp(flag, long_flags[k]) == 0;
@@ -2994,7 +3023,7 @@ int main(int argc, char **argv) {
     lm_set_threads(model, (int)o.threads);
     int ctx = lm_context_length(model);
     if (steps > (unsigned long long)ctx && (o.shift_keep < 0 || strcmp(mode, "chat") == 0)) {
-        if (o.steps_given) fprintf(stderr, "note: -n %llu exceeds the context length %d; using %d\n", steps, ctx, ctx);
+        if (o.steps_given && !o.quiet) fprintf(stderr, "note: -n %llu exceeds the context length %d; using %d\n", steps, ctx, ctx);
         steps = (unsigned long long)ctx;
     }
     if (tokenizer_path == NULL) tokenizer_path = model->config.tokenizer_size > 0 ? checkpoint : "tokenizer.bin";
@@ -3006,6 +3035,13 @@ int main(int argc, char **argv) {
         return 1;
     }
     if (o.template_override > 0) tokenizer->chat_template = (LmChatTemplate)o.template_override;
+    if (o.info || (!o.quiet && isatty(fileno(stderr)))) print_info(stderr, checkpoint, model, tokenizer, model->threads);
+    if (o.info) {
+        lm_tokenizer_free(tokenizer);
+        lm_free(model);
+        free(prompt_owned);
+        return 0;
+    }
     LmSampler *sampler = lm_sampler_new(lm_vocab_size(model), o.temperature, o.topp, seed);
     int rc = 0;
     if (sampler && lm_sampler_configure(sampler, (int)o.top_k, o.min_p, o.repeat_penalty, (int)o.repeat_last_n) != 0) {
@@ -3024,9 +3060,9 @@ int main(int argc, char **argv) {
             rc = 1;
         } else {
             printf("\n");
-            if (err[0]) fprintf(stderr, "note: %s\n", err); // the context filled up
+            if (err[0] && !o.quiet) fprintf(stderr, "note: %s\n", err); // the context filled up
             double prompt_s = timing.first - timing.start, gen_s = timing.end - timing.first;
-            fprintf(stderr, "achieved tok/s: %.1f | prompt: %d tokens, %.1f tok/s | generated: %d tokens in %.2f s | first token after %.0f ms\n",
+            if (!o.quiet) fprintf(stderr, "achieved tok/s: %.1f | prompt: %d tokens, %.1f tok/s | generated: %d tokens in %.2f s | first token after %.0f ms\n",
                     gen_s > 0 ? timing.generated / gen_s : 0.0, timing.prompt, prompt_s > 0 ? timing.prompt / prompt_s : 0.0,
                     timing.generated, gen_s, 1000 * prompt_s);
         }

@@ -1239,6 +1239,15 @@ static void test_cli(void) {
     char *hit = strstr(stopped.out + 9, stop);
     check(stop[0] && stopped.status == 0 && hit && strlen(stopped.out) < full_len && strncmp(stopped.out, from_flag.out, strlen(stopped.out) - 1) == 0,
           "CLI -r stops generation once the output contains the string (%zu of %zu bytes)", strlen(stopped.out), full_len);
+    snprintf(args, sizeof args, "./run %s -z %s --info", mp, tok);
+    CliResult info = run_cli(args, NULL);
+    check(info.status == 0 && info.out[0] == 0 && info.err_lines == 3 && strstr(info.err, "model: ") && strstr(info.err, "llama2.c v 0") &&
+              strstr(info.err, "weights: fp32") && strstr(info.err, "context 256") && strstr(info.err, "RoPE theta 10000, pairs") &&
+              strstr(info.err, "tokenizer: SentencePiece BPE") && strstr(info.err, "chat template llama2"),
+          "CLI --info prints a 3-line description of the model and tokenizer and exits");
+    snprintf(args, sizeof args, "./run %s -z %s -t 0 -n 500 --quiet -i hello", mp, tok);
+    CliResult quiet = run_cli(args, NULL);
+    check(quiet.status == 0 && quiet.err[0] == 0 && strncmp(quiet.out, "hello", 5) == 0, "CLI --quiet: nothing on standard error, only the text");
     snprintf(args, sizeof args, "%s -f %s -i x", mp, pf);
     expect_cli_error("-i with -f", args, "not both");
     snprintf(args, sizeof args, "%s -z %s -f %s", mp, tok, tmp_path("no_prompt.txt"));
