@@ -2756,75 +2756,6 @@ int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const char *first_user, co
 
 #ifndef RUN_NO_MAIN
 
-static void usage(FILE *f) {
-    fprintf(f,
-            "Usage:   run <checkpoint> [options]\n"
-            "Example: run stories15M.bin -n 256 -i \"Once upon a time\"\n"
-            "Options:\n"
-            "  -t <float>  temperature, >= 0 (default 1.0; 0 = greedy)\n"
-            "  -p <float>  top-p (nucleus) sampling threshold in [0,1] (default 0.9; 0 or 1 = off)\n"
-            "  -k <int>    top-k: sample from the k most likely tokens (default 0 = off)\n"
-            "  --min-p <float>  drop tokens less likely than this times the most likely (default 0 = off)\n"
-            "  --repeat-penalty <float>  divide positive logits (multiply negative ones) of tokens seen\n"
-            "              in the last --repeat-last-n tokens (default 1 = off; window default 64)\n"
-            "              Order: penalty, temperature, top-k, min-p, top-p, then one draw.\n"
-            "  -s <int>    random seed (default: the time)\n"
-            "  -n <int>    steps: total positions in generate mode, the longest reply in chat mode\n"
-            "              (default 256; 0 = the context length)\n"
-            "  -i <string> input prompt (\"-\": read it from standard input)\n"
-            "  -f <file>   read the prompt from a file\n"
-            "  -r <string> stop string: generation ends once the output contains it (repeatable)\n"
-            "  --ignore-eos  go on past end-of-sequence tokens\n"
-            "  --info      print the model's description (format, shape, weights, RoPE, tokenizer) and exit;\n"
-            "              it is also shown at load when standard error is a terminal\n"
-            "  --quiet     nothing on standard error but errors: no description, timing or notes\n"
-            "  -z <string> tokenizer file (default: the checkpoint's own, else tokenizer.bin)\n"
-            "  -m <string> mode: generate|chat (default generate)\n"
-            "  -y <string> system prompt in chat mode\n"
-            "  -T <int>    threads (default: the number of cores; 1 without OpenMP)\n"
-            "  --context-shift <n>  when the context is full, keep the first n tokens, drop half the\n"
-            "              rest and go on (generate mode; -n may then exceed the context)\n"
-            "  --template <name>  chat template: llama2|llama3|chatml|zephyr|mistral\n"
-            "              (default: the tokenizer's, else llama2)\n"
-            "  -h, --help  this help\n"
-            "Tokenizer tool (no model): run --tokenize -z <tokenizer> -i <text> [--ids-only]\n"
-            "  prints each token's id and text; --ids-only prints the ids alone\n");
-}
-
-// --tokenize: ids and pieces of the -i text, without a model.
-static int tokenize_main(int argc, char **argv) {
-    const char *path = NULL, *text = NULL;
-    int ids_only = 0;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--tokenize") == 0) continue;
-        if (strcmp(argv[i], "--ids-only") == 0) { ids_only = 1; continue; }
-        if ((strcmp(argv[i], "-z") == 0 || strcmp(argv[i], "-i") == 0) && i + 1 < argc) {
-            if (argv[i][1] == 'z') path = argv[++i]; else text = argv[++i];
-            continue;
-        }
-        fprintf(stderr, "run: unknown option '%s' for --tokenize (expected -z FILE -i TEXT [--ids-only])\n", argv[i]);
-        return 1;
-    }
-    if (path == NULL || text == NULL) { fprintf(stderr, "run: --tokenize needs -z <tokenizer> and -i <text>\n"); return 1; }
-    char err[512];
-    LmTokenizer *t = lm_tokenizer_load(path, 0, err, sizeof err);
-    if (t == NULL) { fprintf(stderr, "run: %s\n", err); return 1; }
-    size_t cap = strlen(text) + 3;
-    int *ids = malloc(cap * sizeof(int));
-    int n = ids ? lm_encode(t, text, 1, 0, ids, (int)cap) : -1;
-    for (int i = 0; i < n; i++) {
-        if (ids_only) { printf(i ? " %d" : "%d", ids[i]); continue; }
-        printf("%6d  ", ids[i]);
-        for (const unsigned char *c = (const unsigned char *)t->vocab[ids[i]]; *c; c++) // bytes, escaped
-            if (*c < 0x20 || *c == '\\' || *c == 0x7f) printf("\\x%02x", *c); else putchar(*c);
-        printf("\n");
-    }
-    if (ids_only) printf("\n");
-    free(ids);
-    lm_tokenizer_free(t);
-    return n < 0;
-}
-
 // Parses a whole string as a finite float / non-negative integer; 0 on junk.
 static int parse_float(const char *s, float *out) {
     char *end;
@@ -2848,39 +2779,6 @@ static int parse_count(const char *s, unsigned long long max, unsigned long long
 static int bad_flag(const char *flag, const char *value, const char *expected) {
     fprintf(stderr, "run: invalid value '%s' for %s (expected %s)\n", value, flag, expected);
     return 1;
-}
-
-// One compact block describing a loaded model (and its tokenizer, which may be NULL).
-static void print_info(FILE *f, const char *path, const LmModel *m, const LmTokenizer *t, int threads) {
-    const LmConfig *c = &m->config;
-    static const char *types[] = {"fp32", "fp16", "bf16", "q8_0", "q4_0"}, *scalings[] = {"none", "linear", "llama3"};
-    uint64_t q = (uint64_t)c->n_heads * c->head_size, kv = (uint64_t)c->n_kv_heads * c->head_size, d = (uint64_t)c->dim;
-    uint64_t params = (uint64_t)c->vocab_size * d * (c->shared_classifier ? 1 : 2) + d +
-                      (uint64_t)c->n_layers * (2 * q * d + 2 * kv * d + 3 * (uint64_t)c->hidden_dim * d + 2 * d + (c->qkv_bias ? q + 2 * kv : 0));
-    fprintf(f, "model: %s: %s %d, %.1f MiB; %d layers, dim %d, hidden %d, %d heads (%d kv, size %d)%s%s, vocab %d\n", path,
-            c->version == 3 ? "run.c v" : "llama2.c v", c->version, (double)m->file_size / (1 << 20), c->n_layers, c->dim, c->hidden_dim,
-            c->n_heads, c->n_kv_heads, c->head_size, c->qkv_bias ? ", q/k/v bias" : "", c->shared_classifier ? ", tied embedding" : "", c->vocab_size);
-    fprintf(f, "weights: %s", types[c->weight_type]);
-    if (is_integer_type(c->weight_type)) fprintf(f, " (groups of %d)", c->group_size);
-    fprintf(f, ", %.2f M parameters; context %d; RoPE theta %g, %s, scaling %s", (double)params / 1e6, c->seq_len, c->rope_theta,
-            c->rope_layout == LM_ROPE_PAIRS ? "pairs" : "halves", scalings[c->rope_scaling]);
-    if (c->rope_scaling != LM_ROPE_NONE) fprintf(f, " x%g", c->rope_factor);
-    fprintf(f, "; norm eps %g\n", c->norm_eps);
-    if (t)
-        fprintf(f, "tokenizer: %s BPE, %d tokens, chat template %s; threads %d\n", t->kind == LM_BPE_BYTE_LEVEL ? "byte-level" : "SentencePiece",
-                t->vocab_size, chat_template_names[chat_template_of(t)], threads);
-    else
-        fprintf(f, "tokenizer: none loaded; threads %d\n", threads);
-}
-
-// Ctrl-C in chat: it ends the reply (lm_chat watches this flag and clears it when the next reply
-// starts); pressed again before then, it exits. Command line only: the library keeps no globals.
-static volatile sig_atomic_t cli_interrupted;
-
-static void on_interrupt(int sig) {
-    (void)sig;
-    if (cli_interrupted) _exit(130);
-    cli_interrupted = 1;
 }
 
 // The command line's settings.
@@ -2982,6 +2880,109 @@ static int parse_options(int argc, char **argv, LmOptions *o) {
     return 0;
 }
 
+#ifndef RUN_NO_CLI_MAIN // (tests/fuzz.c keeps parse_options without the rest)
+static void usage(FILE *f) {
+    fprintf(f,
+            "Usage:   run <checkpoint> [options]\n"
+            "Example: run stories15M.bin -n 256 -i \"Once upon a time\"\n"
+            "Options:\n"
+            "  -t <float>  temperature, >= 0 (default 1.0; 0 = greedy)\n"
+            "  -p <float>  top-p (nucleus) sampling threshold in [0,1] (default 0.9; 0 or 1 = off)\n"
+            "  -k <int>    top-k: sample from the k most likely tokens (default 0 = off)\n"
+            "  --min-p <float>  drop tokens less likely than this times the most likely (default 0 = off)\n"
+            "  --repeat-penalty <float>  divide positive logits (multiply negative ones) of tokens seen\n"
+            "              in the last --repeat-last-n tokens (default 1 = off; window default 64)\n"
+            "              Order: penalty, temperature, top-k, min-p, top-p, then one draw.\n"
+            "  -s <int>    random seed (default: the time)\n"
+            "  -n <int>    steps: total positions in generate mode, the longest reply in chat mode\n"
+            "              (default 256; 0 = the context length)\n"
+            "  -i <string> input prompt (\"-\": read it from standard input)\n"
+            "  -f <file>   read the prompt from a file\n"
+            "  -r <string> stop string: generation ends once the output contains it (repeatable)\n"
+            "  --ignore-eos  go on past end-of-sequence tokens\n"
+            "  --info      print the model's description (format, shape, weights, RoPE, tokenizer) and exit;\n"
+            "              it is also shown at load when standard error is a terminal\n"
+            "  --quiet     nothing on standard error but errors: no description, timing or notes\n"
+            "  -z <string> tokenizer file (default: the checkpoint's own, else tokenizer.bin)\n"
+            "  -m <string> mode: generate|chat (default generate)\n"
+            "  -y <string> system prompt in chat mode\n"
+            "  -T <int>    threads (default: the number of cores; 1 without OpenMP)\n"
+            "  --context-shift <n>  when the context is full, keep the first n tokens, drop half the\n"
+            "              rest and go on (generate mode; -n may then exceed the context)\n"
+            "  --template <name>  chat template: llama2|llama3|chatml|zephyr|mistral\n"
+            "              (default: the tokenizer's, else llama2)\n"
+            "  -h, --help  this help\n"
+            "Tokenizer tool (no model): run --tokenize -z <tokenizer> -i <text> [--ids-only]\n"
+            "  prints each token's id and text; --ids-only prints the ids alone\n");
+}
+
+// --tokenize: ids and pieces of the -i text, without a model.
+static int tokenize_main(int argc, char **argv) {
+    const char *path = NULL, *text = NULL;
+    int ids_only = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--tokenize") == 0) continue;
+        if (strcmp(argv[i], "--ids-only") == 0) { ids_only = 1; continue; }
+        if ((strcmp(argv[i], "-z") == 0 || strcmp(argv[i], "-i") == 0) && i + 1 < argc) {
+            if (argv[i][1] == 'z') path = argv[++i]; else text = argv[++i];
+            continue;
+        }
+        fprintf(stderr, "run: unknown option '%s' for --tokenize (expected -z FILE -i TEXT [--ids-only])\n", argv[i]);
+        return 1;
+    }
+    if (path == NULL || text == NULL) { fprintf(stderr, "run: --tokenize needs -z <tokenizer> and -i <text>\n"); return 1; }
+    char err[512];
+    LmTokenizer *t = lm_tokenizer_load(path, 0, err, sizeof err);
+    if (t == NULL) { fprintf(stderr, "run: %s\n", err); return 1; }
+    size_t cap = strlen(text) + 3;
+    int *ids = malloc(cap * sizeof(int));
+    int n = ids ? lm_encode(t, text, 1, 0, ids, (int)cap) : -1;
+    for (int i = 0; i < n; i++) {
+        if (ids_only) { printf(i ? " %d" : "%d", ids[i]); continue; }
+        printf("%6d  ", ids[i]);
+        for (const unsigned char *c = (const unsigned char *)t->vocab[ids[i]]; *c; c++) // bytes, escaped
+            if (*c < 0x20 || *c == '\\' || *c == 0x7f) printf("\\x%02x", *c); else putchar(*c);
+        printf("\n");
+    }
+    if (ids_only) printf("\n");
+    free(ids);
+    lm_tokenizer_free(t);
+    return n < 0;
+}
+
+// One compact block describing a loaded model (and its tokenizer, which may be NULL).
+static void print_info(FILE *f, const char *path, const LmModel *m, const LmTokenizer *t, int threads) {
+    const LmConfig *c = &m->config;
+    static const char *types[] = {"fp32", "fp16", "bf16", "q8_0", "q4_0"}, *scalings[] = {"none", "linear", "llama3"};
+    uint64_t q = (uint64_t)c->n_heads * c->head_size, kv = (uint64_t)c->n_kv_heads * c->head_size, d = (uint64_t)c->dim;
+    uint64_t params = (uint64_t)c->vocab_size * d * (c->shared_classifier ? 1 : 2) + d +
+                      (uint64_t)c->n_layers * (2 * q * d + 2 * kv * d + 3 * (uint64_t)c->hidden_dim * d + 2 * d + (c->qkv_bias ? q + 2 * kv : 0));
+    fprintf(f, "model: %s: %s %d, %.1f MiB; %d layers, dim %d, hidden %d, %d heads (%d kv, size %d)%s%s, vocab %d\n", path,
+            c->version == 3 ? "run.c v" : "llama2.c v", c->version, (double)m->file_size / (1 << 20), c->n_layers, c->dim, c->hidden_dim,
+            c->n_heads, c->n_kv_heads, c->head_size, c->qkv_bias ? ", q/k/v bias" : "", c->shared_classifier ? ", tied embedding" : "", c->vocab_size);
+    fprintf(f, "weights: %s", types[c->weight_type]);
+    if (is_integer_type(c->weight_type)) fprintf(f, " (groups of %d)", c->group_size);
+    fprintf(f, ", %.2f M parameters; context %d; RoPE theta %g, %s, scaling %s", (double)params / 1e6, c->seq_len, c->rope_theta,
+            c->rope_layout == LM_ROPE_PAIRS ? "pairs" : "halves", scalings[c->rope_scaling]);
+    if (c->rope_scaling != LM_ROPE_NONE) fprintf(f, " x%g", c->rope_factor);
+    fprintf(f, "; norm eps %g\n", c->norm_eps);
+    if (t)
+        fprintf(f, "tokenizer: %s BPE, %d tokens, chat template %s; threads %d\n", t->kind == LM_BPE_BYTE_LEVEL ? "byte-level" : "SentencePiece",
+                t->vocab_size, chat_template_names[chat_template_of(t)], threads);
+    else
+        fprintf(f, "tokenizer: none loaded; threads %d\n", threads);
+}
+
+// Ctrl-C in chat: it ends the reply (lm_chat watches this flag and clears it when the next reply
+// starts); pressed again before then, it exits. Command line only: the library keeps no globals.
+static volatile sig_atomic_t cli_interrupted;
+
+static void on_interrupt(int sig) {
+    (void)sig;
+    if (cli_interrupted) _exit(130);
+    cli_interrupted = 1;
+}
+
 // Reads a whole file (or standard input for "-") into a string; NULL with a message on failure.
 static char *read_all(const char *path) {
     FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
@@ -2998,7 +2999,6 @@ static char *read_all(const char *path) {
     return text;
 }
 
-#ifndef RUN_NO_CLI_MAIN
 int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) { usage(stdout); return 0; }

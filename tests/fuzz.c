@@ -110,7 +110,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
 // Each target uses some of the helpers above and of run.c's command line; this keeps the others used.
 void lm_fuzz_keep(void);
-void lm_fuzz_keep(void) { (void)as_file; (void)as_string; (void)usage; (void)tokenize_main; (void)parse_options; (void)on_interrupt; (void)read_all; }
+void lm_fuzz_keep(void) { (void)as_file; (void)as_string; (void)parse_options; }
 
 #ifndef LM_LIBFUZZER
 // The replay driver: each file named on the command line is one input.
