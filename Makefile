@@ -4,9 +4,20 @@ WARN = -std=c11 -Wall -Wextra
 # OpenMP when the compiler has it; everything builds and passes without it.
 OPENMP := $(shell echo 'int main(void){return 0;}' | $(CC) -fopenmp -x c - -o /dev/null 2>/dev/null && echo -fopenmp)
 
-.PHONY: all test clean vectors bench fuzz
+.PHONY: all test clean vectors bench fuzz demo
 
 all: run
+
+# From a fresh clone to a story: build, fetch llama2.c's stories15M.bin (once), generate.
+STORIES15M_URL = https://huggingface.co/karpathy/tinyllamas/resolve/main/stories15M.bin
+demo: run
+	@if [ ! -f stories15M.bin ]; then \
+	  echo "make demo: downloading stories15M.bin (58 MB, llama2.c's TinyStories model)"; \
+	  { curl -fsSL -o stories15M.bin.part $(STORIES15M_URL) 2>/dev/null || wget -q -O stories15M.bin.part $(STORIES15M_URL) 2>/dev/null; } \
+	    && mv stories15M.bin.part stories15M.bin \
+	    || { rm -f stories15M.bin.part; echo "make demo: could not download stories15M.bin: fetch $(STORIES15M_URL) and put it in $(CURDIR)"; exit 1; }; \
+	fi
+	./run stories15M.bin -i "Once upon a time"
 
 # portable build: plain -O3, one thread
 run: run.c

@@ -478,6 +478,51 @@ def write_v3(m, out, dtype, group_size, tokenizer_bytes):
     return sum(int(np.prod(expected_shape(m, n))) for n, _ in plan), os.path.getsize(out)
 
 
+def check_v3(m, path, names):
+    """Re-reads tensors of a written v3 file and compares them with the source: exact for fp32,
+    fp16 and bf16 (against the same rounding), within half a quantization step for q8_0/q4_0."""
+    data = np.memmap(path, dtype=np.uint8, mode="r")
+    dtype = {v: k for k, v in DTYPES.items()}[struct.unpack_from("<i", data, 76)[0]]
+    gs = struct.unpack_from("<i", data, 80)[0]
+    off = struct.unpack_from("<Q", data, 104)[0]
+    checked = 0
+    for name, is_matrix in tensor_plan(m):
+        shape = expected_shape(m, name)
+        n = int(np.prod(shape))
+        off = (off + ALIGN - 1) // ALIGN * ALIGN
+        want = load_tensor(m, name).astype(np.float32).reshape(-1)
+        if not is_matrix or dtype == "fp32":
+            got = data[off:off + 4 * n].view("<f4")
+            off += 4 * n
+            ok = np.array_equal(got, want)
+        elif dtype in ("fp16", "bf16"):
+            raw = data[off:off + 2 * n].view("<u2")
+            off += 2 * n
+            ok = np.array_equal(raw, want.astype("<f2").view("<u2") if dtype == "fp16" else to_bf16(want))
+        else:
+            nbytes = n if dtype == "q8_0" else n // 2
+            q = data[off:off + nbytes]
+            off = (off + nbytes + ALIGN - 1) // ALIGN * ALIGN
+            if dtype == "q8_0":
+                scales = data[off:off + 4 * (n // gs)].view("<f4").astype(np.float32)
+                off += 4 * (n // gs)
+                values = q.view(np.int8).astype(np.float32).reshape(-1, gs)
+            else:
+                scales = data[off:off + 2 * (n // gs)].view("<f2").astype(np.float32)
+                off += 2 * (n // gs)
+                b = q.reshape(-1, gs // 2)
+                values = (np.concatenate([b & 15, b >> 4], axis=1).astype(np.float32) - 8)
+            deq = (values * scales[:, None]).reshape(-1)
+            step = np.repeat(np.abs(scales), gs)
+            ok = bool(np.all(np.abs(deq - want) <= step * 0.5001 + 1e-12)) if dtype == "q8_0" else \
+                bool(np.all(np.abs(deq - want) <= step * 1.0001 + 1e-6))
+        if name in names:
+            if not ok:
+                raise ExportError(f"--check: tensor {name} in {path} does not match the source")
+            checked += 1
+    log(f"check: {checked} tensors re-read from {path} match the source ({dtype})")
+
+
 def write_legacy(m, out, version, group_size):
     """llama2.c's v0 (fp32), v1 (fp32) or v2 (Q8_0) format."""
     if m.head_size * m.n_heads != m.dim or m.qkv_bias or m.rope_scaling[0] or m.rope_theta != 10000.0 \
@@ -831,6 +876,8 @@ def main(argv=None):
                     "power of two that divides every row; q4_0 32)")
     ap.add_argument("--seq-len", type=int, default=0, help="cap the context length (Llama 3.1's 131072 makes a large KV cache)")
     ap.add_argument("--chat-template", choices=list(TEMPLATES), help="override the chat template found in tokenizer_config.json")
+    ap.add_argument("--check", action="store_true", help="re-read the written file and compare the embedding, the first "
+                    "layer's and the last layer's tensors and the final norm with the source (--version 3)")
     a = ap.parse_args(argv)
     start = time.time()
     try:
@@ -876,7 +923,13 @@ def main(argv=None):
             else:
                 log("note: no tokenizer found beside the model; run it with -z")
             params, size = write_v3(m, a.output, a.dtype, a.group_size, tok_bytes)
+            if a.check:
+                last = m.n_layers - 1
+                check_v3(m, a.output, {"tok_embeddings", "norm", "output"} | {f"layers.{l}.{k}" for l in {0, last} for k in
+                         ("attention_norm", "wq", "wk", "wv", "bq", "wo", "ffn_norm", "w1", "w2", "w3")})
         else:
+            if a.check:
+                raise ExportError("--check reads run.c's format (--version 3) only")
             params, size = write_legacy(m, a.output, a.version, a.group_size)
         log(f"wrote {a.output}: {params / 1e6:.1f}M parameters, {size / 2**20:.1f} MiB, {time.time() - start:.1f} s")
     except ExportError as e:

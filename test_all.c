@@ -1239,6 +1239,14 @@ static void test_cli(void) {
     char *hit = strstr(stopped.out + 9, stop);
     check(stop[0] && stopped.status == 0 && hit && strlen(stopped.out) < full_len && strncmp(stopped.out, from_flag.out, strlen(stopped.out) - 1) == 0,
           "CLI -r stops generation once the output contains the string (%zu of %zu bytes)", strlen(stopped.out), full_len);
+    if (system("make -s runomp >/dev/null 2>&1") == 0) { // -T with the threaded build: the same text
+        snprintf(args, sizeof args, "./runomp %s -z %s -t 0.9 -s 3 -n 40 -i hello -T 1", mp, tok);
+        CliResult one = run_cli(args, NULL);
+        snprintf(args, sizeof args, "./runomp %s -z %s -t 0.9 -s 3 -n 40 -i hello -T 2", mp, tok);
+        CliResult two = run_cli(args, NULL);
+        check(one.status == 0 && two.status == 0 && strcmp(one.out, two.out) == 0 && strlen(one.out) > 5,
+              "CLI -T 1 and -T 2 (OpenMP build) print the same text");
+    }
     snprintf(args, sizeof args, "./run %s -z %s --info", mp, tok);
     CliResult info = run_cli(args, NULL);
     check(info.status == 0 && info.out[0] == 0 && info.err_lines == 3 && strstr(info.err, "model: ") && strstr(info.err, "llama2.c v 0") &&
@@ -1706,7 +1714,7 @@ static void test_hf_models(void) {
         int nt = 18;
         for (int di = 0; di < 4; di++) {
             char *out = tmp_path("hf_export.bin");
-            snprintf(cmd, sizeof cmd, "%s export.py %s --hf %s/%s --dtype %s", python, out, dir, models[mi], dtypes[di].dtype);
+            snprintf(cmd, sizeof cmd, "%s export.py %s --hf %s/%s --dtype %s --check", python, out, dir, models[mi], dtypes[di].dtype);
             if (!run_quiet(cmd)) { check(0, "export %s %s", models[mi], dtypes[di].dtype); continue; }
             char err[256];
             LmModel *m = lm_load(out, err, sizeof err);
