@@ -1247,6 +1247,19 @@ static void test_cli(void) {
         check(one.status == 0 && two.status == 0 && strcmp(one.out, two.out) == 0 && strlen(one.out) > 5,
               "CLI -T 1 and -T 2 (OpenMP build) print the same text");
     }
+    // valid sampling flags: top-k 1 and min-p 1 leave only the most likely token, i.e. greedy text
+    const char *same_as_greedy[] = {"-t 1 -s 9 -k 1", "-t 1 -s 9 --min-p 1", "-t 0 --repeat-penalty 1 --repeat-last-n 16"};
+    snprintf(args, sizeof args, "./run %s -z %s -n 40 -i hello -t 0", mp, tok);
+    CliResult greedy = run_cli(args, NULL);
+    for (int i = 0; i < 3; i++) {
+        snprintf(args, sizeof args, "./run %s -z %s -n 40 -i hello %s", mp, tok, same_as_greedy[i]);
+        CliResult g2 = run_cli(args, NULL);
+        check(g2.status == 0 && strcmp(g2.out, greedy.out) == 0, "CLI %s gives the greedy text", same_as_greedy[i]);
+    }
+    snprintf(args, sizeof args, "./run %s -z %s -n 40 -i hello -t 0 --repeat-penalty 3 --repeat-last-n 8", mp, tok);
+    CliResult penalized = run_cli(args, NULL);
+    check(penalized.status == 0 && strcmp(penalized.out, greedy.out) != 0 && strncmp(penalized.out, "hello", 5) == 0,
+          "CLI --repeat-penalty 3 changes the greedy text");
     snprintf(args, sizeof args, "./run %s -z %s --info", mp, tok);
     CliResult info = run_cli(args, NULL);
     check(info.status == 0 && info.out[0] == 0 && info.err_lines == 3 && strstr(info.err, "model: ") && strstr(info.err, "llama2.c v 0") &&
