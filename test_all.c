@@ -1011,6 +1011,29 @@ static void test_context_shift(void) {
     lm_free(b);
 }
 
+
+static int count_of(const char *text, const char *needle) {
+    int n = 0;
+    for (const char *p = text; p && (p = strstr(p, needle)); p++) n++;
+    return n;
+}
+
+// lm_chat over `input`, its transcript into out (cap bytes); returns lm_chat's result.
+static int chat_transcript(LmModel *m, LmTokenizer *t, LmSampler *s, const char *system, int max_reply, const char *input,
+                           char *out, size_t cap) {
+    FILE *in = tmpfile(), *o = tmpfile();
+    fputs(input, in);
+    rewind(in);
+    char err[256];
+    int used = lm_chat(m, t, s, NULL, system, max_reply, in, o, NULL, err, sizeof err);
+    rewind(o);
+    size_t got = fread(out, 1, cap - 1, o);
+    out[got] = 0;
+    fclose(in);
+    fclose(o);
+    return used;
+}
+
 static int collect(const char *piece, void *user) { strcat((char *)user, piece); return 0; }
 static int stop_after_3(const char *piece, void *user) { (void)piece; return ++*(int *)user >= 3; }
 
@@ -1043,15 +1066,8 @@ static void test_generate_and_chat(void) {
     check(n == -1 && strstr(err, "longer than the context") != NULL, "a prompt longer than the context fails: \"%s\"", err);
 
     // chat: turn 2 must equal a fresh model fed the whole transcript, and no position is re-run
-    FILE *in = tmpfile(), *out = tmpfile();
-    fputs("abc\nhello\n", in);
-    rewind(in);
-    int used = lm_chat(m, t, s, NULL, "be brief", 4, in, out, NULL, err, sizeof err);
-    rewind(out);
-    char transcript[4096] = "";
-    size_t got = fread(transcript, 1, sizeof transcript - 1, out);
-    transcript[got] = 0;
-    fclose(in); fclose(out);
+    char transcript[4096];
+    int used = chat_transcript(m, t, s, "be brief", 4, "abc\nhello\n", transcript, sizeof transcript);
     LmModel *fresh = lm_load(mp, err, sizeof err);
     int seq[256], len = 0, pos = 0;
     char expect[4096] = "User: Assistant: ";
@@ -1075,41 +1091,22 @@ static void test_generate_and_chat(void) {
     check(used == pos && strcmp(transcript, expect) == 0,
           "chat: two turns reuse the KV cache (%d positions, reference %d) and match a fresh replay", used, pos);
 
-    in = tmpfile(); out = tmpfile();
-    for (int i = 0; i < 60; i++) fputs("hello abc hello\n", in);
-    rewind(in);
-    used = lm_chat(m, t, s, NULL, NULL, 8, in, out, NULL, err, sizeof err); // the system prompt is read from input
-    fclose(in); fclose(out);
+    static char transcript2[65536], many[2048] = "";
+    for (int i = 0; i < 60; i++) strcat(many, "hello abc hello\n");
+    used = chat_transcript(m, t, s, NULL, 8, many, transcript2, sizeof transcript2); // the system prompt is read from input
     check(used > 200 && used <= 256, "chat ends cleanly when the context fills and the offer to drop turns is declined (%d of 256)", used);
 
     // accepting the offer: the oldest turns after the first go, the chat goes on within the context
-    in = tmpfile(); out = tmpfile();
-    for (int i = 0; i < 40; i++) fputs("y\n", in); // every line is both a message and a yes
-    rewind(in);
-    used = lm_chat(m, t, s, NULL, "be brief", 8, in, out, NULL, err, sizeof err);
-    rewind(out);
-    char transcript2[65536] = "";
-    size_t got2 = fread(transcript2, 1, sizeof transcript2 - 1, out);
-    transcript2[got2] = 0;
-    fclose(in); fclose(out);
-    int offers = 0, replies = 0;
-    for (char *p = transcript2; (p = strstr(p, "Drop the")); p++) offers++;
-    for (char *p = transcript2; (p = strstr(p, "Assistant: ")); p++) replies++;
+    char yes[128] = "";
+    for (int i = 0; i < 40; i++) strcat(yes, "y\n"); // every line is both a message and a yes
+    used = chat_transcript(m, t, s, "be brief", 8, yes, transcript2, sizeof transcript2);
+    int offers = count_of(transcript2, "Drop the"), replies = count_of(transcript2, "Assistant: ");
     check(used > 0 && used <= 256 && offers >= 1 && replies > 15 && !strstr(transcript2, "chat ends here"),
           "chat drops the oldest turns when asked and goes on (%d offers, %d replies, %d positions in use)", offers, replies, used);
     // commands and multi-line input
-    in = tmpfile(); out = tmpfile();
-    fputs("hello\n/reset\nhello\n/system be terse\nhello\nmulti \\\nline\n/exit\nnever\n", in);
-    rewind(in);
-    used = lm_chat(m, t, s, NULL, "be brief", 6, in, out, NULL, err, sizeof err);
-    rewind(out);
-    char tr[65536] = "";
-    size_t got3 = fread(tr, 1, sizeof tr - 1, out);
-    tr[got3] = 0;
-    fclose(in); fclose(out);
-    int users = 0, assistants = 0;
-    for (char *p = tr; (p = strstr(p, "User: ")); p++) users++;
-    for (char *p = tr; (p = strstr(p, "Assistant: ")); p++) assistants++;
+    static char tr[65536];
+    used = chat_transcript(m, t, s, "be brief", 6, "hello\n/reset\nhello\n/system be terse\nhello\nmulti \\\nline\n/exit\nnever\n", tr, sizeof tr);
+    int users = count_of(tr, "User: "), assistants = count_of(tr, "Assistant: ");
     char first_reply[256] = "", second_reply[256] = "";
     char *a1 = strstr(tr, "Assistant: "), *a2 = a1 ? strstr(a1 + 1, "Assistant: ") : NULL;
     if (a1 && a2) {
@@ -1776,8 +1773,7 @@ static void test_hf_models(void) {
 // Counts occurrences of needle in the file at path (0 if it cannot be read).
 static int count_in_file(const char *path, const char *needle) {
     char *text = read_file(path, NULL);
-    int n = 0;
-    for (char *p = text; p && (p = strstr(p, needle)); p++) n++;
+    int n = text ? count_of(text, needle) : 0;
     free(text);
     return n;
 }
