@@ -39,13 +39,14 @@
        context shift). Returns the new end, pos - n_discard, or -1 on bad arguments.
    void lm_set_threads(LmModel *m, int n);
        OpenMP threads for this model's calls (0 = the number of cores; 1 when built without OpenMP).
-       Results do not depend on it.
+       Results do not depend on it. A NULL model is ignored.
    int lm_vocab_size(const LmModel *m);       int lm_context_length(const LmModel *m);   (0 for NULL)
    void lm_free(LmModel *m);                   (NULL is a no-op, as for every _free below)
    LmTokenizer *lm_tokenizer_load(const char *path, int vocab_size, char *err, size_t errlen);
        Reads a tokenizer file, or the tokenizer inside a v3 checkpoint when path is one. vocab_size is
        the model's: a llama2.c tokenizer.bin must have exactly that many tokens, a run.c tokenizer
        file at most that many (Qwen2 pads its embedding past its tokenizer); 0 takes the file's count.
+       NULL on failure (a NULL path, a negative vocab_size, a bad file), the reason in err.
    int lm_encode(LmTokenizer *t, const char *text, int bos, int eos, int *tokens, int max_tokens);
        Encodes UTF-8 text as plain text (special tokens such as <|im_start|> are never produced from
        it), with BOS/EOS when asked and the tokenizer has them. Returns the token count, or -1 when
@@ -67,7 +68,7 @@
        (top_k < 0, min_p outside [0,1], penalty <= 0 or not finite, repeat_last_n < 0 or > 1<<20).
    void lm_sampler_accept(LmSampler *s, int token);
        Records a token of the text (prompt or generated) for the repetition penalty's window;
-       lm_generate and lm_chat do this themselves.
+       lm_generate and lm_chat do this themselves. Ignored for a NULL sampler or out-of-range token.
    void lm_sampler_free(LmSampler *s);
    int lm_generate(LmModel *m, LmTokenizer *t, LmSampler *s, const char *prompt, int steps,
                    LmEmitFn emit, void *user, char *err, size_t errlen);
