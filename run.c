@@ -247,6 +247,7 @@ static const unsigned char *map_file(const char *path, size_t *size, char *err, 
 #define LM_MAX_DIM (1 << 20)     // any larger dimension is a corrupt header, not a model
 #define LM_MAX_LAYERS 4096
 #define LM_MAX_KV_BYTES (1ull << 38) // 256 GiB: a larger KV cache is a corrupt header or a context to cap
+#define LM_MAX_Q4_GROUP 256          // Q4_0 groups are unpacked into a buffer of this size
 
 typedef enum { LM_F32 = 0, LM_F16 = 1, LM_BF16 = 2, LM_Q8_0 = 3, LM_Q4_0 = 4 } LmWeightType;
 typedef enum { LM_ROPE_PAIRS = 0, LM_ROPE_HALVES = 1 } LmRopeLayout;
@@ -495,10 +496,11 @@ static size_t parse_header(LmConfig *c, const unsigned char *p, size_t size, con
     // v2 groups the flattened tensor (every matrix has dim as a factor of its size, so groups tile
     // it); v3 groups rows, so the group size must divide every row length
     if (is_integer_type(c->weight_type) &&
-        (c->group_size <= 0 || c->dim % c->group_size != 0 || (c->weight_type == LM_Q4_0 && c->group_size % 2 != 0) ||
+        (c->group_size <= 0 || c->dim % c->group_size != 0 ||
+         (c->weight_type == LM_Q4_0 && (c->group_size % 2 != 0 || c->group_size > LM_MAX_Q4_GROUP)) ||
          (c->version == 3 && (c->hidden_dim % c->group_size != 0 || q_dim % c->group_size != 0)))) {
         set_err(err, errlen, "%s: group size %d must be positive%s and divide dim %d%s", path, c->group_size,
-                c->weight_type == LM_Q4_0 ? ", even" : "", c->dim, c->version == 3 ? ", hidden_dim and n_heads * head_size" : "");
+                c->weight_type == LM_Q4_0 ? ", even, at most 256" : "", c->dim, c->version == 3 ? ", hidden_dim and n_heads * head_size" : "");
         return 0;
     }
     return offset;
@@ -830,7 +832,6 @@ static void unpack_q4(int8_t *out, const LmMatrix *w, size_t g) {
     }
 }
 
-#define LM_MAX_Q4_GROUP 256
 
 // Integer dot product of row `row` of w with a quantized input (xq, xs): int32 sums over stretches
 // that share one weight group and one input group, each stretch then scaled by both. llama2.c's v2
@@ -2529,7 +2530,6 @@ static int generate_timed(LmModel *m, LmTokenizer *t, LmSampler *s, const char *
         return -1;
     }
     int n_prompt = prompt_tokens.n;
-    if (n_prompt > steps && steps >= ctx) steps = n_prompt; // (a too-long prompt is refused below)
     if (n_prompt == 0 || n_prompt > ctx) {
         if (n_prompt == 0) set_err(err, errlen, "the prompt is empty and this vocabulary has no BOS token; give a prompt");
         else set_err(err, errlen, "the prompt is %d tokens, longer than the context length %d", n_prompt, ctx);

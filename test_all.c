@@ -581,6 +581,22 @@ static void test_loader_validation(void) {
     memcpy(bytes + 37, &gs, 4);
     write_file(bad, bytes, n);
     expect_load_error("Q8_0 group size 5", bad, "group size");
+    free(bytes);
+    // a v3 Q4_0 header whose group size exceeds the unpacking buffer; 512 divides every row, so only
+    // that limit can refuse it
+    unsigned char h3[512] = {0};
+    int v3i[10] = {(int)LM_MAGIC, 3, 512, 512, 1, 2, 1, 256, 11, 8}; // dim, hidden, layers, heads, kv, head_size, vocab, seq
+    memcpy(h3, v3i, sizeof v3i);
+    float eps = 1e-5f, theta = 10000.0f;
+    memcpy(h3 + 40, &eps, 4);
+    memcpy(h3 + 44, &theta, 4);
+    int q4[2] = {4, 512}; // weight type q4_0, group size 512
+    memcpy(h3 + 76, q4, 8);
+    uint64_t tensors = 256;
+    memcpy(h3 + 104, &tensors, 8);
+    write_file(bad, h3, sizeof h3);
+    bytes = read_file(v2, &n);
+    expect_load_error("Q4_0 group size 512 (past the unpacking buffer)", bad, "at most 256");
     int version = 7;
     memcpy(bytes + 4, &version, 4);
     write_file(bad, bytes, n);
