@@ -207,7 +207,7 @@ int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const char *first_user, co
 #define LM_PARALLEL_FOR
 #endif
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
+static void run_set_err(char *err, size_t errlen, const char *fmt, ...) {
     if (err == NULL || errlen == 0) return;
     va_list ap;
     va_start(ap, fmt);
@@ -215,24 +215,24 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...) {
     va_end(ap);
 }
 
-static int32_t read_i32(const unsigned char *p) { int32_t v; memcpy(&v, p, 4); return v; }
-static uint64_t read_u64(const unsigned char *p) { uint64_t v; memcpy(&v, p, 8); return v; }
-static float read_f32(const unsigned char *p) { float v; memcpy(&v, p, 4); return v; }
+static int32_t run_read_i32(const unsigned char *p) { int32_t v; memcpy(&v, p, 4); return v; }
+static uint64_t run_read_u64(const unsigned char *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+static float run_read_f32(const unsigned char *p) { float v; memcpy(&v, p, 4); return v; }
 
 // Maps path read-only. On failure returns NULL with the reason in err.
-static const unsigned char *map_file(const char *path, size_t *size, char *err, size_t errlen) {
+static const unsigned char *run_map_file(const char *path, size_t *size, char *err, size_t errlen) {
     int fd = open(path, O_RDONLY);
-    if (fd < 0) { set_err(err, errlen, "cannot open %s: %s", path, strerror(errno)); return NULL; }
+    if (fd < 0) { run_set_err(err, errlen, "cannot open %s: %s", path, strerror(errno)); return NULL; }
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        set_err(err, errlen, "%s is not a regular file", path);
+        run_set_err(err, errlen, "%s is not a regular file", path);
         close(fd);
         return NULL;
     }
-    if (st.st_size == 0) { set_err(err, errlen, "%s is empty", path); close(fd); return NULL; }
+    if (st.st_size == 0) { run_set_err(err, errlen, "%s is empty", path); close(fd); return NULL; }
     void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd); // the mapping keeps the file
-    if (p == MAP_FAILED) { set_err(err, errlen, "cannot map %s: %s", path, strerror(errno)); return NULL; }
+    if (p == MAP_FAILED) { run_set_err(err, errlen, "cannot map %s: %s", path, strerror(errno)); return NULL; }
     *size = (size_t)st.st_size;
     return p;
 }
@@ -315,7 +315,7 @@ typedef struct {
     float *s;              // (n, groups) their scales, groups = ceil(cols / group_size)
     int groups;
     int32_t *xsum;         // (n, groups) each group's sum of values
-    int8_t *qarranged;     // (n, cols rounded up to 128) Q4_0 groups of 32: see arrange_q4_input
+    int8_t *qarranged;     // (n, cols rounded up to 128) Q4_0 groups of 32: see run_arrange_q4_input
     unsigned char *packed; // VNNI prefill: (ceil(n/16), cols/4, 16 tokens, 4 values), each + 128; or NULL
     float *spacked;        // (ceil(n/16), groups, 16 tokens) the scales in the same order
 } LmBatch;
@@ -353,20 +353,20 @@ struct LmModel {
     int threads;               // OpenMP threads for this model (lm_set_threads)
 };
 
-static int is_integer_type(LmWeightType t) { return t == LM_Q8_0 || t == LM_Q4_0; }
+static int run_is_integer_type(LmWeightType t) { return t == LM_Q8_0 || t == LM_Q4_0; }
 
 // Bytes of count values of type t (their scales apart).
-static uint64_t weight_bytes(LmWeightType t, uint64_t count) {
+static uint64_t run_weight_bytes(LmWeightType t, uint64_t count) {
     return t == LM_F32 ? 4 * count : t == LM_Q8_0 ? count : t == LM_Q4_0 ? count / 2 : 2 * count;
 }
 
 // Checks the dimensions common to every format.
-static int check_dims(LmConfig *c, const int64_t v[7], const char *path, char *err, size_t errlen) {
+static int run_check_dims(LmConfig *c, const int64_t v[7], const char *path, char *err, size_t errlen) {
     static const char *names[7] = {"dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "seq_len"};
     for (int i = 0; i < 7; i++) {
         int64_t limit = i == 2 ? LM_MAX_LAYERS : LM_MAX_DIM * (i == 5 || i == 6 ? 16 : 1);
         if (v[i] <= 0 || v[i] > limit) {
-            set_err(err, errlen, "%s: header field %s = %lld is out of range (1..%lld); not a checkpoint?",
+            run_set_err(err, errlen, "%s: header field %s = %lld is out of range (1..%lld); not a checkpoint?",
                     path, names[i], (long long)v[i], (long long)limit);
             return 0;
         }
@@ -374,35 +374,35 @@ static int check_dims(LmConfig *c, const int64_t v[7], const char *path, char *e
     c->dim = (int)v[0]; c->hidden_dim = (int)v[1]; c->n_layers = (int)v[2]; c->n_heads = (int)v[3];
     c->n_kv_heads = (int)v[4]; c->vocab_size = (int)v[5]; c->seq_len = (int)v[6];
     if (c->n_heads % c->n_kv_heads != 0) {
-        set_err(err, errlen, "%s: n_kv_heads %d must divide n_heads %d", path, c->n_kv_heads, c->n_heads);
+        run_set_err(err, errlen, "%s: n_kv_heads %d must divide n_heads %d", path, c->n_kv_heads, c->n_heads);
         return 0;
     }
     return 1;
 }
 
 // Reads a v3 header's own fields into c. 0 with the reason in err.
-static int parse_v3_fields(LmConfig *c, const unsigned char *p, size_t size, const char *path, char *err, size_t errlen) {
-    c->head_size = read_i32(p + 28);
-    c->norm_eps = read_f32(p + 40);
-    c->rope_theta = read_f32(p + 44);
-    int layout = read_i32(p + 48), scaling = read_i32(p + 52), flags = read_i32(p + 72), type = read_i32(p + 76);
-    c->rope_factor = read_f32(p + 56);
-    c->rope_low_freq_factor = read_f32(p + 60);
-    c->rope_high_freq_factor = read_f32(p + 64);
-    c->rope_original_context = read_i32(p + 68);
-    c->group_size = read_i32(p + 80);
-    c->tokenizer_offset = read_u64(p + 88);
-    c->tokenizer_size = read_u64(p + 96);
+static int run_parse_v3_fields(LmConfig *c, const unsigned char *p, size_t size, const char *path, char *err, size_t errlen) {
+    c->head_size = run_read_i32(p + 28);
+    c->norm_eps = run_read_f32(p + 40);
+    c->rope_theta = run_read_f32(p + 44);
+    int layout = run_read_i32(p + 48), scaling = run_read_i32(p + 52), flags = run_read_i32(p + 72), type = run_read_i32(p + 76);
+    c->rope_factor = run_read_f32(p + 56);
+    c->rope_low_freq_factor = run_read_f32(p + 60);
+    c->rope_high_freq_factor = run_read_f32(p + 64);
+    c->rope_original_context = run_read_i32(p + 68);
+    c->group_size = run_read_i32(p + 80);
+    c->tokenizer_offset = run_read_u64(p + 88);
+    c->tokenizer_size = run_read_u64(p + 96);
     if (c->head_size <= 0 || c->head_size > 4096 || c->head_size % 2 != 0) {
-        set_err(err, errlen, "%s: head_size %d must be even and in 2..4096", path, c->head_size);
+        run_set_err(err, errlen, "%s: head_size %d must be even and in 2..4096", path, c->head_size);
         return 0;
     }
     if (!(c->norm_eps > 0.0f && c->norm_eps < 1.0f) || !(c->rope_theta > 0.0f) || isinf(c->rope_theta)) {
-        set_err(err, errlen, "%s: norm_eps %g or rope_theta %g is out of range", path, c->norm_eps, c->rope_theta);
+        run_set_err(err, errlen, "%s: norm_eps %g or rope_theta %g is out of range", path, c->norm_eps, c->rope_theta);
         return 0;
     }
     if (layout < 0 || layout > 1 || scaling < 0 || scaling > 2 || (flags & ~3) != 0 || type < 0 || type > 4) {
-        set_err(err, errlen, "%s: unknown rope layout %d, rope scaling %d, flags %d or weight type %d",
+        run_set_err(err, errlen, "%s: unknown rope layout %d, rope scaling %d, flags %d or weight type %d",
                 path, layout, scaling, flags, type);
         return 0;
     }
@@ -415,91 +415,91 @@ static int parse_v3_fields(LmConfig *c, const unsigned char *p, size_t size, con
         (!(c->rope_factor >= 1.0f) || isinf(c->rope_factor) ||
          (scaling == LM_ROPE_LLAMA3 && (!(c->rope_high_freq_factor > c->rope_low_freq_factor) ||
                                         !(c->rope_low_freq_factor > 0.0f) || c->rope_original_context <= 0)))) {
-        set_err(err, errlen, "%s: rope scaling parameters are out of range", path);
+        run_set_err(err, errlen, "%s: rope scaling parameters are out of range", path);
         return 0;
     }
     if (c->tokenizer_size > 0 && (c->tokenizer_offset > size || c->tokenizer_size > size - c->tokenizer_offset)) {
-        set_err(err, errlen, "%s: the embedded tokenizer lies past the end of the file", path);
+        run_set_err(err, errlen, "%s: the embedded tokenizer lies past the end of the file", path);
         return 0;
     }
     return 1;
 }
 
 // Reads the header into c. Returns the offset of the first tensor, or 0 with the reason in err.
-static size_t parse_header(LmConfig *c, const unsigned char *p, size_t size, const char *path,
+static size_t run_parse_header(LmConfig *c, const unsigned char *p, size_t size, const char *path,
                            char *err, size_t errlen) {
     memset(c, 0, sizeof *c);
     c->norm_eps = 1e-5f;
     c->rope_theta = 10000.0f;
     if (size < LM_V0_HEADER_BYTES) {
-        set_err(err, errlen, "%s: %zu bytes is too small for a checkpoint header", path, size);
+        run_set_err(err, errlen, "%s: %zu bytes is too small for a checkpoint header", path, size);
         return 0;
     }
     size_t offset;
     int64_t vocab;
     const unsigned char *dims = p;
-    if ((uint32_t)read_i32(p) == LM_MAGIC) {
+    if ((uint32_t)run_read_i32(p) == LM_MAGIC) {
         if (size < LM_AK42_HEADER_BYTES) {
-            set_err(err, errlen, "%s: truncated header (%zu bytes, expected %d)", path, size, LM_AK42_HEADER_BYTES);
+            run_set_err(err, errlen, "%s: truncated header (%zu bytes, expected %d)", path, size, LM_AK42_HEADER_BYTES);
             return 0;
         }
-        c->version = read_i32(p + 4);
+        c->version = run_read_i32(p + 4);
         if (c->version < 1 || c->version > 3) {
-            set_err(err, errlen, "%s: unsupported checkpoint version %d (expected 1, 2 or 3)", path, c->version);
+            run_set_err(err, errlen, "%s: unsupported checkpoint version %d (expected 1, 2 or 3)", path, c->version);
             return 0;
         }
         dims = p + 8;
-        vocab = read_i32(dims + 20);
+        vocab = run_read_i32(dims + 20);
         offset = LM_AK42_HEADER_BYTES;
         if (c->version == 3) {
-            int64_t v[7] = {read_i32(p + 8), read_i32(p + 12), read_i32(p + 16), read_i32(p + 20), read_i32(p + 24), read_i32(p + 32), read_i32(p + 36)};
-            if (!check_dims(c, v, path, err, errlen) || !parse_v3_fields(c, p, size, path, err, errlen)) return 0;
-            uint64_t tensors = read_u64(p + 104);
+            int64_t v[7] = {run_read_i32(p + 8), run_read_i32(p + 12), run_read_i32(p + 16), run_read_i32(p + 20), run_read_i32(p + 24), run_read_i32(p + 32), run_read_i32(p + 36)};
+            if (!run_check_dims(c, v, path, err, errlen) || !run_parse_v3_fields(c, p, size, path, err, errlen)) return 0;
+            uint64_t tensors = run_read_u64(p + 104);
             if (tensors < LM_AK42_HEADER_BYTES || tensors % LM_TENSOR_ALIGN != 0 || tensors > size) {
-                set_err(err, errlen, "%s: tensor offset %llu is not a 64-byte boundary inside the file", path, (unsigned long long)tensors);
+                run_set_err(err, errlen, "%s: tensor offset %llu is not a 64-byte boundary inside the file", path, (unsigned long long)tensors);
                 return 0;
             }
             offset = (size_t)tensors;
         } else {
-            if (vocab <= 0) { set_err(err, errlen, "%s: vocab_size %lld must be positive", path, (long long)vocab); return 0; }
-            if (dims[28] > 1) { set_err(err, errlen, "%s: shared_classifier flag is %d (expected 0 or 1)", path, dims[28]); return 0; }
+            if (vocab <= 0) { run_set_err(err, errlen, "%s: vocab_size %lld must be positive", path, (long long)vocab); return 0; }
+            if (dims[28] > 1) { run_set_err(err, errlen, "%s: shared_classifier flag is %d (expected 0 or 1)", path, dims[28]); return 0; }
             c->shared_classifier = dims[28];
-            if (c->version == 2) { c->weight_type = LM_Q8_0; c->group_size = read_i32(dims + 29); }
+            if (c->version == 2) { c->weight_type = LM_Q8_0; c->group_size = run_read_i32(dims + 29); }
         }
     } else {
         c->version = 0;
-        vocab = read_i32(p + 20);
+        vocab = run_read_i32(p + 20);
         c->shared_classifier = vocab > 0;
         if (vocab < 0) vocab = -vocab;
         offset = LM_V0_HEADER_BYTES;
     }
     if (c->version < 3) {
-        int64_t v[7] = {read_i32(dims), read_i32(dims + 4), read_i32(dims + 8), read_i32(dims + 12), read_i32(dims + 16), vocab, read_i32(dims + 24)};
-        if (!check_dims(c, v, path, err, errlen)) return 0;
+        int64_t v[7] = {run_read_i32(dims), run_read_i32(dims + 4), run_read_i32(dims + 8), run_read_i32(dims + 12), run_read_i32(dims + 16), vocab, run_read_i32(dims + 24)};
+        if (!run_check_dims(c, v, path, err, errlen)) return 0;
         if (c->dim % c->n_heads != 0 || (c->dim / c->n_heads) % 2 != 0) {
-            set_err(err, errlen, "%s: n_heads %d must divide dim %d into an even head size", path, c->n_heads, c->dim);
+            run_set_err(err, errlen, "%s: n_heads %d must divide dim %d into an even head size", path, c->n_heads, c->dim);
             return 0;
         }
         c->head_size = c->dim / c->n_heads;
     }
     if ((int64_t)c->n_heads * c->head_size > LM_MAX_DIM) {
-        set_err(err, errlen, "%s: n_heads %d x head_size %d is out of range (at most %d)", path, c->n_heads, c->head_size, LM_MAX_DIM);
+        run_set_err(err, errlen, "%s: n_heads %d x head_size %d is out of range (at most %d)", path, c->n_heads, c->head_size, LM_MAX_DIM);
         return 0;
     }
     uint64_t kv_bytes = 2ull * (uint64_t)c->n_layers * (uint64_t)c->seq_len * (uint64_t)c->n_kv_heads * (uint64_t)c->head_size * 4;
     if (kv_bytes > LM_MAX_KV_BYTES) {
-        set_err(err, errlen, "%s: context length %d needs a %.0f GiB KV cache (the limit is %.0f GiB); export with a smaller --seq-len",
+        run_set_err(err, errlen, "%s: context length %d needs a %.0f GiB KV cache (the limit is %.0f GiB); export with a smaller --seq-len",
                 path, c->seq_len, (double)kv_bytes / (1 << 30), (double)LM_MAX_KV_BYTES / (1 << 30));
         return 0;
     }
     int q_dim = c->n_heads * c->head_size;
     // v2 groups the flattened tensor (every matrix has dim as a factor of its size, so groups tile
     // it); v3 groups rows, so the group size must divide every row length
-    if (is_integer_type(c->weight_type) &&
+    if (run_is_integer_type(c->weight_type) &&
         (c->group_size <= 0 || c->dim % c->group_size != 0 ||
          (c->weight_type == LM_Q4_0 && (c->group_size % 2 != 0 || c->group_size > LM_MAX_Q4_GROUP)) ||
          (c->version == 3 && (c->hidden_dim % c->group_size != 0 || q_dim % c->group_size != 0)))) {
-        set_err(err, errlen, "%s: group size %d must be positive%s and divide dim %d%s", path, c->group_size,
+        run_set_err(err, errlen, "%s: group size %d must be positive%s and divide dim %d%s", path, c->group_size,
                 c->weight_type == LM_Q4_0 ? ", even, at most 256" : "", c->dim, c->version == 3 ? ", hidden_dim and n_heads * head_size" : "");
         return 0;
     }
@@ -515,7 +515,7 @@ typedef struct {
     int ok;
 } LmCursor;
 
-static const unsigned char *take_bytes(LmCursor *cur, uint64_t nbytes) {
+static const unsigned char *run_take_bytes(LmCursor *cur, uint64_t nbytes) {
     cur->offset = (cur->offset + cur->align - 1) / cur->align * cur->align;
     const unsigned char *p = NULL;
     if (cur->ok && cur->offset <= cur->size && nbytes <= cur->size - cur->offset) p = cur->base + cur->offset;
@@ -524,75 +524,75 @@ static const unsigned char *take_bytes(LmCursor *cur, uint64_t nbytes) {
     return p;
 }
 
-static const float *take_f32(LmCursor *cur, uint64_t count) {
-    return (const float *)(const void *)take_bytes(cur, count * sizeof(float));
+static const float *run_take_f32(LmCursor *cur, uint64_t count) {
+    return (const float *)(const void *)run_take_bytes(cur, count * sizeof(float));
 }
 
-static LmMatrix take_matrix(LmCursor *cur, const LmConfig *c, int rows, int cols) {
+static LmMatrix run_take_matrix(LmCursor *cur, const LmConfig *c, int rows, int cols) {
     LmMatrix m = {NULL, NULL, rows, cols, c->weight_type, c->group_size};
     uint64_t count = (uint64_t)rows * (uint64_t)cols;
-    m.data = take_bytes(cur, weight_bytes(c->weight_type, count));
-    if (is_integer_type(c->weight_type))
-        m.scales = take_bytes(cur, count / (uint64_t)c->group_size * (c->weight_type == LM_Q8_0 ? 4 : 2));
+    m.data = run_take_bytes(cur, run_weight_bytes(c->weight_type, count));
+    if (run_is_integer_type(c->weight_type))
+        m.scales = run_take_bytes(cur, count / (uint64_t)c->group_size * (c->weight_type == LM_Q8_0 ? 4 : 2));
     return m;
 }
 
 // Assigns every weight pointer in the file order of c->version.
-static void map_weights(LmWeights *w, const LmConfig *c, LmCursor *cur) {
+static void run_map_weights(LmWeights *w, const LmConfig *c, LmCursor *cur) {
     int L = c->n_layers, dim = c->dim, hidden = c->hidden_dim;
     int q_dim = c->n_heads * c->head_size, kv_dim = c->n_kv_heads * c->head_size;
     LmLayer *ly = w->layers;
     if (c->version == 3) { // layer by layer
-        w->token_embedding = take_matrix(cur, c, c->vocab_size, dim);
+        w->token_embedding = run_take_matrix(cur, c, c->vocab_size, dim);
         for (int l = 0; l < L; l++) {
-            ly[l].rms_att = take_f32(cur, (uint64_t)dim);
-            ly[l].wq = take_matrix(cur, c, q_dim, dim);
-            ly[l].wk = take_matrix(cur, c, kv_dim, dim);
-            ly[l].wv = take_matrix(cur, c, kv_dim, dim);
+            ly[l].rms_att = run_take_f32(cur, (uint64_t)dim);
+            ly[l].wq = run_take_matrix(cur, c, q_dim, dim);
+            ly[l].wk = run_take_matrix(cur, c, kv_dim, dim);
+            ly[l].wv = run_take_matrix(cur, c, kv_dim, dim);
             if (c->qkv_bias) {
-                ly[l].bq = take_f32(cur, (uint64_t)q_dim);
-                ly[l].bk = take_f32(cur, (uint64_t)kv_dim);
-                ly[l].bv = take_f32(cur, (uint64_t)kv_dim);
+                ly[l].bq = run_take_f32(cur, (uint64_t)q_dim);
+                ly[l].bk = run_take_f32(cur, (uint64_t)kv_dim);
+                ly[l].bv = run_take_f32(cur, (uint64_t)kv_dim);
             }
-            ly[l].wo = take_matrix(cur, c, dim, q_dim);
-            ly[l].rms_ffn = take_f32(cur, (uint64_t)dim);
-            ly[l].w1 = take_matrix(cur, c, hidden, dim);
-            ly[l].w2 = take_matrix(cur, c, dim, hidden);
-            ly[l].w3 = take_matrix(cur, c, hidden, dim);
+            ly[l].wo = run_take_matrix(cur, c, dim, q_dim);
+            ly[l].rms_ffn = run_take_f32(cur, (uint64_t)dim);
+            ly[l].w1 = run_take_matrix(cur, c, hidden, dim);
+            ly[l].w2 = run_take_matrix(cur, c, dim, hidden);
+            ly[l].w3 = run_take_matrix(cur, c, hidden, dim);
         }
-        w->rms_final = take_f32(cur, (uint64_t)dim);
+        w->rms_final = run_take_f32(cur, (uint64_t)dim);
     } else { // llama2.c's formats: tensor by tensor, all layers of each together
         const float *rms_att, *rms_ffn = NULL;
         if (c->version == 0) {
-            w->token_embedding = take_matrix(cur, c, c->vocab_size, dim);
-            rms_att = take_f32(cur, (uint64_t)L * (uint64_t)dim);
+            w->token_embedding = run_take_matrix(cur, c, c->vocab_size, dim);
+            rms_att = run_take_f32(cur, (uint64_t)L * (uint64_t)dim);
         } else { // v1 and v2 store the norms first
-            rms_att = take_f32(cur, (uint64_t)L * (uint64_t)dim);
-            rms_ffn = take_f32(cur, (uint64_t)L * (uint64_t)dim);
-            w->rms_final = take_f32(cur, (uint64_t)dim);
-            w->token_embedding = take_matrix(cur, c, c->vocab_size, dim);
+            rms_att = run_take_f32(cur, (uint64_t)L * (uint64_t)dim);
+            rms_ffn = run_take_f32(cur, (uint64_t)L * (uint64_t)dim);
+            w->rms_final = run_take_f32(cur, (uint64_t)dim);
+            w->token_embedding = run_take_matrix(cur, c, c->vocab_size, dim);
         }
-        for (int l = 0; l < L; l++) ly[l].wq = take_matrix(cur, c, q_dim, dim);
-        for (int l = 0; l < L; l++) ly[l].wk = take_matrix(cur, c, kv_dim, dim);
-        for (int l = 0; l < L; l++) ly[l].wv = take_matrix(cur, c, kv_dim, dim);
-        for (int l = 0; l < L; l++) ly[l].wo = take_matrix(cur, c, dim, q_dim);
-        if (c->version == 0) rms_ffn = take_f32(cur, (uint64_t)L * (uint64_t)dim);
-        for (int l = 0; l < L; l++) ly[l].w1 = take_matrix(cur, c, hidden, dim);
-        for (int l = 0; l < L; l++) ly[l].w2 = take_matrix(cur, c, dim, hidden);
-        for (int l = 0; l < L; l++) ly[l].w3 = take_matrix(cur, c, hidden, dim);
+        for (int l = 0; l < L; l++) ly[l].wq = run_take_matrix(cur, c, q_dim, dim);
+        for (int l = 0; l < L; l++) ly[l].wk = run_take_matrix(cur, c, kv_dim, dim);
+        for (int l = 0; l < L; l++) ly[l].wv = run_take_matrix(cur, c, kv_dim, dim);
+        for (int l = 0; l < L; l++) ly[l].wo = run_take_matrix(cur, c, dim, q_dim);
+        if (c->version == 0) rms_ffn = run_take_f32(cur, (uint64_t)L * (uint64_t)dim);
+        for (int l = 0; l < L; l++) ly[l].w1 = run_take_matrix(cur, c, hidden, dim);
+        for (int l = 0; l < L; l++) ly[l].w2 = run_take_matrix(cur, c, dim, hidden);
+        for (int l = 0; l < L; l++) ly[l].w3 = run_take_matrix(cur, c, hidden, dim);
         if (c->version == 0) {
-            w->rms_final = take_f32(cur, (uint64_t)dim);
-            take_f32(cur, (uint64_t)c->seq_len * (uint64_t)c->head_size); // the unused freq_cis_real/imag tables
+            w->rms_final = run_take_f32(cur, (uint64_t)dim);
+            run_take_f32(cur, (uint64_t)c->seq_len * (uint64_t)c->head_size); // the unused freq_cis_real/imag tables
         }
         for (int l = 0; l < L && cur->ok; l++) {
             ly[l].rms_att = rms_att + (size_t)l * (size_t)dim;
             ly[l].rms_ffn = rms_ffn + (size_t)l * (size_t)dim;
         }
     }
-    w->wcls = c->shared_classifier ? w->token_embedding : take_matrix(cur, c, c->vocab_size, dim);
+    w->wcls = c->shared_classifier ? w->token_embedding : run_take_matrix(cur, c, c->vocab_size, dim);
 }
 
-static void free_state(LmRunState *s) {
+static void run_free_state(LmRunState *s) {
     void *bufs[] = {s->x, s->xb, s->xb2, s->hb, s->hb2, s->q, s->att, s->logits, s->key_cache, s->value_cache,
                     s->rope_freq, s->rope_cos, s->rope_sin, s->xq, s->xs, s->xpacked, s->xspacked, s->xsum, s->xarranged};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
@@ -601,7 +601,7 @@ static void free_state(LmRunState *s) {
 
 // RoPE inverse frequencies theta^(-2i/head_size), with Llama 3's or linear context scaling. For
 // llama2.c's formats these are the same float operations as llama2.c, so the same text comes out.
-static void rope_frequencies(float *freq, const LmConfig *c) {
+static void run_rope_frequencies(float *freq, const LmConfig *c) {
     for (int i = 0; i < c->head_size / 2; i++) {
         float f = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)c->head_size);
         if (c->rope_scaling == LM_ROPE_LINEAR) {
@@ -625,7 +625,7 @@ static void rope_frequencies(float *freq, const LmConfig *c) {
 
 // Allocates the run state; 0 on out-of-memory. The KV cache is calloc'ed at full context length:
 // the OS commits its pages only as positions are written.
-static int alloc_state(LmRunState *s, const LmConfig *c) {
+static int run_alloc_state(LmRunState *s, const LmConfig *c) {
     size_t B = LM_BATCH, q_dim = (size_t)c->n_heads * (size_t)c->head_size;
     size_t kv_dim = (size_t)c->n_kv_heads * (size_t)c->head_size;
     size_t cache = (size_t)c->n_layers * (size_t)c->seq_len * kv_dim, half = (size_t)c->head_size / 2;
@@ -647,7 +647,7 @@ static int alloc_state(LmRunState *s, const LmConfig *c) {
     s->rope_sin = calloc(B * half, sizeof(float));
     int ok = s->x && s->xb && s->xb2 && s->hb && s->hb2 && s->q && s->att && s->logits &&
              s->key_cache && s->value_cache && s->rope_freq && s->rope_cos && s->rope_sin;
-    if (is_integer_type(c->weight_type)) {
+    if (run_is_integer_type(c->weight_type)) {
         size_t groups = widest / (size_t)c->group_size + 1; // + a partial group
         s->xq = calloc(B * widest + 64, 1); // + room for one 64-byte load past the end
         s->xs = calloc(B * groups, sizeof(float));
@@ -657,38 +657,38 @@ static int alloc_state(LmRunState *s, const LmConfig *c) {
         s->xarranged = calloc(B * (widest + 128), 1);
         ok = ok && s->xq && s->xs && s->xpacked && s->xspacked && s->xsum && s->xarranged;
     }
-    if (!ok) { free_state(s); return 0; }
-    rope_frequencies(s->rope_freq, c);
+    if (!ok) { run_free_state(s); return 0; }
+    run_rope_frequencies(s->rope_freq, c);
     return 1;
 }
 
 LmModel *lm_load(const char *checkpoint_path, char *err, size_t errlen) {
-    if (checkpoint_path == NULL) { set_err(err, errlen, "no checkpoint path given"); return NULL; }
+    if (checkpoint_path == NULL) { run_set_err(err, errlen, "no checkpoint path given"); return NULL; }
     LmModel *m = calloc(1, sizeof *m);
-    if (m == NULL) { set_err(err, errlen, "out of memory"); return NULL; }
-    m->data = map_file(checkpoint_path, &m->file_size, err, errlen);
+    if (m == NULL) { run_set_err(err, errlen, "out of memory"); return NULL; }
+    m->data = run_map_file(checkpoint_path, &m->file_size, err, errlen);
     if (m->data == NULL) { free(m); return NULL; }
     LmConfig *c = &m->config;
-    size_t offset = parse_header(c, m->data, m->file_size, checkpoint_path, err, errlen);
+    size_t offset = run_parse_header(c, m->data, m->file_size, checkpoint_path, err, errlen);
     if (offset == 0) { lm_free(m); return NULL; }
     m->weights.layers = calloc((size_t)c->n_layers, sizeof(LmLayer));
     if (m->weights.layers == NULL) {
-        set_err(err, errlen, "out of memory loading %s", checkpoint_path);
+        run_set_err(err, errlen, "out of memory loading %s", checkpoint_path);
         lm_free(m);
         return NULL;
     }
     LmCursor cur = {m->data, m->file_size, offset, c->version == 3 ? LM_TENSOR_ALIGN : 1, 1};
-    map_weights(&m->weights, c, &cur);
+    run_map_weights(&m->weights, c, &cur);
     if (!cur.ok) {
-        set_err(err, errlen, "%s: truncated: the header implies %llu bytes, the file has %zu",
+        run_set_err(err, errlen, "%s: truncated: the header implies %llu bytes, the file has %zu",
                 checkpoint_path, (unsigned long long)cur.offset, m->file_size);
         lm_free(m);
         return NULL;
     }
     lm_set_threads(m, 0);
-    if (!alloc_state(&m->state, c)) {
+    if (!run_alloc_state(&m->state, c)) {
         double mib = 2.0 * (double)c->n_layers * c->seq_len * c->n_kv_heads * c->head_size * 4 / (1 << 20);
-        set_err(err, errlen, "%s: out of memory allocating the run state (KV cache %.0f MiB)", checkpoint_path, mib);
+        run_set_err(err, errlen, "%s: out of memory allocating the run state (KV cache %.0f MiB)", checkpoint_path, mib);
         lm_free(m);
         return NULL;
     }
@@ -697,7 +697,7 @@ LmModel *lm_load(const char *checkpoint_path, char *err, size_t errlen) {
 
 void lm_free(LmModel *m) {
     if (m == NULL) return;
-    free_state(&m->state);
+    run_free_state(&m->state);
     free(m->weights.layers);
     if (m->data) munmap((void *)m->data, m->file_size);
     free(m);
@@ -742,7 +742,7 @@ int lm_context_length(const LmModel *m) { return m ? m->config.seq_len : 0; }
 #define LM_KERNELS "portable C"
 #endif
 
-static void rmsnorm(float *out, const float *x, const float *weight, int n, float eps) {
+static void run_rmsnorm(float *out, const float *x, const float *weight, int n, float eps) {
     float ss = 0.0f;
     for (int j = 0; j < n; j++) ss += x[j] * x[j];
     ss /= (float)n;
@@ -751,7 +751,7 @@ static void rmsnorm(float *out, const float *x, const float *weight, int n, floa
     for (int j = 0; j < n; j++) out[j] = weight[j] * (ss * x[j]);
 }
 
-static void softmax(float *x, int n) {
+static void run_softmax(float *x, int n) {
     float max_val = x[0];
     for (int i = 1; i < n; i++) if (x[i] > max_val) max_val = x[i];
     float sum = 0.0f;
@@ -759,7 +759,7 @@ static void softmax(float *x, int n) {
     for (int i = 0; i < n; i++) x[i] /= sum;
 }
 
-static float bits_to_f32(uint32_t bits) {
+static float run_bits_to_f32(uint32_t bits) {
     float f;
     memcpy(&f, &bits, sizeof f);
     return f;
@@ -767,19 +767,19 @@ static float bits_to_f32(uint32_t bits) {
 
 // IEEE half precision to float: shift the 15 magnitude bits into place, then rescale the exponent
 // bias (15 -> 127) with one multiply, which also normalizes subnormals. Inf and NaN are kept.
-static float f16_to_f32(uint16_t h) {
+static float run_f16_to_f32(uint16_t h) {
     uint32_t bits = (uint32_t)(h & 0x7fff) << 13;
-    float f = (h & 0x7c00) == 0x7c00 ? bits_to_f32(bits | 0x7f800000u) : bits_to_f32(bits) * 0x1p112f;
+    float f = (h & 0x7c00) == 0x7c00 ? run_bits_to_f32(bits | 0x7f800000u) : run_bits_to_f32(bits) * 0x1p112f;
     return (h & 0x8000) ? -f : f;
 }
 
-static float bf16_to_f32(uint16_t h) { return bits_to_f32((uint32_t)h << 16); }
+static float run_bf16_to_f32(uint16_t h) { return run_bits_to_f32((uint32_t)h << 16); }
 
-static float f32_to_f32(float v) { return v; }
+static float run_f32_to_f32(float v) { return v; }
 
 // Q8_0 quantization of x (n values) in groups of gs (the last may be shorter): per group,
 // scale = max|x| / 127 and q = round(x / scale), as llama2.c's runq.c.
-static void quantize_q8(int8_t *q, float *s, const float *x, int n, int gs) {
+static void run_quantize_q8(int8_t *q, float *s, const float *x, int n, int gs) {
     for (int start = 0, g = 0; start < n; start += gs, g++) {
         int end = start + gs < n ? start + gs : n;
         float wmax = 0.0f;
@@ -793,7 +793,7 @@ static void quantize_q8(int8_t *q, float *s, const float *x, int n, int gs) {
     }
 }
 
-static float sum_lanes(float *acc) {
+static float run_sum_lanes(float *acc) {
     for (int w = LM_LANES / 2; w > 0; w /= 2) // lanes k and k + w, pairwise
         for (int k = 0; k < w; k++) acc[k] += acc[k + w];
     return acc[0];
@@ -808,22 +808,22 @@ static float sum_lanes(float *acc) {
         for (; j + LM_LANES <= n; j += LM_LANES)                                      \
             for (int k = 0; k < LM_LANES; k++) acc[k] += to_f32(a[j + k]) * x[j + k]; \
         for (int k = 0; k < LM_LANES && j + k < n; k++) acc[k] += to_f32(a[j + k]) * x[j + k]; \
-        return sum_lanes(acc);                                                        \
+        return run_sum_lanes(acc);                                                        \
     }
-LM_DEFINE_DOT(dot_f32, float, f32_to_f32)
-LM_DEFINE_DOT(dot_f16, uint16_t, f16_to_f32)
-LM_DEFINE_DOT(dot_bf16, uint16_t, bf16_to_f32)
+LM_DEFINE_DOT(dot_f32, float, run_f32_to_f32)
+LM_DEFINE_DOT(dot_f16, uint16_t, run_f16_to_f32)
+LM_DEFINE_DOT(dot_bf16, uint16_t, run_bf16_to_f32)
 
 // The scale of group g (counted over the whole matrix) of a Q8_0 or Q4_0 matrix.
-static float group_scale(const LmMatrix *w, size_t g) {
-    if (w->type == LM_Q8_0) return read_f32(w->scales + 4 * g);
+static float run_group_scale(const LmMatrix *w, size_t g) {
+    if (w->type == LM_Q8_0) return run_read_f32(w->scales + 4 * g);
     uint16_t h;
     memcpy(&h, w->scales + 2 * g, 2);
-    return f16_to_f32(h);
+    return run_f16_to_f32(h);
 }
 
 // The int8 values of Q4_0 group g (group_size of them) into out.
-static void unpack_q4(int8_t *out, const LmMatrix *w, size_t g) {
+static void run_unpack_q4(int8_t *out, const LmMatrix *w, size_t g) {
     int half = w->group_size / 2;
     const unsigned char *p = (const unsigned char *)w->data + g * (size_t)half;
     for (int j = 0; j < half; j++) {
@@ -837,7 +837,7 @@ static void unpack_q4(int8_t *out, const LmMatrix *w, size_t g) {
 // that share one weight group and one input group, each stretch then scaled by both. llama2.c's v2
 // files group the flattened tensor, so when the group size does not divide the row a weight group
 // straddles two rows and the stretches split there.
-static float dot_int(const LmMatrix *w, int row, const int8_t *xq, const float *xs) {
+static float run_dot_int(const LmMatrix *w, int row, const int8_t *xq, const float *xs) {
     int cols = w->cols, gs = w->group_size;
     size_t row_start = (size_t)row * (size_t)cols;
     int8_t unpacked[LM_MAX_Q4_GROUP];
@@ -851,44 +851,44 @@ static float dot_int(const LmMatrix *w, int row, const int8_t *xq, const float *
         // q[k - first] is the value at column k of this row, for k in [j, end)
         const int8_t *q = (const int8_t *)w->data + row_start + (size_t)j;
         if (w->type == LM_Q4_0) { // (Q4_0 groups lie within rows)
-            unpack_q4(unpacked, w, wg);
+            run_unpack_q4(unpacked, w, wg);
             q = unpacked + (row_start + (size_t)j - group_start);
         }
         int32_t isum = 0;
         for (int k = j; k < end; k++) isum += (int32_t)xq[k] * (int32_t)q[k - j];
-        acc[term % LM_LANES] += (float)isum * group_scale(w, wg) * xs[j / gs];
+        acc[term % LM_LANES] += (float)isum * run_group_scale(w, wg) * xs[j / gs];
         j = end;
     }
-    return sum_lanes(acc);
+    return run_sum_lanes(acc);
 }
 
 // Copies row `row` of w into out (cols floats), converting to fp32.
-static void matrix_row(float *out, const LmMatrix *w, int row) {
+static void run_matrix_row(float *out, const LmMatrix *w, int row) {
     size_t start = (size_t)row * (size_t)w->cols;
     int8_t unpacked[LM_MAX_Q4_GROUP];
     for (int j = 0; j < w->cols; j++) {
         size_t e = start + (size_t)j;
         switch (w->type) {
         case LM_F32: out[j] = ((const float *)w->data)[e]; break;
-        case LM_F16: out[j] = f16_to_f32(((const uint16_t *)w->data)[e]); break;
-        case LM_BF16: out[j] = bf16_to_f32(((const uint16_t *)w->data)[e]); break;
-        case LM_Q8_0: out[j] = (float)((const int8_t *)w->data)[e] * group_scale(w, e / (size_t)w->group_size); break;
+        case LM_F16: out[j] = run_f16_to_f32(((const uint16_t *)w->data)[e]); break;
+        case LM_BF16: out[j] = run_bf16_to_f32(((const uint16_t *)w->data)[e]); break;
+        case LM_Q8_0: out[j] = (float)((const int8_t *)w->data)[e] * run_group_scale(w, e / (size_t)w->group_size); break;
         case LM_Q4_0:
-            if (e % (size_t)w->group_size == 0 || j == 0) unpack_q4(unpacked, w, e / (size_t)w->group_size);
-            out[j] = (float)unpacked[e % (size_t)w->group_size] * group_scale(w, e / (size_t)w->group_size);
+            if (e % (size_t)w->group_size == 0 || j == 0) run_unpack_q4(unpacked, w, e / (size_t)w->group_size);
+            out[j] = (float)unpacked[e % (size_t)w->group_size] * run_group_scale(w, e / (size_t)w->group_size);
             break;
         }
     }
 }
 
-static float row_dot(const LmMatrix *w, int row, const LmBatch *in, int t);
+static float run_row_dot(const LmMatrix *w, int row, const LmBatch *in, int t);
 
 #if LM_AVX512
 // ---- AVX-512 versions of the kernels above: the same operations in the same order, so the same bits.
 
 // Sixteen weights from element e of w as floats, w being of type (fp32, fp16 or bf16; passed as a
 // constant so the switch folds away); mask selects the elements read.
-static inline __m512 load16_f32(const LmMatrix *w, size_t e, __mmask16 mask, LmWeightType type) {
+static inline __m512 run_load16_f32(const LmMatrix *w, size_t e, __mmask16 mask, LmWeightType type) {
     switch (type) {
     case LM_F16: return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, (const uint16_t *)w->data + e));
     case LM_BF16:
@@ -897,8 +897,8 @@ static inline __m512 load16_f32(const LmMatrix *w, size_t e, __mmask16 mask, LmW
     }
 }
 
-// sum_lanes of a vector: lanes k and k + 8, then k and k + 4, k + 2, k + 1.
-static inline float sum_lanes512(__m512 v) {
+// run_sum_lanes of a vector: lanes k and k + 8, then k and k + 4, k + 2, k + 1.
+static inline float run_sum_lanes512(__m512 v) {
     __m256 a = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
     __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
     __m128 c = _mm_add_ps(b, _mm_movehl_ps(b, b));
@@ -907,7 +907,7 @@ static inline float sum_lanes512(__m512 v) {
 
 // Rows r0..r1 of a float matrix times one input x, one row after another: a single sequential
 // stream is what this hardware's prefetchers serve fastest (interleaving 4 rows measured 25% slower).
-static inline void matvec_float_typed(const LmMatrix *w, int r0, int r1, const float *x, float *out, LmWeightType type) {
+static inline void run_matvec_float_typed(const LmMatrix *w, int r0, int r1, const float *x, float *out, LmWeightType type) {
     int cols = w->cols, tail = cols % 16;
     __mmask16 tail_mask = (__mmask16)((1u << tail) - 1);
     for (int r = r0; r < r1; r++) {
@@ -915,24 +915,24 @@ static inline void matvec_float_typed(const LmMatrix *w, int r0, int r1, const f
         size_t base = (size_t)r * (size_t)cols;
         int j = 0;
         for (; j + 16 <= cols; j += 16) {
-            __m512 wv = load16_f32(w, base + (size_t)j, 0xffff, type);
+            __m512 wv = run_load16_f32(w, base + (size_t)j, 0xffff, type);
             acc = _mm512_add_ps(acc, _mm512_mul_ps(wv, _mm512_loadu_ps(x + j)));
         }
-        if (tail) acc = _mm512_mask_add_ps(acc, tail_mask, acc, _mm512_mul_ps(load16_f32(w, base + (size_t)j, tail_mask, type), _mm512_maskz_loadu_ps(tail_mask, x + j)));
-        out[r] = sum_lanes512(acc);
+        if (tail) acc = _mm512_mask_add_ps(acc, tail_mask, acc, _mm512_mul_ps(run_load16_f32(w, base + (size_t)j, tail_mask, type), _mm512_maskz_loadu_ps(tail_mask, x + j)));
+        out[r] = run_sum_lanes512(acc);
     }
 }
 
-static void matvec_float(const LmMatrix *w, int r0, int r1, const float *x, float *out) {
+static void run_matvec_float(const LmMatrix *w, int r0, int r1, const float *x, float *out) {
     switch (w->type) { // one specialized loop per type
-    case LM_F16: matvec_float_typed(w, r0, r1, x, out, LM_F16); break;
-    case LM_BF16: matvec_float_typed(w, r0, r1, x, out, LM_BF16); break;
-    default: matvec_float_typed(w, r0, r1, x, out, LM_F32); break;
+    case LM_F16: run_matvec_float_typed(w, r0, r1, x, out, LM_F16); break;
+    case LM_BF16: run_matvec_float_typed(w, r0, r1, x, out, LM_BF16); break;
+    default: run_matvec_float_typed(w, r0, r1, x, out, LM_F32); break;
     }
 }
 
 // Transpose-reduce: lane i of the result is the sum of the 16 lanes of v[i].
-static inline __m512i reduce16(const __m512i *v) {
+static inline __m512i run_reduce16(const __m512i *v) {
     __m512i a[8], b[4], c[2];
     for (int i = 0; i < 8; i++) // per 128-bit lane: (v[2i], v[2i+1]) interleaved
         a[i] = _mm512_add_epi32(_mm512_unpacklo_epi32(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_epi32(v[2 * i], v[2 * i + 1]));
@@ -945,7 +945,7 @@ static inline __m512i reduce16(const __m512i *v) {
 
 // As reduce16 for 8 vectors that each hold two groups (lanes 0-7 and 8-15): lane i of the result
 // is group i, i.e. half i % 2 of v[i / 2].
-static inline __m512i reduce8x2(const __m512i *v) {
+static inline __m512i run_reduce8x2(const __m512i *v) {
     __m512i a[4], b[2];
     for (int i = 0; i < 4; i++)
         a[i] = _mm512_add_epi32(_mm512_unpacklo_epi32(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_epi32(v[2 * i], v[2 * i + 1]));
@@ -961,7 +961,7 @@ static inline __m512i reduce8x2(const __m512i *v) {
 // (the rest are 0 + offset, to be multiplied by zeros).
 #define LM_PREFETCH_BYTES 2048 // how far ahead integer matvecs prefetch their weight stream
 
-static inline __m512i load64_u8(const LmMatrix *w, size_t e, int only_32) {
+static inline __m512i run_load64_u8(const LmMatrix *w, size_t e, int only_32) {
     // these kernels do ~10 instructions per 64 bytes: too few loads fit the out-of-order window to
     // hide memory latency, so the stream is prefetched explicitly
     _mm_prefetch((const char *)w->data + (w->type == LM_Q8_0 ? e : e / 2) + LM_PREFETCH_BYTES, _MM_HINT_T0);
@@ -976,7 +976,7 @@ static inline __m512i load64_u8(const LmMatrix *w, size_t e, int only_32) {
 // Q4_0 with groups of 32: 64 bytes of nibbles are 4 groups; their low nibbles are the first 16
 // values of each group, their high nibbles the last 16. The input is rearranged once to match, per
 // 4 groups: the first halves of the 4 groups, then the second halves (zeros past the end).
-static void arrange_q4_input(int8_t *out, const int8_t *xq, int cols) {
+static void run_arrange_q4_input(int8_t *out, const int8_t *xq, int cols) {
     int groups = cols / 32;
     for (int block = 0; block * 4 < groups; block++)
         for (int g = 0; g < 4; g++)
@@ -989,7 +989,7 @@ static void arrange_q4_input(int8_t *out, const int8_t *xq, int cols) {
 
 // As reduce16 for 4 vectors that each hold four groups, one per 128-bit lane: lane i of the result
 // is group i, i.e. 128-bit lane i % 4 of v[i / 4].
-static inline __m512i reduce4x4(const __m512i *v) {
+static inline __m512i run_reduce4x4(const __m512i *v) {
     __m512i a0 = _mm512_add_epi32(_mm512_unpacklo_epi32(v[0], v[1]), _mm512_unpackhi_epi32(v[0], v[1]));
     __m512i a1 = _mm512_add_epi32(_mm512_unpacklo_epi32(v[2], v[3]), _mm512_unpackhi_epi32(v[2], v[3]));
     __m512i b = _mm512_add_epi32(_mm512_unpacklo_epi64(a0, a1), _mm512_unpackhi_epi64(a0, a1)); // lane 4c+k: group 4k+c
@@ -997,20 +997,20 @@ static inline __m512i reduce4x4(const __m512i *v) {
 }
 
 // Can the SIMD integer kernels take this matrix? (v3 layout: groups within rows.)
-static int int_simd_ok(const LmMatrix *w) {
+static int run_int_simd_ok(const LmMatrix *w) {
     int gs = w->group_size;
     return w->cols % gs == 0 && (w->type == LM_Q8_0 ? gs % 32 == 0 : gs == 32 || gs == 64);
 }
 
 // Sixteen group scales from group g (fewer where mask says), as floats.
-static inline __m512 load_scales16(const LmMatrix *w, size_t g, __mmask16 mask) {
+static inline __m512 run_load_scales16(const LmMatrix *w, size_t g, __mmask16 mask) {
     if (w->type == LM_Q8_0) return _mm512_maskz_loadu_ps(mask, (const float *)(const void *)(w->scales + 4 * g));
     return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, (const uint16_t *)(const void *)(w->scales + 2 * g)));
 }
 
-// dot_int for a row whose groups lie within it: the int sums of 16 groups at once, their terms
-// added to dot_int's 16 lanes. xsum[g] is the sum of input group g's values.
-static float dot_int_avx512(const LmMatrix *w, int row, const int8_t *xq, const float *xs, const int32_t *xsum,
+// run_dot_int for a row whose groups lie within it: the int sums of 16 groups at once, their terms
+// added to run_dot_int's 16 lanes. xsum[g] is the sum of input group g's values.
+static float run_dot_int_avx512(const LmMatrix *w, int row, const int8_t *xq, const float *xs, const int32_t *xsum,
                             const int8_t *xarranged) {
     int cols = w->cols, gs = w->group_size, groups = cols / gs, per64 = gs >= 64 ? gs / 64 : 1;
     int offset = w->type == LM_Q8_0 ? 128 : 8;
@@ -1030,45 +1030,45 @@ static float dot_int_avx512(const LmMatrix *w, int row, const int8_t *xq, const 
                 const int8_t *xa = xarranged + (size_t)(gb / 4) * 128;
                 v[b] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(xa)), hi, _mm512_loadu_si512(xa + 64));
             }
-            sums = reduce4x4(v);
+            sums = run_reduce4x4(v);
         } else if (gs == 32) { // two groups per 64 values
             for (int i = 0; i < 8; i++) {
                 int g = g0 + 2 * i;
                 int only_32 = 2 * i + 1 >= count; // an odd last group: do not read past the row
-                v[i] = 2 * i < count ? _mm512_dpbusd_epi32(_mm512_setzero_si512(), load64_u8(w, start + (size_t)g * 32, only_32),
+                v[i] = 2 * i < count ? _mm512_dpbusd_epi32(_mm512_setzero_si512(), run_load64_u8(w, start + (size_t)g * 32, only_32),
                                                            _mm512_maskz_loadu_epi8(only_32 ? 0xffffffffull : ~0ull, xq + (size_t)g * 32))
                                      : _mm512_setzero_si512();
             }
-            sums = reduce8x2(v);
+            sums = run_reduce8x2(v);
         } else if (gs == 64) {
             for (int i = 0; i < 16; i++) {
                 size_t e = (size_t)(g0 + i) * 64;
-                v[i] = i < count ? _mm512_dpbusd_epi32(_mm512_setzero_si512(), load64_u8(w, start + e, 0), _mm512_loadu_si512(xq + e))
+                v[i] = i < count ? _mm512_dpbusd_epi32(_mm512_setzero_si512(), run_load64_u8(w, start + e, 0), _mm512_loadu_si512(xq + e))
                                  : _mm512_setzero_si512();
             }
-            sums = reduce16(v);
+            sums = run_reduce16(v);
         } else { // groups of 128, 192, ...: several 64-value steps per group
             for (int i = 0; i < 16; i++) {
                 v[i] = _mm512_setzero_si512();
                 for (int k = 0; i < count && k < per64; k++) {
                     size_t e = (size_t)(g0 + i) * (size_t)gs + (size_t)k * 64;
-                    v[i] = _mm512_dpbusd_epi32(v[i], load64_u8(w, start + e, 0), _mm512_loadu_si512(xq + e));
+                    v[i] = _mm512_dpbusd_epi32(v[i], run_load64_u8(w, start + e, 0), _mm512_loadu_si512(xq + e));
                 }
             }
-            sums = reduce16(v);
+            sums = run_reduce16(v);
         }
         __mmask16 mask = (__mmask16)((1u << count) - 1);
         __m512i isum = _mm512_sub_epi32(sums, _mm512_mullo_epi32(_mm512_set1_epi32(offset), _mm512_maskz_loadu_epi32(mask, xsum + g0)));
-        __m512 p = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(isum), load_scales16(w, start / (size_t)gs + (size_t)g0, mask)),
+        __m512 p = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(isum), run_load_scales16(w, start / (size_t)gs + (size_t)g0, mask)),
                                  _mm512_maskz_loadu_ps(mask, xs + g0));
         acc = _mm512_mask_add_ps(acc, mask, acc, p);
     }
-    return sum_lanes512(acc);
+    return run_sum_lanes512(acc);
 }
 
 // Float matmul of rows r0..r1 (at most LM_ROW_BLOCK) for every token: the block converted to fp32
 // once, then 4 rows x 4 tokens per step, each pair with dot_f32's 16 lanes.
-static void matmul_float_block(const LmMatrix *w, int r0, int r1, const LmBatch *in, float *out, int ld) {
+static void run_matmul_float_block(const LmMatrix *w, int r0, int r1, const LmBatch *in, float *out, int ld) {
     int cols = w->cols, rows = r1 - r0, tail = cols % 16;
     __mmask16 tail_mask = (__mmask16)((1u << tail) - 1);
     const float *block = (const float *)w->data + (size_t)r0 * (size_t)cols;
@@ -1076,13 +1076,13 @@ static void matmul_float_block(const LmMatrix *w, int r0, int r1, const LmBatch 
     if (w->type != LM_F32) {
         converted = malloc((size_t)rows * (size_t)cols * sizeof(float));
         if (converted == NULL) { // out of memory: the plain path computes the same values
-            for (int t = 0; t < in->n; t++) for (int r = r0; r < r1; r++) out[(size_t)t * ld + r] = row_dot(w, r, in, t);
+            for (int t = 0; t < in->n; t++) for (int r = r0; r < r1; r++) out[(size_t)t * ld + r] = run_row_dot(w, r, in, t);
             return;
         }
         size_t first = (size_t)r0 * (size_t)cols, count = (size_t)rows * (size_t)cols;
         for (size_t e = 0; e < count; e += 16) {
             __mmask16 mask = count - e >= 16 ? 0xffff : (__mmask16)((1u << (count - e)) - 1);
-            _mm512_mask_storeu_ps(converted + e, mask, w->type == LM_F16 ? load16_f32(w, first + e, mask, LM_F16) : load16_f32(w, first + e, mask, LM_BF16));
+            _mm512_mask_storeu_ps(converted + e, mask, w->type == LM_F16 ? run_load16_f32(w, first + e, mask, LM_F16) : run_load16_f32(w, first + e, mask, LM_BF16));
         }
         block = converted;
     }
@@ -1118,7 +1118,7 @@ static void matmul_float_block(const LmMatrix *w, int r0, int r1, const LmBatch 
 #undef LM_TILE_ROW
             __m512 acc[4][4] = {{a00, a01, a02, a03}, {a10, a11, a12, a13}, {a20, a21, a22, a23}, {a30, a31, a32, a33}};
             for (int i = 0; i < nr; i++)
-                for (int k = 0; k < nt; k++) out[(size_t)(t0 + k) * ld + (size_t)(r0 + r + i)] = sum_lanes512(acc[i][k]);
+                for (int k = 0; k < nt; k++) out[(size_t)(t0 + k) * ld + (size_t)(r0 + r + i)] = run_sum_lanes512(acc[i][k]);
         }
     }
     free(converted);
@@ -1127,14 +1127,14 @@ static void matmul_float_block(const LmMatrix *w, int r0, int r1, const LmBatch 
 // Integer matmul of rows r0..r1 (at most LM_ROW_BLOCK) for every token, 16 tokens per vector:
 // in->packed holds the inputs as u8 = x + 128 with tokens in the lanes, so one VNNI instruction
 // multiplies 4 weights (broadcast) with 4 values of 16 tokens. Subtracting 128 * (the group's
-// weight sum) leaves each token's exact int32 group sum; the float steps follow dot_int's order.
-static void matmul_int_block(const LmMatrix *w, int r0, int r1, const LmBatch *in, float *out, int ld) {
+// weight sum) leaves each token's exact int32 group sum; the float steps follow run_dot_int's order.
+static void run_matmul_int_block(const LmMatrix *w, int r0, int r1, const LmBatch *in, float *out, int ld) {
     int cols = w->cols, gs = w->group_size, groups = cols / gs, rows = r1 - r0;
     int8_t *wb = malloc((size_t)LM_ROW_BLOCK * (size_t)cols);
     int32_t *wsum = malloc((size_t)LM_ROW_BLOCK * (size_t)groups * sizeof(int32_t));
     float *ws = malloc((size_t)LM_ROW_BLOCK * (size_t)groups * sizeof(float));
     if (!wb || !wsum || !ws) { // out of memory: the plain path computes the same values
-        for (int t = 0; t < in->n; t++) for (int r = r0; r < r1; r++) out[(size_t)t * ld + r] = row_dot(w, r, in, t);
+        for (int t = 0; t < in->n; t++) for (int r = r0; r < r1; r++) out[(size_t)t * ld + r] = run_row_dot(w, r, in, t);
         free(wb); free(wsum); free(ws);
         return;
     }
@@ -1143,11 +1143,11 @@ static void matmul_int_block(const LmMatrix *w, int r0, int r1, const LmBatch *i
         for (int g = 0; g < groups; g++) {
             int8_t *dst = wb + (size_t)r * cols + (size_t)g * gs;
             if (w->type == LM_Q8_0) memcpy(dst, (const int8_t *)w->data + (row_group + (size_t)g) * (size_t)gs, (size_t)gs);
-            else unpack_q4(dst, w, row_group + (size_t)g);
+            else run_unpack_q4(dst, w, row_group + (size_t)g);
             int32_t sum = 0;
             for (int k = 0; k < gs; k++) sum += dst[k];
             wsum[r * groups + g] = sum;
-            ws[r * groups + g] = group_scale(w, row_group + (size_t)g);
+            ws[r * groups + g] = run_group_scale(w, row_group + (size_t)g);
         }
     }
     for (int tile = 0; tile * 16 < in->n; tile++) {
@@ -1156,7 +1156,7 @@ static void matmul_int_block(const LmMatrix *w, int r0, int r1, const LmBatch *i
         const float *xsp = in->spacked + (size_t)tile * (size_t)in->groups * 16;
         for (int r = 0; r < rows; r += 4) {
             int nr = rows - r < 4 ? rows - r : 4;
-            __m512 part[4][16]; // dot_int's 16 lanes for each row, here with tokens across the vector
+            __m512 part[4][16]; // run_dot_int's 16 lanes for each row, here with tokens across the vector
             for (int i = 0; i < 4; i++) for (int k = 0; k < 16; k++) part[i][k] = _mm512_setzero_ps();
             for (int g = 0; g < groups; g++) {
                 __m512i isum[4];
@@ -1183,7 +1183,7 @@ static void matmul_int_block(const LmMatrix *w, int r0, int r1, const LmBatch *i
                 }
             }
             for (int i = 0; i < nr; i++) {
-                for (int half = 8; half > 0; half /= 2) // sum_lanes, for every token at once
+                for (int half = 8; half > 0; half /= 2) // run_sum_lanes, for every token at once
                     for (int k = 0; k < half; k++) part[i][k] = _mm512_add_ps(part[i][k], part[i][k + half]);
                 float lanes[16];
                 _mm512_storeu_ps(lanes, part[i][0]);
@@ -1194,9 +1194,9 @@ static void matmul_int_block(const LmMatrix *w, int r0, int r1, const LmBatch *i
     free(wb); free(wsum); free(ws);
 }
 
-// The packed input for matmul_int_block: per 16 tokens, the values + 128 in groups of 4 per token,
+// The packed input for run_matmul_int_block: per 16 tokens, the values + 128 in groups of 4 per token,
 // and the scales with tokens in the lanes. Missing tokens of the last tile are zeros (x = 0).
-static void pack_batch(LmBatch *b) {
+static void run_pack_batch(LmBatch *b) {
     int cols = b->cols, tiles = (b->n + 15) / 16;
     for (int tile = 0; tile < tiles; tile++) {
         unsigned char *xp = b->packed + (size_t)tile * (size_t)cols * 16;
@@ -1212,33 +1212,33 @@ static void pack_batch(LmBatch *b) {
 #endif // LM_AVX512
 
 // One row of w with input token t, by the plain definitions.
-static float row_dot_plain(const LmMatrix *w, int row, const LmBatch *in, int t) {
+static float run_row_dot_plain(const LmMatrix *w, int row, const LmBatch *in, int t) {
     size_t start = (size_t)row * (size_t)w->cols;
     const float *x = in->f + (size_t)t * (size_t)in->ld;
     switch (w->type) {
     case LM_F32: return dot_f32((const float *)w->data + start, x, w->cols);
     case LM_F16: return dot_f16((const uint16_t *)w->data + start, x, w->cols);
     case LM_BF16: return dot_bf16((const uint16_t *)w->data + start, x, w->cols);
-    default: return dot_int(w, row, in->q + (size_t)t * (size_t)in->cols, in->s + (size_t)t * (size_t)in->groups);
+    default: return run_dot_int(w, row, in->q + (size_t)t * (size_t)in->cols, in->s + (size_t)t * (size_t)in->groups);
     }
 }
 
 // The same value, through the SIMD integer kernel where it applies.
-static float row_dot(const LmMatrix *w, int row, const LmBatch *in, int t) {
+static float run_row_dot(const LmMatrix *w, int row, const LmBatch *in, int t) {
 #if LM_AVX512
-    if (is_integer_type(w->type) && int_simd_ok(w) && (w->type != LM_Q4_0 || w->group_size != 32 || in->qarranged))
-        return dot_int_avx512(w, row, in->q + (size_t)t * (size_t)in->cols, in->s + (size_t)t * (size_t)in->groups,
+    if (run_is_integer_type(w->type) && run_int_simd_ok(w) && (w->type != LM_Q4_0 || w->group_size != 32 || in->qarranged))
+        return run_dot_int_avx512(w, row, in->q + (size_t)t * (size_t)in->cols, in->s + (size_t)t * (size_t)in->groups,
                               in->xsum + (size_t)t * (size_t)in->groups,
                               in->qarranged ? in->qarranged + (size_t)t * (size_t)(in->cols + 128) : NULL);
 #endif
-    return row_dot_plain(w, row, in, t);
+    return run_row_dot_plain(w, row, in, t);
 }
 
 // Prepares rows x (n, ld) of cols values as a matmul input, quantizing them once for every matmul
 // that shares them when the weights are integer.
-static LmBatch make_batch(LmModel *m, const float *x, int n, int cols, int ld) {
+static LmBatch run_make_batch(LmModel *m, const float *x, int n, int cols, int ld) {
     LmBatch b = {x, n, cols, ld, NULL, NULL, 0, NULL, NULL, NULL, NULL};
-    if (!is_integer_type(m->config.weight_type)) return b;
+    if (!run_is_integer_type(m->config.weight_type)) return b;
     int gs = m->config.group_size;
     b.groups = (cols + gs - 1) / gs;
     b.q = m->state.xq;
@@ -1246,7 +1246,7 @@ static LmBatch make_batch(LmModel *m, const float *x, int n, int cols, int ld) {
     b.xsum = m->state.xsum;
     for (int t = 0; t < n; t++) {
         int8_t *q = b.q + (size_t)t * (size_t)cols;
-        quantize_q8(q, b.s + (size_t)t * (size_t)b.groups, x + (size_t)t * (size_t)ld, cols, gs);
+        run_quantize_q8(q, b.s + (size_t)t * (size_t)b.groups, x + (size_t)t * (size_t)ld, cols, gs);
         for (int g = 0; g < b.groups; g++) {
             int32_t sum = 0;
             for (int j = g * gs; j < cols && j < (g + 1) * gs; j++) sum += q[j];
@@ -1256,12 +1256,12 @@ static LmBatch make_batch(LmModel *m, const float *x, int n, int cols, int ld) {
 #if LM_AVX512
     if (m->config.weight_type == LM_Q4_0 && gs == 32) {
         b.qarranged = m->state.xarranged;
-        for (int t = 0; t < n; t++) arrange_q4_input(b.qarranged + (size_t)t * (size_t)(cols + 128), b.q + (size_t)t * cols, cols);
+        for (int t = 0; t < n; t++) run_arrange_q4_input(b.qarranged + (size_t)t * (size_t)(cols + 128), b.q + (size_t)t * cols, cols);
     }
     if (n > 1 && cols % 4 == 0) {
         b.packed = m->state.xpacked;
         b.spacked = m->state.xspacked;
-        pack_batch(&b);
+        run_pack_batch(&b);
     }
 #endif
     return b;
@@ -1271,25 +1271,25 @@ static LmBatch make_batch(LmModel *m, const float *x, int n, int cols, int ld) {
 typedef struct { const LmMatrix *w; float *out; int ld; } LmMatmul;
 
 // Rows r0..r1 of one matmul for every token of the input.
-static void matmul_rows(const LmMatmul *job, int r0, int r1, const LmBatch *in) {
+static void run_matmul_rows(const LmMatmul *job, int r0, int r1, const LmBatch *in) {
 #if LM_AVX512
-    if (!is_integer_type(job->w->type)) {
-        if (in->n == 1) matvec_float(job->w, r0, r1, in->f, job->out);
-        else matmul_float_block(job->w, r0, r1, in, job->out, job->ld);
+    if (!run_is_integer_type(job->w->type)) {
+        if (in->n == 1) run_matvec_float(job->w, r0, r1, in->f, job->out);
+        else run_matmul_float_block(job->w, r0, r1, in, job->out, job->ld);
         return;
     }
-    if (in->n > 1 && in->packed && int_simd_ok(job->w)) {
-        matmul_int_block(job->w, r0, r1, in, job->out, job->ld);
+    if (in->n > 1 && in->packed && run_int_simd_ok(job->w)) {
+        run_matmul_int_block(job->w, r0, r1, in, job->out, job->ld);
         return;
     }
 #endif
     for (int t = 0; t < in->n; t++)
-        for (int r = r0; r < r1; r++) job->out[(size_t)t * (size_t)job->ld + (size_t)r] = row_dot(job->w, r, in, t);
+        for (int r = r0; r < r1; r++) job->out[(size_t)t * (size_t)job->ld + (size_t)r] = run_row_dot(job->w, r, in, t);
 }
 
 // Runs up to 4 matmuls that share one input as a single parallel loop over blocks of rows, so the
 // threads fork and join once (q/k/v together, the FFN's gate and up together).
-static void matmul(const LmMatmul *jobs, int n_jobs, const LmBatch *in) {
+static void run_matmul(const LmMatmul *jobs, int n_jobs, const LmBatch *in) {
     assert(n_jobs >= 1 && n_jobs <= 4);
     int first_block[5] = {0};
     for (int j = 0; j < n_jobs; j++) {
@@ -1302,13 +1302,13 @@ static void matmul(const LmMatmul *jobs, int n_jobs, const LmBatch *in) {
         int j = 0;
         while (u >= first_block[j + 1]) j++;
         int r0 = (u - first_block[j]) * LM_ROW_BLOCK, r1 = r0 + LM_ROW_BLOCK;
-        matmul_rows(&jobs[j], r0, r1 < jobs[j].w->rows ? r1 : jobs[j].w->rows, in);
+        run_matmul_rows(&jobs[j], r0, r1 < jobs[j].w->rows ? r1 : jobs[j].w->rows, in);
     }
 }
 
 // Rotates each pair of every head by the angles of this position. The pairs are (x[2i], x[2i+1])
 // in llama2.c's layout and (x[i], x[i + head_size/2]) in Hugging Face's.
-static void rope_rotate(float *x, int n_heads, int head_size, const float *cos_t, const float *sin_t, LmRopeLayout layout) {
+static void run_rope_rotate(float *x, int n_heads, int head_size, const float *cos_t, const float *sin_t, LmRopeLayout layout) {
     int half = head_size / 2;
     for (int h = 0; h < n_heads; h++) {
         float *v = x + (size_t)h * (size_t)head_size;
@@ -1321,11 +1321,11 @@ static void rope_rotate(float *x, int n_heads, int head_size, const float *cos_t
     }
 }
 
-static void add_bias(float *x, const float *bias, int n) {
+static void run_add_bias(float *x, const float *bias, int n) {
     if (bias) for (int i = 0; i < n; i++) x[i] += bias[i];
 }
 
-static void swiglu(float *gate, const float *up, int n) {
+static void run_swiglu(float *gate, const float *up, int n) {
     for (int i = 0; i < n; i++) {
         float val = gate[i];
         val *= 1.0f / (1.0f + expf(-val));
@@ -1339,7 +1339,7 @@ static void swiglu(float *gate, const float *up, int n) {
 // Runs tokens[0..n) (n <= LM_BATCH) at positions pos..pos+n-1 over the KV cache of the positions
 // before them, writing their keys and values into it; computes the logits of the last token when
 // want_logits. lm_forward is this with n = 1.
-static void forward_block(LmModel *m, const int *tokens, int n, int pos, int want_logits) {
+static void run_forward_block(LmModel *m, const int *tokens, int n, int pos, int want_logits) {
     const LmConfig *c = &m->config;
     const LmWeights *w = &m->weights;
     LmRunState *s = &m->state;
@@ -1354,7 +1354,7 @@ static void forward_block(LmModel *m, const int *tokens, int n, int pos, int wan
 
     // each token's embedding starts its residual stream; RoPE angles for each position
     for (int i = 0; i < n; i++) {
-        matrix_row(s->x + (size_t)i * dim, &w->token_embedding, tokens[i]);
+        run_matrix_row(s->x + (size_t)i * dim, &w->token_embedding, tokens[i]);
         for (int k = 0; k < half; k++) {
             float angle = (float)(pos + i) * s->rope_freq[k];
             s->rope_cos[i * half + k] = cosf(angle);
@@ -1369,17 +1369,17 @@ static void forward_block(LmModel *m, const int *tokens, int n, int pos, int wan
         float *v = s->value_cache + layer_offset + (size_t)pos * (size_t)kv_dim;
 
         // attention: q, k, v from the normed stream; k and v go straight into the cache
-        for (int i = 0; i < n; i++) rmsnorm(s->xb + (size_t)i * xb_ld, s->x + (size_t)i * dim, ly->rms_att, dim, c->norm_eps);
-        LmBatch in = make_batch(m, s->xb, n, dim, xb_ld);
+        for (int i = 0; i < n; i++) run_rmsnorm(s->xb + (size_t)i * xb_ld, s->x + (size_t)i * dim, ly->rms_att, dim, c->norm_eps);
+        LmBatch in = run_make_batch(m, s->xb, n, dim, xb_ld);
         LmMatmul qkv[3] = {{&ly->wq, s->q, q_dim}, {&ly->wk, k, kv_dim}, {&ly->wv, v, kv_dim}};
-        matmul(qkv, 3, &in);
+        run_matmul(qkv, 3, &in);
         for (int i = 0; i < n; i++) {
             float *qi = s->q + (size_t)i * q_dim, *ki = k + (size_t)i * kv_dim;
-            add_bias(qi, ly->bq, q_dim);
-            add_bias(ki, ly->bk, kv_dim);
-            add_bias(v + (size_t)i * kv_dim, ly->bv, kv_dim);
-            rope_rotate(qi, c->n_heads, head_size, s->rope_cos + i * half, s->rope_sin + i * half, c->rope_layout);
-            rope_rotate(ki, c->n_kv_heads, head_size, s->rope_cos + i * half, s->rope_sin + i * half, c->rope_layout);
+            run_add_bias(qi, ly->bq, q_dim);
+            run_add_bias(ki, ly->bk, kv_dim);
+            run_add_bias(v + (size_t)i * kv_dim, ly->bv, kv_dim);
+            run_rope_rotate(qi, c->n_heads, head_size, s->rope_cos + i * half, s->rope_sin + i * half, c->rope_layout);
+            run_rope_rotate(ki, c->n_kv_heads, head_size, s->rope_cos + i * half, s->rope_sin + i * half, c->rope_layout);
         }
 
         // each query head attends over positions 0..pos+i of its key/value head
@@ -1393,7 +1393,7 @@ static void forward_block(LmModel *m, const int *tokens, int n, int pos, int wan
                 int last = pos + i;
                 for (int t = 0; t <= last; t++) // dot_f32: a sequential sum would not vectorize
                     att[t] = dot_f32(qh, s->key_cache + layer_offset + (size_t)t * (size_t)kv_dim + kv_head, head_size) * scale;
-                softmax(att, last + 1);
+                run_softmax(att, last + 1);
                 float *out = s->xb + (size_t)i * xb_ld + (size_t)h * head_size;
                 memset(out, 0, (size_t)head_size * sizeof(float));
                 for (int t = 0; t <= last; t++) {
@@ -1404,29 +1404,29 @@ static void forward_block(LmModel *m, const int *tokens, int n, int pos, int wan
         }
 
         // output projection and residual
-        in = make_batch(m, s->xb, n, q_dim, xb_ld);
+        in = run_make_batch(m, s->xb, n, q_dim, xb_ld);
         LmMatmul wo = {&ly->wo, s->xb2, dim};
-        matmul(&wo, 1, &in);
+        run_matmul(&wo, 1, &in);
         for (size_t i = 0; i < (size_t)n * dim; i++) s->x[i] += s->xb2[i];
 
         // SwiGLU FFN: w2(silu(w1 x) * w3 x), then residual
-        for (int i = 0; i < n; i++) rmsnorm(s->xb + (size_t)i * xb_ld, s->x + (size_t)i * dim, ly->rms_ffn, dim, c->norm_eps);
-        in = make_batch(m, s->xb, n, dim, xb_ld);
+        for (int i = 0; i < n; i++) run_rmsnorm(s->xb + (size_t)i * xb_ld, s->x + (size_t)i * dim, ly->rms_ffn, dim, c->norm_eps);
+        in = run_make_batch(m, s->xb, n, dim, xb_ld);
         LmMatmul up[2] = {{&ly->w1, s->hb, hidden}, {&ly->w3, s->hb2, hidden}};
-        matmul(up, 2, &in);
-        swiglu(s->hb, s->hb2, n * hidden);
-        in = make_batch(m, s->hb, n, hidden, hidden);
+        run_matmul(up, 2, &in);
+        run_swiglu(s->hb, s->hb2, n * hidden);
+        in = run_make_batch(m, s->hb, n, hidden, hidden);
         LmMatmul down = {&ly->w2, s->xb2, dim};
-        matmul(&down, 1, &in);
+        run_matmul(&down, 1, &in);
         for (size_t i = 0; i < (size_t)n * dim; i++) s->x[i] += s->xb2[i];
     }
 
     if (want_logits) { // final norm and classifier, for the last token only
         float *x = s->x + (size_t)(n - 1) * dim;
-        rmsnorm(x, x, w->rms_final, dim, c->norm_eps);
-        LmBatch in = make_batch(m, x, 1, dim, dim);
+        run_rmsnorm(x, x, w->rms_final, dim, c->norm_eps);
+        LmBatch in = run_make_batch(m, x, 1, dim, dim);
         LmMatmul cls = {&w->wcls, s->logits, c->vocab_size};
-        matmul(&cls, 1, &in);
+        run_matmul(&cls, 1, &in);
     }
 }
 
@@ -1449,7 +1449,7 @@ int lm_shift_context(LmModel *m, int pos, int n_keep, int n_discard) {
         size_t layer_offset = (size_t)l * (size_t)c->seq_len * (size_t)kv_dim;
         for (int t = n_keep + n_discard; t < pos; t++) {
             float *k = s->key_cache + layer_offset + (size_t)t * kv_dim, *v = s->value_cache + layer_offset + (size_t)t * kv_dim;
-            rope_rotate(k, c->n_kv_heads, c->head_size, s->rope_cos, s->rope_sin, c->rope_layout);
+            run_rope_rotate(k, c->n_kv_heads, c->head_size, s->rope_cos, s->rope_sin, c->rope_layout);
             memmove(k - (size_t)n_discard * kv_dim, k, (size_t)kv_dim * sizeof(float));
             memmove(v - (size_t)n_discard * kv_dim, v, (size_t)kv_dim * sizeof(float));
         }
@@ -1462,7 +1462,7 @@ float *lm_forward_batch(LmModel *m, const int *tokens, int n, int pos) {
     for (int i = 0; i < n; i++) if (tokens[i] < 0 || tokens[i] >= m->config.vocab_size) return NULL;
     for (int done = 0; done < n; done += LM_BATCH) {
         int count = n - done < LM_BATCH ? n - done : LM_BATCH;
-        forward_block(m, tokens + done, count, pos + done, done + count == n);
+        run_forward_block(m, tokens + done, count, pos + done, done + count == n);
     }
     return m->state.logits;
 }
@@ -1470,7 +1470,7 @@ float *lm_forward_batch(LmModel *m, const int *tokens, int n, int pos) {
 // ----------------------------------------------------------------------------
 // Unicode tables for the pre-tokenizers (made by tests/gen_unicode_tables.py)
 
-static const uint32_t lm_unicode_letters[][2] = { // Unicode 14.0.0, category L*, 648 ranges
+static const uint32_t run_unicode_letters[][2] = { // Unicode 14.0.0, category L*, 648 ranges
     {0x41,0x5A}, {0x61,0x7A}, {0xAA,0xAA}, {0xB5,0xB5}, {0xBA,0xBA}, {0xC0,0xD6}, {0xD8,0xF6}, {0xF8,0x2C1},
     {0x2C6,0x2D1}, {0x2E0,0x2E4}, {0x2EC,0x2EC}, {0x2EE,0x2EE}, {0x370,0x374}, {0x376,0x377}, {0x37A,0x37D},
     {0x37F,0x37F}, {0x386,0x386}, {0x388,0x38A}, {0x38C,0x38C}, {0x38E,0x3A1}, {0x3A3,0x3F5}, {0x3F7,0x481},
@@ -1586,7 +1586,7 @@ static const uint32_t lm_unicode_letters[][2] = { // Unicode 14.0.0, category L*
     {0x2A700,0x2B738}, {0x2B740,0x2B81D}, {0x2B820,0x2CEA1}, {0x2CEB0,0x2EBE0}, {0x2F800,0x2FA1D},
     {0x30000,0x3134A},
 };
-static const uint32_t lm_unicode_numbers[][2] = { // Unicode 14.0.0, category N*, 134 ranges
+static const uint32_t run_unicode_numbers[][2] = { // Unicode 14.0.0, category N*, 134 ranges
     {0x30,0x39}, {0xB2,0xB3}, {0xB9,0xB9}, {0xBC,0xBE}, {0x660,0x669}, {0x6F0,0x6F9}, {0x7C0,0x7C9},
     {0x966,0x96F}, {0x9E6,0x9EF}, {0x9F4,0x9F9}, {0xA66,0xA6F}, {0xAE6,0xAEF}, {0xB66,0xB6F}, {0xB72,0xB77},
     {0xBE6,0xBF2}, {0xC66,0xC6F}, {0xC78,0xC7E}, {0xCE6,0xCEF}, {0xD58,0xD5E}, {0xD66,0xD78}, {0xDE6,0xDEF},
@@ -1623,7 +1623,7 @@ typedef enum { LM_SPLIT_NONE = 0, LM_SPLIT_GPT2 = 1, LM_SPLIT_LLAMA3 = 2, LM_SPL
 typedef enum { LM_CHAT_NONE = 0, LM_CHAT_LLAMA2 = 1, LM_CHAT_LLAMA3 = 2, LM_CHAT_CHATML = 3, LM_CHAT_ZEPHYR = 4, LM_CHAT_MISTRAL = 5 } LmChatTemplate;
 enum { LM_TOK_DUMMY_PREFIX = 1, LM_TOK_REMOVE_EXTRA_SPACES = 2, LM_TOK_SPLIT_DIGITS = 4, LM_TOK_IGNORE_MERGES = 8 };
 
-static const char *const chat_template_names[] = {"none", "llama2", "llama3", "chatml", "zephyr", "mistral"};
+static const char *const run_chat_template_names[] = {"none", "llama2", "llama3", "chatml", "zephyr", "mistral"};
 
 #define LM_TOKENIZER_MAGIC 0x6b746d6cu // "lmtk"
 #define LM_TOKENIZER_HEADER_BYTES 128
@@ -1657,7 +1657,7 @@ struct LmTokenizer {
     LmChatTemplate chat_template;
 };
 
-static uint64_t hash_bytes(const void *data, size_t n) {
+static uint64_t run_hash_bytes(const void *data, size_t n) {
     const unsigned char *s = data;
     uint64_t h = 1469598103934665603ull; // FNV-1a
     for (size_t i = 0; i < n; i++) { h ^= s[i]; h *= 1099511628211ull; }
@@ -1665,9 +1665,9 @@ static uint64_t hash_bytes(const void *data, size_t n) {
 }
 
 // The id of the token whose bytes are s[0..n), or -1. The lowest id wins for duplicate texts.
-static int token_lookup(const LmTokenizer *t, const char *s, size_t n) {
+static int run_token_lookup(const LmTokenizer *t, const char *s, size_t n) {
     size_t mask = t->hash_size - 1;
-    for (size_t i = (size_t)hash_bytes(s, n) & mask;; i = (i + 1) & mask) {
+    for (size_t i = (size_t)run_hash_bytes(s, n) & mask;; i = (i + 1) & mask) {
         int id = t->hash_ids[i];
         if (id < 0) return -1;
         if ((size_t)t->vocab_len[id] == n && memcmp(t->vocab[id], s, n) == 0) return id;
@@ -1675,27 +1675,27 @@ static int token_lookup(const LmTokenizer *t, const char *s, size_t n) {
 }
 
 // A normal (mergeable, text-matchable) token with these bytes, or -1.
-static int normal_lookup(const LmTokenizer *t, const char *s, size_t n) {
-    int id = token_lookup(t, s, n);
+static int run_normal_lookup(const LmTokenizer *t, const char *s, size_t n) {
+    int id = run_token_lookup(t, s, n);
     return id >= 0 && t->type[id] == LM_TOKEN_NORMAL ? id : -1;
 }
 
-static uint64_t pair_key(int left, int right) { return (uint64_t)(uint32_t)left << 32 | (uint32_t)right; }
+static uint64_t run_pair_key(int left, int right) { return (uint64_t)(uint32_t)left << 32 | (uint32_t)right; }
 
-static const LmPair *pair_lookup(const LmTokenizer *t, int left, int right) {
-    uint64_t key = pair_key(left, right);
+static const LmPair *run_pair_lookup(const LmTokenizer *t, int left, int right) {
+    uint64_t key = run_pair_key(left, right);
     size_t mask = t->pairs_size - 1;
-    for (size_t i = (size_t)hash_bytes(&key, 8) & mask;; i = (i + 1) & mask) {
+    for (size_t i = (size_t)run_hash_bytes(&key, 8) & mask;; i = (i + 1) & mask) {
         if (t->pairs[i].key == key) return &t->pairs[i];
         if (t->pairs[i].key == LM_PAIR_EMPTY) return NULL;
     }
 }
 
 // Adds a pair unless present (the first, highest-priority entry wins).
-static void pair_insert(LmTokenizer *t, int left, int right, float priority, int result) {
-    uint64_t key = pair_key(left, right);
+static void run_pair_insert(LmTokenizer *t, int left, int right, float priority, int result) {
+    uint64_t key = run_pair_key(left, right);
     size_t mask = t->pairs_size - 1;
-    size_t i = (size_t)hash_bytes(&key, 8) & mask;
+    size_t i = (size_t)run_hash_bytes(&key, 8) & mask;
     while (t->pairs[i].key != LM_PAIR_EMPTY) {
         if (t->pairs[i].key == key) return;
         i = (i + 1) & mask;
@@ -1710,56 +1710,56 @@ void lm_tokenizer_free(LmTokenizer *t) {
     free(t);
 }
 
-static size_t pow2_at_least(size_t n) { size_t p = 64; while (p < n) p *= 2; return p; }
+static size_t run_pow2_at_least(size_t n) { size_t p = 64; while (p < n) p *= 2; return p; }
 
 // Parses a tokenizer from data[0..size): run.c's format when it starts with "lmtk", else llama2.c's
 // tokenizer.bin. NULL with the reason in err.
-static LmTokenizer *parse_tokenizer(const unsigned char *data, size_t size, int vocab_size, const char *path,
+static LmTokenizer *run_parse_tokenizer(const unsigned char *data, size_t size, int vocab_size, const char *path,
                                     char *err, size_t errlen) {
-    int ours = size >= 4 && (uint32_t)read_i32(data) == LM_TOKENIZER_MAGIC;
-    if (vocab_size == 0 && ours && size >= 16) vocab_size = read_i32(data + 12);
+    int ours = size >= 4 && (uint32_t)run_read_i32(data) == LM_TOKENIZER_MAGIC;
+    if (vocab_size == 0 && ours && size >= 16) vocab_size = run_read_i32(data + 12);
     if (vocab_size == 0 && !ours) // count llama2.c's tokens: (score, length, bytes) to the end
         for (size_t o = 4; o + 8 <= size && vocab_size < INT32_MAX; vocab_size++) {
-            int32_t len = read_i32(data + o + 4);
+            int32_t len = run_read_i32(data + o + 4);
             if (len < 0 || (size_t)len > size - o - 8) break;
             o += 8 + (size_t)len;
         }
-    if (vocab_size <= 0) { set_err(err, errlen, "%s: no tokens", path); return NULL; }
+    if (vocab_size <= 0) { run_set_err(err, errlen, "%s: no tokens", path); return NULL; }
     // every token takes at least 8 bytes (9 in run.c's files): refuse impossible counts before allocating
-    uint64_t claimed = ours && size >= 16 ? (uint64_t)(uint32_t)read_i32(data + 12) : (uint64_t)vocab_size;
+    uint64_t claimed = ours && size >= 16 ? (uint64_t)(uint32_t)run_read_i32(data + 12) : (uint64_t)vocab_size;
     if (claimed * (ours ? 9 : 8) > size) {
-        set_err(err, errlen, "%s: %llu tokens cannot fit in %zu bytes; wrong tokenizer for this model?", path,
+        run_set_err(err, errlen, "%s: %llu tokens cannot fit in %zu bytes; wrong tokenizer for this model?", path,
                 (unsigned long long)claimed, size);
         return NULL;
     }
     int n_tokens = vocab_size, n_merges = 0;
     size_t off = 4;
     LmTokenizer *t = calloc(1, sizeof *t);
-    if (t == NULL) { set_err(err, errlen, "out of memory"); return NULL; }
+    if (t == NULL) { run_set_err(err, errlen, "out of memory"); return NULL; }
     t->kind = LM_BPE_SENTENCEPIECE;
     t->flags = LM_TOK_DUMMY_PREFIX;
     t->bos_id = 1; t->eos_id = 2; t->unk_id = 0;
     if (ours) {
-        if (size < LM_TOKENIZER_HEADER_BYTES) { set_err(err, errlen, "%s: truncated tokenizer header", path); goto fail; }
-        int version = read_i32(data + 4), kind = read_i32(data + 8), split = read_i32(data + 32), chat = read_i32(data + 36);
-        n_tokens = read_i32(data + 12);
-        n_merges = read_i32(data + 16);
-        t->bos_id = read_i32(data + 20);
-        t->eos_id = read_i32(data + 24);
-        t->flags = read_i32(data + 28);
-        t->n_eot = read_i32(data + 40);
+        if (size < LM_TOKENIZER_HEADER_BYTES) { run_set_err(err, errlen, "%s: truncated tokenizer header", path); goto fail; }
+        int version = run_read_i32(data + 4), kind = run_read_i32(data + 8), split = run_read_i32(data + 32), chat = run_read_i32(data + 36);
+        n_tokens = run_read_i32(data + 12);
+        n_merges = run_read_i32(data + 16);
+        t->bos_id = run_read_i32(data + 20);
+        t->eos_id = run_read_i32(data + 24);
+        t->flags = run_read_i32(data + 28);
+        t->n_eot = run_read_i32(data + 40);
         if (version != 1 || kind < 1 || kind > 2 || split < 0 || split > 3 || chat < 0 || chat > 5 || (t->flags & ~15) != 0) {
-            set_err(err, errlen, "%s: unsupported tokenizer (version %d, kind %d, pre-tokenizer %d, template %d, flags %d)",
+            run_set_err(err, errlen, "%s: unsupported tokenizer (version %d, kind %d, pre-tokenizer %d, template %d, flags %d)",
                     path, version, kind, split, chat, t->flags);
             goto fail;
         }
         if (n_tokens <= 0 || n_tokens > vocab_size) {
-            set_err(err, errlen, "%s: has %d tokens, the model's vocabulary has %d", path, n_tokens, vocab_size);
+            run_set_err(err, errlen, "%s: has %d tokens, the model's vocabulary has %d", path, n_tokens, vocab_size);
             goto fail;
         }
-        if (n_merges < 0 || (uint64_t)n_merges * 8 > size) { set_err(err, errlen, "%s: bad merge count %d", path, n_merges); goto fail; }
-        if (t->n_eot < 0 || t->n_eot > LM_MAX_EOT) { set_err(err, errlen, "%s: bad end-of-turn count %d", path, t->n_eot); goto fail; }
-        for (int i = 0; i < t->n_eot; i++) t->eot[i] = read_i32(data + 44 + 4 * i);
+        if (n_merges < 0 || (uint64_t)n_merges * 8 > size) { run_set_err(err, errlen, "%s: bad merge count %d", path, n_merges); goto fail; }
+        if (t->n_eot < 0 || t->n_eot > LM_MAX_EOT) { run_set_err(err, errlen, "%s: bad end-of-turn count %d", path, t->n_eot); goto fail; }
+        for (int i = 0; i < t->n_eot; i++) t->eot[i] = run_read_i32(data + 44 + 4 * i);
         t->kind = (LmBpeKind)kind;
         t->split = (LmSplit)split;
         t->chat_template = (LmChatTemplate)chat;
@@ -1773,10 +1773,10 @@ static LmTokenizer *parse_tokenizer(const unsigned char *data, size_t size, int 
     t->type = malloc((size_t)vocab_size);
     t->token_byte = malloc((size_t)vocab_size * sizeof(short));
     t->text = malloc(size + (size_t)vocab_size + 1); // every text plus its terminator fits
-    t->hash_size = pow2_at_least(2 * (size_t)vocab_size);
+    t->hash_size = run_pow2_at_least(2 * (size_t)vocab_size);
     t->hash_ids = malloc(t->hash_size * sizeof(int));
     if (!t->vocab || !t->vocab_len || !t->scores || !t->type || !t->token_byte || !t->text || !t->hash_ids) {
-        set_err(err, errlen, "out of memory loading %s", path);
+        run_set_err(err, errlen, "out of memory loading %s", path);
         goto fail;
     }
     memset(t->hash_ids, 0xff, t->hash_size * sizeof(int));
@@ -1786,20 +1786,20 @@ static LmTokenizer *parse_tokenizer(const unsigned char *data, size_t size, int 
     size_t text_off = 1, entry = ours ? 9 : 8; // score, [type], length
     for (int i = 0; i < n_tokens; i++) {
         if (size - off < entry) {
-            if (!ours && size == off) set_err(err, errlen, "%s: has %d tokens, the model expects %d", path, i, vocab_size);
-            else set_err(err, errlen, "%s: truncated at token %d", path, i);
+            if (!ours && size == off) run_set_err(err, errlen, "%s: has %d tokens, the model expects %d", path, i, vocab_size);
+            else run_set_err(err, errlen, "%s: truncated at token %d", path, i);
             goto fail;
         }
-        t->scores[i] = read_f32(data + off);
+        t->scores[i] = run_read_f32(data + off);
         int type = ours ? data[off + 4] : LM_TOKEN_NORMAL;
-        int32_t len = read_i32(data + off + entry - 4);
+        int32_t len = run_read_i32(data + off + entry - 4);
         off += entry;
         if (len < 0 || (size_t)len > size - off) {
-            set_err(err, errlen, "%s: token %d has length %d, past the end of the file", path, i, len);
+            run_set_err(err, errlen, "%s: token %d has length %d, past the end of the file", path, i, len);
             goto fail;
         }
         if (type > LM_TOKEN_UNUSED) { // (a NUL byte is fine: byte-level vocabularies have one)
-            set_err(err, errlen, "%s: token %d has unknown type %d", path, i, type);
+            run_set_err(err, errlen, "%s: token %d has unknown type %d", path, i, type);
             goto fail;
         }
         t->vocab[i] = t->text + text_off;
@@ -1817,12 +1817,12 @@ static LmTokenizer *parse_tokenizer(const unsigned char *data, size_t size, int 
     }
     const unsigned char *merges = data + off;
     if ((uint64_t)n_merges * 8 != size - off) {
-        set_err(err, errlen, "%s: %zu bytes left after %d tokens%s; wrong tokenizer for this model?", path, size - off,
+        run_set_err(err, errlen, "%s: %zu bytes left after %d tokens%s; wrong tokenizer for this model?", path, size - off,
                 n_tokens, ours ? " and their merges" : " (the model's vocab_size)");
         goto fail;
     }
     for (int i = 0; i < n_tokens; i++) { // insert in id order so the lowest id wins
-        size_t mask = t->hash_size - 1, h = (size_t)hash_bytes(t->vocab[i], (size_t)t->vocab_len[i]) & mask;
+        size_t mask = t->hash_size - 1, h = (size_t)run_hash_bytes(t->vocab[i], (size_t)t->vocab_len[i]) & mask;
         int dup = 0;
         for (; t->hash_ids[h] >= 0; h = (h + 1) & mask) {
             int other = t->hash_ids[h];
@@ -1834,7 +1834,7 @@ static LmTokenizer *parse_tokenizer(const unsigned char *data, size_t size, int 
         char name[8];
         snprintf(name, sizeof name, "<0x%02X>", b);
         char raw = (char)b;
-        t->byte_token[b] = t->kind == LM_BPE_BYTE_LEVEL ? normal_lookup(t, &raw, 1) : token_lookup(t, name, 6);
+        t->byte_token[b] = t->kind == LM_BPE_BYTE_LEVEL ? run_normal_lookup(t, &raw, 1) : run_token_lookup(t, name, 6);
         if (t->kind == LM_BPE_SENTENCEPIECE && t->byte_token[b] >= 0) {
             if (t->type[t->byte_token[b]] != LM_TOKEN_BYTE) t->byte_token[b] = -1;
             else t->token_byte[t->byte_token[b]] = (short)b;
@@ -1844,43 +1844,43 @@ static LmTokenizer *parse_tokenizer(const unsigned char *data, size_t size, int 
     }
     if (t->kind == LM_BPE_BYTE_LEVEL)
         for (int b = 0; b < 256; b++)
-            if (t->byte_token[b] < 0 && b != 0) { set_err(err, errlen, "%s: byte-level vocabulary lacks byte 0x%02X", path, b); goto fail; }
+            if (t->byte_token[b] < 0 && b != 0) { run_set_err(err, errlen, "%s: byte-level vocabulary lacks byte 0x%02X", path, b); goto fail; }
     // the pair table: explicit ranked merges, or SentencePiece's rule (every split of a normal
     // token into two normal tokens merges back with that token's score)
     size_t n_pairs = (size_t)n_merges;
     if (n_merges == 0) for (int i = 0; i < n_tokens; i++) n_pairs += t->vocab_len[i] > 1 ? (size_t)t->vocab_len[i] - 1 : 0;
-    t->pairs_size = pow2_at_least(2 * n_pairs + 1);
+    t->pairs_size = run_pow2_at_least(2 * n_pairs + 1);
     t->pairs = malloc(t->pairs_size * sizeof(LmPair));
-    if (t->pairs == NULL) { set_err(err, errlen, "out of memory loading %s", path); goto fail; }
+    if (t->pairs == NULL) { run_set_err(err, errlen, "out of memory loading %s", path); goto fail; }
     for (size_t i = 0; i < t->pairs_size; i++) t->pairs[i].key = LM_PAIR_EMPTY;
     char *buf = malloc(2 * (size_t)t->max_token_len + 1);
-    if (buf == NULL) { set_err(err, errlen, "out of memory loading %s", path); goto fail; }
+    if (buf == NULL) { run_set_err(err, errlen, "out of memory loading %s", path); goto fail; }
     for (int r = 0; r < n_merges; r++) {
-        int a = read_i32(merges + 8 * (size_t)r), b = read_i32(merges + 8 * (size_t)r + 4);
+        int a = run_read_i32(merges + 8 * (size_t)r), b = run_read_i32(merges + 8 * (size_t)r + 4);
         if (a < 0 || a >= n_tokens || b < 0 || b >= n_tokens) {
             free(buf);
-            set_err(err, errlen, "%s: merge %d joins tokens %d and %d, outside the vocabulary", path, r, a, b);
+            run_set_err(err, errlen, "%s: merge %d joins tokens %d and %d, outside the vocabulary", path, r, a, b);
             goto fail;
         }
         memcpy(buf, t->vocab[a], (size_t)t->vocab_len[a]);
         memcpy(buf + t->vocab_len[a], t->vocab[b], (size_t)t->vocab_len[b]);
-        int result = normal_lookup(t, buf, (size_t)(t->vocab_len[a] + t->vocab_len[b]));
-        if (result >= 0) pair_insert(t, a, b, -(float)r, result);
+        int result = run_normal_lookup(t, buf, (size_t)(t->vocab_len[a] + t->vocab_len[b]));
+        if (result >= 0) run_pair_insert(t, a, b, -(float)r, result);
     }
     for (int i = 0; n_merges == 0 && i < n_tokens; i++) {
         if (t->type[i] != LM_TOKEN_NORMAL) continue;
         for (int k = 1; k < t->vocab_len[i]; k++) {
-            int a = normal_lookup(t, t->vocab[i], (size_t)k), b = normal_lookup(t, t->vocab[i] + k, (size_t)(t->vocab_len[i] - k));
-            if (a >= 0 && b >= 0 && normal_lookup(t, t->vocab[i], (size_t)t->vocab_len[i]) == i) pair_insert(t, a, b, t->scores[i], i);
+            int a = run_normal_lookup(t, t->vocab[i], (size_t)k), b = run_normal_lookup(t, t->vocab[i] + k, (size_t)(t->vocab_len[i] - k));
+            if (a >= 0 && b >= 0 && run_normal_lookup(t, t->vocab[i], (size_t)t->vocab_len[i]) == i) run_pair_insert(t, a, b, t->scores[i], i);
         }
     }
     free(buf);
     if (t->bos_id >= n_tokens || t->eos_id >= n_tokens || t->bos_id < -1 || t->eos_id < -1) {
-        set_err(err, errlen, "%s: BOS %d or EOS %d is outside the vocabulary", path, t->bos_id, t->eos_id);
+        run_set_err(err, errlen, "%s: BOS %d or EOS %d is outside the vocabulary", path, t->bos_id, t->eos_id);
         goto fail;
     }
     for (int i = 0; i < t->n_eot; i++)
-        if (t->eot[i] < 0 || t->eot[i] >= n_tokens) { set_err(err, errlen, "%s: end-of-turn id %d is outside the vocabulary", path, t->eot[i]); goto fail; }
+        if (t->eot[i] < 0 || t->eot[i] >= n_tokens) { run_set_err(err, errlen, "%s: end-of-turn id %d is outside the vocabulary", path, t->eot[i]); goto fail; }
     return t;
 fail:
     lm_tokenizer_free(t);
@@ -1888,35 +1888,35 @@ fail:
 }
 
 LmTokenizer *lm_tokenizer_load(const char *path, int vocab_size, char *err, size_t errlen) {
-    if (path == NULL || vocab_size < 0) { set_err(err, errlen, "tokenizer: bad arguments"); return NULL; }
+    if (path == NULL || vocab_size < 0) { run_set_err(err, errlen, "tokenizer: bad arguments"); return NULL; }
     size_t size;
-    const unsigned char *data = map_file(path, &size, err, errlen);
+    const unsigned char *data = run_map_file(path, &size, err, errlen);
     if (data == NULL) return NULL;
     const unsigned char *section = data;
     size_t section_size = size;
     LmTokenizer *t = NULL;
-    if (size >= LM_AK42_HEADER_BYTES && (uint32_t)read_i32(data) == LM_MAGIC && read_i32(data + 4) == 3) {
-        uint64_t off = read_u64(data + 88), n = read_u64(data + 96);
+    if (size >= LM_AK42_HEADER_BYTES && (uint32_t)run_read_i32(data) == LM_MAGIC && run_read_i32(data + 4) == 3) {
+        uint64_t off = run_read_u64(data + 88), n = run_read_u64(data + 96);
         if (n == 0 || off > size || n > size - off) {
-            set_err(err, errlen, "%s: the checkpoint has no embedded tokenizer (give one with -z)", path);
+            run_set_err(err, errlen, "%s: the checkpoint has no embedded tokenizer (give one with -z)", path);
             goto done;
         }
         section = data + off;
         section_size = (size_t)n;
     }
-    t = parse_tokenizer(section, section_size, vocab_size, path, err, errlen);
+    t = run_parse_tokenizer(section, section_size, vocab_size, path, err, errlen);
 done:
     munmap((void *)data, size);
     return t;
 }
 
-static int is_special(const LmTokenizer *t, int token) {
+static int run_is_special(const LmTokenizer *t, int token) {
     return t->type[token] == LM_TOKEN_SPECIAL || t->type[token] == LM_TOKEN_UNUSED;
 }
 
 const char *lm_decode(LmTokenizer *t, int prev_token, int token) {
     if (t == NULL || token < 0 || token >= t->vocab_size) return "";
-    if (is_special(t, token)) return ""; // (llama2.c's files mark none: their <unk> prints as text)
+    if (run_is_special(t, token)) return ""; // (llama2.c's files mark none: their <unk> prints as text)
     const char *piece = t->vocab[token];
     // after BOS, SentencePiece drops the dummy-prefix space of the first word
     if ((t->flags & LM_TOK_DUMMY_PREFIX) && prev_token == t->bos_id && piece[0] == ' ') piece++;
@@ -1928,7 +1928,7 @@ const char *lm_decode(LmTokenizer *t, int prev_token, int token) {
 }
 
 // Unicode classes for the pre-tokenizers' \p{L} (letters), \p{N} (numbers) and \s (White_Space).
-static int in_ranges(uint32_t cp, const uint32_t (*r)[2], size_t n) {
+static int run_in_ranges(uint32_t cp, const uint32_t (*r)[2], size_t n) {
     size_t lo = 0, hi = n;
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
@@ -1939,24 +1939,24 @@ static int in_ranges(uint32_t cp, const uint32_t (*r)[2], size_t n) {
     return 0;
 }
 
-static int is_letter(uint32_t cp) {
+static int run_is_letter(uint32_t cp) {
     if (cp < 0x80) return (cp | 32) >= 'a' && (cp | 32) <= 'z';
-    return in_ranges(cp, lm_unicode_letters, sizeof lm_unicode_letters / sizeof lm_unicode_letters[0]);
+    return run_in_ranges(cp, run_unicode_letters, sizeof run_unicode_letters / sizeof run_unicode_letters[0]);
 }
 
-static int is_number(uint32_t cp) {
+static int run_is_number(uint32_t cp) {
     if (cp < 0x80) return cp >= '0' && cp <= '9';
-    return in_ranges(cp, lm_unicode_numbers, sizeof lm_unicode_numbers / sizeof lm_unicode_numbers[0]);
+    return run_in_ranges(cp, run_unicode_numbers, sizeof run_unicode_numbers / sizeof run_unicode_numbers[0]);
 }
 
-static int is_space(uint32_t cp) {
+static int run_is_space(uint32_t cp) {
     return (cp >= 9 && cp <= 13) || cp == ' ' || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
            (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F || cp == 0x205F || cp == 0x3000;
 }
 
 // Decodes the UTF-8 character at s[0..n) into *cp and returns its length; an invalid byte counts as
 // one character U+FFFD.
-static size_t utf8_next(const unsigned char *s, size_t n, uint32_t *cp) {
+static size_t run_utf8_next(const unsigned char *s, size_t n, uint32_t *cp) {
     unsigned char c = s[0];
     size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
     if (len == 0 || len > n) { *cp = 0xFFFD; return 1; }
@@ -1971,21 +1971,21 @@ static size_t utf8_next(const unsigned char *s, size_t n, uint32_t *cp) {
 
 typedef struct { const unsigned char *s; size_t n; } LmText;
 
-static uint32_t cp_at(LmText x, size_t pos, size_t *len) {
+static uint32_t run_cp_at(LmText x, size_t pos, size_t *len) {
     uint32_t cp = 0;
-    *len = pos < x.n ? utf8_next(x.s + pos, x.n - pos, &cp) : 0;
+    *len = pos < x.n ? run_utf8_next(x.s + pos, x.n - pos, &cp) : 0;
     return cp;
 }
 
 // Consumes characters from pos while pred holds, at most max of them; returns the end.
-static size_t take_while(LmText x, size_t pos, int (*pred)(uint32_t), int max) {
+static size_t run_take_while(LmText x, size_t pos, int (*pred)(uint32_t), int max) {
     size_t len;
-    for (int i = 0; pos < x.n && i < max && pred(cp_at(x, pos, &len)); i++) pos += len;
+    for (int i = 0; pos < x.n && i < max && pred(run_cp_at(x, pos, &len)); i++) pos += len;
     return pos;
 }
 
-static int is_other(uint32_t cp) { return !is_space(cp) && !is_letter(cp) && !is_number(cp); }
-static int is_newline(uint32_t cp) { return cp == '\r' || cp == '\n'; }
+static int run_is_other(uint32_t cp) { return !run_is_space(cp) && !run_is_letter(cp) && !run_is_number(cp); }
+static int run_is_newline(uint32_t cp) { return cp == '\r' || cp == '\n'; }
 
 // The length of the pre-token starting at pos, as the split pattern of t->split would match it:
 //   GPT-2:   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
@@ -1993,9 +1993,9 @@ static int is_newline(uint32_t cp) { return cp == '\r' || cp == '\n'; }
 //            \s*[\r\n]+|\s+(?!\S)|\s+
 //   Qwen2:   as Llama 3 with \p{N} for \p{N}{1,3}
 // Every character matches one of the alternatives, so the result is at least one character.
-static size_t pretoken_length(LmSplit split, LmText x, size_t pos) {
+static size_t run_pretoken_length(LmSplit split, LmText x, size_t pos) {
     size_t len, len2;
-    uint32_t c = cp_at(x, pos, &len);
+    uint32_t c = run_cp_at(x, pos, &len);
     int gpt2 = split == LM_SPLIT_GPT2;
     if (c == '\'' && pos + 1 < x.n) { // contractions, case-insensitive except in GPT-2
         unsigned char a = x.s[pos + 1], b = pos + 2 < x.n ? x.s[pos + 2] : 0;
@@ -2003,33 +2003,33 @@ static size_t pretoken_length(LmSplit split, LmText x, size_t pos) {
         if (a == 's' || a == 't' || a == 'm' || a == 'd') return 2;
         if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) return 3;
     }
-    uint32_t next = cp_at(x, pos + len, &len2);
+    uint32_t next = run_cp_at(x, pos + len, &len2);
     if (gpt2) { // an optional space, then a run of one class
         size_t start = c == ' ' && pos + 1 < x.n ? pos + 1 : pos;
         uint32_t first = c == ' ' ? next : c;
         if (c == ' ' && pos + 1 >= x.n) first = c;
-        if (is_letter(first)) return take_while(x, start, is_letter, INT32_MAX) - pos;
-        if (is_number(first)) return take_while(x, start, is_number, INT32_MAX) - pos;
-        if (is_other(first)) return take_while(x, start, is_other, INT32_MAX) - pos;
+        if (run_is_letter(first)) return run_take_while(x, start, run_is_letter, INT32_MAX) - pos;
+        if (run_is_number(first)) return run_take_while(x, start, run_is_number, INT32_MAX) - pos;
+        if (run_is_other(first)) return run_take_while(x, start, run_is_other, INT32_MAX) - pos;
     } else {
-        if (!is_newline(c) && !is_letter(c) && !is_number(c) && is_letter(next)) // [^\r\n\p{L}\p{N}]?\p{L}+
-            return take_while(x, pos + len, is_letter, INT32_MAX) - pos;
-        if (is_letter(c)) return take_while(x, pos, is_letter, INT32_MAX) - pos;
-        if (is_number(c)) return take_while(x, pos, is_number, split == LM_SPLIT_LLAMA3 ? 3 : 1) - pos;
+        if (!run_is_newline(c) && !run_is_letter(c) && !run_is_number(c) && run_is_letter(next)) // [^\r\n\p{L}\p{N}]?\p{L}+
+            return run_take_while(x, pos + len, run_is_letter, INT32_MAX) - pos;
+        if (run_is_letter(c)) return run_take_while(x, pos, run_is_letter, INT32_MAX) - pos;
+        if (run_is_number(c)) return run_take_while(x, pos, run_is_number, split == LM_SPLIT_LLAMA3 ? 3 : 1) - pos;
         size_t start = c == ' ' ? pos + 1 : pos; // ` ?[^\s\p{L}\p{N}]+[\r\n]*`
-        if (is_other(c == ' ' ? next : c) && (c != ' ' || pos + 1 < x.n))
-            return take_while(x, take_while(x, start, is_other, INT32_MAX), is_newline, INT32_MAX) - pos;
+        if (run_is_other(c == ' ' ? next : c) && (c != ' ' || pos + 1 < x.n))
+            return run_take_while(x, run_take_while(x, start, run_is_other, INT32_MAX), run_is_newline, INT32_MAX) - pos;
     }
     // whitespace: the run W from pos, then the first alternative that matches
     size_t end = pos, last_start = pos, last_newline_end = 0;
     int chars = 0;
     while (end < x.n) {
-        uint32_t w = cp_at(x, end, &len);
-        if (!is_space(w)) break;
+        uint32_t w = run_cp_at(x, end, &len);
+        if (!run_is_space(w)) break;
         last_start = end;
         end += len;
         chars++;
-        if (is_newline(w)) last_newline_end = end;
+        if (run_is_newline(w)) last_newline_end = end;
     }
     if (chars == 0) return len ? len : 1; // unreachable for well-formed classes; keeps progress
     if (!gpt2 && last_newline_end > 0) return last_newline_end - pos; // \s*[\r\n]+
@@ -2040,7 +2040,7 @@ static size_t pretoken_length(LmSplit split, LmText x, size_t pos) {
 // A growable token list.
 typedef struct { int *ids; int n, cap; } LmTokens;
 
-static int tokens_push(LmTokens *list, int id) {
+static int run_tokens_push(LmTokens *list, int id) {
     if (list->n == list->cap) {
         int cap = list->cap ? 2 * list->cap : 64;
         int *grown = realloc(list->ids, (size_t)cap * sizeof(int));
@@ -2056,24 +2056,24 @@ static int tokens_push(LmTokens *list, int id) {
 typedef struct { float priority; int left, result, left_id, right_id; } LmMerge;
 
 // Max-heap order: higher priority first; among equals the leftmost, as SentencePiece and HF do.
-static int merge_before(const LmMerge *a, const LmMerge *b) {
+static int run_merge_before(const LmMerge *a, const LmMerge *b) {
     return a->priority > b->priority || (a->priority == b->priority && a->left < b->left);
 }
 
-static void heap_push(LmMerge *heap, int *n, LmMerge item) {
+static void run_heap_push(LmMerge *heap, int *n, LmMerge item) {
     int i = (*n)++;
-    while (i > 0 && merge_before(&item, &heap[(i - 1) / 2])) { heap[i] = heap[(i - 1) / 2]; i = (i - 1) / 2; }
+    while (i > 0 && run_merge_before(&item, &heap[(i - 1) / 2])) { heap[i] = heap[(i - 1) / 2]; i = (i - 1) / 2; }
     heap[i] = item;
 }
 
-static LmMerge heap_pop(LmMerge *heap, int *n) {
+static LmMerge run_heap_pop(LmMerge *heap, int *n) {
     LmMerge top = heap[0], last = heap[--(*n)];
     int i = 0;
     for (;;) {
         int child = 2 * i + 1;
         if (child >= *n) break;
-        if (child + 1 < *n && merge_before(&heap[child + 1], &heap[child])) child++;
-        if (!merge_before(&heap[child], &last)) break;
+        if (child + 1 < *n && run_merge_before(&heap[child + 1], &heap[child])) child++;
+        if (!run_merge_before(&heap[child], &last)) break;
         heap[i] = heap[child];
         i = child;
     }
@@ -2084,49 +2084,49 @@ static LmMerge heap_pop(LmMerge *heap, int *n) {
 // Scratch space for BPE over one chunk of at most `cap` symbols.
 typedef struct { int *ids, *next, *prev; LmMerge *heap; int cap; } LmBpeScratch;
 
-static void push_pair(const LmTokenizer *t, LmBpeScratch *w, int *heap_n, int left) {
+static void run_push_pair(const LmTokenizer *t, LmBpeScratch *w, int *heap_n, int left) {
     int right = w->next[left];
     if (right < 0) return;
-    const LmPair *p = pair_lookup(t, w->ids[left], w->ids[right]);
-    if (p) heap_push(w->heap, heap_n, (LmMerge){p->priority, left, p->result, w->ids[left], w->ids[right]});
+    const LmPair *p = run_pair_lookup(t, w->ids[left], w->ids[right]);
+    if (p) run_heap_push(w->heap, heap_n, (LmMerge){p->priority, left, p->result, w->ids[left], w->ids[right]});
 }
 
 // BPE over the symbols w->ids[0..n): repeatedly merges the best adjacent pair. A heap of candidate
 // pairs over a linked list of symbols makes this O(n log n); stale entries are skipped when popped.
 // Appends the result to out; 0 on out-of-memory.
-static int bpe_merge(const LmTokenizer *t, LmBpeScratch *w, int n, LmTokens *out) {
+static int run_bpe_merge(const LmTokenizer *t, LmBpeScratch *w, int n, LmTokens *out) {
     int heap_n = 0;
     for (int i = 0; i < n; i++) { w->next[i] = i + 1 < n ? i + 1 : -1; w->prev[i] = i - 1; }
-    for (int i = 0; i + 1 < n; i++) push_pair(t, w, &heap_n, i);
+    for (int i = 0; i + 1 < n; i++) run_push_pair(t, w, &heap_n, i);
     while (heap_n > 0) {
-        LmMerge mg = heap_pop(w->heap, &heap_n);
+        LmMerge mg = run_heap_pop(w->heap, &heap_n);
         int right = w->next[mg.left];
         if (w->ids[mg.left] != mg.left_id || right < 0 || w->ids[right] != mg.right_id) continue; // stale
         w->ids[mg.left] = mg.result;
         w->ids[right] = -1;
         w->next[mg.left] = w->next[right];
         if (w->next[right] >= 0) w->prev[w->next[right]] = mg.left;
-        if (w->prev[mg.left] >= 0) push_pair(t, w, &heap_n, w->prev[mg.left]);
-        push_pair(t, w, &heap_n, mg.left);
+        if (w->prev[mg.left] >= 0) run_push_pair(t, w, &heap_n, w->prev[mg.left]);
+        run_push_pair(t, w, &heap_n, mg.left);
     }
     for (int i = 0; n > 0 && i >= 0; i = w->next[i])
-        if (!tokens_push(out, w->ids[i])) return 0;
+        if (!run_tokens_push(out, w->ids[i])) return 0;
     return 1;
 }
 
 // Encodes one chunk of text: initial symbols (SentencePiece: a token per character, else its byte
 // tokens, else <unk>; byte-level: a token per byte), then BPE.
-static int encode_chunk(const LmTokenizer *t, LmText x, LmBpeScratch *w, LmTokens *out) {
+static int run_encode_chunk(const LmTokenizer *t, LmText x, LmBpeScratch *w, LmTokens *out) {
     if (x.n == 0) return 1;
     if ((t->flags & LM_TOK_IGNORE_MERGES)) { // a whole pre-token that is a token is taken as it is
-        int id = normal_lookup(t, (const char *)x.s, x.n);
-        if (id >= 0) return tokens_push(out, id);
+        int id = run_normal_lookup(t, (const char *)x.s, x.n);
+        if (id >= 0) return run_tokens_push(out, id);
     }
     int n = 0;
     for (size_t i = 0; i < x.n;) {
         uint32_t cp;
-        size_t clen = t->kind == LM_BPE_BYTE_LEVEL ? 1 : utf8_next(x.s + i, x.n - i, &cp);
-        int id = t->kind == LM_BPE_BYTE_LEVEL ? t->byte_token[x.s[i]] : normal_lookup(t, (const char *)x.s + i, clen);
+        size_t clen = t->kind == LM_BPE_BYTE_LEVEL ? 1 : run_utf8_next(x.s + i, x.n - i, &cp);
+        int id = t->kind == LM_BPE_BYTE_LEVEL ? t->byte_token[x.s[i]] : run_normal_lookup(t, (const char *)x.s + i, clen);
         if (id >= 0) {
             w->ids[n++] = id;
         } else {
@@ -2138,11 +2138,11 @@ static int encode_chunk(const LmTokenizer *t, LmText x, LmBpeScratch *w, LmToken
         i += clen;
     }
     assert(n <= w->cap);
-    return bpe_merge(t, w, n, out);
+    return run_bpe_merge(t, w, n, out);
 }
 
 // SentencePiece's remove_extra_whitespaces: no leading or trailing spaces, runs become one space.
-static size_t collapse_spaces(char *out, const char *s, size_t n) {
+static size_t run_collapse_spaces(char *out, const char *s, size_t n) {
     size_t o = 0;
     for (size_t i = 0; i < n; i++) {
         if (s[i] == ' ' && (o == 0 || out[o - 1] == ' ')) continue;
@@ -2154,7 +2154,7 @@ static size_t collapse_spaces(char *out, const char *s, size_t n) {
 
 // Appends the tokens of plain text (no BOS/EOS; special tokens are never matched in it) to out.
 // Returns 0 on out-of-memory.
-static int encode_text(const LmTokenizer *t, const char *text, LmTokens *out) {
+static int run_encode_text(const LmTokenizer *t, const char *text, LmTokens *out) {
     size_t len = strlen(text);
     char *norm = malloc(len + 2);
     LmBpeScratch w = {malloc((len + 2) * sizeof(int)), malloc((len + 2) * sizeof(int)),
@@ -2164,7 +2164,7 @@ static int encode_text(const LmTokenizer *t, const char *text, LmTokens *out) {
     if (ok) {
         if ((t->flags & LM_TOK_DUMMY_PREFIX) && len > 0) norm[n++] = ' ';
         if (t->flags & LM_TOK_REMOVE_EXTRA_SPACES) {
-            size_t kept = collapse_spaces(norm + n, text, len);
+            size_t kept = run_collapse_spaces(norm + n, text, len);
             n = kept == 0 ? 0 : n + kept; // empty after collapsing: no dummy prefix either
         } else {
             memcpy(norm + n, text, len);
@@ -2173,17 +2173,17 @@ static int encode_text(const LmTokenizer *t, const char *text, LmTokens *out) {
     }
     LmText all = {(const unsigned char *)norm, n};
     for (size_t pos = 0; ok && pos < n;) {
-        if (t->split == LM_SPLIT_NONE) { ok = encode_chunk(t, all, &w, out); break; }
+        if (t->split == LM_SPLIT_NONE) { ok = run_encode_chunk(t, all, &w, out); break; }
         size_t end = n;
         if (t->flags & LM_TOK_SPLIT_DIGITS) { // each digit alone; the split pattern runs between them
             size_t clen;
-            if (is_number(cp_at(all, pos, &clen))) end = pos + clen;
-            else for (end = pos; end < n && !is_number(cp_at(all, end, &clen)); end += clen) {}
+            if (run_is_number(run_cp_at(all, pos, &clen))) end = pos + clen;
+            else for (end = pos; end < n && !run_is_number(run_cp_at(all, end, &clen)); end += clen) {}
         }
         LmText part = {all.s, end};
         while (ok && pos < end) {
-            size_t piece = pretoken_length(t->split, part, pos);
-            ok = encode_chunk(t, (LmText){all.s + pos, piece}, &w, out);
+            size_t piece = run_pretoken_length(t->split, part, pos);
+            ok = run_encode_chunk(t, (LmText){all.s + pos, piece}, &w, out);
             pos += piece;
         }
     }
@@ -2194,8 +2194,8 @@ static int encode_text(const LmTokenizer *t, const char *text, LmTokens *out) {
 int lm_encode(LmTokenizer *t, const char *text, int bos, int eos, int *tokens, int max_tokens) {
     if (t == NULL || text == NULL || tokens == NULL || max_tokens < 0) return -1;
     LmTokens list = {NULL, 0, 0};
-    int ok = (!bos || t->bos_id < 0 || tokens_push(&list, t->bos_id)) && encode_text(t, text, &list) &&
-             (!eos || t->eos_id < 0 || tokens_push(&list, t->eos_id));
+    int ok = (!bos || t->bos_id < 0 || run_tokens_push(&list, t->bos_id)) && run_encode_text(t, text, &list) &&
+             (!eos || t->eos_id < 0 || run_tokens_push(&list, t->eos_id));
     int count = ok && list.n <= max_tokens ? list.n : -1;
     if (count > 0) memcpy(tokens, list.ids, (size_t)count * sizeof(int));
     free(list.ids);
@@ -2203,7 +2203,7 @@ int lm_encode(LmTokenizer *t, const char *text, int bos, int eos, int *tokens, i
 }
 
 // Does token end a sequence (generate) or an assistant turn (chat)?
-static int is_end_token(const LmTokenizer *t, int token) {
+static int run_is_end_token(const LmTokenizer *t, int token) {
     if (token == t->eos_id || token == t->bos_id) return 1; // a new sequence starts at BOS (llama2.c)
     for (int i = 0; i < t->n_eot; i++) if (token == t->eot[i]) return 1;
     return 0;
@@ -2213,76 +2213,76 @@ static int is_end_token(const LmTokenizer *t, int token) {
 // Chat templates: each turn is built as token ids, special tokens inserted by id and the text
 // around them encoded as plain text, so a user can never type a special token.
 
-static int push_special(const LmTokenizer *t, LmTokens *out, const char *name) {
-    int id = token_lookup(t, name, strlen(name));
-    return id >= 0 && tokens_push(out, id);
+static int run_push_special(const LmTokenizer *t, LmTokens *out, const char *name) {
+    int id = run_token_lookup(t, name, strlen(name));
+    return id >= 0 && run_tokens_push(out, id);
 }
 
 // Appends text made from fmt and up to two strings.
-static int push_text(const LmTokenizer *t, LmTokens *out, const char *fmt, const char *a, const char *b) {
+static int run_push_text(const LmTokenizer *t, LmTokens *out, const char *fmt, const char *a, const char *b) {
     int n = snprintf(NULL, 0, fmt, a, b);
     char *s = n >= 0 ? malloc((size_t)n + 1) : NULL;
     if (s == NULL) return 0;
     snprintf(s, (size_t)n + 1, fmt, a, b);
-    int ok = encode_text(t, s, out);
+    int ok = run_encode_text(t, s, out);
     free(s);
     return ok;
 }
 
 // The template a tokenizer uses when the file names none: Llama 2's, as llama2.c.
-static LmChatTemplate chat_template_of(const LmTokenizer *t) {
+static LmChatTemplate run_chat_template_of(const LmTokenizer *t) {
     return t->chat_template == LM_CHAT_NONE ? LM_CHAT_LLAMA2 : t->chat_template;
 }
 
 // Appends one user turn and the start of the assistant's reply. The previous reply ended with its
-// end-of-turn token (see turn_end_token). system may be NULL or "". 0 when the vocabulary lacks a
+// end-of-turn token (see run_turn_end_token). system may be NULL or "". 0 when the vocabulary lacks a
 // token the template needs, or on out-of-memory.
-static int render_turn(const LmTokenizer *t, LmChatTemplate kind, LmTokens *out, int first, const char *system, const char *user) {
+static int run_render_turn(const LmTokenizer *t, LmChatTemplate kind, LmTokens *out, int first, const char *system, const char *user) {
     int sys = first && system && system[0];
     int ok = 1;
     switch (kind) {
     case LM_CHAT_NONE:
     case LM_CHAT_LLAMA2:
-        ok = (t->bos_id < 0 || tokens_push(out, t->bos_id)) &&
-             (sys ? push_text(t, out, "[INST] <<SYS>>\n%s\n<</SYS>>\n\n%s [/INST]", system, user)
-                  : push_text(t, out, "[INST] %s%s [/INST]", "", user));
+        ok = (t->bos_id < 0 || run_tokens_push(out, t->bos_id)) &&
+             (sys ? run_push_text(t, out, "[INST] <<SYS>>\n%s\n<</SYS>>\n\n%s [/INST]", system, user)
+                  : run_push_text(t, out, "[INST] %s%s [/INST]", "", user));
         break;
     case LM_CHAT_MISTRAL: // no system role: the system prompt leads the first message
-        ok = (!first || t->bos_id < 0 || tokens_push(out, t->bos_id)) &&
-             (sys ? push_text(t, out, "[INST] %s\n\n%s [/INST]", system, user) : push_text(t, out, "[INST] %s%s [/INST]", "", user));
+        ok = (!first || t->bos_id < 0 || run_tokens_push(out, t->bos_id)) &&
+             (sys ? run_push_text(t, out, "[INST] %s\n\n%s [/INST]", system, user) : run_push_text(t, out, "[INST] %s%s [/INST]", "", user));
         break;
     case LM_CHAT_ZEPHYR:
-        if (first && t->bos_id >= 0) ok = tokens_push(out, t->bos_id);
-        if (ok && sys) ok = push_text(t, out, "<|system|>\n%s%s", system, "") && tokens_push(out, t->eos_id) && push_text(t, out, "\n", "", "");
-        ok = ok && push_text(t, out, first ? "<|user|>\n%s%s" : "\n<|user|>\n%s%s", user, "") && tokens_push(out, t->eos_id) &&
-             push_text(t, out, "\n<|assistant|>\n", "", "");
+        if (first && t->bos_id >= 0) ok = run_tokens_push(out, t->bos_id);
+        if (ok && sys) ok = run_push_text(t, out, "<|system|>\n%s%s", system, "") && run_tokens_push(out, t->eos_id) && run_push_text(t, out, "\n", "", "");
+        ok = ok && run_push_text(t, out, first ? "<|user|>\n%s%s" : "\n<|user|>\n%s%s", user, "") && run_tokens_push(out, t->eos_id) &&
+             run_push_text(t, out, "\n<|assistant|>\n", "", "");
         break;
     case LM_CHAT_LLAMA3:
-        if (first && t->bos_id >= 0) ok = tokens_push(out, t->bos_id);
-        if (ok && sys) ok = push_special(t, out, "<|start_header_id|>") && push_text(t, out, "system", "", "") &&
-                            push_special(t, out, "<|end_header_id|>") && push_text(t, out, "\n\n%s%s", system, "") &&
-                            push_special(t, out, "<|eot_id|>");
-        ok = ok && push_special(t, out, "<|start_header_id|>") && push_text(t, out, "user", "", "") &&
-             push_special(t, out, "<|end_header_id|>") && push_text(t, out, "\n\n%s%s", user, "") && push_special(t, out, "<|eot_id|>") &&
-             push_special(t, out, "<|start_header_id|>") && push_text(t, out, "assistant", "", "") &&
-             push_special(t, out, "<|end_header_id|>") && push_text(t, out, "\n\n", "", "");
+        if (first && t->bos_id >= 0) ok = run_tokens_push(out, t->bos_id);
+        if (ok && sys) ok = run_push_special(t, out, "<|start_header_id|>") && run_push_text(t, out, "system", "", "") &&
+                            run_push_special(t, out, "<|end_header_id|>") && run_push_text(t, out, "\n\n%s%s", system, "") &&
+                            run_push_special(t, out, "<|eot_id|>");
+        ok = ok && run_push_special(t, out, "<|start_header_id|>") && run_push_text(t, out, "user", "", "") &&
+             run_push_special(t, out, "<|end_header_id|>") && run_push_text(t, out, "\n\n%s%s", user, "") && run_push_special(t, out, "<|eot_id|>") &&
+             run_push_special(t, out, "<|start_header_id|>") && run_push_text(t, out, "assistant", "", "") &&
+             run_push_special(t, out, "<|end_header_id|>") && run_push_text(t, out, "\n\n", "", "");
         break;
     case LM_CHAT_CHATML:
-        if (!first) ok = push_text(t, out, "\n", "", "");
-        if (ok && sys) ok = push_special(t, out, "<|im_start|>") && push_text(t, out, "system\n%s%s", system, "") &&
-                            push_special(t, out, "<|im_end|>") && push_text(t, out, "\n", "", "");
-        ok = ok && push_special(t, out, "<|im_start|>") && push_text(t, out, "user\n%s%s", user, "") &&
-             push_special(t, out, "<|im_end|>") && push_text(t, out, "\n", "", "") && push_special(t, out, "<|im_start|>") &&
-             push_text(t, out, "assistant\n", "", "");
+        if (!first) ok = run_push_text(t, out, "\n", "", "");
+        if (ok && sys) ok = run_push_special(t, out, "<|im_start|>") && run_push_text(t, out, "system\n%s%s", system, "") &&
+                            run_push_special(t, out, "<|im_end|>") && run_push_text(t, out, "\n", "", "");
+        ok = ok && run_push_special(t, out, "<|im_start|>") && run_push_text(t, out, "user\n%s%s", user, "") &&
+             run_push_special(t, out, "<|im_end|>") && run_push_text(t, out, "\n", "", "") && run_push_special(t, out, "<|im_start|>") &&
+             run_push_text(t, out, "assistant\n", "", "");
         break;
     }
     return ok;
 }
 
 // The token that closes an assistant turn in the cache when the reply was cut short.
-static int turn_end_token(const LmTokenizer *t, LmChatTemplate kind) {
+static int run_turn_end_token(const LmTokenizer *t, LmChatTemplate kind) {
     const char *name = kind == LM_CHAT_LLAMA3 ? "<|eot_id|>" : kind == LM_CHAT_CHATML ? "<|im_end|>" : NULL;
-    int id = name ? token_lookup(t, name, strlen(name)) : -1;
+    int id = name ? run_token_lookup(t, name, strlen(name)) : -1;
     return id >= 0 ? id : t->eos_id;
 }
 
@@ -2355,7 +2355,7 @@ void lm_sampler_accept(LmSampler *s, int token) {
 }
 
 // Keeps the top_k most probable of p (n, normalized); the rest become 0. A min-heap of the k best.
-static void keep_top_k(float *p, int n, int top_k, LmProbIndex *heap) {
+static void run_keep_top_k(float *p, int n, int top_k, LmProbIndex *heap) {
     int size = 0;
     for (int i = 0; i < n; i++) {
         if (size < top_k) { // sift up
@@ -2379,42 +2379,42 @@ static void keep_top_k(float *p, int n, int top_k, LmProbIndex *heap) {
     for (int i = 0; i < n; i++) if (p[i] < threshold) p[i] = 0.0f;
 }
 
-static unsigned int random_u32(unsigned long long *state) { // xorshift* (llama2.c's)
+static unsigned int run_random_u32(unsigned long long *state) { // xorshift* (llama2.c's)
     *state ^= *state >> 12;
     *state ^= *state << 25;
     *state ^= *state >> 27;
     return (unsigned int)((*state * 0x2545F4914F6CDD1Dull) >> 32);
 }
 
-static float random_f32(unsigned long long *state) { // in [0, 1)
-    return (float)(random_u32(state) >> 8) / 16777216.0f;
+static float run_random_f32(unsigned long long *state) { // in [0, 1)
+    return (float)(run_random_u32(state) >> 8) / 16777216.0f;
 }
 
-static int sample_argmax(const float *p, int n) {
+static int run_sample_argmax(const float *p, int n) {
     int best = 0;
     for (int i = 1; i < n; i++) if (p[i] > p[best]) best = i;
     return best;
 }
 
-static int sample_mult(const float *p, int n, float coin) {
+static int run_sample_mult(const float *p, int n, float coin) {
     float cdf = 0.0f;
     for (int i = 0; i < n; i++) { cdf += p[i]; if (coin < cdf) return i; }
     return n - 1; // rounding errors
 }
 
-static int compare_prob_desc(const void *a, const void *b) {
+static int run_compare_prob_desc(const void *a, const void *b) {
     const LmProbIndex *x = a, *y = b;
     return (x->prob < y->prob) - (x->prob > y->prob);
 }
 
 // Top-p (nucleus) sampling: from the smallest set of most likely tokens whose probability exceeds
 // topp. Tokens below (1 - topp) / (n - 1) cannot be in that set and are dropped before sorting.
-static int sample_topp(const float *p, int n, float topp, LmProbIndex *probindex, float coin) {
+static int run_sample_topp(const float *p, int n, float topp, LmProbIndex *probindex, float coin) {
     int n0 = 0;
     const float cutoff = (1.0f - topp) / (float)(n - 1);
     for (int i = 0; i < n; i++) if (p[i] >= cutoff) probindex[n0++] = (LmProbIndex){p[i], i};
-    if (n0 == 0) return sample_argmax(p, n);
-    qsort(probindex, (size_t)n0, sizeof(LmProbIndex), compare_prob_desc);
+    if (n0 == 0) return run_sample_argmax(p, n);
+    qsort(probindex, (size_t)n0, sizeof(LmProbIndex), run_compare_prob_desc);
     float cumulative = 0.0f;
     int last = n0 - 1;
     for (int i = 0; i < n0; i++) {
@@ -2439,28 +2439,28 @@ int lm_sample(LmSampler *s, float *logits) {
         }
         for (int i = 0; i < s->n_recent; i++) s->seen[s->recent[i]] = 0;
     }
-    if (s->temperature == 0.0f) return sample_argmax(logits, n);
+    if (s->temperature == 0.0f) return run_sample_argmax(logits, n);
     for (int i = 0; i < n; i++) logits[i] /= s->temperature;
-    softmax(logits, n);
+    run_softmax(logits, n);
     if ((s->top_k > 0 && s->top_k < n) || s->min_p > 0.0f) {
-        if (s->top_k > 0 && s->top_k < n) keep_top_k(logits, n, s->top_k, s->probindex);
+        if (s->top_k > 0 && s->top_k < n) run_keep_top_k(logits, n, s->top_k, s->probindex);
         if (s->min_p > 0.0f) {
-            float threshold = s->min_p * logits[sample_argmax(logits, n)];
+            float threshold = s->min_p * logits[run_sample_argmax(logits, n)];
             for (int i = 0; i < n; i++) if (logits[i] < threshold) logits[i] = 0.0f;
         }
         float sum = 0.0f;
         for (int i = 0; i < n; i++) sum += logits[i];
         for (int i = 0; i < n; i++) logits[i] /= sum;
     }
-    float coin = random_f32(&s->rng_state);
-    if (s->topp <= 0.0f || s->topp >= 1.0f || n < 2) return sample_mult(logits, n, coin);
-    return sample_topp(logits, n, s->topp, s->probindex, coin);
+    float coin = run_random_f32(&s->rng_state);
+    if (s->topp <= 0.0f || s->topp >= 1.0f || n < 2) return run_sample_mult(logits, n, coin);
+    return run_sample_topp(logits, n, s->topp, s->probindex, coin);
 }
 
 // ----------------------------------------------------------------------------
 // Generation and chat
 
-static double now_seconds(void) {
+static double run_now_seconds(void) {
     struct timespec ts;
     timespec_get(&ts, TIME_UTC);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
@@ -2470,7 +2470,7 @@ static double now_seconds(void) {
 // byte-level or byte-fallback token) is held back until the rest arrives.
 typedef struct { char pending[4]; int n; LmEmitFn emit; void *user; } LmUtf8Stream;
 
-static int stream_piece(LmUtf8Stream *st, const char *piece, int flush) {
+static int run_stream_piece(LmUtf8Stream *st, const char *piece, int flush) {
     size_t len = strlen(piece), total = (size_t)st->n + len;
     char *buf = malloc(total + 1);
     if (buf == NULL) return 1;
@@ -2504,7 +2504,7 @@ typedef struct {
 } LmGenerateOptions;
 
 // Does the tail of the generated text (seen, length n) end with a stop string, or contain one?
-static int hit_stop(const char *seen, size_t n, const LmGenerateOptions *g) {
+static int run_hit_stop(const char *seen, size_t n, const LmGenerateOptions *g) {
     for (int i = 0; i < g->n_stops; i++) {
         size_t len = strlen(g->stops[i]);
         for (size_t k = 0; len > 0 && k + len <= n; k++)
@@ -2516,34 +2516,34 @@ static int hit_stop(const char *seen, size_t n, const LmGenerateOptions *g) {
 // lm_generate, timed; with shift_keep >= 0, a full context is shifted (keeping shift_keep tokens and
 // dropping half the rest) and generation goes on to `steps` tokens; without, it stops at the full
 // context and says so in err (returning the positions run, not -1).
-static int generate_timed(LmModel *m, LmTokenizer *t, LmSampler *s, const char *prompt, int steps, const LmGenerateOptions *g,
+static int run_generate_timed(LmModel *m, LmTokenizer *t, LmSampler *s, const char *prompt, int steps, const LmGenerateOptions *g,
                           LmEmitFn emit, void *user, LmTiming *timing, char *err, size_t errlen) {
     int shift_keep = g->shift_keep;
-    if (!m || !t || !s) { set_err(err, errlen, "generate: NULL model, tokenizer or sampler"); return -1; }
+    if (!m || !t || !s) { run_set_err(err, errlen, "generate: NULL model, tokenizer or sampler"); return -1; }
     int ctx = m->config.seq_len;
     if (steps <= 0 || (steps > ctx && shift_keep < 0)) steps = ctx;
     if (err && errlen) err[0] = '\0';
     LmTokens prompt_tokens = {NULL, 0, 0};
-    if ((t->bos_id >= 0 && !tokens_push(&prompt_tokens, t->bos_id)) || !encode_text(t, prompt ? prompt : "", &prompt_tokens)) {
-        set_err(err, errlen, "out of memory encoding the prompt");
+    if ((t->bos_id >= 0 && !run_tokens_push(&prompt_tokens, t->bos_id)) || !run_encode_text(t, prompt ? prompt : "", &prompt_tokens)) {
+        run_set_err(err, errlen, "out of memory encoding the prompt");
         free(prompt_tokens.ids);
         return -1;
     }
     int n_prompt = prompt_tokens.n;
     if (n_prompt == 0 || n_prompt > ctx) {
-        if (n_prompt == 0) set_err(err, errlen, "the prompt is empty and this vocabulary has no BOS token; give a prompt");
-        else set_err(err, errlen, "the prompt is %d tokens, longer than the context length %d", n_prompt, ctx);
+        if (n_prompt == 0) run_set_err(err, errlen, "the prompt is empty and this vocabulary has no BOS token; give a prompt");
+        else run_set_err(err, errlen, "the prompt is %d tokens, longer than the context length %d", n_prompt, ctx);
         free(prompt_tokens.ids);
         return -1;
     }
     LmUtf8Stream stream = {{0}, 0, emit, user};
-    timing->start = now_seconds();
+    timing->start = run_now_seconds();
     // the prompt in blocks (as llama2.c, steps may end inside it), echoed as text
     int fed = n_prompt < steps ? n_prompt : steps, stopped = 0;
     float *logits = lm_forward_batch(m, prompt_tokens.ids, fed, 0);
-    if (t->bos_id < 0) stopped = stream_piece(&stream, lm_decode(t, -1, prompt_tokens.ids[0]), 0); // no BOS: text too
-    for (int i = 1; i < fed && !stopped; i++) stopped = stream_piece(&stream, lm_decode(t, prompt_tokens.ids[i - 1], prompt_tokens.ids[i]), 0);
-    timing->first = now_seconds();
+    if (t->bos_id < 0) stopped = run_stream_piece(&stream, lm_decode(t, -1, prompt_tokens.ids[0]), 0); // no BOS: text too
+    for (int i = 1; i < fed && !stopped; i++) stopped = run_stream_piece(&stream, lm_decode(t, prompt_tokens.ids[i - 1], prompt_tokens.ids[i]), 0);
+    timing->first = run_now_seconds();
     timing->prompt = fed;
     int token = prompt_tokens.ids[fed - 1], pos = fed, done = fed;
     size_t longest_stop = 0;
@@ -2555,9 +2555,9 @@ static int generate_timed(LmModel *m, LmTokenizer *t, LmSampler *s, const char *
     while (fed == n_prompt && !stopped) { // then one token at a time
         int next = lm_sample(s, logits);
         lm_sampler_accept(s, next);
-        if (is_end_token(t, next) && !g->ignore_eos) break; // a sequence ends at BOS (llama2.c), EOS or end of turn
+        if (run_is_end_token(t, next) && !g->ignore_eos) break; // a sequence ends at BOS (llama2.c), EOS or end of turn
         const char *piece = lm_decode(t, token, next);
-        stopped = stream_piece(&stream, piece, 0);
+        stopped = run_stream_piece(&stream, piece, 0);
         timing->generated++;
         if (seen) { // keep the last longest_stop - 1 bytes plus this piece, and look for a stop string
             size_t len = strlen(piece), keep = n_seen < longest_stop - 1 ? n_seen : longest_stop - 1;
@@ -2565,11 +2565,11 @@ static int generate_timed(LmModel *m, LmTokenizer *t, LmSampler *s, const char *
             memmove(seen, seen + n_seen - keep, keep);
             memcpy(seen + keep, piece, len);
             n_seen = keep + len;
-            if (hit_stop(seen, n_seen, g)) break;
+            if (run_hit_stop(seen, n_seen, g)) break;
         }
         token = next;
         if (pos >= ctx && shift_keep < 0) {
-            set_err(err, errlen, "context full (%d tokens): generation stopped; --context-shift N keeps going", ctx);
+            run_set_err(err, errlen, "context full (%d tokens): generation stopped; --context-shift N keeps going", ctx);
             break;
         }
         if (done >= steps) break;
@@ -2580,8 +2580,8 @@ static int generate_timed(LmModel *m, LmTokenizer *t, LmSampler *s, const char *
         logits = lm_forward(m, token, pos++);
         done++;
     }
-    if (!stopped) stream_piece(&stream, "", 1);
-    timing->end = now_seconds();
+    if (!stopped) run_stream_piece(&stream, "", 1);
+    timing->end = run_now_seconds();
     free(seen);
     free(prompt_tokens.ids);
     return done;
@@ -2591,11 +2591,11 @@ int lm_generate(LmModel *m, LmTokenizer *t, LmSampler *s, const char *prompt, in
                 LmEmitFn emit, void *user, char *err, size_t errlen) {
     LmTiming timing;
     LmGenerateOptions g = {-1, 0, NULL, 0};
-    return generate_timed(m, t, s, prompt, steps, &g, emit, user, &timing, err, errlen);
+    return run_generate_timed(m, t, s, prompt, steps, &g, emit, user, &timing, err, errlen);
 }
 
 // Reads one line of any length without its newline; NULL at end of input.
-static char *read_line(FILE *in) {
+static char *run_read_line(FILE *in) {
     size_t n = 0, cap = 128;
     char *line = malloc(cap);
     if (line == NULL) return NULL;
@@ -2616,11 +2616,11 @@ static char *read_line(FILE *in) {
 
 // Reads a chat message: a line, continued on the next line while it ends with a backslash (which
 // becomes a newline). NULL at end of input.
-static char *read_message(FILE *in) {
-    char *msg = read_line(in);
+static char *run_read_message(FILE *in) {
+    char *msg = run_read_line(in);
     size_t n = msg ? strlen(msg) : 0;
     while (msg && n > 0 && msg[n - 1] == '\\') {
-        char *more = read_line(in);
+        char *more = run_read_line(in);
         if (more == NULL) { msg[n - 1] = '\0'; break; }
         size_t m = strlen(more);
         char *joined = realloc(msg, n + m + 1);
@@ -2634,7 +2634,7 @@ static char *read_message(FILE *in) {
     return msg;
 }
 
-static int emit_to_file(const char *piece, void *user) {
+static int run_emit_to_file(const char *piece, void *user) {
     FILE *f = user;
     fputs(piece, f);
     fflush(f);
@@ -2643,20 +2643,20 @@ static int emit_to_file(const char *piece, void *user) {
 
 int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const char *first_user, const char *system_prompt,
             int max_reply, FILE *in, FILE *out, volatile sig_atomic_t *interrupted, char *err, size_t errlen) {
-    if (!m || !t || !s || !in || !out) { set_err(err, errlen, "chat: NULL argument"); return -1; }
+    if (!m || !t || !s || !in || !out) { run_set_err(err, errlen, "chat: NULL argument"); return -1; }
     int ctx = m->config.seq_len, pos = 0, rc = 0;
-    LmChatTemplate kind = chat_template_of(t);
+    LmChatTemplate kind = run_chat_template_of(t);
     LmTokens prompt = {NULL, 0, 0};
-    if (!render_turn(t, kind, &prompt, 1, "x", "x")) { // the template's special tokens exist?
+    if (!run_render_turn(t, kind, &prompt, 1, "x", "x")) { // the template's special tokens exist?
         free(prompt.ids);
-        set_err(err, errlen, "chat: the vocabulary lacks a token of the %s chat template", chat_template_names[kind]);
+        run_set_err(err, errlen, "chat: the vocabulary lacks a token of the %s chat template", run_chat_template_names[kind]);
         return -1;
     }
     char *system_owned = NULL;
     if (system_prompt == NULL) {
         fputs("Enter system prompt (optional): ", out);
         fflush(out);
-        system_prompt = system_owned = read_line(in);
+        system_prompt = system_owned = run_read_line(in);
         if (system_owned == NULL) { fputc('\n', out); free(prompt.ids); return 0; } // end of input
     }
     LmTokens starts = {NULL, 0, 0}; // the position where each turn kept in the cache begins
@@ -2669,7 +2669,7 @@ int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const char *first_user, co
         } else {
             fputs("User: ", out);
             fflush(out);
-            user = read_message(in);
+            user = run_read_message(in);
             if (user == NULL) { fputc('\n', out); break; } // end of input
             // commands: /exit, /reset, /system TEXT (a new system prompt starts a new conversation)
             int is_system = strncmp(user, "/system ", 8) == 0;
@@ -2690,11 +2690,11 @@ int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const char *first_user, co
             }
         }
         prompt.n = 0;
-        int ok = user && render_turn(t, kind, &prompt, first, system_prompt, user);
+        int ok = user && run_render_turn(t, kind, &prompt, first, system_prompt, user);
         first = 0;
         free(user);
         if (!ok) {
-            set_err(err, errlen, "chat: the vocabulary lacks a token of its chat template, or out of memory");
+            run_set_err(err, errlen, "chat: the vocabulary lacks a token of its chat template, or out of memory");
             rc = -1;
             break;
         }
@@ -2709,7 +2709,7 @@ int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const char *first_user, co
             fprintf(out, "\n[context full: %d of %d tokens used] Drop the %d oldest turn%s and continue? [y/N] ", pos, ctx, drop,
                     drop > 1 ? "s" : "");
             fflush(out);
-            char *answer = read_line(in);
+            char *answer = run_read_line(in);
             int yes = answer && (answer[0] == 'y' || answer[0] == 'Y');
             free(answer);
             if (!yes) { fputc('\n', out); break; }
@@ -2717,7 +2717,7 @@ int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const char *first_user, co
             for (int i = 1; i + drop < starts.n; i++) starts.ids[i] = starts.ids[i + drop] - freed;
             starts.n -= drop;
         }
-        if (!tokens_push(&starts, pos)) { set_err(err, errlen, "chat: out of memory"); rc = -1; break; }
+        if (!run_tokens_push(&starts, pos)) { run_set_err(err, errlen, "chat: out of memory"); rc = -1; break; }
         float *logits = lm_forward_batch(m, prompt.ids, prompt.n, pos);
         for (int i = 0; i < prompt.n; i++) lm_sampler_accept(s, prompt.ids[i]);
         pos += prompt.n;
@@ -2725,24 +2725,24 @@ int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const char *first_user, co
         fputs("Assistant: ", out);
         fflush(out);
         if (interrupted) *interrupted = 0; // a new reply: earlier presses are spent
-        LmUtf8Stream stream = {{0}, 0, emit_to_file, out};
+        LmUtf8Stream stream = {{0}, 0, run_emit_to_file, out};
         int produced = 0;
         for (;;) {
             int next = lm_sample(s, logits);
             lm_sampler_accept(s, next);
             int stop = interrupted && *interrupted;
-            if (stop || is_end_token(t, next) || (max_reply > 0 && produced >= max_reply)) {
+            if (stop || run_is_end_token(t, next) || (max_reply > 0 && produced >= max_reply)) {
                 // close the turn in the cache: the model's own end token, or the template's
-                if (pos < ctx) lm_forward(m, !stop && is_end_token(t, next) ? next : turn_end_token(t, kind), pos++);
+                if (pos < ctx) lm_forward(m, !stop && run_is_end_token(t, next) ? next : run_turn_end_token(t, kind), pos++);
                 break;
             }
-            stream_piece(&stream, lm_decode(t, token, next), 0);
+            run_stream_piece(&stream, lm_decode(t, token, next), 0);
             produced++;
             token = next;
             if (pos >= ctx) break;
             logits = lm_forward(m, token, pos++);
         }
-        stream_piece(&stream, "", 1);
+        run_stream_piece(&stream, "", 1);
         fputc('\n', out);
         if (pos >= ctx) fprintf(out, "[context full: the reply was cut at %d tokens]\n", ctx);
     }
@@ -2758,7 +2758,7 @@ int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const char *first_user, co
 #ifndef RUN_NO_MAIN
 
 // Parses a whole string as a finite float / non-negative integer; 0 on junk.
-static int parse_float(const char *s, float *out) {
+static int run_parse_float(const char *s, float *out) {
     char *end;
     errno = 0;
     float v = strtof(s, &end);
@@ -2767,7 +2767,7 @@ static int parse_float(const char *s, float *out) {
     return 1;
 }
 
-static int parse_count(const char *s, unsigned long long max, unsigned long long *out) {
+static int run_parse_count(const char *s, unsigned long long max, unsigned long long *out) {
     char *end;
     if (!isdigit((unsigned char)s[0])) return 0;
     errno = 0;
@@ -2777,7 +2777,7 @@ static int parse_count(const char *s, unsigned long long max, unsigned long long
     return 1;
 }
 
-static int bad_flag(const char *flag, const char *value, const char *expected) {
+static int run_bad_flag(const char *flag, const char *value, const char *expected) {
     fprintf(stderr, "run: invalid value '%s' for %s (expected %s)\n", value, flag, expected);
     return 1;
 }
@@ -2794,7 +2794,7 @@ typedef struct {
 } LmOptions;
 
 // Parses argv into o. Returns 0, or 1 after printing one line about the bad argument on stderr.
-static int parse_options(int argc, char **argv, LmOptions *o) {
+static int run_parse_options(int argc, char **argv, LmOptions *o) {
     *o = (LmOptions){NULL, NULL, NULL, "generate", NULL, 1.0f, 0.9f, 0.0f, 1.0f, 0, 256, 0, 0, 64, 0, -1, -1, 0, 0, 0, NULL, {NULL}, 0};
     if (argc < 2 || argv[1][0] == '-') {
         fprintf(stderr, "run: missing checkpoint (usage: run <checkpoint> [options]; run -h for help)\n");
@@ -2817,58 +2817,58 @@ static int parse_options(int argc, char **argv, LmOptions *o) {
         if (i + 1 >= argc) { fprintf(stderr, "run: option %s needs a value\n", flag); return 1; }
         const char *val = argv[i + 1];
         if (strcmp(flag, "--min-p") == 0) {
-            if (!parse_float(val, &o->min_p) || o->min_p < 0.0f || o->min_p > 1.0f) return bad_flag(flag, val, "a number in [0,1]");
+            if (!run_parse_float(val, &o->min_p) || o->min_p < 0.0f || o->min_p > 1.0f) return run_bad_flag(flag, val, "a number in [0,1]");
             continue;
         }
         if (strcmp(flag, "--repeat-penalty") == 0) {
-            if (!parse_float(val, &o->repeat_penalty) || o->repeat_penalty <= 0.0f) return bad_flag(flag, val, "a number > 0 (1 = off)");
+            if (!run_parse_float(val, &o->repeat_penalty) || o->repeat_penalty <= 0.0f) return run_bad_flag(flag, val, "a number > 0 (1 = off)");
             continue;
         }
         if (strcmp(flag, "--repeat-last-n") == 0) {
-            if (!parse_count(val, 1 << 20, &o->repeat_last_n)) return bad_flag(flag, val, "a token count from 0 to 1048576");
+            if (!run_parse_count(val, 1 << 20, &o->repeat_last_n)) return run_bad_flag(flag, val, "a token count from 0 to 1048576");
             continue;
         }
         if (strcmp(flag, "--context-shift") == 0) {
             unsigned long long keep;
-            if (!parse_count(val, 0x7fffffff, &keep)) return bad_flag(flag, val, "a number of tokens to keep, >= 0");
+            if (!run_parse_count(val, 0x7fffffff, &keep)) return run_bad_flag(flag, val, "a number of tokens to keep, >= 0");
             o->shift_keep = (int)keep;
             continue;
         }
         if (is_long) {
-            for (int k = 1; k < 6; k++) if (strcmp(val, chat_template_names[k]) == 0) o->template_override = k;
-            if (o->template_override < 0) return bad_flag(flag, val, "llama2, llama3, chatml, zephyr or mistral");
+            for (int k = 1; k < 6; k++) if (strcmp(val, run_chat_template_names[k]) == 0) o->template_override = k;
+            if (o->template_override < 0) return run_bad_flag(flag, val, "llama2, llama3, chatml, zephyr or mistral");
             continue;
         }
         switch (flag[1]) {
         case 't':
-            if (!parse_float(val, &o->temperature) || o->temperature < 0.0f) return bad_flag(flag, val, "a number >= 0");
+            if (!run_parse_float(val, &o->temperature) || o->temperature < 0.0f) return run_bad_flag(flag, val, "a number >= 0");
             break;
         case 'p':
-            if (!parse_float(val, &o->topp) || o->topp < 0.0f || o->topp > 1.0f) return bad_flag(flag, val, "a number in [0,1]");
+            if (!run_parse_float(val, &o->topp) || o->topp < 0.0f || o->topp > 1.0f) return run_bad_flag(flag, val, "a number in [0,1]");
             break;
         case 's':
-            if (!parse_count(val, ~0ull, &o->seed)) return bad_flag(flag, val, "a non-negative integer");
+            if (!run_parse_count(val, ~0ull, &o->seed)) return run_bad_flag(flag, val, "a non-negative integer");
             break;
         case 'n':
-            if (!parse_count(val, 0x7fffffff, &o->steps)) return bad_flag(flag, val, "a non-negative integer");
+            if (!run_parse_count(val, 0x7fffffff, &o->steps)) return run_bad_flag(flag, val, "a non-negative integer");
             o->steps_given = 1;
             break;
         case 'i': o->prompt = val; break;
         case 'z': o->tokenizer_path = val; break;
         case 'm':
-            if (strcmp(val, "generate") != 0 && strcmp(val, "chat") != 0) return bad_flag(flag, val, "generate or chat");
+            if (strcmp(val, "generate") != 0 && strcmp(val, "chat") != 0) return run_bad_flag(flag, val, "generate or chat");
             o->mode = val;
             break;
         case 'y': o->system_prompt = val; break;
         case 'T':
-            if (!parse_count(val, 4096, &o->threads) || o->threads == 0) return bad_flag(flag, val, "a thread count from 1 to 4096");
+            if (!run_parse_count(val, 4096, &o->threads) || o->threads == 0) return run_bad_flag(flag, val, "a thread count from 1 to 4096");
             break;
         case 'k':
-            if (!parse_count(val, 0x7fffffff, &o->top_k)) return bad_flag(flag, val, "a non-negative integer (0 = off)");
+            if (!run_parse_count(val, 0x7fffffff, &o->top_k)) return run_bad_flag(flag, val, "a non-negative integer (0 = off)");
             break;
         case 'f': o->prompt_file = val; break;
         case 'r':
-            if (val[0] == '\0' || o->n_stops == 16) return bad_flag(flag, val, "a non-empty stop string (at most 16 of them)");
+            if (val[0] == '\0' || o->n_stops == 16) return run_bad_flag(flag, val, "a non-empty stop string (at most 16 of them)");
             o->stops[o->n_stops++] = val;
             break;
         }
@@ -2881,8 +2881,8 @@ static int parse_options(int argc, char **argv, LmOptions *o) {
     return 0;
 }
 
-#ifndef RUN_NO_CLI_MAIN // (tests/fuzz.c keeps parse_options without the rest)
-static void usage(FILE *f) {
+#ifndef RUN_NO_CLI_MAIN // (tests/fuzz.c keeps run_parse_options without the rest)
+static void run_usage(FILE *f) {
     fprintf(f,
             "Usage:   run <checkpoint> [options]\n"
             "Example: run stories15M.bin -n 256 -i \"Once upon a time\"\n"
@@ -2918,7 +2918,7 @@ static void usage(FILE *f) {
 }
 
 // --tokenize: ids and pieces of the -i text, without a model.
-static int tokenize_main(int argc, char **argv) {
+static int run_tokenize_main(int argc, char **argv) {
     const char *path = NULL, *text = NULL;
     int ids_only = 0;
     for (int i = 1; i < argc; i++) {
@@ -2952,7 +2952,7 @@ static int tokenize_main(int argc, char **argv) {
 }
 
 // One compact block describing a loaded model (and its tokenizer, which may be NULL).
-static void print_info(FILE *f, const char *path, const LmModel *m, const LmTokenizer *t, int threads) {
+static void run_print_info(FILE *f, const char *path, const LmModel *m, const LmTokenizer *t, int threads) {
     const LmConfig *c = &m->config;
     static const char *types[] = {"fp32", "fp16", "bf16", "q8_0", "q4_0"}, *scalings[] = {"none", "linear", "llama3"};
     uint64_t q = (uint64_t)c->n_heads * c->head_size, kv = (uint64_t)c->n_kv_heads * c->head_size, d = (uint64_t)c->dim;
@@ -2962,30 +2962,30 @@ static void print_info(FILE *f, const char *path, const LmModel *m, const LmToke
             c->version == 3 ? "run.c v" : "llama2.c v", c->version, (double)m->file_size / (1 << 20), c->n_layers, c->dim, c->hidden_dim,
             c->n_heads, c->n_kv_heads, c->head_size, c->qkv_bias ? ", q/k/v bias" : "", c->shared_classifier ? ", tied embedding" : "", c->vocab_size);
     fprintf(f, "weights: %s", types[c->weight_type]);
-    if (is_integer_type(c->weight_type)) fprintf(f, " (groups of %d)", c->group_size);
+    if (run_is_integer_type(c->weight_type)) fprintf(f, " (groups of %d)", c->group_size);
     fprintf(f, ", %.2f M parameters; context %d; RoPE theta %g, %s, scaling %s", (double)params / 1e6, c->seq_len, c->rope_theta,
             c->rope_layout == LM_ROPE_PAIRS ? "pairs" : "halves", scalings[c->rope_scaling]);
     if (c->rope_scaling != LM_ROPE_NONE) fprintf(f, " x%g", c->rope_factor);
     fprintf(f, "; norm eps %g\n", c->norm_eps);
     if (t)
         fprintf(f, "tokenizer: %s BPE, %d tokens, chat template %s; threads %d\n", t->kind == LM_BPE_BYTE_LEVEL ? "byte-level" : "SentencePiece",
-                t->vocab_size, chat_template_names[chat_template_of(t)], threads);
+                t->vocab_size, run_chat_template_names[run_chat_template_of(t)], threads);
     else
         fprintf(f, "tokenizer: none loaded; threads %d\n", threads);
 }
 
 // Ctrl-C in chat: it ends the reply (lm_chat watches this flag and clears it when the next reply
 // starts); pressed again before then, it exits. Command line only: the library keeps no globals.
-static volatile sig_atomic_t cli_interrupted;
+static volatile sig_atomic_t run_cli_interrupted;
 
-static void on_interrupt(int sig) {
+static void run_on_interrupt(int sig) {
     (void)sig;
-    if (cli_interrupted) _exit(130);
-    cli_interrupted = 1;
+    if (run_cli_interrupted) _exit(130);
+    run_cli_interrupted = 1;
 }
 
 // Reads a whole file (or standard input for "-") into a string; NULL with a message on failure.
-static char *read_all(const char *path) {
+static char *run_read_all(const char *path) {
     FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
     if (f == NULL) { fprintf(stderr, "run: cannot read the prompt file %s: %s\n", path, strerror(errno)); return NULL; }
     size_t n = 0, cap = 4096;
@@ -3002,14 +3002,14 @@ static char *read_all(const char *path) {
 
 int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) { usage(stdout); return 0; }
-        if (strcmp(argv[i], "--tokenize") == 0) return tokenize_main(argc, argv);
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) { run_usage(stdout); return 0; }
+        if (strcmp(argv[i], "--tokenize") == 0) return run_tokenize_main(argc, argv);
     }
     LmOptions o;
-    if (parse_options(argc, argv, &o) != 0) return 1;
+    if (run_parse_options(argc, argv, &o) != 0) return 1;
     char *prompt_owned = NULL;
     if (o.prompt_file || (o.prompt && strcmp(o.prompt, "-") == 0)) {
-        prompt_owned = read_all(o.prompt_file ? o.prompt_file : "-");
+        prompt_owned = run_read_all(o.prompt_file ? o.prompt_file : "-");
         if (prompt_owned == NULL) return 1;
         o.prompt = prompt_owned;
     }
@@ -3036,7 +3036,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     if (o.template_override > 0) tokenizer->chat_template = (LmChatTemplate)o.template_override;
-    if (o.info || (!o.quiet && isatty(fileno(stderr)))) print_info(stderr, checkpoint, model, tokenizer, model->threads);
+    if (o.info || (!o.quiet && isatty(fileno(stderr)))) run_print_info(stderr, checkpoint, model, tokenizer, model->threads);
     if (o.info) {
         lm_tokenizer_free(tokenizer);
         lm_free(model);
@@ -3055,7 +3055,7 @@ int main(int argc, char **argv) {
     } else if (strcmp(mode, "generate") == 0) {
         LmTiming timing;
         LmGenerateOptions g = {o.shift_keep, o.ignore_eos, o.stops, o.n_stops};
-        int n = generate_timed(model, tokenizer, sampler, prompt, (int)steps, &g, emit_to_file, stdout, &timing, err, sizeof err);
+        int n = run_generate_timed(model, tokenizer, sampler, prompt, (int)steps, &g, run_emit_to_file, stdout, &timing, err, sizeof err);
         if (n < 0) {
             fprintf(stderr, "run: %s\n", err);
             rc = 1;
@@ -3070,11 +3070,11 @@ int main(int argc, char **argv) {
     } else {
         struct sigaction sa;
         memset(&sa, 0, sizeof sa);
-        sa.sa_handler = on_interrupt;
+        sa.sa_handler = run_on_interrupt;
         sa.sa_flags = SA_RESTART; // reading the next message goes on after the first Ctrl-C
         sigemptyset(&sa.sa_mask);
         sigaction(SIGINT, &sa, NULL);
-        if (lm_chat(model, tokenizer, sampler, prompt, system_prompt, (int)steps, stdin, stdout, &cli_interrupted, err, sizeof err) < 0) {
+        if (lm_chat(model, tokenizer, sampler, prompt, system_prompt, (int)steps, stdin, stdout, &run_cli_interrupted, err, sizeof err) < 0) {
             fprintf(stderr, "run: %s\n", err);
             rc = 1;
         }

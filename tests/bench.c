@@ -44,8 +44,8 @@ static double read_bandwidth(int threads) {
 
 static uint64_t matrix_bytes(const LmMatrix *m) {
     uint64_t count = (uint64_t)m->rows * (uint64_t)m->cols;
-    uint64_t bytes = weight_bytes(m->type, count);
-    if (is_integer_type(m->type)) bytes += count / (uint64_t)m->group_size * (m->type == LM_Q8_0 ? 4 : 2);
+    uint64_t bytes = run_weight_bytes(m->type, count);
+    if (run_is_integer_type(m->type)) bytes += count / (uint64_t)m->group_size * (m->type == LM_Q8_0 ? 4 : 2);
     return bytes;
 }
 
@@ -82,7 +82,7 @@ static void bench_model(const char *label, const char *path, const int *threads,
     if (gen + 2 > ctx) gen = ctx - 2;
     int *tokens = malloc((size_t)prompt * sizeof(int));
     unsigned long long rng = 42;
-    for (int i = 0; i < prompt; i++) tokens[i] = (int)(random_u32(&rng) % (unsigned)vocab);
+    for (int i = 0; i < prompt; i++) tokens[i] = (int)(run_random_u32(&rng) % (unsigned)vocab);
     double gb = (double)bytes_per_token(m) / 1e9;
     for (int ti = 0; ti < n_threads; ti++) {
         lm_set_threads(m, threads[ti]);

@@ -50,7 +50,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         for (int i = 1; i < n; i++) lm_decode(t, ids[i - 1], ids[i]);
         for (int i = 0; i < t->vocab_size && i < 4096; i++) lm_decode(t, i - 1, i);
         LmTokens out = {NULL, 0, 0};
-        for (int k = 1; k <= 5; k++) { out.n = 0; render_turn(t, (LmChatTemplate)k, &out, 1, "sys", "user"); }
+        for (int k = 1; k <= 5; k++) { out.n = 0; run_render_turn(t, (LmChatTemplate)k, &out, 1, "sys", "user"); }
         free(out.ids);
     }
     lm_tokenizer_free(t);
@@ -66,7 +66,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         LmText x = {(const unsigned char *)text, strlen(text)};
         for (int split = 1; split <= 3; split++)
             for (size_t pos = 0; pos < x.n;) {
-                size_t len = pretoken_length((LmSplit)split, x, pos);
+                size_t len = run_pretoken_length((LmSplit)split, x, pos);
                 assert(len >= 1 && pos + len <= x.n);
                 pos += len;
             }
@@ -82,7 +82,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         LmTokens out = {NULL, 0, 0};
         for (int k = 0; k <= 5; k++) {
             out.n = 0;
-            render_turn(t, (LmChatTemplate)k, &out, k % 2, text, user);
+            run_render_turn(t, (LmChatTemplate)k, &out, k % 2, text, user);
         }
         free(out.ids);
     }
@@ -98,7 +98,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     LmOptions o;
     FILE *saved = stderr;
     stderr = fopen("/dev/null", "w"); // one line per bad flag is the expected behaviour, not news
-    parse_options(argc, argv, &o);
+    run_parse_options(argc, argv, &o);
     fclose(stderr);
     stderr = saved;
     free(args);
@@ -110,7 +110,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
 // Each target uses some of the helpers above and of run.c's command line; this keeps the others used.
 void lm_fuzz_keep(void);
-void lm_fuzz_keep(void) { (void)as_file; (void)as_string; (void)parse_options; }
+void lm_fuzz_keep(void) { (void)as_file; (void)as_string; (void)run_parse_options; }
 
 #ifndef LM_LIBFUZZER
 // The replay driver: each file named on the command line is one input.
