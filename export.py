@@ -19,14 +19,21 @@ Anything else is refused with a message saying what is unsupported. Needs Python
 only for .pt/.pth inputs. Tensors stream one at a time, so memory stays near one tensor's size.
 """
 import argparse
+import errno
 import json
+import math
 import os
 import re
 import struct
 import sys
 import time
 
-import numpy as np
+try:
+    import numpy as np
+except ImportError:
+    sys.stderr.write("export.py: needs numpy: apt-get install python3-numpy (and run it with /usr/bin/python3, "
+                     "the Python that package installs into)\n")
+    sys.exit(1)
 
 MAGIC = 0x616B3432            # "ak42"
 TOKENIZER_MAGIC = 0x6B746D6C  # "lmtk"
@@ -42,26 +49,68 @@ class ExportError(Exception):
     """A problem with the input, reported as one line."""
 
 
-def log(msg):
-    print(msg, file=sys.stderr, flush=True)
+held = []  # messages held back until the output is open (Writer), so that a refusal before that is the only line
+
+
+def log(msg, now=False):
+    if held is not None and not now:
+        held.append(msg)
+    else:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def release_log():
+    global held
+    for msg in held or []:
+        print(msg, file=sys.stderr, flush=True)
+    held = None
 
 
 # ----------------------------------------------------------------------------
 # Tensor sources: each maps a name to a float32 numpy array, loaded only when asked for.
 
+def read_json(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ExportError(f"{path}: not valid JSON ({e}); download it again")
+
+
 class SafetensorsFile:
-    """One .safetensors file, memory-mapped; tensors are read on demand."""
+    """One .safetensors file (8-byte header length, JSON header, data), memory-mapped; the header is
+    checked when opened, so a truncated or damaged file is refused before anything is written."""
     DT = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}
+    ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
+                "F8_E4M3": 1, "F8_E5M2": 1}
 
     def __init__(self, path):
+        size = os.path.getsize(path)
+
+        def bad(detail):
+            return ExportError(f"{path}: truncated or damaged: {detail}; download it again")
+
         with open(path, "rb") as f:
+            if size < 8:
+                raise bad(f"{size} bytes, less than a safetensors header")
             (n,) = struct.unpack("<Q", f.read(8))
-            if n > os.path.getsize(path):
-                raise ExportError(f"{path}: safetensors header length {n} exceeds the file")
-            self.header = json.loads(f.read(n))
-        self.header.pop("__metadata__", None)
+            if n > size - 8:
+                raise bad(f"its header length {n} exceeds the file's {size} bytes")
+            header = f.read(n)
         self.path, self.base = path, 8 + n
-        self.data = np.memmap(path, dtype=np.uint8, mode="r")
+        try:
+            self.header = json.loads(header)
+            self.header.pop("__metadata__", None)
+            for name, info in self.header.items():
+                dtype, shape, (begin, end) = info["dtype"], info["shape"], info["data_offsets"]
+                if not 0 <= begin <= end <= size - self.base:
+                    raise bad(f"tensor {name} lies at bytes {self.base + begin}..{self.base + end}, past the "
+                              f"file's end at {size}")
+                if dtype in self.ITEMSIZE and end - begin != math.prod(shape) * self.ITEMSIZE[dtype]:
+                    raise bad(f"tensor {name} ({dtype} {shape}) has {end - begin} bytes")
+        except (ValueError, UnicodeDecodeError, TypeError, KeyError, AttributeError) as e:
+            raise bad(f"its header is not a safetensors header ({type(e).__name__}: {e})")
+        self.data = np.memmap(path, dtype=np.uint8, mode="r") if size > self.base else np.zeros(0, np.uint8)
 
     def names(self):
         return list(self.header)
@@ -69,10 +118,15 @@ class SafetensorsFile:
     def dtype(self, name):
         return self.header[name]["dtype"]
 
+    def shape(self, name):
+        dtype = self.dtype(name)
+        if dtype not in self.DT:
+            raise ExportError(f"{self.path}: tensor {name} has dtype {dtype} (supported: F32, F16, BF16)")
+        return tuple(self.header[name]["shape"])
+
     def get(self, name):
         info = self.header[name]
-        if info["dtype"] not in self.DT:
-            raise ExportError(f"{self.path}: tensor {name} has dtype {info['dtype']} (supported: F32, F16, BF16)")
+        self.shape(name)
         begin, end = info["data_offsets"]
         raw = self.data[self.base + begin:self.base + end].view(self.DT[info["dtype"]]).reshape(info["shape"])
         if info["dtype"] == "BF16":
@@ -86,7 +140,15 @@ class HFTensors:
     def __init__(self, folder):
         index = os.path.join(folder, "model.safetensors.index.json")
         if os.path.exists(index):
-            files = sorted(set(json.load(open(index))["weight_map"].values()))
+            listing = read_json(index)
+            weight_map = listing.get("weight_map") if isinstance(listing, dict) else None
+            if not isinstance(weight_map, dict):
+                raise ExportError(f"{index}: no weight_map (download it again)")
+            files = sorted(set(weight_map.values()))
+            missing = [f for f in files if not os.path.isfile(os.path.join(folder, f))]
+            if missing:
+                raise ExportError(f"{index} lists {len(missing)} shard(s) missing from {folder}: {', '.join(missing)} "
+                                  "(download them)")
         else:
             files = sorted(f for f in os.listdir(folder) if f.endswith(".safetensors"))
         if not files:
@@ -100,10 +162,16 @@ class HFTensors:
     def has(self, name):
         return name in self.where
 
-    def get(self, name):
+    def file_of(self, name):
         if name not in self.where:
             raise ExportError(f"tensor {name} is missing from the checkpoint")
-        return self.where[name].get(name)
+        return self.where[name]
+
+    def shape(self, name):
+        return self.file_of(name).shape(name)
+
+    def get(self, name):
+        return self.file_of(name).get(name)
 
     def source_dtype(self):
         kinds = {st.dtype(n) for n, st in self.where.items()}
@@ -114,7 +182,8 @@ def torch_load(path):
     try:
         import torch
     except ImportError:
-        raise ExportError(f"{path}: reading .pt/.pth files needs PyTorch (pip install torch)")
+        raise ExportError(f"{path}: reading .pt/.pth files needs PyTorch "
+                          "(apt-get install python3-torch, or pip install torch)")
     try:
         return torch.load(path, map_location="cpu", mmap=True, weights_only=False)
     except TypeError:  # older torch without mmap
@@ -137,6 +206,7 @@ class Model:
         self.tied = False
         self.norm_eps = 1e-5
         self.rope_theta = 10000.0
+        self.shape = None              # name -> shape without loading the tensor, where the source can tell
         self.__dict__.update(kw)
 
     def tensor(self, name):
@@ -156,15 +226,27 @@ def rope_scaling_of(cfg, path):
     raise ExportError(f"{path}: rope_scaling type {kind!r} is not supported (supported: llama3, linear)")
 
 
+HF_ARCHS = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
+
+
 def hf_model(folder, seq_len_cap):
     path = os.path.join(folder, "config.json")
     if not os.path.exists(path):
         raise ExportError(f"{folder}: no config.json (is this a Hugging Face model folder?)")
-    cfg = json.load(open(path))
-    arch = (cfg.get("architectures") or ["?"])[0]
-    if arch not in ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"):
-        raise ExportError(f"{folder}: architecture {arch} is not supported "
-                          "(supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)")
+    cfg = read_json(path)
+    if not isinstance(cfg, dict):
+        raise ExportError(f"{path}: not a model config (a JSON object)")
+    archs = cfg.get("architectures")
+    if not archs or not isinstance(archs, list):
+        raise ExportError(f"{path} names no architectures (supported: {', '.join(HF_ARCHS)}; "
+                          "add e.g. \"architectures\": [\"LlamaForCausalLM\"] if the model is one of them)")
+    arch = archs[0]
+    if arch not in HF_ARCHS:
+        raise ExportError(f"{folder}: architecture {arch} is not supported (supported: {', '.join(HF_ARCHS)})")
+    missing = [k for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
+               if not isinstance(cfg.get(k), int) or cfg[k] <= 0]
+    if missing:
+        raise ExportError(f"{path}: {', '.join(missing)} missing or not a positive integer")
     if cfg.get("hidden_act", "silu") != "silu":
         raise ExportError(f"{folder}: activation {cfg['hidden_act']} is not supported (only silu / SwiGLU)")
     if cfg.get("attention_bias") or cfg.get("mlp_bias"):
@@ -194,6 +276,12 @@ def hf_model(folder, seq_len_cap):
             return tensors.get(f"model.layers.{layer}.{per_layer[key]}")
         return tensors.get(names[name])
 
+    def shape(name):
+        if name.startswith("layers."):
+            _, layer, key = name.split(".")
+            return tensors.shape(f"model.layers.{layer}.{per_layer[key]}")
+        return tensors.shape(names[name])
+
     tied = not tensors.has("lm_head.weight")
     return Model(source=folder, arch=arch, dim=dim, hidden_dim=cfg["intermediate_size"],
                  n_layers=cfg["num_hidden_layers"], n_heads=n_heads,
@@ -201,18 +289,18 @@ def hf_model(folder, seq_len_cap):
                  vocab_size=cfg["vocab_size"], seq_len=seq_len, norm_eps=float(cfg.get("rms_norm_eps", 1e-5)),
                  rope_theta=float(cfg.get("rope_theta", 10000.0)), rope_layout=1,
                  rope_scaling=scaling, qkv_bias=tensors.has("model.layers.0.self_attn.q_proj.bias"),
-                 tied=tied, getter=getter, source_dtype=tensors.source_dtype())
+                 tied=tied, getter=getter, shape=shape, source_dtype=tensors.source_dtype())
 
 
 def meta_model(folder, seq_len_cap):
     params_path = os.path.join(folder, "params.json")
     if not os.path.exists(params_path):
         raise ExportError(f"{folder}: no params.json (is this a Meta Llama folder?)")
-    params = json.load(open(params_path))
+    params = read_json(params_path)
     shards = sorted(f for f in os.listdir(folder) if f.startswith("consolidated.") and f.endswith(".pth"))
     if not shards:
         raise ExportError(f"{folder}: no consolidated.*.pth files")
-    log(f"loading {len(shards)} shard(s) with torch")
+    log(f"loading {len(shards)} shard(s) with torch", now=True)
     states = [torch_load(os.path.join(folder, f)) for f in shards]
     # tensors split across model-parallel shards: along the output dim, except these along the input
     cat_dim1 = ("tok_embeddings.weight", ".wo.weight", ".w2.weight")
@@ -336,6 +424,9 @@ def quantize_q4(x, group_size):
     q = clamp(round(x / d) + 8, 0, 15); byte j of a group holds q[j] (low nibble) and q[j + gs/2]."""
     g = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, group_size)
     extreme = g[np.arange(len(g)), np.abs(g).argmax(axis=1)]
+    if np.abs(extreme).max(initial=0) > 8 * 65504:
+        raise ExportError(f"a weight of magnitude {np.abs(extreme).max():g} is beyond q4_0's fp16 scales; "
+                          "use --dtype q8_0 or bf16")
     d = (extreme / -8.0).astype(np.float16)  # stored as fp16; quantize with the stored value
     df = d.astype(np.float32)
     inv = np.divide(1.0, df, out=np.zeros_like(df), where=df != 0)
@@ -368,16 +459,62 @@ def halves_to_pairs(w, n_heads, head_size):
 # ----------------------------------------------------------------------------
 # Writers
 
+WRITE_HINTS = {errno.ENOSPC: "the disk is full: free some space or write elsewhere",
+               errno.EDQUOT: "the disk quota is used up: free some space or write elsewhere",
+               errno.EFBIG: "larger than the file system or `ulimit -f` allows: write elsewhere",
+               errno.EROFS: "a read-only file system: write elsewhere",
+               errno.EACCES: "no permission: write to a folder of yours",
+               errno.EPERM: "no permission: write to a folder of yours"}
+
+
 class Writer:
-    """Writes to a temporary name, renamed over the output only when complete."""
+    """A temporary file beside the output, renamed over it only when complete:
+        with Writer(out, total_bytes) as w: w.write(...)
+    Any failure removes the temporary file, so nothing half-written is ever left, and a write error
+    (a full disk, say) is reported as one line naming the output."""
 
     def __init__(self, out, total_bytes):
         self.out, self.tmp = out, f"{out}.tmp-{os.getpid()}"
-        self.f = open(self.tmp, "wb")
-        self.total, self.done, self.start, self.count = max(total_bytes, 1), 0, time.time(), 0
+        self.total, self.done, self.start = max(total_bytes, 1), 0, time.time()
+
+    def __enter__(self):
+        folder = os.path.dirname(os.path.abspath(self.out))
+        disk = os.statvfs(folder) if hasattr(os, "statvfs") else None
+        free = disk.f_bavail * disk.f_frsize if disk else self.total
+        if free < self.total:
+            raise ExportError(f"cannot write {self.out}: it needs {self.total / 2**20:.1f} MiB and {folder} has "
+                              f"{free / 2**20:.1f} MiB free (free some space or write elsewhere)")
+        try:
+            self.f = open(self.tmp, "wb")
+        except OSError as e:
+            raise self.error(e) from None
+        release_log()
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if kind is None:
+            try:
+                self.f.close()
+                os.replace(self.tmp, self.out)
+                return False
+            except OSError as e:
+                exc = e
+        for cleanup in (self.f.close, lambda: os.remove(self.tmp)):
+            try:
+                cleanup()
+            except OSError:
+                pass
+        if isinstance(exc, OSError) and exc.filename in (None, self.tmp, self.out):  # not an input's read error
+            raise self.error(exc) from None
+        return False
+
+    def error(self, e):
+        hint = WRITE_HINTS.get(e.errno)
+        return ExportError(f"cannot write {self.out}: {e.strerror or e}{f' ({hint})' if hint else ''}; "
+                           "nothing was written")
 
     def pad(self, align):
-        self.f.write(b"\0" * (-self.f.tell() % align))
+        self.write(b"\0" * (-self.f.tell() % align))
 
     def write(self, data):
         self.f.write(data)
@@ -385,18 +522,9 @@ class Writer:
 
     def progress(self, index, count, name, shape, dtype):
         elapsed = time.time() - self.start
-        eta = elapsed / self.done * (self.total - self.done) if self.done else 0.0
+        eta = max(0.0, elapsed / self.done * (self.total - self.done)) if self.done else 0.0
         log(f"[{index:4d}/{count}] {name:28s} {str(tuple(shape)):16s} {dtype:5s} "
             f"{self.done / 2**20:9.1f} MiB  ETA {eta:5.0f}s")
-
-    def finish(self):
-        self.f.close()
-        os.replace(self.tmp, self.out)
-
-    def abort(self):
-        self.f.close()
-        if os.path.exists(self.tmp):
-            os.remove(self.tmp)
 
 
 def tensor_plan(m):
@@ -430,25 +558,66 @@ def load_tensor(m, name):
     return x
 
 
-def pick_group_size(m, requested, dtype):
-    rows = [m.dim, m.hidden_dim, m.n_heads * m.head_size]
-    default = [32, 16, 8, 4, 2] if dtype == "q4_0" else [64, 32, 16, 8, 4, 2, 1]
-    for gs in ([requested] if requested else default):
-        if dtype == "q4_0" and (gs % 2 or gs > 256):
-            continue
-        if all(r % gs == 0 for r in rows):
-            return gs
-    raise ExportError(f"group size {requested or default[0]} does not divide dim {m.dim}, hidden_dim {m.hidden_dim} "
-                      f"and n_heads*head_size {m.n_heads * m.head_size}" + (" (q4_0 needs an even size <= 256)" if dtype == "q4_0" else ""))
+def preflight(m):
+    """Every tensor the conversion needs is present with its shape and a supported dtype, checked before
+    writing where the source tells shapes without loading the data (safetensors headers)."""
+    if m.shape is None:
+        return
+    for name, _ in tensor_plan(m):
+        got, want = tuple(m.shape(name)), expected_shape(m, name)
+        if got != want:
+            raise ExportError(f"tensor {name} has shape {got}, expected {want} from the config")
 
 
-def write_v3(m, out, dtype, group_size, tokenizer_bytes):
-    gs = pick_group_size(m, group_size, dtype) if dtype in ("q8_0", "q4_0") else 0
+def bytes_per_weight(dtype, gs):
+    return {"fp32": 4, "fp16": 2, "bf16": 2, "q8_0": 1 + 4 / max(gs, 1), "q4_0": 0.5 + 2 / max(gs, 1)}[dtype]
+
+
+def describe(dtype, gs):
+    groups = f"groups of {gs}, " if gs else ""
+    return f"{dtype} ({groups}{bytes_per_weight(dtype, gs):.3g} bytes per weight)"
+
+
+def pick_group_size(rows, requested, dtype):
+    """The q8_0/q4_0 group length; it must divide every row length (rows: {what: length}). By default q8_0
+    takes 64, else 32, and q4_0 32: the sizes run.c's fast integer kernels take (run_int_simd_ok: q8_0 a
+    multiple of 32, q4_0 32 or 64). When neither fits, the largest size up to 64 that does, with a note on
+    what that costs; q4_0 also needs an even size of at most 256."""
+    lengths = ", ".join(f"{k} {v}" for k, v in rows.items())
+
+    def fits(g):
+        return all(r % g == 0 for r in rows.values()) and not (dtype == "q4_0" and (g % 2 or g > 256))
+
+    fitting = [g for g in range(64, 0, -1) if fits(g)]
+    fast = [g for g in ((64, 32) if dtype == "q8_0" else (32,)) if fits(g)]
+    if requested:
+        if not fits(requested):
+            hint = f"leave --group-size out to get {(fast or fitting)[0]}" if fitting else "use --dtype q8_0 or bf16"
+            raise ExportError(f"--group-size {requested} does not divide the row lengths ({lengths})"
+                              f"{' or is not an even size <= 256 as q4_0 needs' if dtype == 'q4_0' else ''}; {hint}")
+        return requested
+    if fast:
+        return fast[0]
+    if not fitting:
+        raise ExportError(f"no {dtype} group size fits the row lengths ({lengths}): q4_0 needs an even size that "
+                          "divides them all; use --dtype q8_0 or bf16")
+    gs = fitting[0]
+    per = bytes_per_weight(dtype, gs)
+    versus = "more than" if per > 2 else "as much as" if per == 2 else "vs"
+    log(f"note: {dtype} groups of {gs}, the largest size that divides the row lengths ({lengths}); run.c's fast "
+        f"kernels need groups of {'a multiple of 32' if dtype == 'q8_0' else '32 or 64'}, so this file runs on slower "
+        f"scalar code and takes {per:.2f} bytes per weight ({versus} bf16's 2); run.c's format with --dtype bf16 or "
+        "fp16 may serve better")
+    return gs
+
+
+def write_v3(m, out, dtype, gs, tokenizer_bytes):
+    """run.c's format; gs is the group size for q8_0/q4_0 (pick_group_size), 0 otherwise."""
     plan = tensor_plan(m)
-    per = {"fp32": 4, "fp16": 2, "bf16": 2, "q8_0": 1 + 4 / max(gs, 1), "q4_0": 0.5 + 2 / max(gs, 1)}[dtype]
-    total = sum(int(np.prod(expected_shape(m, n))) * (per if mat else 4) for n, mat in plan)
+    per = bytes_per_weight(dtype, gs)
     tok_offset = 256
     tensor_offset = (tok_offset + len(tokenizer_bytes) + ALIGN - 1) // ALIGN * ALIGN
+    total = tensor_offset + sum(int(math.prod(expected_shape(m, n)) * (per if mat else 4)) for n, mat in plan)
     st, factor, low, high, orig = m.rope_scaling
     header = bytearray(256)  # the layout is documented at the top of run.c
     struct.pack_into("<I9i2f2i3fi", header, 0, MAGIC, 3, m.dim, m.hidden_dim, m.n_layers, m.n_heads, m.n_kv_heads,
@@ -456,8 +625,7 @@ def write_v3(m, out, dtype, group_size, tokenizer_bytes):
                      low, high, orig)
     struct.pack_into("<iii", header, 72, (1 if m.qkv_bias else 0) | (2 if m.tied else 0), DTYPES[dtype], gs)
     struct.pack_into("<QQQ", header, 88, tok_offset if tokenizer_bytes else 0, len(tokenizer_bytes), tensor_offset)
-    w = Writer(out, total)
-    try:
+    with Writer(out, total) as w:
         w.write(bytes(header))
         w.write(tokenizer_bytes)
         for i, (name, is_matrix) in enumerate(plan):
@@ -471,60 +639,68 @@ def write_v3(m, out, dtype, group_size, tokenizer_bytes):
             else:
                 w.write(x.astype("<f4").tobytes())
             w.progress(i + 1, len(plan), name, x.shape, dtype if is_matrix else "fp32")
-        w.finish()
-    except BaseException:
-        w.abort()
-        raise
-    return sum(int(np.prod(expected_shape(m, n))) for n, _ in plan), os.path.getsize(out)
+    return sum(int(math.prod(expected_shape(m, n))) for n, _ in plan), os.path.getsize(out)
+
+
+# --check's tolerance for q4_0, in steps of the stored scale d. The quantizer stores d = fp16(e / -8) for the
+# group's value e of largest magnitude, so |d - e/-8| <= 2^-11 |e/8| (round to nearest), and a value x becomes
+# q = clamp(round(x / d), -8, 7). Unclamped values are within half a step. The clamp: x = -e (the opposite
+# extreme) has x / d = |e/8| / |d| * 8 <= 8 / (1 - 2^-11) steps when d rounded towards zero, rounds to 8 and
+# clamps to 7, so it is off by up to 1 + 8 * 2^-11 / (1 - 2^-11) = 1.0039 steps. Below fp16's normal range
+# the rounding of d is absolute, at most 2^-25, which adds at most 8 * 2^-25.
+Q4_STEPS, Q4_ABS = 1 + 8 * 2**-11 / (1 - 2**-11), 8 * 2**-25
 
 
 def check_v3(m, path, names):
-    """Re-reads tensors of a written v3 file and compares them with the source: exact for fp32,
-    fp16 and bf16 (against the same rounding), within half a quantization step for q8_0/q4_0."""
+    """Re-reads the named tensors of a written v3 file and compares them with the source: exact for fp32,
+    fp16 and bf16 (against the same rounding), within half a step for q8_0 and Q4_STEPS for q4_0."""
     data = np.memmap(path, dtype=np.uint8, mode="r")
     dtype = {v: k for k, v in DTYPES.items()}[struct.unpack_from("<i", data, 76)[0]]
     gs = struct.unpack_from("<i", data, 80)[0]
     off = struct.unpack_from("<Q", data, 104)[0]
     checked = 0
     for name, is_matrix in tensor_plan(m):
-        shape = expected_shape(m, name)
-        n = int(np.prod(shape))
-        off = (off + ALIGN - 1) // ALIGN * ALIGN
+        n = int(math.prod(expected_shape(m, name)))
+        kind = dtype if is_matrix else "fp32"
+        sizes = {"fp32": [4 * n], "fp16": [2 * n], "bf16": [2 * n], "q8_0": [n, 4 * (n // max(gs, 1))],
+                 "q4_0": [n // 2, 2 * (n // max(gs, 1))]}[kind]
+        parts = []
+        for size in sizes:
+            off = (off + ALIGN - 1) // ALIGN * ALIGN
+            if off + size > len(data):
+                raise ExportError(f"--check: {path} ends inside tensor {name}")
+            parts.append(data[off:off + size])
+            off += size
+        if name not in names:
+            continue
         want = load_tensor(m, name).astype(np.float32).reshape(-1)
-        if not is_matrix or dtype == "fp32":
-            got = data[off:off + 4 * n].view("<f4")
-            off += 4 * n
-            ok = np.array_equal(got, want)
-        elif dtype in ("fp16", "bf16"):
-            raw = data[off:off + 2 * n].view("<u2")
-            off += 2 * n
-            ok = np.array_equal(raw, want.astype("<f2").view("<u2") if dtype == "fp16" else to_bf16(want))
+        worst = ""
+        if kind == "fp32":
+            ok = np.array_equal(parts[0].view("<f4"), want)
+        elif kind in ("fp16", "bf16"):
+            ok = np.array_equal(parts[0].view("<u2"), want.astype("<f2").view("<u2") if kind == "fp16" else to_bf16(want))
         else:
-            nbytes = n if dtype == "q8_0" else n // 2
-            q = data[off:off + nbytes]
-            off = (off + nbytes + ALIGN - 1) // ALIGN * ALIGN
-            if dtype == "q8_0":
-                scales = data[off:off + 4 * (n // gs)].view("<f4").astype(np.float32)
-                off += 4 * (n // gs)
-                values = q.view(np.int8).astype(np.float32).reshape(-1, gs)
+            if kind == "q8_0":
+                scales = parts[1].view("<f4").astype(np.float64)
+                values = parts[0].view(np.int8).astype(np.float64).reshape(-1, gs)
+                limit = 0.5001 * np.abs(scales) + 1e-12
             else:
-                scales = data[off:off + 2 * (n // gs)].view("<f2").astype(np.float32)
-                off += 2 * (n // gs)
-                b = q.reshape(-1, gs // 2)
-                values = (np.concatenate([b & 15, b >> 4], axis=1).astype(np.float32) - 8)
-            deq = (values * scales[:, None]).reshape(-1)
-            step = np.repeat(np.abs(scales), gs)
-            ok = bool(np.all(np.abs(deq - want) <= step * 0.5001 + 1e-12)) if dtype == "q8_0" else \
-                bool(np.all(np.abs(deq - want) <= step * 1.0001 + 1e-6))
-        if name in names:
-            if not ok:
-                raise ExportError(f"--check: tensor {name} in {path} does not match the source")
-            checked += 1
+                scales = parts[1].view("<f2").astype(np.float64)
+                b = parts[0].reshape(-1, gs // 2)
+                values = np.concatenate([b & 15, b >> 4], axis=1).astype(np.float64) - 8
+                limit = Q4_STEPS * np.abs(scales) + Q4_ABS
+            err = np.abs(values * scales[:, None] - want.reshape(-1, gs))  # in float64: exact
+            ok = bool(np.all(err <= limit[:, None]))
+            steps = err / np.where(scales == 0, 1, np.abs(scales))[:, None]
+            worst = f" (worst error {steps.max():.4g} quantization steps)"
+        if not ok:
+            raise ExportError(f"--check: tensor {name} in {path} does not match the source{worst}")
+        checked += 1
     log(f"check: {checked} tensors re-read from {path} match the source ({dtype})")
 
 
-def write_legacy(m, out, version, group_size):
-    """llama2.c's v0 (fp32), v1 (fp32) or v2 (Q8_0) format."""
+def write_legacy(m, out, version, gs):
+    """llama2.c's v0 (fp32), v1 (fp32) or v2 (Q8_0 in groups of gs of the flattened tensors) format."""
     if m.head_size * m.n_heads != m.dim or m.qkv_bias or m.rope_scaling[0] or m.rope_theta != 10000.0 \
             or abs(m.norm_eps - 1e-5) > 1e-9:
         raise ExportError("llama2.c's formats hold only Llama 2-style models (head_size = dim / n_heads, no biases, "
@@ -542,12 +718,10 @@ def write_legacy(m, out, version, group_size):
     mats = ["tok_embeddings"] + [f"layers.{l}.{k}" for k in ("wq", "wk", "wv", "wo", "w1", "w2", "w3") for l in range(L)]
     if not m.tied:
         mats.append("output")
-    total = sum(int(np.prod(expected_shape(m, n))) for n in norms + mats) * 4
-    w = Writer(out, total)
-    gs = group_size or 64
-    while version == 2 and m.dim % gs:
-        gs //= 2
-    try:
+    n_norms, n_mats = (sum(int(math.prod(expected_shape(m, n))) for n in names) for names in (norms, mats))
+    per = bytes_per_weight("q8_0", gs) if version == 2 else 4
+    total = 256 + m.seq_len * m.head_size * 4 + 4 * n_norms + n_mats * per
+    with Writer(out, total) as w:
         if version == 0:
             vocab = m.vocab_size if m.tied else -m.vocab_size
             w.write(struct.pack("<7i", m.dim, m.hidden_dim, L, m.n_heads, m.n_kv_heads, vocab, m.seq_len))
@@ -575,11 +749,7 @@ def write_legacy(m, out, version, group_size):
             else:
                 w.write(x.astype("<f4").tobytes())
             w.progress(i + 1, len(order), name, x.shape, "q8_0" if version == 2 and name in mats else "fp32")
-        w.finish()
-    except BaseException:
-        w.abort()
-        raise
-    return sum(int(np.prod(expected_shape(m, n))) for n in norms + mats), os.path.getsize(out)
+    return n_norms + n_mats, os.path.getsize(out)
 
 
 # ----------------------------------------------------------------------------
@@ -648,7 +818,8 @@ def protobuf_fields(buf):
 
 def sentencepiece_tokenizer(path):
     """tokenizer.model (SentencePiece's ModelProto), parsed without the sentencepiece package."""
-    buf = open(path, "rb").read()
+    with open(path, "rb") as f:
+        buf = f.read()
     pieces, trainer, normalizer = [], {}, {}
     for field, value in protobuf_fields(buf):
         if field == 1:  # SentencePiece { piece = 1; score = 2; type = 3 }
@@ -702,7 +873,7 @@ def walk(node, kind):
 
 
 def hf_json_tokenizer(path):
-    tj = json.load(open(path, encoding="utf-8"))
+    tj = read_json(path)
     model = tj.get("model", {})
     if model.get("type") != "BPE":
         raise ExportError(f"{path}: tokenizer model {model.get('type')} is not supported (only BPE)")
@@ -773,7 +944,7 @@ def hf_json_tokenizer(path):
     # BOS/EOS and the chat template come from tokenizer_config.json beside it
     t.bos = t.eos = -1
     cfg_path = os.path.join(os.path.dirname(path), "tokenizer_config.json")
-    cfg = json.load(open(cfg_path, encoding="utf-8")) if os.path.exists(cfg_path) else {}
+    cfg = read_json(cfg_path) if os.path.exists(cfg_path) else {}
     apply_tokenizer_config(t, cfg, tj)
     return t
 
@@ -821,15 +992,19 @@ def apply_tokenizer_config(t, cfg, tj=None, set_ids=True):
 
 
 def load_tokenizer(path):
-    if path.endswith(".json"):
-        return hf_json_tokenizer(path)
-    if path.endswith(".model"):
+    if not path.endswith((".json", ".model")):
+        raise ExportError(f"{path}: expected a tokenizer.model (SentencePiece) or tokenizer.json (Hugging Face)")
+    try:
+        if path.endswith(".json"):
+            return hf_json_tokenizer(path)
         t = sentencepiece_tokenizer(path)
         cfg_path = os.path.join(os.path.dirname(path), "tokenizer_config.json")
         if os.path.exists(cfg_path):
-            apply_tokenizer_config(t, json.load(open(cfg_path, encoding="utf-8")), set_ids=False)
+            apply_tokenizer_config(t, read_json(cfg_path), set_ids=False)
         return t
-    raise ExportError(f"{path}: expected a tokenizer.model (SentencePiece) or tokenizer.json (Hugging Face)")
+    except (IndexError, KeyError, TypeError, AttributeError, ValueError, struct.error) as e:  # a damaged file
+        kind = "Hugging Face tokenizer.json" if path.endswith(".json") else "SentencePiece tokenizer.model"
+        raise ExportError(f"{path}: not a valid {kind} ({type(e).__name__}: {e}); download it again")
 
 
 def find_tokenizer(folder):
@@ -845,7 +1020,7 @@ def add_generation_eos(t, folder):
     for name in ("generation_config.json", "config.json"):
         p = os.path.join(folder, name)
         if os.path.exists(p):
-            ids = json.load(open(p)).get("eos_token_id")
+            ids = read_json(p).get("eos_token_id")
             for i in ids if isinstance(ids, list) else [ids] if ids is not None else []:
                 if 0 <= i < len(t.tokens):
                     t.eot.append(i)
@@ -854,13 +1029,21 @@ def add_generation_eos(t, folder):
 # ----------------------------------------------------------------------------
 # Command line
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # a usage error is one line too
+        log(f"export.py: {message} (see python3 export.py --help)", now=True)
+        sys.exit(1)
+
+
+def parse_args(argv):
+    ap = Parser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="--dtype defaults to q8_0 (int8 weights with a scale per group: about half of fp16's size "
-               "and twice its generation speed, with logits within about 1%% of fp32); q4_0 (4-bit groups of 32 "
-               "with an fp16 scale, 4.5 bits per weight) halves that again at some loss of accuracy; use fp16, "
-               "bf16 or fp32 for exact weights.")
+        epilog="""\
+--dtype defaults to q8_0 (int8 weights with a scale per group: about half of fp16's size and twice
+its generation speed, with logits within about 1% of fp32); q4_0 (4-bit groups of 32 with an fp16
+scale, 4.5 bits per weight) halves that again at some loss of accuracy; use fp16, bf16 or fp32 for
+exact weights. Groups must divide every row length (dim, hidden_dim, n_heads*head_size); when the
+default sizes do not, export.py takes the largest size that does and says what that costs.""")
     ap.add_argument("output", help="the file to write")
     src = ap.add_mutually_exclusive_group()
     src.add_argument("--hf", metavar="DIR", help="a Hugging Face model folder (config.json + *.safetensors)")
@@ -871,71 +1054,153 @@ def main(argv=None):
                     "checkpoint, or written alone when no model is given (default: the one beside the model)")
     ap.add_argument("--version", type=int, default=3, choices=[0, 1, 2, 3],
                     help="3: run.c's self-describing format (default); 0, 1, 2: llama2.c's (v0/v1 fp32, v2 Q8_0)")
-    ap.add_argument("--dtype", choices=list(DTYPES), default="q8_0", help="weight type for --version 3 (default q8_0)")
-    ap.add_argument("--group-size", type=int, default=0, help="q8_0/q4_0 group length (default: q8_0 64 or the largest "
-                    "power of two that divides every row; q4_0 32)")
+    ap.add_argument("--dtype", choices=list(DTYPES), help="weight type (default q8_0; --version 0 and 1 are fp32 only, 2 q8_0 only)")
+    ap.add_argument("--group-size", type=int, default=0, help="q8_0/q4_0 group length (default: q8_0 64, or 32 "
+                    "when 64 does not divide every row; q4_0 32; failing those the largest that divides, with a note)")
     ap.add_argument("--seq-len", type=int, default=0, help="cap the context length (Llama 3.1's 131072 makes a large KV cache)")
     ap.add_argument("--chat-template", choices=list(TEMPLATES), help="override the chat template found in tokenizer_config.json")
     ap.add_argument("--check", action="store_true", help="re-read the written file and compare the embedding, the first "
-                    "layer's and the last layer's tensors and the final norm with the source (--version 3)")
+                    "layer's and the last layer's tensors and the final norm with the source (--version 3); "
+                    "a file that does not match is removed")
     a = ap.parse_args(argv)
-    start = time.time()
-    try:
-        if not (a.hf or a.meta_llama or a.checkpoint or a.llama2c):
-            if not a.tokenizer:
-                ap.error("give a model (--hf, --meta-llama, --checkpoint) or --tokenizer")
-            t = load_tokenizer(a.tokenizer)
+    if not (a.hf or a.meta_llama or a.checkpoint or a.llama2c or a.tokenizer):
+        ap.error("give a model (--hf, --meta-llama, --checkpoint, --llama2c) or --tokenizer")
+    return a
+
+
+LEGACY_DTYPE = {0: "fp32", 1: "fp32", 2: "q8_0"}
+
+
+def validate(a):
+    """Every check that needs no tensor data, before anything is converted; sets a.dtype."""
+    if a.version == 3:
+        a.dtype = a.dtype or "q8_0"
+    elif a.dtype not in (None, LEGACY_DTYPE[a.version]):
+        raise ExportError(f"--version {a.version} writes llama2.c's {LEGACY_DTYPE[a.version]} format only, not "
+                          f"--dtype {a.dtype}; drop --dtype, or drop --version to write run.c's format")
+    else:
+        a.dtype = LEGACY_DTYPE[a.version]
+    if a.check and a.version != 3:
+        raise ExportError("--check reads run.c's format (--version 3) only")
+    for flag, value in (("--group-size", a.group_size), ("--seq-len", a.seq_len)):
+        if value < 0:
+            raise ExportError(f"{flag} {value}: expected a positive number (or 0 for the default)")
+    if a.group_size and a.dtype not in ("q8_0", "q4_0"):
+        log(f"note: --group-size applies to q8_0 and q4_0 only; {a.dtype} ignores it")
+    out, folder = a.output, os.path.dirname(os.path.abspath(a.output))
+    if os.path.isdir(out):
+        raise ExportError(f"the output {out} is a folder; give a file name such as {os.path.join(out, 'model.bin')}")
+    if os.path.exists(out) and not os.path.isfile(out):
+        raise ExportError(f"the output {out} exists and is not a regular file; give another name")
+    if not os.path.isdir(folder):
+        raise ExportError(f"the output's folder {folder} does not exist (create it with mkdir -p, or give "
+                          "another path)")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ExportError(f"the output's folder {folder} is not writable (write into a folder of yours)")
+    for flag, path, want_dir in (("--hf", a.hf, True), ("--meta-llama", a.meta_llama, True),
+                                 ("--checkpoint", a.checkpoint, False), ("--llama2c", a.llama2c, False),
+                                 ("--tokenizer", a.tokenizer, False)):
+        if path is None:
+            continue
+        if not os.path.exists(path):
+            raise ExportError(f"{flag} {path}: no such {'folder' if want_dir else 'file'}")
+        if want_dir != os.path.isdir(path):
+            raise ExportError(f"{flag} {path}: expected a {'folder' if want_dir else 'file, not a folder'}")
+    if a.tokenizer and a.version != 3 and (a.hf or a.meta_llama or a.checkpoint or a.llama2c):
+        log("note: llama2.c's formats hold no tokenizer, so --tokenizer is ignored "
+            "(write it alone with: export.py tokenizer.bin --tokenizer FILE)")
+
+
+def export_tokenizer(a):
+    t = load_tokenizer(a.tokenizer)
+    if a.chat_template:
+        t.template = a.chat_template
+    data = t.serialize()
+    with Writer(a.output, len(data)) as w:
+        w.write(data)
+    log(f"wrote {a.output}: {len(t.tokens)} tokens, {len(t.merges)} merges, "
+        f"{'byte-level' if t.kind == 2 else 'SentencePiece'} BPE, template {t.template}")
+
+
+def export_model(a, start):
+    if a.hf:
+        m = hf_model(a.hf, a.seq_len)
+    elif a.meta_llama:
+        m = meta_model(a.meta_llama, a.seq_len)
+    elif a.llama2c:
+        m = llama2c_bin_model(a.llama2c, a.seq_len)
+    else:
+        m = llama2c_model(a.checkpoint, a.seq_len)
+    log(f"{m.arch}: dim {m.dim}, hidden {m.hidden_dim}, {m.n_layers} layers, {m.n_heads} heads "
+        f"({m.n_kv_heads} kv, size {m.head_size}), vocab {m.vocab_size}, context {m.seq_len}, "
+        f"theta {m.rope_theta:g}, source {m.source_dtype}")
+    preflight(m)
+    rows = {"dim": m.dim, "hidden_dim": m.hidden_dim}  # run.c needs dim; llama2.c's runq.c (v2) also hidden_dim
+    if a.version == 3:
+        rows["n_heads*head_size"] = m.n_heads * m.head_size
+    gs = pick_group_size(rows, a.group_size, a.dtype) if a.dtype in ("q8_0", "q4_0") else 0
+    if a.version == 3:
+        folder = a.hf or a.meta_llama or os.path.dirname(a.checkpoint or a.llama2c) or "."
+        tok_path = a.tokenizer or (find_tokenizer(folder) if a.hf or a.meta_llama else None)
+        tok_bytes = b""
+        if tok_path:
+            t = load_tokenizer(tok_path)
+            if a.hf:
+                add_generation_eos(t, a.hf)
             if a.chat_template:
                 t.template = a.chat_template
-            data = t.serialize()
-            tmp = f"{a.output}.tmp-{os.getpid()}"
-            with open(tmp, "wb") as f:
-                f.write(data)
-            os.replace(tmp, a.output)
-            log(f"wrote {a.output}: {len(t.tokens)} tokens, {len(t.merges)} merges, "
-                f"{'byte-level' if t.kind == 2 else 'SentencePiece'} BPE, template {t.template}")
-            return 0
-        if a.hf:
-            m = hf_model(a.hf, a.seq_len)
-        elif a.meta_llama:
-            m = meta_model(a.meta_llama, a.seq_len)
-        elif a.llama2c:
-            m = llama2c_bin_model(a.llama2c, a.seq_len)
+            if len(t.tokens) > m.vocab_size:
+                raise ExportError(f"{tok_path} has {len(t.tokens)} tokens, more than the model's {m.vocab_size}")
+            tok_bytes = t.serialize()
+            log(f"tokenizer {tok_path}: {len(t.tokens)} tokens, template {t.template}")
         else:
-            m = llama2c_model(a.checkpoint, a.seq_len)
-        log(f"{m.arch}: dim {m.dim}, hidden {m.hidden_dim}, {m.n_layers} layers, {m.n_heads} heads "
-            f"({m.n_kv_heads} kv, size {m.head_size}), vocab {m.vocab_size}, context {m.seq_len}, "
-            f"theta {m.rope_theta:g}, source {m.source_dtype}")
-        if a.version == 3:
-            folder = a.hf or a.meta_llama or os.path.dirname(a.checkpoint or a.llama2c) or "."
-            tok_path = a.tokenizer or (find_tokenizer(folder) if a.hf or a.meta_llama else None)
-            tok_bytes = b""
-            if tok_path:
-                t = load_tokenizer(tok_path)
-                if a.hf:
-                    add_generation_eos(t, a.hf)
-                if a.chat_template:
-                    t.template = a.chat_template
-                if len(t.tokens) > m.vocab_size:
-                    raise ExportError(f"{tok_path} has {len(t.tokens)} tokens, more than the model's {m.vocab_size}")
-                tok_bytes = t.serialize()
-                log(f"tokenizer {tok_path}: {len(t.tokens)} tokens, template {t.template}")
-            else:
-                log("note: no tokenizer found beside the model; run it with -z")
-            params, size = write_v3(m, a.output, a.dtype, a.group_size, tok_bytes)
-            if a.check:
-                last = m.n_layers - 1
+            log("note: no tokenizer found beside the model; run it with -z")
+        log(f"writing {a.output}: {describe(a.dtype, gs)}")
+        params, size = write_v3(m, a.output, a.dtype, gs, tok_bytes)
+        if a.check:
+            last = m.n_layers - 1
+            try:
                 check_v3(m, a.output, {"tok_embeddings", "norm", "output"} | {f"layers.{l}.{k}" for l in {0, last} for k in
                          ("attention_norm", "wq", "wk", "wv", "bq", "wo", "ffn_norm", "w1", "w2", "w3")})
+            except ExportError as e:
+                os.remove(a.output)
+                raise ExportError(f"{e}; removed {a.output}") from None
+    else:
+        log(f"writing {a.output}: llama2.c v{a.version}, {describe(a.dtype, gs)}")
+        params, size = write_legacy(m, a.output, a.version, gs)
+    log(f"wrote {a.output}: {params / 1e6:.1f}M parameters, {describe(a.dtype, gs)}, {size / 2**20:.1f} MiB, "
+        f"{time.time() - start:.1f} s")
+
+
+def main(argv=None):
+    """Runs the conversion; every failure is one line on stderr starting "export.py: " and exit status 1."""
+    global held
+    held = []
+    a = parse_args(argv)
+    start = time.time()
+    try:
+        validate(a)
+        if a.hf or a.meta_llama or a.checkpoint or a.llama2c:
+            export_model(a, start)
         else:
-            if a.check:
-                raise ExportError("--check reads run.c's format (--version 3) only")
-            params, size = write_legacy(m, a.output, a.version, a.group_size)
-        log(f"wrote {a.output}: {params / 1e6:.1f}M parameters, {size / 2**20:.1f} MiB, {time.time() - start:.1f} s")
+            export_tokenizer(a)
+        return 0
     except ExportError as e:
-        log(f"export.py: {e}")
-        return 1
-    return 0
+        log(f"export.py: {e}", now=True)
+    except OSError as e:  # reading an input (writing is reported by Writer)
+        log(f"export.py: {f'{e.filename}: ' if e.filename else ''}{e.strerror or e}", now=True)
+    except MemoryError:
+        log("export.py: out of memory (tensors are converted one at a time, so the largest one must fit; "
+            "close other programs or use a machine with more memory)", now=True)
+    except KeyboardInterrupt:
+        log("export.py: interrupted (no partial file is left)", now=True)
+        return 130
+    except Exception as e:  # a bug, or an input damaged in a way nothing above foresaw
+        if os.environ.get("EXPORT_DEBUG"):
+            raise
+        log(f"export.py: internal error: {type(e).__name__}: {e} (please report it with the command line; "
+            "EXPORT_DEBUG=1 shows the traceback)", now=True)
+    return 1
 
 
 if __name__ == "__main__":

@@ -12,19 +12,31 @@
        cc -O3 -march=native -fopenmp -o run run.c -lm           # fastest (threads, AVX-512 kernels)
        ./run stories15M.bin -z tokenizer.bin -i "Once upon a time" -n 256
        python3 export.py qwen.bin --hf Qwen2.5-0.5B-Instruct && ./run qwen.bin -m chat
-   `./run -h` lists every flag.
+   `./run -h` lists every flag. Any C11 or C++ compiler will do, in any mode: the file turns off the
+   contraction of a*b+c into fused multiply-adds for itself (gcc's and clang's pragmas), because every
+   kernel promises one exact order of float operations (see "Math kernels").
 
    EMBED
-       #define RUN_NO_MAIN
+   One file of your program gets the engine; any others get the declarations:
+       #define RUN_LIBRARY              // the engine without the command line (no main)
        #include "run.c"
-   Public names start with lm_ (types with Lm); everything else is static. There are no mutable
-   globals: any number of models, tokenizers and samplers may live in one process, one model per
-   thread at a time. No call exits the process; failures come back as NULL or -1 with a one-line
-   reason in the caller's err buffer (err may be NULL, errlen may be 0).
+       ...
+       #define RUN_DECLARATIONS_ONLY    // in other files: the lm_ API alone
+       #include "run.c"
+   Build with `cc -O3 -o app app.c -lm` (add -march=native -fopenmp for speed); it compiles as C++
+   too. Public names start with lm_ (types with Lm, constants with LM_); private functions and data
+   start with run_ (private types and macros with Lm and LM_ too), so a host's own softmax or usage
+   never collides. There are no mutable globals: any number of models, tokenizers and samplers may
+   live in one process, one model per thread at a time. No call exits the process or prints: failures
+   come back as NULL or -1 with a one-line reason in the caller's err buffer (err may be NULL, errlen
+   may be 0). Without RUN_LIBRARY, including run.c also defines main() (the command line).
 
    API
    LmModel *lm_load(const char *checkpoint_path, char *err, size_t errlen);
-       Maps a checkpoint read-only and allocates its run state. NULL on failure, reason in err.
+       Maps a checkpoint read-only and allocates its run state. NULL on failure, reason in err (a
+       file of another kind, such as a Hugging Face folder or a GGUF file, is named as such).
+   int lm_model_info(const LmModel *m, LmModelInfo *info);
+       Fills info (shape, weight type, context, RoPE, kernels, threads; see LmModelInfo). -1 for NULL.
    float *lm_forward(LmModel *m, int token, int pos);
        Runs one token at position pos (0 <= pos < lm_context_length(m)) over the KV cache of positions
        0..pos-1, which must have been filled by earlier calls. Returns lm_vocab_size(m) logits owned by
@@ -38,15 +50,20 @@
        and moves the rest down, re-rotating their keys for their new positions (as llama.cpp's
        context shift). Returns the new end, pos - n_discard, or -1 on bad arguments.
    void lm_set_threads(LmModel *m, int n);
-       OpenMP threads for this model's calls (0 = the number of cores; 1 when built without OpenMP).
-       Results do not depend on it. A NULL model is ignored.
+       OpenMP threads for this model's calls: n, or for n = 0 the OMP_NUM_THREADS environment
+       variable if set, else the number of cores (1 when built without OpenMP). Results do not depend
+       on it. A NULL model is ignored.
    int lm_vocab_size(const LmModel *m);       int lm_context_length(const LmModel *m);   (0 for NULL)
    void lm_free(LmModel *m);                   (NULL is a no-op, as for every _free below)
    LmTokenizer *lm_tokenizer_load(const char *path, int vocab_size, char *err, size_t errlen);
-       Reads a tokenizer file, or the tokenizer inside a v3 checkpoint when path is one. vocab_size is
-       the model's: a llama2.c tokenizer.bin must have exactly that many tokens, a run.c tokenizer
-       file at most that many (Qwen2 pads its embedding past its tokenizer); 0 takes the file's count.
-       NULL on failure (a NULL path, a negative vocab_size, a bad file), the reason in err.
+       Reads a tokenizer file, or the tokenizer inside a checkpoint when path is one. vocab_size is the
+       model's: the file must have exactly that many tokens, except a tokenizer embedded in the
+       checkpoint, which may have fewer (its model pads the embedding, as Qwen2's do); 0 takes the
+       file's count. NULL on failure (a NULL path, a negative vocab_size, a bad file, a mismatch).
+   int lm_tokenizer_info(const LmTokenizer *t, LmTokenizerInfo *info);
+       Fills info (kind, token count, BOS/EOS/end-of-turn ids, chat template). -1 for NULL.
+   int lm_tokenizer_set_template(LmTokenizer *t, const char *name);
+       Chooses the chat template by name: llama2, llama3, chatml, zephyr or mistral. -1 if unknown.
    int lm_encode(LmTokenizer *t, const char *text, int bos, int eos, int *tokens, int max_tokens);
        Encodes UTF-8 text as plain text (special tokens such as <|im_start|> are never produced from
        it), with BOS/EOS when asked and the tokenizer has them. Returns the token count, or -1 when
@@ -55,6 +72,17 @@
        The bytes of token after prev_token: byte tokens become bytes, the space after BOS is dropped
        (SentencePiece), special tokens and lone control bytes become "". Owned by the tokenizer. A
        UTF-8 character may be split across tokens; lm_generate and lm_chat hold such pieces back.
+   const char *lm_token_text(const LmTokenizer *t, int token);
+       The token's text as the vocabulary stores it, special tokens included ("<|im_end|>"); NULL
+       out of range. For showing ids: --tokenize and --verbose-prompt print these.
+   int lm_render_chat(LmTokenizer *t, const LmMessage *messages, int n, int continuing, int *tokens, int max_tokens);
+       A conversation as the token ids of the tokenizer's chat template, ready for the assistant's
+       reply: an optional "system" message first, then "user" and "assistant" messages in turn,
+       ending with a user message; an assistant message is its text and the template's end of turn.
+       With continuing, the messages extend a conversation already in the cache (which ends with an
+       assistant turn closed by its end token): no BOS and no system message. Special tokens are
+       inserted by id; the messages are encoded as plain text. Returns the count, or -1 on a bad
+       order or role, a vocabulary that lacks a token of the template, or more than max_tokens.
    void lm_tokenizer_free(LmTokenizer *t);
    LmSampler *lm_sampler_new(int vocab_size, float temperature, float topp, unsigned long long seed);
        temperature 0 = greedy; topp outside (0,1) samples the whole distribution. NULL on bad values.
@@ -70,23 +98,30 @@
        Records a token of the text (prompt or generated) for the repetition penalty's window;
        lm_generate and lm_chat do this themselves. Ignored for a NULL sampler or out-of-range token.
    void lm_sampler_free(LmSampler *s);
-   int lm_generate(LmModel *m, LmTokenizer *t, LmSampler *s, const char *prompt, int steps,
-                   LmEmitFn emit, void *user, char *err, size_t errlen);
-       llama2.c's generate: encodes prompt after BOS, runs until `steps` positions (0 = the context
-       length) or BOS/EOS/end of turn, and hands all text (the prompt's too) to emit(text, user) as
-       it is made, in whole UTF-8 characters; emit returns non-zero to stop early. Returns the number
-       of positions run, -1 on error.
-   int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const char *first_user, const char *system_prompt,
-               int max_reply, FILE *in, FILE *out, volatile sig_atomic_t *interrupted, char *err, size_t errlen);
-       Multi-turn chat in the tokenizer's chat template (Llama 2 when it has none): reads user lines
-       from in, streams replies to out. A NULL system_prompt is asked for on in; first_user, if
-       given, is the first message. max_reply caps each reply (0 = a quarter of the context). When a
-       turn would not fit, it offers (reading a y/N line) to drop the oldest turns after the first and
-       go on. Commands: /exit, /reset (a new conversation), /system TEXT (a new system prompt and
-       conversation); a line ending in a backslash continues on the next. When *interrupted (may be
-       NULL) turns non-zero, the reply ends there; the flag is
-       cleared as each reply starts (the CLI's Ctrl-C). Ends at end of input or a full context.
-       Returns the positions in use, or -1.
+   int lm_generate(LmModel *m, LmTokenizer *t, LmSampler *s, const char *prompt,
+                   const LmGenerateOptions *options, LmGenerateStats *stats, char *err, size_t errlen);
+       Encodes prompt after BOS, runs it from position 0, then samples until options->max_tokens
+       tokens are generated (0: no limit), an end token (BOS, EOS, end of turn; unless ignore_eos), a
+       stop string, emit returning non-zero, *interrupted turning non-zero (checked between blocks of
+       the prompt too), or a full context (or, with context_shift, on past it). Text goes to emit in
+       whole UTF-8 characters, the prompt's first when echo_prompt. options may be NULL (defaults:
+       all zero), as may stats (why it stopped, counts, seconds). Returns the positions in the cache,
+       or -1 on error (a prompt longer than the context, NULL arguments, out of memory).
+   int lm_generate_tokens(LmModel *m, LmTokenizer *t, LmSampler *s, const int *prompt, int n_prompt,
+                          int pos, const LmGenerateOptions *options, LmGenerateStats *stats, char *err, size_t errlen);
+       As lm_generate for token ids (e.g. from lm_render_chat) fed at position pos, after a cache
+       filled up to pos by earlier calls. The last token sampled is in stats->last_token; it is not
+       in the cache (feed it, or an end-of-turn token, to go on).
+   int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const LmChatOptions *options, char *err, size_t errlen);
+       Multi-turn chat in the tokenizer's template (Llama 2 when it has none), reading user lines
+       from options->in and streaming replies to options->out (see LmChatOptions). A reply ends at
+       the end-of-turn token, at max_reply tokens (with a note), or at a full context; when a turn
+       would not fit, it offers (a y/N line) to drop the oldest turns after the first and go on.
+       Commands: /help, /exit, /reset (a new conversation), /system TEXT (a new system prompt and
+       conversation); a line ending in a backslash continues on the next; empty lines are ignored.
+       When *interrupted turns non-zero, prompt processing or the reply stops there and the chat
+       returns to the prompt; at the prompt, it ends the chat. lm_chat clears the flag before each
+       prompt. Ends at end of input, /exit or a full context. Returns the positions in use, or -1.
 
    FILE FORMATS (little-endian; all read from a read-only mapping and checked against its size)
    Checkpoint v3 (run.c's own, written by export.py): a 256-byte header of int32/float32 fields at
@@ -149,36 +184,100 @@
    of the Software. THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR IMPLIED.
 */
 #ifndef _POSIX_C_SOURCE
-#define _POSIX_C_SOURCE 200809L
+#define _POSIX_C_SOURCE 200809L // fileno, sigaction, mmap under -std=c11
 #endif
-#include <assert.h>
-#include <ctype.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <math.h>
-#include <stdarg.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
-#include <signal.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
+#ifndef RUN_C_API
+#define RUN_C_API
 // ----------------------------------------------------------------------------
 // Public API (documented in the top comment)
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 typedef struct LmModel LmModel;
 typedef struct LmTokenizer LmTokenizer;
 typedef struct LmSampler LmSampler;
-typedef int (*LmEmitFn)(const char *piece, void *user); // non-zero return stops generation
+typedef int (*LmEmitFn)(const char *piece, void *user);       // non-zero return stops generation
+typedef void (*LmProgressFn)(int done, int total, void *user); // prompt processing: tokens done of total
+
+// What a model is (lm_model_info). Strings are static or owned by the model.
+typedef struct {
+    const char *format;          // "run.c v3" or "llama2.c v0".."llama2.c v2"
+    unsigned long long file_bytes, parameters;
+    int n_layers, dim, hidden_dim, n_heads, n_kv_heads, head_size, vocab_size, context_length;
+    const char *weight_type;     // "fp32", "fp16", "bf16", "q8_0" or "q4_0"
+    int group_size;              // q8_0/q4_0 group length (0 otherwise)
+    int qkv_bias, tied_embedding;
+    float norm_eps, rope_theta, rope_factor;
+    const char *rope_layout;     // "pairs" (llama2.c's interleaved) or "halves" (Hugging Face's)
+    const char *rope_scaling;    // "none", "linear" or "llama3"
+    int has_tokenizer;           // the checkpoint embeds its tokenizer (lm_tokenizer_load(path) reads it)
+    int threads;
+    const char *kernels;         // "AVX-512 (VNNI)" or "portable C"
+} LmModelInfo;
+
+// What a tokenizer is (lm_tokenizer_info).
+typedef struct {
+    const char *kind;            // "SentencePiece BPE" or "byte-level BPE"
+    int n_tokens;                // tokens in the file
+    int vocab_size;              // ids (the model's; ids past n_tokens are padding)
+    int bos_id, eos_id;          // -1 when none
+    int n_eot, eot_ids[8];       // further tokens that end an assistant turn
+    const char *chat_template;   // the template lm_chat and lm_render_chat use
+} LmTokenizerInfo;
+
+typedef struct { const char *role, *content; } LmMessage; // role: "system", "user" or "assistant"
+
+typedef enum {
+    LM_STOP_END_TOKEN = 0,   // the model ended the text (BOS, EOS or end of turn)
+    LM_STOP_MAX_TOKENS = 1,  // options->max_tokens were generated
+    LM_STOP_STRING = 2,      // the text contains a stop string
+    LM_STOP_CONTEXT = 3,     // the context is full
+    LM_STOP_CALLER = 4,      // emit returned non-zero
+    LM_STOP_INTERRUPTED = 5  // *interrupted turned non-zero (during the prompt when stats->generated is 0)
+} LmStopReason;
+
+// How lm_generate runs; all zero (or a NULL pointer) is a sensible default.
+typedef struct {
+    int max_tokens;                  // tokens to generate; 0 = no limit but the context
+    int echo_prompt;                 // emit the prompt's text before the generated text (llama2.c's output)
+    int ignore_eos;                  // go on past BOS/EOS/end-of-turn tokens
+    int context_shift;               // when the context fills: 0 stop; 1 keep shift_keep tokens, drop half the rest, go on
+    int shift_keep;
+    const char *const *stops;        // stop strings: generation ends once the generated text contains one
+    int n_stops;
+    LmEmitFn emit;                   // receives the text; may be NULL
+    void *user;                      // passed to emit and progress
+    LmProgressFn progress;           // called after each block of the prompt; may be NULL
+    volatile sig_atomic_t *interrupted; // checked between prompt blocks and tokens; may be NULL
+} LmGenerateOptions;
+
+// What a generate call did.
+typedef struct {
+    LmStopReason stop;
+    int prompt_tokens, generated;    // tokens run from the prompt, tokens generated
+    int last_token;                  // the last token sampled (-1 if none), not yet in the cache
+    double prompt_seconds, generate_seconds;
+} LmGenerateStats;
+
+// How lm_chat runs.
+typedef struct {
+    FILE *in, *out;                  // user lines come from in; replies, prompts and notes go to out
+    const char *system_prompt;       // NULL: asked for on in; "" for none
+    const char *first_message;       // sent as the first user message before reading in; may be NULL
+    int max_reply;                   // tokens per reply; 0 = to the end of turn (or a full context)
+    int banner;                      // print one line naming the commands first (for a terminal)
+    LmProgressFn progress;           // prompt processing progress; may be NULL
+    void (*show_prompt)(const int *tokens, int n, void *user); // sees each turn's ids before they run; may be NULL
+    void *user;                      // passed to progress and show_prompt
+    volatile sig_atomic_t *interrupted; // Ctrl-C: stops the turn, or at the prompt ends the chat; may be NULL
+} LmChatOptions;
 
 LmModel *lm_load(const char *checkpoint_path, char *err, size_t errlen);
+int lm_model_info(const LmModel *m, LmModelInfo *info);
 float *lm_forward(LmModel *m, int token, int pos);
 float *lm_forward_batch(LmModel *m, const int *tokens, int n, int pos);
 int lm_shift_context(LmModel *m, int pos, int n_keep, int n_discard);
@@ -187,24 +286,77 @@ int lm_vocab_size(const LmModel *m);
 int lm_context_length(const LmModel *m);
 void lm_free(LmModel *m);
 LmTokenizer *lm_tokenizer_load(const char *path, int vocab_size, char *err, size_t errlen);
+int lm_tokenizer_info(const LmTokenizer *t, LmTokenizerInfo *info);
+int lm_tokenizer_set_template(LmTokenizer *t, const char *name);
 int lm_encode(LmTokenizer *t, const char *text, int bos, int eos, int *tokens, int max_tokens);
 const char *lm_decode(LmTokenizer *t, int prev_token, int token);
+const char *lm_token_text(const LmTokenizer *t, int token);
+int lm_render_chat(LmTokenizer *t, const LmMessage *messages, int n, int continuing, int *tokens, int max_tokens);
 void lm_tokenizer_free(LmTokenizer *t);
 LmSampler *lm_sampler_new(int vocab_size, float temperature, float topp, unsigned long long seed);
 int lm_sample(LmSampler *s, float *logits);
 int lm_sampler_configure(LmSampler *s, int top_k, float min_p, float repeat_penalty, int repeat_last_n);
 void lm_sampler_accept(LmSampler *s, int token);
 void lm_sampler_free(LmSampler *s);
-int lm_generate(LmModel *m, LmTokenizer *t, LmSampler *s, const char *prompt, int steps,
-                LmEmitFn emit, void *user, char *err, size_t errlen);
-int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const char *first_user, const char *system_prompt,
-            int max_reply, FILE *in, FILE *out, volatile sig_atomic_t *interrupted, char *err, size_t errlen);
+int lm_generate(LmModel *m, LmTokenizer *t, LmSampler *s, const char *prompt, const LmGenerateOptions *options,
+                LmGenerateStats *stats, char *err, size_t errlen);
+int lm_generate_tokens(LmModel *m, LmTokenizer *t, LmSampler *s, const int *prompt, int n_prompt, int pos,
+                       const LmGenerateOptions *options, LmGenerateStats *stats, char *err, size_t errlen);
+int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const LmChatOptions *options, char *err, size_t errlen);
 
-// OpenMP is optional: without -fopenmp the pragma disappears instead of warning.
+#ifdef __cplusplus
+}
+#endif
+#endif // RUN_C_API
+
+#if !defined(RUN_DECLARATIONS_ONLY) && !defined(RUN_C_IMPLEMENTATION)
+#define RUN_C_IMPLEMENTATION
+// Every kernel promises one order of float operations (see "Math kernels"): a compiler must not fuse
+// a*b+c into one rounding here, whatever its defaults (gcc's GNU modes and clang fuse by default).
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")
+#endif
+#if defined(__cplusplus) && defined(__GNUC__) // C's designated initializers leave the other fields zero, as meant
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+#endif
+#include <assert.h>
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #ifdef _OPENMP
-#define LM_PARALLEL_FOR _Pragma("omp parallel for schedule(static)")
+#include <omp.h>
+#endif
+
+// OpenMP is optional: without -fopenmp the pragma disappears instead of warning. Each parallel loop
+// names its thread count (the model's), so no process-wide OpenMP setting is changed.
+#ifdef _OPENMP
+#define LM_PRAGMA(text) _Pragma(#text)
+#define LM_PARALLEL_FOR(threads) LM_PRAGMA(omp parallel for schedule(static) num_threads(threads))
 #else
-#define LM_PARALLEL_FOR
+#define LM_PARALLEL_FOR(threads)
+#endif
+
+// The kernel set, chosen at compile time (see "Math kernels").
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__)
+#define LM_AVX512 1 // the SIMD blocks below; elsewhere the compiler vectorizes the plain loops
+#include <immintrin.h>
+#define LM_KERNELS "AVX-512 (VNNI)"
+#else
+#define LM_AVX512 0
+#define LM_KERNELS "portable C"
 #endif
 
 static void run_set_err(char *err, size_t errlen, const char *fmt, ...) {
@@ -219,14 +371,27 @@ static int32_t run_read_i32(const unsigned char *p) { int32_t v; memcpy(&v, p, 4
 static uint64_t run_read_u64(const unsigned char *p) { uint64_t v; memcpy(&v, p, 8); return v; }
 static float run_read_f32(const unsigned char *p) { float v; memcpy(&v, p, 4); return v; }
 
-// Maps path read-only. On failure returns NULL with the reason in err.
+static int run_file_exists_in(const char *dir, const char *name) {
+    char path[4096];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+// Maps path read-only. On failure returns NULL with the reason in err; a folder that holds a model
+// to convert is named as such.
 static const unsigned char *run_map_file(const char *path, size_t *size, char *err, size_t errlen) {
     int fd = open(path, O_RDONLY);
     if (fd < 0) { run_set_err(err, errlen, "cannot open %s: %s", path, strerror(errno)); return NULL; }
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        run_set_err(err, errlen, "%s is not a regular file", path);
         close(fd);
+        if (S_ISDIR(st.st_mode) && run_file_exists_in(path, "config.json"))
+            run_set_err(err, errlen, "%s is a Hugging Face model folder: convert it with python3 export.py model.bin --hf %s", path, path);
+        else if (S_ISDIR(st.st_mode) && run_file_exists_in(path, "params.json"))
+            run_set_err(err, errlen, "%s is a Meta Llama folder: convert it with python3 export.py model.bin --meta-llama %s", path, path);
+        else
+            run_set_err(err, errlen, "%s is %s, not a file", path, S_ISDIR(st.st_mode) ? "a folder" : "a device or pipe");
         return NULL;
     }
     if (st.st_size == 0) { run_set_err(err, errlen, "%s is empty", path); close(fd); return NULL; }
@@ -234,7 +399,39 @@ static const unsigned char *run_map_file(const char *path, size_t *size, char *e
     close(fd); // the mapping keeps the file
     if (p == MAP_FAILED) { run_set_err(err, errlen, "cannot map %s: %s", path, strerror(errno)); return NULL; }
     *size = (size_t)st.st_size;
-    return p;
+    return (const unsigned char *)p;
+}
+
+// Names a file that a loader could not read when it is a kind people often give by mistake, with
+// the fix; NULL otherwise. Called only after the real parse failed, so no checkpoint is mistaken.
+static const char *run_foreign_file(const unsigned char *p, size_t size) {
+    static const char lfs[] = "version https://git-lfs.github.com/spec/";
+    size_t lead = 0;
+    while (lead < size && lead < 64 && isspace(p[lead])) lead++;
+    if (size >= 4 && memcmp(p, "GGUF", 4) == 0)
+        return "is a GGUF file, which this version of run.c does not read: convert the original Hugging Face model with "
+               "python3 export.py model.bin --hf DIR";
+    if (size >= sizeof lfs - 1 && memcmp(p, lfs, sizeof lfs - 1) == 0)
+        return "is a git-lfs pointer, not the file itself (git clone without git-lfs leaves these): run git lfs pull in its "
+               "repository, or download the file directly";
+    if (size >= 10 && run_read_u64(p) <= size - 8 && p[8] == '{' && p[9] == '"')
+        return "is a safetensors file: convert its Hugging Face folder with python3 export.py model.bin --hf DIR";
+    if (size >= 4 && memcmp(p, "PK\x03\x04", 4) == 0)
+        return "is a zip archive, as PyTorch saves checkpoints: convert it with python3 export.py model.bin --checkpoint FILE "
+               "(llama2.c's) or --meta-llama DIR (Meta's)";
+    if (lead < size && p[lead] == '<')
+        return "is a web page, not a model: the download link may need a login, or be the page instead of the file";
+    if (lead + 1 < size && p[lead] == '{' && (p[lead + 1] == '"' || isspace(p[lead + 1])))
+        return "is a JSON file (a Hugging Face tokenizer.json or config.json?): convert the model's folder with python3 "
+               "export.py model.bin --hf DIR, or a tokenizer alone with python3 export.py tokenizer.bin --tokenizer FILE";
+    // SentencePiece's tokenizer.model: a protobuf whose first field is a piece: 0x0a, length, 0x0a, length, text
+    if (size > 8 && p[0] == 0x0a) {
+        size_t k = 1;
+        while (k < 6 && (p[k] & 0x80)) k++;
+        if (k + 3 < size && p[k + 1] == 0x0a && p[k + 2] < 0x80 && k + 3 + p[k + 2] < size && p[k + 3 + p[k + 2]] == 0x15)
+            return "is a SentencePiece tokenizer.model: convert it with python3 export.py tokenizer.bin --tokenizer FILE";
+    }
+    return NULL;
 }
 
 // ----------------------------------------------------------------------------
@@ -632,29 +829,29 @@ static int run_alloc_state(LmRunState *s, const LmConfig *c) {
     size_t xb_width = (size_t)c->dim > q_dim ? (size_t)c->dim : q_dim;
     size_t widest = xb_width > (size_t)c->hidden_dim ? xb_width : (size_t)c->hidden_dim;
     memset(s, 0, sizeof *s);
-    s->x = calloc(B * (size_t)c->dim, sizeof(float));
-    s->xb = calloc(B * xb_width, sizeof(float));
-    s->xb2 = calloc(B * (size_t)c->dim, sizeof(float));
-    s->hb = calloc(B * (size_t)c->hidden_dim, sizeof(float));
-    s->hb2 = calloc(B * (size_t)c->hidden_dim, sizeof(float));
-    s->q = calloc(B * q_dim, sizeof(float));
-    s->att = calloc((size_t)c->n_heads * (size_t)c->seq_len, sizeof(float));
-    s->logits = calloc((size_t)c->vocab_size, sizeof(float));
-    s->key_cache = calloc(cache, sizeof(float));
-    s->value_cache = calloc(cache, sizeof(float));
-    s->rope_freq = calloc(half, sizeof(float));
-    s->rope_cos = calloc(B * half, sizeof(float));
-    s->rope_sin = calloc(B * half, sizeof(float));
+    s->x = (float *)calloc(B * (size_t)c->dim, sizeof(float));
+    s->xb = (float *)calloc(B * xb_width, sizeof(float));
+    s->xb2 = (float *)calloc(B * (size_t)c->dim, sizeof(float));
+    s->hb = (float *)calloc(B * (size_t)c->hidden_dim, sizeof(float));
+    s->hb2 = (float *)calloc(B * (size_t)c->hidden_dim, sizeof(float));
+    s->q = (float *)calloc(B * q_dim, sizeof(float));
+    s->att = (float *)calloc((size_t)c->n_heads * (size_t)c->seq_len, sizeof(float));
+    s->logits = (float *)calloc((size_t)c->vocab_size, sizeof(float));
+    s->key_cache = (float *)calloc(cache, sizeof(float));
+    s->value_cache = (float *)calloc(cache, sizeof(float));
+    s->rope_freq = (float *)calloc(half, sizeof(float));
+    s->rope_cos = (float *)calloc(B * half, sizeof(float));
+    s->rope_sin = (float *)calloc(B * half, sizeof(float));
     int ok = s->x && s->xb && s->xb2 && s->hb && s->hb2 && s->q && s->att && s->logits &&
              s->key_cache && s->value_cache && s->rope_freq && s->rope_cos && s->rope_sin;
     if (run_is_integer_type(c->weight_type)) {
         size_t groups = widest / (size_t)c->group_size + 1; // + a partial group
-        s->xq = calloc(B * widest + 64, 1); // + room for one 64-byte load past the end
-        s->xs = calloc(B * groups, sizeof(float));
-        s->xpacked = calloc(B * (widest + 4), 1);
-        s->xspacked = calloc(B * groups, sizeof(float));
-        s->xsum = calloc(B * groups, sizeof(int32_t));
-        s->xarranged = calloc(B * (widest + 128), 1);
+        s->xq = (int8_t *)calloc(B * widest + 64, 1); // + room for one 64-byte load past the end
+        s->xs = (float *)calloc(B * groups, sizeof(float));
+        s->xpacked = (unsigned char *)calloc(B * (widest + 4), 1);
+        s->xspacked = (float *)calloc(B * groups, sizeof(float));
+        s->xsum = (int32_t *)calloc(B * groups, sizeof(int32_t));
+        s->xarranged = (int8_t *)calloc(B * (widest + 128), 1);
         ok = ok && s->xq && s->xs && s->xpacked && s->xspacked && s->xsum && s->xarranged;
     }
     if (!ok) { run_free_state(s); return 0; }
@@ -664,20 +861,22 @@ static int run_alloc_state(LmRunState *s, const LmConfig *c) {
 
 LmModel *lm_load(const char *checkpoint_path, char *err, size_t errlen) {
     if (checkpoint_path == NULL) { run_set_err(err, errlen, "no checkpoint path given"); return NULL; }
-    LmModel *m = calloc(1, sizeof *m);
+    LmModel *m = (LmModel *)calloc(1, sizeof *m);
     if (m == NULL) { run_set_err(err, errlen, "out of memory"); return NULL; }
     m->data = run_map_file(checkpoint_path, &m->file_size, err, errlen);
     if (m->data == NULL) { free(m); return NULL; }
     LmConfig *c = &m->config;
     size_t offset = run_parse_header(c, m->data, m->file_size, checkpoint_path, err, errlen);
+    const char *foreign = offset == 0 ? run_foreign_file(m->data, m->file_size) : NULL;
+    if (foreign) run_set_err(err, errlen, "%s %s", checkpoint_path, foreign);
     if (offset == 0) { lm_free(m); return NULL; }
-    m->weights.layers = calloc((size_t)c->n_layers, sizeof(LmLayer));
+    m->weights.layers = (LmLayer *)calloc((size_t)c->n_layers, sizeof(LmLayer));
     if (m->weights.layers == NULL) {
         run_set_err(err, errlen, "out of memory loading %s", checkpoint_path);
         lm_free(m);
         return NULL;
     }
-    LmCursor cur = {m->data, m->file_size, offset, c->version == 3 ? LM_TENSOR_ALIGN : 1, 1};
+    LmCursor cur = {.base = m->data, .size = m->file_size, .offset = offset, .align = c->version == 3 ? LM_TENSOR_ALIGN : 1u, .ok = 1};
     run_map_weights(&m->weights, c, &cur);
     if (!cur.ok) {
         run_set_err(err, errlen, "%s: truncated: the header implies %llu bytes, the file has %zu",
@@ -705,10 +904,32 @@ void lm_free(LmModel *m) {
 
 int lm_vocab_size(const LmModel *m) { return m ? m->config.vocab_size : 0; }
 
+int lm_model_info(const LmModel *m, LmModelInfo *info) {
+    if (m == NULL || info == NULL) return -1;
+    static const char *formats[] = {"llama2.c v0", "llama2.c v1", "llama2.c v2", "run.c v3"};
+    static const char *types[] = {"fp32", "fp16", "bf16", "q8_0", "q4_0"}, *scalings[] = {"none", "linear", "llama3"};
+    const LmConfig *c = &m->config;
+    uint64_t q = (uint64_t)c->n_heads * c->head_size, kv = (uint64_t)c->n_kv_heads * c->head_size, d = (uint64_t)c->dim;
+    *info = (LmModelInfo){
+        .format = formats[c->version], .file_bytes = m->file_size,
+        .parameters = (uint64_t)c->vocab_size * d * (c->shared_classifier ? 1 : 2) + d +
+                      (uint64_t)c->n_layers * (2 * q * d + 2 * kv * d + 3 * (uint64_t)c->hidden_dim * d + 2 * d + (c->qkv_bias ? q + 2 * kv : 0)),
+        .n_layers = c->n_layers, .dim = c->dim, .hidden_dim = c->hidden_dim, .n_heads = c->n_heads, .n_kv_heads = c->n_kv_heads,
+        .head_size = c->head_size, .vocab_size = c->vocab_size, .context_length = c->seq_len,
+        .weight_type = types[c->weight_type], .group_size = run_is_integer_type(c->weight_type) ? c->group_size : 0,
+        .qkv_bias = c->qkv_bias, .tied_embedding = c->shared_classifier,
+        .norm_eps = c->norm_eps, .rope_theta = c->rope_theta, .rope_factor = c->rope_factor,
+        .rope_layout = c->rope_layout == LM_ROPE_PAIRS ? "pairs" : "halves", .rope_scaling = scalings[c->rope_scaling],
+        .has_tokenizer = c->tokenizer_size > 0, .threads = m->threads, .kernels = LM_KERNELS};
+    return 0;
+}
+
 void lm_set_threads(LmModel *m, int n) {
     if (m == NULL) return;
 #ifdef _OPENMP
-    m->threads = n > 0 ? n : omp_get_num_procs();
+    const char *env = getenv("OMP_NUM_THREADS"); // "8" or a list such as "8,2": its first entry
+    int from_env = env ? atoi(env) : 0;
+    m->threads = n > 0 ? n : from_env > 0 ? from_env : omp_get_num_procs();
 #else
     m->threads = 1; // built without OpenMP: one thread whatever is asked
     (void)n;
@@ -733,14 +954,6 @@ int lm_context_length(const LmModel *m) { return m ? m->config.seq_len : 0; }
 #define LM_LANES 16
 #define LM_ROW_BLOCK 16 // rows per unit of parallel work
 
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__)
-#define LM_AVX512 1 // the SIMD blocks below; elsewhere the compiler vectorizes the plain loops
-#include <immintrin.h>
-#define LM_KERNELS "AVX-512 (VNNI)"
-#else
-#define LM_AVX512 0
-#define LM_KERNELS "portable C"
-#endif
 
 static void run_rmsnorm(float *out, const float *x, const float *weight, int n, float eps) {
     float ss = 0.0f;
@@ -1289,7 +1502,7 @@ static void run_matmul_rows(const LmMatmul *job, int r0, int r1, const LmBatch *
 
 // Runs up to 4 matmuls that share one input as a single parallel loop over blocks of rows, so the
 // threads fork and join once (q/k/v together, the FFN's gate and up together).
-static void run_matmul(const LmMatmul *jobs, int n_jobs, const LmBatch *in) {
+static void run_matmul(const LmMatmul *jobs, int n_jobs, const LmBatch *in, int threads) {
     assert(n_jobs >= 1 && n_jobs <= 4);
     int first_block[5] = {0};
     for (int j = 0; j < n_jobs; j++) {
@@ -1297,7 +1510,8 @@ static void run_matmul(const LmMatmul *jobs, int n_jobs, const LmBatch *in) {
         first_block[j + 1] = first_block[j] + (jobs[j].w->rows + LM_ROW_BLOCK - 1) / LM_ROW_BLOCK;
     }
     int total = first_block[n_jobs];
-    LM_PARALLEL_FOR
+    (void)threads; // (without OpenMP)
+    LM_PARALLEL_FOR(threads)
     for (int u = 0; u < total; u++) {
         int j = 0;
         while (u >= first_block[j + 1]) j++;
@@ -1348,9 +1562,6 @@ static void run_forward_block(LmModel *m, const int *tokens, int n, int pos, int
     int xb_ld = dim > q_dim ? dim : q_dim;
     int kv_mul = c->n_heads / c->n_kv_heads; // query heads per key/value head
     assert(n >= 1 && n <= LM_BATCH && pos >= 0 && pos + n <= c->seq_len);
-#ifdef _OPENMP
-    omp_set_num_threads(m->threads);
-#endif
 
     // each token's embedding starts its residual stream; RoPE angles for each position
     for (int i = 0; i < n; i++) {
@@ -1372,7 +1583,7 @@ static void run_forward_block(LmModel *m, const int *tokens, int n, int pos, int
         for (int i = 0; i < n; i++) run_rmsnorm(s->xb + (size_t)i * xb_ld, s->x + (size_t)i * dim, ly->rms_att, dim, c->norm_eps);
         LmBatch in = run_make_batch(m, s->xb, n, dim, xb_ld);
         LmMatmul qkv[3] = {{&ly->wq, s->q, q_dim}, {&ly->wk, k, kv_dim}, {&ly->wv, v, kv_dim}};
-        run_matmul(qkv, 3, &in);
+        run_matmul(qkv, 3, &in, m->threads);
         for (int i = 0; i < n; i++) {
             float *qi = s->q + (size_t)i * q_dim, *ki = k + (size_t)i * kv_dim;
             run_add_bias(qi, ly->bq, q_dim);
@@ -1384,7 +1595,7 @@ static void run_forward_block(LmModel *m, const int *tokens, int n, int pos, int
 
         // each query head attends over positions 0..pos+i of its key/value head
         float scale = 1.0f / sqrtf((float)head_size);
-        LM_PARALLEL_FOR
+        LM_PARALLEL_FOR(m->threads)
         for (int h = 0; h < c->n_heads; h++) {
             float *att = s->att + (size_t)h * (size_t)c->seq_len;
             size_t kv_head = (size_t)(h / kv_mul) * (size_t)head_size;
@@ -1406,18 +1617,18 @@ static void run_forward_block(LmModel *m, const int *tokens, int n, int pos, int
         // output projection and residual
         in = run_make_batch(m, s->xb, n, q_dim, xb_ld);
         LmMatmul wo = {&ly->wo, s->xb2, dim};
-        run_matmul(&wo, 1, &in);
+        run_matmul(&wo, 1, &in, m->threads);
         for (size_t i = 0; i < (size_t)n * dim; i++) s->x[i] += s->xb2[i];
 
         // SwiGLU FFN: w2(silu(w1 x) * w3 x), then residual
         for (int i = 0; i < n; i++) run_rmsnorm(s->xb + (size_t)i * xb_ld, s->x + (size_t)i * dim, ly->rms_ffn, dim, c->norm_eps);
         in = run_make_batch(m, s->xb, n, dim, xb_ld);
         LmMatmul up[2] = {{&ly->w1, s->hb, hidden}, {&ly->w3, s->hb2, hidden}};
-        run_matmul(up, 2, &in);
+        run_matmul(up, 2, &in, m->threads);
         run_swiglu(s->hb, s->hb2, n * hidden);
         in = run_make_batch(m, s->hb, n, hidden, hidden);
         LmMatmul down = {&ly->w2, s->xb2, dim};
-        run_matmul(&down, 1, &in);
+        run_matmul(&down, 1, &in, m->threads);
         for (size_t i = 0; i < (size_t)n * dim; i++) s->x[i] += s->xb2[i];
     }
 
@@ -1426,7 +1637,7 @@ static void run_forward_block(LmModel *m, const int *tokens, int n, int pos, int
         run_rmsnorm(x, x, w->rms_final, dim, c->norm_eps);
         LmBatch in = run_make_batch(m, x, 1, dim, dim);
         LmMatmul cls = {&w->wcls, s->logits, c->vocab_size};
-        run_matmul(&cls, 1, &in);
+        run_matmul(&cls, 1, &in, m->threads);
     }
 }
 
@@ -1636,6 +1847,7 @@ typedef struct { uint64_t key; float priority; int result; } LmPair;
 
 struct LmTokenizer {
     int vocab_size;        // ids 0..vocab_size-1 (the model's; ids past the file's tokens are unused)
+    int n_tokens;          // the file's tokens
     char **vocab;          // (vocab_size) NUL-terminated token bytes
     int *vocab_len;        // (vocab_size) their lengths
     float *scores;         // (vocab_size)
@@ -1658,7 +1870,7 @@ struct LmTokenizer {
 };
 
 static uint64_t run_hash_bytes(const void *data, size_t n) {
-    const unsigned char *s = data;
+    const unsigned char *s = (const unsigned char *)data;
     uint64_t h = 1469598103934665603ull; // FNV-1a
     for (size_t i = 0; i < n; i++) { h ^= s[i]; h *= 1099511628211ull; }
     return h;
@@ -1712,10 +1924,12 @@ void lm_tokenizer_free(LmTokenizer *t) {
 
 static size_t run_pow2_at_least(size_t n) { size_t p = 64; while (p < n) p *= 2; return p; }
 
-// Parses a tokenizer from data[0..size): run.c's format when it starts with "lmtk", else llama2.c's
-// tokenizer.bin. NULL with the reason in err.
-static LmTokenizer *run_parse_tokenizer(const unsigned char *data, size_t size, int vocab_size, const char *path,
-                                    char *err, size_t errlen) {
+// Reads a tokenizer from data[0..size) into t (zeroed): run.c's format when it starts with "lmtk",
+// else llama2.c's tokenizer.bin. It must have vocab_size tokens (any count for 0), or fewer when it
+// is embedded in its model's checkpoint (the rest of the embedding is padding). 0 with the reason in
+// err (t then holds what was allocated, for lm_tokenizer_free).
+static int run_read_tokenizer(LmTokenizer *t, const unsigned char *data, size_t size, int vocab_size, int embedded, const char *path,
+                              char *err, size_t errlen) {
     int ours = size >= 4 && (uint32_t)run_read_i32(data) == LM_TOKENIZER_MAGIC;
     if (vocab_size == 0 && ours && size >= 16) vocab_size = run_read_i32(data + 12);
     if (vocab_size == 0 && !ours) // count llama2.c's tokens: (score, length, bytes) to the end
@@ -1724,23 +1938,21 @@ static LmTokenizer *run_parse_tokenizer(const unsigned char *data, size_t size, 
             if (len < 0 || (size_t)len > size - o - 8) break;
             o += 8 + (size_t)len;
         }
-    if (vocab_size <= 0) { run_set_err(err, errlen, "%s: no tokens", path); return NULL; }
+    if (vocab_size <= 0) { run_set_err(err, errlen, "%s: no tokens", path); return 0; }
     // every token takes at least 8 bytes (9 in run.c's files): refuse impossible counts before allocating
     uint64_t claimed = ours && size >= 16 ? (uint64_t)(uint32_t)run_read_i32(data + 12) : (uint64_t)vocab_size;
     if (claimed * (ours ? 9 : 8) > size) {
         run_set_err(err, errlen, "%s: %llu tokens cannot fit in %zu bytes; wrong tokenizer for this model?", path,
                 (unsigned long long)claimed, size);
-        return NULL;
+        return 0;
     }
     int n_tokens = vocab_size, n_merges = 0;
     size_t off = 4;
-    LmTokenizer *t = calloc(1, sizeof *t);
-    if (t == NULL) { run_set_err(err, errlen, "out of memory"); return NULL; }
     t->kind = LM_BPE_SENTENCEPIECE;
     t->flags = LM_TOK_DUMMY_PREFIX;
     t->bos_id = 1; t->eos_id = 2; t->unk_id = 0;
     if (ours) {
-        if (size < LM_TOKENIZER_HEADER_BYTES) { run_set_err(err, errlen, "%s: truncated tokenizer header", path); goto fail; }
+        if (size < LM_TOKENIZER_HEADER_BYTES) { run_set_err(err, errlen, "%s: truncated tokenizer header", path); return 0; }
         int version = run_read_i32(data + 4), kind = run_read_i32(data + 8), split = run_read_i32(data + 32), chat = run_read_i32(data + 36);
         n_tokens = run_read_i32(data + 12);
         n_merges = run_read_i32(data + 16);
@@ -1751,14 +1963,15 @@ static LmTokenizer *run_parse_tokenizer(const unsigned char *data, size_t size, 
         if (version != 1 || kind < 1 || kind > 2 || split < 0 || split > 3 || chat < 0 || chat > 5 || (t->flags & ~15) != 0) {
             run_set_err(err, errlen, "%s: unsupported tokenizer (version %d, kind %d, pre-tokenizer %d, template %d, flags %d)",
                     path, version, kind, split, chat, t->flags);
-            goto fail;
+            return 0;
         }
-        if (n_tokens <= 0 || n_tokens > vocab_size) {
-            run_set_err(err, errlen, "%s: has %d tokens, the model's vocabulary has %d", path, n_tokens, vocab_size);
-            goto fail;
+        if (n_tokens <= 0 || n_tokens > vocab_size || (n_tokens < vocab_size && !embedded)) {
+            run_set_err(err, errlen, "%s has %d tokens but the model's vocabulary has %d: the tokenizer of another model?", path,
+                        n_tokens, vocab_size);
+            return 0;
         }
-        if (n_merges < 0 || (uint64_t)n_merges * 8 > size) { run_set_err(err, errlen, "%s: bad merge count %d", path, n_merges); goto fail; }
-        if (t->n_eot < 0 || t->n_eot > LM_MAX_EOT) { run_set_err(err, errlen, "%s: bad end-of-turn count %d", path, t->n_eot); goto fail; }
+        if (n_merges < 0 || (uint64_t)n_merges * 8 > size) { run_set_err(err, errlen, "%s: bad merge count %d", path, n_merges); return 0; }
+        if (t->n_eot < 0 || t->n_eot > LM_MAX_EOT) { run_set_err(err, errlen, "%s: bad end-of-turn count %d", path, t->n_eot); return 0; }
         for (int i = 0; i < t->n_eot; i++) t->eot[i] = run_read_i32(data + 44 + 4 * i);
         t->kind = (LmBpeKind)kind;
         t->split = (LmSplit)split;
@@ -1767,17 +1980,18 @@ static LmTokenizer *run_parse_tokenizer(const unsigned char *data, size_t size, 
         off = LM_TOKENIZER_HEADER_BYTES;
     }
     t->vocab_size = vocab_size;
-    t->vocab = calloc((size_t)vocab_size, sizeof(char *));
-    t->vocab_len = calloc((size_t)vocab_size, sizeof(int));
-    t->scores = calloc((size_t)vocab_size, sizeof(float));
-    t->type = malloc((size_t)vocab_size);
-    t->token_byte = malloc((size_t)vocab_size * sizeof(short));
-    t->text = malloc(size + (size_t)vocab_size + 1); // every text plus its terminator fits
+    t->n_tokens = n_tokens;
+    t->vocab = (char * *)calloc((size_t)vocab_size, sizeof(char *));
+    t->vocab_len = (int *)calloc((size_t)vocab_size, sizeof(int));
+    t->scores = (float *)calloc((size_t)vocab_size, sizeof(float));
+    t->type = (unsigned char *)malloc((size_t)vocab_size);
+    t->token_byte = (short int *)malloc((size_t)vocab_size * sizeof(short));
+    t->text = (char *)malloc(size + (size_t)vocab_size + 1); // every text plus its terminator fits
     t->hash_size = run_pow2_at_least(2 * (size_t)vocab_size);
-    t->hash_ids = malloc(t->hash_size * sizeof(int));
+    t->hash_ids = (int *)malloc(t->hash_size * sizeof(int));
     if (!t->vocab || !t->vocab_len || !t->scores || !t->type || !t->token_byte || !t->text || !t->hash_ids) {
         run_set_err(err, errlen, "out of memory loading %s", path);
-        goto fail;
+        return 0;
     }
     memset(t->hash_ids, 0xff, t->hash_size * sizeof(int));
     memset(t->type, LM_TOKEN_UNUSED, (size_t)vocab_size);
@@ -1788,19 +2002,19 @@ static LmTokenizer *run_parse_tokenizer(const unsigned char *data, size_t size, 
         if (size - off < entry) {
             if (!ours && size == off) run_set_err(err, errlen, "%s: has %d tokens, the model expects %d", path, i, vocab_size);
             else run_set_err(err, errlen, "%s: truncated at token %d", path, i);
-            goto fail;
+            return 0;
         }
         t->scores[i] = run_read_f32(data + off);
-        int type = ours ? data[off + 4] : LM_TOKEN_NORMAL;
+        int type = ours ? data[off + 4] : (int)LM_TOKEN_NORMAL;
         int32_t len = run_read_i32(data + off + entry - 4);
         off += entry;
         if (len < 0 || (size_t)len > size - off) {
             run_set_err(err, errlen, "%s: token %d has length %d, past the end of the file", path, i, len);
-            goto fail;
+            return 0;
         }
         if (type > LM_TOKEN_UNUSED) { // (a NUL byte is fine: byte-level vocabularies have one)
             run_set_err(err, errlen, "%s: token %d has unknown type %d", path, i, type);
-            goto fail;
+            return 0;
         }
         t->vocab[i] = t->text + text_off;
         t->vocab_len[i] = len;
@@ -1819,7 +2033,7 @@ static LmTokenizer *run_parse_tokenizer(const unsigned char *data, size_t size, 
     if ((uint64_t)n_merges * 8 != size - off) {
         run_set_err(err, errlen, "%s: %zu bytes left after %d tokens%s; wrong tokenizer for this model?", path, size - off,
                 n_tokens, ours ? " and their merges" : " (the model's vocab_size)");
-        goto fail;
+        return 0;
     }
     for (int i = 0; i < n_tokens; i++) { // insert in id order so the lowest id wins
         size_t mask = t->hash_size - 1, h = (size_t)run_hash_bytes(t->vocab[i], (size_t)t->vocab_len[i]) & mask;
@@ -1844,23 +2058,23 @@ static LmTokenizer *run_parse_tokenizer(const unsigned char *data, size_t size, 
     }
     if (t->kind == LM_BPE_BYTE_LEVEL)
         for (int b = 0; b < 256; b++)
-            if (t->byte_token[b] < 0 && b != 0) { run_set_err(err, errlen, "%s: byte-level vocabulary lacks byte 0x%02X", path, b); goto fail; }
+            if (t->byte_token[b] < 0 && b != 0) { run_set_err(err, errlen, "%s: byte-level vocabulary lacks byte 0x%02X", path, b); return 0; }
     // the pair table: explicit ranked merges, or SentencePiece's rule (every split of a normal
     // token into two normal tokens merges back with that token's score)
     size_t n_pairs = (size_t)n_merges;
     if (n_merges == 0) for (int i = 0; i < n_tokens; i++) n_pairs += t->vocab_len[i] > 1 ? (size_t)t->vocab_len[i] - 1 : 0;
     t->pairs_size = run_pow2_at_least(2 * n_pairs + 1);
-    t->pairs = malloc(t->pairs_size * sizeof(LmPair));
-    if (t->pairs == NULL) { run_set_err(err, errlen, "out of memory loading %s", path); goto fail; }
+    t->pairs = (LmPair *)malloc(t->pairs_size * sizeof(LmPair));
+    if (t->pairs == NULL) { run_set_err(err, errlen, "out of memory loading %s", path); return 0; }
     for (size_t i = 0; i < t->pairs_size; i++) t->pairs[i].key = LM_PAIR_EMPTY;
-    char *buf = malloc(2 * (size_t)t->max_token_len + 1);
-    if (buf == NULL) { run_set_err(err, errlen, "out of memory loading %s", path); goto fail; }
+    char *buf = (char *)malloc(2 * (size_t)t->max_token_len + 1);
+    if (buf == NULL) { run_set_err(err, errlen, "out of memory loading %s", path); return 0; }
     for (int r = 0; r < n_merges; r++) {
         int a = run_read_i32(merges + 8 * (size_t)r), b = run_read_i32(merges + 8 * (size_t)r + 4);
         if (a < 0 || a >= n_tokens || b < 0 || b >= n_tokens) {
             free(buf);
             run_set_err(err, errlen, "%s: merge %d joins tokens %d and %d, outside the vocabulary", path, r, a, b);
-            goto fail;
+            return 0;
         }
         memcpy(buf, t->vocab[a], (size_t)t->vocab_len[a]);
         memcpy(buf + t->vocab_len[a], t->vocab[b], (size_t)t->vocab_len[b]);
@@ -1877,14 +2091,20 @@ static LmTokenizer *run_parse_tokenizer(const unsigned char *data, size_t size, 
     free(buf);
     if (t->bos_id >= n_tokens || t->eos_id >= n_tokens || t->bos_id < -1 || t->eos_id < -1) {
         run_set_err(err, errlen, "%s: BOS %d or EOS %d is outside the vocabulary", path, t->bos_id, t->eos_id);
-        goto fail;
+        return 0;
     }
     for (int i = 0; i < t->n_eot; i++)
-        if (t->eot[i] < 0 || t->eot[i] >= n_tokens) { run_set_err(err, errlen, "%s: end-of-turn id %d is outside the vocabulary", path, t->eot[i]); goto fail; }
+        if (t->eot[i] < 0 || t->eot[i] >= n_tokens) { run_set_err(err, errlen, "%s: end-of-turn id %d is outside the vocabulary", path, t->eot[i]); return 0; }
+    return 1;
+}
+
+// Parses a tokenizer from data[0..size) (see run_read_tokenizer). NULL with the reason in err.
+static LmTokenizer *run_parse_tokenizer(const unsigned char *data, size_t size, int vocab_size, int embedded, const char *path,
+                                        char *err, size_t errlen) {
+    LmTokenizer *t = (LmTokenizer *)calloc(1, sizeof *t);
+    if (t == NULL) { run_set_err(err, errlen, "out of memory"); return NULL; }
+    if (!run_read_tokenizer(t, data, size, vocab_size, embedded, path, err, errlen)) { lm_tokenizer_free(t); return NULL; }
     return t;
-fail:
-    lm_tokenizer_free(t);
-    return NULL;
 }
 
 LmTokenizer *lm_tokenizer_load(const char *path, int vocab_size, char *err, size_t errlen) {
@@ -1895,17 +2115,17 @@ LmTokenizer *lm_tokenizer_load(const char *path, int vocab_size, char *err, size
     const unsigned char *section = data;
     size_t section_size = size;
     LmTokenizer *t = NULL;
+    int embedded = 0;
     if (size >= LM_AK42_HEADER_BYTES && (uint32_t)run_read_i32(data) == LM_MAGIC && run_read_i32(data + 4) == 3) {
         uint64_t off = run_read_u64(data + 88), n = run_read_u64(data + 96);
-        if (n == 0 || off > size || n > size - off) {
-            run_set_err(err, errlen, "%s: the checkpoint has no embedded tokenizer (give one with -z)", path);
-            goto done;
-        }
-        section = data + off;
+        section = n == 0 || off > size || n > size - off ? NULL : data + off;
         section_size = (size_t)n;
+        embedded = 1;
     }
-    t = run_parse_tokenizer(section, section_size, vocab_size, path, err, errlen);
-done:
+    if (section == NULL) run_set_err(err, errlen, "%s: the checkpoint has no embedded tokenizer (give one with -z)", path);
+    else t = run_parse_tokenizer(section, section_size, vocab_size, embedded, path, err, errlen);
+    const char *foreign = t == NULL && !embedded ? run_foreign_file(data, size) : NULL;
+    if (foreign) run_set_err(err, errlen, "%s %s", path, foreign);
     munmap((void *)data, size);
     return t;
 }
@@ -1925,6 +2145,30 @@ const char *lm_decode(LmTokenizer *t, int prev_token, int token) {
     unsigned char b = (unsigned char)piece[0];
     if (piece[0] != '\0' && piece[1] == '\0' && b < 0x80 && !isprint(b) && !isspace(b)) return "";
     return piece;
+}
+
+// The template a tokenizer uses when the file names none: Llama 2's, as llama2.c.
+static LmChatTemplate run_chat_template_of(const LmTokenizer *t) {
+    return t->chat_template == LM_CHAT_NONE ? LM_CHAT_LLAMA2 : t->chat_template;
+}
+
+const char *lm_token_text(const LmTokenizer *t, int token) {
+    return t == NULL || token < 0 || token >= t->vocab_size ? NULL : t->vocab[token];
+}
+
+int lm_tokenizer_info(const LmTokenizer *t, LmTokenizerInfo *info) {
+    if (t == NULL || info == NULL) return -1;
+    *info = (LmTokenizerInfo){.kind = t->kind == LM_BPE_BYTE_LEVEL ? "byte-level BPE" : "SentencePiece BPE", .n_tokens = t->n_tokens,
+                              .vocab_size = t->vocab_size, .bos_id = t->bos_id, .eos_id = t->eos_id, .n_eot = t->n_eot,
+                              .chat_template = run_chat_template_names[run_chat_template_of(t)]};
+    memcpy(info->eot_ids, t->eot, sizeof t->eot);
+    return 0;
+}
+
+int lm_tokenizer_set_template(LmTokenizer *t, const char *name) {
+    for (int k = LM_CHAT_LLAMA2; t && name && k <= LM_CHAT_MISTRAL; k++)
+        if (strcmp(name, run_chat_template_names[k]) == 0) { t->chat_template = (LmChatTemplate)k; return 0; }
+    return -1;
 }
 
 // Unicode classes for the pre-tokenizers' \p{L} (letters), \p{N} (numbers) and \s (White_Space).
@@ -2043,7 +2287,7 @@ typedef struct { int *ids; int n, cap; } LmTokens;
 static int run_tokens_push(LmTokens *list, int id) {
     if (list->n == list->cap) {
         int cap = list->cap ? 2 * list->cap : 64;
-        int *grown = realloc(list->ids, (size_t)cap * sizeof(int));
+        int *grown = (int *)realloc(list->ids, (size_t)cap * sizeof(int));
         if (grown == NULL) return 0;
         list->ids = grown;
         list->cap = cap;
@@ -2156,9 +2400,9 @@ static size_t run_collapse_spaces(char *out, const char *s, size_t n) {
 // Returns 0 on out-of-memory.
 static int run_encode_text(const LmTokenizer *t, const char *text, LmTokens *out) {
     size_t len = strlen(text);
-    char *norm = malloc(len + 2);
-    LmBpeScratch w = {malloc((len + 2) * sizeof(int)), malloc((len + 2) * sizeof(int)),
-                      malloc((len + 2) * sizeof(int)), malloc(2 * (len + 2) * sizeof(LmMerge)), (int)len + 2};
+    char *norm = (char *)malloc(len + 2);
+    LmBpeScratch w = {(int *)malloc((len + 2) * sizeof(int)), (int *)malloc((len + 2) * sizeof(int)),
+                      (int *)malloc((len + 2) * sizeof(int)), (LmMerge *)malloc(2 * (len + 2) * sizeof(LmMerge)), (int)len + 2};
     int ok = norm && w.ids && w.next && w.prev && w.heap;
     size_t n = 0;
     if (ok) {
@@ -2221,7 +2465,7 @@ static int run_push_special(const LmTokenizer *t, LmTokens *out, const char *nam
 // Appends text made from fmt and up to two strings.
 static int run_push_text(const LmTokenizer *t, LmTokens *out, const char *fmt, const char *a, const char *b) {
     int n = snprintf(NULL, 0, fmt, a, b);
-    char *s = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    char *s = n >= 0 ? (char *)malloc((size_t)n + 1) : NULL;
     if (s == NULL) return 0;
     snprintf(s, (size_t)n + 1, fmt, a, b);
     int ok = run_encode_text(t, s, out);
@@ -2229,10 +2473,6 @@ static int run_push_text(const LmTokenizer *t, LmTokens *out, const char *fmt, c
     return ok;
 }
 
-// The template a tokenizer uses when the file names none: Llama 2's, as llama2.c.
-static LmChatTemplate run_chat_template_of(const LmTokenizer *t) {
-    return t->chat_template == LM_CHAT_NONE ? LM_CHAT_LLAMA2 : t->chat_template;
-}
 
 // Appends one user turn and the start of the assistant's reply. The previous reply ended with its
 // end-of-turn token (see run_turn_end_token). system may be NULL or "". 0 when the vocabulary lacks a
@@ -2286,6 +2526,36 @@ static int run_turn_end_token(const LmTokenizer *t, LmChatTemplate kind) {
     return id >= 0 ? id : t->eos_id;
 }
 
+int lm_render_chat(LmTokenizer *t, const LmMessage *messages, int n, int continuing, int *tokens, int max_tokens) {
+    if (t == NULL || (messages == NULL && n > 0) || n < 0 || tokens == NULL || max_tokens < 0) return -1;
+    LmChatTemplate kind = run_chat_template_of(t);
+    LmTokens out = {NULL, 0, 0};
+    const char *system = NULL;
+    int i = 0, first = !continuing, want_user = 1, ok = 1;
+    if (n > 0 && messages[0].role && strcmp(messages[0].role, "system") == 0) {
+        system = messages[0].content;
+        ok = !continuing && system;
+        i = 1;
+    }
+    for (; ok && i < n; i++) {
+        const char *role = messages[i].role, *content = messages[i].content;
+        if (role == NULL || content == NULL) { ok = 0; break; }
+        if (want_user && strcmp(role, "user") == 0) {
+            ok = run_render_turn(t, kind, &out, first, system, content);
+            first = 0;
+        } else if (!want_user && strcmp(role, "assistant") == 0) {
+            ok = run_encode_text(t, content, &out) && run_tokens_push(&out, run_turn_end_token(t, kind));
+        } else {
+            ok = 0;
+        }
+        want_user = !want_user;
+    }
+    int count = ok && !want_user && out.n <= max_tokens ? out.n : -1; // (it ends with a user message)
+    if (count > 0) memcpy(tokens, out.ids, (size_t)count * sizeof(int));
+    free(out.ids);
+    return count;
+}
+
 // ----------------------------------------------------------------------------
 // Sampler: temperature, top-p and seed, with llama2.c's algorithms and random number generator
 
@@ -2309,9 +2579,9 @@ struct LmSampler {
 LmSampler *lm_sampler_new(int vocab_size, float temperature, float topp, unsigned long long seed) {
     if (vocab_size <= 0 || !(temperature >= 0.0f) || isinf(temperature) || !(topp >= 0.0f && topp <= 1.0f))
         return NULL;
-    LmSampler *s = calloc(1, sizeof *s);
+    LmSampler *s = (LmSampler *)calloc(1, sizeof *s);
     if (s == NULL) return NULL;
-    s->probindex = malloc((size_t)vocab_size * sizeof(LmProbIndex));
+    s->probindex = (LmProbIndex *)malloc((size_t)vocab_size * sizeof(LmProbIndex));
     if (s->probindex == NULL) { free(s); return NULL; }
     s->vocab_size = vocab_size;
     s->temperature = temperature;
@@ -2332,8 +2602,8 @@ int lm_sampler_configure(LmSampler *s, int top_k, float min_p, float repeat_pena
     if (s == NULL || top_k < 0 || !(min_p >= 0.0f && min_p <= 1.0f) || !(repeat_penalty > 0.0f) || isinf(repeat_penalty) ||
         repeat_last_n < 0 || repeat_last_n > (1 << 20))
         return -1;
-    int *recent = repeat_last_n ? calloc((size_t)repeat_last_n, sizeof(int)) : NULL;
-    unsigned char *seen = calloc((size_t)s->vocab_size, 1);
+    int *recent = repeat_last_n ? (int *)calloc((size_t)repeat_last_n, sizeof(int)) : NULL;
+    unsigned char *seen = (unsigned char *)calloc((size_t)s->vocab_size, 1);
     if ((repeat_last_n && !recent) || !seen) { free(recent); free(seen); return -1; }
     free(s->recent);
     free(s->seen);
@@ -2403,7 +2673,7 @@ static int run_sample_mult(const float *p, int n, float coin) {
 }
 
 static int run_compare_prob_desc(const void *a, const void *b) {
-    const LmProbIndex *x = a, *y = b;
+    const LmProbIndex *x = (const LmProbIndex *)a, *y = (const LmProbIndex *)b;
     return (x->prob < y->prob) - (x->prob > y->prob);
 }
 
@@ -2467,13 +2737,20 @@ static double run_now_seconds(void) {
 }
 
 // Passes decoded pieces on in whole UTF-8 characters: a piece that ends inside a character (a
-// byte-level or byte-fallback token) is held back until the rest arrives.
-typedef struct { char pending[4]; int n; LmEmitFn emit; void *user; } LmUtf8Stream;
+// byte-level or byte-fallback token) is held back until the rest arrives. buf (cap bytes) is the
+// scratch for one piece and what was held back, allocated once per call of generate.
+typedef struct { char pending[4]; int n; LmEmitFn emit; void *user; char *buf; size_t cap; } LmUtf8Stream;
 
+// Returns emit's result (non-zero: stop). flush passes on whatever is held back.
 static int run_stream_piece(LmUtf8Stream *st, const char *piece, int flush) {
     size_t len = strlen(piece), total = (size_t)st->n + len;
-    char *buf = malloc(total + 1);
-    if (buf == NULL) return 1;
+    if (total + 1 > st->cap) { // (a piece longer than every token: only from a caller's own text)
+        char *grown = (char *)realloc(st->buf, total + 1);
+        if (grown == NULL) return 1;
+        st->buf = grown;
+        st->cap = total + 1;
+    }
+    char *buf = st->buf;
     memcpy(buf, st->pending, (size_t)st->n);
     memcpy(buf + st->n, piece, len + 1);
     size_t cut = total;
@@ -2487,163 +2764,221 @@ static int run_stream_piece(LmUtf8Stream *st, const char *piece, int flush) {
     st->n = (int)(total - cut);
     memcpy(st->pending, buf + cut, (size_t)st->n);
     buf[cut] = '\0';
-    int stop = cut > 0 && st->emit ? st->emit(buf, st->user) : 0;
-    free(buf);
-    return stop;
+    return cut > 0 && st->emit ? st->emit(buf, st->user) : 0;
 }
 
-// Timing of one generate call, for the CLI's tok/s line: first = when the prompt was done.
-typedef struct { double start, first, end; int prompt, generated; } LmTiming;
-
-// How generate runs beyond llama2.c's defaults.
-typedef struct {
-    int shift_keep;           // >= 0: shift a full context keeping this many tokens; -1: stop there
-    int ignore_eos;           // go on past BOS/EOS/end-of-turn tokens
-    const char *const *stops; // stop strings: generation ends once the generated text contains one
-    int n_stops;
-} LmGenerateOptions;
-
-// Does the tail of the generated text (seen, length n) end with a stop string, or contain one?
-static int run_hit_stop(const char *seen, size_t n, const LmGenerateOptions *g) {
-    for (int i = 0; i < g->n_stops; i++) {
-        size_t len = strlen(g->stops[i]);
+// Does the generated text's tail (seen, n bytes) contain one of the stop strings?
+static int run_hit_stop(const char *seen, size_t n, const char *const *stops, int n_stops) {
+    for (int i = 0; i < n_stops; i++) {
+        size_t len = strlen(stops[i]);
         for (size_t k = 0; len > 0 && k + len <= n; k++)
-            if (memcmp(seen + k, g->stops[i], len) == 0) return 1;
+            if (memcmp(seen + k, stops[i], len) == 0) return 1;
     }
     return 0;
 }
 
-// lm_generate, timed; with shift_keep >= 0, a full context is shifted (keeping shift_keep tokens and
-// dropping half the rest) and generation goes on to `steps` tokens; without, it stops at the full
-// context and says so in err (returning the positions run, not -1).
-static int run_generate_timed(LmModel *m, LmTokenizer *t, LmSampler *s, const char *prompt, int steps, const LmGenerateOptions *g,
-                          LmEmitFn emit, void *user, LmTiming *timing, char *err, size_t errlen) {
-    int shift_keep = g->shift_keep;
-    if (!m || !t || !s) { run_set_err(err, errlen, "generate: NULL model, tokenizer or sampler"); return -1; }
-    int ctx = m->config.seq_len;
-    if (steps <= 0 || (steps > ctx && shift_keep < 0)) steps = ctx;
+// Runs tokens[0..n) (checked by the caller) from position pos in blocks of LM_BATCH, checking
+// *interrupted before each block and reporting progress after it. Returns the last token's logits,
+// or NULL when interrupted before the end; *done counts the positions run either way.
+static float *run_prefill(LmModel *m, const int *tokens, int n, int pos, const LmGenerateOptions *o, int *done) {
+    for (*done = 0; *done < n;) {
+        if (o->interrupted && *o->interrupted) return NULL;
+        int count = n - *done < LM_BATCH ? n - *done : LM_BATCH;
+        run_forward_block(m, tokens + *done, count, pos + *done, *done + count == n);
+        *done += count;
+        if (o->progress) o->progress(*done, n, o->user);
+    }
+    return m->state.logits;
+}
+
+int lm_generate_tokens(LmModel *m, LmTokenizer *t, LmSampler *s, const int *prompt, int n_prompt, int pos,
+                       const LmGenerateOptions *options, LmGenerateStats *stats, char *err, size_t errlen) {
+    static const LmGenerateOptions defaults = {0};
+    const LmGenerateOptions *o = options ? options : &defaults;
+    LmGenerateStats local, *st = stats ? stats : &local;
+    memset(st, 0, sizeof *st);
+    st->last_token = -1;
     if (err && errlen) err[0] = '\0';
-    LmTokens prompt_tokens = {NULL, 0, 0};
-    if ((t->bos_id >= 0 && !run_tokens_push(&prompt_tokens, t->bos_id)) || !run_encode_text(t, prompt ? prompt : "", &prompt_tokens)) {
-        run_set_err(err, errlen, "out of memory encoding the prompt");
-        free(prompt_tokens.ids);
+    if (!m || !t || !s || !prompt || n_prompt < 1 || pos < 0 || o->max_tokens < 0 || o->shift_keep < 0 ||
+        o->n_stops < 0 || (o->n_stops > 0 && !o->stops)) {
+        run_set_err(err, errlen, "generate: NULL or out-of-range arguments");
         return -1;
     }
-    int n_prompt = prompt_tokens.n;
-    if (n_prompt == 0 || n_prompt > ctx) {
-        if (n_prompt == 0) run_set_err(err, errlen, "the prompt is empty and this vocabulary has no BOS token; give a prompt");
-        else run_set_err(err, errlen, "the prompt is %d tokens, longer than the context length %d", n_prompt, ctx);
-        free(prompt_tokens.ids);
+    int ctx = m->config.seq_len;
+    if (pos > ctx - n_prompt) {
+        if (pos == 0) run_set_err(err, errlen, "the prompt is %d tokens, longer than the context length %d", n_prompt, ctx);
+        else run_set_err(err, errlen, "%d more tokens do not fit after %d of the context's %d positions", n_prompt, pos, ctx);
         return -1;
     }
-    LmUtf8Stream stream = {{0}, 0, emit, user};
-    timing->start = run_now_seconds();
-    // the prompt in blocks (as llama2.c, steps may end inside it), echoed as text
-    int fed = n_prompt < steps ? n_prompt : steps, stopped = 0;
-    float *logits = lm_forward_batch(m, prompt_tokens.ids, fed, 0);
-    if (t->bos_id < 0) stopped = run_stream_piece(&stream, lm_decode(t, -1, prompt_tokens.ids[0]), 0); // no BOS: text too
-    for (int i = 1; i < fed && !stopped; i++) stopped = run_stream_piece(&stream, lm_decode(t, prompt_tokens.ids[i - 1], prompt_tokens.ids[i]), 0);
-    timing->first = run_now_seconds();
-    timing->prompt = fed;
-    int token = prompt_tokens.ids[fed - 1], pos = fed, done = fed;
+    for (int i = 0; i < n_prompt; i++)
+        if (prompt[i] < 0 || prompt[i] >= m->config.vocab_size) {
+            run_set_err(err, errlen, "generate: token %d (at %d) is outside the vocabulary of %d", prompt[i], i, m->config.vocab_size);
+            return -1;
+        }
     size_t longest_stop = 0;
-    for (int i = 0; i < g->n_stops; i++) if (strlen(g->stops[i]) > longest_stop) longest_stop = strlen(g->stops[i]);
-    char *seen = longest_stop ? malloc(2 * longest_stop + 512) : NULL; // the generated text's tail
+    for (int i = 0; i < o->n_stops; i++) if (strlen(o->stops[i]) > longest_stop) longest_stop = strlen(o->stops[i]);
+    LmUtf8Stream stream = {.emit = o->emit, .user = o->user, .cap = (size_t)t->max_token_len + 8};
+    stream.buf = (char *)malloc(stream.cap);
+    char *seen = longest_stop ? (char *)malloc(longest_stop + (size_t)t->max_token_len + 8) : NULL; // the generated text's tail
+    if (stream.buf == NULL || (longest_stop && seen == NULL)) {
+        free(stream.buf);
+        free(seen);
+        run_set_err(err, errlen, "generate: out of memory");
+        return -1;
+    }
+
+    double start = run_now_seconds();
+    int done;
+    float *logits = run_prefill(m, prompt, n_prompt, pos, o, &done);
+    pos += done;
+    st->prompt_tokens = done;
+    double prompt_end = run_now_seconds();
+    st->prompt_seconds = prompt_end - start;
+    int stopped = logits == NULL;
+    if (stopped) st->stop = LM_STOP_INTERRUPTED;
+    for (int i = 0; i < n_prompt; i++) lm_sampler_accept(s, prompt[i]);
+    for (int i = 0; o->echo_prompt && i < n_prompt && !stopped; i++) { // a leading BOS prints nothing
+        if (i == 0 && prompt[0] == t->bos_id) continue;
+        if (run_stream_piece(&stream, lm_decode(t, i ? prompt[i - 1] : -1, prompt[i]), 0)) { st->stop = LM_STOP_CALLER; stopped = 1; }
+    }
     size_t n_seen = 0;
-    for (int i = 0; i < fed; i++) lm_sampler_accept(s, prompt_tokens.ids[i]);
-    timing->generated = 0;
-    while (fed == n_prompt && !stopped) { // then one token at a time
+    for (int token = prompt[n_prompt - 1]; !stopped;) { // one token at a time
         int next = lm_sample(s, logits);
+        st->last_token = next;
         lm_sampler_accept(s, next);
-        if (run_is_end_token(t, next) && !g->ignore_eos) break; // a sequence ends at BOS (llama2.c), EOS or end of turn
+        if (run_is_end_token(t, next) && !o->ignore_eos) { st->stop = LM_STOP_END_TOKEN; break; } // BOS (llama2.c), EOS, end of turn
         const char *piece = lm_decode(t, token, next);
-        stopped = run_stream_piece(&stream, piece, 0);
-        timing->generated++;
-        if (seen) { // keep the last longest_stop - 1 bytes plus this piece, and look for a stop string
+        st->generated++;
+        if (run_stream_piece(&stream, piece, 0)) { st->stop = LM_STOP_CALLER; stopped = 1; break; }
+        if (seen) { // keep the last longest_stop - 1 bytes, add this piece, and look for a stop string
             size_t len = strlen(piece), keep = n_seen < longest_stop - 1 ? n_seen : longest_stop - 1;
-            if (len > 511) { piece += len - 511; len = 511; }
             memmove(seen, seen + n_seen - keep, keep);
             memcpy(seen + keep, piece, len);
             n_seen = keep + len;
-            if (run_hit_stop(seen, n_seen, g)) break;
+            if (run_hit_stop(seen, n_seen, o->stops, o->n_stops)) { st->stop = LM_STOP_STRING; break; }
         }
-        token = next;
-        if (pos >= ctx && shift_keep < 0) {
-            run_set_err(err, errlen, "context full (%d tokens): generation stopped; --context-shift N keeps going", ctx);
-            break;
-        }
-        if (done >= steps) break;
+        if (o->max_tokens > 0 && st->generated >= o->max_tokens) { st->stop = LM_STOP_MAX_TOKENS; break; }
+        if (o->interrupted && *o->interrupted) { st->stop = LM_STOP_INTERRUPTED; break; }
         if (pos >= ctx) {
-            int keep = shift_keep < pos - 1 ? shift_keep : pos - 1;
+            if (!o->context_shift) { st->stop = LM_STOP_CONTEXT; break; }
+            int keep = o->shift_keep < pos - 1 ? o->shift_keep : pos - 1;
             pos = lm_shift_context(m, pos, keep, (pos - keep + 1) / 2);
         }
-        logits = lm_forward(m, token, pos++);
-        done++;
+        logits = lm_forward(m, next, pos++);
+        token = next;
     }
     if (!stopped) run_stream_piece(&stream, "", 1);
-    timing->end = run_now_seconds();
+    st->generate_seconds = run_now_seconds() - prompt_end;
+    free(stream.buf);
     free(seen);
-    free(prompt_tokens.ids);
-    return done;
+    return pos;
 }
 
-int lm_generate(LmModel *m, LmTokenizer *t, LmSampler *s, const char *prompt, int steps,
-                LmEmitFn emit, void *user, char *err, size_t errlen) {
-    LmTiming timing;
-    LmGenerateOptions g = {-1, 0, NULL, 0};
-    return run_generate_timed(m, t, s, prompt, steps, &g, emit, user, &timing, err, errlen);
-}
-
-// Reads one line of any length without its newline; NULL at end of input.
-static char *run_read_line(FILE *in) {
-    size_t n = 0, cap = 128;
-    char *line = malloc(cap);
-    if (line == NULL) return NULL;
-    int ch;
-    while ((ch = fgetc(in)) != EOF && ch != '\n') {
-        if (n + 1 == cap) {
-            char *grown = realloc(line, cap *= 2);
-            if (grown == NULL) { free(line); return NULL; }
-            line = grown;
-        }
-        line[n++] = (char)ch;
+int lm_generate(LmModel *m, LmTokenizer *t, LmSampler *s, const char *prompt, const LmGenerateOptions *options,
+                LmGenerateStats *stats, char *err, size_t errlen) {
+    if (!m || !t || !s) { run_set_err(err, errlen, "generate: NULL model, tokenizer or sampler"); return -1; }
+    LmTokens ids = {NULL, 0, 0};
+    if ((t->bos_id >= 0 && !run_tokens_push(&ids, t->bos_id)) || !run_encode_text(t, prompt ? prompt : "", &ids)) {
+        run_set_err(err, errlen, "out of memory encoding the prompt");
+        free(ids.ids);
+        return -1;
     }
-    if (ch == EOF && n == 0) { free(line); return NULL; }
-    if (n > 0 && line[n - 1] == '\r') n--;
-    line[n] = '\0';
-    return line;
+    int pos = -1;
+    if (ids.n == 0) run_set_err(err, errlen, "the prompt is empty and this vocabulary has no BOS token; give a prompt");
+    else pos = lm_generate_tokens(m, t, s, ids.ids, ids.n, 0, options, stats, err, errlen);
+    free(ids.ids);
+    return pos;
+}
+
+// How a line of input ended.
+typedef enum { RUN_LINE_EOF, RUN_LINE_NEWLINE, RUN_LINE_UNTERMINATED, RUN_LINE_INTERRUPTED } LmLineEnd;
+
+// Reads one line of any length into *line (NULL at end of input, on an interrupt or out of memory),
+// without its newline. A read cut short by a signal (EINTR: the CLI's Ctrl-C handler is installed
+// without SA_RESTART) returns RUN_LINE_INTERRUPTED when *interrupted is set, and goes on otherwise.
+static LmLineEnd run_read_line(FILE *in, volatile sig_atomic_t *interrupted, char **line) {
+    size_t n = 0, cap = 128;
+    char *buf = (char *)malloc(cap);
+    *line = NULL;
+    if (buf == NULL) return RUN_LINE_EOF;
+    int ch;
+    for (;;) {
+        errno = 0;
+        ch = fgetc(in);
+        if (ch == EOF && ferror(in) && errno == EINTR) {
+            clearerr(in);
+            if (interrupted && *interrupted) { free(buf); return RUN_LINE_INTERRUPTED; }
+            continue;
+        }
+        if (ch == EOF || ch == '\n') break;
+        if (n + 1 == cap) {
+            char *grown = (char *)realloc(buf, cap *= 2);
+            if (grown == NULL) { free(buf); return RUN_LINE_EOF; }
+            buf = grown;
+        }
+        buf[n++] = (char)ch;
+    }
+    if (ch == EOF && n == 0) { free(buf); return RUN_LINE_EOF; }
+    if (n > 0 && buf[n - 1] == '\r') n--;
+    buf[n] = '\0';
+    *line = buf;
+    return ch == EOF ? RUN_LINE_UNTERMINATED : RUN_LINE_NEWLINE;
 }
 
 // Reads a chat message: a line, continued on the next line while it ends with a backslash (which
-// becomes a newline). NULL at end of input.
-static char *run_read_message(FILE *in) {
-    char *msg = run_read_line(in);
-    size_t n = msg ? strlen(msg) : 0;
-    while (msg && n > 0 && msg[n - 1] == '\\') {
-        char *more = run_read_line(in);
-        if (more == NULL) { msg[n - 1] = '\0'; break; }
+// becomes a newline). How the last line ended is returned; *msg is NULL unless a message was read.
+static LmLineEnd run_read_message(FILE *in, volatile sig_atomic_t *interrupted, char **msg) {
+    LmLineEnd end = run_read_line(in, interrupted, msg);
+    size_t n = *msg ? strlen(*msg) : 0;
+    while (end == RUN_LINE_NEWLINE && n > 0 && (*msg)[n - 1] == '\\') {
+        char *more;
+        end = run_read_line(in, interrupted, &more);
+        if (end == RUN_LINE_INTERRUPTED) { free(*msg); *msg = NULL; return end; }
+        (*msg)[n - 1] = '\n';
+        if (more == NULL) { (*msg)[n - 1] = '\0'; return RUN_LINE_UNTERMINATED; }
         size_t m = strlen(more);
-        char *joined = realloc(msg, n + m + 1);
+        char *joined = (char *)realloc(*msg, n + m + 1);
         if (joined == NULL) { free(more); break; }
-        msg = joined;
-        msg[n - 1] = '\n';
-        memcpy(msg + n, more, m + 1);
+        *msg = joined;
+        memcpy(*msg + n, more, m + 1);
         n += m;
         free(more);
     }
-    return msg;
+    return end;
 }
 
-static int run_emit_to_file(const char *piece, void *user) {
-    FILE *f = user;
-    fputs(piece, f);
-    fflush(f);
+static int run_is_terminal(FILE *f) { return isatty(fileno(f)); }
+
+static int run_is_blank(const char *s) {
+    while (*s && isspace((unsigned char)*s)) s++;
+    return *s == '\0';
+}
+
+// What lm_chat's callbacks for one reply need: the output, whether "Assistant: " has been printed,
+// and the caller's progress callback.
+typedef struct { FILE *out; int started; LmProgressFn progress; void *user; } LmChatOutput;
+
+static void run_chat_progress(int done, int total, void *user) {
+    LmChatOutput *co = (LmChatOutput *)user;
+    co->progress(done, total, co->user);
+}
+
+static int run_emit_reply(const char *piece, void *user) {
+    LmChatOutput *co = (LmChatOutput *)user;
+    if (!co->started) { fputs("Assistant: ", co->out); co->started = 1; }
+    fputs(piece, co->out);
+    fflush(co->out);
     return 0;
 }
 
-int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const char *first_user, const char *system_prompt,
-            int max_reply, FILE *in, FILE *out, volatile sig_atomic_t *interrupted, char *err, size_t errlen) {
-    if (!m || !t || !s || !in || !out) { run_set_err(err, errlen, "chat: NULL argument"); return -1; }
+static const char run_chat_help[] =
+    "Commands: /help, /reset (a new conversation), /system TEXT (a new system prompt and conversation), /exit.\n"
+    "End a line with \\ to go on to the next. Ctrl-C stops a reply; Ctrl-D, or Ctrl-C at the prompt, ends the chat.\n";
+
+int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const LmChatOptions *o, char *err, size_t errlen) {
+    if (!m || !t || !s || !o || !o->in || !o->out || o->max_reply < 0) { run_set_err(err, errlen, "chat: NULL or out-of-range arguments"); return -1; }
+    FILE *in = o->in, *out = o->out;
+    volatile sig_atomic_t *interrupted = o->interrupted;
     int ctx = m->config.seq_len, pos = 0, rc = 0;
     LmChatTemplate kind = run_chat_template_of(t);
     LmTokens prompt = {NULL, 0, 0};
@@ -2652,33 +2987,44 @@ int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const char *first_user, co
         run_set_err(err, errlen, "chat: the vocabulary lacks a token of the %s chat template", run_chat_template_names[kind]);
         return -1;
     }
+    if (o->banner) fprintf(out, "[chat, %s template] %s", run_chat_template_names[kind], run_chat_help);
+    const char *system_prompt = o->system_prompt;
     char *system_owned = NULL;
+    if (interrupted) *interrupted = 0;
     if (system_prompt == NULL) {
         fputs("Enter system prompt (optional): ", out);
         fflush(out);
-        system_prompt = system_owned = run_read_line(in);
-        if (system_owned == NULL) { fputc('\n', out); free(prompt.ids); return 0; } // end of input
+        if (run_read_line(in, interrupted, &system_owned) != RUN_LINE_NEWLINE) { // end of input or Ctrl-C
+            fputc('\n', out);
+            free(system_owned);
+            free(prompt.ids);
+            return 0;
+        }
+        system_prompt = system_owned;
     }
     LmTokens starts = {NULL, 0, 0}; // the position where each turn kept in the cache begins
-    int reply_room = max_reply > 0 && max_reply < ctx / 4 ? max_reply : ctx / 4;
+    int reply_room = o->max_reply > 0 && o->max_reply < ctx / 4 ? o->max_reply : ctx / 4;
     for (int turn = 0, first = 1;; turn++) { // first: the next turn opens the conversation
-        char *user;
-        if (turn == 0 && first_user) {
-            user = malloc(strlen(first_user) + 1);
-            if (user) strcpy(user, first_user);
+        char *user = NULL;
+        if (turn == 0 && o->first_message) {
+            user = (char *)malloc(strlen(o->first_message) + 1);
+            if (user) strcpy(user, o->first_message);
         } else {
+            if (interrupted) *interrupted = 0; // a press from now on is meant for this prompt
             fputs("User: ", out);
             fflush(out);
-            user = run_read_message(in);
-            if (user == NULL) { fputc('\n', out); break; } // end of input
-            // commands: /exit, /reset, /system TEXT (a new system prompt starts a new conversation)
-            int is_system = strncmp(user, "/system ", 8) == 0;
+            LmLineEnd end = run_read_message(in, interrupted, &user);
+            if (user == NULL) { fputc('\n', out); break; } // end of input, or Ctrl-C at the prompt
+            if (end == RUN_LINE_UNTERMINATED && run_is_terminal(in)) fputc('\n', out); // Ctrl-D mid-line: end the line
+            if (run_is_blank(user)) { free(user); continue; }
+            int is_system = strncmp(user, "/system", 7) == 0 && (user[7] == ' ' || user[7] == '\0');
             if (strcmp(user, "/exit") == 0) { free(user); break; }
+            if (strcmp(user, "/help") == 0) { fputs(run_chat_help, out); free(user); continue; }
             if (strcmp(user, "/reset") == 0 || is_system) {
                 if (is_system) {
                     free(system_owned);
                     system_prompt = system_owned = user;
-                    memmove(system_owned, system_owned + 8, strlen(system_owned + 8) + 1);
+                    memmove(user, user + 7 + (user[7] == ' '), strlen(user + 7 + (user[7] == ' ')) + 1);
                 } else {
                     free(user);
                 }
@@ -2691,10 +3037,9 @@ int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const char *first_user, co
         }
         prompt.n = 0;
         int ok = user && run_render_turn(t, kind, &prompt, first, system_prompt, user);
-        first = 0;
         free(user);
         if (!ok) {
-            run_set_err(err, errlen, "chat: the vocabulary lacks a token of its chat template, or out of memory");
+            run_set_err(err, errlen, "chat: out of memory");
             rc = -1;
             break;
         }
@@ -2703,13 +3048,14 @@ int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const char *first_user, co
             while (drop + 1 < starts.n && pos - (starts.ids[drop + 1] - starts.ids[1]) + prompt.n + reply_room > ctx) drop++;
             int freed = drop < starts.n ? (drop + 1 < starts.n ? starts.ids[drop + 1] : pos) - starts.ids[1] : 0;
             if (starts.n < 2 || pos - freed + prompt.n + reply_room > ctx) {
-                fprintf(out, "\n[context full: %d of %d tokens used; the chat ends here]\n", pos, ctx);
+                fprintf(out, "\n[context full: %d of %d tokens used, the message needs %d more; the chat ends here]\n", pos, ctx, prompt.n);
                 break;
             }
             fprintf(out, "\n[context full: %d of %d tokens used] Drop the %d oldest turn%s and continue? [y/N] ", pos, ctx, drop,
                     drop > 1 ? "s" : "");
             fflush(out);
-            char *answer = run_read_line(in);
+            char *answer = NULL;
+            run_read_line(in, interrupted, &answer);
             int yes = answer && (answer[0] == 'y' || answer[0] == 'Y');
             free(answer);
             if (!yes) { fputc('\n', out); break; }
@@ -2717,34 +3063,31 @@ int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const char *first_user, co
             for (int i = 1; i + drop < starts.n; i++) starts.ids[i] = starts.ids[i + drop] - freed;
             starts.n -= drop;
         }
-        if (!run_tokens_push(&starts, pos)) { run_set_err(err, errlen, "chat: out of memory"); rc = -1; break; }
-        float *logits = lm_forward_batch(m, prompt.ids, prompt.n, pos);
-        for (int i = 0; i < prompt.n; i++) lm_sampler_accept(s, prompt.ids[i]);
-        pos += prompt.n;
-        int token = prompt.ids[prompt.n - 1];
-        fputs("Assistant: ", out);
-        fflush(out);
-        if (interrupted) *interrupted = 0; // a new reply: earlier presses are spent
-        LmUtf8Stream stream = {{0}, 0, run_emit_to_file, out};
-        int produced = 0;
-        for (;;) {
-            int next = lm_sample(s, logits);
-            lm_sampler_accept(s, next);
-            int stop = interrupted && *interrupted;
-            if (stop || run_is_end_token(t, next) || (max_reply > 0 && produced >= max_reply)) {
-                // close the turn in the cache: the model's own end token, or the template's
-                if (pos < ctx) lm_forward(m, !stop && run_is_end_token(t, next) ? next : run_turn_end_token(t, kind), pos++);
-                break;
-            }
-            run_stream_piece(&stream, lm_decode(t, token, next), 0);
-            produced++;
-            token = next;
-            if (pos >= ctx) break;
-            logits = lm_forward(m, token, pos++);
+        if (o->show_prompt) o->show_prompt(prompt.ids, prompt.n, o->user);
+        LmChatOutput co = {out, 0, o->progress, o->user};
+        LmGenerateOptions g = {.max_tokens = o->max_reply, .emit = run_emit_reply, .user = &co,
+                               .progress = o->progress ? run_chat_progress : NULL, .interrupted = interrupted};
+        LmGenerateStats st;
+        int turn_start = pos;
+        int end = lm_generate_tokens(m, t, s, prompt.ids, prompt.n, pos, &g, &st, err, errlen);
+        if (end < 0) { rc = -1; break; }
+        if (st.stop == LM_STOP_INTERRUPTED && st.prompt_tokens < prompt.n) { // stopped while reading the message
+            fputs("[stopped before the reply: the message was dropped]\n", out);
+            pos = turn_start; // the positions it filled are overwritten by the next turn
+            continue;
         }
-        run_stream_piece(&stream, "", 1);
+        if (!run_tokens_push(&starts, turn_start)) { run_set_err(err, errlen, "chat: out of memory"); rc = -1; break; }
+        first = 0;
+        pos = end;
+        if (!co.started) fputs("Assistant: ", out);
+        // the cache gets the whole reply as printed, then the turn's end: the model's own end token,
+        // or the template's when the reply was cut
+        if (st.stop != LM_STOP_END_TOKEN && st.generated > 0 && pos < ctx) lm_forward(m, st.last_token, pos++);
+        if (pos < ctx) lm_forward(m, st.stop == LM_STOP_END_TOKEN ? st.last_token : run_turn_end_token(t, kind), pos++);
         fputc('\n', out);
-        if (pos >= ctx) fprintf(out, "[context full: the reply was cut at %d tokens]\n", ctx);
+        if (st.stop == LM_STOP_MAX_TOKENS) fprintf(out, "[the reply reached its limit of %d tokens]\n", o->max_reply);
+        if (st.stop == LM_STOP_CONTEXT) fprintf(out, "[context full: the reply was cut at %d tokens]\n", ctx);
+        fflush(out);
     }
     free(prompt.ids);
     free(starts.ids);
@@ -2753,11 +3096,11 @@ int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const char *first_user, co
 }
 
 // ----------------------------------------------------------------------------
-// Command line
+// Command line: a program like any other embedding, using only the lm_ API above
 
-#ifndef RUN_NO_MAIN
+#ifndef RUN_LIBRARY
 
-// Parses a whole string as a finite float / non-negative integer; 0 on junk.
+// Parses a whole string as a finite float; 0 on junk.
 static int run_parse_float(const char *s, float *out) {
     char *end;
     errno = 0;
@@ -2767,12 +3110,14 @@ static int run_parse_float(const char *s, float *out) {
     return 1;
 }
 
+// Parses a whole string as an integer in 0..max: 1, or 0 on junk, or -1 when it is too large.
 static int run_parse_count(const char *s, unsigned long long max, unsigned long long *out) {
     char *end;
     if (!isdigit((unsigned char)s[0])) return 0;
     errno = 0;
     unsigned long long v = strtoull(s, &end, 10);
-    if (*end != '\0' || errno != 0 || v > max) return 0;
+    if (*end != '\0') return 0;
+    if (errno == ERANGE || v > max) return -1;
     *out = v;
     return 1;
 }
@@ -2782,95 +3127,111 @@ static int run_bad_flag(const char *flag, const char *value, const char *expecte
     return 1;
 }
 
+// A count flag's value into *out; 0, or 1 after one line about what is wrong.
+static int run_count_flag(const char *flag, const char *value, unsigned long long max, unsigned long long *out, const char *expected) {
+    int got = run_parse_count(value, max, out);
+    if (got > 0) return 0;
+    if (got < 0) { fprintf(stderr, "run: %s %s is too large (at most %llu)\n", flag, value, max); return 1; }
+    return run_bad_flag(flag, value, expected);
+}
+
 // The command line's settings.
 typedef struct {
-    const char *checkpoint, *tokenizer_path, *prompt, *mode, *system_prompt;
+    const char *checkpoint, *tokenizer_path, *prompt, *prompt_file, *mode, *system_prompt, *template_name;
     float temperature, topp, min_p, repeat_penalty;
-    unsigned long long seed, steps, threads, top_k, repeat_last_n;
-    int steps_given, template_override, shift_keep, ignore_eos, info, quiet;
-    const char *prompt_file;  // -f
+    unsigned long long seed, steps, threads, top_k, repeat_last_n, shift_keep;
+    int steps_given, shift, ignore_eos, info, quiet, verbose_prompt;
     const char *stops[16];    // -r, repeatable
     int n_stops;
 } LmOptions;
 
+// The flags: each one's name, a llama.cpp-style long alias (or NULL), and whether a value follows.
+typedef struct { const char *name, *alias; int takes_value; } LmFlag;
+static const LmFlag run_flags[] = {
+    {"-t", "--temp", 1}, {"-p", "--top-p", 1}, {"-k", "--top-k", 1}, {"--min-p", NULL, 1}, {"--repeat-penalty", NULL, 1},
+    {"--repeat-last-n", NULL, 1}, {"-s", "--seed", 1}, {"-n", "--n-predict", 1}, {"-i", "--prompt", 1}, {"-f", "--file", 1},
+    {"-r", NULL, 1}, {"-z", NULL, 1}, {"-m", NULL, 1}, {"-y", "--system-prompt", 1}, {"-T", "--threads", 1},
+    {"--context-shift", NULL, 1}, {"--template", NULL, 1}, {"--ignore-eos", NULL, 0}, {"--info", NULL, 0},
+    {"--quiet", NULL, 0}, {"--verbose-prompt", NULL, 0},
+};
+
+static const LmFlag *run_find_flag(const char *arg) {
+    for (size_t k = 0; k < sizeof run_flags / sizeof run_flags[0]; k++)
+        if (strcmp(arg, run_flags[k].name) == 0 || (run_flags[k].alias && strcmp(arg, run_flags[k].alias) == 0)) return &run_flags[k];
+    return NULL;
+}
+
 // Parses argv into o. Returns 0, or 1 after printing one line about the bad argument on stderr.
 static int run_parse_options(int argc, char **argv, LmOptions *o) {
-    *o = (LmOptions){NULL, NULL, NULL, "generate", NULL, 1.0f, 0.9f, 0.0f, 1.0f, 0, 256, 0, 0, 64, 0, -1, -1, 0, 0, 0, NULL, {NULL}, 0};
+    *o = (LmOptions){.mode = "generate", .temperature = 1.0f, .topp = 0.9f, .repeat_penalty = 1.0f, .steps = 256, .repeat_last_n = 64};
     if (argc < 2 || argv[1][0] == '-') {
         fprintf(stderr, "run: missing checkpoint (usage: run <checkpoint> [options]; run -h for help)\n");
         return 1;
     }
     o->checkpoint = argv[1];
-    for (int i = 2; i < argc; i += 2) {
-        const char *flag = argv[i];
-        // flags without a value
-        if (strcmp(flag, "--ignore-eos") == 0) { o->ignore_eos = 1; i--; continue; }
-        if (strcmp(flag, "--info") == 0) { o->info = 1; i--; continue; }
-        if (strcmp(flag, "--quiet") == 0) { o->quiet = 1; i--; continue; }
-        static const char *long_flags[] = {"--template", "--context-shift", "--min-p", "--repeat-penalty", "--repeat-last-n"};
-        int is_long = 0;
-        for (size_t k = 0; k < sizeof long_flags / sizeof long_flags[0]; k++) is_long |= strcmp(flag, long_flags[k]) == 0;
-        if (!is_long && (flag[0] != '-' || strlen(flag) != 2 || strchr("tpsnizmyTkfr", flag[1]) == NULL)) {
-            fprintf(stderr, "run: unknown option '%s' (run -h for help)\n", flag);
+    for (int i = 2; i < argc; i++) {
+        const char *typed = argv[i];
+        const LmFlag *f = run_find_flag(typed);
+        if (f == NULL) {
+            if (typed[0] != '-') fprintf(stderr, "run: unexpected argument '%s' (the prompt is given with -i TEXT; run -h for help)\n", typed);
+            else fprintf(stderr, "run: unknown option '%s' (run -h for help)\n", typed);
             return 1;
         }
-        if (i + 1 >= argc) { fprintf(stderr, "run: option %s needs a value\n", flag); return 1; }
-        const char *val = argv[i + 1];
-        if (strcmp(flag, "--min-p") == 0) {
-            if (!run_parse_float(val, &o->min_p) || o->min_p < 0.0f || o->min_p > 1.0f) return run_bad_flag(flag, val, "a number in [0,1]");
+        const char *flag = f->name;
+        if (!f->takes_value) {
+            if (strcmp(flag, "--ignore-eos") == 0) o->ignore_eos = 1;
+            else if (strcmp(flag, "--info") == 0) o->info = 1;
+            else if (strcmp(flag, "--quiet") == 0) o->quiet = 1;
+            else o->verbose_prompt = 1;
             continue;
         }
-        if (strcmp(flag, "--repeat-penalty") == 0) {
-            if (!run_parse_float(val, &o->repeat_penalty) || o->repeat_penalty <= 0.0f) return run_bad_flag(flag, val, "a number > 0 (1 = off)");
-            continue;
-        }
-        if (strcmp(flag, "--repeat-last-n") == 0) {
-            if (!run_parse_count(val, 1 << 20, &o->repeat_last_n)) return run_bad_flag(flag, val, "a token count from 0 to 1048576");
-            continue;
-        }
-        if (strcmp(flag, "--context-shift") == 0) {
-            unsigned long long keep;
-            if (!run_parse_count(val, 0x7fffffff, &keep)) return run_bad_flag(flag, val, "a number of tokens to keep, >= 0");
-            o->shift_keep = (int)keep;
-            continue;
-        }
-        if (is_long) {
-            for (int k = 1; k < 6; k++) if (strcmp(val, run_chat_template_names[k]) == 0) o->template_override = k;
-            if (o->template_override < 0) return run_bad_flag(flag, val, "llama2, llama3, chatml, zephyr or mistral");
-            continue;
-        }
-        switch (flag[1]) {
-        case 't':
-            if (!run_parse_float(val, &o->temperature) || o->temperature < 0.0f) return run_bad_flag(flag, val, "a number >= 0");
-            break;
-        case 'p':
-            if (!run_parse_float(val, &o->topp) || o->topp < 0.0f || o->topp > 1.0f) return run_bad_flag(flag, val, "a number in [0,1]");
-            break;
-        case 's':
-            if (!run_parse_count(val, ~0ull, &o->seed)) return run_bad_flag(flag, val, "a non-negative integer");
-            break;
-        case 'n':
-            if (!run_parse_count(val, 0x7fffffff, &o->steps)) return run_bad_flag(flag, val, "a non-negative integer");
+        if (i + 1 >= argc) { fprintf(stderr, "run: option %s needs a value\n", typed); return 1; }
+        const char *val = argv[++i];
+        if (strcmp(flag, "-t") == 0) {
+            if (!run_parse_float(val, &o->temperature) || o->temperature < 0.0f) return run_bad_flag(typed, val, "a number >= 0");
+        } else if (strcmp(flag, "-p") == 0) {
+            if (!run_parse_float(val, &o->topp))
+                return run_bad_flag(typed, val, "a number in [0,1], the top-p threshold; the prompt is given with -i");
+            if (o->topp < 0.0f || o->topp > 1.0f) return run_bad_flag(typed, val, "a number in [0,1]");
+        } else if (strcmp(flag, "-k") == 0) {
+            if (run_count_flag(typed, val, 0x7fffffff, &o->top_k, "a non-negative integer (0 = off)")) return 1;
+        } else if (strcmp(flag, "--min-p") == 0) {
+            if (!run_parse_float(val, &o->min_p) || o->min_p < 0.0f || o->min_p > 1.0f) return run_bad_flag(typed, val, "a number in [0,1]");
+        } else if (strcmp(flag, "--repeat-penalty") == 0) {
+            if (!run_parse_float(val, &o->repeat_penalty) || o->repeat_penalty <= 0.0f) return run_bad_flag(typed, val, "a number > 0 (1 = off)");
+        } else if (strcmp(flag, "--repeat-last-n") == 0) {
+            if (run_count_flag(typed, val, 1 << 20, &o->repeat_last_n, "a token count from 0 to 1048576")) return 1;
+        } else if (strcmp(flag, "-s") == 0) {
+            if (run_count_flag(typed, val, ~0ull, &o->seed, "a non-negative integer")) return 1;
+        } else if (strcmp(flag, "-n") == 0) {
+            if (run_count_flag(typed, val, 0x7fffffff, &o->steps, "a non-negative integer (0 = no limit)")) return 1;
             o->steps_given = 1;
-            break;
-        case 'i': o->prompt = val; break;
-        case 'z': o->tokenizer_path = val; break;
-        case 'm':
-            if (strcmp(val, "generate") != 0 && strcmp(val, "chat") != 0) return run_bad_flag(flag, val, "generate or chat");
+        } else if (strcmp(flag, "-T") == 0) {
+            if (run_count_flag(typed, val, 4096, &o->threads, "a thread count from 1 to 4096")) return 1;
+            if (o->threads == 0) return run_bad_flag(typed, val, "a thread count from 1 to 4096");
+        } else if (strcmp(flag, "--context-shift") == 0) {
+            if (run_count_flag(typed, val, 0x7fffffff, &o->shift_keep, "a number of tokens to keep, >= 0")) return 1;
+            o->shift = 1;
+        } else if (strcmp(flag, "-m") == 0) {
+            if (strcmp(val, "generate") != 0 && strcmp(val, "chat") != 0) return run_bad_flag(typed, val, "generate or chat");
             o->mode = val;
-            break;
-        case 'y': o->system_prompt = val; break;
-        case 'T':
-            if (!run_parse_count(val, 4096, &o->threads) || o->threads == 0) return run_bad_flag(flag, val, "a thread count from 1 to 4096");
-            break;
-        case 'k':
-            if (!run_parse_count(val, 0x7fffffff, &o->top_k)) return run_bad_flag(flag, val, "a non-negative integer (0 = off)");
-            break;
-        case 'f': o->prompt_file = val; break;
-        case 'r':
-            if (val[0] == '\0' || o->n_stops == 16) return run_bad_flag(flag, val, "a non-empty stop string (at most 16 of them)");
+        } else if (strcmp(flag, "--template") == 0) {
+            static const char *names[] = {"llama2", "llama3", "chatml", "zephyr", "mistral"};
+            int known = 0;
+            for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) known |= strcmp(val, names[k]) == 0;
+            if (!known) return run_bad_flag(typed, val, "llama2, llama3, chatml, zephyr or mistral");
+            o->template_name = val;
+        } else if (strcmp(flag, "-r") == 0) {
+            if (val[0] == '\0' || o->n_stops == 16) return run_bad_flag(typed, val, "a non-empty stop string (at most 16 of them)");
             o->stops[o->n_stops++] = val;
-            break;
+        } else if (strcmp(flag, "-i") == 0) {
+            o->prompt = val;
+        } else if (strcmp(flag, "-f") == 0) {
+            o->prompt_file = val;
+        } else if (strcmp(flag, "-z") == 0) {
+            o->tokenizer_path = val;
+        } else {
+            o->system_prompt = val; // -y
         }
     }
     if (o->prompt_file && o->prompt) { fprintf(stderr, "run: give the prompt with -i or -f, not both\n"); return 1; }
@@ -2881,101 +3242,156 @@ static int run_parse_options(int argc, char **argv, LmOptions *o) {
     return 0;
 }
 
-#ifndef RUN_NO_CLI_MAIN // (tests/fuzz.c keeps run_parse_options without the rest)
 static void run_usage(FILE *f) {
     fprintf(f,
             "Usage:   run <checkpoint> [options]\n"
             "Example: run stories15M.bin -n 256 -i \"Once upon a time\"\n"
-            "Options:\n"
-            "  -t <float>  temperature, >= 0 (default 1.0; 0 = greedy)\n"
-            "  -p <float>  top-p (nucleus) sampling threshold in [0,1] (default 0.9; 0 or 1 = off)\n"
-            "  -k <int>    top-k: sample from the k most likely tokens (default 0 = off)\n"
+            "Options (llama.cpp's long names in brackets also work):\n"
+            "  -t <float>  temperature, >= 0 (default 1.0; 0 = greedy) [--temp]\n"
+            "  -p <float>  top-p (nucleus) sampling threshold in [0,1] (default 0.9; 0 or 1 = off) [--top-p]\n"
+            "  -k <int>    top-k: sample from the k most likely tokens (default 0 = off) [--top-k]\n"
             "  --min-p <float>  drop tokens less likely than this times the most likely (default 0 = off)\n"
             "  --repeat-penalty <float>  divide positive logits (multiply negative ones) of tokens seen\n"
             "              in the last --repeat-last-n tokens (default 1 = off; window default 64)\n"
             "              Order: penalty, temperature, top-k, min-p, top-p, then one draw.\n"
-            "  -s <int>    random seed (default: the time)\n"
-            "  -n <int>    steps: total positions in generate mode, the longest reply in chat mode\n"
-            "              (default 256; 0 = the context length)\n"
-            "  -i <string> input prompt (\"-\": read it from standard input)\n"
-            "  -f <file>   read the prompt from a file\n"
+            "  -s <int>    random seed (default: the time) [--seed]\n"
+            "  -n <int>    tokens to generate, after the prompt (default 256; 0 = until the model ends\n"
+            "              or the context is full). In chat mode: the longest reply (default: none) [--n-predict]\n"
+            "  -i <string> input prompt (\"-\": read it from standard input) [--prompt]\n"
+            "  -f <file>   read the prompt from a file (one trailing newline is dropped, as for -i -) [--file]\n"
             "  -r <string> stop string: generation ends once the output contains it (repeatable)\n"
             "  --ignore-eos  go on past end-of-sequence tokens\n"
-            "  --info      print the model's description (format, shape, weights, RoPE, tokenizer) and exit;\n"
-            "              it is also shown at load when standard error is a terminal\n"
+            "  --info      print the model's description (format, shape, weights, RoPE, tokenizer and its\n"
+            "              special ids) on standard output and exit; it is also shown at load on a terminal\n"
+            "  --verbose-prompt  list the prompt's token ids and texts (each chat turn's) on standard error\n"
             "  --quiet     nothing on standard error but errors: no description, timing or notes\n"
             "  -z <string> tokenizer file (default: the checkpoint's own, else tokenizer.bin)\n"
             "  -m <string> mode: generate|chat (default generate)\n"
-            "  -y <string> system prompt in chat mode\n"
-            "  -T <int>    threads (default: the number of cores; 1 without OpenMP)\n"
+            "  -y <string> system prompt in chat mode (default: asked for on a terminal) [--system-prompt]\n"
+            "  -T <int>    threads (default: OMP_NUM_THREADS, else the number of cores; 1 without\n"
+            "              OpenMP) [--threads]\n"
             "  --context-shift <n>  when the context is full, keep the first n tokens, drop half the\n"
-            "              rest and go on (generate mode; -n may then exceed the context)\n"
+            "              rest and go on (generate mode)\n"
             "  --template <name>  chat template: llama2|llama3|chatml|zephyr|mistral\n"
             "              (default: the tokenizer's, else llama2)\n"
             "  -h, --help  this help\n"
-            "Tokenizer tool (no model): run --tokenize -z <tokenizer> -i <text> [--ids-only]\n"
-            "  prints each token's id and text; --ids-only prints the ids alone\n");
+            "Tokenizer tool: run [checkpoint] --tokenize [-z <tokenizer>] (-i <text> | -i - | -f <file>) [--ids-only]\n"
+            "  prints each token's id and text (--ids-only: the ids alone); the tokenizer is -z, else the\n"
+            "  checkpoint's own, else tokenizer.bin\n");
 }
 
-// --tokenize: ids and pieces of the -i text, without a model.
+// Reads a whole file (or standard input for "-") into a string, dropping one trailing newline (as
+// llama.cpp does: an editor ends every file with one). NULL with a message on failure.
+static char *run_read_prompt(const char *path) {
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+    if (f == NULL) { fprintf(stderr, "run: cannot read the prompt file %s: %s\n", path, strerror(errno)); return NULL; }
+    size_t n = 0, cap = 4096;
+    char *text = (char *)malloc(cap);
+    for (size_t got; text && (got = fread(text + n, 1, cap - n - 1, f)) > 0;) {
+        n += got;
+        if (n + 1 == cap) {
+            char *grown = (char *)realloc(text, cap *= 2);
+            if (!grown) free(text);
+            text = grown;
+        }
+    }
+    if (f != stdin) fclose(f);
+    if (text == NULL) { fprintf(stderr, "run: out of memory reading %s\n", path); return NULL; }
+    if (n > 0 && text[n - 1] == '\n') n--;
+    if (n > 0 && text[n - 1] == '\r') n--;
+    text[n] = '\0';
+    return text;
+}
+
+// One line per token: its id and its text, control bytes escaped.
+static void run_print_tokens(FILE *f, const LmTokenizer *t, const int *ids, int n) {
+    for (int i = 0; i < n; i++) {
+        fprintf(f, "%6d  ", ids[i]);
+        const char *text = lm_token_text(t, ids[i]);
+        for (const unsigned char *c = (const unsigned char *)(text ? text : ""); *c; c++)
+            if (*c < 0x20 || *c == '\\' || *c == 0x7f) fprintf(f, "\\x%02x", *c); else fputc(*c, f);
+        fputc('\n', f);
+    }
+}
+
+// The tokenizer the command line uses: -z, else the checkpoint's own, else tokenizer.bin. With a
+// model it must match the model's vocabulary.
+static LmTokenizer *run_cli_tokenizer(const char *checkpoint, const LmModelInfo *info, const char *z, int quiet, char *err, size_t errlen) {
+    const char *path = z ? z : info && info->has_tokenizer ? checkpoint : "tokenizer.bin";
+    if (z && info && info->has_tokenizer && !quiet) fprintf(stderr, "note: -z %s replaces the checkpoint's own tokenizer\n", z);
+    return lm_tokenizer_load(path, info ? info->vocab_size : 0, err, errlen);
+}
+
+// --tokenize: ids and texts of a text, with a model's tokenizer or a tokenizer file alone.
 static int run_tokenize_main(int argc, char **argv) {
-    const char *path = NULL, *text = NULL;
+    const char *z = NULL, *text = NULL, *file = NULL, *checkpoint = argc > 1 && argv[1][0] != '-' ? argv[1] : NULL;
     int ids_only = 0;
-    for (int i = 1; i < argc; i++) {
+    for (int i = checkpoint ? 2 : 1; i < argc; i++) {
         if (strcmp(argv[i], "--tokenize") == 0) continue;
         if (strcmp(argv[i], "--ids-only") == 0) { ids_only = 1; continue; }
-        if ((strcmp(argv[i], "-z") == 0 || strcmp(argv[i], "-i") == 0) && i + 1 < argc) {
-            if (argv[i][1] == 'z') path = argv[++i]; else text = argv[++i];
+        const LmFlag *f = run_find_flag(argv[i]);
+        const char *name = f ? f->name : "";
+        if ((strcmp(name, "-z") == 0 || strcmp(name, "-i") == 0 || strcmp(name, "-f") == 0) && i + 1 < argc) {
+            const char *val = argv[++i];
+            if (name[1] == 'z') z = val; else if (name[1] == 'i') text = val; else file = val;
             continue;
         }
-        fprintf(stderr, "run: unknown option '%s' for --tokenize (expected -z FILE -i TEXT [--ids-only])\n", argv[i]);
+        fprintf(stderr, "run: unknown option '%s' for --tokenize (expected [checkpoint] --tokenize [-z FILE] -i TEXT|-f FILE [--ids-only])\n", argv[i]);
         return 1;
     }
-    if (path == NULL || text == NULL) { fprintf(stderr, "run: --tokenize needs -z <tokenizer> and -i <text>\n"); return 1; }
-    char err[512];
-    LmTokenizer *t = lm_tokenizer_load(path, 0, err, sizeof err);
-    if (t == NULL) { fprintf(stderr, "run: %s\n", err); return 1; }
-    size_t cap = strlen(text) + 3;
-    int *ids = malloc(cap * sizeof(int));
-    int n = ids ? lm_encode(t, text, 1, 0, ids, (int)cap) : -1;
-    for (int i = 0; i < n; i++) {
-        if (ids_only) { printf(i ? " %d" : "%d", ids[i]); continue; }
-        printf("%6d  ", ids[i]);
-        for (const unsigned char *c = (const unsigned char *)t->vocab[ids[i]]; *c; c++) // bytes, escaped
-            if (*c < 0x20 || *c == '\\' || *c == 0x7f) printf("\\x%02x", *c); else putchar(*c);
-        printf("\n");
+    if ((text == NULL) == (file == NULL)) { fprintf(stderr, "run: --tokenize needs the text: -i TEXT, -i - (standard input) or -f FILE\n"); return 1; }
+    char err[512], *owned = NULL;
+    if (file || strcmp(text, "-") == 0) {
+        if ((owned = run_read_prompt(file ? file : "-")) == NULL) return 1;
+        text = owned;
     }
-    if (ids_only) printf("\n");
+    LmModel *m = NULL;
+    LmModelInfo info;
+    if (checkpoint && (m = lm_load(checkpoint, err, sizeof err)) == NULL) { fprintf(stderr, "run: %s\n", err); free(owned); return 1; }
+    if (m) lm_model_info(m, &info);
+    LmTokenizer *t = run_cli_tokenizer(checkpoint, m ? &info : NULL, z, 0, err, sizeof err);
+    lm_free(m);
+    if (t == NULL) { fprintf(stderr, "run: %s\n", err); free(owned); return 1; }
+    size_t cap = strlen(text) + 3;
+    int *ids = (int *)malloc(cap * sizeof(int));
+    int n = ids ? lm_encode(t, text, 1, 0, ids, (int)cap) : -1;
+    if (ids_only) {
+        for (int i = 0; i < n; i++) printf(i ? " %d" : "%d", ids[i]);
+        printf("\n");
+    } else {
+        run_print_tokens(stdout, t, ids, n);
+    }
     free(ids);
+    free(owned);
     lm_tokenizer_free(t);
     return n < 0;
 }
 
-// One compact block describing a loaded model (and its tokenizer, which may be NULL).
-static void run_print_info(FILE *f, const char *path, const LmModel *m, const LmTokenizer *t, int threads) {
-    const LmConfig *c = &m->config;
-    static const char *types[] = {"fp32", "fp16", "bf16", "q8_0", "q4_0"}, *scalings[] = {"none", "linear", "llama3"};
-    uint64_t q = (uint64_t)c->n_heads * c->head_size, kv = (uint64_t)c->n_kv_heads * c->head_size, d = (uint64_t)c->dim;
-    uint64_t params = (uint64_t)c->vocab_size * d * (c->shared_classifier ? 1 : 2) + d +
-                      (uint64_t)c->n_layers * (2 * q * d + 2 * kv * d + 3 * (uint64_t)c->hidden_dim * d + 2 * d + (c->qkv_bias ? q + 2 * kv : 0));
-    fprintf(f, "model: %s: %s %d, %.1f MiB; %d layers, dim %d, hidden %d, %d heads (%d kv, size %d)%s%s, vocab %d\n", path,
-            c->version == 3 ? "run.c v" : "llama2.c v", c->version, (double)m->file_size / (1 << 20), c->n_layers, c->dim, c->hidden_dim,
-            c->n_heads, c->n_kv_heads, c->head_size, c->qkv_bias ? ", q/k/v bias" : "", c->shared_classifier ? ", tied embedding" : "", c->vocab_size);
-    fprintf(f, "weights: %s", types[c->weight_type]);
-    if (run_is_integer_type(c->weight_type)) fprintf(f, " (groups of %d)", c->group_size);
-    fprintf(f, ", %.2f M parameters; context %d; RoPE theta %g, %s, scaling %s", (double)params / 1e6, c->seq_len, c->rope_theta,
-            c->rope_layout == LM_ROPE_PAIRS ? "pairs" : "halves", scalings[c->rope_scaling]);
-    if (c->rope_scaling != LM_ROPE_NONE) fprintf(f, " x%g", c->rope_factor);
-    fprintf(f, "; norm eps %g\n", c->norm_eps);
-    if (t)
-        fprintf(f, "tokenizer: %s BPE, %d tokens, chat template %s; threads %d\n", t->kind == LM_BPE_BYTE_LEVEL ? "byte-level" : "SentencePiece",
-                t->vocab_size, run_chat_template_names[run_chat_template_of(t)], threads);
-    else
-        fprintf(f, "tokenizer: none loaded; threads %d\n", threads);
+// The description of a model (and its tokenizer, which may be missing: why is in tokenizer_error).
+static void run_print_info(FILE *f, const char *path, const LmModelInfo *mi, const LmTokenizer *t, const char *tokenizer_error) {
+    fprintf(f, "model: %s: %s, %.1f MiB; %d layers, dim %d, hidden %d, %d heads (%d kv, size %d)%s%s, vocab %d\n", path, mi->format,
+            (double)mi->file_bytes / (1 << 20), mi->n_layers, mi->dim, mi->hidden_dim, mi->n_heads, mi->n_kv_heads, mi->head_size,
+            mi->qkv_bias ? ", q/k/v bias" : "", mi->tied_embedding ? ", tied embedding" : "", mi->vocab_size);
+    fprintf(f, "weights: %s", mi->weight_type);
+    if (mi->group_size) fprintf(f, " (groups of %d)", mi->group_size);
+    fprintf(f, ", %.2f M parameters; context %d; RoPE theta %g, %s, scaling %s", (double)mi->parameters / 1e6, mi->context_length,
+            mi->rope_theta, mi->rope_layout, mi->rope_scaling);
+    if (strcmp(mi->rope_scaling, "none") != 0) fprintf(f, " x%g", mi->rope_factor);
+    fprintf(f, "; norm eps %g; kernels %s, threads %d\n", mi->norm_eps, mi->kernels, mi->threads);
+    LmTokenizerInfo ti;
+    if (t == NULL || lm_tokenizer_info(t, &ti) != 0) {
+        fprintf(f, "tokenizer: none (%s)\n", tokenizer_error);
+        return;
+    }
+    fprintf(f, "tokenizer: %s, %d tokens%s, chat template %s; BOS %d, EOS %d", ti.kind, ti.n_tokens,
+            ti.n_tokens < ti.vocab_size ? " (the rest of the vocabulary is padding)" : "", ti.chat_template, ti.bos_id, ti.eos_id);
+    for (int i = 0; i < ti.n_eot; i++) fprintf(f, i ? " %d" : ", end of turn %d", ti.eot_ids[i]);
+    fprintf(f, "\n");
 }
 
-// Ctrl-C in chat: it ends the reply (lm_chat watches this flag and clears it when the next reply
-// starts); pressed again before then, it exits. Command line only: the library keeps no globals.
+// Ctrl-C in chat: it stops the reply or the prompt's processing, and at the prompt it ends the chat
+// (lm_chat watches this flag). Pressed again before the first is acted on, it exits at once (a
+// stuck process). Command line only: the library keeps no globals.
 static volatile sig_atomic_t run_cli_interrupted;
 
 static void run_on_interrupt(int sig) {
@@ -2984,20 +3400,88 @@ static void run_on_interrupt(int sig) {
     run_cli_interrupted = 1;
 }
 
-// Reads a whole file (or standard input for "-") into a string; NULL with a message on failure.
-static char *run_read_all(const char *path) {
-    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
-    if (f == NULL) { fprintf(stderr, "run: cannot read the prompt file %s: %s\n", path, strerror(errno)); return NULL; }
-    size_t n = 0, cap = 4096;
-    char *text = malloc(cap);
-    for (size_t got; text && (got = fread(text + n, 1, cap - n - 1, f)) > 0;) {
-        n += got;
-        if (n + 1 == cap) { char *grown = realloc(text, cap *= 2); if (!grown) { free(text); text = NULL; } else text = grown; }
+// Prompt progress on a terminal, for prompts long enough to watch.
+static void run_show_progress(int done, int total, void *user) {
+    (void)user;
+    if (total < 256) return;
+    if (done < total) fprintf(stderr, "\r[prompt: %d of %d tokens]", done, total);
+    else fprintf(stderr, "\r\033[K");
+}
+
+static void run_show_prompt(const int *ids, int n, void *user) {
+    fprintf(stderr, "prompt: %d tokens\n", n);
+    run_print_tokens(stderr, (const LmTokenizer *)user, ids, n);
+}
+
+static int run_emit_to_file(const char *piece, void *user) {
+    FILE *f = (FILE *)user;
+    fputs(piece, f);
+    fflush(f);
+    return 0;
+}
+
+#ifdef _OPENMP
+// OpenMP threads that spin between parallel steps take cores from other programs, and on a busy
+// machine the spinning starves the very thread they wait for. The command line waits passively
+// unless OMP_WAIT_POLICY says otherwise; libgomp reads it only as the program starts, so the
+// command line sets it and starts itself again (on failure it goes on as it is).
+static void run_prefer_passive_wait(char **argv) {
+    if (getenv("OMP_WAIT_POLICY") != NULL) return;
+    setenv("OMP_WAIT_POLICY", "passive", 1);
+    execv("/proc/self/exe", argv);
+}
+#endif
+
+// Generate mode: the prompt's text and what follows, then the timing on stderr.
+static int run_cli_generate(LmModel *model, LmTokenizer *tokenizer, LmSampler *sampler, const LmOptions *o, const LmModelInfo *info,
+                            LmProgressFn progress) {
+    const char *prompt = o->prompt ? o->prompt : "";
+    if (o->verbose_prompt) {
+        size_t cap = strlen(prompt) + 3;
+        int *ids = (int *)malloc(cap * sizeof(int));
+        int n = ids ? lm_encode(tokenizer, prompt, 1, 0, ids, (int)cap) : -1;
+        if (n >= 0) run_show_prompt(ids, n, tokenizer);
+        free(ids);
     }
-    if (f != stdin) fclose(f);
-    if (text == NULL) { fprintf(stderr, "run: out of memory reading %s\n", path); return NULL; }
-    text[n] = '\0';
-    return text;
+    LmGenerateOptions g = {.max_tokens = (int)o->steps, .echo_prompt = 1, .ignore_eos = o->ignore_eos, .context_shift = o->shift,
+                           .shift_keep = (int)o->shift_keep, .stops = o->stops, .n_stops = o->n_stops, .emit = run_emit_to_file,
+                           .user = stdout, .progress = progress};
+    LmGenerateStats st;
+    char err[512];
+    if (lm_generate(model, tokenizer, sampler, prompt, &g, &st, err, sizeof err) < 0) {
+        fprintf(stderr, "run: %s\n", err);
+        return 1;
+    }
+    printf("\n");
+    fflush(stdout); // the text ends with its newline before anything goes to stderr (2>&1 | tee log)
+    if (o->quiet) return 0;
+    if (st.stop == LM_STOP_CONTEXT)
+        fprintf(stderr, "note: context full (%d tokens): generation stopped; --context-shift N keeps going\n", info->context_length);
+    fprintf(stderr, "achieved tok/s: %.1f | prompt: %d tokens, %.1f tok/s | generated: %d tokens in %.2f s | first token after %.0f ms\n",
+            st.generate_seconds > 0 ? st.generated / st.generate_seconds : 0.0, st.prompt_tokens,
+            st.prompt_seconds > 0 ? st.prompt_tokens / st.prompt_seconds : 0.0, st.generated, st.generate_seconds, 1000 * st.prompt_seconds);
+    return 0;
+}
+
+// Chat mode, with Ctrl-C handled as lm_chat documents.
+static int run_cli_chat(LmModel *model, LmTokenizer *tokenizer, LmSampler *sampler, const LmOptions *o, LmProgressFn progress) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = run_on_interrupt; // no SA_RESTART: a Ctrl-C at the prompt ends the read
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    int terminal = isatty(fileno(stdin));
+    LmChatOptions c = {.in = stdin, .out = stdout, .first_message = o->prompt, .max_reply = o->steps_given ? (int)o->steps : 0,
+                       .banner = terminal, .progress = progress, .show_prompt = o->verbose_prompt ? run_show_prompt : NULL,
+                       .user = tokenizer, .interrupted = &run_cli_interrupted};
+    // with piped input every line is a message: the system prompt is asked for only on a terminal
+    c.system_prompt = o->system_prompt ? o->system_prompt : terminal ? NULL : "";
+    char err[512];
+    if (lm_chat(model, tokenizer, sampler, &c, err, sizeof err) < 0) {
+        fprintf(stderr, "run: %s\n", err);
+        return 1;
+    }
+    return 0;
 }
 
 int main(int argc, char **argv) {
@@ -3007,77 +3491,40 @@ int main(int argc, char **argv) {
     }
     LmOptions o;
     if (run_parse_options(argc, argv, &o) != 0) return 1;
+#ifdef _OPENMP
+    run_prefer_passive_wait(argv);
+#endif
+    if (o.temperature > 2.0f && o.temperature == floorf(o.temperature) && !o.quiet)
+        fprintf(stderr, "note: -t %g is the temperature, which makes random text at this value; threads are -T\n", o.temperature);
     char *prompt_owned = NULL;
     if (o.prompt_file || (o.prompt && strcmp(o.prompt, "-") == 0)) {
-        prompt_owned = run_read_all(o.prompt_file ? o.prompt_file : "-");
+        prompt_owned = run_read_prompt(o.prompt_file ? o.prompt_file : "-");
         if (prompt_owned == NULL) return 1;
         o.prompt = prompt_owned;
     }
-    const char *checkpoint = o.checkpoint, *tokenizer_path = o.tokenizer_path, *prompt = o.prompt, *mode = o.mode;
-    const char *system_prompt = o.system_prompt;
-    unsigned long long seed = o.seed, steps = o.steps;
-    if (seed == 0) seed = (unsigned long long)time(NULL);
-
-    char err[512];
-    LmModel *model = lm_load(checkpoint, err, sizeof err);
+    char err[512], tokenizer_err[512] = "";
+    LmModel *model = lm_load(o.checkpoint, err, sizeof err);
     if (model == NULL) { fprintf(stderr, "run: %s\n", err); free(prompt_owned); return 1; }
     lm_set_threads(model, (int)o.threads);
-    int ctx = lm_context_length(model);
-    if (steps > (unsigned long long)ctx && (o.shift_keep < 0 || strcmp(mode, "chat") == 0)) {
-        if (o.steps_given && !o.quiet) fprintf(stderr, "note: -n %llu exceeds the context length %d; using %d\n", steps, ctx, ctx);
-        steps = (unsigned long long)ctx;
-    }
-    if (tokenizer_path == NULL) tokenizer_path = model->config.tokenizer_size > 0 ? checkpoint : "tokenizer.bin";
-    LmTokenizer *tokenizer = lm_tokenizer_load(tokenizer_path, lm_vocab_size(model), err, sizeof err);
-    if (tokenizer == NULL) {
-        fprintf(stderr, "run: %s (choose a tokenizer with -z)\n", err);
-        lm_free(model);
-        free(prompt_owned);
-        return 1;
-    }
-    if (o.template_override > 0) tokenizer->chat_template = (LmChatTemplate)o.template_override;
-    if (o.info || (!o.quiet && isatty(fileno(stderr)))) run_print_info(stderr, checkpoint, model, tokenizer, model->threads);
-    if (o.info) {
-        lm_tokenizer_free(tokenizer);
-        lm_free(model);
-        free(prompt_owned);
-        return 0;
-    }
-    LmSampler *sampler = lm_sampler_new(lm_vocab_size(model), o.temperature, o.topp, seed);
+    LmModelInfo info;
+    lm_model_info(model, &info);
+    LmTokenizer *tokenizer = run_cli_tokenizer(o.checkpoint, &info, o.tokenizer_path, o.quiet, tokenizer_err, sizeof tokenizer_err);
+    if (tokenizer && o.template_name) lm_tokenizer_set_template(tokenizer, o.template_name);
+    LmSampler *sampler = lm_sampler_new(lm_vocab_size(model), o.temperature, o.topp, o.seed ? o.seed : (unsigned long long)time(NULL));
     int rc = 0;
-    if (sampler && lm_sampler_configure(sampler, (int)o.top_k, o.min_p, o.repeat_penalty, (int)o.repeat_last_n) != 0) {
-        lm_sampler_free(sampler);
-        sampler = NULL;
-    }
-    if (sampler == NULL) {
+    if (o.info) { // described even without a tokenizer: that tells the vocabulary a tokenizer needs
+        run_print_info(stdout, o.checkpoint, &info, tokenizer, tokenizer_err);
+    } else if (tokenizer == NULL) {
+        fprintf(stderr, "run: %s (choose a tokenizer with -z)\n", tokenizer_err);
+        rc = 1;
+    } else if (sampler == NULL || lm_sampler_configure(sampler, (int)o.top_k, o.min_p, o.repeat_penalty, (int)o.repeat_last_n) != 0) {
         fprintf(stderr, "run: out of memory\n");
         rc = 1;
-    } else if (strcmp(mode, "generate") == 0) {
-        LmTiming timing;
-        LmGenerateOptions g = {o.shift_keep, o.ignore_eos, o.stops, o.n_stops};
-        int n = run_generate_timed(model, tokenizer, sampler, prompt, (int)steps, &g, run_emit_to_file, stdout, &timing, err, sizeof err);
-        if (n < 0) {
-            fprintf(stderr, "run: %s\n", err);
-            rc = 1;
-        } else {
-            printf("\n");
-            if (err[0] && !o.quiet) fprintf(stderr, "note: %s\n", err); // the context filled up
-            double prompt_s = timing.first - timing.start, gen_s = timing.end - timing.first;
-            if (!o.quiet) fprintf(stderr, "achieved tok/s: %.1f | prompt: %d tokens, %.1f tok/s | generated: %d tokens in %.2f s | first token after %.0f ms\n",
-                    gen_s > 0 ? timing.generated / gen_s : 0.0, timing.prompt, prompt_s > 0 ? timing.prompt / prompt_s : 0.0,
-                    timing.generated, gen_s, 1000 * prompt_s);
-        }
     } else {
-        struct sigaction sa;
-        memset(&sa, 0, sizeof sa);
-        sa.sa_handler = run_on_interrupt;
-        sa.sa_flags = SA_RESTART; // reading the next message goes on after the first Ctrl-C
-        sigemptyset(&sa.sa_mask);
-        sigaction(SIGINT, &sa, NULL);
-        if (lm_chat(model, tokenizer, sampler, prompt, system_prompt, (int)steps, stdin, stdout, &run_cli_interrupted, err, sizeof err) < 0) {
-            fprintf(stderr, "run: %s\n", err);
-            rc = 1;
-        }
+        if (!o.quiet && isatty(fileno(stderr))) run_print_info(stderr, o.checkpoint, &info, tokenizer, NULL);
+        LmProgressFn progress = !o.quiet && isatty(fileno(stderr)) ? run_show_progress : NULL;
+        rc = strcmp(o.mode, "chat") == 0 ? run_cli_chat(model, tokenizer, sampler, &o, progress)
+                                          : run_cli_generate(model, tokenizer, sampler, &o, &info, progress);
     }
     lm_sampler_free(sampler);
     lm_tokenizer_free(tokenizer);
@@ -3085,6 +3532,14 @@ int main(int argc, char **argv) {
     free(prompt_owned);
     return rc;
 }
-#endif // RUN_NO_CLI_MAIN
+#endif // RUN_LIBRARY
 
-#endif // RUN_NO_MAIN
+#if defined(__cplusplus) && defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT DEFAULT
+#elif defined(__GNUC__)
+#pragma GCC pop_options
+#endif
+#endif // RUN_C_IMPLEMENTATION

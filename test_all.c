@@ -2,8 +2,9 @@
 // a double-precision forward pass written here, a llama2.c-style rescanning BPE encoder, exact text
 // from the real models in ../shared/models, and the CLI's behaviour on bad input.
 //   make test        (ends with "N passed, N failed")
-#define RUN_NO_MAIN
+#define main run_cli_main // the command line comes along (its handler and parser are tested here)
 #include "run.c"
+#undef main
 #include <pthread.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -406,7 +407,7 @@ static void test_kernels(void) {
         float out[37];
         LmBatch in = {x, 1, cols, cols, xq, xs, 11, NULL, NULL, NULL, NULL};
         LmMatmul job = {&cases[c].m, out, rows};
-        run_matmul(&job, 1, &in);
+        run_matmul(&job, 1, &in, 1);
         double worst = 0, conv = 0;
         for (int i = 0; i < rows; i++) {
             double ref = ref_row_dot(&cases[c].m, i, x, xq, xs);
@@ -507,7 +508,7 @@ static void test_fast_kernels(void) {
             LmBatch in = run_make_batch(&m, x, nt, cols, cols);
             float *out = malloc((size_t)nt * rows * sizeof(float));
             LmMatmul job = {&w, out, rows};
-            run_matmul(&job, 1, &in);
+            run_matmul(&job, 1, &in, 1);
             for (int t = 0; t < nt; t++)
                 for (int r = 0; r < rows; r++) {
                     float want = run_row_dot_plain(&w, r, &in, t);
@@ -816,9 +817,20 @@ static void test_real_tokenizers(void) {
     r = run_cli(args, NULL);
     check(r.status == 0 && strstr(r.out, "     1  \\x0a<s>\\x0a\n") && strstr(r.out, "  4658   believe\n") && strstr(r.out, "   338   is\n"),
           "./run --tokenize with llama2.c's Llama 2 tokenizer prints each id with its piece");
-    snprintf(args, sizeof args, "./run --tokenize -i hello");
-    r = run_cli(args, NULL);
-    check(r.status == 1 && r.err_lines == 1 && strstr(r.err, "needs -z"), "./run --tokenize without -z: one line, exit 1");
+    // the default tokenizer (tokenizer.bin, Llama 2's), the text from standard input or a file
+    CliResult with_z = run_cli("./run --tokenize -z tokenizer.bin -i \"Hello world\" --ids-only", NULL);
+    CliResult without_z = run_cli("./run --tokenize -i \"Hello world\" --ids-only", NULL);
+    CliResult from_stdin = run_cli("./run --tokenize -i - --ids-only", "Hello world\n");
+    char *text_file = tmp_path("tokenize.txt");
+    write_file(text_file, "Hello world\n", 12);
+    snprintf(args, sizeof args, "./run --tokenize --file %s --ids-only", text_file);
+    CliResult from_file = run_cli(args, NULL);
+    check(with_z.status == 0 && strcmp(with_z.out, "1 15043 3186\n") == 0 && strcmp(without_z.out, with_z.out) == 0 &&
+              strcmp(from_stdin.out, with_z.out) == 0 && strcmp(from_file.out, with_z.out) == 0,
+          "./run --tokenize: tokenizer.bin by default; -i - reads standard input and -f/--file a file, one trailing newline "
+          "dropped (%s)", from_stdin.out);
+    r = run_cli("./run --tokenize --ids-only", NULL);
+    check(r.status == 1 && r.err_lines == 1 && strstr(r.err, "needs the text"), "./run --tokenize without a text: one line, exit 1");
 }
 
 // ----------------------------------------------------------------------------
@@ -909,7 +921,7 @@ static int collect_marked(const char *piece, void *user) { strcat((char *)user, 
 
 static void test_utf8_stream(void) {
     char out[256] = "";
-    LmUtf8Stream st = {{0}, 0, collect_marked, out};
+    LmUtf8Stream st = {.emit = collect_marked, .user = out}; // (no buffer yet: the first piece allocates it)
     run_stream_piece(&st, "a\xe4", 0);     // 中 = e4 b8 ad, split over three tokens
     run_stream_piece(&st, "\xb8", 0);
     run_stream_piece(&st, "\xad" "b", 0);
@@ -917,6 +929,7 @@ static void test_utf8_stream(void) {
     run_stream_piece(&st, "\x98\x80", 0);
     run_stream_piece(&st, "\xe4", 0);      // cut off at the end: flushed as it is
     run_stream_piece(&st, "", 1);
+    free(st.buf);
     check(strcmp(out, "a|\xe4\xb8\xad" "b|\xf0\x9f\x98\x80|\xe4|") == 0,
           "streamed pieces are whole UTF-8 characters (a character split over tokens is held back)");
 }
@@ -1048,7 +1061,8 @@ static int chat_transcript(LmModel *m, LmTokenizer *t, LmSampler *s, const char 
     fputs(input, in);
     rewind(in);
     char err[256];
-    int used = lm_chat(m, t, s, NULL, system, max_reply, in, o, NULL, err, sizeof err);
+    LmChatOptions options = {.in = in, .out = o, .system_prompt = system, .max_reply = max_reply};
+    int used = lm_chat(m, t, s, &options, err, sizeof err);
     rewind(o);
     size_t got = fread(out, 1, cap - 1, o);
     out[got] = 0;
@@ -1076,16 +1090,19 @@ static void test_generate_and_chat(void) {
     LmTokenizer *t = lm_tokenizer_load(tok, vocab, err, sizeof err);
     LmSampler *s = lm_sampler_new(vocab, 0.0f, 0.9f, 1);
     char text[4096] = "";
-    int n = lm_generate(m, t, s, "hello", 20, collect, text, err, sizeof err);
-    check(n > 0 && n <= 20 && strncmp(text, "hello", 5) == 0, "lm_generate echoes the prompt and streams %d positions", n);
+    LmGenerateOptions g = {.max_tokens = 20, .echo_prompt = 1, .emit = collect, .user = text};
+    LmGenerateStats st;
+    int n = lm_generate(m, t, s, "hello", &g, &st, err, sizeof err);
+    check(n > 0 && st.generated <= 20 && n == st.prompt_tokens + st.generated - (st.stop != LM_STOP_END_TOKEN) && strncmp(text, "hello", 5) == 0,
+          "lm_generate echoes the prompt and streams %d tokens after its %d (%d positions in the cache)", st.generated, st.prompt_tokens, n);
     int calls = 0;
-    n = lm_generate(m, t, s, "hello", 20, stop_after_3, &calls, err, sizeof err);
-    check(calls == 3, "the emit callback stops generation");
+    LmGenerateOptions g3 = {.max_tokens = 20, .emit = stop_after_3, .user = &calls};
+    n = lm_generate(m, t, s, "hello", &g3, &st, err, sizeof err);
+    check(calls == 3 && st.stop == LM_STOP_CALLER, "the emit callback stops generation");
     char long_prompt[400];
-    memset(long_prompt, 'c', 300);
     memset(long_prompt, 'c', 399);
     long_prompt[399] = 0; // 'c' never merges: 400 tokens > context 256
-    n = lm_generate(m, t, s, long_prompt, 0, collect, text, err, sizeof err);
+    n = lm_generate(m, t, s, long_prompt, NULL, NULL, err, sizeof err);
     check(n == -1 && strstr(err, "longer than the context") != NULL, "a prompt longer than the context fails: \"%s\"", err);
 
     // chat: turn 2 must equal a fresh model fed the whole transcript, and no position is re-run
@@ -1099,8 +1116,8 @@ static void test_generate_and_chat(void) {
         len = lm_encode(t, turns[turn], 1, 0, seq, 256);
         float *logits = NULL;
         for (int i = 0; i < len; i++) logits = lm_forward(fresh, seq[i], pos++);
-        int token = seq[len - 1];
-        for (int r = 0; r < 4; r++) {
+        int token = seq[len - 1], r = 0;
+        for (; r < 4; r++) {
             int next = run_sample_argmax(logits, vocab);
             if (next == 2) break;
             strcat(expect, lm_decode(t, token, next));
@@ -1108,7 +1125,8 @@ static void test_generate_and_chat(void) {
             logits = lm_forward(fresh, token, pos++);
         }
         lm_forward(fresh, 2, pos++);
-        strcat(expect, turn == 0 ? "\nUser: Assistant: " : "\nUser: \n");
+        strcat(expect, r == 4 ? "\n[the reply reached its limit of 4 tokens]\n" : "\n");
+        strcat(expect, turn == 0 ? "User: Assistant: " : "User: \n");
     }
     lm_free(fresh);
     check(used == pos && strcmp(transcript, expect) == 0,
@@ -1188,14 +1206,14 @@ static void test_cli(void) {
     snprintf(args, sizeof args, "%s", tmp_path("cli_magic.bin"));
     expect_cli_error("unknown version", args, "version 9");
     snprintf(args, sizeof args, "%s", tmp_path("cli_gguf.bin"));
-    expect_cli_error("wrong magic (GGUF)", args, "out of range");
+    expect_cli_error("a GGUF file", args, "is a GGUF file");
     snprintf(args, sizeof args, "%s -z %s", mp, tmp_path("no_tok.bin"));
     expect_cli_error("missing tokenizer", args, "cannot open");
     snprintf(args, sizeof args, "%s -z %s", small, tok);
     expect_cli_error("tokenizer for another vocabulary", args, "left after");
     const char *bad[][2] = {{"-t -1", "-t"}, {"-t abc", "-t"}, {"-t 1e99", "-t"}, {"-p 2", "-p"}, {"-p -0.1", "-p"},
                             {"-n -5", "-n"}, {"-n 12x", "-n"}, {"-s -3", "-s"}, {"-m train", "-m"}, {"-q 1", "unknown option"},
-                            {"-t", "needs a value"}, {"--temp 1", "unknown option"}, {"--template foo", "--template"},
+                            {"-t", "needs a value"}, {"--tmp 1", "unknown option"}, {"--template foo", "--template"},
                             {"-m chat --template llama3 -y x", "lacks a token"}, {"-T 0", "-T"}, {"-T two", "-T"}, {"--context-shift -1", "--context-shift"}, {"-k -2", "-k"},
                             {"--min-p 1.5", "--min-p"}, {"--repeat-penalty 0", "--repeat-penalty"}, {"--repeat-last-n x", "--repeat-last-n"}};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -1210,10 +1228,12 @@ static void test_cli(void) {
     snprintf(args, sizeof args, "%s -z %s -i %s", mp, tok, long_prompt);
     expect_cli_error("prompt longer than the context", args, "longer than the context");
 
-    snprintf(args, sizeof args, "./run %s -z %s -t 0 -n 5000 -i hello", mp, tok);
+    // -n counts generated tokens (llama.cpp's meaning): a prompt longer than -n is never cut
+    long_prompt[100] = 0;
+    snprintf(args, sizeof args, "./run %s -z %s -t 0 -n 3 --ignore-eos -i %s", mp, tok, long_prompt);
     CliResult r = run_cli(args, NULL);
-    check(r.status == 0 && strstr(r.err, "note: -n 5000 exceeds the context length 256") && strncmp(r.out, "hello", 5) == 0,
-          "CLI clamps -n past the context with a note and generates");
+    check(r.status == 0 && strncmp(r.out, long_prompt, 100) == 0 && strstr(r.err, "prompt: 101 tokens") && strstr(r.err, "generated: 3 tokens"),
+          "CLI -n 3 with a 101-token prompt: the whole prompt, then 3 generated tokens (%.*s)", (int)strcspn(r.err, "\n"), r.err);
     char *small_ctx = tmp_path("cli_ctx32.bin");
     make_chat_model(small_ctx, vocab, 32);
     snprintf(args, sizeof args, "./run %s -z %s -t 0 -n 0 -i hello", small_ctx, tok);
@@ -1282,10 +1302,20 @@ static void test_cli(void) {
           "CLI --repeat-penalty 3 changes the greedy text");
     snprintf(args, sizeof args, "./run %s -z %s --info", mp, tok);
     CliResult info = run_cli(args, NULL);
-    check(info.status == 0 && info.out[0] == 0 && info.err_lines == 3 && strstr(info.err, "model: ") && strstr(info.err, "llama2.c v 0") &&
-              strstr(info.err, "weights: fp32") && strstr(info.err, "context 256") && strstr(info.err, "RoPE theta 10000, pairs") &&
-              strstr(info.err, "tokenizer: SentencePiece BPE") && strstr(info.err, "chat template llama2"),
-          "CLI --info prints a 3-line description of the model and tokenizer and exits");
+    int out_lines = count_of(info.out, "\n");
+    check(info.status == 0 && info.err[0] == 0 && out_lines == 3 && strstr(info.out, "model: ") && strstr(info.out, "llama2.c v0") &&
+              strstr(info.out, "weights: fp32") && strstr(info.out, "context 256") && strstr(info.out, "RoPE theta 10000, pairs") &&
+              strstr(info.out, "tokenizer: SentencePiece BPE") && strstr(info.out, "chat template llama2") && strstr(info.out, "BOS 1, EOS 2"),
+          "CLI --info prints a 3-line description of the model and tokenizer, with the special ids, on standard output");
+    snprintf(args, sizeof args, "( %s %s -z %s --info | grep -c weights: )", run_bin, mp, tok);
+    CliResult grepped = run_cli(args, NULL);
+    check(strcmp(grepped.out, "1\n") == 0, "CLI --info | grep finds the description");
+    snprintf(args, sizeof args, "./run %s -z %s --info", mp, tmp_path("no_such_tokenizer.bin"));
+    CliResult no_tok = run_cli(args, NULL);
+    check(no_tok.status == 0 && strstr(no_tok.out, "vocab 279") && strstr(no_tok.out, "tokenizer: none (cannot open"),
+          "CLI --info describes the model without a tokenizer and says what is missing: %.*s",
+          (int)strcspn(strstr(no_tok.out, "tokenizer:") ? strstr(no_tok.out, "tokenizer:") : "", "\n"),
+          strstr(no_tok.out, "tokenizer:") ? strstr(no_tok.out, "tokenizer:") : "");
     snprintf(args, sizeof args, "./run %s -z %s -t 0 -n 500 --quiet -i hello", mp, tok);
     CliResult quiet = run_cli(args, NULL);
     check(quiet.status == 0 && quiet.err[0] == 0 && strncmp(quiet.out, "hello", 5) == 0, "CLI --quiet: nothing on standard error, only the text");
