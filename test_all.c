@@ -2,12 +2,16 @@
 // a double-precision forward pass written here, a llama2.c-style rescanning BPE encoder, exact text
 // from the real models in ../shared/models, and the CLI's behaviour on bad input.
 //   make test        (ends with "N passed, N failed")
+#define _XOPEN_SOURCE 700   // pseudo-terminals (posix_openpt) for the terminal tests
 #define main run_cli_main // the command line comes along (its handler and parser are tested here)
 #include "run.c"
 #undef main
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
+#include <termios.h>
 
 static int n_passed, n_failed, n_skipped;
 static const char *run_bin = "./run"; // the CLI under test; RUN_BIN overrides (the sanitized build)
@@ -1081,6 +1085,15 @@ static void make_chat_model(const char *path, int vocab, int seq_len) {
     tiny_free(&tm);
 }
 
+// A chat model whose replies never end by themselves (BOS and EOS logits are 0 against large others).
+static void make_endless_model(const char *path, int vocab, int seq_len) {
+    TinyModel tm = tiny_model(32, 64, 2, 4, 2, vocab, seq_len, 0);
+    for (int i = 0; i < vocab * 32; i++) tm.wcls[i] *= 4.0f;
+    memset(tm.wcls + 1 * 32, 0, 2 * 32 * sizeof(float));
+    write_v0(&tm, path);
+    tiny_free(&tm);
+}
+
 static void test_generate_and_chat(void) {
     char *tok = tmp_path("tok_test.bin"), *mp = tmp_path("chat_model.bin");
     int vocab = write_test_tokenizer(tok);
@@ -1327,6 +1340,115 @@ static void test_cli(void) {
     expect_cli_error("-i - in chat mode", args, "chat mode needs");
 }
 
+
+// What a new user meets first: input never dropped or cut without a word, files of other kinds
+// named with the fix, llama.cpp's habits understood.
+static void test_cli_first_hour(void) {
+    char *tok = tmp_path("tok_test.bin"), *mp = tmp_path("hour_model.bin"), *endless = tmp_path("hour_endless.bin"), args[2048];
+    int vocab = write_test_tokenizer(tok);
+    make_chat_model(mp, vocab, 256);
+    make_endless_model(endless, vocab, 1024);
+
+    // chat replies run to their end of turn (or the context), not to a default -n; a limit the user
+    // set ends with a note
+    snprintf(args, sizeof args, "./run %s -z %s -m chat -t 0", endless, tok);
+    CliResult c = run_cli(args, "hello\n");
+    char *reply = strstr(c.out, "Assistant: ");
+    check(c.status == 0 && reply && strlen(reply) > 1500 && strstr(c.out, "[context full: the reply was cut at 1024 tokens]"),
+          "CLI chat: a reply is not cut at 256 tokens by default; it runs to the full context, with a note (%zu bytes)", reply ? strlen(reply) : 0);
+    snprintf(args, sizeof args, "./run %s -z %s -m chat -t 0 -n 10", endless, tok);
+    c = run_cli(args, "hello\n");
+    check(c.status == 0 && strstr(c.out, "\n[the reply reached its limit of 10 tokens]\nUser: "), "CLI chat -n 10: the reply ends with a note on the limit");
+
+    // piped input: every line is a message (no system prompt asked), empty lines are ignored
+    snprintf(args, sizeof args, "./run %s -z %s -m chat -t 0 -n 3", mp, tok);
+    c = run_cli(args, "hello\n\n   \nabc\n");
+    check(c.status == 0 && !strstr(c.out, "system prompt") && count_of(c.out, "Assistant: ") == 2 && count_of(c.out, "User: ") == 5,
+          "CLI chat with piped input: no system prompt question, the first line is a message, empty lines are ignored");
+    // /help is answered by the chat, not sent to the model
+    c = run_cli(args, "/help\nhello\n");
+    check(c.status == 0 && strstr(c.out, "Commands: /help, /reset") && count_of(c.out, "Assistant: ") == 1, "CLI chat: /help lists the commands");
+
+    // -f FILE and -i - drop one trailing newline, as llama.cpp does
+    char *pf = tmp_path("prompt_nl.txt");
+    write_file(pf, "abc hello\n", 10);
+    snprintf(args, sizeof args, "./run %s -z %s -t 0 -n 5 -f %s --verbose-prompt", mp, tok, pf);
+    CliResult from_file = run_cli(args, NULL);
+    snprintf(args, sizeof args, "./run %s -z %s -t 0 -n 5 -i - --verbose-prompt", mp, tok);
+    CliResult from_stdin = run_cli(args, "abc hello\r\n");
+    snprintf(args, sizeof args, "./run %s -z %s -t 0 -n 5 -i \"abc hello\" --verbose-prompt", mp, tok);
+    CliResult from_flag = run_cli(args, NULL);
+    check(from_file.status == 0 && strcmp(from_file.out, from_flag.out) == 0 && strcmp(from_stdin.out, from_flag.out) == 0 &&
+              strstr(from_flag.err, "prompt: 4 tokens\n") && strstr(from_file.err, "prompt: 4 tokens\n") && strstr(from_stdin.err, "prompt: 4 tokens\n"),
+          "CLI -f FILE and -i - drop one trailing newline: the same 4 prompt tokens as -i");
+    // --verbose-prompt lists ids and texts
+    check(strstr(from_flag.err, "     1  \\x0a<s>\\x0a\n") && strstr(from_flag.err, "   hello\n"),
+          "CLI --verbose-prompt lists the prompt's ids and texts (control bytes escaped)");
+
+    // the timing line never sticks to the text when both streams share a pipe
+    snprintf(args, sizeof args, "( %s %s -z %s -t 0 -n 5 -i hello 2>&1 )", run_bin, mp, tok);
+    CliResult shared = run_cli(args, NULL);
+    char *timing = strstr(shared.out, "achieved tok/s");
+    check(shared.status == 0 && timing && timing > shared.out && timing[-1] == '\n', "CLI: with 2>&1 the timing line starts on a line of its own");
+
+    // a vocabulary that does not match the model's is an error
+    TinyModel big = tiny_model(16, 32, 1, 2, 1, 32064, 16, 1);
+    char *padded = tmp_path("vocab32064.bin");
+    write_v0(&big, padded);
+    tiny_free(&big);
+    snprintf(args, sizeof args, "%s -z tokenizer.bin -i hello", padded);
+    expect_cli_error("tokenizer.bin (32000 tokens) on a model of 32064", args, "has 32000 tokens but the model's vocabulary has 32064");
+
+    // files of other kinds, named with the fix
+    char *hf = tmp_path("hf_folder"), *cfg = tmp_path("hf_folder/config.json");
+    mkdir(hf, 0755);
+    write_file(cfg, "{}", 2);
+    char safet[64] = "\x10\0\0\0\0\0\0\0{\"a\": {}}       ";
+    char *st = tmp_path("model.safetensors"), *tj = tmp_path("tokenizer.json"), *lfs = tmp_path("lfs.bin"), *html = tmp_path("page.bin");
+    write_file(st, safet, 8 + 16);
+    write_file(tj, "{\n  \"version\": \"1.0\",\n  \"model\": {}\n}\n", 37);
+    const char *pointer = "version https://git-lfs.github.com/spec/v1\noid sha256:4d7a\nsize 12345\n";
+    write_file(lfs, pointer, strlen(pointer));
+    write_file(html, "<!DOCTYPE html><html></html>", 28);
+    unsigned char spm[32] = {0x0a, 0x0e, 0x0a, 0x05, '<', 'u', 'n', 'k', '>', 0x15, 0, 0, 0, 0, 0x18, 0x02, 0x0a, 0x06};
+    char *spm_path = tmp_path("tokenizer.model");
+    write_file(spm_path, spm, sizeof spm);
+    struct { const char *what, *file, *z, *needle; } kinds[] = {
+        {"a Hugging Face folder", hf, NULL, "is a Hugging Face model folder: convert it with python3 export.py model.bin --hf"},
+        {"a .safetensors file", st, NULL, "is a safetensors file: convert its Hugging Face folder"},
+        {"a git-lfs pointer", lfs, NULL, "run git lfs pull"},
+        {"a web page", html, NULL, "is a web page"},
+        {"tokenizer.json as -z", mp, tj, "export.py tokenizer.bin --tokenizer FILE"},
+        {"tokenizer.model as -z", mp, spm_path, "is a SentencePiece tokenizer.model: convert it with python3 export.py tokenizer.bin --tokenizer FILE"},
+        {"a git-lfs pointer as -z", mp, lfs, "run git lfs pull"},
+    };
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+        snprintf(args, sizeof args, "%s%s%s -i hello", kinds[k].file, kinds[k].z ? " -z " : "", kinds[k].z ? kinds[k].z : "");
+        expect_cli_error(kinds[k].what, args, kinds[k].needle);
+    }
+
+    // llama.cpp's habits: -t 8 is a temperature (with a note), -p takes a number (with a hint), long names
+    snprintf(args, sizeof args, "./run %s -z %s -t 8 -n 3 -i hello", mp, tok);
+    CliResult t8 = run_cli(args, NULL);
+    check(t8.status == 0 && strstr(t8.err, "note: -t 8 is the temperature") && strstr(t8.err, "threads are -T"),
+          "CLI -t 8 works as a temperature, with a note that threads are -T");
+    snprintf(args, sizeof args, "%s -z %s -p \"tell me a story\"", mp, tok);
+    expect_cli_error("-p with a prompt (llama.cpp's habit)", args, "the prompt is given with -i");
+    snprintf(args, sizeof args, "./run %s -z %s -t 0.8 -p 0.9 -k 40 -s 5 -T 1 -n 12 -i hello", mp, tok);
+    CliResult shorts = run_cli(args, NULL);
+    snprintf(args, sizeof args, "./run %s -z %s --temp 0.8 --top-p 0.9 --top-k 40 --seed 5 --threads 1 --n-predict 12 --prompt hello", mp, tok);
+    CliResult longs = run_cli(args, NULL);
+    snprintf(args, sizeof args, "./run %s -z %s --temp 0.8 --top-p 0.9 --top-k 40 --seed 5 --threads 1 --n-predict 12 --file %s", mp, tok,
+             tmp_path("hello.txt"));
+    write_file(tmp_path("hello.txt"), "hello\n", 6);
+    CliResult file_long = run_cli(args, NULL);
+    check(shorts.status == 0 && longs.status == 0 && strcmp(shorts.out, longs.out) == 0 && strcmp(file_long.out, longs.out) == 0,
+          "CLI accepts llama.cpp's long names (--temp --top-p --top-k --seed --threads --n-predict --prompt --file)");
+    snprintf(args, sizeof args, "%s -z %s -n 99999999999", mp, tok);
+    expect_cli_error("-n 99999999999", args, "-n 99999999999 is too large (at most 2147483647)");
+    snprintf(args, sizeof args, "%s -z %s -i hello world", mp, tok);
+    expect_cli_error("an unquoted prompt", args, "unexpected argument 'world'");
+}
 
 // ----------------------------------------------------------------------------
 // Models and tokenizers converted by export.py (issue: real models in)
@@ -1843,63 +1965,165 @@ static void test_hf_models(void) {
 }
 
 
-// Counts occurrences of needle in the file at path (0 if it cannot be read).
-static int count_in_file(const char *path, const char *needle) {
-    char *text = read_file(path, NULL);
-    int n = text ? count_of(text, needle) : 0;
-    free(text);
-    return n;
+// ----------------------------------------------------------------------------
+// The command line at a terminal: a child on a pseudo-terminal, driven by what it prints
+
+// A child process whose standard output and error are a pseudo-terminal (so it sees a terminal
+// there); its standard input is the same terminal, or a pipe. The test synchronises on what it
+// reads: each wait is for text to appear, with a generous limit that only a failure reaches.
+typedef struct {
+    pid_t pid;
+    int master;       // the terminal's other side: what the child prints comes out here
+    int input;        // where the test writes the child's input (the terminal, or the pipe)
+    char out[1 << 16];
+    size_t n;
+} TermChild;
+
+static int term_start(TermChild *c, char *const argv[], int stdin_is_terminal) {
+    memset(c, 0, sizeof *c);
+    c->master = posix_openpt(O_RDWR | O_NOCTTY);
+    int fds[2] = {-1, -1};
+    if (c->master < 0 || grantpt(c->master) != 0 || unlockpt(c->master) != 0 || (!stdin_is_terminal && pipe(fds) != 0)) return 0;
+    const char *slave_name = ptsname(c->master);
+    fflush(stdout);
+    c->pid = fork();
+    if (c->pid == 0) {
+        setsid(); // a new session whose controlling terminal is the pseudo-terminal: Ctrl-C there is SIGINT here
+        int slave = open(slave_name, O_RDWR);
+        struct termios tio;
+        if (slave < 0 || tcgetattr(slave, &tio) != 0) _exit(126);
+        tio.c_oflag &= (tcflag_t)~OPOST; // "\n" stays "\n"
+        tcsetattr(slave, TCSANOW, &tio);
+        dup2(stdin_is_terminal ? slave : fds[0], 0);
+        dup2(slave, 1);
+        dup2(slave, 2);
+        if (!stdin_is_terminal) { close(fds[0]); close(fds[1]); }
+        close(c->master);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    if (!stdin_is_terminal) close(fds[0]);
+    c->input = stdin_is_terminal ? c->master : fds[1];
+    return c->pid > 0;
 }
 
-// Waits up to 10 s for needle to appear at least `times` times in the file.
-static int wait_for(const char *path, const char *needle, int times) {
-    for (int i = 0; i < 1000; i++) {
-        if (count_in_file(path, needle) >= times) return 1;
-        struct timespec ts = {0, 10 * 1000 * 1000};
-        nanosleep(&ts, NULL);
+// Reads what the child printed until `needle` has appeared `times` times (1 when found), or the
+// child's side closes or 120 s pass (0).
+static int term_wait_for(TermChild *c, const char *needle, int times) {
+    for (;;) {
+        c->out[c->n] = 0;
+        if (count_of(c->out, needle) >= times) return 1;
+        struct pollfd p = {.fd = c->master, .events = POLLIN};
+        if (c->n + 1 >= sizeof c->out || poll(&p, 1, 120 * 1000) <= 0) return 0;
+        ssize_t got = read(c->master, c->out + c->n, sizeof c->out - 1 - c->n);
+        if (got <= 0) return 0; // (EIO: the child closed the terminal)
+        c->n += (size_t)got;
+    }
+}
+
+static int term_send(TermChild *c, const char *text) { return write(c->input, text, strlen(text)) == (ssize_t)strlen(text); }
+
+// Waits until the child is blocked reading its standard input (Linux: /proc/PID/syscall names the
+// read), so that a Ctrl-C now meets the prompt's read and not the instants before it. 0 if that
+// cannot be seen within 120 s.
+static int term_wait_reading(TermChild *c) {
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/syscall", (int)c->pid);
+    for (int i = 0; i < 120000; i++) {
+        FILE *f = fopen(path, "r");
+        if (f == NULL) return 0;
+        int ok = fgets(line, sizeof line, f) != NULL;
+        fclose(f);
+        long nr = -1;
+        unsigned long fd = 99;
+        if (ok && sscanf(line, "%ld 0x%lx", &nr, &fd) == 2 && nr == SYS_read && fd == 0) return 1;
+        struct timespec ts = {0, 1000 * 1000};
+        nanosleep(&ts, NULL); // polling the state above, not a guess at how long the child needs
     }
     return 0;
 }
 
-// Ctrl-C during a chat reply ends the reply and returns to the prompt; a second Ctrl-C exits.
-static void test_ctrl_c(void) {
-    char *tok = tmp_path("tok_test.bin"), *mp = tmp_path("ctrlc.bin");
-    int vocab = write_test_tokenizer(tok);
-    TinyModel tm = tiny_model(64, 128, 2, 4, 2, vocab, 8192, 0);
-    memset(tm.wcls + 1 * 64, 0, 2 * 64 * sizeof(float)); // BOS/EOS logits 0: greedy replies never end
-    write_v0(&tm, mp);
-    tiny_free(&tm);
-    for (int presses = 1; presses <= 2; presses++) {
-        int fds[2];
-        if (pipe(fds) != 0) { check(0, "pipe"); return; }
-        char *outp = tmp_path(presses == 1 ? "ctrlc_out1.txt" : "ctrlc_out2.txt");
-        fflush(stdout);
-        pid_t pid = fork();
-        if (pid == 0) {
-            dup2(fds[0], 0);
-            close(fds[1]);
-            if (!freopen(outp, "w", stdout) || !freopen("/dev/null", "w", stderr)) _exit(126);
-            execl(run_bin, run_bin, mp, "-z", tok, "-m", "chat", "-y", "", "-n", "0", "-t", "0", (char *)NULL);
-            _exit(127);
-        }
-        close(fds[0]);
-        int ok = write(fds[1], "hello\n", 6) == 6 && wait_for(outp, "Assistant: ", 1);
-        kill(pid, SIGINT);
-        if (presses == 2) { struct timespec ts = {0, 50 * 1000 * 1000}; nanosleep(&ts, NULL); kill(pid, SIGINT); }
-        if (presses == 1) ok = ok && wait_for(outp, "User: ", 2) && write(fds[1], "abc\n", 4) == 4 && wait_for(outp, "Assistant: ", 2);
-        if (presses == 1) { kill(pid, SIGINT); ok = ok && wait_for(outp, "User: ", 3); }
-        close(fds[1]); // end of input
-        int status = 0;
-        waitpid(pid, &status, 0);
-        if (presses == 1)
-            check(ok && WIFEXITED(status) && WEXITSTATUS(status) == 0,
-                  "CLI chat: Ctrl-C ends a reply and returns to the prompt, twice; the chat then ends at end of input (exit 0)");
-        else
-            check(WIFEXITED(status) && WEXITSTATUS(status) == 130, "CLI chat: a second Ctrl-C during a reply exits (status %d)",
-                  WIFEXITED(status) ? WEXITSTATUS(status) : -1);
-    }
+// Reads the rest of the output and reaps the child: its exit status, or 128 + the signal.
+static int term_finish(TermChild *c) {
+    if (c->input != c->master) close(c->input);
+    while (term_wait_for(c, "\x01never\x01", 1)) {}
+    int status = 0;
+    waitpid(c->pid, &status, 0);
+    close(c->master);
+    c->out[c->n] = 0;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
+
+// Ctrl-C: it stops a reply (back to the prompt), stops the processing of a long message (which is
+// dropped), and at the prompt it ends the chat cleanly; pressed twice before the first is acted on,
+// it exits.
+static void test_ctrl_c(void) {
+    char *tok = tmp_path("tok_test.bin"), *endless = tmp_path("endless.bin");
+    int vocab = write_test_tokenizer(tok);
+    make_endless_model(endless, vocab, 40960);
+    char *argv[] = {(char *)run_bin, endless, (char *)"-z", tok, (char *)"-m", (char *)"chat", (char *)"-y", (char *)"",
+                    (char *)"-t", (char *)"0", NULL};
+    TermChild c;
+    int ok = term_start(&c, argv, 1) && term_wait_for(&c, "User: ", 1) && term_send(&c, "hello\n") && term_wait_for(&c, "Assistant: ", 1) &&
+             term_send(&c, "\x03") && term_wait_for(&c, "User: ", 2);
+    int reading = ok && term_wait_reading(&c);
+    ok = ok && reading && term_send(&c, "\x03");
+    int status = term_finish(&c);
+    size_t n = strlen(c.out);
+    // (the terminal echoes the Ctrl-C as ^C; the chat then ends the line)
+    check(ok && status == 0 && n > 9 && strcmp(c.out + n - 9, "User: ^C\n") == 0,
+          "CLI chat at a terminal: Ctrl-C stops an endless reply and returns to the prompt; Ctrl-C at the prompt ends the chat "
+          "with a newline, exit %d", status);
+
+    // a 30000-token message (prompt processing of seconds): Ctrl-C after its first block stops it
+    static char message[30100];
+    memset(message, 'c', 30000);
+    strcpy(message + 30000, "\n");
+    ok = term_start(&c, argv, 0) && term_send(&c, message) && term_wait_for(&c, "[prompt: 64 of", 1);
+    if (ok) kill(c.pid, SIGINT);
+    ok = ok && term_wait_for(&c, "[stopped before the reply", 1) && term_wait_for(&c, "User: ", 2) && term_send(&c, "hello\n") &&
+         term_wait_for(&c, "Assistant: ", 1);
+    if (ok) kill(c.pid, SIGINT);
+    ok = ok && term_wait_for(&c, "User: ", 3);
+    status = term_finish(&c);
+    check(ok && status == 0 && count_of(c.out, "Assistant: ") == 1,
+          "CLI chat: Ctrl-C during the processing of a long message stops it (the message is dropped), and the next one is "
+          "answered (exit %d)", status);
+
+    // the handler itself: a second press before the first was acted on exits at once with 130
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        run_cli_interrupted = 0;
+        run_on_interrupt(SIGINT);
+        if (!run_cli_interrupted) _exit(1);
+        run_on_interrupt(SIGINT);
+        _exit(2);
+    }
+    waitpid(pid, &status, 0);
+    check(WIFEXITED(status) && WEXITSTATUS(status) == 130, "the Ctrl-C handler: the first press sets the flag, a second exits 130");
+}
+
+// Chat at a terminal: a banner names the commands, the system prompt is asked for, /help lists the
+// commands without sending them, an empty line is ignored, and Ctrl-D mid-line ends the line first.
+static void test_chat_terminal(void) {
+    char *tok = tmp_path("tok_test.bin"), *mp = tmp_path("term_chat.bin");
+    int vocab = write_test_tokenizer(tok);
+    make_chat_model(mp, vocab, 256);
+    char *argv[] = {(char *)run_bin, mp, (char *)"-z", tok, (char *)"-m", (char *)"chat", (char *)"-t", (char *)"0", (char *)"-n", (char *)"3", NULL};
+    TermChild c;
+    int ok = term_start(&c, argv, 1) && term_wait_for(&c, "Enter system prompt (optional): ", 1) && term_send(&c, "be brief\n") &&
+             term_wait_for(&c, "User: ", 1) && term_send(&c, "/help\n") && term_wait_for(&c, "User: ", 2) && term_send(&c, "\n") &&
+             term_wait_for(&c, "User: ", 3) && term_send(&c, "abc\x04") && term_wait_for(&c, "abc", 1) && term_send(&c, "\x04") &&
+             term_wait_for(&c, "User: ", 4);
+    int status = term_finish(&c);
+    char *banner = strstr(c.out, "[chat, llama2 template] Commands: /help");
+    check(ok && status == 0 && banner && banner < strstr(c.out, "Enter system prompt") && count_of(c.out, "Commands: ") == 2 &&
+              count_of(c.out, "Assistant: ") == 1 && strstr(c.out, "User: abc\nAssistant: ") && !strstr(c.out, "/help\nAssistant"),
+          "CLI chat at a terminal: a banner with the commands, the system prompt asked for, /help not sent to the model, an "
+          "empty line ignored, Ctrl-D mid-line ends the line before the reply (exit %d)", status);
+}
 
 // Out of memory on load is an error, not a crash; valgrind sees no leak or invalid access in a run.
 static void test_memory(void) {
@@ -2003,6 +2227,8 @@ int main(void) {
     test_context_shift();
     test_cli();
     test_ctrl_c();
+    test_chat_terminal();
+    test_cli_first_hour();
     test_memory();
     test_real_models();
     test_tokenizer_vectors();
