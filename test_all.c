@@ -58,6 +58,7 @@ static void write_file(const char *path, const void *data, size_t n) {
 
 static char *read_file(const char *path, size_t *n) {
     FILE *f = fopen(path, "rb");
+    if (n) *n = 0;
     if (!f) return NULL;
     fseek(f, 0, SEEK_END);
     long size = ftell(f);
@@ -939,6 +940,46 @@ static void test_utf8_stream(void) {
 }
 
 // ----------------------------------------------------------------------------
+// One order of float operations in any build: each product is rounded before it is added (the
+// kernels' written order). make test also runs these in a GNU-mode -march=native build, where gcc
+// would otherwise fuse a*b+c into one rounding (FMA) and change the low bits.
+
+static float unfused_dot(const float *a, const float *x, int n) { // run_dot_f32's order, each product rounded
+    float acc[LM_LANES] = {0};
+    for (int j = 0; j < n; j++) {
+        volatile float p = a[j] * x[j];
+        acc[j % LM_LANES] = acc[j % LM_LANES] + p;
+    }
+    for (int w = LM_LANES / 2; w > 0; w /= 2)
+        for (int k = 0; k < w; k++) acc[k] = acc[k] + acc[k + w];
+    return acc[0];
+}
+
+static void test_float_order(void) {
+    enum { N = 1000 };
+    float a[N], x[N], out[N], want[N], cs[8], sn[8];
+    for (int i = 0; i < N; i++) { a[i] = urand(); x[i] = urand() * 3.0f; }
+    int same = 1;
+    for (int n = 1; n <= N; n += n < 40 ? 1 : 97) same &= run_dot_f32(a, x, n) == unfused_dot(a, x, n);
+    check(same, "run_dot_f32 equals its written order with every product rounded (n = 1..1000)");
+    float ss = 0.0f;
+    for (int j = 0; j < N; j++) { volatile float p = x[j] * x[j]; ss = ss + p; }
+    ss = 1.0f / sqrtf(ss / (float)N + 1e-5f);
+    for (int j = 0; j < N; j++) { volatile float p = ss * x[j]; want[j] = a[j] * p; }
+    run_rmsnorm(out, x, a, N, 1e-5f);
+    check(memcmp(out, want, sizeof out) == 0, "run_rmsnorm equals its written order with every product rounded");
+    for (int i = 0; i < 8; i++) { cs[i] = cosf(0.3f * (float)i); sn[i] = sinf(0.3f * (float)i); }
+    memcpy(out, x, 16 * sizeof(float));
+    run_rope_rotate(out, 1, 16, cs, sn, LM_ROPE_HALVES);
+    same = 1;
+    for (int i = 0; i < 8; i++) {
+        volatile float p0 = x[i] * cs[i], p1 = x[i + 8] * sn[i], p2 = x[i] * sn[i], p3 = x[i + 8] * cs[i];
+        same &= out[i] == p0 - p1 && out[i + 8] == p2 + p3;
+    }
+    check(same, "run_rope_rotate equals its written order with every product rounded");
+}
+
+// ----------------------------------------------------------------------------
 // The library: bad arguments, two models at once, generate, chat
 
 static void test_library(void) {
@@ -1481,13 +1522,13 @@ static int run_quiet(const char *cmd) {
     return rc == 0;
 }
 
-// Runs a test script written in Python (export.py's own tests) and counts its "ok", "FAIL" and
-// "skip" lines as this suite's; a script that dies without a summary line fails.
-static void run_python_tests(const char *script) {
+// Runs another test program (export.py's tests, this suite in another build) and counts its "ok",
+// "FAIL" and "skip" lines as this suite's; one that dies without its "done" line fails.
+static void run_sub_suite(const char *what, const char *cmd_line) {
     char cmd[1024];
-    snprintf(cmd, sizeof cmd, "%s %s %s 2>&1", python, script, tmp_dir);
+    snprintf(cmd, sizeof cmd, "%s 2>&1", cmd_line);
     FILE *p = popen(cmd, "r");
-    if (p == NULL) { check(0, "%s runs", script); return; }
+    if (p == NULL) { check(0, "%s runs", what); return; }
     char line[4096];
     int finished = 0;
     while (fgets(line, sizeof line, p)) {
@@ -1495,10 +1536,10 @@ static void run_python_tests(const char *script) {
         if (strncmp(line, "ok  ", 4) == 0) n_passed++;
         else if (strncmp(line, "FAIL", 4) == 0) n_failed++;
         else if (strncmp(line, "skip", 4) == 0) n_skipped++;
-        else if (strncmp(line, "done ", 5) == 0) finished = 1;
+        else if (strncmp(line, "done", 4) == 0) finished = 1;
     }
     int status = pclose(p);
-    if (!finished || status != 0) check(0, "%s ran to its end (exit status %d)", script, status);
+    if (!finished || (WIFEXITED(status) ? WEXITSTATUS(status) > 1 : 1)) check(0, "%s ran to its end (exit status %d)", what, status);
 }
 
 // Exports a tokenizer file with export.py; NULL when that fails.
@@ -1729,6 +1770,14 @@ static void test_export_other_sources(void) {
     }
     free(ref);
     tiny_free(&tm);
+}
+
+// export.py's own tests (bad input, group sizes, --check): tests/test_export.py, run as a user would.
+static void test_export_errors(void) {
+    if (!have_numpy()) return; // (reported by test_tokenizer_vectors)
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "%s tests/test_export.py %s", python, tmp_dir);
+    run_sub_suite("tests/test_export.py", cmd);
 }
 
 // export.py's other direction: Hugging Face rotate-half layout into llama2.c's interleaved formats,
@@ -2125,6 +2174,48 @@ static void test_chat_terminal(void) {
           "empty line ignored, Ctrl-D mid-line ends the line before the reply (exit %d)", status);
 }
 
+// The builds make test makes: the suite in GNU mode (the float order holds there too), the example
+// as C++, a host with common names of its own, a program of two files; and the command line uses
+// only the public API.
+static void test_builds(void) {
+    if (file_exists("build/test_all_gnu")) run_sub_suite("build/test_all_gnu", "build/test_all_gnu --only float-order,kernels,batch");
+    else check(0, "build/test_all_gnu is built (make test builds it)");
+    char *tok = tmp_path("tok_test.bin"), *mp = tmp_path("builds_model.bin"), args[1024];
+    int vocab = write_test_tokenizer(tok);
+    make_chat_model(mp, vocab, 256);
+    snprintf(args, sizeof args, "./run %s -z %s -t 0 -n 10 -i hello", mp, tok);
+    CliResult cli = run_cli(args, NULL);
+    snprintf(args, sizeof args, "./examples/embed %s %s hello 10", mp, tok);
+    CliResult c = run_cli(args, NULL);
+    check(c.status == 0 && strcmp(c.out, cli.out) == 0 && strstr(c.err, "embed: "), "examples/embed prints the same text as ./run");
+    snprintf(args, sizeof args, "./examples/embed %s %s hello 10", tmp_path("missing.bin"), tok);
+    c = run_cli(args, NULL);
+    check(c.status == 1 && c.err_lines == 1 && strstr(c.err, "embed: cannot open"), "examples/embed: a missing model is one line and exit 1");
+    if (file_exists("build/embed_cpp")) {
+        snprintf(args, sizeof args, "build/embed_cpp %s %s hello 10", mp, tok);
+        c = run_cli(args, NULL);
+        check(c.status == 0 && strcmp(c.out, cli.out) == 0, "examples/embed.c built as C++ (g++ -Wall -Wextra -Werror) prints the same text");
+    } else {
+        skip_because("examples/embed.c as C++", "no C++ compiler: apt-get install g++");
+    }
+    c = run_cli("build/host_names", NULL);
+    check(c.status == 0 && strstr(c.out, "host names ok"), "a host with its own softmax, matmul, usage, read_line, ... includes run.c");
+    snprintf(args, sizeof args, "build/two_files %s %s", mp, tok);
+    c = run_cli(args, NULL);
+    check(c.status == 0 && strcmp(c.out, cli.out) == 0, "a program of two files that both include run.c (one the declarations only)");
+
+    // the command line reads nothing private: its section names no field of the engine's structs
+    char *src = read_file("run.c", NULL);
+    char *cli_part = src ? strstr(src, "// Command line: a program like any other embedding") : NULL;
+    const char *private_uses[] = {"->config", "->state", "->weights", "->vocab[", "->type[", "->chat_template =", "->data",
+                                  "run_encode_text(", "run_render_turn(", "run_forward_block(", "LM_BATCH"};
+    int clean = cli_part != NULL;
+    for (size_t i = 0; clean && i < sizeof private_uses / sizeof private_uses[0]; i++)
+        if (strstr(cli_part, private_uses[i])) { clean = 0; printf("     the command line uses %s\n", private_uses[i]); }
+    check(clean, "the command line uses only the public lm_ API (no private fields or functions)");
+    free(src);
+}
+
 // Out of memory on load is an error, not a crash; valgrind sees no leak or invalid access in a run.
 static void test_memory(void) {
     TinyModel tm = tiny_model(32, 64, 2, 4, 2, 11, 1 << 20, 0); // a 2^20-token context: a 256 MiB KV cache
@@ -2208,41 +2299,37 @@ static void test_real_models(void) {
     }
 }
 
-int main(void) {
+// Every test group, in the order a full run takes them; `test_all --only NAME,NAME` runs some.
+static const struct { const char *name; void (*run)(void); } test_groups[] = {
+    {"kernels", test_kernels}, {"fast-kernels", test_fast_kernels}, {"float-order", test_float_order},
+    {"formats", test_formats_against_reference}, {"loader", test_loader_validation}, {"tokenizer", test_tokenizer},
+    {"real-tokenizers", test_real_tokenizers}, {"sampler", test_sampler}, {"utf8", test_utf8_stream}, {"library", test_library},
+    {"generate-chat", test_generate_and_chat}, {"threads", test_two_threads}, {"context-shift", test_context_shift},
+    {"cli", test_cli}, {"ctrl-c", test_ctrl_c}, {"chat-terminal", test_chat_terminal}, {"first-hour", test_cli_first_hour},
+    {"builds", test_builds}, {"memory", test_memory}, {"real-models", test_real_models}, {"vectors", test_tokenizer_vectors},
+    {"hf", test_hf_models}, {"export-legacy", test_export_legacy_and_refusals}, {"export-sources", test_export_other_sources},
+    {"export-errors", test_export_errors}, {"batch", test_batch_equals_sequential}, {"quantized", test_quantized_accuracy},
+};
+
+int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (getenv("RUN_BIN")) run_bin = getenv("RUN_BIN");
+    const char *only = argc == 3 && strcmp(argv[1], "--only") == 0 ? argv[2] : NULL;
+    if (argc > 1 && only == NULL) { fprintf(stderr, "usage: test_all [--only GROUP,GROUP...]\n"); return 2; }
     snprintf(tmp_dir, sizeof tmp_dir, "/tmp/runc_test_XXXXXX");
     if (!mkdtemp(tmp_dir)) { perror("mkdtemp"); return 2; }
-    test_kernels();
-    test_fast_kernels();
-    test_formats_against_reference();
-    test_loader_validation();
-    test_tokenizer();
-    test_real_tokenizers();
-    test_sampler();
-    test_utf8_stream();
-    test_library();
-    test_generate_and_chat();
-    test_two_threads();
-    test_context_shift();
-    test_cli();
-    test_ctrl_c();
-    test_chat_terminal();
-    test_cli_first_hour();
-    test_memory();
-    test_real_models();
-    test_tokenizer_vectors();
-    test_hf_models();
-    test_export_legacy_and_refusals();
-    test_export_other_sources();
-    if (file_exists("tests/test_export.py")) run_python_tests("tests/test_export.py");
-    test_batch_equals_sequential();
-    test_quantized_accuracy();
+    for (size_t g = 0; g < sizeof test_groups / sizeof test_groups[0]; g++) {
+        char padded[64];
+        snprintf(padded, sizeof padded, ",%s,", test_groups[g].name);
+        char list[512];
+        snprintf(list, sizeof list, ",%s,", only ? only : "");
+        if (only == NULL || strstr(list, padded)) test_groups[g].run();
+    }
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmp_dir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp_dir);
     for (int i = 0; i < n_tmp_paths; i++) free(tmp_paths[i]);
     if (n_skipped) printf("%d skipped (the lines marked skip say why)\n", n_skipped);
-    printf("%d passed, %d failed\n", n_passed, n_failed);
+    printf("done\n%d passed, %d failed\n", n_passed, n_failed);
     return n_failed != 0;
 }

@@ -7,8 +7,9 @@
 //   -DFUZZ_CLI         command-line parsing of arbitrary arguments
 // With clang and -fsanitize=fuzzer it is a libFuzzer target (make fuzz); with any compiler it is a
 // driver that replays the files named on its command line (a corpus), e.g. the regression cases.
-#define RUN_NO_CLI_MAIN
+#define main run_cli_main // the command line comes along, for its parser (FUZZ_CLI)
 #include "../run.c"
+#undef main
 
 #ifndef FUZZ_TOKENIZER_PATH
 #define FUZZ_TOKENIZER_PATH "tokenizer.bin"
