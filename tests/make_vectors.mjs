@@ -31,6 +31,7 @@ const texts = [
   "supercalifragilisticexpialidocious antidisestablishmentarianism",
   "https://example.com/path?q=1&r=two#frag user@example.org",
   "   ", "x", "",
+  "▁▁hello", "a▁b ▁ c▁", "▁",
 ];
 
 function write(name, header, encode) {
