@@ -734,9 +734,9 @@ static void test_tokenizer(void) {
     // the pre-tokenizers' \p{L} and \p{N} follow Unicode 15 (Debian's newest UCD), as Hugging Face's tokenizers
     // do: U+1E03A (Cyrillic Extended-D, 15.0) is a letter, so "x\U0001E03Ay" is one pre-token, not three
     const char *x_el_y = "x\xF0\x9E\x80\xBAy";
-    LmText text = {(const unsigned char *)x_el_y, strlen(x_el_y)};
+    LmText xy = {(const unsigned char *)x_el_y, strlen(x_el_y)};
     check(run_is_letter(0x1E03A) && run_is_letter(0x1E06D) && run_is_number(0x11F50) && !run_is_letter(0x1E08F) &&
-              run_pretoken_length(LM_SPLIT_LLAMA3, text, 0) == text.n && run_pretoken_length(LM_SPLIT_GPT2, text, 0) == text.n,
+              run_pretoken_length(LM_SPLIT_LLAMA3, xy, 0) == xy.n && run_pretoken_length(LM_SPLIT_GPT2, xy, 0) == xy.n,
           "Unicode 15 letters and numbers (U+1E03A, U+11F50) in the pre-tokenizer splits");
     char *path = tmp_path("tok_test.bin");
     int vocab = write_test_tokenizer(path);
