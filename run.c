@@ -3382,7 +3382,12 @@ static void run_print_info(FILE *f, const char *path, const LmModelInfo *mi, con
     fprintf(f, ", %.2f M parameters; context %d; RoPE theta %g, %s, scaling %s", (double)mi->parameters / 1e6, mi->context_length,
             mi->rope_theta, mi->rope_layout, mi->rope_scaling);
     if (strcmp(mi->rope_scaling, "none") != 0) fprintf(f, " x%g", mi->rope_factor);
-    fprintf(f, "; norm eps %g; kernels %s, threads %d\n", mi->norm_eps, mi->kernels, mi->threads);
+    fprintf(f, "; norm eps %g; kernels %s, threads %d", mi->norm_eps, mi->kernels, mi->threads);
+#ifdef _OPENMP
+    const char *wait = getenv("OMP_WAIT_POLICY");
+    if (wait) fprintf(f, " (OMP_WAIT_POLICY=%s)", wait);
+#endif
+    fprintf(f, "\n");
     LmTokenizerInfo ti;
     if (t == NULL || lm_tokenizer_info(t, &ti) != 0) {
         fprintf(f, "tokenizer: none (%s)\n", tokenizer_error);

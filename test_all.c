@@ -1222,6 +1222,118 @@ static void test_generate_and_chat(void) {
     lm_sampler_free(s); lm_tokenizer_free(t); lm_free(m);
 }
 
+// The public API a GUI or server needs: descriptions, token texts, templates, conversations rendered
+// to ids, generation from ids at a position, stop strings, and interrupts during the prompt.
+static void set_flag_after_first_block(int done, int total, void *user) {
+    (void)total;
+    if (done >= 64) *(volatile sig_atomic_t *)user = 1;
+}
+
+typedef struct { char text[4096]; volatile sig_atomic_t flag; } Collected;
+static int collect_into(const char *piece, void *user) { strcat(((Collected *)user)->text, piece); return 0; }
+static void flag_after_first_block(int done, int total, void *user) { (void)total; if (done >= 64) ((Collected *)user)->flag = 1; }
+
+static void test_public_api(void) {
+    char *tok = tmp_path("tok_test.bin"), *mp = tmp_path("api_model.bin"), err[256];
+    int vocab = write_test_tokenizer(tok);
+    make_chat_model(mp, vocab, 256);
+    LmModel *m = lm_load(mp, err, sizeof err);
+    LmTokenizer *t = lm_tokenizer_load(tok, vocab, err, sizeof err);
+    LmSampler *s = lm_sampler_new(vocab, 0.0f, 0.9f, 1);
+    LmModelInfo mi;
+    LmTokenizerInfo ti;
+    check(m && t && s && lm_model_info(m, &mi) == 0 && strcmp(mi.format, "llama2.c v0") == 0 && mi.dim == 32 && mi.n_layers == 2 &&
+              mi.vocab_size == vocab && mi.context_length == 256 && strcmp(mi.weight_type, "fp32") == 0 && !mi.has_tokenizer &&
+              mi.tied_embedding && strcmp(mi.rope_layout, "pairs") == 0 && lm_model_info(NULL, &mi) == -1,
+          "lm_model_info describes a model (format, shape, weights, RoPE); -1 for NULL");
+    check(lm_tokenizer_info(t, &ti) == 0 && ti.n_tokens == vocab && ti.bos_id == 1 && ti.eos_id == 2 && strcmp(ti.chat_template, "llama2") == 0 &&
+              strcmp(lm_token_text(t, 1), "\n<s>\n") == 0 && lm_token_text(t, -1) == NULL && lm_token_text(t, vocab) == NULL,
+          "lm_tokenizer_info gives the special ids and template; lm_token_text the stored text (NULL out of range)");
+    check(lm_tokenizer_set_template(t, "nonsense") == -1 && lm_tokenizer_set_template(t, "mistral") == 0 && lm_tokenizer_info(t, &ti) == 0 &&
+              strcmp(ti.chat_template, "mistral") == 0 && lm_tokenizer_set_template(t, "llama2") == 0,
+          "lm_tokenizer_set_template chooses a template by name, -1 for an unknown one");
+    int ids[512], ids2[512];
+    LmMessage bad1[] = {{"assistant", "x"}}, bad2[] = {{"user", "x"}, {"assistant", "y"}}, bad3[] = {{"robot", "x"}};
+    LmMessage sys_user[] = {{"system", "be brief"}, {"user", "abc"}}, second[] = {{"user", "hello"}};
+    check(lm_render_chat(t, bad1, 1, 0, ids, 512) == -1 && lm_render_chat(t, bad2, 2, 0, ids, 512) == -1 &&
+              lm_render_chat(t, bad3, 1, 0, ids, 512) == -1 && lm_render_chat(t, sys_user, 2, 1, ids, 512) == -1 &&
+              lm_render_chat(t, sys_user, 2, 0, ids, 3) == -1 && lm_render_chat(t, NULL, 0, 0, ids, 512) == -1,
+          "lm_render_chat refuses a bad order or role, a system message when continuing, and too small a buffer");
+    int n_first = lm_render_chat(t, sys_user, 2, 0, ids, 512), n_second = lm_render_chat(t, second, 1, 1, ids2, 512);
+    int want_first[512], want_second[512];
+    int nf = lm_encode(t, "[INST] <<SYS>>\nbe brief\n<</SYS>>\n\nabc [/INST]", 1, 0, want_first, 512);
+    int ns = lm_encode(t, "[INST] hello [/INST]", 1, 0, want_second, 512);
+    check(n_first == nf && memcmp(ids, want_first, (size_t)nf * sizeof(int)) == 0 && n_second == ns &&
+              memcmp(ids2, want_second, (size_t)ns * sizeof(int)) == 0,
+          "lm_render_chat: Llama 2's template for a first turn with a system prompt and a continuing turn");
+
+    // a two-turn chat through the public API equals lm_chat's transcript
+    Collected reply1 = {"", 0}, reply2 = {"", 0};
+    LmGenerateOptions g = {.max_tokens = 4, .emit = collect_into, .user = &reply1};
+    LmGenerateStats st;
+    int pos = lm_generate_tokens(m, t, s, ids, n_first, 0, &g, &st, err, sizeof err);
+    if (st.stop != LM_STOP_END_TOKEN && st.generated > 0) lm_forward(m, st.last_token, pos++);
+    lm_forward(m, st.stop == LM_STOP_END_TOKEN ? st.last_token : ti.eos_id, pos++);
+    g.user = &reply2;
+    pos = lm_generate_tokens(m, t, s, ids2, n_second, pos, &g, &st, err, sizeof err);
+    char transcript[4096], expect[4096];
+    LmModel *fresh = lm_load(mp, err, sizeof err);
+    FILE *in = tmpfile(), *out = tmpfile();
+    fputs("abc\nhello\n", in);
+    rewind(in);
+    LmChatOptions co = {.in = in, .out = out, .system_prompt = "be brief", .max_reply = 4};
+    lm_chat(fresh, t, s, &co, err, sizeof err);
+    rewind(out);
+    size_t got = fread(transcript, 1, sizeof transcript - 1, out);
+    transcript[got] = 0;
+    fclose(in);
+    fclose(out);
+    lm_free(fresh);
+    snprintf(expect, sizeof expect, "User: Assistant: %s\n[the reply reached its limit of 4 tokens]\nUser: Assistant: %s\n", reply1.text, reply2.text);
+    check(pos > 0 && strncmp(transcript, expect, strlen(expect)) == 0,
+          "a chat through lm_render_chat and lm_generate_tokens gives lm_chat's replies (\"%s\", \"%s\")", reply1.text, reply2.text);
+
+    // stop strings and a prompt interrupted after its first block of 64 tokens
+    Collected full = {"", 0}, cut = {"", 0};
+    LmGenerateOptions gf = {.max_tokens = 40, .ignore_eos = 1, .emit = collect_into, .user = &full};
+    lm_generate(m, t, s, "hello", &gf, NULL, err, sizeof err);
+    char stop[8] = "";
+    if (strlen(full.text) > 12) memcpy(stop, full.text + 8, 3);
+    const char *stops[] = {"zzzz", stop};
+    LmGenerateOptions gs = {.max_tokens = 40, .ignore_eos = 1, .stops = stops, .n_stops = 2, .emit = collect_into, .user = &cut};
+    lm_generate(m, t, s, "hello", &gs, &st, err, sizeof err);
+    check(stop[0] && st.stop == LM_STOP_STRING && strlen(cut.text) < strlen(full.text) && strstr(cut.text, stop),
+          "lm_generate: a stop string ends generation (LM_STOP_STRING)");
+    char long_text[201];
+    memset(long_text, 'c', 200);
+    long_text[200] = 0;
+    Collected quiet = {"", 0};
+    LmGenerateOptions gi = {.emit = collect_into, .user = &quiet, .progress = flag_after_first_block, .interrupted = &quiet.flag};
+    pos = lm_generate(m, t, s, long_text, &gi, &st, err, sizeof err);
+    check(pos == 64 && st.stop == LM_STOP_INTERRUPTED && st.prompt_tokens == 64 && st.generated == 0 && quiet.text[0] == 0,
+          "lm_generate: an interrupt during the prompt stops it between blocks (64 of 201 tokens run, nothing generated)");
+    // the same in lm_chat: the message is dropped, the next one is answered
+    volatile sig_atomic_t flag = 0;
+    in = tmpfile();
+    out = tmpfile();
+    fprintf(in, "%s\nhello\n", long_text);
+    rewind(in);
+    LmChatOptions ci = {.in = in, .out = out, .system_prompt = "", .max_reply = 4, .progress = set_flag_after_first_block,
+                        .user = (void *)&flag, .interrupted = &flag};
+    int used = lm_chat(m, t, s, &ci, err, sizeof err);
+    rewind(out);
+    got = fread(transcript, 1, sizeof transcript - 1, out);
+    transcript[got] = 0;
+    fclose(in);
+    fclose(out);
+    check(used > 0 && used < 64 && strstr(transcript, "User: [stopped before the reply: the message was dropped]\nUser: Assistant: ") &&
+              count_of(transcript, "Assistant: ") == 1,
+          "lm_chat: an interrupt while reading a long message drops it; the next message is answered (%d positions)", used);
+    lm_sampler_free(s);
+    lm_tokenizer_free(t);
+    lm_free(m);
+}
+
 // ----------------------------------------------------------------------------
 // The CLI, through the real binary
 
@@ -1347,6 +1459,19 @@ static void test_cli(void) {
         CliResult two = run_cli(args, NULL);
         check(one.status == 0 && two.status == 0 && strcmp(one.out, two.out) == 0 && strlen(one.out) > 5,
               "CLI -T 1 and -T 2 (OpenMP build) print the same text");
+        // threads: -T, else OMP_NUM_THREADS, else the cores; the command line waits passively between steps
+        char want[64];
+        snprintf(want, sizeof want, "threads %ld (OMP_WAIT_POLICY=passive)", sysconf(_SC_NPROCESSORS_ONLN));
+        snprintf(args, sizeof args, "env -u OMP_NUM_THREADS -u OMP_WAIT_POLICY ./runomp %s -z %s --info", mp, tok);
+        CliResult cores = run_cli(args, NULL);
+        snprintf(args, sizeof args, "env -u OMP_WAIT_POLICY OMP_NUM_THREADS=1 ./runomp %s -z %s --info", mp, tok);
+        CliResult env1 = run_cli(args, NULL);
+        snprintf(args, sizeof args, "env OMP_NUM_THREADS=1 OMP_WAIT_POLICY=active ./runomp %s -z %s --info -T 3", mp, tok);
+        CliResult flag3 = run_cli(args, NULL);
+        check(strstr(cores.out, want) && strstr(env1.out, "threads 1 (OMP_WAIT_POLICY=passive)") &&
+                  strstr(flag3.out, "threads 3 (OMP_WAIT_POLICY=active)"),
+              "CLI threads: the cores by default, OMP_NUM_THREADS=1 gives 1, -T 3 overrides it; OpenMP waits passively unless "
+              "OMP_WAIT_POLICY says otherwise");
     }
     // valid sampling flags: top-k 1 and min-p 1 leave only the most likely token, i.e. greedy text
     const char *same_as_greedy[] = {"-t 1 -s 9 -k 1", "-t 1 -s 9 --min-p 1", "-t 0 --repeat-penalty 1 --repeat-last-n 16"};
@@ -1720,14 +1845,13 @@ static void test_tokenizer_vectors(void) {
         int want[1024], nw = parse_ids(strchr(p, '\t'), want, 1024);
         char err[256];
         LmTokenizer *t = lm_tokenizer_load(strcmp(line, "llama3") == 0 ? l3 : qw, 0, err, sizeof err);
-        LmTokens got = {NULL, 0, 0};
-        LmChatTemplate kind = t ? run_chat_template_of(t) : LM_CHAT_NONE;
-        int ok = t && run_render_turn(t, kind, &got, 1, msgs[0], msgs[1]) && run_encode_text(t, msgs[2], &got) &&
-                 run_tokens_push(&got, run_turn_end_token(t, kind)) && run_render_turn(t, kind, &got, 0, msgs[0], msgs[3]);
-        check(ok && got.n == nw && memcmp(got.ids, want, (size_t)nw * sizeof(int)) == 0,
-              "%s chat template (%s): two turns in Chinese and English give the reference's apply_chat_template ids (%d vs %d)",
-              line, t ? run_chat_template_names[kind] : "?", got.n, nw);
-        free(got.ids);
+        LmMessage conversation[4] = {{"system", msgs[0]}, {"user", msgs[1]}, {"assistant", msgs[2]}, {"user", msgs[3]}};
+        int got[1024], n = t ? lm_render_chat(t, conversation, 4, 0, got, 1024) : -1;
+        LmTokenizerInfo ti = {0};
+        lm_tokenizer_info(t, &ti);
+        check(n == nw && memcmp(got, want, (size_t)nw * sizeof(int)) == 0,
+              "%s chat template (%s): lm_render_chat of two turns in Chinese and English gives the reference's "
+              "apply_chat_template ids (%d vs %d)", line, ti.chat_template ? ti.chat_template : "?", n, nw);
         lm_tokenizer_free(t);
     }
     if (f) fclose(f);
@@ -2017,6 +2141,15 @@ static void test_hf_models(void) {
         check(g.status == 0 && strncmp(g.out, "你好, world", 12) == 0 && c.status == 0 && second &&
                   strstr(second + 1, "Assistant: ") && !strstr(c.out, "<|im_") && !strstr(c.out, "<|eot"),
               "%s look-alike exported with its tokenizer: ./run generates with no -z, and chats two turns (Chinese, English)", chat_models[i]);
+        // -z replaces the checkpoint's own tokenizer with a note; one of another vocabulary is refused
+        snprintf(args, sizeof args, "./run %s -z tokenizer.bin -t 0 -n 2 -i hello", out);
+        CliResult z = run_cli(args, NULL);
+        if (strcmp(chat_models[i], "llama") == 0)
+            check(z.status == 0 && strstr(z.err, "note: -z tokenizer.bin replaces the checkpoint's own tokenizer"),
+                  "-z with a checkpoint that has its own tokenizer: a note on stderr");
+        if (strcmp(chat_models[i], "qwen2") == 0)
+            check(z.status == 1 && strstr(z.err, "tokenizer.bin has 32000 tokens but the model's vocabulary has 151936"),
+                  "-z tokenizer.bin (Llama 2's) on a Qwen2 model: refused, the vocabularies differ");
     }
 }
 
@@ -2311,7 +2444,7 @@ static const struct { const char *name; void (*run)(void); } test_groups[] = {
     {"kernels", test_kernels}, {"fast-kernels", test_fast_kernels}, {"float-order", test_float_order},
     {"formats", test_formats_against_reference}, {"loader", test_loader_validation}, {"tokenizer", test_tokenizer},
     {"real-tokenizers", test_real_tokenizers}, {"sampler", test_sampler}, {"utf8", test_utf8_stream}, {"library", test_library},
-    {"generate-chat", test_generate_and_chat}, {"threads", test_two_threads}, {"context-shift", test_context_shift},
+    {"generate-chat", test_generate_and_chat}, {"api", test_public_api}, {"threads", test_two_threads}, {"context-shift", test_context_shift},
     {"cli", test_cli}, {"ctrl-c", test_ctrl_c}, {"chat-terminal", test_chat_terminal}, {"first-hour", test_cli_first_hour},
     {"builds", test_builds}, {"memory", test_memory}, {"real-models", test_real_models}, {"vectors", test_tokenizer_vectors},
     {"hf", test_hf_models}, {"export-legacy", test_export_legacy_and_refusals}, {"export-sources", test_export_other_sources},
