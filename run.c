@@ -29,7 +29,8 @@
    never collides. There are no mutable globals: any number of models, tokenizers and samplers may
    live in one process, one model per thread at a time. No call exits the process or prints: failures
    come back as NULL or -1 with a one-line reason in the caller's err buffer (err may be NULL, errlen
-   may be 0). Without RUN_LIBRARY, including run.c also defines main() (the command line).
+   may be 0); only lm_chat writes, to the FILE it is given. Without RUN_LIBRARY, including run.c also
+   defines main() (the command line).
 
    API
    LmModel *lm_load(const char *checkpoint_path, char *err, size_t errlen);

@@ -2338,6 +2338,23 @@ static void test_builds(void) {
     } else {
         skip_because("examples/embed.c as C++", "no C++ compiler: apt-get install g++");
     }
+    // the README's embedding snippet, compiled with the line it shows (plus -Werror, and -I for run.c)
+    char *readme = read_file("README.md", NULL), *snippet = readme ? strstr(readme, "```c\n// main.c: ") : NULL;
+    char *end = snippet ? strstr(snippet + 4, "```") : NULL;
+    int built = 0;
+    if (snippet && end) {
+        char *main_c = tmp_path("main.c"), *app = tmp_path("app");
+        write_file(main_c, snippet + 5, (size_t)(end - snippet - 5));
+        snprintf(args, sizeof args, "${CC:-cc} -O3 -Wall -Wextra -Werror -I. -o %s %s -lm", app, main_c);
+        built = strstr(snippet, "cc -O3 -Wall -Wextra -o app main.c -lm") && run_quiet(args);
+        snprintf(args, sizeof args, "%s %s %s", app, mp, tok);
+        c = run_cli(args, NULL);
+        snprintf(args, sizeof args, "%s %s %s", app, tmp_path("missing.bin"), tok);
+        CliResult missing = run_cli(args, NULL);
+        built = built && c.status == 0 && strncmp(c.out, "Once upon a time", 16) == 0 && missing.status == 1 && missing.err_lines == 1;
+    }
+    free(readme);
+    check(built, "README's embedding snippet builds with the line it shows, without warnings, generates, and reports a missing model");
     c = run_cli("build/host_names", NULL);
     check(c.status == 0 && strstr(c.out, "host names ok"), "a host with its own softmax, matmul, usage, read_line, ... includes run.c");
     snprintf(args, sizeof args, "build/two_files %s %s", mp, tok);

@@ -5,7 +5,7 @@
 // Checkpoints of each shape are random weights made by tests/bench_models.py (cached in build/bench).
 // Generation reads every weight once per token, so its limit is the read bandwidth divided by the
 // bytes of weights per token; the table shows the fraction of that limit reached.
-#define RUN_NO_MAIN
+#define RUN_LIBRARY
 #include "../run.c"
 #include <sys/time.h>
 
