@@ -1276,7 +1276,7 @@ static void test_public_api(void) {
     lm_forward(m, st.stop == LM_STOP_END_TOKEN ? st.last_token : ti.eos_id, pos++);
     g.user = &reply2;
     pos = lm_generate_tokens(m, t, s, ids2, n_second, pos, &g, &st, err, sizeof err);
-    char transcript[4096], expect[4096];
+    char transcript[4096], expect[9000];
     LmModel *fresh = lm_load(mp, err, sizeof err);
     FILE *in = tmpfile(), *out = tmpfile();
     fputs("abc\nhello\n", in);
