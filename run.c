@@ -55,6 +55,11 @@
        OpenMP threads for this model's calls: n, or for n = 0 the OMP_NUM_THREADS environment
        variable if set, else the number of cores (1 when built without OpenMP). Results do not depend
        on it. A NULL model is ignored.
+   void lm_set_exact(LmModel *m, int exact);
+       With exact non-zero, integer weights (q8_0, q4_0, GGUF's quantized types) meet the activations
+       as floats, each weight decoded in the dot product: the logits of the stored weights to float
+       rounding (~1e-6). The default (0) quantizes activations to int8 in groups, as llama.cpp does:
+       faster, and ~1e-2 from those logits. A NULL model is ignored.
    int lm_vocab_size(const LmModel *m);       int lm_context_length(const LmModel *m);   (0 for NULL)
    void lm_free(LmModel *m);                   (NULL is a no-op, as for every _free below)
    LmTokenizer *lm_tokenizer_load(const char *path, int vocab_size, char *err, size_t errlen);
@@ -211,7 +216,8 @@ typedef struct {
     const char *format;          // "run.c v3" or "llama2.c v0".."llama2.c v2"
     unsigned long long file_bytes, parameters;
     int n_layers, dim, hidden_dim, n_heads, n_kv_heads, head_size, vocab_size, context_length;
-    const char *weight_type;     // "fp32", "fp16", "bf16", "q8_0" or "q4_0"
+    int trained_context;         // the model's own context (context_length, the KV cache's, may be less)
+    const char *weight_type;     // "fp32", "fp16", "bf16", "q8_0", "q4_0", or GGUF's types used ("Q4_K, Q6_K")
     int group_size;              // q8_0/q4_0 group length (0 otherwise)
     int qkv_bias, tied_embedding;
     float norm_eps, rope_theta, rope_factor;
@@ -285,6 +291,7 @@ float *lm_forward(LmModel *m, int token, int pos);
 float *lm_forward_batch(LmModel *m, const int *tokens, int n, int pos);
 int lm_shift_context(LmModel *m, int pos, int n_keep, int n_discard);
 void lm_set_threads(LmModel *m, int n);
+void lm_set_exact(LmModel *m, int exact);
 int lm_vocab_size(const LmModel *m);
 int lm_context_length(const LmModel *m);
 void lm_free(LmModel *m);
@@ -439,6 +446,219 @@ static const char *run_foreign_file(const unsigned char *p, size_t size) {
 }
 
 // ----------------------------------------------------------------------------
+// Weight types: one table entry each (its layout, its block's definition, whether activations are
+// quantized for it), as ggml's type traits; the kernels below dispatch on it
+
+// The types: the float ones, run.c's and llama2.c's groups with their scales apart (v2, v3), and
+// GGUF's blocks (ggml's layouts, each block carrying its own scales). The first five are v3's codes.
+typedef enum {
+    LM_F32, LM_F16, LM_BF16, LM_Q8_GROUPS, LM_Q4_GROUPS,
+    LM_Q8_0, LM_Q4_0, LM_Q4_1, LM_Q5_0, LM_Q5_1, LM_Q2_K, LM_Q3_K, LM_Q4_K, LM_Q5_K, LM_Q6_K, LM_IQ4_NL, LM_IQ4_XS,
+    LM_N_TYPES
+} LmWeightType;
+
+static float run_bits_to_f32(uint32_t bits) {
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+// IEEE half precision to float: shift the 15 magnitude bits into place, then rescale the exponent
+// bias (15 -> 127) with one multiply, which also normalizes subnormals. Inf and NaN are kept.
+static float run_f16_to_f32(uint16_t h) {
+    uint32_t bits = (uint32_t)(h & 0x7fff) << 13;
+    float f = (h & 0x7c00) == 0x7c00 ? run_bits_to_f32(bits | 0x7f800000u) : run_bits_to_f32(bits) * 0x1p112f;
+    return (h & 0x8000) ? -f : f;
+}
+
+static float run_bf16_to_f32(uint16_t h) { return run_bits_to_f32((uint32_t)h << 16); }
+
+static float run_f32_to_f32(float v) { return v; }
+
+static float run_half_at(const unsigned char *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return run_f16_to_f32(h);
+}
+
+// A GGUF block unpacked: integer values q, and for each 16 of them a scale d and an offset m, so
+// that value i is d[i/16] * q[i] - m[i/16]. Each block type's unpacking is its definition; the row
+// decode and the integer dot are written once over it.
+typedef struct { int8_t q[256]; float d[16], m[16]; } LmBlock;
+
+static void run_same_scale(LmBlock *u, int n16, float d, float m) {
+    for (int s = 0; s < n16; s++) { u->d[s] = d; u->m[s] = m; }
+}
+
+// Q8_0 (34 bytes, 32 values): fp16 d, 32 int8.
+static void run_unpack_q8_0(const unsigned char *b, LmBlock *u) {
+    memcpy(u->q, b + 2, 32);
+    run_same_scale(u, 2, run_half_at(b), 0.0f);
+}
+
+// Q4_0 (18 bytes): fp16 d, then byte j holds value j (low nibble) and j + 16 (high), each + 8.
+static void run_unpack_q4_0(const unsigned char *b, LmBlock *u) {
+    for (int j = 0; j < 16; j++) { u->q[j] = (int8_t)((b[2 + j] & 15) - 8); u->q[j + 16] = (int8_t)((b[2 + j] >> 4) - 8); }
+    run_same_scale(u, 2, run_half_at(b), 0.0f);
+}
+
+// Q4_1 (20 bytes): fp16 d, fp16 min, nibbles as Q4_0 without the offset; w = d * q + min.
+static void run_unpack_q4_1(const unsigned char *b, LmBlock *u) {
+    for (int j = 0; j < 16; j++) { u->q[j] = (int8_t)(b[4 + j] & 15); u->q[j + 16] = (int8_t)(b[4 + j] >> 4); }
+    run_same_scale(u, 2, run_half_at(b), -run_half_at(b + 2));
+}
+
+// Q5_0 (22 bytes): fp16 d, 32 high bits (bit j of value j), nibbles as Q4_0; q = 5 bits - 16.
+static void run_unpack_q5_0(const unsigned char *b, LmBlock *u) {
+    uint32_t high;
+    memcpy(&high, b + 2, 4);
+    for (int j = 0; j < 16; j++) {
+        u->q[j] = (int8_t)(((b[6 + j] & 15) | ((high >> j) & 1) << 4) - 16);
+        u->q[j + 16] = (int8_t)(((b[6 + j] >> 4) | ((high >> (j + 16)) & 1) << 4) - 16);
+    }
+    run_same_scale(u, 2, run_half_at(b), 0.0f);
+}
+
+// Q5_1 (24 bytes): fp16 d, fp16 min, 32 high bits, nibbles; w = d * q + min.
+static void run_unpack_q5_1(const unsigned char *b, LmBlock *u) {
+    uint32_t high;
+    memcpy(&high, b + 4, 4);
+    for (int j = 0; j < 16; j++) {
+        u->q[j] = (int8_t)((b[8 + j] & 15) | ((high >> j) & 1) << 4);
+        u->q[j + 16] = (int8_t)((b[8 + j] >> 4) | ((high >> (j + 16)) & 1) << 4);
+    }
+    run_same_scale(u, 2, run_half_at(b), -run_half_at(b + 2));
+}
+
+// IQ4_NL (18 bytes): fp16 d, nibbles as Q4_0 that index a non-linear grid.
+static const int8_t run_iq4_grid[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
+static void run_unpack_iq4_nl(const unsigned char *b, LmBlock *u) {
+    for (int j = 0; j < 16; j++) { u->q[j] = run_iq4_grid[b[2 + j] & 15]; u->q[j + 16] = run_iq4_grid[b[2 + j] >> 4]; }
+    run_same_scale(u, 2, run_half_at(b), 0.0f);
+}
+
+// Q2_K (84 bytes, 256 values): 16 bytes of 4-bit scale / 4-bit min per 16 values, 64 bytes of 2-bit
+// values, fp16 d and dmin. Each 32 bytes of values hold 128: bits 2k..2k+1 of byte l are value
+// 32k + l. w = d * scale * q - dmin * min.
+static void run_unpack_q2_k(const unsigned char *b, LmBlock *u) {
+    float d = run_half_at(b + 80), dmin = run_half_at(b + 82);
+    for (int half = 0; half < 2; half++)
+        for (int k = 0; k < 4; k++)
+            for (int l = 0; l < 32; l++) u->q[128 * half + 32 * k + l] = (int8_t)((b[16 + 32 * half + l] >> (2 * k)) & 3);
+    for (int s = 0; s < 16; s++) { u->d[s] = d * (float)(b[s] & 15); u->m[s] = dmin * (float)(b[s] >> 4); }
+}
+
+// Q3_K (110 bytes): 32 bytes of high bits (bit k of byte l: value 32k + l; a clear bit subtracts 4),
+// 64 bytes of 2-bit values as Q2_K, 12 bytes of 6-bit scales (low nibbles in bytes 0-7, high 2 bits
+// packed in bytes 8-11), fp16 d. w = d * (scale - 32) * q.
+static void run_unpack_q3_k(const unsigned char *b, LmBlock *u) {
+    const unsigned char *high = b, *low = b + 32, *sc = b + 96;
+    for (int half = 0; half < 2; half++)
+        for (int k = 0; k < 4; k++)
+            for (int l = 0; l < 32; l++) {
+                int v = 128 * half + 32 * k + l;
+                u->q[v] = (int8_t)(((low[32 * half + l] >> (2 * k)) & 3) - ((high[l] >> (4 * half + k)) & 1 ? 0 : 4));
+            }
+    float d = run_half_at(b + 108);
+    for (int s = 0; s < 16; s++) {
+        int lo = s < 8 ? sc[s] & 15 : sc[s - 8] >> 4, hi = (sc[8 + s % 4] >> (2 * (s / 4))) & 3;
+        u->d[s] = d * (float)((lo | hi << 4) - 32);
+        u->m[s] = 0.0f;
+    }
+}
+
+// The 6-bit scale and min of sub-block j (of 8) in the 12 packed bytes of Q4_K and Q5_K.
+static void run_scale_min_k4(const unsigned char *q, int j, int *scale, int *min) {
+    if (j < 4) { *scale = q[j] & 63; *min = q[j + 4] & 63; }
+    else { *scale = (q[j + 4] & 15) | (q[j - 4] >> 6) << 4; *min = (q[j + 4] >> 4) | (q[j] >> 6) << 4; }
+}
+
+// Q4_K (144 bytes): fp16 d, fp16 dmin, 12 bytes of 6-bit scales and mins for 8 sub-blocks of 32,
+// 128 bytes: each 32 hold 64 values (low nibbles first). w = d * scale * q - dmin * min.
+static void run_unpack_q4_k(const unsigned char *b, LmBlock *u) {
+    float d = run_half_at(b), dmin = run_half_at(b + 2);
+    for (int j = 0; j < 8; j++) {
+        int scale, min;
+        run_scale_min_k4(b + 4, j, &scale, &min);
+        for (int l = 0; l < 32; l++) u->q[32 * j + l] = (int8_t)(j % 2 ? b[16 + 32 * (j / 2) + l] >> 4 : b[16 + 32 * (j / 2) + l] & 15);
+        u->d[2 * j] = u->d[2 * j + 1] = d * (float)scale;
+        u->m[2 * j] = u->m[2 * j + 1] = dmin * (float)min;
+    }
+}
+
+// Q5_K (176 bytes): as Q4_K with 32 bytes of fifth bits before the nibbles (bit j of byte l: value
+// 32j + l).
+static void run_unpack_q5_k(const unsigned char *b, LmBlock *u) {
+    float d = run_half_at(b), dmin = run_half_at(b + 2);
+    const unsigned char *high = b + 16, *low = b + 48;
+    for (int j = 0; j < 8; j++) {
+        int scale, min;
+        run_scale_min_k4(b + 4, j, &scale, &min);
+        for (int l = 0; l < 32; l++) {
+            int nibble = j % 2 ? low[32 * (j / 2) + l] >> 4 : low[32 * (j / 2) + l] & 15;
+            u->q[32 * j + l] = (int8_t)(nibble | ((high[l] >> j) & 1) << 4);
+        }
+        u->d[2 * j] = u->d[2 * j + 1] = d * (float)scale;
+        u->m[2 * j] = u->m[2 * j + 1] = dmin * (float)min;
+    }
+}
+
+// Q6_K (210 bytes): 128 bytes of low nibbles, 64 bytes of high 2 bits, 16 int8 scales (one per 16
+// values), fp16 d. Per 128 values: low nibbles of bytes l and l + 32, then their high nibbles; the
+// high bits of byte l (of 32) go to values l, l + 32, l + 64, l + 96. q = 6 bits - 32.
+static void run_unpack_q6_k(const unsigned char *b, LmBlock *u) {
+    float d = run_half_at(b + 208);
+    for (int half = 0; half < 2; half++) {
+        const unsigned char *ql = b + 64 * half, *qh = b + 128 + 32 * half;
+        for (int l = 0; l < 32; l++)
+            for (int k = 0; k < 4; k++) {
+                int nibble = k < 2 ? ql[l + 32 * k] & 15 : ql[l + 32 * (k - 2)] >> 4;
+                u->q[128 * half + 32 * k + l] = (int8_t)((nibble | ((qh[l] >> (2 * k)) & 3) << 4) - 32);
+            }
+    }
+    for (int s = 0; s < 16; s++) { u->d[s] = d * (float)(int8_t)b[192 + s]; u->m[s] = 0.0f; }
+}
+
+// IQ4_XS (136 bytes): fp16 d, 16 bits of high scale bits, 4 bytes of low scale nibbles (8 sub-blocks
+// of 32, 6-bit scales - 32), then nibbles as IQ4_NL per 32 values.
+static void run_unpack_iq4_xs(const unsigned char *b, LmBlock *u) {
+    float d = run_half_at(b);
+    unsigned high = (unsigned)b[2] | (unsigned)b[3] << 8;
+    for (int j = 0; j < 8; j++) {
+        int scale = ((b[4 + j / 2] >> (4 * (j % 2))) & 15) | ((high >> (2 * j)) & 3) << 4;
+        const unsigned char *qs = b + 8 + 16 * j;
+        for (int l = 0; l < 16; l++) { u->q[32 * j + l] = run_iq4_grid[qs[l] & 15]; u->q[32 * j + l + 16] = run_iq4_grid[qs[l] >> 4]; }
+        u->d[2 * j] = u->d[2 * j + 1] = d * (float)(scale - 32);
+        u->m[2 * j] = u->m[2 * j + 1] = 0.0f;
+    }
+}
+
+// What the kernels need to know about a type. Values of a row are stored in blocks of block_values
+// in block_bytes (the float types: blocks of one value); the GROUPS types keep their scales apart
+// (see LmMatrix) and count per value.
+typedef struct {
+    const char *name;     // as --info shows it (llama.cpp's names for GGUF's types)
+    int ggml_type;        // its id in GGUF files; -1 for run.c's and llama2.c's own layouts
+    int block_values, block_bytes;
+    int integer;          // multiplied against int8 activations
+    void (*unpack)(const unsigned char *block, LmBlock *out); // GGUF's block types: the definition
+} LmTypeTraits;
+
+static const LmTypeTraits run_types[LM_N_TYPES] = { // in LmWeightType's order
+    {"fp32", 0, 1, 4, 0, NULL},          {"fp16", 1, 1, 2, 0, NULL},          {"bf16", 30, 1, 2, 0, NULL},
+    {"q8_0", -1, 1, 1, 1, NULL},         {"q4_0", -1, 2, 1, 1, NULL},
+    {"Q8_0", 8, 32, 34, 1, run_unpack_q8_0},     {"Q4_0", 2, 32, 18, 1, run_unpack_q4_0},
+    {"Q4_1", 3, 32, 20, 1, run_unpack_q4_1},     {"Q5_0", 6, 32, 22, 1, run_unpack_q5_0},
+    {"Q5_1", 7, 32, 24, 1, run_unpack_q5_1},     {"Q2_K", 10, 256, 84, 1, run_unpack_q2_k},
+    {"Q3_K", 11, 256, 110, 1, run_unpack_q3_k},  {"Q4_K", 12, 256, 144, 1, run_unpack_q4_k},
+    {"Q5_K", 13, 256, 176, 1, run_unpack_q5_k},  {"Q6_K", 14, 256, 210, 1, run_unpack_q6_k},
+    {"IQ4_NL", 20, 32, 18, 1, run_unpack_iq4_nl}, {"IQ4_XS", 23, 256, 136, 1, run_unpack_iq4_xs},
+};
+
+static int run_is_integer_type(LmWeightType t) { return run_types[t].integer; }
+
+// ----------------------------------------------------------------------------
 // Checkpoint format and loading
 
 #define LM_MAGIC 0x616b3432u     // "ak42" as a little-endian uint32
@@ -449,8 +669,8 @@ static const char *run_foreign_file(const unsigned char *p, size_t size) {
 #define LM_MAX_LAYERS 4096
 #define LM_MAX_KV_BYTES (1ull << 38) // 256 GiB: a larger KV cache is a corrupt header or a context to cap
 #define LM_MAX_Q4_GROUP 256          // Q4_0 groups are unpacked into a buffer of this size
+#define LM_GGUF_CONTEXT 4096         // the context of a GGUF model whose own is longer (llama.cpp's default)
 
-typedef enum { LM_F32 = 0, LM_F16 = 1, LM_BF16 = 2, LM_Q8_0 = 3, LM_Q4_0 = 4 } LmWeightType;
 typedef enum { LM_ROPE_PAIRS = 0, LM_ROPE_HALVES = 1 } LmRopeLayout;
 typedef enum { LM_ROPE_NONE = 0, LM_ROPE_LINEAR = 1, LM_ROPE_LLAMA3 = 2 } LmRopeScaling;
 
@@ -462,10 +682,11 @@ typedef struct {
     int n_kv_heads;   // key/value heads (n_heads for plain multi-head attention)
     int head_size;
     int vocab_size;
-    int seq_len;      // context length
+    int seq_len;      // context length (the KV cache's)
+    int trained_context; // the model's own (seq_len may be less)
     int shared_classifier; // the classifier is the token embedding
     int qkv_bias;     // q, k and v projections have biases (Qwen2)
-    int version;      // 0, 1, 2 (llama2.c's formats) or 3
+    int version;      // 0, 1, 2 (llama2.c's formats), 3 (run.c's) or 4 (GGUF)
     LmWeightType weight_type;
     int group_size;   // Q8_0 / Q4_0 group length (0 otherwise)
     float norm_eps;
@@ -474,18 +695,23 @@ typedef struct {
     LmRopeScaling rope_scaling;
     float rope_factor, rope_low_freq_factor, rope_high_freq_factor;
     int rope_original_context;
-    uint64_t tokenizer_offset, tokenizer_size; // the embedded tokenizer file (v3), size 0 if none
+    const float *rope_freq_factors; // (head_size / 2) divisors of the frequencies (GGUF's rope_freqs), or NULL
+    uint64_t tokenizer_offset, tokenizer_size; // the embedded tokenizer file (v3), size 0 if none (GGUF: 1 if any)
+    int gguf_version;       // the GGUF version (the file is GGUF when version is 4), 0 otherwise
+    int integer_activations; // some matrix multiplies int8 activations (quantized in groups of group_size)
 } LmConfig;
 
-// A weight matrix (rows, cols), row-major, pointing into the mapped file. Q4_0 packs each group of
-// group_size values into group_size/2 bytes: byte j holds value j in its low nibble and value
-// j + group_size/2 in its high nibble, each stored as value + 8.
+// A weight matrix (rows, cols), row-major, pointing into the mapped file. The GROUPS types keep a
+// scale per group of group_size values apart from the values: Q8 as int8, Q4 packing each group into
+// group_size/2 bytes (byte j holds value j in its low nibble and value j + group_size/2 in its high
+// nibble, each stored as value + 8). GGUF's block types store each row as cols / block_values blocks.
 typedef struct {
     const void *data;             // (rows, cols) values of `type`
-    const unsigned char *scales;  // a scale per group: fp32 (Q8_0; v2 does not align them) or fp16 (Q4_0)
+    const unsigned char *scales;  // GROUPS: a scale per group, fp32 (Q8; v2 does not align them) or fp16 (Q4)
     int rows, cols;
     LmWeightType type;
-    int group_size;
+    int group_size;               // GROUPS: values per group
+    size_t row_bytes;             // block types: bytes from one row to the next
 } LmMatrix;
 
 typedef struct {
@@ -552,13 +778,14 @@ struct LmModel {
     const unsigned char *data; // the read-only mapping of the checkpoint
     size_t file_size;
     int threads;               // OpenMP threads for this model (lm_set_threads)
+    char weight_types[96];     // the types of its matrices, for lm_model_info ("Q4_K, Q6_K")
+    int exact;                 // integer weights meet float activations (lm_set_exact)
 };
 
-static int run_is_integer_type(LmWeightType t) { return t == LM_Q8_0 || t == LM_Q4_0; }
 
 // Bytes of count values of type t (their scales apart).
 static uint64_t run_weight_bytes(LmWeightType t, uint64_t count) {
-    return t == LM_F32 ? 4 * count : t == LM_Q8_0 ? count : t == LM_Q4_0 ? count / 2 : 2 * count;
+    return t == LM_F32 ? 4 * count : t == LM_Q8_GROUPS ? count : t == LM_Q4_GROUPS ? count / 2 : 2 * count;
 }
 
 // Checks the dimensions common to every format.
@@ -665,7 +892,7 @@ static size_t run_parse_header(LmConfig *c, const unsigned char *p, size_t size,
             if (vocab <= 0) { run_set_err(err, errlen, "%s: vocab_size %lld must be positive", path, (long long)vocab); return 0; }
             if (dims[28] > 1) { run_set_err(err, errlen, "%s: shared_classifier flag is %d (expected 0 or 1)", path, dims[28]); return 0; }
             c->shared_classifier = dims[28];
-            if (c->version == 2) { c->weight_type = LM_Q8_0; c->group_size = run_read_i32(dims + 29); }
+            if (c->version == 2) { c->weight_type = LM_Q8_GROUPS; c->group_size = run_read_i32(dims + 29); }
         }
     } else {
         c->version = 0;
@@ -694,14 +921,15 @@ static size_t run_parse_header(LmConfig *c, const unsigned char *p, size_t size,
         return 0;
     }
     int q_dim = c->n_heads * c->head_size;
+    c->integer_activations = run_is_integer_type(c->weight_type);
     // v2 groups the flattened tensor (every matrix has dim as a factor of its size, so groups tile
     // it); v3 groups rows, so the group size must divide every row length
     if (run_is_integer_type(c->weight_type) &&
         (c->group_size <= 0 || c->dim % c->group_size != 0 ||
-         (c->weight_type == LM_Q4_0 && (c->group_size % 2 != 0 || c->group_size > LM_MAX_Q4_GROUP)) ||
+         (c->weight_type == LM_Q4_GROUPS && (c->group_size % 2 != 0 || c->group_size > LM_MAX_Q4_GROUP)) ||
          (c->version == 3 && (c->hidden_dim % c->group_size != 0 || q_dim % c->group_size != 0)))) {
         run_set_err(err, errlen, "%s: group size %d must be positive%s and divide dim %d%s", path, c->group_size,
-                c->weight_type == LM_Q4_0 ? ", even, at most 256" : "", c->dim, c->version == 3 ? ", hidden_dim and n_heads * head_size" : "");
+                c->weight_type == LM_Q4_GROUPS ? ", even, at most 256" : "", c->dim, c->version == 3 ? ", hidden_dim and n_heads * head_size" : "");
         return 0;
     }
     return offset;
@@ -730,11 +958,11 @@ static const float *run_take_f32(LmCursor *cur, uint64_t count) {
 }
 
 static LmMatrix run_take_matrix(LmCursor *cur, const LmConfig *c, int rows, int cols) {
-    LmMatrix m = {NULL, NULL, rows, cols, c->weight_type, c->group_size};
+    LmMatrix m = {.rows = rows, .cols = cols, .type = c->weight_type, .group_size = c->group_size};
     uint64_t count = (uint64_t)rows * (uint64_t)cols;
     m.data = run_take_bytes(cur, run_weight_bytes(c->weight_type, count));
     if (run_is_integer_type(c->weight_type))
-        m.scales = run_take_bytes(cur, count / (uint64_t)c->group_size * (c->weight_type == LM_Q8_0 ? 4 : 2));
+        m.scales = run_take_bytes(cur, count / (uint64_t)c->group_size * (c->weight_type == LM_Q8_GROUPS ? 4 : 2));
     return m;
 }
 
@@ -820,6 +1048,7 @@ static void run_rope_frequencies(float *freq, const LmConfig *c) {
                 f = (1.0f - smooth) * f / c->rope_factor + smooth * f;
             }
         }
+        if (c->rope_freq_factors) f /= c->rope_freq_factors[i];
         freq[i] = f;
     }
 }
@@ -848,7 +1077,7 @@ static int run_alloc_state(LmRunState *s, const LmConfig *c) {
     s->rope_sin = (float *)calloc(B * half, sizeof(float));
     int ok = s->x && s->xb && s->xb2 && s->hb && s->hb2 && s->q && s->att && s->logits &&
              s->key_cache && s->value_cache && s->rope_freq && s->rope_cos && s->rope_sin;
-    if (run_is_integer_type(c->weight_type)) {
+    if (c->integer_activations) {
         size_t groups = widest / (size_t)c->group_size + 1; // + a partial group
         s->xq = (int8_t *)calloc(B * widest + 64, 1); // + room for one 64-byte load past the end
         s->xs = (float *)calloc(B * groups, sizeof(float));
@@ -863,6 +1092,406 @@ static int run_alloc_state(LmRunState *s, const LmConfig *c) {
     return 1;
 }
 
+
+// ----------------------------------------------------------------------------
+// GGUF: llama.cpp's self-describing files, read in place. Layout (little-endian): "GGUF", u32
+// version (2 or 3), u64 tensor count, u64 key/value count; the key/values (string key, u32 value
+// type, value); the tensor infos (string name, u32 dims, u64 ne[dims] with ne[0] the row length,
+// u32 ggml type, u64 offset); then, at the next multiple of general.alignment (default 32), the
+// tensor data, each tensor at its offset (a multiple of the alignment). A string is a u64 length
+// and its bytes; an array is a u32 element type, a u64 count and the elements. Every count, length,
+// dimension and offset is checked against the file before it is used.
+
+enum { LM_GGUF_U8, LM_GGUF_I8, LM_GGUF_U16, LM_GGUF_I16, LM_GGUF_U32, LM_GGUF_I32, LM_GGUF_F32, LM_GGUF_BOOL,
+       LM_GGUF_STRING, LM_GGUF_ARRAY, LM_GGUF_U64, LM_GGUF_I64, LM_GGUF_F64, LM_GGUF_N_TYPES };
+#define LM_GGUF_MAGIC 0x46554747u // "GGUF"
+#define LM_GGUF_MAX_DIMS 4
+
+typedef struct { const char *s; size_t n; } LmString; // a string in the mapped file (not NUL-terminated)
+
+typedef struct {
+    LmString key;
+    uint32_t type;                 // LM_GGUF_*
+    const unsigned char *value;    // the value; for an array, its first element
+    uint32_t elem_type;            // an array's elements
+    uint64_t count;                // an array's length (1 for a scalar)
+} LmGgufKv;
+
+typedef struct {
+    LmString name;
+    int n_dims;
+    uint64_t ne[LM_GGUF_MAX_DIMS]; // ne[0] values per row, ne[1] rows, ...
+    uint32_t ggml_type;
+    int type;                      // LmWeightType, or -1 for a type run.c does not compute with
+    uint64_t offset, bytes;        // from the start of the data section
+    const unsigned char *data;
+} LmGgufTensor;
+
+typedef struct {
+    uint32_t version;
+    uint64_t n_kv, n_tensors;
+    LmGgufKv *kv;
+    LmGgufTensor *tensors;
+} LmGguf;
+
+static void run_gguf_free(LmGguf *g) { free(g->kv); free(g->tensors); memset(g, 0, sizeof *g); }
+
+// A bounds-checked reader over the mapping: once a read would pass the end, ok is 0 and stays 0.
+typedef struct { const unsigned char *p, *end; int ok; } LmReader;
+
+static const unsigned char *run_take(LmReader *r, uint64_t n) {
+    if (!r->ok || n > (uint64_t)(r->end - r->p)) { r->ok = 0; return NULL; }
+    const unsigned char *at = r->p;
+    r->p += n;
+    return at;
+}
+static uint32_t run_take_u32(LmReader *r) { const unsigned char *p = run_take(r, 4); uint32_t v = 0; if (p) memcpy(&v, p, 4); return v; }
+static uint64_t run_take_u64(LmReader *r) { const unsigned char *p = run_take(r, 8); uint64_t v = 0; if (p) memcpy(&v, p, 8); return v; }
+static LmString run_take_string(LmReader *r) {
+    uint64_t n = run_take_u64(r);
+    const unsigned char *p = run_take(r, n);
+    LmString s = {(const char *)p, p ? (size_t)n : 0};
+    return s;
+}
+
+static size_t run_gguf_scalar_size(uint32_t type) {
+    static const unsigned char sizes[LM_GGUF_N_TYPES] = {1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8};
+    return type < LM_GGUF_N_TYPES ? sizes[type] : 0;
+}
+
+// Skips one value of type `type` (an array's elements included). 0 on a malformed value.
+static int run_gguf_skip(LmReader *r, uint32_t type, uint32_t *elem_type, uint64_t *count) {
+    *elem_type = type;
+    *count = 1;
+    if (type == LM_GGUF_STRING) { run_take_string(r); return r->ok; }
+    if (type != LM_GGUF_ARRAY) return run_gguf_scalar_size(type) && run_take(r, run_gguf_scalar_size(type));
+    *elem_type = run_take_u32(r);
+    *count = run_take_u64(r);
+    size_t size = run_gguf_scalar_size(*elem_type);
+    if (!r->ok || *elem_type == LM_GGUF_ARRAY || (*elem_type != LM_GGUF_STRING && size == 0)) return 0; // (no arrays of arrays)
+    if (*elem_type != LM_GGUF_STRING) return *count <= (uint64_t)(r->end - r->p) / size && run_take(r, *count * size);
+    if (*count > (uint64_t)(r->end - r->p) / 8) return 0; // every string takes at least its 8-byte length
+    for (uint64_t i = 0; i < *count && r->ok; i++) run_take_string(r);
+    return r->ok;
+}
+
+static int run_string_is(LmString s, const char *text) { return s.n == strlen(text) && memcmp(s.s, text, s.n) == 0; }
+
+// The ggml types GGUF files use that run.c does not compute with, by id, for naming them.
+static const char *run_ggml_type_name(uint32_t id) {
+    static const char *names[] = {"F32", "F16", "Q4_0", "Q4_1", "Q4_2", "Q4_3", "Q5_0", "Q5_1", "Q8_0", "Q8_1", "Q2_K", "Q3_K",
+                                  "Q4_K", "Q5_K", "Q6_K", "Q8_K", "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S",
+                                  "IQ2_S", "IQ4_XS", "I8", "I16", "I32", "I64", "F64", "IQ1_M", "BF16", "Q4_0_4_4", "Q4_0_4_8",
+                                  "Q4_0_8_8", "TQ1_0", "TQ2_0"};
+    return id < sizeof names / sizeof names[0] ? names[id] : "unknown";
+}
+
+// Parses the header, key/values and tensor infos of a GGUF file. 0 with the reason in err.
+static int run_gguf_parse(LmGguf *g, const unsigned char *data, size_t size, const char *path, char *err, size_t errlen) {
+    LmReader r = {data, data + size, 1};
+    memset(g, 0, sizeof *g);
+    run_take_u32(&r); // the magic, checked by the caller
+    g->version = run_take_u32(&r);
+    g->n_tensors = run_take_u64(&r);
+    g->n_kv = run_take_u64(&r);
+    if (!r.ok || g->version < 2 || g->version > 3) {
+        run_set_err(err, errlen, "%s: GGUF version %u is not supported (2 and 3 are)", path, g->version);
+        return 0;
+    }
+    // a key/value takes at least 13 bytes and a tensor info 33: refuse counts that cannot fit
+    if (g->n_kv > size / 13 || g->n_tensors > size / 33) {
+        run_set_err(err, errlen, "%s: %llu keys and %llu tensors cannot fit in %zu bytes; a damaged GGUF file", path,
+                    (unsigned long long)g->n_kv, (unsigned long long)g->n_tensors, size);
+        return 0;
+    }
+    g->kv = (LmGgufKv *)calloc((size_t)g->n_kv + 1, sizeof(LmGgufKv));
+    g->tensors = (LmGgufTensor *)calloc((size_t)g->n_tensors + 1, sizeof(LmGgufTensor));
+    if (!g->kv || !g->tensors) { run_set_err(err, errlen, "out of memory reading %s", path); return 0; }
+    uint64_t alignment = 32;
+    for (uint64_t i = 0; i < g->n_kv; i++) {
+        LmGgufKv *kv = &g->kv[i];
+        kv->key = run_take_string(&r);
+        kv->type = run_take_u32(&r);
+        kv->value = r.p;
+        if (!r.ok || !run_gguf_skip(&r, kv->type, &kv->elem_type, &kv->count)) {
+            run_set_err(err, errlen, "%s: key/value %llu (%.*s) is malformed or runs past the end of the file", path,
+                        (unsigned long long)i, (int)(kv->key.n < 64 ? kv->key.n : 64), kv->key.s ? kv->key.s : "");
+            return 0;
+        }
+        if (kv->type == LM_GGUF_ARRAY) kv->value += 12; // (past the element type and count)
+        for (uint64_t k = 0; k < i; k++)
+            if (g->kv[k].key.n == kv->key.n && memcmp(g->kv[k].key.s, kv->key.s, kv->key.n) == 0) {
+                run_set_err(err, errlen, "%s: the key %.*s appears twice", path, (int)kv->key.n, kv->key.s);
+                return 0;
+            }
+        if (run_string_is(kv->key, "general.alignment")) {
+            uint32_t a = 0;
+            if (kv->type == LM_GGUF_U32) memcpy(&a, kv->value, 4);
+            if (a == 0 || (a & (a - 1)) != 0 || a > 65536) {
+                run_set_err(err, errlen, "%s: general.alignment must be a power of two up to 65536 (a u32)", path);
+                return 0;
+            }
+            alignment = a;
+        }
+    }
+    for (uint64_t i = 0; i < g->n_tensors; i++) {
+        LmGgufTensor *t = &g->tensors[i];
+        t->name = run_take_string(&r);
+        t->n_dims = (int)run_take_u32(&r);
+        if (!r.ok || t->n_dims < 1 || t->n_dims > LM_GGUF_MAX_DIMS) {
+            run_set_err(err, errlen, "%s: tensor %llu has %d dimensions (1 to 4 expected), or its info runs past the end", path,
+                        (unsigned long long)i, t->n_dims);
+            return 0;
+        }
+        uint64_t count = 1;
+        for (int d = 0; d < t->n_dims; d++) {
+            t->ne[d] = run_take_u64(&r);
+            if (t->ne[d] == 0 || t->ne[d] > (1ull << 40) || count > (1ull << 50) / t->ne[d]) count = 0;
+            else count *= t->ne[d];
+        }
+        for (int d = t->n_dims; d < LM_GGUF_MAX_DIMS; d++) t->ne[d] = 1;
+        t->ggml_type = run_take_u32(&r);
+        uint64_t offset = t->offset = run_take_u64(&r);
+        if (!r.ok || count == 0) {
+            run_set_err(err, errlen, "%s: tensor %.*s has a dimension of 0 or too many values", path, (int)t->name.n, t->name.s);
+            return 0;
+        }
+        t->type = -1;
+        for (int k = 0; k < LM_N_TYPES; k++)
+            if (run_types[k].ggml_type == (int)t->ggml_type) t->type = k;
+        if (t->type < 0) continue; // (named when a model needs it; its data is not checked)
+        const LmTypeTraits *type = &run_types[t->type];
+        if (t->ne[0] % (uint64_t)type->block_values != 0) {
+            run_set_err(err, errlen, "%s: tensor %.*s has rows of %llu values, not a multiple of %s's blocks of %d", path,
+                        (int)t->name.n, t->name.s, (unsigned long long)t->ne[0], type->name, type->block_values);
+            return 0;
+        }
+        t->bytes = count / (uint64_t)type->block_values * (uint64_t)type->block_bytes;
+        if (offset % alignment != 0) {
+            run_set_err(err, errlen, "%s: tensor %.*s is at offset %llu, not a multiple of the alignment %llu", path, (int)t->name.n,
+                        t->name.s, (unsigned long long)offset, (unsigned long long)alignment);
+            return 0;
+        }
+        for (uint64_t k = 0; k < i; k++)
+            if (g->tensors[k].name.n == t->name.n && memcmp(g->tensors[k].name.s, t->name.s, t->name.n) == 0) {
+                run_set_err(err, errlen, "%s: the tensor %.*s appears twice", path, (int)t->name.n, t->name.s);
+                return 0;
+            }
+    }
+    uint64_t data_start = ((uint64_t)(r.p - data) + alignment - 1) / alignment * alignment;
+    for (uint64_t i = 0; i < g->n_tensors; i++) {
+        LmGgufTensor *t = &g->tensors[i];
+        if (t->type < 0) continue;
+        uint64_t offset = t->offset;
+        if (data_start > size || offset > size - data_start || t->bytes > size - data_start - offset) {
+            run_set_err(err, errlen, "%s: tensor %.*s (%llu bytes at %llu) lies past the end of the file (%zu bytes): truncated?", path,
+                        (int)t->name.n, t->name.s, (unsigned long long)t->bytes, (unsigned long long)(data_start + offset), size);
+            return 0;
+        }
+        t->data = data + data_start + offset;
+    }
+    return 1;
+}
+
+static const LmGgufKv *run_gguf_find(const LmGguf *g, const char *key) {
+    for (uint64_t i = 0; i < g->n_kv; i++) if (run_string_is(g->kv[i].key, key)) return &g->kv[i];
+    return NULL;
+}
+
+// An integer or float value of any scalar type as a double; def when absent. *ok drops to 0 when the
+// key holds something else.
+static double run_gguf_number(const LmGguf *g, const char *key, double def, int *ok) {
+    const LmGgufKv *kv = run_gguf_find(g, key);
+    if (kv == NULL) return def;
+    const unsigned char *p = kv->value;
+    union { uint8_t u8; int8_t i8; uint16_t u16; int16_t i16; uint32_t u32; int32_t i32; float f32; uint64_t u64; int64_t i64; double f64; } v;
+    size_t size = kv->type == LM_GGUF_STRING || kv->type == LM_GGUF_ARRAY ? 0 : run_gguf_scalar_size(kv->type);
+    if (size == 0) { *ok = 0; return def; }
+    memcpy(&v, p, size);
+    switch (kv->type) {
+    case LM_GGUF_U8: case LM_GGUF_BOOL: return v.u8;
+    case LM_GGUF_I8: return v.i8;
+    case LM_GGUF_U16: return v.u16;
+    case LM_GGUF_I16: return v.i16;
+    case LM_GGUF_U32: return v.u32;
+    case LM_GGUF_I32: return v.i32;
+    case LM_GGUF_F32: return v.f32;
+    case LM_GGUF_U64: return (double)v.u64;
+    case LM_GGUF_I64: return (double)v.i64;
+    default: return v.f64;
+    }
+}
+
+static LmString run_gguf_string(const LmGguf *g, const char *key) {
+    const LmGgufKv *kv = run_gguf_find(g, key);
+    LmString none = {NULL, 0};
+    if (kv == NULL || kv->type != LM_GGUF_STRING) return none;
+    LmReader r = {kv->value, kv->value + 8 + run_read_u64(kv->value), 1};
+    return run_take_string(&r);
+}
+
+static const LmGgufTensor *run_gguf_tensor(const LmGguf *g, const char *name) {
+    for (uint64_t i = 0; i < g->n_tensors; i++) if (run_string_is(g->tensors[i].name, name)) return &g->tensors[i];
+    return NULL;
+}
+
+// The architectures run.c computes from GGUF files (general.architecture), and their RoPE pairing:
+// llama.cpp's converter permutes llama's q/k rows into interleaved pairs; qwen2 keeps the halves.
+static const char *const run_gguf_archs[] = {"llama", "qwen2"};
+
+// A key of the architecture's own, as "<arch>.<name>".
+static double run_arch_number(const LmGguf *g, LmString arch, const char *name, double def, int *ok) {
+    char key[160];
+    snprintf(key, sizeof key, "%.*s.%s", (int)(arch.n < 64 ? arch.n : 64), arch.s, name);
+    return run_gguf_number(g, key, def, ok);
+}
+
+// Reads the hyperparameters of a GGUF file into c. 0 with the reason in err.
+static int run_gguf_config(LmConfig *c, const LmGguf *g, const char *path, char *err, size_t errlen) {
+    LmString arch = run_gguf_string(g, "general.architecture");
+    int known = -1;
+    for (size_t k = 0; k < sizeof run_gguf_archs / sizeof run_gguf_archs[0]; k++) if (run_string_is(arch, run_gguf_archs[k])) known = (int)k;
+    if (known < 0) {
+        run_set_err(err, errlen, "%s: architecture '%.*s' is not supported (supported: llama, qwen2)", path, (int)(arch.n < 64 ? arch.n : 64),
+                    arch.s ? arch.s : "");
+        return 0;
+    }
+    int ok = 1;
+    const LmGgufKv *tokens = run_gguf_find(g, "tokenizer.ggml.tokens");
+    const LmGgufTensor *embedding = run_gguf_tensor(g, "token_embd.weight");
+    double heads = run_arch_number(g, arch, "attention.head_count", 0, &ok);
+    double v[7] = {run_arch_number(g, arch, "embedding_length", 0, &ok), run_arch_number(g, arch, "feed_forward_length", 0, &ok),
+                   run_arch_number(g, arch, "block_count", 0, &ok), heads, run_arch_number(g, arch, "attention.head_count_kv", heads, &ok),
+                   embedding ? (double)embedding->ne[1] : tokens ? (double)tokens->count : 0,
+                   run_arch_number(g, arch, "context_length", 0, &ok)};
+    int64_t iv[7];
+    for (int i = 0; i < 7; i++) iv[i] = v[i] >= 0 && v[i] < 1e12 ? (int64_t)v[i] : -1;
+    if (!ok) { run_set_err(err, errlen, "%s: a hyperparameter of %.*s has the wrong type", path, (int)arch.n, arch.s); return 0; }
+    if (!run_check_dims(c, iv, path, err, errlen)) return 0;
+    double head_size = run_arch_number(g, arch, "attention.key_length", (double)c->dim / c->n_heads, &ok);
+    double value_size = run_arch_number(g, arch, "attention.value_length", head_size, &ok);
+    double rotary = run_arch_number(g, arch, "rope.dimension_count", head_size, &ok);
+    c->norm_eps = (float)run_arch_number(g, arch, "attention.layer_norm_rms_epsilon", 1e-5, &ok);
+    c->rope_theta = (float)run_arch_number(g, arch, "rope.freq_base", 10000, &ok);
+    c->head_size = head_size >= 2 && head_size <= 4096 && fmod(head_size, 2) == 0 ? (int)head_size : 0;
+    if (!ok || c->head_size == 0 || value_size != head_size || rotary != head_size) {
+        run_set_err(err, errlen, "%s: head size %g (values %g, rotated %g) must be one even size up to 4096: partial rotary "
+                    "embeddings and unequal key/value sizes are not supported", path, head_size, value_size, rotary);
+        return 0;
+    }
+    if (!(c->norm_eps > 0.0f && c->norm_eps < 1.0f) || !(c->rope_theta > 0.0f) || isinf(c->rope_theta)) {
+        run_set_err(err, errlen, "%s: norm eps %g or rope theta %g is out of range", path, c->norm_eps, c->rope_theta);
+        return 0;
+    }
+    char key[160];
+    snprintf(key, sizeof key, "%.*s.rope.scaling.type", (int)arch.n, arch.s);
+    LmString scaling = run_gguf_string(g, key);
+    if (scaling.s && run_string_is(scaling, "linear")) {
+        c->rope_scaling = LM_ROPE_LINEAR;
+        c->rope_factor = (float)run_arch_number(g, arch, "rope.scaling.factor", 1, &ok);
+        if (!ok || !(c->rope_factor >= 1.0f) || isinf(c->rope_factor)) {
+            run_set_err(err, errlen, "%s: rope.scaling.factor must be a number >= 1", path);
+            return 0;
+        }
+    } else if (scaling.s && !run_string_is(scaling, "none")) {
+        run_set_err(err, errlen, "%s: rope scaling '%.*s' is not supported (supported: none, linear; llama3's comes as rope_freqs)", path,
+                    (int)(scaling.n < 32 ? scaling.n : 32), scaling.s);
+        return 0;
+    }
+    c->rope_layout = known == 0 ? LM_ROPE_PAIRS : LM_ROPE_HALVES;
+    c->qkv_bias = known == 1 || run_gguf_tensor(g, "blk.0.attn_q.bias") != NULL;
+    c->shared_classifier = run_gguf_tensor(g, "output.weight") == NULL;
+    c->tokenizer_size = tokens != NULL; // (the tokenizer is read from the same metadata)
+    c->version = 4;
+    c->gguf_version = (int)g->version;
+    return 1;
+}
+
+// Matrix `name` of the model, (rows, cols) = GGUF's (ne[1], ne[0]). 0 with the reason in err.
+static int run_gguf_matrix(const LmGguf *g, const char *name, int rows, int cols, LmMatrix *m, const char *path, char *err, size_t errlen) {
+    const LmGgufTensor *t = run_gguf_tensor(g, name);
+    if (t == NULL) { run_set_err(err, errlen, "%s: the tensor %s is missing", path, name); return 0; }
+    if (t->type < 0) {
+        run_set_err(err, errlen, "%s: the tensor %s is of type %s, which run.c does not compute with (it does F32, F16, BF16, Q8_0, "
+                    "Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL and IQ4_XS)", path, name, run_ggml_type_name(t->ggml_type));
+        return 0;
+    }
+    if (t->n_dims != 2 || t->ne[0] != (uint64_t)cols || t->ne[1] != (uint64_t)rows) {
+        run_set_err(err, errlen, "%s: the tensor %s is %llu x %llu, the model needs %d x %d (rows of %d)", path, name,
+                    (unsigned long long)t->ne[1], (unsigned long long)t->ne[0], rows, cols, cols);
+        return 0;
+    }
+    const LmTypeTraits *type = &run_types[t->type];
+    *m = (LmMatrix){.data = t->data, .rows = rows, .cols = cols, .type = (LmWeightType)t->type,
+                    .row_bytes = (size_t)cols / (size_t)type->block_values * (size_t)type->block_bytes};
+    return 1;
+}
+
+// Vector `name` (n F32 values); NULL with the reason in err, or without one when it may be absent.
+static const float *run_gguf_vector(const LmGguf *g, const char *name, int n, int required, const char *path, char *err, size_t errlen) {
+    const LmGgufTensor *t = run_gguf_tensor(g, name);
+    if (t == NULL) {
+        if (required) run_set_err(err, errlen, "%s: the tensor %s is missing", path, name);
+        return NULL;
+    }
+    if (t->n_dims != 1 || t->ne[0] != (uint64_t)n || t->type != LM_F32) {
+        run_set_err(err, errlen, "%s: the tensor %s must be %d F32 values (it is %s, %llu values)", path, name, n, run_ggml_type_name(t->ggml_type),
+                    (unsigned long long)t->ne[0]);
+        return NULL;
+    }
+    return (const float *)(const void *)t->data;
+}
+
+// Points every weight of the model at its tensor in a GGUF file. 0 with the reason in err.
+static int run_gguf_weights(LmWeights *w, LmConfig *c, const LmGguf *g, const char *path, char *err, size_t errlen) {
+    int dim = c->dim, hidden = c->hidden_dim, q_dim = c->n_heads * c->head_size, kv_dim = c->n_kv_heads * c->head_size;
+    char name[96];
+    err && errlen ? (void)(err[0] = '\0') : (void)0;
+    if (!run_gguf_matrix(g, "token_embd.weight", c->vocab_size, dim, &w->token_embedding, path, err, errlen)) return 0;
+    for (int l = 0; l < c->n_layers; l++) {
+        LmLayer *ly = &w->layers[l];
+        struct { const char *suffix; LmMatrix *m; int rows, cols; } mats[] = {
+            {"attn_q", &ly->wq, q_dim, dim}, {"attn_k", &ly->wk, kv_dim, dim}, {"attn_v", &ly->wv, kv_dim, dim},
+            {"attn_output", &ly->wo, dim, q_dim}, {"ffn_gate", &ly->w1, hidden, dim}, {"ffn_down", &ly->w2, dim, hidden},
+            {"ffn_up", &ly->w3, hidden, dim}};
+        for (size_t k = 0; k < sizeof mats / sizeof mats[0]; k++) {
+            snprintf(name, sizeof name, "blk.%d.%s.weight", l, mats[k].suffix);
+            if (!run_gguf_matrix(g, name, mats[k].rows, mats[k].cols, mats[k].m, path, err, errlen)) return 0;
+        }
+        snprintf(name, sizeof name, "blk.%d.attn_norm.weight", l);
+        if (!(ly->rms_att = run_gguf_vector(g, name, dim, 1, path, err, errlen))) return 0;
+        snprintf(name, sizeof name, "blk.%d.ffn_norm.weight", l);
+        if (!(ly->rms_ffn = run_gguf_vector(g, name, dim, 1, path, err, errlen))) return 0;
+        if (c->qkv_bias) {
+            const float **bias[3] = {&ly->bq, &ly->bk, &ly->bv};
+            const char *names[3] = {"attn_q", "attn_k", "attn_v"};
+            for (int k = 0; k < 3; k++) {
+                snprintf(name, sizeof name, "blk.%d.%s.bias", l, names[k]);
+                if (!(*bias[k] = run_gguf_vector(g, name, k == 0 ? q_dim : kv_dim, 1, path, err, errlen))) return 0;
+            }
+        }
+    }
+    if (!(w->rms_final = run_gguf_vector(g, "output_norm.weight", dim, 1, path, err, errlen))) return 0;
+    if (c->shared_classifier) w->wcls = w->token_embedding;
+    else if (!run_gguf_matrix(g, "output.weight", c->vocab_size, dim, &w->wcls, path, err, errlen)) return 0;
+    // Llama 3.1's scaling, as llama.cpp's converter writes it: a factor dividing each frequency
+    c->rope_freq_factors = run_gguf_vector(g, "rope_freqs.weight", c->head_size / 2, 0, path, err, errlen);
+    if (c->rope_freq_factors == NULL && err && err[0]) return 0;
+    // activations are quantized (groups of 32) when a matrix they meet is of an integer type
+    c->group_size = 32;
+    c->weight_type = w->wcls.type;
+    c->integer_activations = run_is_integer_type(w->wcls.type);
+    for (int l = 0; l < c->n_layers; l++) {
+        const LmLayer *ly = &w->layers[l];
+        const LmMatrix *ms[7] = {&ly->wq, &ly->wk, &ly->wv, &ly->wo, &ly->w1, &ly->w2, &ly->w3};
+        for (int k = 0; k < 7; k++) c->integer_activations |= run_is_integer_type(ms[k]->type);
+    }
+    return 1;
+}
+
+// ----------------------------------------------------------------------------
+// Loading a model (any format)
+
 LmModel *lm_load(const char *checkpoint_path, char *err, size_t errlen) {
     if (checkpoint_path == NULL) { run_set_err(err, errlen, "no checkpoint path given"); return NULL; }
     LmModel *m = (LmModel *)calloc(1, sizeof *m);
@@ -870,24 +1499,51 @@ LmModel *lm_load(const char *checkpoint_path, char *err, size_t errlen) {
     m->data = run_map_file(checkpoint_path, &m->file_size, err, errlen);
     if (m->data == NULL) { free(m); return NULL; }
     LmConfig *c = &m->config;
-    size_t offset = run_parse_header(c, m->data, m->file_size, checkpoint_path, err, errlen);
-    const char *foreign = offset == 0 ? run_foreign_file(m->data, m->file_size) : NULL;
-    if (foreign) run_set_err(err, errlen, "%s %s", checkpoint_path, foreign);
-    if (offset == 0) { lm_free(m); return NULL; }
-    m->weights.layers = (LmLayer *)calloc((size_t)c->n_layers, sizeof(LmLayer));
-    if (m->weights.layers == NULL) {
-        run_set_err(err, errlen, "out of memory loading %s", checkpoint_path);
-        lm_free(m);
-        return NULL;
+    if (m->file_size >= 4 && (uint32_t)run_read_i32(m->data) == LM_GGUF_MAGIC) { // GGUF: tensors found by name
+        LmGguf g;
+        int ok = run_gguf_parse(&g, m->data, m->file_size, checkpoint_path, err, errlen) &&
+                 run_gguf_config(c, &g, checkpoint_path, err, errlen);
+        if (ok && (m->weights.layers = (LmLayer *)calloc((size_t)c->n_layers, sizeof(LmLayer))) == NULL) {
+            run_set_err(err, errlen, "out of memory loading %s", checkpoint_path);
+            ok = 0;
+        }
+        ok = ok && run_gguf_weights(&m->weights, c, &g, checkpoint_path, err, errlen);
+        run_gguf_free(&g);
+        if (!ok) { lm_free(m); return NULL; }
+        // the KV cache is sized for the trained context up to LM_GGUF_CONTEXT (llama.cpp's default),
+        // as GGUF files state windows of 128K positions and more
+        c->trained_context = c->seq_len;
+        if (c->seq_len > LM_GGUF_CONTEXT) c->seq_len = LM_GGUF_CONTEXT;
+    } else {
+        size_t offset = run_parse_header(c, m->data, m->file_size, checkpoint_path, err, errlen);
+        const char *foreign = offset == 0 ? run_foreign_file(m->data, m->file_size) : NULL;
+        if (foreign) run_set_err(err, errlen, "%s %s", checkpoint_path, foreign);
+        if (offset == 0) { lm_free(m); return NULL; }
+        m->weights.layers = (LmLayer *)calloc((size_t)c->n_layers, sizeof(LmLayer));
+        if (m->weights.layers == NULL) {
+            run_set_err(err, errlen, "out of memory loading %s", checkpoint_path);
+            lm_free(m);
+            return NULL;
+        }
+        LmCursor cur = {.base = m->data, .size = m->file_size, .offset = offset, .align = c->version == 3 ? LM_TENSOR_ALIGN : 1u, .ok = 1};
+        run_map_weights(&m->weights, c, &cur);
+        if (!cur.ok) {
+            run_set_err(err, errlen, "%s: truncated: the header implies %llu bytes, the file has %zu",
+                    checkpoint_path, (unsigned long long)cur.offset, m->file_size);
+            lm_free(m);
+            return NULL;
+        }
+        c->trained_context = c->seq_len;
     }
-    LmCursor cur = {.base = m->data, .size = m->file_size, .offset = offset, .align = c->version == 3 ? LM_TENSOR_ALIGN : 1u, .ok = 1};
-    run_map_weights(&m->weights, c, &cur);
-    if (!cur.ok) {
-        run_set_err(err, errlen, "%s: truncated: the header implies %llu bytes, the file has %zu",
-                checkpoint_path, (unsigned long long)cur.offset, m->file_size);
-        lm_free(m);
-        return NULL;
+    int used[LM_N_TYPES] = {0};
+    used[m->weights.token_embedding.type] = used[m->weights.wcls.type] = 1;
+    for (int l = 0; l < c->n_layers; l++) {
+        const LmLayer *ly = &m->weights.layers[l];
+        const LmMatrix *ms[7] = {&ly->wq, &ly->wk, &ly->wv, &ly->wo, &ly->w1, &ly->w2, &ly->w3};
+        for (int k = 0; k < 7; k++) used[ms[k]->type] = 1;
     }
+    for (int t = 0, n = 0; t < LM_N_TYPES; t++)
+        if (used[t]) n += snprintf(m->weight_types + n, sizeof m->weight_types - (size_t)n, n ? ", %s" : "%s", run_types[t].name);
     lm_set_threads(m, 0);
     if (!run_alloc_state(&m->state, c)) {
         double mib = 2.0 * (double)c->n_layers * c->seq_len * c->n_kv_heads * c->head_size * 4 / (1 << 20);
@@ -910,20 +1566,21 @@ int lm_vocab_size(const LmModel *m) { return m ? m->config.vocab_size : 0; }
 
 int lm_model_info(const LmModel *m, LmModelInfo *info) {
     if (m == NULL || info == NULL) return -1;
-    static const char *formats[] = {"llama2.c v0", "llama2.c v1", "llama2.c v2", "run.c v3"};
-    static const char *types[] = {"fp32", "fp16", "bf16", "q8_0", "q4_0"}, *scalings[] = {"none", "linear", "llama3"};
+    static const char *formats[] = {"llama2.c v0", "llama2.c v1", "llama2.c v2", "run.c v3", "GGUF v2", "GGUF v3"};
+    static const char *scalings[] = {"none", "linear", "llama3"};
     const LmConfig *c = &m->config;
     uint64_t q = (uint64_t)c->n_heads * c->head_size, kv = (uint64_t)c->n_kv_heads * c->head_size, d = (uint64_t)c->dim;
     *info = (LmModelInfo){
-        .format = formats[c->version], .file_bytes = m->file_size,
+        .format = formats[c->version < 4 ? c->version : 2 + c->gguf_version], .file_bytes = m->file_size,
         .parameters = (uint64_t)c->vocab_size * d * (c->shared_classifier ? 1 : 2) + d +
                       (uint64_t)c->n_layers * (2 * q * d + 2 * kv * d + 3 * (uint64_t)c->hidden_dim * d + 2 * d + (c->qkv_bias ? q + 2 * kv : 0)),
         .n_layers = c->n_layers, .dim = c->dim, .hidden_dim = c->hidden_dim, .n_heads = c->n_heads, .n_kv_heads = c->n_kv_heads,
-        .head_size = c->head_size, .vocab_size = c->vocab_size, .context_length = c->seq_len,
-        .weight_type = types[c->weight_type], .group_size = run_is_integer_type(c->weight_type) ? c->group_size : 0,
+        .head_size = c->head_size, .vocab_size = c->vocab_size, .context_length = c->seq_len, .trained_context = c->trained_context,
+        .weight_type = m->weight_types, .group_size = c->version < 4 && run_is_integer_type(c->weight_type) ? c->group_size : 0,
         .qkv_bias = c->qkv_bias, .tied_embedding = c->shared_classifier,
         .norm_eps = c->norm_eps, .rope_theta = c->rope_theta, .rope_factor = c->rope_factor,
-        .rope_layout = c->rope_layout == LM_ROPE_PAIRS ? "pairs" : "halves", .rope_scaling = scalings[c->rope_scaling],
+        .rope_layout = c->rope_layout == LM_ROPE_PAIRS ? "pairs" : "halves",
+        .rope_scaling = c->rope_freq_factors ? "per-frequency factors (rope_freqs)" : scalings[c->rope_scaling],
         .has_tokenizer = c->tokenizer_size > 0, .threads = m->threads, .kernels = LM_KERNELS};
     return 0;
 }
@@ -940,6 +1597,10 @@ void lm_set_threads(LmModel *m, int n) {
 #endif
 }
 int lm_context_length(const LmModel *m) { return m ? m->config.seq_len : 0; }
+
+void lm_set_exact(LmModel *m, int exact) {
+    if (m) m->exact = exact != 0;
+}
 
 // ----------------------------------------------------------------------------
 // Math kernels
@@ -975,24 +1636,6 @@ static void run_softmax(float *x, int n) {
     for (int i = 0; i < n; i++) { x[i] = expf(x[i] - max_val); sum += x[i]; }
     for (int i = 0; i < n; i++) x[i] /= sum;
 }
-
-static float run_bits_to_f32(uint32_t bits) {
-    float f;
-    memcpy(&f, &bits, sizeof f);
-    return f;
-}
-
-// IEEE half precision to float: shift the 15 magnitude bits into place, then rescale the exponent
-// bias (15 -> 127) with one multiply, which also normalizes subnormals. Inf and NaN are kept.
-static float run_f16_to_f32(uint16_t h) {
-    uint32_t bits = (uint32_t)(h & 0x7fff) << 13;
-    float f = (h & 0x7c00) == 0x7c00 ? run_bits_to_f32(bits | 0x7f800000u) : run_bits_to_f32(bits) * 0x1p112f;
-    return (h & 0x8000) ? -f : f;
-}
-
-static float run_bf16_to_f32(uint16_t h) { return run_bits_to_f32((uint32_t)h << 16); }
-
-static float run_f32_to_f32(float v) { return v; }
 
 // Q8_0 quantization of x (n values) in groups of gs (the last may be shorter): per group,
 // scale = max|x| / 127 and q = round(x / scale), as llama2.c's runq.c.
@@ -1033,7 +1676,7 @@ LM_DEFINE_DOT(run_dot_bf16, uint16_t, run_bf16_to_f32)
 
 // The scale of group g (counted over the whole matrix) of a Q8_0 or Q4_0 matrix.
 static float run_group_scale(const LmMatrix *w, size_t g) {
-    if (w->type == LM_Q8_0) return run_read_f32(w->scales + 4 * g);
+    if (w->type == LM_Q8_GROUPS) return run_read_f32(w->scales + 4 * g);
     uint16_t h;
     memcpy(&h, w->scales + 2 * g, 2);
     return run_f16_to_f32(h);
@@ -1067,7 +1710,7 @@ static float run_dot_int(const LmMatrix *w, int row, const int8_t *xq, const flo
         if (cols < end) end = cols;
         // q[k - first] is the value at column k of this row, for k in [j, end)
         const int8_t *q = (const int8_t *)w->data + row_start + (size_t)j;
-        if (w->type == LM_Q4_0) { // (Q4_0 groups lie within rows)
+        if (w->type == LM_Q4_GROUPS) { // (Q4_0 groups lie within rows)
             run_unpack_q4(unpacked, w, wg);
             q = unpacked + (row_start + (size_t)j - group_start);
         }
@@ -1079,23 +1722,73 @@ static float run_dot_int(const LmMatrix *w, int row, const int8_t *xq, const flo
     return run_sum_lanes(acc);
 }
 
-// Copies row `row` of w into out (cols floats), converting to fp32.
-static void run_matrix_row(float *out, const LmMatrix *w, int row) {
-    size_t start = (size_t)row * (size_t)w->cols;
+// Block types against activations quantized in groups of 32 (xq, xs): per 16 values, the integer
+// sums of q * x and of x, then (d * sum(q x) - m * sum(x)) * the group's scale goes to 16 lanes, in
+// order, added pairwise at the end.
+static float run_dot_blocks(const LmMatrix *w, int row, const int8_t *xq, const float *xs) {
+    const LmTypeTraits *type = &run_types[w->type];
+    const unsigned char *p = (const unsigned char *)w->data + (size_t)row * w->row_bytes;
+    LmBlock u;
+    float acc[LM_LANES] = {0};
+    int term = 0, per_block = type->block_values;
+    assert(type->unpack && w->cols % per_block == 0 && per_block % 16 == 0);
+    for (int b = 0; b < w->cols / per_block; b++) {
+        type->unpack(p + (size_t)b * (size_t)type->block_bytes, &u);
+        for (int s = 0; s < per_block / 16; s++) {
+            const int8_t *x = xq + b * per_block + 16 * s, *q = u.q + 16 * s;
+            int32_t qx = 0, sum = 0;
+            for (int i = 0; i < 16; i++) { qx += (int32_t)q[i] * (int32_t)x[i]; sum += x[i]; }
+            acc[term++ % LM_LANES] += ((float)qx * u.d[s] - (float)sum * u.m[s]) * xs[(b * per_block + 16 * s) / 32];
+        }
+    }
+    return run_sum_lanes(acc);
+}
+
+// Values j0..j0+n-1 of row `row` of w as floats into out: the weights as stored (j0 and n are
+// multiples of the blocks of GGUF's types).
+static void run_decode(const LmMatrix *w, int row, int j0, int n, float *out) {
+    const LmTypeTraits *type = &run_types[w->type];
+    if (type->unpack) { // GGUF's blocks
+        const unsigned char *p = (const unsigned char *)w->data + (size_t)row * w->row_bytes;
+        LmBlock u;
+        assert(j0 % type->block_values == 0 && n % type->block_values == 0);
+        for (int b = j0 / type->block_values; b < (j0 + n) / type->block_values; b++, out += type->block_values) {
+            type->unpack(p + (size_t)b * (size_t)type->block_bytes, &u);
+            for (int i = 0; i < type->block_values; i++) out[i] = u.d[i / 16] * (float)u.q[i] - u.m[i / 16];
+        }
+        return;
+    }
+    size_t start = (size_t)row * (size_t)w->cols + (size_t)j0;
     int8_t unpacked[LM_MAX_Q4_GROUP];
-    for (int j = 0; j < w->cols; j++) {
+    for (int j = 0; j < n; j++) {
         size_t e = start + (size_t)j;
         switch (w->type) {
         case LM_F32: out[j] = ((const float *)w->data)[e]; break;
         case LM_F16: out[j] = run_f16_to_f32(((const uint16_t *)w->data)[e]); break;
         case LM_BF16: out[j] = run_bf16_to_f32(((const uint16_t *)w->data)[e]); break;
-        case LM_Q8_0: out[j] = (float)((const int8_t *)w->data)[e] * run_group_scale(w, e / (size_t)w->group_size); break;
-        case LM_Q4_0:
+        case LM_Q8_GROUPS: out[j] = (float)((const int8_t *)w->data)[e] * run_group_scale(w, e / (size_t)w->group_size); break;
+        case LM_Q4_GROUPS:
             if (e % (size_t)w->group_size == 0 || j == 0) run_unpack_q4(unpacked, w, e / (size_t)w->group_size);
             out[j] = (float)unpacked[e % (size_t)w->group_size] * run_group_scale(w, e / (size_t)w->group_size);
             break;
+        default: assert(0); // (the block types returned above)
         }
     }
+}
+
+// Copies row `row` of w into out (cols floats), converting to fp32.
+static void run_matrix_row(float *out, const LmMatrix *w, int row) { run_decode(w, row, 0, w->cols, out); }
+
+// Integer weights against float activations (lm_set_exact): the row decoded 256 values at a time,
+// then run_dot_f32's order of operations over it. Exact to the stored weights; slower.
+static float run_dot_dequant(const LmMatrix *w, int row, const float *x) {
+    float acc[LM_LANES] = {0}, values[256];
+    for (int j0 = 0; j0 < w->cols; j0 += 256) {
+        int n = w->cols - j0 < 256 ? w->cols - j0 : 256;
+        run_decode(w, row, j0, n, values);
+        for (int i = 0; i < n; i++) acc[(j0 + i) % LM_LANES] += values[i] * x[j0 + i];
+    }
+    return run_sum_lanes(acc);
 }
 
 static float run_row_dot(const LmMatrix *w, int row, const LmBatch *in, int t);
@@ -1181,8 +1874,8 @@ static inline __m512i run_reduce8x2(const __m512i *v) {
 static inline __m512i run_load64_u8(const LmMatrix *w, size_t e, int only_32) {
     // these kernels do ~10 instructions per 64 bytes: too few loads fit the out-of-order window to
     // hide memory latency, so the stream is prefetched explicitly
-    _mm_prefetch((const char *)w->data + (w->type == LM_Q8_0 ? e : e / 2) + LM_PREFETCH_BYTES, _MM_HINT_T0);
-    if (w->type == LM_Q8_0)
+    _mm_prefetch((const char *)w->data + (w->type == LM_Q8_GROUPS ? e : e / 2) + LM_PREFETCH_BYTES, _MM_HINT_T0);
+    if (w->type == LM_Q8_GROUPS)
         return _mm512_xor_si512(_mm512_maskz_loadu_epi8(only_32 ? 0xffffffffull : ~0ull, (const int8_t *)w->data + e), _mm512_set1_epi8((char)0x80));
     __m256i bytes = _mm256_maskz_loadu_epi8(only_32 ? 0xffffu : 0xffffffffu, (const unsigned char *)w->data + e / 2);
     __m256i lo = _mm256_and_si256(bytes, _mm256_set1_epi8(15)), hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), _mm256_set1_epi8(15));
@@ -1215,13 +1908,14 @@ static inline __m512i run_reduce4x4(const __m512i *v) {
 
 // Can the SIMD integer kernels take this matrix? (v3 layout: groups within rows.)
 static int run_int_simd_ok(const LmMatrix *w) {
+    if (w->type != LM_Q8_GROUPS && w->type != LM_Q4_GROUPS) return 0;
     int gs = w->group_size;
-    return w->cols % gs == 0 && (w->type == LM_Q8_0 ? gs % 32 == 0 : gs == 32 || gs == 64);
+    return w->cols % gs == 0 && (w->type == LM_Q8_GROUPS ? gs % 32 == 0 : gs == 32 || gs == 64);
 }
 
 // Sixteen group scales from group g (fewer where mask says), as floats.
 static inline __m512 run_load_scales16(const LmMatrix *w, size_t g, __mmask16 mask) {
-    if (w->type == LM_Q8_0) return _mm512_maskz_loadu_ps(mask, (const float *)(const void *)(w->scales + 4 * g));
+    if (w->type == LM_Q8_GROUPS) return _mm512_maskz_loadu_ps(mask, (const float *)(const void *)(w->scales + 4 * g));
     return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, (const uint16_t *)(const void *)(w->scales + 2 * g)));
 }
 
@@ -1230,13 +1924,13 @@ static inline __m512 run_load_scales16(const LmMatrix *w, size_t g, __mmask16 ma
 static float run_dot_int_avx512(const LmMatrix *w, int row, const int8_t *xq, const float *xs, const int32_t *xsum,
                             const int8_t *xarranged) {
     int cols = w->cols, gs = w->group_size, groups = cols / gs, per64 = gs >= 64 ? gs / 64 : 1;
-    int offset = w->type == LM_Q8_0 ? 128 : 8;
+    int offset = w->type == LM_Q8_GROUPS ? 128 : 8;
     size_t start = (size_t)row * (size_t)cols;
     __m512 acc = _mm512_setzero_ps();
     for (int g0 = 0; g0 < groups; g0 += 16) {
         int count = groups - g0 < 16 ? groups - g0 : 16;
         __m512i v[16], sums;
-        if (w->type == LM_Q4_0 && gs == 32) { // 4 groups per 64 bytes, against the rearranged input
+        if (w->type == LM_Q4_GROUPS && gs == 32) { // 4 groups per 64 bytes, against the rearranged input
             for (int b = 0; b < 4; b++) {
                 int gb = g0 + 4 * b, ng = groups - gb < 4 ? groups - gb : 4;
                 if (ng <= 0) { v[b] = _mm512_setzero_si512(); continue; }
@@ -1359,7 +2053,7 @@ static void run_matmul_int_block(const LmMatrix *w, int r0, int r1, const LmBatc
         size_t row_group = (size_t)(r0 + r) * (size_t)groups;
         for (int g = 0; g < groups; g++) {
             int8_t *dst = wb + (size_t)r * cols + (size_t)g * gs;
-            if (w->type == LM_Q8_0) memcpy(dst, (const int8_t *)w->data + (row_group + (size_t)g) * (size_t)gs, (size_t)gs);
+            if (w->type == LM_Q8_GROUPS) memcpy(dst, (const int8_t *)w->data + (row_group + (size_t)g) * (size_t)gs, (size_t)gs);
             else run_unpack_q4(dst, w, row_group + (size_t)g);
             int32_t sum = 0;
             for (int k = 0; k < gs; k++) sum += dst[k];
@@ -1436,14 +2130,19 @@ static float run_row_dot_plain(const LmMatrix *w, int row, const LmBatch *in, in
     case LM_F32: return run_dot_f32((const float *)w->data + start, x, w->cols);
     case LM_F16: return run_dot_f16((const uint16_t *)w->data + start, x, w->cols);
     case LM_BF16: return run_dot_bf16((const uint16_t *)w->data + start, x, w->cols);
-    default: return run_dot_int(w, row, in->q + (size_t)t * (size_t)in->cols, in->s + (size_t)t * (size_t)in->groups);
+    default: break;
+    }
+    if (in->q == NULL) return run_dot_dequant(w, row, x); // exact mode: the activations stay float
+    switch (w->type) {
+    case LM_Q8_GROUPS: case LM_Q4_GROUPS: return run_dot_int(w, row, in->q + (size_t)t * (size_t)in->cols, in->s + (size_t)t * (size_t)in->groups);
+    default: return run_dot_blocks(w, row, in->q + (size_t)t * (size_t)in->cols, in->s + (size_t)t * (size_t)in->groups);
     }
 }
 
 // The same value, through the SIMD integer kernel where it applies.
 static float run_row_dot(const LmMatrix *w, int row, const LmBatch *in, int t) {
 #if LM_AVX512
-    if (run_is_integer_type(w->type) && run_int_simd_ok(w) && (w->type != LM_Q4_0 || w->group_size != 32 || in->qarranged))
+    if (in->q && run_int_simd_ok(w) && (w->type != LM_Q4_GROUPS || w->group_size != 32 || in->qarranged))
         return run_dot_int_avx512(w, row, in->q + (size_t)t * (size_t)in->cols, in->s + (size_t)t * (size_t)in->groups,
                               in->xsum + (size_t)t * (size_t)in->groups,
                               in->qarranged ? in->qarranged + (size_t)t * (size_t)(in->cols + 128) : NULL);
@@ -1455,7 +2154,7 @@ static float run_row_dot(const LmMatrix *w, int row, const LmBatch *in, int t) {
 // that shares them when the weights are integer.
 static LmBatch run_make_batch(LmModel *m, const float *x, int n, int cols, int ld) {
     LmBatch b = {x, n, cols, ld, NULL, NULL, 0, NULL, NULL, NULL, NULL};
-    if (!run_is_integer_type(m->config.weight_type)) return b;
+    if (!m->config.integer_activations || m->exact) return b;
     int gs = m->config.group_size;
     b.groups = (cols + gs - 1) / gs;
     b.q = m->state.xq;
@@ -1471,7 +2170,7 @@ static LmBatch run_make_batch(LmModel *m, const float *x, int n, int cols, int l
         }
     }
 #if LM_AVX512
-    if (m->config.weight_type == LM_Q4_0 && gs == 32) {
+    if (m->config.weight_type == LM_Q4_GROUPS && gs == 32) {
         b.qarranged = m->state.xarranged;
         for (int t = 0; t < n; t++) run_arrange_q4_input(b.qarranged + (size_t)t * (size_t)(cols + 128), b.q + (size_t)t * cols, cols);
     }
@@ -3409,8 +4108,9 @@ static void run_print_info(FILE *f, const char *path, const LmModelInfo *mi, con
             mi->qkv_bias ? ", q/k/v bias" : "", mi->tied_embedding ? ", tied embedding" : "", mi->vocab_size);
     fprintf(f, "weights: %s", mi->weight_type);
     if (mi->group_size) fprintf(f, " (groups of %d)", mi->group_size);
-    fprintf(f, ", %.2f M parameters; context %d; RoPE theta %g, %s, scaling %s", (double)mi->parameters / 1e6, mi->context_length,
-            mi->rope_theta, mi->rope_layout, mi->rope_scaling);
+    fprintf(f, ", %.2f M parameters; context %d", (double)mi->parameters / 1e6, mi->context_length);
+    if (mi->trained_context != mi->context_length) fprintf(f, " (the model's own: %d)", mi->trained_context);
+    fprintf(f, "; RoPE theta %g, %s, scaling %s", mi->rope_theta, mi->rope_layout, mi->rope_scaling);
     if (strcmp(mi->rope_scaling, "none") != 0) fprintf(f, " x%g", mi->rope_factor);
     fprintf(f, "; norm eps %g; kernels %s, threads %d", mi->norm_eps, mi->kernels, mi->threads);
 #ifdef _OPENMP

@@ -374,7 +374,7 @@ static double ref_row_dot(const LmMatrix *w, int i, const float *x, const int8_t
     float row[256];
     run_matrix_row(row, w, i);
     for (int j = 0; j < w->cols; j++)
-        acc += (double)row[j] * (w->type == LM_Q8_0 ? (double)xq[j] * xs[j / w->group_size] : (double)x[j]);
+        acc += (double)row[j] * (w->type == LM_Q8_GROUPS ? (double)xq[j] * xs[j / w->group_size] : (double)x[j]);
     return acc;
 }
 
@@ -406,7 +406,7 @@ static void test_kernels(void) {
         {"fp32", {w, NULL, rows, cols, LM_F32, 0}, 1e-5},
         {"fp16", {h16, NULL, rows, cols, LM_F16, 0}, 1e-5},
         {"bf16", {b16, NULL, rows, cols, LM_BF16, 0}, 1e-5},
-        {"q8_0 (groups straddle rows)", {wq, (const unsigned char *)ws, rows, cols, LM_Q8_0, gs}, 1e-5},
+        {"q8_0 (groups straddle rows)", {wq, (const unsigned char *)ws, rows, cols, LM_Q8_GROUPS, gs}, 1e-5},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         float out[37];
@@ -461,8 +461,8 @@ static void pack_q4_test(const float *w, size_t n, int gs, unsigned char *nibble
 // for bit, on sizes that are not multiples of the vector width or the tile.
 static void test_fast_kernels(void) {
     struct { LmWeightType type; int cols, gs; } cases[] = {
-        {LM_F32, 83, 0}, {LM_F32, 128, 0}, {LM_F16, 83, 0}, {LM_BF16, 100, 0}, {LM_Q8_0, 96, 32}, {LM_Q8_0, 192, 64},
-        {LM_Q8_0, 256, 128}, {LM_Q8_0, 88, 8}, {LM_Q4_0, 96, 32}, {LM_Q4_0, 160, 32}, {LM_Q4_0, 192, 64}, {LM_Q4_0, 40, 8},
+        {LM_F32, 83, 0}, {LM_F32, 128, 0}, {LM_F16, 83, 0}, {LM_BF16, 100, 0}, {LM_Q8_GROUPS, 96, 32}, {LM_Q8_GROUPS, 192, 64},
+        {LM_Q8_GROUPS, 256, 128}, {LM_Q8_GROUPS, 88, 8}, {LM_Q4_GROUPS, 96, 32}, {LM_Q4_GROUPS, 160, 32}, {LM_Q4_GROUPS, 192, 64}, {LM_Q4_GROUPS, 40, 8},
     };
     const char *names[] = {"fp32", "fp16", "bf16", "q8_0", "q4_0"};
     int rows = 37, ns[] = {1, 5, 21};
@@ -481,7 +481,7 @@ static void test_fast_kernels(void) {
                 h[i] = cases[c].type == LM_BF16 ? (uint16_t)(bits >> 16) : (uint16_t)(0x3c00 + (bits >> 20 & 0x3ff)) ^ (uint16_t)(bits >> 16 & 0x8000);
             }
             data = h;
-        } else if (cases[c].type == LM_Q8_0) {
+        } else if (cases[c].type == LM_Q8_GROUPS) {
             int8_t *q = malloc(n);
             float *s = malloc(n / gs * sizeof(float));
             run_quantize_q8(q, s, wf, (int)n, gs);
@@ -2511,6 +2511,107 @@ static void test_real_models(void) {
     }
 }
 
+// ----------------------------------------------------------------------------
+// GGUF files written and quantized by llama.cpp (../shared/models/gguf): logits against the float64
+// reference on the dequantized weights, and against llama.cpp's own
+
+// Reads `rows` lines of `cols` numbers from a text file of logits; NULL when it cannot.
+static double *read_logits(const char *path, int rows, int cols) {
+    FILE *f = fopen(path, "r");
+    if (f == NULL) return NULL;
+    double *v = malloc((size_t)rows * (size_t)cols * sizeof(double));
+    size_t n = 0;
+    while (n < (size_t)rows * (size_t)cols && fscanf(f, "%lf", &v[n]) == 1) n++;
+    fclose(f);
+    if (n != (size_t)rows * (size_t)cols) { free(v); return NULL; }
+    return v;
+}
+
+// max |a - b| / max |b| over all positions and logits, and how many positions' argmax agree.
+static double compare_logits(const float *a, const double *b, int rows, int cols, int *argmax_same) {
+    double num = 0, den = 0;
+    *argmax_same = 0;
+    for (int r = 0; r < rows; r++) {
+        int ia = 0, ib = 0;
+        for (int i = 0; i < cols; i++) {
+            size_t k = (size_t)r * cols + i;
+            num = fmax(num, fabs(a[k] - b[k]));
+            den = fmax(den, fabs(b[k]));
+            if (a[k] > a[(size_t)r * cols + ia]) ia = i;
+            if (b[k] > b[(size_t)r * cols + ib]) ib = i;
+        }
+        *argmax_same += ia == ib;
+    }
+    return num / den;
+}
+
+// Logits of a GGUF model over the 40 tokens of its family (FAMILY.tokens.txt beside it), exact
+// (float activations) or not, against the float64 reference and (where given) llama.cpp's.
+static void check_gguf_logits(const char *path, const char *tokens_path, const char *ref_path, const char *cpp_path, double tol) {
+    const char *name = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    int tokens[64], n = 0;
+    FILE *tf = fopen(tokens_path, "r");
+    while (tf && n < 64 && fscanf(tf, "%d", &tokens[n]) == 1) n++;
+    if (tf) fclose(tf);
+    char err[512];
+    LmModel *m = lm_load(path, err, sizeof err);
+    if (m == NULL || n != 40) { check(0, "%s loads (%s)", name, m ? "40 tokens" : err); lm_free(m); return; }
+    int vocab = lm_vocab_size(m);
+    double *ref = read_logits(ref_path, n, vocab), *cpp = cpp_path ? read_logits(cpp_path, n, vocab) : NULL;
+    float *logits = malloc((size_t)n * vocab * sizeof(float));
+    LmModelInfo mi;
+    lm_model_info(m, &mi);
+    for (int exact = 1; exact >= 0; exact--) {
+        LmModel *run = exact ? m : lm_load(path, err, sizeof err);
+        lm_set_exact(run, exact);
+        for (int p = 0; p < n; p++) memcpy(logits + (size_t)p * vocab, lm_forward(run, tokens[p], p), (size_t)vocab * sizeof(float));
+        if (run != m) lm_free(run);
+        int same_ref = 0, same_cpp = 0;
+        double err_ref = ref ? compare_logits(logits, ref, n, vocab, &same_ref) : 1;
+        double err_cpp = cpp ? compare_logits(logits, cpp, n, vocab, &same_cpp) : 0;
+        if (exact)
+            check(err_ref < 1e-5 && same_ref == n, "%s (%s), exact: logits at 40 positions within %.1e of the float64 reference (< 1e-05), "
+                  "the same argmax at %d/40", name, mi.weight_type, err_ref, same_ref);
+        else
+            check(err_ref < tol && err_cpp < 5e-2, "%s, int8 activations: within %.1e of the float64 reference (< %.0e; argmax %d/40)%s",
+                  name, err_ref, tol, same_ref, cpp ? "" : "");
+        if (!exact && cpp) printf("     (and %.1e from llama.cpp's own logits, < 5e-2; argmax %d/40)\n", err_cpp, same_cpp);
+    }
+    free(ref); free(cpp); free(logits);
+    lm_free(m);
+}
+
+static void test_gguf_models(void) {
+    char dir[512], path[1024], tokens[1024], ref[1024], cpp[1024];
+    snprintf(dir, sizeof dir, "%s/gguf", models_dir);
+    snprintf(path, sizeof path, "%s/spm-F32.gguf", dir);
+    if (!file_exists(path)) { skip("GGUF models written by llama.cpp"); return; }
+    // float weights meet float activations (~1e-6); integer weights by default meet activations
+    // quantized to int8 in groups of 32 (~1e-2, as llama.cpp's)
+    const char *files[] = {"spm-F32", "spm-F16", "spm-BF16", "spm-Q8_0", "spm-Q6_K", "spm-Q5_K_M", "spm-Q4_K_M", "spm-Q4_K_S", "spm-Q4_0",
+                           "spm-IQ4_NL", "spm-Q3_K_M", "spm-Q2_K", "qwen2-F16", "qwen2-Q8_0", "qwen2-Q4_K_M", "llama3-Q8_0", "llama3-Q4_K_M"};
+    for (size_t f = 0; f < sizeof files / sizeof files[0]; f++) {
+        snprintf(path, sizeof path, "%s/%s.gguf", dir, files[f]);
+        snprintf(tokens, sizeof tokens, "%s/%.*s.tokens.txt", dir, (int)strcspn(files[f], "-"), files[f]);
+        snprintf(ref, sizeof ref, "%s/%s.ref64.txt", dir, files[f]);
+        snprintf(cpp, sizeof cpp, "%s/%s.logits.txt", dir, files[f]);
+        check_gguf_logits(path, tokens, ref, cpp, strstr(files[f], "F16") || strstr(files[f], "F32") ? 1e-5 : 3e-2);
+    }
+    // the types without a file from llama.cpp, made by tests/gguf_ref.py (an independent numpy reader,
+    // quantizer and float64 forward pass) from spm-F32.gguf
+    if (!have_numpy()) return;
+    char cmd[1024], *out = tmp_path("gguf_made");
+    snprintf(cmd, sizeof cmd, "%s tests/gguf_ref.py make %s", python, out);
+    if (!run_quiet(cmd)) { check(0, "tests/gguf_ref.py makes the Q4_1, Q5_0, Q5_1, IQ4_XS and mixed files"); return; }
+    const char *made[] = {"spm-Q4_1", "spm-Q5_0", "spm-Q5_1", "spm-IQ4_XS", "spm-mixed"};
+    snprintf(tokens, sizeof tokens, "%s/spm.tokens.txt", dir);
+    for (size_t f = 0; f < sizeof made / sizeof made[0]; f++) {
+        snprintf(path, sizeof path, "%s/%s.gguf", out, made[f]);
+        snprintf(ref, sizeof ref, "%s/%s.ref64.txt", out, made[f]);
+        check_gguf_logits(path, tokens, ref, NULL, 3e-2);
+    }
+}
+
 // Every test group, in the order a full run takes them; `test_all --only NAME,NAME` runs some.
 static const struct { const char *name; void (*run)(void); } test_groups[] = {
     {"kernels", test_kernels}, {"fast-kernels", test_fast_kernels}, {"float-order", test_float_order},
@@ -2520,7 +2621,7 @@ static const struct { const char *name; void (*run)(void); } test_groups[] = {
     {"cli", test_cli}, {"ctrl-c", test_ctrl_c}, {"chat-terminal", test_chat_terminal}, {"first-hour", test_cli_first_hour},
     {"builds", test_builds}, {"memory", test_memory}, {"real-models", test_real_models}, {"vectors", test_tokenizer_vectors},
     {"hf", test_hf_models}, {"export-legacy", test_export_legacy_and_refusals}, {"export-sources", test_export_other_sources},
-    {"export-errors", test_export_errors}, {"batch", test_batch_equals_sequential}, {"quantized", test_quantized_accuracy},
+    {"export-errors", test_export_errors}, {"gguf", test_gguf_models}, {"batch", test_batch_equals_sequential}, {"quantized", test_quantized_accuracy},
 };
 
 int main(int argc, char **argv) {
