@@ -381,6 +381,21 @@ static int32_t run_read_i32(const unsigned char *p) { int32_t v; memcpy(&v, p, 4
 static uint64_t run_read_u64(const unsigned char *p) { uint64_t v; memcpy(&v, p, 8); return v; }
 static float run_read_f32(const unsigned char *p) { float v; memcpy(&v, p, 4); return v; }
 
+// Decodes the UTF-8 character at s[0..n) into *cp and returns its length; an invalid byte counts as
+// one character U+FFFD.
+static size_t run_utf8_next(const unsigned char *s, size_t n, uint32_t *cp) {
+    unsigned char c = s[0];
+    size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    if (len == 0 || len > n) { *cp = 0xFFFD; return 1; }
+    uint32_t v = len == 1 ? c : c & (0x7F >> len);
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80) { *cp = 0xFFFD; return 1; }
+        v = v << 6 | (s[i] & 0x3F);
+    }
+    *cp = v;
+    return len;
+}
+
 static int run_file_exists_in(const char *dir, const char *name) {
     char path[4096];
     struct stat st;
@@ -1132,6 +1147,7 @@ typedef struct {
     uint64_t n_kv, n_tensors;
     LmGgufKv *kv;
     LmGgufTensor *tensors;
+    const unsigned char *end;      // the end of the file
 } LmGguf;
 
 static void run_gguf_free(LmGguf *g) { free(g->kv); free(g->tensors); memset(g, 0, sizeof *g); }
@@ -1190,6 +1206,7 @@ static const char *run_ggml_type_name(uint32_t id) {
 static int run_gguf_parse(LmGguf *g, const unsigned char *data, size_t size, const char *path, char *err, size_t errlen) {
     LmReader r = {data, data + size, 1};
     memset(g, 0, sizeof *g);
+    g->end = data + size;
     run_take_u32(&r); // the magic, checked by the caller
     g->version = run_take_u32(&r);
     g->n_tensors = run_take_u64(&r);
@@ -2534,13 +2551,23 @@ static const uint32_t run_unicode_numbers[][2] = { // Unicode 15.0.0, category N
 // Tokenizer: BPE with SentencePiece's rules (scores, byte fallback) or byte-level BPE (ranked merges
 // over UTF-8 bytes, after a GPT-2 / Llama 3 / Qwen2 pre-tokenizer split)
 
-typedef enum { LM_TOKEN_NORMAL = 0, LM_TOKEN_SPECIAL = 1, LM_TOKEN_BYTE = 2, LM_TOKEN_UNUSED = 3 } LmTokenType;
+// A token's kind: special (control) tokens come only from templates by id; user-defined ones are
+// matched in text (before the BPE) and printed as text, as Hugging Face and llama.cpp do.
+typedef enum { LM_TOKEN_NORMAL = 0, LM_TOKEN_SPECIAL = 1, LM_TOKEN_BYTE = 2, LM_TOKEN_UNUSED = 3, LM_TOKEN_USER = 4 } LmTokenType;
 typedef enum { LM_BPE_SENTENCEPIECE = 1, LM_BPE_BYTE_LEVEL = 2 } LmBpeKind;
 typedef enum { LM_SPLIT_NONE = 0, LM_SPLIT_GPT2 = 1, LM_SPLIT_LLAMA3 = 2, LM_SPLIT_QWEN2 = 3 } LmSplit;
-typedef enum { LM_CHAT_NONE = 0, LM_CHAT_LLAMA2 = 1, LM_CHAT_LLAMA3 = 2, LM_CHAT_CHATML = 3, LM_CHAT_ZEPHYR = 4, LM_CHAT_MISTRAL = 5 } LmChatTemplate;
+// The chat templates run.c renders (each exactly as the official Jinja template of its family does
+// with add_generation_prompt): Llama 2; Llama 3; Llama 3.1/3.2 (a system block with the knowledge
+// and today dates, always); ChatML; Qwen2.5 (ChatML with its default system prompt); SmolLM2
+// (likewise, its own); Zephyr/TinyLlama; Mistral.
+typedef enum {
+    LM_CHAT_NONE, LM_CHAT_LLAMA2, LM_CHAT_LLAMA3, LM_CHAT_CHATML, LM_CHAT_ZEPHYR, LM_CHAT_MISTRAL, LM_CHAT_LLAMA31, LM_CHAT_QWEN25,
+    LM_CHAT_SMOLLM2, LM_CHAT_N
+} LmChatTemplate;
 enum { LM_TOK_DUMMY_PREFIX = 1, LM_TOK_REMOVE_EXTRA_SPACES = 2, LM_TOK_SPLIT_DIGITS = 4, LM_TOK_IGNORE_MERGES = 8 };
 
-static const char *const run_chat_template_names[] = {"none", "llama2", "llama3", "chatml", "zephyr", "mistral"};
+static const char *const run_chat_template_names[] = {"none", "llama2", "llama3", "chatml", "zephyr", "mistral", "llama3.1", "qwen2.5",
+                                                      "smollm2"};
 
 #define LM_TOKENIZER_MAGIC 0x6b746d6cu // "lmtk"
 #define LM_TOKENIZER_HEADER_BYTES 128
@@ -2559,6 +2586,10 @@ struct LmTokenizer {
     float *scores;         // (vocab_size)
     unsigned char *type;   // (vocab_size) LmTokenType
     char *text;            // backing store of every token's bytes
+    size_t text_used;      // its bytes in use
+    int *user;             // (n_user) the user-defined tokens, longest first
+    int n_user;
+    int add_bos, add_eos;  // encoding a text starts with BOS / ends with EOS
     int *hash_ids;         // (hash_size) open-addressing table of token ids by text, -1 = empty
     size_t hash_size;      // a power of two
     LmPair *pairs;         // (pairs_size) open-addressing table of mergeable pairs
@@ -2624,11 +2655,130 @@ static void run_pair_insert(LmTokenizer *t, int left, int right, float priority,
 void lm_tokenizer_free(LmTokenizer *t) {
     if (t == NULL) return;
     free(t->vocab); free(t->vocab_len); free(t->scores); free(t->type); free(t->text); free(t->hash_ids);
-    free(t->pairs); free(t->token_byte);
+    free(t->pairs); free(t->token_byte); free(t->user);
     free(t);
 }
 
 static size_t run_pow2_at_least(size_t n) { size_t p = 64; while (p < n) p *= 2; return p; }
+
+static LmChatTemplate run_template_of_jinja(const char *jinja, size_t n);
+
+// Allocates a tokenizer's tables for vocab_size ids, n_tokens of them from the file, whose texts
+// take text_bytes at most. 0 on out-of-memory.
+static int run_tokenizer_alloc(LmTokenizer *t, int vocab_size, int n_tokens, size_t text_bytes) {
+    t->vocab_size = vocab_size;
+    t->n_tokens = n_tokens;
+    t->vocab = (char **)calloc((size_t)vocab_size, sizeof(char *));
+    t->vocab_len = (int *)calloc((size_t)vocab_size, sizeof(int));
+    t->scores = (float *)calloc((size_t)vocab_size, sizeof(float));
+    t->type = (unsigned char *)malloc((size_t)vocab_size);
+    t->token_byte = (short *)malloc((size_t)vocab_size * sizeof(short));
+    t->text = (char *)malloc(text_bytes + (size_t)vocab_size + 1); // every text plus its terminator fits
+    t->hash_size = run_pow2_at_least(2 * (size_t)vocab_size);
+    t->hash_ids = (int *)malloc(t->hash_size * sizeof(int));
+    if (!t->vocab || !t->vocab_len || !t->scores || !t->type || !t->token_byte || !t->text || !t->hash_ids) return 0;
+    memset(t->hash_ids, 0xff, t->hash_size * sizeof(int));
+    memset(t->type, LM_TOKEN_UNUSED, (size_t)vocab_size);
+    t->text[0] = '\0';
+    for (int i = 0; i < vocab_size; i++) { t->vocab[i] = t->text; t->token_byte[i] = -1; }
+    t->text_used = 1;
+    return 1;
+}
+
+// Token i: its bytes s[0..len), score and type (the caller checked len against the text budget).
+static void run_tokenizer_set(LmTokenizer *t, int i, const char *s, int len, float score, int type) {
+    t->vocab[i] = t->text + t->text_used;
+    t->vocab_len[i] = len;
+    t->scores[i] = score;
+    t->type[i] = (unsigned char)type;
+    memcpy(t->vocab[i], s, (size_t)len);
+    t->vocab[i][len] = '\0';
+    t->text_used += (size_t)len + 1;
+    if (len > t->max_token_len) t->max_token_len = len;
+}
+
+// What every tokenizer gets once its tokens are in: the lookup table, the byte tokens and the
+// user-defined tokens (longest first, for matching in text). 0 with the reason in err.
+static int run_tokenizer_index(LmTokenizer *t, const char *path, char *err, size_t errlen) {
+    int n_tokens = t->n_tokens;
+    for (int i = 0; i < n_tokens; i++) { // insert in id order so the lowest id wins
+        size_t mask = t->hash_size - 1, h = (size_t)run_hash_bytes(t->vocab[i], (size_t)t->vocab_len[i]) & mask;
+        int dup = 0;
+        for (; t->hash_ids[h] >= 0; h = (h + 1) & mask) {
+            int other = t->hash_ids[h];
+            if (t->vocab_len[other] == t->vocab_len[i] && memcmp(t->vocab[other], t->vocab[i], (size_t)t->vocab_len[i]) == 0) { dup = 1; break; }
+        }
+        if (!dup) t->hash_ids[h] = i;
+        if (t->type[i] == LM_TOKEN_USER && t->vocab_len[i] > 0) t->n_user++;
+    }
+    for (int b = 0; b < 256; b++) {
+        char name[8];
+        snprintf(name, sizeof name, "<0x%02X>", b);
+        char raw = (char)b;
+        t->byte_token[b] = t->kind == LM_BPE_BYTE_LEVEL ? run_normal_lookup(t, &raw, 1) : run_token_lookup(t, name, 6);
+        if (t->kind == LM_BPE_SENTENCEPIECE && t->byte_token[b] >= 0) {
+            if (t->type[t->byte_token[b]] != LM_TOKEN_BYTE) t->byte_token[b] = -1;
+            else t->token_byte[t->byte_token[b]] = (short)b;
+        }
+        t->byte_pieces[2 * b] = (unsigned char)b;
+        t->byte_pieces[2 * b + 1] = '\0';
+    }
+    if (t->kind == LM_BPE_BYTE_LEVEL)
+        for (int b = 0; b < 256; b++)
+            if (t->byte_token[b] < 0 && b != 0) { run_set_err(err, errlen, "%s: byte-level vocabulary lacks byte 0x%02X", path, b); return 0; }
+    // the user-defined tokens, longest first, for matching in text
+    t->user = (int *)malloc((size_t)t->n_user * sizeof(int) + 1);
+    if (t->user == NULL) { run_set_err(err, errlen, "out of memory loading %s", path); return 0; }
+    for (int i = 0, k = 0; i < n_tokens; i++) {
+        if (t->type[i] != LM_TOKEN_USER || t->vocab_len[i] == 0) continue;
+        int j = k++;
+        for (; j > 0 && t->vocab_len[t->user[j - 1]] < t->vocab_len[i]; j--) t->user[j] = t->user[j - 1];
+        t->user[j] = i;
+    }
+    return 1;
+}
+
+// Then the pair table (merges: n_merges pairs of ids in priority order; without them, SentencePiece's
+// rule) and the checks of the special ids. 0 with the reason in err.
+static int run_tokenizer_pairs(LmTokenizer *t, const int32_t *merges, int n_merges, const char *path, char *err, size_t errlen) {
+    int n_tokens = t->n_tokens;
+    // the pair table: explicit ranked merges, or SentencePiece's rule (every split of a normal
+    // token into two normal tokens merges back with that token's score)
+    size_t n_pairs = (size_t)n_merges;
+    if (n_merges == 0) for (int i = 0; i < n_tokens; i++) n_pairs += t->vocab_len[i] > 1 ? (size_t)t->vocab_len[i] - 1 : 0;
+    t->pairs_size = run_pow2_at_least(2 * n_pairs + 1);
+    t->pairs = (LmPair *)malloc(t->pairs_size * sizeof(LmPair));
+    char *buf = (char *)malloc(2 * (size_t)t->max_token_len + 1);
+    if (t->pairs == NULL || buf == NULL) { free(buf); run_set_err(err, errlen, "out of memory loading %s", path); return 0; }
+    for (size_t i = 0; i < t->pairs_size; i++) t->pairs[i].key = LM_PAIR_EMPTY;
+    for (int r = 0; r < n_merges; r++) {
+        int a = merges[2 * r], b = merges[2 * r + 1];
+        if (a < 0 || a >= n_tokens || b < 0 || b >= n_tokens) {
+            free(buf);
+            run_set_err(err, errlen, "%s: merge %d joins tokens %d and %d, outside the vocabulary", path, r, a, b);
+            return 0;
+        }
+        memcpy(buf, t->vocab[a], (size_t)t->vocab_len[a]);
+        memcpy(buf + t->vocab_len[a], t->vocab[b], (size_t)t->vocab_len[b]);
+        int result = run_normal_lookup(t, buf, (size_t)(t->vocab_len[a] + t->vocab_len[b]));
+        if (result >= 0) run_pair_insert(t, a, b, -(float)r, result);
+    }
+    for (int i = 0; n_merges == 0 && i < n_tokens; i++) {
+        if (t->type[i] != LM_TOKEN_NORMAL) continue;
+        for (int k = 1; k < t->vocab_len[i]; k++) {
+            int a = run_normal_lookup(t, t->vocab[i], (size_t)k), b = run_normal_lookup(t, t->vocab[i] + k, (size_t)(t->vocab_len[i] - k));
+            if (a >= 0 && b >= 0 && run_normal_lookup(t, t->vocab[i], (size_t)t->vocab_len[i]) == i) run_pair_insert(t, a, b, t->scores[i], i);
+        }
+    }
+    free(buf);
+    if (t->bos_id >= n_tokens || t->eos_id >= n_tokens || t->bos_id < -1 || t->eos_id < -1) {
+        run_set_err(err, errlen, "%s: BOS %d or EOS %d is outside the vocabulary", path, t->bos_id, t->eos_id);
+        return 0;
+    }
+    for (int i = 0; i < t->n_eot; i++)
+        if (t->eot[i] < 0 || t->eot[i] >= n_tokens) { run_set_err(err, errlen, "%s: end-of-turn id %d is outside the vocabulary", path, t->eot[i]); return 0; }
+    return 1;
+}
 
 // Reads a tokenizer from data[0..size) into t (zeroed): run.c's format when it starts with "lmtk",
 // else llama2.c's tokenizer.bin. It must have vocab_size tokens (any count for 0), or fewer when it
@@ -2666,7 +2816,7 @@ static int run_read_tokenizer(LmTokenizer *t, const unsigned char *data, size_t 
         t->eos_id = run_read_i32(data + 24);
         t->flags = run_read_i32(data + 28);
         t->n_eot = run_read_i32(data + 40);
-        if (version != 1 || kind < 1 || kind > 2 || split < 0 || split > 3 || chat < 0 || chat > 5 || (t->flags & ~15) != 0) {
+        if (version != 1 || kind < 1 || kind > 2 || split < 0 || split > 3 || chat < 0 || chat >= LM_CHAT_N || (t->flags & ~15) != 0) {
             run_set_err(err, errlen, "%s: unsupported tokenizer (version %d, kind %d, pre-tokenizer %d, template %d, flags %d)",
                     path, version, kind, split, chat, t->flags);
             return 0;
@@ -2685,32 +2835,16 @@ static int run_read_tokenizer(LmTokenizer *t, const unsigned char *data, size_t 
         t->unk_id = -1;
         off = LM_TOKENIZER_HEADER_BYTES;
     }
-    t->vocab_size = vocab_size;
-    t->n_tokens = n_tokens;
-    t->vocab = (char * *)calloc((size_t)vocab_size, sizeof(char *));
-    t->vocab_len = (int *)calloc((size_t)vocab_size, sizeof(int));
-    t->scores = (float *)calloc((size_t)vocab_size, sizeof(float));
-    t->type = (unsigned char *)malloc((size_t)vocab_size);
-    t->token_byte = (short int *)malloc((size_t)vocab_size * sizeof(short));
-    t->text = (char *)malloc(size + (size_t)vocab_size + 1); // every text plus its terminator fits
-    t->hash_size = run_pow2_at_least(2 * (size_t)vocab_size);
-    t->hash_ids = (int *)malloc(t->hash_size * sizeof(int));
-    if (!t->vocab || !t->vocab_len || !t->scores || !t->type || !t->token_byte || !t->text || !t->hash_ids) {
-        run_set_err(err, errlen, "out of memory loading %s", path);
-        return 0;
-    }
-    memset(t->hash_ids, 0xff, t->hash_size * sizeof(int));
-    memset(t->type, LM_TOKEN_UNUSED, (size_t)vocab_size);
-    t->text[0] = '\0';
-    for (int i = 0; i < vocab_size; i++) { t->vocab[i] = t->text; t->token_byte[i] = -1; }
-    size_t text_off = 1, entry = ours ? 9 : 8; // score, [type], length
+    t->add_bos = t->bos_id >= 0;
+    if (!run_tokenizer_alloc(t, vocab_size, n_tokens, size)) { run_set_err(err, errlen, "out of memory loading %s", path); return 0; }
+    size_t entry = ours ? 9 : 8; // score, [type], length
     for (int i = 0; i < n_tokens; i++) {
         if (size - off < entry) {
             if (!ours && size == off) run_set_err(err, errlen, "%s: has %d tokens, the model expects %d", path, i, vocab_size);
             else run_set_err(err, errlen, "%s: truncated at token %d", path, i);
             return 0;
         }
-        t->scores[i] = run_read_f32(data + off);
+        float score = run_read_f32(data + off);
         int type = ours ? data[off + 4] : (int)LM_TOKEN_NORMAL;
         int32_t len = run_read_i32(data + off + entry - 4);
         off += entry;
@@ -2718,90 +2852,183 @@ static int run_read_tokenizer(LmTokenizer *t, const unsigned char *data, size_t 
             run_set_err(err, errlen, "%s: token %d has length %d, past the end of the file", path, i, len);
             return 0;
         }
-        if (type > LM_TOKEN_UNUSED) { // (a NUL byte is fine: byte-level vocabularies have one)
+        if (type > LM_TOKEN_USER) { // (a NUL byte is fine: byte-level vocabularies have one)
             run_set_err(err, errlen, "%s: token %d has unknown type %d", path, i, type);
             return 0;
         }
-        t->vocab[i] = t->text + text_off;
-        t->vocab_len[i] = len;
-        t->type[i] = (unsigned char)type;
-        memcpy(t->vocab[i], data + off, (size_t)len);
-        t->vocab[i][len] = '\0';
-        text_off += (size_t)len + 1;
+        run_tokenizer_set(t, i, (const char *)data + off, len, score, type);
         off += (size_t)len;
-        if (len > t->max_token_len) t->max_token_len = len;
         // llama2.c's files mark nothing: its "<0xXX>" spellings are the byte tokens
         unsigned int b;
         char tail;
         if (!ours && len == 6 && sscanf(t->vocab[i], "<0x%2X%c", &b, &tail) == 2 && tail == '>') t->type[i] = LM_TOKEN_BYTE;
     }
-    const unsigned char *merges = data + off;
     if ((uint64_t)n_merges * 8 != size - off) {
         run_set_err(err, errlen, "%s: %zu bytes left after %d tokens%s; wrong tokenizer for this model?", path, size - off,
                 n_tokens, ours ? " and their merges" : " (the model's vocab_size)");
         return 0;
     }
-    for (int i = 0; i < n_tokens; i++) { // insert in id order so the lowest id wins
-        size_t mask = t->hash_size - 1, h = (size_t)run_hash_bytes(t->vocab[i], (size_t)t->vocab_len[i]) & mask;
-        int dup = 0;
-        for (; t->hash_ids[h] >= 0; h = (h + 1) & mask) {
-            int other = t->hash_ids[h];
-            if (t->vocab_len[other] == t->vocab_len[i] && memcmp(t->vocab[other], t->vocab[i], (size_t)t->vocab_len[i]) == 0) { dup = 1; break; }
-        }
-        if (!dup) t->hash_ids[h] = i;
+    int32_t *merges = (int32_t *)malloc((size_t)n_merges * 8 + 1);
+    if (merges == NULL) { run_set_err(err, errlen, "out of memory loading %s", path); return 0; }
+    memcpy(merges, data + off, (size_t)n_merges * 8); // (little-endian int32 pairs, as this host's)
+    int ok = run_tokenizer_index(t, path, err, errlen) && run_tokenizer_pairs(t, merges, n_merges, path, err, errlen);
+    free(merges);
+    return ok;
+}
+
+// GPT-2's byte-level spelling: bytes that print stand for themselves, the other 68 (controls, space,
+// 0x7f-0xa0, 0xad) for U+0100.. in byte order. Returns the byte a code point spells, or -1.
+static int run_gpt2_byte(uint32_t cp) {
+    if ((cp >= 33 && cp <= 126) || (cp >= 161 && cp <= 172) || (cp >= 174 && cp <= 255)) return (int)cp;
+    if (cp < 256 || cp >= 256 + 68) return -1;
+    for (int b = 0, n = 0; b < 256; b++) {
+        if ((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255)) continue;
+        if (n++ == (int)(cp - 256)) return b;
     }
-    for (int b = 0; b < 256; b++) {
-        char name[8];
-        snprintf(name, sizeof name, "<0x%02X>", b);
-        char raw = (char)b;
-        t->byte_token[b] = t->kind == LM_BPE_BYTE_LEVEL ? run_normal_lookup(t, &raw, 1) : run_token_lookup(t, name, 6);
-        if (t->kind == LM_BPE_SENTENCEPIECE && t->byte_token[b] >= 0) {
-            if (t->type[t->byte_token[b]] != LM_TOKEN_BYTE) t->byte_token[b] = -1;
-            else t->token_byte[t->byte_token[b]] = (short)b;
+    return -1;
+}
+
+// A token's text as run.c keeps it: SentencePiece's "▁" as a space; GPT-2's byte-level spelling as
+// the bytes it spells (control and user-defined tokens are written as they are). len 0 and -1 when
+// the spelling is not byte-level.
+static int run_gguf_token_text(char *out, LmString s, int byte_level) {
+    int n = 0;
+    for (size_t i = 0; i < s.n;) {
+        if (!byte_level) {
+            if (i + 2 < s.n && memcmp(s.s + i, "\xe2\x96\x81", 3) == 0) { out[n++] = ' '; i += 3; }
+            else out[n++] = s.s[i++];
+            continue;
         }
-        t->byte_pieces[2 * b] = (unsigned char)b;
-        t->byte_pieces[2 * b + 1] = '\0';
+        uint32_t cp;
+        i += run_utf8_next((const unsigned char *)s.s + i, s.n - i, &cp);
+        int b = run_gpt2_byte(cp);
+        if (b < 0) return -1;
+        out[n++] = (char)b;
     }
-    if (t->kind == LM_BPE_BYTE_LEVEL)
-        for (int b = 0; b < 256; b++)
-            if (t->byte_token[b] < 0 && b != 0) { run_set_err(err, errlen, "%s: byte-level vocabulary lacks byte 0x%02X", path, b); return 0; }
-    // the pair table: explicit ranked merges, or SentencePiece's rule (every split of a normal
-    // token into two normal tokens merges back with that token's score)
-    size_t n_pairs = (size_t)n_merges;
-    if (n_merges == 0) for (int i = 0; i < n_tokens; i++) n_pairs += t->vocab_len[i] > 1 ? (size_t)t->vocab_len[i] - 1 : 0;
-    t->pairs_size = run_pow2_at_least(2 * n_pairs + 1);
-    t->pairs = (LmPair *)malloc(t->pairs_size * sizeof(LmPair));
-    if (t->pairs == NULL) { run_set_err(err, errlen, "out of memory loading %s", path); return 0; }
-    for (size_t i = 0; i < t->pairs_size; i++) t->pairs[i].key = LM_PAIR_EMPTY;
-    char *buf = (char *)malloc(2 * (size_t)t->max_token_len + 1);
-    if (buf == NULL) { run_set_err(err, errlen, "out of memory loading %s", path); return 0; }
-    for (int r = 0; r < n_merges; r++) {
-        int a = run_read_i32(merges + 8 * (size_t)r), b = run_read_i32(merges + 8 * (size_t)r + 4);
-        if (a < 0 || a >= n_tokens || b < 0 || b >= n_tokens) {
-            free(buf);
-            run_set_err(err, errlen, "%s: merge %d joins tokens %d and %d, outside the vocabulary", path, r, a, b);
-            return 0;
-        }
-        memcpy(buf, t->vocab[a], (size_t)t->vocab_len[a]);
-        memcpy(buf + t->vocab_len[a], t->vocab[b], (size_t)t->vocab_len[b]);
-        int result = run_normal_lookup(t, buf, (size_t)(t->vocab_len[a] + t->vocab_len[b]));
-        if (result >= 0) run_pair_insert(t, a, b, -(float)r, result);
-    }
-    for (int i = 0; n_merges == 0 && i < n_tokens; i++) {
-        if (t->type[i] != LM_TOKEN_NORMAL) continue;
-        for (int k = 1; k < t->vocab_len[i]; k++) {
-            int a = run_normal_lookup(t, t->vocab[i], (size_t)k), b = run_normal_lookup(t, t->vocab[i] + k, (size_t)(t->vocab_len[i] - k));
-            if (a >= 0 && b >= 0 && run_normal_lookup(t, t->vocab[i], (size_t)t->vocab_len[i]) == i) run_pair_insert(t, a, b, t->scores[i], i);
-        }
-    }
-    free(buf);
-    if (t->bos_id >= n_tokens || t->eos_id >= n_tokens || t->bos_id < -1 || t->eos_id < -1) {
-        run_set_err(err, errlen, "%s: BOS %d or EOS %d is outside the vocabulary", path, t->bos_id, t->eos_id);
+    return n;
+}
+
+// Reads the tokenizer of a GGUF file (tokenizer.ggml.*) into t (zeroed). vocab_size as for
+// run_read_tokenizer; embedded: the file is the model's own. 0 with the reason in err.
+static int run_read_gguf_tokenizer(LmTokenizer *t, const LmGguf *g, int vocab_size, int embedded, const char *path, char *err, size_t errlen) {
+    LmString model = run_gguf_string(g, "tokenizer.ggml.model"), pre = run_gguf_string(g, "tokenizer.ggml.pre");
+    const LmGgufKv *tokens = run_gguf_find(g, "tokenizer.ggml.tokens"), *scores = run_gguf_find(g, "tokenizer.ggml.scores");
+    const LmGgufKv *types = run_gguf_find(g, "tokenizer.ggml.token_type"), *merges = run_gguf_find(g, "tokenizer.ggml.merges");
+    int byte_level = run_string_is(model, "gpt2");
+    if (!byte_level && !run_string_is(model, "llama")) {
+        run_set_err(err, errlen, "%s: tokenizer model '%.*s' is not supported (llama: SentencePiece; gpt2: byte-level BPE)", path,
+                    (int)(model.n < 32 ? model.n : 32), model.s ? model.s : "");
         return 0;
     }
-    for (int i = 0; i < t->n_eot; i++)
-        if (t->eot[i] < 0 || t->eot[i] >= n_tokens) { run_set_err(err, errlen, "%s: end-of-turn id %d is outside the vocabulary", path, t->eot[i]); return 0; }
-    return 1;
+    if (tokens == NULL || tokens->type != LM_GGUF_ARRAY || tokens->elem_type != LM_GGUF_STRING || tokens->count == 0 || tokens->count > INT32_MAX ||
+        (scores && (scores->type != LM_GGUF_ARRAY || scores->elem_type != LM_GGUF_F32 || scores->count != tokens->count)) ||
+        (types && (types->type != LM_GGUF_ARRAY || types->elem_type != LM_GGUF_I32 || types->count != tokens->count)) ||
+        (merges && (merges->type != LM_GGUF_ARRAY || merges->elem_type != LM_GGUF_STRING || merges->count > INT32_MAX / 2))) {
+        run_set_err(err, errlen, "%s: the tokenizer's tokens, scores, token types or merges are missing or malformed", path);
+        return 0;
+    }
+    int n_tokens = (int)tokens->count;
+    if (vocab_size == 0) vocab_size = n_tokens;
+    if (n_tokens > vocab_size || (n_tokens < vocab_size && !embedded)) {
+        run_set_err(err, errlen, "%s has %d tokens but the model's vocabulary has %d: the tokenizer of another model?", path, n_tokens, vocab_size);
+        return 0;
+    }
+    // the special ids and switches, with llama.cpp's defaults
+    int ok = 1;
+    double bos = run_gguf_number(g, "tokenizer.ggml.bos_token_id", -1, &ok), eos = run_gguf_number(g, "tokenizer.ggml.eos_token_id", -1, &ok);
+    double unk = run_gguf_number(g, "tokenizer.ggml.unknown_token_id", -1, &ok);
+    t->kind = byte_level ? LM_BPE_BYTE_LEVEL : LM_BPE_SENTENCEPIECE;
+    t->bos_id = bos >= 0 && bos < n_tokens ? (int)bos : -1;
+    t->eos_id = eos >= 0 && eos < n_tokens ? (int)eos : -1;
+    t->unk_id = unk >= 0 && unk < n_tokens ? (int)unk : -1;
+    t->add_bos = t->bos_id >= 0 && run_gguf_number(g, "tokenizer.ggml.add_bos_token", byte_level ? 0 : 1, &ok) != 0;
+    t->add_eos = run_gguf_number(g, "tokenizer.ggml.add_eos_token", 0, &ok) != 0;
+    if (!byte_level && run_gguf_number(g, "tokenizer.ggml.add_space_prefix", 1, &ok) != 0) t->flags |= LM_TOK_DUMMY_PREFIX;
+    if (!ok) { run_set_err(err, errlen, "%s: a tokenizer id or switch has the wrong type", path); return 0; }
+    if (byte_level) { // the pre-tokenizer split, by llama.cpp's names
+        static const struct { const char *name; LmSplit split; int flags; } pres[] = {
+            {"default", LM_SPLIT_GPT2, 0}, {"gpt-2", LM_SPLIT_GPT2, 0}, {"llama-bpe", LM_SPLIT_LLAMA3, LM_TOK_IGNORE_MERGES},
+            {"llama3", LM_SPLIT_LLAMA3, LM_TOK_IGNORE_MERGES}, {"qwen2", LM_SPLIT_QWEN2, 0}, {"deepseek-r1-qwen", LM_SPLIT_QWEN2, 0},
+            {"smollm", LM_SPLIT_GPT2, LM_TOK_SPLIT_DIGITS}};
+        int found = pre.s == NULL ? 0 : -1; // (no pre-tokenizer named: llama.cpp's default)
+        for (size_t k = 0; k < sizeof pres / sizeof pres[0]; k++) if (run_string_is(pre, pres[k].name)) found = (int)k;
+        if (found < 0) {
+            run_set_err(err, errlen, "%s: pre-tokenizer '%.*s' is not supported (default, gpt-2, llama-bpe, qwen2, deepseek-r1-qwen, smollm)",
+                        path, (int)(pre.n < 32 ? pre.n : 32), pre.s);
+            return 0;
+        }
+        t->split = pres[found].split;
+        t->flags |= pres[found].flags;
+    }
+    // the tokens (GGUF's types: 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte)
+    static const unsigned char from_gguf[7] = {LM_TOKEN_NORMAL, LM_TOKEN_NORMAL, LM_TOKEN_SPECIAL, LM_TOKEN_SPECIAL,
+                                               LM_TOKEN_USER, LM_TOKEN_UNUSED, LM_TOKEN_BYTE};
+    LmReader r = {tokens->value, g->end, 1};
+    size_t text_bytes = 0;
+    for (int i = 0; i < n_tokens; i++) text_bytes += run_take_string(&r).n; // (a token's text only shrinks below)
+    if (!run_tokenizer_alloc(t, vocab_size, n_tokens, text_bytes)) { run_set_err(err, errlen, "out of memory loading %s", path); return 0; }
+    r.p = tokens->value;
+    char *text = (char *)malloc(4 * (size_t)65536);
+    if (text == NULL) { run_set_err(err, errlen, "out of memory loading %s", path); return 0; }
+    for (int i = 0; i < n_tokens; i++) {
+        LmString s = run_take_string(&r);
+        int32_t gtype = 1;
+        float score = 0.0f;
+        if (types) memcpy(&gtype, types->value + 4 * (size_t)i, 4);
+        if (scores) memcpy(&score, scores->value + 4 * (size_t)i, 4);
+        int type = gtype >= 1 && gtype <= 6 ? from_gguf[gtype] : LM_TOKEN_NORMAL;
+        int len = s.n > 65536 ? -1 : run_gguf_token_text(text, s, byte_level && (type == LM_TOKEN_NORMAL || type == LM_TOKEN_BYTE));
+        if (len < 0) {
+            free(text);
+            run_set_err(err, errlen, "%s: token %d is not in GPT-2's byte-level spelling, or longer than 65536 bytes", path, i);
+            return 0;
+        }
+        if (byte_level && type == LM_TOKEN_BYTE) type = LM_TOKEN_NORMAL; // (byte-level BPE's bytes are ordinary tokens)
+        run_tokenizer_set(t, i, text, len, score, type);
+    }
+    free(text);
+    // end of a turn: the eot and eom ids, and the control tokens llama.cpp counts as ending generation
+    static const char *ends[] = {"<|eot_id|>", "<|eom_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>"};
+    const char *keys[2] = {"tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"};
+    for (int k = 0; k < 2; k++) {
+        double id = run_gguf_number(g, keys[k], -1, &ok);
+        if (id >= 0 && id < n_tokens && (int)id != t->eos_id && t->n_eot < LM_MAX_EOT) t->eot[t->n_eot++] = (int)id;
+    }
+    for (int i = 0; i < n_tokens; i++)
+        for (size_t k = 0; k < sizeof ends / sizeof ends[0] && t->type[i] == LM_TOKEN_SPECIAL; k++)
+            if (strcmp(t->vocab[i], ends[k]) == 0 && i != t->eos_id && t->n_eot < LM_MAX_EOT) {
+                int seen = 0;
+                for (int e = 0; e < t->n_eot; e++) seen |= t->eot[e] == i;
+                if (!seen) t->eot[t->n_eot++] = i;
+            }
+    // merges "left right" as id pairs, once the texts can be looked up
+    int n_merges = merges ? (int)merges->count : 0;
+    int32_t *ids = (int32_t *)malloc(2 * (size_t)n_merges * sizeof(int32_t) + 1);
+    char *part = (char *)malloc(2 * (size_t)t->max_token_len + 2);
+    ok = ids && part;
+    if (!ok) run_set_err(err, errlen, "out of memory loading %s", path);
+    ok = ok && run_tokenizer_index(t, path, err, errlen);
+    LmReader mr = {merges ? merges->value : NULL, g->end, 1};
+    for (int k = 0; ok && k < n_merges; k++) {
+        LmString s = run_take_string(&mr);
+        const char *space = s.n ? (const char *)memchr(s.s, ' ', s.n) : NULL;
+        LmString halves[2] = {{s.s, space ? (size_t)(space - s.s) : 0}, {space + 1, space ? s.n - (size_t)(space - s.s) - 1 : 0}};
+        for (int h = 0; h < 2; h++) { // (a token byte is spelled in at most 2 bytes)
+            int len = space && halves[h].n <= 2 * (size_t)t->max_token_len ? run_gguf_token_text(part, halves[h], 1) : -1;
+            ids[2 * k + h] = len > 0 && len <= t->max_token_len ? run_token_lookup(t, part, (size_t)len) : -1;
+        }
+        if (ids[2 * k] < 0 || ids[2 * k + 1] < 0) {
+            run_set_err(err, errlen, "%s: merge %d ('%.*s') does not join two tokens of the vocabulary", path, k, (int)(s.n < 40 ? s.n : 40), s.s);
+            ok = 0;
+        }
+    }
+    ok = ok && run_tokenizer_pairs(t, ids, n_merges, path, err, errlen);
+    free(ids);
+    free(part);
+    // the chat template: the kind of run.c's own that renders it, from the Jinja text
+    LmString jinja = run_gguf_string(g, "tokenizer.chat_template");
+    if (jinja.s) t->chat_template = run_template_of_jinja(jinja.s, jinja.n);
+    return ok;
 }
 
 // Parses a tokenizer from data[0..size) (see run_read_tokenizer). NULL with the reason in err.
@@ -2829,8 +3056,27 @@ LmTokenizer *lm_tokenizer_load(const char *path, int vocab_size, char *err, size
         // a checkpoint's own tokenizer may be smaller than its vocabulary; another model's may not
         embedded = vocab_size == 0 || run_read_i32(data + 32) == vocab_size;
     }
-    if (section == NULL) run_set_err(err, errlen, "%s: the checkpoint has no embedded tokenizer (give one with -z)", path);
-    else t = run_parse_tokenizer(section, section_size, vocab_size, embedded, path, err, errlen);
+    if (size >= 4 && (uint32_t)run_read_i32(data) == LM_GGUF_MAGIC) { // a GGUF model's (or a vocabulary alone)
+        LmGguf g;
+        int ok = run_gguf_parse(&g, data, size, path, err, errlen);
+        const LmGgufTensor *embedding = ok ? run_gguf_tensor(&g, "token_embd.weight") : NULL;
+        embedded = 1; // (not a file of another kind)
+        if (ok && run_gguf_find(&g, "tokenizer.ggml.tokens") == NULL) {
+            run_set_err(err, errlen, "%s: the GGUF file has no tokenizer (give one with -z)", path);
+            ok = 0;
+        }
+        t = ok ? (LmTokenizer *)calloc(1, sizeof *t) : NULL;
+        // its own model's embedding may be larger than the vocabulary; another model's may not
+        if (t && !run_read_gguf_tokenizer(t, &g, vocab_size, embedding && embedding->ne[1] == (uint64_t)vocab_size, path, err, errlen)) {
+            lm_tokenizer_free(t);
+            t = NULL;
+        }
+        run_gguf_free(&g);
+    } else if (section == NULL) {
+        run_set_err(err, errlen, "%s: the checkpoint has no embedded tokenizer (give one with -z)", path);
+    } else {
+        t = run_parse_tokenizer(section, section_size, vocab_size, embedded, path, err, errlen);
+    }
     const char *foreign = t == NULL && !embedded ? run_foreign_file(data, size) : NULL;
     if (foreign) run_set_err(err, errlen, "%s %s", path, foreign);
     munmap((void *)data, size);
@@ -2873,7 +3119,7 @@ int lm_tokenizer_info(const LmTokenizer *t, LmTokenizerInfo *info) {
 }
 
 int lm_tokenizer_set_template(LmTokenizer *t, const char *name) {
-    for (int k = LM_CHAT_LLAMA2; t && name && k <= LM_CHAT_MISTRAL; k++)
+    for (int k = LM_CHAT_LLAMA2; t && name && k < LM_CHAT_N; k++)
         if (strcmp(name, run_chat_template_names[k]) == 0) { t->chat_template = (LmChatTemplate)k; return 0; }
     return -1;
 }
@@ -2905,20 +3151,6 @@ static int run_is_space(uint32_t cp) {
            (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F || cp == 0x205F || cp == 0x3000;
 }
 
-// Decodes the UTF-8 character at s[0..n) into *cp and returns its length; an invalid byte counts as
-// one character U+FFFD.
-static size_t run_utf8_next(const unsigned char *s, size_t n, uint32_t *cp) {
-    unsigned char c = s[0];
-    size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-    if (len == 0 || len > n) { *cp = 0xFFFD; return 1; }
-    uint32_t v = len == 1 ? c : c & (0x7F >> len);
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80) { *cp = 0xFFFD; return 1; }
-        v = v << 6 | (s[i] & 0x3F);
-    }
-    *cp = v;
-    return len;
-}
 
 typedef struct { const unsigned char *s; size_t n; } LmText;
 
@@ -3104,10 +3336,10 @@ static size_t run_collapse_spaces(char *out, const char *s, size_t n) {
     return o;
 }
 
-// Appends the tokens of plain text (no BOS/EOS; special tokens are never matched in it) to out.
+// Appends the tokens of text[0..len) (no BOS/EOS, no special or user-defined tokens) to out: the
+// normalization (SentencePiece's dummy prefix and spaces), the pre-tokenizer split, then BPE.
 // Returns 0 on out-of-memory.
-static int run_encode_text(const LmTokenizer *t, const char *text, LmTokens *out) {
-    size_t len = strlen(text);
+static int run_encode_plain(const LmTokenizer *t, const char *text, size_t len, LmTokens *out) {
     char *norm = (char *)malloc(len + 2);
     LmBpeScratch w = {(int *)malloc((len + 2) * sizeof(int)), (int *)malloc((len + 2) * sizeof(int)),
                       (int *)malloc((len + 2) * sizeof(int)), (LmMerge *)malloc(2 * (len + 2) * sizeof(LmMerge)), (int)len + 2};
@@ -3142,10 +3374,28 @@ static int run_encode_text(const LmTokenizer *t, const char *text, LmTokens *out
     return ok;
 }
 
+// Appends the tokens of plain text to out: user-defined tokens (Qwen's <think>, <tool_call>, ...) are
+// matched in it, longest first, as Hugging Face and llama.cpp do; special tokens never are. Each
+// stretch of text between them is encoded on its own. Returns 0 on out-of-memory.
+static int run_encode_text(const LmTokenizer *t, const char *text, LmTokens *out) {
+    size_t len = strlen(text), start = 0;
+    for (size_t i = 0; t->n_user > 0 && i < len;) {
+        int match = -1;
+        for (int k = 0; k < t->n_user && match < 0; k++) {
+            int id = t->user[k];
+            if ((size_t)t->vocab_len[id] <= len - i && memcmp(text + i, t->vocab[id], (size_t)t->vocab_len[id]) == 0) match = id;
+        }
+        if (match < 0) { i++; continue; }
+        if ((i > start && !run_encode_plain(t, text + start, i - start, out)) || !run_tokens_push(out, match)) return 0;
+        start = i += (size_t)t->vocab_len[match];
+    }
+    return start == len || run_encode_plain(t, text + start, len - start, out);
+}
+
 int lm_encode(LmTokenizer *t, const char *text, int bos, int eos, int *tokens, int max_tokens) {
     if (t == NULL || text == NULL || tokens == NULL || max_tokens < 0) return -1;
     LmTokens list = {NULL, 0, 0};
-    int ok = (!bos || t->bos_id < 0 || run_tokens_push(&list, t->bos_id)) && run_encode_text(t, text, &list) &&
+    int ok = (!bos || !t->add_bos || run_tokens_push(&list, t->bos_id)) && run_encode_text(t, text, &list) &&
              (!eos || t->eos_id < 0 || run_tokens_push(&list, t->eos_id));
     int count = ok && list.n <= max_tokens ? list.n : -1;
     if (count > 0) memcpy(tokens, list.ids, (size_t)count * sizeof(int));
@@ -3184,11 +3434,40 @@ static int run_push_text(const LmTokenizer *t, LmTokens *out, const char *fmt, c
 // Appends one user turn and the start of the assistant's reply. The previous reply ended with its
 // end-of-turn token (see run_turn_end_token). system may be NULL or "". 0 when the vocabulary lacks a
 // token the template needs, or on out-of-memory.
+// Appends prefix and then s without its leading and trailing white space (Jinja's trim).
+static int run_push_trimmed(const LmTokenizer *t, LmTokens *out, const char *prefix, const char *s) {
+    size_t start = 0, end = strlen(s);
+    while (start < end && isspace((unsigned char)s[start])) start++;
+    while (end > start && isspace((unsigned char)s[end - 1])) end--;
+    char *text = (char *)malloc(strlen(prefix) + (end - start) + 1);
+    if (text == NULL) return 0;
+    memcpy(text, prefix, strlen(prefix));
+    memcpy(text + strlen(prefix), s + start, end - start);
+    text[strlen(prefix) + (end - start)] = '\0';
+    int ok = run_encode_text(t, text, out);
+    free(text);
+    return ok;
+}
+
+// A Llama 3 header: <|start_header_id|>role<|end_header_id|>.
+static int run_push_header(const LmTokenizer *t, LmTokens *out, const char *role) {
+    return run_push_special(t, out, "<|start_header_id|>") && run_push_text(t, out, "%s%s", role, "") && run_push_special(t, out, "<|end_header_id|>");
+}
+
+// The system prompt a template uses when the conversation gives none ("" for none).
+static const char *run_default_system(LmChatTemplate kind) {
+    return kind == LM_CHAT_QWEN25    ? "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+           : kind == LM_CHAT_SMOLLM2 ? "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+                                     : "";
+}
+
 static int run_render_turn(const LmTokenizer *t, LmChatTemplate kind, LmTokens *out, int first, const char *system, const char *user) {
+    if (first && (system == NULL || system[0] == '\0')) system = run_default_system(kind);
     int sys = first && system && system[0];
     int ok = 1;
     switch (kind) {
     case LM_CHAT_NONE:
+    case LM_CHAT_N:
     case LM_CHAT_LLAMA2:
         ok = (t->bos_id < 0 || run_tokens_push(out, t->bos_id)) &&
              (sys ? run_push_text(t, out, "[INST] <<SYS>>\n%s\n<</SYS>>\n\n%s [/INST]", system, user)
@@ -3204,17 +3483,21 @@ static int run_render_turn(const LmTokenizer *t, LmChatTemplate kind, LmTokens *
         ok = ok && run_push_text(t, out, first ? "<|user|>\n%s%s" : "\n<|user|>\n%s%s", user, "") && run_tokens_push(out, t->eos_id) &&
              run_push_text(t, out, "\n<|assistant|>\n", "", "");
         break;
-    case LM_CHAT_LLAMA3:
+    case LM_CHAT_LLAMA3:   // every message trimmed; a system block only when given
+    case LM_CHAT_LLAMA31:  // and the dates block, with or without a system prompt
         if (first && t->bos_id >= 0) ok = run_tokens_push(out, t->bos_id);
-        if (ok && sys) ok = run_push_special(t, out, "<|start_header_id|>") && run_push_text(t, out, "system", "", "") &&
-                            run_push_special(t, out, "<|end_header_id|>") && run_push_text(t, out, "\n\n%s%s", system, "") &&
-                            run_push_special(t, out, "<|eot_id|>");
-        ok = ok && run_push_special(t, out, "<|start_header_id|>") && run_push_text(t, out, "user", "", "") &&
-             run_push_special(t, out, "<|end_header_id|>") && run_push_text(t, out, "\n\n%s%s", user, "") && run_push_special(t, out, "<|eot_id|>") &&
-             run_push_special(t, out, "<|start_header_id|>") && run_push_text(t, out, "assistant", "", "") &&
-             run_push_special(t, out, "<|end_header_id|>") && run_push_text(t, out, "\n\n", "", "");
+        if (ok && first && kind == LM_CHAT_LLAMA31)
+            ok = run_push_header(t, out, "system") &&
+                 run_push_trimmed(t, out, "\n\nCutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n", system ? system : "") &&
+                 run_push_special(t, out, "<|eot_id|>");
+        else if (ok && sys)
+            ok = run_push_header(t, out, "system") && run_push_trimmed(t, out, "\n\n", system) && run_push_special(t, out, "<|eot_id|>");
+        ok = ok && run_push_header(t, out, "user") && run_push_trimmed(t, out, "\n\n", user) && run_push_special(t, out, "<|eot_id|>") &&
+             run_push_header(t, out, "assistant") && run_push_text(t, out, "\n\n", "", "");
         break;
     case LM_CHAT_CHATML:
+    case LM_CHAT_QWEN25:
+    case LM_CHAT_SMOLLM2:
         if (!first) ok = run_push_text(t, out, "\n", "", "");
         if (ok && sys) ok = run_push_special(t, out, "<|im_start|>") && run_push_text(t, out, "system\n%s%s", system, "") &&
                             run_push_special(t, out, "<|im_end|>") && run_push_text(t, out, "\n", "", "");
@@ -3228,9 +3511,27 @@ static int run_render_turn(const LmTokenizer *t, LmChatTemplate kind, LmTokens *
 
 // The token that closes an assistant turn in the cache when the reply was cut short.
 static int run_turn_end_token(const LmTokenizer *t, LmChatTemplate kind) {
-    const char *name = kind == LM_CHAT_LLAMA3 ? "<|eot_id|>" : kind == LM_CHAT_CHATML ? "<|im_end|>" : NULL;
+    const char *name = kind == LM_CHAT_LLAMA3 || kind == LM_CHAT_LLAMA31 ? "<|eot_id|>"
+                       : kind == LM_CHAT_CHATML || kind == LM_CHAT_QWEN25 || kind == LM_CHAT_SMOLLM2 ? "<|im_end|>" : NULL;
     int id = name ? run_token_lookup(t, name, strlen(name)) : -1;
     return id >= 0 ? id : t->eos_id;
+}
+
+// The template kind that renders a Jinja chat template (tokenizer.chat_template), recognised by what
+// each family's official template writes; LM_CHAT_NONE (Llama 2's, with a note) when none does.
+static LmChatTemplate run_template_of_jinja(const char *jinja, size_t n) {
+    char *s = (char *)malloc(n + 1);
+    if (s == NULL) return LM_CHAT_NONE;
+    memcpy(s, jinja, n);
+    s[n] = '\0';
+    LmChatTemplate kind = strstr(s, "<|start_header_id|>") ? (strstr(s, "Cutting Knowledge Date") ? LM_CHAT_LLAMA31 : LM_CHAT_LLAMA3)
+                          : strstr(s, "<|im_start|>") ? (strstr(s, "You are Qwen, created by Alibaba Cloud") ? LM_CHAT_QWEN25
+                                                         : strstr(s, "named SmolLM") ? LM_CHAT_SMOLLM2 : LM_CHAT_CHATML)
+                          : strstr(s, "<|user|>") && strstr(s, "<|assistant|>") && !strstr(s, "<|end|>") ? LM_CHAT_ZEPHYR
+                          : strstr(s, "[INST]") ? (strstr(s, "<<SYS>>") ? LM_CHAT_LLAMA2 : LM_CHAT_MISTRAL)
+                          : LM_CHAT_NONE;
+    free(s);
+    return kind;
 }
 
 int lm_render_chat(LmTokenizer *t, const LmMessage *messages, int n, int continuing, int *tokens, int max_tokens) {
@@ -3595,7 +3896,7 @@ int lm_generate(LmModel *m, LmTokenizer *t, LmSampler *s, const char *prompt, co
                 LmGenerateStats *stats, char *err, size_t errlen) {
     if (!m || !t || !s) { run_set_err(err, errlen, "generate: NULL model, tokenizer or sampler"); return -1; }
     LmTokens ids = {NULL, 0, 0};
-    if ((t->bos_id >= 0 && !run_tokens_push(&ids, t->bos_id)) || !run_encode_text(t, prompt ? prompt : "", &ids)) {
+    if ((t->add_bos && !run_tokens_push(&ids, t->bos_id)) || !run_encode_text(t, prompt ? prompt : "", &ids)) {
         run_set_err(err, errlen, "out of memory encoding the prompt");
         free(ids.ids);
         return -1;

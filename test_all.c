@@ -403,10 +403,10 @@ static void test_kernels(void) {
     float xs[11];
     run_quantize_q8(xq, xs, x, cols, gs);
     struct { const char *name; LmMatrix m; double tol; } cases[] = {
-        {"fp32", {w, NULL, rows, cols, LM_F32, 0}, 1e-5},
-        {"fp16", {h16, NULL, rows, cols, LM_F16, 0}, 1e-5},
-        {"bf16", {b16, NULL, rows, cols, LM_BF16, 0}, 1e-5},
-        {"q8_0 (groups straddle rows)", {wq, (const unsigned char *)ws, rows, cols, LM_Q8_GROUPS, gs}, 1e-5},
+        {"fp32", {w, NULL, rows, cols, LM_F32, 0, 0}, 1e-5},
+        {"fp16", {h16, NULL, rows, cols, LM_F16, 0, 0}, 1e-5},
+        {"bf16", {b16, NULL, rows, cols, LM_BF16, 0, 0}, 1e-5},
+        {"q8_0 (groups straddle rows)", {wq, (const unsigned char *)ws, rows, cols, LM_Q8_GROUPS, gs, 0}, 1e-5},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         float out[37];
@@ -494,7 +494,7 @@ static void test_fast_kernels(void) {
             data = q;
             scales = (unsigned char *)s;
         }
-        LmMatrix w = {data, scales, rows, cols, cases[c].type, gs};
+        LmMatrix w = {data, scales, rows, cols, cases[c].type, gs, 0};
         int all_same = 1;
         double worst = 0;
         for (int k = 0; k < 3; k++) {
@@ -2612,6 +2612,96 @@ static void test_gguf_models(void) {
     }
 }
 
+// Encodes each text and compares with a line of reference ids; returns how many differ (and prints
+// the first few).
+static int compare_encodings(LmTokenizer *t, char **texts, int n, char **id_lines, int bos, const char *what) {
+    int differ = 0;
+    for (int i = 0; i < n; i++) {
+        int want[4096], got[4096];
+        int nw = parse_ids(id_lines[i], want, 4096), ng = lm_encode(t, texts[i], bos, 0, got, 4096);
+        if (nw == ng && memcmp(want, got, (size_t)ng * sizeof(int)) == 0) continue;
+        if (differ++ < 3) printf("     %s: text %d (%.40s...) gives %d ids, the reference %d\n", what, i, texts[i], ng, nw);
+    }
+    return differ;
+}
+
+// Splits a file's text at a separator (in place); returns the pieces' count.
+static int split_text(char *text, const char *separator, char **pieces, int max) {
+    int n = 0;
+    for (char *p = text; p && n < max;) {
+        char *next = strstr(p, separator);
+        if (next) *next = 0;
+        pieces[n++] = p;
+        p = next ? next + strlen(separator) : NULL;
+    }
+    return n;
+}
+
+// Tokenizers from GGUF metadata: llama.cpp's ids for the test files' families and for its own
+// vocabulary-only files; chat templates from the Jinja text, rendered as the Jinja renders them.
+static void test_gguf_tokenizers(void) {
+    char dir[512], path[1024];
+    snprintf(dir, sizeof dir, "%s/gguf", models_dir);
+    snprintf(path, sizeof path, "%s/tok_inputs.txt", dir);
+    if (!file_exists(path)) { skip("GGUF tokenizers and chat templates"); return; }
+    char *inputs = read_file(path, NULL), *texts[64];
+    int n_inputs = split_text(inputs, "\n", texts, 64);
+    while (n_inputs > 0 && texts[n_inputs - 1][0] == 0) n_inputs--;
+    snprintf(path, sizeof path, "%s/tok_inputs_ml.txt", dir);
+    char *inputs_ml = read_file(path, NULL), *texts_ml[64];
+    int n_ml = split_text(inputs_ml, "\x1e", texts_ml, 64);
+    const char *families[][2] = {{"spm", "spm-F32"}, {"qwen2", "qwen2-F16"}, {"llama3", "llama3-Q8_0"}};
+    for (int f = 0; f < 3; f++) {
+        char err[512], *lines[64], *lines_ml[64];
+        snprintf(path, sizeof path, "%s/%s.gguf", dir, families[f][1]);
+        LmTokenizer *t = lm_tokenizer_load(path, 0, err, sizeof err);
+        snprintf(path, sizeof path, "%s/%s.tok.txt", dir, families[f][0]);
+        char *ids = read_file(path, NULL);
+        snprintf(path, sizeof path, "%s/%s.tok_ml.txt", dir, families[f][0]);
+        char *ids_ml = read_file(path, NULL);
+        int n_lines = ids ? split_text(ids, "\n", lines, 64) : 0, n_lines_ml = ids_ml ? split_text(ids_ml, "\n", lines_ml, 64) : 0;
+        int differ = t && n_lines >= n_inputs && n_lines_ml >= n_ml ? compare_encodings(t, texts, n_inputs, lines, 1, families[f][0]) +
+                                                                      compare_encodings(t, texts_ml, n_ml, lines_ml, 1, families[f][0])
+                                                                    : -1;
+        check(differ == 0, "%s tokenizer from GGUF metadata: llama.cpp's ids for %d + %d texts (BOS as the file says)%s%s", families[f][0],
+              n_inputs, n_ml, t ? "" : ": ", t ? "" : err);
+        // chat: the Jinja template recognised and rendered as Hugging Face's apply_chat_template renders it
+        for (int sys = 1; t && f > 0 && sys >= 0; sys--) {
+            snprintf(path, sizeof path, "%s/%s.%s.jinja.ids.txt", dir, families[f][0], sys ? "chat" : "chat_nosys");
+            char *want_text = read_file(path, NULL);
+            int want[1024], got[1024], nw = want_text ? parse_ids(want_text, want, 1024) : -1;
+            LmMessage conversation[4] = {{"system", "You are terse."}, {"user", "Hi there"}, {"assistant", "Hello!"}, {"user", "你好，今天怎么样？"}};
+            int n = lm_render_chat(t, conversation + (sys ? 0 : 1), sys ? 4 : 3, 0, got, 1024);
+            LmTokenizerInfo ti;
+            lm_tokenizer_info(t, &ti);
+            int skip_bos = n > 0 && got[0] == ti.bos_id; // (llama.cpp strips the rendered BOS: its tokenizer adds it)
+            check(nw > 0 && n - skip_bos == nw && memcmp(got + skip_bos, want, (size_t)nw * sizeof(int)) == 0,
+                  "%s chat template (%s) %s a system prompt: the ids of the Jinja render (%d vs %d)", families[f][0], ti.chat_template,
+                  sys ? "with" : "without", n - skip_bos, nw);
+            free(want_text);
+        }
+        free(ids); free(ids_ml);
+        lm_tokenizer_free(t);
+    }
+    free(inputs); free(inputs_ml);
+    // llama.cpp's vocabulary-only files and their test vectors (tokenize without BOS)
+    const char *vocabs[] = {"llama-spm", "phi-3", "gpt-2"};
+    for (int v = 0; v < 3; v++) {
+        char err[512], *ins[256], *outs[256];
+        snprintf(path, sizeof path, "%s/vocab/ggml-vocab-%s.gguf", dir, vocabs[v]);
+        LmTokenizer *t = lm_tokenizer_load(path, 0, err, sizeof err);
+        snprintf(path, sizeof path, "%s/vocab/ggml-vocab-%s.gguf.inp", dir, vocabs[v]);
+        char *inp = read_file(path, NULL);
+        snprintf(path, sizeof path, "%s/vocab/ggml-vocab-%s.gguf.out", dir, vocabs[v]);
+        char *out = read_file(path, NULL);
+        int n = inp ? split_text(inp, "\n__ggml_vocab_test__\n", ins, 256) - 1 : 0, n_out = out ? split_text(out, "\n", outs, 256) : 0;
+        int differ = t && n > 0 && n_out >= n ? compare_encodings(t, ins, n, outs, 0, vocabs[v]) : -1;
+        check(differ == 0, "llama.cpp's vocabulary %s (GGUF): its %d test texts give its ids%s%s", vocabs[v], n, t ? "" : ": ", t ? "" : err);
+        free(inp); free(out);
+        lm_tokenizer_free(t);
+    }
+}
+
 // Every test group, in the order a full run takes them; `test_all --only NAME,NAME` runs some.
 static const struct { const char *name; void (*run)(void); } test_groups[] = {
     {"kernels", test_kernels}, {"fast-kernels", test_fast_kernels}, {"float-order", test_float_order},
@@ -2621,7 +2711,7 @@ static const struct { const char *name; void (*run)(void); } test_groups[] = {
     {"cli", test_cli}, {"ctrl-c", test_ctrl_c}, {"chat-terminal", test_chat_terminal}, {"first-hour", test_cli_first_hour},
     {"builds", test_builds}, {"memory", test_memory}, {"real-models", test_real_models}, {"vectors", test_tokenizer_vectors},
     {"hf", test_hf_models}, {"export-legacy", test_export_legacy_and_refusals}, {"export-sources", test_export_other_sources},
-    {"export-errors", test_export_errors}, {"gguf", test_gguf_models}, {"batch", test_batch_equals_sequential}, {"quantized", test_quantized_accuracy},
+    {"export-errors", test_export_errors}, {"gguf", test_gguf_models}, {"gguf-tokenizers", test_gguf_tokenizers}, {"batch", test_batch_equals_sequential}, {"quantized", test_quantized_accuracy},
 };
 
 int main(int argc, char **argv) {
