@@ -90,7 +90,7 @@ build/runbench: tests/bench.c run.c
 
 # Fuzzing with libFuzzer (clang): each target for FUZZ_SECONDS, failing on any finding. Findings
 # to keep go to tests/fuzz_cases/<target>/, which make test replays.
-FUZZ_TARGETS = checkpoint tokenizer encode chat cli
+FUZZ_TARGETS = checkpoint tokenizer encode chat cli gguf
 FUZZ_SECONDS ?= 60
 fuzz: tokenizer.bin
 	/usr/bin/python3 tests/make_fuzz_corpus.py build/fuzz

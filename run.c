@@ -70,7 +70,8 @@
    int lm_tokenizer_info(const LmTokenizer *t, LmTokenizerInfo *info);
        Fills info (kind, token count, BOS/EOS/end-of-turn ids, chat template). -1 for NULL.
    int lm_tokenizer_set_template(LmTokenizer *t, const char *name);
-       Chooses the chat template by name: llama2, llama3, chatml, zephyr or mistral. -1 if unknown.
+       Chooses the chat template by name: llama2, llama3, llama3.1, chatml, qwen2.5, smollm2, zephyr or
+       mistral. -1 if unknown.
    int lm_encode(LmTokenizer *t, const char *text, int bos, int eos, int *tokens, int max_tokens);
        Encodes UTF-8 text as plain text (special tokens such as <|im_start|> are never produced from
        it), with BOS/EOS when asked and the tokenizer has them. Returns the token count, or -1 when
@@ -236,6 +237,7 @@ typedef struct {
     int bos_id, eos_id;          // -1 when none
     int n_eot, eot_ids[8];       // further tokens that end an assistant turn
     const char *chat_template;   // the template lm_chat and lm_render_chat use
+    int template_unknown;        // the file names a template run.c does not render: chat_template is a fallback
 } LmTokenizerInfo;
 
 typedef struct { const char *role, *content; } LmMessage; // role: "system", "user" or "assistant"
@@ -2604,6 +2606,7 @@ struct LmTokenizer {
     int bos_id, eos_id, unk_id; // -1 when the vocabulary has none
     int n_eot, eot[LM_MAX_EOT]; // tokens that end an assistant turn (besides EOS)
     LmChatTemplate chat_template;
+    int template_unknown;  // the file's chat template is none that run.c renders (Llama 2's is used)
 };
 
 static uint64_t run_hash_bytes(const void *data, size_t n) {
@@ -3028,6 +3031,7 @@ static int run_read_gguf_tokenizer(LmTokenizer *t, const LmGguf *g, int vocab_si
     // the chat template: the kind of run.c's own that renders it, from the Jinja text
     LmString jinja = run_gguf_string(g, "tokenizer.chat_template");
     if (jinja.s) t->chat_template = run_template_of_jinja(jinja.s, jinja.n);
+    t->template_unknown = jinja.s && t->chat_template == LM_CHAT_NONE;
     return ok;
 }
 
@@ -3113,14 +3117,14 @@ int lm_tokenizer_info(const LmTokenizer *t, LmTokenizerInfo *info) {
     if (t == NULL || info == NULL) return -1;
     *info = (LmTokenizerInfo){.kind = t->kind == LM_BPE_BYTE_LEVEL ? "byte-level BPE" : "SentencePiece BPE", .n_tokens = t->n_tokens,
                               .vocab_size = t->vocab_size, .bos_id = t->bos_id, .eos_id = t->eos_id, .n_eot = t->n_eot,
-                              .chat_template = run_chat_template_names[run_chat_template_of(t)]};
+                              .chat_template = run_chat_template_names[run_chat_template_of(t)], .template_unknown = t->template_unknown};
     memcpy(info->eot_ids, t->eot, sizeof t->eot);
     return 0;
 }
 
 int lm_tokenizer_set_template(LmTokenizer *t, const char *name) {
     for (int k = LM_CHAT_LLAMA2; t && name && k < LM_CHAT_N; k++)
-        if (strcmp(name, run_chat_template_names[k]) == 0) { t->chat_template = (LmChatTemplate)k; return 0; }
+        if (strcmp(name, run_chat_template_names[k]) == 0) { t->chat_template = (LmChatTemplate)k; t->template_unknown = 0; return 0; }
     return -1;
 }
 
@@ -4245,10 +4249,10 @@ static int run_parse_options(int argc, char **argv, LmOptions *o) {
             if (strcmp(val, "generate") != 0 && strcmp(val, "chat") != 0) return run_bad_flag(typed, val, "generate or chat");
             o->mode = val;
         } else if (strcmp(flag, "--template") == 0) {
-            static const char *names[] = {"llama2", "llama3", "chatml", "zephyr", "mistral"};
+            static const char *names[] = {"llama2", "llama3", "llama3.1", "chatml", "qwen2.5", "smollm2", "zephyr", "mistral"};
             int known = 0;
             for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) known |= strcmp(val, names[k]) == 0;
-            if (!known) return run_bad_flag(typed, val, "llama2, llama3, chatml, zephyr or mistral");
+            if (!known) return run_bad_flag(typed, val, "llama2, llama3, llama3.1, chatml, qwen2.5, smollm2, zephyr or mistral");
             o->template_name = val;
         } else if (strcmp(flag, "-r") == 0) {
             if (val[0] == '\0' || o->n_stops == 16) return run_bad_flag(typed, val, "a non-empty stop string (at most 16 of them)");
@@ -4301,7 +4305,7 @@ static void run_usage(FILE *f) {
             "              OpenMP) [--threads]\n"
             "  --context-shift <n>  when the context is full, keep the first n tokens, drop half the\n"
             "              rest and go on (generate mode)\n"
-            "  --template <name>  chat template: llama2|llama3|chatml|zephyr|mistral\n"
+            "  --template <name>  chat template: llama2|llama3|llama3.1|chatml|qwen2.5|smollm2|zephyr|mistral\n"
             "              (default: the tokenizer's, else llama2)\n"
             "  -h, --help  this help\n"
             "Tokenizer tool: run [checkpoint] --tokenize [-z <tokenizer>] (-i <text> | -i - | -f <file>) [--ids-only]\n"
@@ -4532,6 +4536,9 @@ static int run_cli_chat(LmModel *model, LmTokenizer *tokenizer, LmSampler *sampl
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     int terminal = isatty(fileno(stdin));
+    LmTokenizerInfo ti;
+    if (!o->quiet && lm_tokenizer_info(tokenizer, &ti) == 0 && ti.template_unknown)
+        fprintf(stderr, "note: the model's chat template is not one run.c renders; using %s's (--template chooses another)\n", ti.chat_template);
     LmChatOptions c = {.in = stdin, .out = stdout, .first_message = o->prompt, .max_reply = o->steps_given ? (int)o->steps : 0,
                        .banner = terminal, .progress = progress, .show_prompt = o->verbose_prompt ? run_show_prompt : NULL,
                        .user = tokenizer, .interrupted = &run_cli_interrupted};

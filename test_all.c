@@ -2702,6 +2702,100 @@ static void test_gguf_tokenizers(void) {
     }
 }
 
+// A GGUF file built in memory, for hostile variants of a small valid one.
+typedef struct { unsigned char *b; size_t n, cap; } Bytes;
+static void put(Bytes *x, const void *p, size_t n) {
+    if (x->n + n > x->cap) { x->cap = 2 * (x->n + n) + 1024; x->b = realloc(x->b, x->cap); }
+    memcpy(x->b + x->n, p, n);
+    x->n += n;
+}
+static void put_u32(Bytes *x, uint32_t v) { put(x, &v, 4); }
+static void put_u64(Bytes *x, uint64_t v) { put(x, &v, 8); }
+static void put_str(Bytes *x, const char *s) { put_u64(x, strlen(s)); put(x, s, strlen(s)); }
+static void put_kv_u32(Bytes *x, const char *key, uint32_t v) { put_str(x, key); put_u32(x, 4); put_u32(x, v); }
+static void put_kv_str(Bytes *x, const char *key, const char *v) { put_str(x, key); put_u32(x, 8); put_str(x, v); }
+
+// What to break in the small model (dim 8, hidden 16, 1 layer, 2 heads, vocab 16, F32).
+typedef struct { uint32_t version, alignment, type_of_q; uint64_t n_kv_add, q_dims, q_ne0, q_offset_add; const char *arch, *dup_key, *dup_tensor; int truncate, nested; } GgufFlaw;
+
+static Bytes make_gguf(GgufFlaw f) {
+    const char *names[] = {"token_embd.weight", "output_norm.weight", "output.weight", "blk.0.attn_norm.weight", "blk.0.attn_q.weight",
+                           "blk.0.attn_k.weight", "blk.0.attn_v.weight", "blk.0.attn_output.weight", "blk.0.ffn_norm.weight",
+                           "blk.0.ffn_gate.weight", "blk.0.ffn_up.weight", "blk.0.ffn_down.weight"};
+    uint64_t shapes[][2] = {{8, 16}, {8, 1}, {8, 16}, {8, 1}, {8, 8}, {8, 8}, {8, 8}, {8, 8}, {8, 1}, {8, 16}, {8, 16}, {16, 8}};
+    int n_t = 12 + (f.dup_tensor != NULL), n_kv = 9 + (f.dup_key != NULL) + (f.alignment != 0) + (f.nested != 0);
+    Bytes x = {0};
+    put_u32(&x, 0x46554747u);
+    put_u32(&x, f.version ? f.version : 3);
+    put_u64(&x, (uint64_t)n_t);
+    put_u64(&x, (uint64_t)n_kv + f.n_kv_add);
+    put_kv_str(&x, "general.architecture", f.arch ? f.arch : "llama");
+    const char *keys[] = {"llama.embedding_length", "llama.feed_forward_length", "llama.block_count", "llama.attention.head_count",
+                          "llama.attention.head_count_kv", "llama.context_length"};
+    uint32_t values[] = {8, 16, 1, 2, 2, 8};
+    for (int k = 0; k < 6; k++) put_kv_u32(&x, keys[k], values[k]);
+    put_str(&x, "llama.attention.layer_norm_rms_epsilon"); put_u32(&x, 6); float eps = 1e-5f; put(&x, &eps, 4);
+    put_str(&x, "llama.rope.freq_base"); put_u32(&x, 6); float theta = 10000; put(&x, &theta, 4);
+    if (f.dup_key) put_kv_u32(&x, f.dup_key, 8);
+    if (f.alignment) put_kv_u32(&x, "general.alignment", f.alignment);
+    if (f.nested) { put_str(&x, "general.nested"); put_u32(&x, 9); put_u32(&x, 9); put_u64(&x, 1); }
+    uint64_t offset = 0;
+    for (int i = 0; i < n_t; i++) {
+        int k = i < 12 ? i : 4;
+        put_str(&x, i < 12 ? names[k] : f.dup_tensor);
+        int is_q = k == 4 && i < 12;
+        uint32_t dims = is_q && f.q_dims ? (uint32_t)f.q_dims : shapes[k][1] == 1 ? 1 : 2;
+        put_u32(&x, dims);
+        for (uint32_t d = 0; d < dims; d++) put_u64(&x, d == 0 && is_q && f.q_ne0 != 0 ? f.q_ne0 - 1 : d < 2 ? shapes[k][d] : 1);
+        put_u32(&x, is_q && f.type_of_q ? f.type_of_q : 0);
+        put_u64(&x, offset + (is_q ? f.q_offset_add : 0));
+        offset += shapes[k][0] * shapes[k][1] * 4;
+        offset = (offset + 31) / 32 * 32;
+    }
+    while (x.n % 32) put(&x, "", 1);
+    float *data = calloc(offset / 4, sizeof(float));
+    for (uint64_t i = 0; i < offset / 4; i++) data[i] = 0.01f * (float)(i % 7) + (i % 3 == 0 ? 1.0f : 0.0f);
+    put(&x, data, offset);
+    free(data);
+    if (f.truncate) x.n -= (size_t)f.truncate;
+    return x;
+}
+
+// Hostile GGUF files: each refused with one line naming what is wrong; never a crash.
+static void test_gguf_hostile(void) {
+    char *path = tmp_path("hostile.gguf"), err[512];
+    Bytes good = make_gguf((GgufFlaw){0});
+    write_file(path, good.b, good.n);
+    LmModel *m = lm_load(path, err, sizeof err);
+    check(m && lm_forward(m, 3, 0) != NULL, "a small GGUF built in the test loads and runs (%s)", m ? "ok" : err);
+    lm_free(m);
+    free(good.b);
+    struct { const char *what; GgufFlaw flaw; const char *needle; } cases[] = {
+        {"version 1", {.version = 1}, "GGUF version 1 is not supported"},
+        {"2^40 keys in a small file", {.n_kv_add = 1ull << 40}, "cannot fit"},
+        {"a key past the end", {.n_kv_add = 1}, "past the end"},
+        {"an array of arrays", {.nested = 1}, "malformed"},
+        {"a key twice", {.dup_key = "llama.block_count"}, "appears twice"},
+        {"a tensor twice", {.dup_tensor = "blk.0.attn_q.weight"}, "appears twice"},
+        {"alignment 3", {.alignment = 3}, "power of two"},
+        {"5 dimensions", {.q_dims = 5}, "dimensions"},
+        {"a tensor of another shape", {.q_ne0 = 8}, "the model needs"},
+        {"a misaligned tensor", {.q_offset_add = 4}, "not a multiple of the alignment"},
+        {"a tensor past the end", {.truncate = 100}, "past the end of the file"},
+        {"an unsupported type (IQ2_XXS)", {.type_of_q = 16}, "IQ2_XXS, which run.c does not compute with"},
+        {"an unsupported architecture", {.arch = "gptj"}, "architecture 'gptj' is not supported (supported: llama, qwen2)"},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        Bytes bad = make_gguf(cases[c].flaw);
+        write_file(path, bad.b, bad.n);
+        free(bad.b);
+        err[0] = 0;
+        m = lm_load(path, err, sizeof err);
+        check(m == NULL && strstr(err, cases[c].needle) && !strchr(err, '\n'), "GGUF with %s: refused in one line: %s", cases[c].what, err);
+        lm_free(m);
+    }
+}
+
 // Every test group, in the order a full run takes them; `test_all --only NAME,NAME` runs some.
 static const struct { const char *name; void (*run)(void); } test_groups[] = {
     {"kernels", test_kernels}, {"fast-kernels", test_fast_kernels}, {"float-order", test_float_order},
@@ -2711,7 +2805,7 @@ static const struct { const char *name; void (*run)(void); } test_groups[] = {
     {"cli", test_cli}, {"ctrl-c", test_ctrl_c}, {"chat-terminal", test_chat_terminal}, {"first-hour", test_cli_first_hour},
     {"builds", test_builds}, {"memory", test_memory}, {"real-models", test_real_models}, {"vectors", test_tokenizer_vectors},
     {"hf", test_hf_models}, {"export-legacy", test_export_legacy_and_refusals}, {"export-sources", test_export_other_sources},
-    {"export-errors", test_export_errors}, {"gguf", test_gguf_models}, {"gguf-tokenizers", test_gguf_tokenizers}, {"batch", test_batch_equals_sequential}, {"quantized", test_quantized_accuracy},
+    {"export-errors", test_export_errors}, {"gguf", test_gguf_models}, {"gguf-tokenizers", test_gguf_tokenizers}, {"gguf-hostile", test_gguf_hostile}, {"batch", test_batch_equals_sequential}, {"quantized", test_quantized_accuracy},
 };
 
 int main(int argc, char **argv) {

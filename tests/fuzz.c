@@ -5,6 +5,8 @@
 //                      Llama 3 and Qwen2 pre-tokenizer splits over the same bytes
 //   -DFUZZ_CHAT        chat-template rendering of arbitrary system/user text for every template
 //   -DFUZZ_CLI         command-line parsing of arbitrary arguments
+//   -DFUZZ_GGUF        a GGUF file: the container, the model (one forward step when small), its
+//                      tokenizer (encode, decode, every chat template)
 // With clang and -fsanitize=fuzzer it is a libFuzzer target (make fuzz); with any compiler it is a
 // driver that replays the files named on its command line (a corpus), e.g. the regression cases.
 #define main run_cli_main // the command line comes along, for its parser (FUZZ_CLI)
@@ -51,7 +53,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         for (int i = 1; i < n; i++) lm_decode(t, ids[i - 1], ids[i]);
         for (int i = 0; i < t->vocab_size && i < 4096; i++) lm_decode(t, i - 1, i);
         LmTokens out = {NULL, 0, 0};
-        for (int k = 1; k <= 5; k++) { out.n = 0; run_render_turn(t, (LmChatTemplate)k, &out, 1, "sys", "user"); }
+        for (int k = 1; k < LM_CHAT_N; k++) { out.n = 0; run_render_turn(t, (LmChatTemplate)k, &out, 1, "sys", "user"); }
         free(out.ids);
     }
     lm_tokenizer_free(t);
@@ -81,13 +83,28 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         char *user = strchr(text, '\n'); // the first line is the system prompt, the rest the message
         if (user) *user++ = '\0'; else user = text;
         LmTokens out = {NULL, 0, 0};
-        for (int k = 0; k <= 5; k++) {
+        for (int k = 0; k < LM_CHAT_N; k++) {
             out.n = 0;
             run_render_turn(t, (LmChatTemplate)k, &out, k % 2, text, user);
         }
         free(out.ids);
     }
     free(text);
+#elif defined(FUZZ_GGUF)
+    const char *path = as_file(data, size);
+    LmModel *m = path ? lm_load(path, NULL, 0) : NULL;
+    LmTokenizer *t = path ? lm_tokenizer_load(path, m ? lm_vocab_size(m) : 0, NULL, 0) : NULL;
+    if (m && (uint64_t)m->config.dim * m->config.n_layers < (1u << 22)) lm_forward(m, 0, 0);
+    if (t) {
+        int ids[256];
+        int n = lm_encode(t, "Hello, world! <think> 你好 \xF0\x9F\x98\x80  123", 1, 1, ids, 256);
+        for (int i = 1; i < n; i++) lm_decode(t, ids[i - 1], ids[i]);
+        LmTokens out = {NULL, 0, 0};
+        for (int k = 1; k < LM_CHAT_N; k++) { out.n = 0; run_render_turn(t, (LmChatTemplate)k, &out, 1, "sys", "user"); }
+        free(out.ids);
+    }
+    lm_tokenizer_free(t);
+    lm_free(m);
 #elif defined(FUZZ_CLI)
     char *args = as_string(data, size), *argv[65] = {"run"};
     int argc = 1;

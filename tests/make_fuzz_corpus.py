@@ -9,7 +9,7 @@ import numpy as np
 def main(out):
     here = os.path.dirname(os.path.abspath(__file__))
     export = os.path.join(here, "..", "export.py")
-    seeds = {k: os.path.join(out, f"seed-{k}") for k in ("checkpoint", "tokenizer", "encode", "chat", "cli")}
+    seeds = {k: os.path.join(out, f"seed-{k}") for k in ("checkpoint", "tokenizer", "encode", "chat", "cli", "gguf")}
     for d in seeds.values():
         os.makedirs(d, exist_ok=True)
     rng = np.random.default_rng(0)
@@ -59,7 +59,49 @@ def main(out):
             ["model.bin", "-t", "-1"], ["model.bin", "-T", "4", "-s", "123", "-z", "tok.bin"], ["-h"], ["model.bin", "-q"]]
     for i, a in enumerate(args):
         open(os.path.join(seeds["cli"], f"args{i}"), "wb").write(b"\0".join(x.encode() for x in a))
+    write_gguf_seeds(seeds["gguf"], rng)
     print(f"wrote seeds under {out}", file=sys.stderr)
+
+
+def write_gguf_seeds(folder, rng):
+    """Tiny GGUF models (dim 32, one layer) in the 32-value block types, with a SentencePiece or a
+    byte-level tokenizer, written by tests/gguf_ref.py (an independent writer)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import gguf_ref as g
+    d, h = 32, 64
+    spm_tokens = ["<unk>", "<s>", "</s>"] + ["<0x%02X>" % i for i in range(256)] + ["\u2581" + c for c in "abcdefghijklmnopqrstuvwxyz0123456789ABCDE"]
+    printable = [b for b in range(256) if 33 <= b <= 126 or 161 <= b <= 172 or 174 <= b <= 255]
+    others = [b for b in range(256) if b not in printable]
+    spelling = {b: chr(b) for b in printable} | {b: chr(256 + k) for k, b in enumerate(others)}  # GPT-2's byte-level
+    for i, (ty, arch) in enumerate([(8, "llama"), (2, "llama"), (3, "qwen2"), (6, "llama"), (7, "llama"), (20, "qwen2"), (1, "llama")]):
+        meta = {"general.architecture": arch, f"{arch}.embedding_length": d, f"{arch}.feed_forward_length": h,
+                f"{arch}.block_count": 1, f"{arch}.attention.head_count": 4, f"{arch}.attention.head_count_kv": 2,
+                f"{arch}.context_length": 16, f"{arch}.attention.layer_norm_rms_epsilon": 1e-5, f"{arch}.rope.freq_base": 10000.0}
+        if i % 2 == 0:
+            vocab = 300
+            meta.update({"tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": spm_tokens[:vocab],
+                         "tokenizer.ggml.scores": np.arange(vocab, dtype=np.float32) * -1.0,
+                         "tokenizer.ggml.token_type": np.array([2, 3, 3] + [6] * 256 + [1] * (vocab - 259), dtype=np.int32),
+                         "tokenizer.ggml.bos_token_id": 1, "tokenizer.ggml.eos_token_id": 2})
+        else:
+            toks = [spelling[b] for b in range(256)] + ["ab", "cd", "<think>", "<|im_start|>", "<|im_end|>"]
+            vocab = len(toks)
+            meta.update({"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "qwen2", "tokenizer.ggml.tokens": toks,
+                         "tokenizer.ggml.token_type": np.array([1] * 258 + [4, 3, 3], dtype=np.int32),
+                         "tokenizer.ggml.merges": ["a b", "c d"], "tokenizer.ggml.eos_token_id": vocab - 1,
+                         "tokenizer.chat_template": "<|im_start|>You are Qwen, created by Alibaba Cloud"})
+        shapes = {"token_embd.weight": (vocab, d), "output_norm.weight": (d,), "blk.0.attn_norm.weight": (d,), "blk.0.ffn_norm.weight": (d,),
+                  "blk.0.attn_q.weight": (d, d), "blk.0.attn_k.weight": (d // 2, d), "blk.0.attn_v.weight": (d // 2, d),
+                  "blk.0.attn_output.weight": (d, d), "blk.0.ffn_gate.weight": (h, d), "blk.0.ffn_up.weight": (h, d),
+                  "blk.0.ffn_down.weight": (d, h)}
+        if arch == "qwen2":
+            shapes.update({"blk.0.attn_q.bias": (d,), "blk.0.attn_k.bias": (d // 2,), "blk.0.attn_v.bias": (d // 2,)})
+        tensors = {}
+        for name, shape in shapes.items():
+            x = rng.standard_normal(shape).astype(np.float32) * 0.1
+            t = 0 if len(shape) == 1 else ty
+            tensors[name] = (t, list(reversed(shape)), g.quantize(t, x.reshape(-1)) if t else x.tobytes())
+        g.write_gguf(os.path.join(folder, f"model{i}.gguf"), meta, tensors)
 
 if __name__ == "__main__":
     main(sys.argv[1])
