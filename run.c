@@ -3,9 +3,11 @@
    WHAT IT IS
    A decoder-only Transformer (RMSNorm, grouped-query attention with a KV cache, RoPE, SwiGLU) with
    its BPE tokenizers, sampler and generate/chat loops, in the spirit of llama2.c's run.c. It runs
-   Llama 2/3.x, TinyLlama, Mistral, SmolLM and Qwen2/2.5 checkpoints converted by export.py, and reads
-   llama2.c's own checkpoints and tokenizer files. Checkpoints are memory-mapped, never copied. C11,
-   libc and libm only; OpenMP is optional. MIT licensed (see the end of this comment).
+   Llama 2/3.x, TinyLlama, Mistral, SmolLM and Qwen2/2.5 from the GGUF files people download (llama.cpp's
+   format, at its quantizations: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K-Q6_K, IQ4_NL,
+   IQ4_XS, computed in place, with the tokenizer and chat template inside), from checkpoints converted
+   by export.py, and from llama2.c's own checkpoints and tokenizer files. Files are memory-mapped,
+   never copied. C11, libc and libm only; OpenMP is optional. MIT licensed (see the end of this comment).
 
    BUILD AND RUN
        cc -O3 -o run run.c -lm                                  # portable
@@ -133,6 +135,14 @@
        prompt. Ends at end of input, /exit or a full context. Returns the positions in use, or -1.
 
    FILE FORMATS (little-endian; all read from a read-only mapping and checked against its size)
+   GGUF v2/v3 (llama.cpp's; layout in the "GGUF" section below): general.architecture llama (q/k rows
+       in interleaved RoPE pairs, as llama.cpp's converter writes them) or qwen2 (halves, q/k/v
+       biases); the ARCH.* hyperparameters, RoPE base and linear scaling, Llama 3.1's rope_freqs
+       factors; tensors by llama.cpp's names (token_embd, blk.N.attn_q ... ffn_down, output_norm,
+       output: absent when tied), each in its own type, matrices computed from the mapped blocks; the
+       tokenizer from tokenizer.ggml.* (llama: SentencePiece; gpt2: byte-level BPE with merges and the
+       pre-tokenizer by name) and the chat template recognised from tokenizer.chat_template. The KV
+       cache holds min(the model's context, 4096) positions.
    Checkpoint v3 (run.c's own, written by export.py): a 256-byte header of int32/float32 fields at
        byte offsets: 0 magic 0x616b3432 ("ak42"), 4 version = 3, 8 dim, 12 hidden_dim, 16 n_layers,
        20 n_heads, 24 n_kv_heads, 28 head_size, 32 vocab_size, 36 seq_len, 40 norm_eps (f32),
@@ -167,9 +177,10 @@
        wq[0..L), wk[..], wv[..], wo[..], w1[..], w2[..], w3[..], [wcls] as int8 values (rows*cols)
        followed by fp32 scales (rows*cols/group_size), w = q * scale per group of the flattened
        tensor (group_size divides dim, so groups may straddle rows of w2).
-   Q8_0 and Q4_0 weights are computed in integers: activations are quantized to int8 per group,
-   products summed exactly in int32, then scaled (see "Math kernels" for the exact order of operations,
-   which every SIMD path and block size follows, so their results agree to the bit).
+   Integer weights (q8_0, q4_0 and GGUF's quantized types) are computed in integers: activations are
+   quantized to int8 per group, products summed exactly in int32, then scaled (see "Math kernels" for
+   the exact order of operations, which every SIMD path and block size follows, so their results
+   agree to the bit). lm_set_exact keeps the activations float instead.
    Tokenizer (run.c's, written by export.py): a 128-byte header of int32 fields: 0 magic 0x6b746d6c
        ("lmtk"), 4 version = 1, 8 kind (1 = SentencePiece BPE: merges by score; 2 = byte-level BPE),
        12 n_tokens, 16 n_merges, 20 bos_id, 24 eos_id (-1 = none), 28 flags (1 add a dummy-prefix
@@ -1630,7 +1641,12 @@ void lm_set_exact(LmModel *m, int exact) {
 //     products in order, a multiply then an add, never fused) and then adds the lanes pairwise;
 //   - an integer dot product sums each group exactly in int32; the terms
 //     (float)isum * weight_scale * input_scale then go to 16 partial sums (term i to lane i % 16,
-//     in order) that are added pairwise, as above.
+//     in order) that are added pairwise, as above;
+//   - GGUF's block types unpack each block to integers with a scale and an offset per 16 values
+//     (LmBlock); per 16 values the int32 sums of q * x and of x give the term
+//     (d * sum(qx) - m * sum(x)) * input_scale, into the 16 lanes as above (activations are
+//     quantized in groups of 32);
+//   - in exact mode (lm_set_exact) integer weights are decoded to floats and take the float order.
 // So a prompt run in blocks gives the logits of token-by-token generation bit for bit, the SIMD
 // builds match the portable one, and llama2.c's checkpoints reproduce llama2.c's text. The plain
 // loops are the definitions; the blocks under #if compute the same values faster.

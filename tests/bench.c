@@ -1,6 +1,6 @@
 // bench.c — speed of run.c: generation and prompt (prefill) tok/s against the memory-bandwidth limit.
 //   make bench                                   the default set (see below)
-//   build/runbench --shapes 110m,1.1b --dtypes q8_0,q4_0 --threads 1,2 --gen 32 --prompt 512
+//   build/runbench --shapes 110m,1.1b --dtypes q8_0,q4_0,Q4_K_M --threads 1,2 --gen 32 --prompt 512
 //   build/runbench --model stories15M.bin           an existing checkpoint
 // Checkpoints of each shape are random weights made by tests/bench_models.py (cached in build/bench).
 // Generation reads every weight once per token, so its limit is the read bandwidth divided by the
@@ -44,8 +44,9 @@ static double read_bandwidth(int threads) {
 
 static uint64_t matrix_bytes(const LmMatrix *m) {
     uint64_t count = (uint64_t)m->rows * (uint64_t)m->cols;
+    if (run_types[m->type].unpack) return (uint64_t)m->rows * m->row_bytes; // GGUF's blocks
     uint64_t bytes = run_weight_bytes(m->type, count);
-    if (run_is_integer_type(m->type)) bytes += count / (uint64_t)m->group_size * (m->type == LM_Q8_0 ? 4 : 2);
+    if (m->type == LM_Q8_GROUPS || m->type == LM_Q4_GROUPS) bytes += count / (uint64_t)m->group_size * (m->type == LM_Q8_GROUPS ? 4 : 2);
     return bytes;
 }
 
@@ -61,18 +62,13 @@ static uint64_t bytes_per_token(const LmModel *m) {
     return total;
 }
 
-static const char *type_name(LmWeightType t) {
-    static const char *names[] = {"fp32", "fp16", "bf16", "q8_0", "q4_0"};
-    return names[t];
-}
-
 static int split_list(char *s, char **out, int max) {
     int n = 0;
     for (char *tok = strtok(s, ","); tok && n < max; tok = strtok(NULL, ",")) out[n++] = tok;
     return n;
 }
 
-static void bench_model(const char *label, const char *path, const int *threads, int n_threads, const double *bw,
+static void bench_model(const char *label, const char *dtype, const char *path, const int *threads, int n_threads, const double *bw,
                         int gen, int prompt) {
     char err[512];
     LmModel *m = lm_load(path, err, sizeof err);
@@ -95,8 +91,7 @@ static void bench_model(const char *label, const char *path, const int *threads,
         lm_forward_batch(m, tokens, prompt, 0);
         double pp_tps = prompt / (seconds() - start);
         double limit = bw[ti] / gb;
-        printf("| %-12s | %-5s | %3d | %9.1f | %9.1f | %9.1f | %5.2f |\n", label, type_name(m->config.weight_type),
-               threads[ti], gen_tps, pp_tps, limit, gen_tps / limit);
+        printf("| %-12s | %-11s | %3d | %9.1f | %9.1f | %9.1f | %5.2f |\n", label, dtype, threads[ti], gen_tps, pp_tps, limit, gen_tps / limit);
         fflush(stdout);
     }
     free(tokens);
@@ -104,7 +99,7 @@ static void bench_model(const char *label, const char *path, const int *threads,
 }
 
 int main(int argc, char **argv) {
-    char shapes[256] = "110m,1.1b", dtypes[256] = "fp32,fp16,bf16,q8_0,q4_0", thread_list[256] = "";
+    char shapes[256] = "110m,1.1b", dtypes[256] = "fp32,fp16,bf16,q8_0,q4_0,Q8_0,Q6_K,Q4_K_M", thread_list[256] = "";
     const char *model = NULL;
     int gen = 32, prompt = 512;
 #ifdef _OPENMP
@@ -123,8 +118,8 @@ int main(int argc, char **argv) {
         else { fprintf(stderr, "bench: unknown option %s\n", argv[i]); return 1; }
     }
     if (argc % 2 == 0) { fprintf(stderr, "usage: bench [--shapes LIST] [--dtypes LIST] [--threads LIST] [--gen N] [--prompt N] [--model FILE]\n"); return 1; }
-    char *shape_v[8], *dtype_v[8], *thread_v[16];
-    int ns = split_list(shapes, shape_v, 8), nd = split_list(dtypes, dtype_v, 8), nt = split_list(thread_list, thread_v, 16);
+    char *shape_v[8], *dtype_v[16], *thread_v[16];
+    int ns = split_list(shapes, shape_v, 8), nd = split_list(dtypes, dtype_v, 16), nt = split_list(thread_list, thread_v, 16);
     int threads[16];
     double bw[16];
     for (int i = 0; i < nt; i++) threads[i] = atoi(thread_v[i]);
@@ -144,11 +139,15 @@ int main(int argc, char **argv) {
     printf("read bandwidth:");
     for (int i = 0; i < nt; i++) { bw[i] = read_bandwidth(threads[i]); printf(" %.1f GB/s (%d thread%s)", bw[i], threads[i], threads[i] > 1 ? "s" : ""); }
     printf("\ngeneration: %d tokens from position 0; prefill: one %d-token prompt (logits of the last token only)\n\n", gen, prompt);
-    printf("| model        | dtype | thr | gen tok/s | pp tok/s  | limit t/s | frac  |\n");
-    printf("|--------------|-------|-----|-----------|-----------|-----------|-------|\n");
+    printf("| model        | dtype       | thr | gen tok/s | pp tok/s  | limit t/s | frac  |\n");
+    printf("|--------------|-------------|-----|-----------|-----------|-----------|-------|\n");
     fflush(stdout);
     if (model) {
-        bench_model(model, model, threads, nt, bw, gen, prompt);
+        LmModel *m = lm_load(model, NULL, 0);
+        LmModelInfo info;
+        if (m) lm_model_info(m, &info);
+        bench_model(model, m ? info.weight_type : "?", model, threads, nt, bw, gen, prompt);
+        lm_free(m);
         return 0;
     }
     for (int s = 0; s < ns; s++)
@@ -159,7 +158,7 @@ int main(int argc, char **argv) {
             if (!p || !fgets(path, sizeof path, p)) { fprintf(stderr, "bench: %s failed\n", cmd); if (p) pclose(p); continue; }
             pclose(p);
             path[strcspn(path, "\n")] = 0;
-            bench_model(shape_v[s], path, threads, nt, bw, gen, prompt);
+            bench_model(shape_v[s], dtype_v[d], path, threads, nt, bw, gen, prompt);
         }
     return 0;
 }

@@ -2,7 +2,9 @@
 """Random-weight checkpoints for `make bench`, cached under build/bench/ (never committed):
     /usr/bin/python3 tests/bench_models.py SHAPE DTYPE      prints the checkpoint's path
 A Hugging Face-style folder with bf16 safetensors is written once per shape, then export.py makes
-each dtype from it, so the benchmark also exercises the real converter at scale.
+each dtype from it, so the benchmark also exercises the real converter at scale. The GGUF dtypes
+(Q4_K_M, Q6_K, Q8_0 in capitals: llama.cpp's presets) are quantized by tests/gguf_ref.py from random
+weights, with llama-quantize's choice of Q6_K tensors for Q4_K_M.
 """
 import json, os, struct, subprocess, sys
 import numpy as np
@@ -51,9 +53,50 @@ def write_hf(folder, shape):
                "rope_theta": 10000.0, "tie_word_embeddings": tied}, open(os.path.join(folder, "config.json"), "w"))
 
 
+def write_gguf(out, shape, preset):
+    """A llama-architecture GGUF of this shape in llama.cpp's preset Q4_K_M, Q6_K or Q8_0 (no tokenizer)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import gguf_ref as g
+    d, h, L, nh, nkv, vocab, ctx, tied = shape
+    kv = d // nh * nkv
+    base = {"Q4_K_M": 12, "Q6_K": 14, "Q8_0": 8}[preset]
+    meta = {"general.architecture": "llama", "llama.embedding_length": d, "llama.feed_forward_length": h, "llama.block_count": L,
+            "llama.attention.head_count": nh, "llama.attention.head_count_kv": nkv, "llama.context_length": ctx,
+            "llama.attention.layer_norm_rms_epsilon": 1e-5, "llama.rope.freq_base": 10000.0}
+    rng = np.random.default_rng(1)
+    tensors = {}
+
+    def add(name, rows, cols, ty):
+        x = 0.02 * rng.standard_normal((rows, cols), dtype=np.float32) if cols > 1 else (1.0 + 0.1 * rng.standard_normal(rows, dtype=np.float32))
+        tensors[name] = (ty, [cols, rows] if cols > 1 else [rows], g.quantize(ty, x.reshape(-1)) if ty else x.tobytes())
+
+    more_bits = lambda i: i < L // 8 or i >= 7 * L // 8 or (i - L // 8) % 3 == 2  # llama-quantize's use_more_bits
+    add("token_embd.weight", vocab, d, base)
+    for i in range(L):
+        q6 = preset == "Q4_K_M" and more_bits(i)
+        for name, rows, cols, ty in [("attn_norm", d, 1, 0), ("attn_q", d, d, base), ("attn_k", kv, d, base), ("attn_v", kv, d, 14 if q6 else base),
+                                     ("attn_output", d, d, base), ("ffn_norm", d, 1, 0), ("ffn_gate", h, d, base), ("ffn_up", h, d, base),
+                                     ("ffn_down", d, h, 14 if q6 else base)]:
+            add(f"blk.{i}.{name}.weight", rows, cols, ty)
+    add("output_norm.weight", d, 1, 0)
+    if not tied:
+        add("output.weight", vocab, d, 14 if preset == "Q4_K_M" else base)
+    tmp = out + ".tmp"
+    g.write_gguf(tmp, meta, tensors)
+    os.replace(tmp, out)
+
+
 def main(shape, dtype):
     if shape not in SHAPES:
         sys.exit(f"bench_models.py: unknown shape {shape} (known: {', '.join(SHAPES)})")
+    if dtype in ("Q4_K_M", "Q6_K", "Q8_0"):
+        out = os.path.join(ROOT, f"{shape}.{dtype}.gguf")
+        if not os.path.exists(out):
+            os.makedirs(ROOT, exist_ok=True)
+            print(f"bench: writing {out}", file=sys.stderr)
+            write_gguf(out, SHAPES[shape], dtype)
+        print(os.path.abspath(out))
+        return
     out = os.path.join(ROOT, f"{shape}.{dtype}.bin")
     if not os.path.exists(out):
         folder = os.path.join(ROOT, f"{shape}-hf")
