@@ -4189,7 +4189,7 @@ typedef struct {
     const char *checkpoint, *tokenizer_path, *prompt, *prompt_file, *mode, *system_prompt, *template_name;
     float temperature, topp, min_p, repeat_penalty;
     unsigned long long seed, steps, threads, top_k, repeat_last_n, shift_keep;
-    int steps_given, shift, ignore_eos, info, quiet, verbose_prompt;
+    int steps_given, shift, ignore_eos, info, quiet, verbose_prompt, exact;
     const char *stops[16];    // -r, repeatable
     int n_stops;
 } LmOptions;
@@ -4201,7 +4201,7 @@ static const LmFlag run_flags[] = {
     {"--repeat-last-n", NULL, 1}, {"-s", "--seed", 1}, {"-n", "--n-predict", 1}, {"-i", "--prompt", 1}, {"-f", "--file", 1},
     {"-r", NULL, 1}, {"-z", NULL, 1}, {"-m", NULL, 1}, {"-y", "--system-prompt", 1}, {"-T", "--threads", 1},
     {"--context-shift", NULL, 1}, {"--template", NULL, 1}, {"--ignore-eos", NULL, 0}, {"--info", NULL, 0},
-    {"--quiet", NULL, 0}, {"--verbose-prompt", NULL, 0},
+    {"--quiet", NULL, 0}, {"--verbose-prompt", NULL, 0}, {"--exact", NULL, 0},
 };
 
 static const LmFlag *run_find_flag(const char *arg) {
@@ -4231,6 +4231,7 @@ static int run_parse_options(int argc, char **argv, LmOptions *o) {
             if (strcmp(flag, "--ignore-eos") == 0) o->ignore_eos = 1;
             else if (strcmp(flag, "--info") == 0) o->info = 1;
             else if (strcmp(flag, "--quiet") == 0) o->quiet = 1;
+            else if (strcmp(flag, "--exact") == 0) o->exact = 1;
             else o->verbose_prompt = 1;
             continue;
         }
@@ -4313,6 +4314,8 @@ static void run_usage(FILE *f) {
             "  --info      print the model's description (format, shape, weights, RoPE, tokenizer and its\n"
             "              special ids) on standard output and exit; it is also shown at load on a terminal\n"
             "  --verbose-prompt  list the prompt's token ids and texts (each chat turn's) on standard error\n"
+            "  --exact     integer weights meet float activations: the stored weights' exact logits, slower\n"
+            "              (default: activations quantized to int8 in groups, as llama.cpp does)\n"
             "  --quiet     nothing on standard error but errors: no description, timing or notes\n"
             "  -z <string> tokenizer file (default: the checkpoint's own, else tokenizer.bin)\n"
             "  -m <string> mode: generate|chat (default generate)\n"
@@ -4591,6 +4594,7 @@ int main(int argc, char **argv) {
     LmModel *model = lm_load(o.checkpoint, err, sizeof err);
     if (model == NULL) { fprintf(stderr, "run: %s\n", err); free(prompt_owned); return 1; }
     lm_set_threads(model, (int)o.threads);
+    lm_set_exact(model, o.exact);
     LmModelInfo info;
     lm_model_info(model, &info);
     LmTokenizer *tokenizer = run_cli_tokenizer(o.checkpoint, &info, o.tokenizer_path, o.quiet, tokenizer_err, sizeof tokenizer_err);
