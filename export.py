@@ -8,6 +8,7 @@ needs no other file):
   python3 export.py llama2.bin --meta-llama ~/llama-2-7b             Meta's consolidated.*.pth (needs torch)
   python3 export.py stories.bin --checkpoint ckpt.pt --tokenizer tok512.model   llama2.c .pt (needs torch)
   python3 export.py legacy.bin --hf ~/TinyLlama --version 0          llama2.c's v0/v1/v2 formats
+  python3 export.py qwen.gguf --hf ~/Qwen2.5-0.5B-Instruct --dtype q4_k   llama.cpp's GGUF (a .gguf name, or --format gguf)
   python3 export.py s15.q4.bin --llama2c stories15M.bin --tokenizer tokenizer.model --dtype q4_0   llama2.c .bin
 Tokenizers alone:
   python3 export.py tokenizer.bin --tokenizer tokenizer.model        SentencePiece protobuf
@@ -22,6 +23,7 @@ import argparse
 import errno
 import json
 import math
+import mmap
 import os
 import re
 import struct
@@ -42,7 +44,9 @@ DTYPES = {"fp32": 0, "fp16": 1, "bf16": 2, "q8_0": 3, "q4_0": 4}
 TEMPLATES = {"none": 0, "llama2": 1, "llama3": 2, "chatml": 3, "zephyr": 4, "mistral": 5}
 SPLITS = {"none": 0, "gpt2": 1, "llama3": 2, "qwen2": 3}
 TOK_DUMMY_PREFIX, TOK_REMOVE_EXTRA_SPACES, TOK_SPLIT_DIGITS, TOK_IGNORE_MERGES = 1, 2, 4, 8
-NORMAL, SPECIAL, BYTE, UNUSED = 0, 1, 2, 3
+NORMAL, SPECIAL, BYTE, UNUSED, USER_DEFINED = 0, 1, 2, 3, 4  # lmtk token types (USER_DEFINED: added, not special)
+# GGUF's token types (SentencePiece's piece types)
+G_NORMAL, G_UNKNOWN, G_CONTROL, G_USER_DEFINED, G_UNUSED, G_BYTE = 1, 2, 3, 4, 5, 6
 
 
 class ExportError(Exception):
@@ -699,6 +703,509 @@ def check_v3(m, path, names):
     log(f"check: {checked} tensors re-read from {path} match the source ({dtype})")
 
 
+# ----------------------------------------------------------------------------
+# GGUF (llama.cpp's format, version 3): "GGUF", u32 version, u64 tensor count, u64 key count, the keys
+# (u64-length string, u32 value type, value), the tensor table (name, u32 n_dims, u64 ne[n_dims] with
+# ne[0] the row length, so the numpy shape reversed, u32 ggml type, u64 offset from the data start),
+# then the data, every tensor at a multiple of 32 bytes. Little-endian throughout.
+
+GGUF_MAGIC, GGUF_VERSION, GGUF_ALIGN = b"GGUF", 3, 32
+GV_U8, GV_I8, GV_U16, GV_I16, GV_U32, GV_I32, GV_F32, GV_BOOL, GV_STR, GV_ARR, GV_U64, GV_I64, GV_F64 = range(13)
+GV_FORMAT = {GV_U8: "<B", GV_I8: "<b", GV_U16: "<H", GV_I16: "<h", GV_U32: "<I", GV_I32: "<i", GV_F32: "<f",
+             GV_BOOL: "<?", GV_U64: "<Q", GV_I64: "<q", GV_F64: "<d"}
+# ggml types: id, values per block, bytes per block
+GGML = {"F32": (0, 1, 4), "F16": (1, 1, 2), "Q4_0": (2, 32, 18), "Q8_0": (8, 32, 34), "Q4_K": (12, 256, 144),
+        "BF16": (30, 1, 2)}
+GGML_NAME = {v[0]: k for k, v in GGML.items()}
+GGUF_TYPE_OF = {"fp32": "F32", "fp16": "F16", "bf16": "BF16", "q8_0": "Q8_0", "q4_0": "Q4_0", "q4_k": "Q4_K"}
+# llama.cpp's llama_ftype: ALL_F32, MOSTLY_F16, MOSTLY_Q4_0, MOSTLY_Q8_0, MOSTLY_BF16, MOSTLY_Q4_K_M
+GGUF_FILE_TYPE = {"fp32": 0, "fp16": 1, "q4_0": 2, "q8_0": 7, "bf16": 32, "q4_k": 15}
+GGUF_TENSOR = {"tok_embeddings": "token_embd.weight", "norm": "output_norm.weight", "output": "output.weight",
+               "attention_norm": "attn_norm.weight", "wq": "attn_q.weight", "wk": "attn_k.weight",
+               "wv": "attn_v.weight", "bq": "attn_q.bias", "bk": "attn_k.bias", "bv": "attn_v.bias",
+               "wo": "attn_output.weight", "ffn_norm": "ffn_norm.weight", "w1": "ffn_gate.weight",
+               "w2": "ffn_down.weight", "w3": "ffn_up.weight"}
+GGUF_CHUNK = 1 << 20  # values encoded at a time (a multiple of every block size), bounding the memory used
+
+# Jinja chat templates written when --chat-template names a kind other than the source's own template;
+# each holds the markers by which run.c (apply_tokenizer_config) and llama.cpp recognize its kind.
+JINJA = {
+    "chatml": "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+              "'<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}",
+    "llama3": "{{ bos_token }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + "
+              "'<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}{% endfor %}"
+              "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}",
+    "zephyr": "{% for message in messages %}{% if message['role'] == 'user' %}{{ '<|user|>\\n' }}"
+              "{% elif message['role'] == 'system' %}{{ '<|system|>\\n' }}{% else %}{{ '<|assistant|>\\n' }}{% endif %}"
+              "{{ message['content'] + eos_token + '\\n' }}{% endfor %}{% if add_generation_prompt %}"
+              "{{ '<|assistant|>\\n' }}{% endif %}",
+    "llama2": "{{ bos_token }}{% set ns = namespace(system='') %}{% for message in messages %}"
+              "{% if message['role'] == 'system' %}{% set ns.system = '<<SYS>>\\n' + message['content'] + "
+              "'\\n<</SYS>>\\n\\n' %}{% elif message['role'] == 'user' %}{{ '[INST] ' + ns.system + "
+              "message['content'] + ' [/INST]' }}{% set ns.system = '' %}{% else %}{{ ' ' + message['content'] + "
+              "' ' + eos_token }}{% endif %}{% endfor %}",
+    "mistral": "{{ bos_token }}{% set ns = namespace(system='') %}{% for message in messages %}"
+               "{% if message['role'] == 'system' %}{% set ns.system = message['content'] + '\\n\\n' %}"
+               "{% elif message['role'] == 'user' %}{{ '[INST] ' + ns.system + message['content'] + ' [/INST]' }}"
+               "{% set ns.system = '' %}{% else %}{{ ' ' + message['content'] + eos_token }}{% endif %}{% endfor %}",
+}
+
+
+def gguf_string(s):
+    b = s.encode("utf-8")
+    return struct.pack("<Q", len(b)) + b
+
+
+def gguf_kv(key, vtype, value):
+    """One key: for arrays vtype is (GV_ARR, element type) and value a list or numpy array."""
+    out = [gguf_string(key)]
+    if isinstance(vtype, tuple):
+        elem = vtype[1]
+        out.append(struct.pack("<IIQ", GV_ARR, elem, len(value)))
+        if elem == GV_STR:
+            out += [gguf_string(x) for x in value]
+        else:
+            out.append(np.asarray(value, dtype=GV_FORMAT[elem]).tobytes())
+    elif vtype == GV_STR:
+        out += [struct.pack("<I", GV_STR), gguf_string(value)]
+    else:
+        out.append(struct.pack("<I", vtype) + struct.pack(GV_FORMAT[vtype], value))
+    return b"".join(out)
+
+
+def gguf_arch(m):
+    return "qwen2" if m.arch == "Qwen2ForCausalLM" else "llama"
+
+
+def gguf_tensor_name(name):
+    if name.startswith("layers."):
+        _, layer, key = name.split(".")
+        return f"blk.{layer}.{GGUF_TENSOR[key]}"
+    return GGUF_TENSOR[name]
+
+
+def gguf_plan(m, dtype):
+    """[(GGUF name, source name, numpy shape, ggml type name)] in writing order: 1-D tensors are F32, matrices
+    dtype's type, or (rows that are not whole blocks) F16, Q8_0 for q4_k rows of whole 32s; notes on those."""
+    plan = []
+    if m.rope_scaling[0] == 2:
+        plan.append(("rope_freqs.weight", "rope_freqs", (m.head_size // 2,), "F32"))
+    wanted, fallbacks = GGUF_TYPE_OF[dtype], {}
+    for name, is_matrix in tensor_plan(m):
+        shape, kind = expected_shape(m, name), "F32"
+        if is_matrix:
+            kind = wanted
+            if shape[-1] % GGML[kind][1]:
+                kind = "Q8_0" if kind == "Q4_K" and shape[-1] % 32 == 0 else "F16"
+                fallbacks.setdefault((kind, shape[-1]), []).append(re.sub(r"^blk\.\d+\.", "blk.N.", gguf_tensor_name(name)))
+        plan.append((gguf_tensor_name(name), name, shape, kind))
+    for (kind, cols), names in fallbacks.items():
+        names = list(dict.fromkeys(names))
+        log(f"note: {', '.join(names)}: rows of {cols} values, not a multiple of {wanted}'s {GGML[wanted][1]}-value "
+            f"blocks, so {'these matrices are' if len(names) > 1 or 'blk.N.' in names[0] else 'it is'} written as "
+            f"{kind}")
+    return plan
+
+
+def gguf_nbytes(kind, n):
+    _, per_block, size = GGML[kind]
+    return n // per_block * size
+
+
+def llama3_rope_factors(m):
+    """Llama 3.1's "llama3" RoPE scaling as the divisors of each frequency (llama.cpp's rope_freqs tensor),
+    computed in float32 as llama.cpp's convert_hf_to_gguf.py does: 1 for wavelengths below
+    original_context / high_freq_factor, factor above original_context / low_freq_factor, and between them
+    1 / ((1 - smooth) / factor + smooth), smooth = (original_context / wavelength - low) / (high - low)."""
+    _, factor, low, high, orig = m.rope_scaling
+    f32, d = np.float32, m.head_size
+    freqs = f32(1) / (f32(m.rope_theta) ** (np.arange(0, d, 2, dtype=f32) / f32(d)))
+    wavelen = f32(2 * math.pi) / freqs
+    with np.errstate(divide="ignore", invalid="ignore"):  # high == low leaves no band in between
+        smooth = (f32(orig) / wavelen - f32(low)) / (f32(high) - f32(low))
+        between = f32(1) / ((f32(1) - smooth) / f32(factor) + smooth)
+    out = np.where(wavelen < f32(orig / high), f32(1), np.where(wavelen > f32(orig / low), f32(factor), between))
+    return out.astype(np.float32)
+
+
+def pairs_to_halves(w, n_heads, head_size):
+    """The inverse of halves_to_pairs: interleaved RoPE pairs back to Hugging Face's rotate-half rows."""
+    rows, cols = w.shape
+    return w.reshape(n_heads, head_size // 2, 2, cols).transpose(0, 2, 1, 3).reshape(rows, cols)
+
+
+def gguf_source(m, name, arch):
+    """A tensor as the GGUF holds it (float32): arch llama wants q/k rows in interleaved pairs (llama.cpp's
+    LlamaModel.permute of Hugging Face's rotate-half rows), qwen2 in halves (its RoPE is NeoX's)."""
+    if name == "rope_freqs":
+        return llama3_rope_factors(m)
+    x = load_tensor(m, name)
+    key = name.split(".")[-1]
+    if key in ("wq", "wk", "bq", "bk"):
+        want = 0 if arch == "llama" else 1
+        if m.rope_layout != want:
+            heads = m.n_heads if key in ("wq", "bq") else m.n_kv_heads
+            reorder = halves_to_pairs if want == 0 else pairs_to_halves
+            x = reorder(x.reshape(x.shape[0], -1), heads, m.head_size).reshape(x.shape)
+    return x
+
+
+def q8_0_blocks(v):
+    """ggml's Q8_0: blocks of 32 values, each an fp16 scale d = max|x| / 127 and 32 int8 q = round(x / d).
+    The values are rounded with the stored (fp16) scale, so each is within half a step of its source."""
+    g = v.reshape(-1, 32)
+    amax = np.abs(g).max(axis=1)
+    if amax.max(initial=0) > 127 * 65504:
+        raise ExportError(f"a weight of magnitude {amax.max():g} is beyond q8_0's fp16 scales; use --dtype bf16 or fp32")
+    d = (amax / np.float32(127)).astype(np.float16)
+    df = d.astype(np.float32)
+    inv = np.divide(np.float32(1), df, out=np.zeros_like(df), where=df != 0)
+    q = np.clip(np.rint(g * inv[:, None]), -127, 127).astype(np.int8)
+    out = np.empty((len(g), 34), np.uint8)
+    out[:, :2] = d.astype("<f2").view(np.uint8).reshape(-1, 2)
+    out[:, 2:] = q.view(np.uint8)
+    return out
+
+
+def q4_0_blocks(v):
+    """ggml's Q4_0: blocks of 32 values, an fp16 scale d then 16 bytes, byte j holding q[j] (low nibble)
+    and q[j + 16]; quantize_q4 with groups of 32 is exactly that."""
+    q, d = quantize_q4(v, 32)
+    out = np.empty((len(d), 18), np.uint8)
+    out[:, :2] = d.astype("<f2").view(np.uint8).reshape(-1, 2)
+    out[:, 2:] = q.reshape(-1, 16)
+    return out
+
+
+def q4_k_blocks(v):
+    """ggml's Q4_K by quantize_row_q4_K_ref's method (no importance matrix): super-blocks of 256 values in 8
+    sub-blocks of 32, each value x ~ d * sc * q - dmin * m with 4-bit q, 6-bit sc and m per sub-block, fp16 d
+    and dmin per super-block. Each sub-block's scale and min are fitted by weighted least squares (weights
+    sqrt(mean(x^2)) + |x|) on the grids of 21 candidate step sizes, keeping the best (make_qkx2_quants);
+    sc and m are then rounded to 6 bits of the block's largest, and q re-rounded with them. Block: d, dmin,
+    12 bytes of packed sc/m, 128 bytes of q (byte l of each 32-byte run: sub-block 2c's q[l] low nibble,
+    2c+1's high). Computed in float32 with numpy's summation order, so a block can differ from
+    llama-quantize's in a rounding-close choice of grid."""
+    f32 = np.float32
+    x = np.ascontiguousarray(v, np.float32).reshape(-1, 32)  # sub-blocks
+    w = np.sqrt((x * x).sum(axis=1, keepdims=True) / f32(32)) + np.abs(x)
+    lo, hi = np.minimum(x.min(axis=1), f32(0))[:, None], x.max(axis=1)[:, None]
+    flat = (hi == lo)[:, 0]
+    span = np.where(hi == lo, f32(1), hi - lo)
+    sum_w, sum_x, sum_x2 = w.sum(axis=1), np.einsum("ij,ij->i", w, x), np.einsum("ij,ij,ij->i", w, x, x)
+    unit = (x - lo) / span  # each value's place in [0, 1] of its sub-block's range
+
+    def fit(q):
+        """Weighted sums of a grid's q: sum(w q), sum(w q^2), sum(w q x)."""
+        wq = w * q
+        return wq.sum(axis=1), np.einsum("ij,ij->i", wq, q), np.einsum("ij,ij->i", wq, x)
+
+    def error(s, m, sums):
+        """sum(w (s q + m - x)^2), expanded into the sums (in float64: the terms nearly cancel)."""
+        sl, sl2, sxl = (a.astype(np.float64) for a in sums)
+        s, m = s.astype(np.float64), m.astype(np.float64)
+        return s * s * sl2 + 2 * s * m * sl - 2 * s * sxl + m * m * sum_w - 2 * m * sum_x + sum_x2
+
+    scale, mn = (span / f32(15))[:, 0], lo[:, 0].copy()
+    L = np.clip(np.rint(unit * f32(15)), 0, 15).astype(np.float32)
+    best = error(scale, mn, fit(L))
+    for step in range(21):
+        La = np.clip(np.rint(unit * (f32(14) + f32(0.1) * f32(step))), 0, 15).astype(np.float32)
+        sums = fit(La)
+        sum_l, sum_l2, sum_xl = sums
+        D = sum_w * sum_l2 - sum_l * sum_l
+        ok = D > 0
+        Ds = np.where(ok, D, f32(1))
+        this_scale, this_min = (sum_w * sum_xl - sum_x * sum_l) / Ds, (sum_l2 * sum_x - sum_l * sum_xl) / Ds
+        positive = this_min > 0  # a min above 0: fit the scale alone
+        this_min = np.where(positive, f32(0), this_min)
+        this_scale = np.where(positive, sum_xl / np.where(sum_l2 > 0, sum_l2, f32(1)), this_scale)
+        err = error(this_scale, this_min, sums)
+        better = ok & ~flat & (err < best)
+        L[better], best, scale, mn = La[better], np.where(better, err, best), np.where(better, this_scale, scale), \
+            np.where(better, this_min, mn)
+    scale[flat], L[flat] = 0, 0
+    scales, mins = scale.reshape(-1, 8), (-mn).reshape(-1, 8)
+    nb = len(scales)
+    max_scale, max_min = scales.max(axis=1), mins.max(axis=1)
+    inv_s = np.where(max_scale > 0, f32(63) / np.where(max_scale > 0, max_scale, f32(1)), f32(0))
+    inv_m = np.where(max_min > 0, f32(63) / np.where(max_min > 0, max_min, f32(1)), f32(0))
+    ls = np.minimum(np.rint(inv_s[:, None] * scales).astype(np.int64) & 0xFF, 63).astype(np.uint8)
+    lm = np.minimum(np.rint(inv_m[:, None] * mins).astype(np.int64) & 0xFF, 63).astype(np.uint8)
+    d, dmin = (max_scale / f32(63)).astype(np.float16), (max_min / f32(63)).astype(np.float16)
+    dd = d.astype(np.float32)[:, None] * ls.astype(np.float32)      # (nb, 8)
+    dm = dmin.astype(np.float32)[:, None] * lm.astype(np.float32)
+    xb = x.reshape(nb, 8, 32)
+    q = np.clip(np.rint((xb + dm[:, :, None]) / np.where(dd == 0, f32(1), dd)[:, :, None]), 0, 15)
+    q = np.where((dd == 0)[:, :, None], L.reshape(nb, 8, 32), q).astype(np.uint8)  # as ggml: the fit's q there
+    out = np.empty((nb, 144), np.uint8)
+    out[:, 0:2] = d.astype("<f2").view(np.uint8).reshape(-1, 2)
+    out[:, 2:4] = dmin.astype("<f2").view(np.uint8).reshape(-1, 2)
+    out[:, 4:8] = ls[:, :4] | ((ls[:, 4:] >> 4) << 6)
+    out[:, 8:12] = lm[:, :4] | ((lm[:, 4:] >> 4) << 6)
+    out[:, 12:16] = (ls[:, 4:] & 15) | ((lm[:, 4:] & 15) << 4)
+    pairs = q.reshape(nb, 4, 2, 32)
+    out[:, 16:] = (pairs[:, :, 0, :] | (pairs[:, :, 1, :] << 4)).reshape(nb, 128)
+    return out
+
+
+def gguf_encode(x, kind):
+    """The bytes of a tensor in ggml type kind, GGUF_CHUNK values at a time."""
+    flat = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
+    for start in range(0, len(flat), GGUF_CHUNK):
+        v = flat[start:start + GGUF_CHUNK]
+        if kind == "F32":
+            yield v.astype("<f4").tobytes()
+        elif kind == "F16":
+            yield v.astype("<f2").tobytes()
+        elif kind == "BF16":
+            yield to_bf16(v).astype("<u2").tobytes()
+        else:
+            yield {"Q8_0": q8_0_blocks, "Q4_0": q4_0_blocks, "Q4_K": q4_k_blocks}[kind](v).tobytes()
+
+
+def gguf_scales_k4(sc):
+    """Q4_K's packed 6-bit scales and mins (nb, 12) -> (sc, m), each (nb, 8)."""
+    sc = sc.astype(np.uint16)
+    s = np.concatenate([sc[:, 0:4] & 63, (sc[:, 8:12] & 15) | ((sc[:, 0:4] >> 6) << 4)], axis=1)
+    m = np.concatenate([sc[:, 4:8] & 63, (sc[:, 8:12] >> 4) | ((sc[:, 4:8] >> 6) << 4)], axis=1)
+    return s, m
+
+
+def gguf_tokenizer_keys(t, vocab_size, template_text):
+    """tokenizer.* keys: llama.cpp's "llama" (SentencePiece) or "gpt2" (byte-level BPE) vocabulary, padded
+    to the model's vocabulary with unused "[PADn]" tokens as llama.cpp's converter does."""
+    n = len(t.tokens)
+    pad = range(n, vocab_size)
+    kv = [("tokenizer.ggml.model", GV_STR, "llama" if t.kind == 1 else "gpt2")]
+    if t.kind == 1:
+        pre = "default"
+    elif t.split == "gpt2":
+        pre = "smollm" if t.flags & TOK_SPLIT_DIGITS else "gpt-2"
+    else:
+        pre = {"llama3": "llama-bpe", "qwen2": "qwen2"}.get(t.split, "default")
+    kv.append(("tokenizer.ggml.pre", GV_STR, pre))
+    kv.append(("tokenizer.ggml.tokens", (GV_ARR, GV_STR), t.pieces + [f"[PAD{i}]" for i in pad]))
+    if t.kind == 1:
+        kv.append(("tokenizer.ggml.scores", (GV_ARR, GV_F32), [s for _, s, _ in t.tokens] + [-1000.0] * len(pad)))
+    kv.append(("tokenizer.ggml.token_type", (GV_ARR, GV_I32), t.gtypes + [G_UNUSED] * len(pad)))
+    if t.merge_texts:
+        kv.append(("tokenizer.ggml.merges", (GV_ARR, GV_STR), t.merge_texts))
+    eot = list(dict.fromkeys(t.eot))
+    eom = [i for i in eot if t.tokens[i][0] == b"<|eom_id|>"]
+    eot = [i for i in eot if i not in eom]
+    bos = t.bos if t.bos >= 0 else t.bos_known
+    eos = t.eos if t.eos >= 0 else eot[0] if eot else -1
+    for key, i in (("bos", bos), ("eos", eos), ("eot", eot[0] if eot else -1), ("eom", eom[0] if eom else -1),
+                   ("unknown", t.unk), ("padding", t.pad)):
+        if i >= 0:
+            kv.append((f"tokenizer.ggml.{key}_token_id", GV_U32, i))
+    kv += [("tokenizer.ggml.add_bos_token", GV_BOOL, t.bos >= 0), ("tokenizer.ggml.add_eos_token", GV_BOOL, t.add_eos),
+           ("tokenizer.ggml.add_space_prefix", GV_BOOL, bool(t.flags & TOK_DUMMY_PREFIX))]
+    if t.kind == 1:
+        kv.append(("tokenizer.ggml.remove_extra_whitespaces", GV_BOOL, bool(t.flags & TOK_REMOVE_EXTRA_SPACES)))
+    if isinstance(template_text, list):  # named templates: the default one, and each other as chat_template.NAME
+        for x in template_text:
+            if isinstance(x, dict) and isinstance(x.get("template"), str):
+                name = x.get("name", "default")
+                kv.append(("tokenizer.chat_template" + ("" if name == "default" else f".{name}"), GV_STR, x["template"]))
+    elif template_text:
+        kv.append(("tokenizer.chat_template", GV_STR, template_text))
+    return kv
+
+
+def gguf_metadata(m, dtype, t, template_text):
+    arch = gguf_arch(m)
+    name = os.path.basename(os.path.normpath(m.source))  # the folder's name, or the file's without its extension
+    name = (os.path.splitext(name)[0] if os.path.isfile(m.source) else name) or arch
+    kv = [("general.architecture", GV_STR, arch), ("general.name", GV_STR, name),
+          ("general.file_type", GV_U32, GGUF_FILE_TYPE[dtype])]
+    if dtype in ("q8_0", "q4_0", "q4_k"):
+        kv.append(("general.quantization_version", GV_U32, 2))
+    kv += [(f"{arch}.{k}", GV_U32, v) for k, v in (
+        ("vocab_size", m.vocab_size), ("context_length", m.seq_len), ("embedding_length", m.dim),
+        ("block_count", m.n_layers), ("feed_forward_length", m.hidden_dim), ("attention.head_count", m.n_heads),
+        ("attention.head_count_kv", m.n_kv_heads), ("rope.dimension_count", m.head_size))]
+    if m.head_size * m.n_heads != m.dim:
+        kv += [(f"{arch}.attention.key_length", GV_U32, m.head_size), (f"{arch}.attention.value_length", GV_U32, m.head_size)]
+    kv += [(f"{arch}.attention.layer_norm_rms_epsilon", GV_F32, m.norm_eps), (f"{arch}.rope.freq_base", GV_F32, m.rope_theta)]
+    if m.rope_scaling[0] == 1:
+        kv += [(f"{arch}.rope.scaling.type", GV_STR, "linear"), (f"{arch}.rope.scaling.factor", GV_F32, m.rope_scaling[1])]
+    if t is not None:
+        kv += gguf_tokenizer_keys(t, m.vocab_size, template_text)
+    else:  # llama.cpp loads a file whose vocabulary is "none" (and can then run only on token ids)
+        kv.append(("tokenizer.ggml.model", GV_STR, "none"))
+    return kv
+
+
+def write_gguf(m, out, dtype, t, template_text):
+    """llama.cpp's GGUF v3, tensor by tensor; returns (parameters, bytes, the plan)."""
+    arch, plan = gguf_arch(m), gguf_plan(m, dtype)
+    kv = gguf_metadata(m, dtype, t, template_text)
+    head = [GGUF_MAGIC, struct.pack("<IQQ", GGUF_VERSION, len(plan), len(kv))] + [gguf_kv(*x) for x in kv]
+    offset = 0
+    for name, _, shape, kind in plan:
+        ne = tuple(reversed(shape))
+        head.append(gguf_string(name) + struct.pack(f"<I{len(ne)}QIQ", len(ne), *ne, GGML[kind][0], offset))
+        offset += -(-gguf_nbytes(kind, math.prod(shape)) // GGUF_ALIGN) * GGUF_ALIGN
+    head = b"".join(head)
+    data_start = -(-len(head) // GGUF_ALIGN) * GGUF_ALIGN
+    with Writer(out, data_start + offset) as w:
+        w.write(head)
+        w.pad(GGUF_ALIGN)
+        for i, (name, source, shape, kind) in enumerate(plan):
+            x = gguf_source(m, source, arch)
+            start = w.done
+            for part in gguf_encode(x, kind):
+                w.write(part)
+            if w.done - start != gguf_nbytes(kind, math.prod(shape)):
+                raise ExportError(f"internal error: {name} took {w.done - start} bytes, expected "
+                                  f"{gguf_nbytes(kind, math.prod(shape))}")
+            w.pad(GGUF_ALIGN)
+            w.progress(i + 1, len(plan), name, shape, kind)
+    return sum(math.prod(s) for _, n, s, _ in plan if n != "rope_freqs"), os.path.getsize(out), plan
+
+
+class GGUFFile:
+    """A GGUF file read back (for --check): .meta {key: value}, .tensors {name: (ne, ggml type id, absolute
+    offset)}, .data (the memory-mapped bytes)."""
+
+    def __init__(self, path):
+        with open(path, "rb") as f:
+            self.data = memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+        self.path, self.pos = path, 0
+        try:
+            self.parse()
+        except (UnicodeDecodeError, struct.error, KeyError, ValueError) as e:
+            raise ExportError(f"--check: {path}: damaged metadata ({type(e).__name__}: {e})")
+
+    def parse(self):
+        path = self.path
+        if bytes(self.take(4)) != GGUF_MAGIC:
+            raise ExportError(f"--check: {path} does not start with GGUF's magic")
+        version, n_tensors, n_kv = self.unpack("<IQQ")
+        if version != GGUF_VERSION:
+            raise ExportError(f"--check: {path} is GGUF version {version}, not {GGUF_VERSION}")
+        self.meta = {}
+        for _ in range(n_kv):
+            key = self.string()
+            self.meta[key] = self.value(self.unpack("<I")[0])
+        table = []
+        for _ in range(n_tensors):
+            name = self.string()
+            (nd,) = self.unpack("<I")
+            ne = self.unpack(f"<{nd}Q")
+            kind, off = self.unpack("<IQ")
+            table.append((name, ne, kind, off))
+        start = -(-self.pos // GGUF_ALIGN) * GGUF_ALIGN
+        self.tensors = {name: (tuple(ne), kind, start + off) for name, ne, kind, off in table}
+
+    def take(self, n):
+        if self.pos + n > len(self.data):
+            raise ExportError(f"--check: {self.path} ends inside its metadata")
+        self.pos += n
+        return self.data[self.pos - n:self.pos]
+
+    def unpack(self, fmt):
+        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))
+
+    def string(self):
+        return str(self.take(self.unpack("<Q")[0]), "utf-8")
+
+    def value(self, vtype):
+        if vtype == GV_STR:
+            return self.string()
+        if vtype == GV_ARR:
+            elem, n = self.unpack("<IQ")
+            if elem == GV_STR:  # (a loop of its own: vocabularies hold 100k+ strings)
+                out, data, pos = [], self.data, self.pos
+                try:
+                    for _ in range(n):
+                        (size,) = struct.unpack_from("<Q", data, pos)
+                        out.append(str(data[pos + 8:pos + 8 + size], "utf-8"))
+                        pos += 8 + size
+                except struct.error:
+                    pos = len(data) + 1
+                if pos > len(data):
+                    raise ExportError(f"--check: {self.path} ends inside its metadata")
+                self.pos = pos
+                return out
+            size = struct.calcsize(GV_FORMAT[elem])
+            return np.frombuffer(self.take(n * size), dtype=GV_FORMAT[elem]).copy()
+        return self.unpack(GV_FORMAT[vtype])[0]
+
+    def raw(self, name):
+        ne, kind, off = self.tensors[name]
+        size = gguf_nbytes(GGML_NAME[kind], math.prod(ne))
+        if off % GGUF_ALIGN or off + size > len(self.data):
+            raise ExportError(f"--check: {self.path} ends inside tensor {name}")
+        return np.frombuffer(self.data, dtype=np.uint8, count=size, offset=off)
+
+
+def check_gguf(m, path, plan, names, t, template_text):
+    """Re-reads a written GGUF: its keys, tensor table and tokenizer against what was meant, and the named
+    tensors' values against the source: exact for F32, F16 and BF16 (against the same rounding), within
+    half a step for Q8_0 and Q4_STEPS for Q4_0; for Q4_K, every value must be the nearest of the 16 its
+    sub-block's stored scale and min allow, and the largest 6-bit scale and min of a block 63."""
+    g = GGUFFile(path)
+    want = dict((k, v) for k, _, v in gguf_metadata(m, "fp32", t, template_text) if not k.startswith("general.file"))
+    for key, value in want.items():
+        got = g.meta.get(key)
+        same = np.array_equal(got, value) if isinstance(value, list) and value and not isinstance(value[0], str) \
+            else got == value if not isinstance(value, float) else got is not None and abs(got - value) <= 1e-6 * abs(value)
+        if not same:
+            raise ExportError(f"--check: {path}: key {key} reads back as {str(got)[:60]}, expected {str(value)[:60]}")
+    if list(g.tensors) != [name for name, _, _, _ in plan]:
+        raise ExportError(f"--check: {path}: the tensor table differs from the {len(plan)} tensors written")
+    arch, checked = gguf_arch(m), 0
+    for name, source, shape, kind in plan:
+        ne, kid, _ = g.tensors[name]
+        if ne != tuple(reversed(shape)) or kid != GGML[kind][0]:
+            raise ExportError(f"--check: {path}: tensor {name} reads back as {GGML_NAME.get(kid, kid)} {list(ne)}, "
+                              f"expected {kind} {list(reversed(shape))}")
+        raw = g.raw(name)
+        if source not in names and source != "rope_freqs":
+            continue
+        x = gguf_source(m, source, arch).astype(np.float32).reshape(-1)
+        worst = ""
+        if kind == "F32":
+            ok = np.array_equal(raw.view("<f4"), x)
+        elif kind in ("F16", "BF16"):
+            ok = np.array_equal(raw.view("<u2"), x.astype("<f2").view("<u2") if kind == "F16" else to_bf16(x))
+        else:
+            b = raw.reshape(-1, GGML[kind][2])
+            if kind == "Q4_K":
+                d = b[:, 0:4].copy().view("<f2").astype(np.float64)  # (nb, 2): d, dmin
+                sc, mn = gguf_scales_k4(b[:, 4:16])
+                q = np.empty((len(b), 8, 32), np.uint8)
+                q[:, 0::2], q[:, 1::2] = b[:, 16:].reshape(-1, 4, 32) & 15, b[:, 16:].reshape(-1, 4, 32) >> 4
+                step, low = d[:, :1] * sc, d[:, 1:] * mn          # (nb, 8): value = step * q - low
+                src = x.astype(np.float64).reshape(-1, 8, 32)
+                err = np.abs(step[:, :, None] * q - low[:, :, None] - src)
+                nearest = np.clip(np.rint((src + low[:, :, None]) / np.where(step == 0, 1, step)[:, :, None]), 0, 15)
+                best = np.abs(step[:, :, None] * nearest - low[:, :, None] - src)
+                limit = best + 1e-5 * step[:, :, None] + 1e-12
+                ok = bool(np.all((err <= limit) | (step == 0)[:, :, None])) and \
+                    bool(np.all((d[:, 0] == 0) | (sc.max(axis=1) == 63))) and bool(np.all((d[:, 1] == 0) | (mn.max(axis=1) == 63)))
+                worst = f" (worst error {np.max((err - best) / np.where(step == 0, 1, step)[:, :, None]):.4g} steps " \
+                        f"beyond the nearest)"
+            else:
+                scales = b[:, :2].copy().view("<f2").astype(np.float64)[:, 0]
+                if kind == "Q8_0":
+                    values = b[:, 2:].view(np.int8).astype(np.float64)
+                    limit = 0.5001 * np.abs(scales) + 127 * 2**-25 + 1e-12
+                else:
+                    values = np.concatenate([b[:, 2:] & 15, b[:, 2:] >> 4], axis=1).astype(np.float64) - 8
+                    limit = Q4_STEPS * np.abs(scales) + Q4_ABS
+                err = np.abs(values * scales[:, None] - x.reshape(-1, 32))  # in float64: exact
+                ok = bool(np.all(err <= limit[:, None]))
+                worst = f" (worst error {(err / np.where(scales == 0, 1, np.abs(scales))[:, None]).max():.4g} quantization steps)"
+        if not ok:
+            raise ExportError(f"--check: tensor {name} ({source}) in {path} does not match the source{worst}")
+        checked += 1
+    log(f"check: {path}: the keys, the {len(plan)} tensors' table and {checked} tensors re-read match the source")
+
+
 def write_legacy(m, out, version, gs):
     """llama2.c's v0 (fp32), v1 (fp32) or v2 (Q8_0 in groups of gs of the flattened tensors) format."""
     if m.head_size * m.n_heads != m.dim or m.qkv_bias or m.rope_scaling[0] or m.rope_theta != 10000.0 \
@@ -765,6 +1272,14 @@ class Tokenizer:
         self.split = "none"
         self.template = "none"
         self.eot = []
+        # what GGUF carries besides: each token as its source spells it, GGUF's token types, merges as
+        # "a b" texts, special ids known but not necessarily used, and the chat template's own text
+        self.pieces = []
+        self.gtypes = []
+        self.merge_texts = []
+        self.bos_known = self.unk = self.pad = -1
+        self.add_eos = False
+        self.template_text = None    # a string, or a list of {"name", "template"}
 
     def id_of(self, text):
         b = text.encode("utf-8")
@@ -837,10 +1352,15 @@ def sentencepiece_tokenizer(path):
     t = Tokenizer()
     type_map = {1: NORMAL, 2: SPECIAL, 3: SPECIAL, 4: NORMAL, 5: UNUSED, 6: BYTE}
     for p in pieces:
-        t.tokens.append((p[1].decode("utf-8").replace("\u2581", " ").encode("utf-8"), p[2], type_map.get(p[3], NORMAL)))
-    t.bos, t.eos = trainer.get(41, 1), trainer.get(42, 2)
-    t.bos = t.bos if t.bos < len(t.tokens) else -1
-    t.eos = t.eos if t.eos < len(t.tokens) else -1
+        piece = p[1].decode("utf-8")
+        t.tokens.append((piece.replace("\u2581", " ").encode("utf-8"), p[2], type_map.get(p[3], NORMAL)))
+        t.pieces.append(piece)
+        t.gtypes.append(p[3] if G_NORMAL <= p[3] <= G_BYTE else G_NORMAL)
+
+    def valid(i):  # an absent id is -1 (stored as a 10-byte varint, so a huge number here)
+        return i if 0 <= i < len(t.tokens) else -1
+    t.bos, t.eos = valid(trainer.get(41, 1)), valid(trainer.get(42, 2))
+    t.unk, t.pad, t.bos_known = valid(trainer.get(40, 0)), valid(trainer.get(43, -1)), t.bos
     t.flags = (TOK_DUMMY_PREFIX if normalizer.get(3, 1) else 0) | (TOK_REMOVE_EXTRA_SPACES if normalizer.get(4, 1) else 0)
     return t
 
@@ -884,9 +1404,10 @@ def hf_json_tokenizer(path):
     byte_level = bool(walk(pre, "ByteLevel") or walk(tj.get("decoder"), "ByteLevel"))
     t = Tokenizer()
     t.kind = 2 if byte_level else 1
-    texts = [None] * n
+    texts, keys = [None] * n, [None] * n
     decoder = gpt2_byte_decoder()
     for s, i in vocab.items():
+        keys[i] = s
         if byte_level:
             try:
                 texts[i] = bytes(decoder[c] for c in s)
@@ -899,19 +1420,32 @@ def hf_json_tokenizer(path):
     by_text = {s: i for s, i in vocab.items()}
     for r, mg in enumerate(model.get("merges", [])):
         a, b = mg.split(" ", 1) if isinstance(mg, str) else mg
+        # GGUF's merges are "a b" texts; a space inside a part is spelled as GPT-2's stand-in for it
+        t.merge_texts.append(f"{a.replace(' ', chr(0x120))} {b.replace(' ', chr(0x120))}")
         if a in by_text and b in by_text:
             merges.append((by_text[a], by_text[b]))
             if a + b in by_text:
                 rank_of.setdefault(by_text[a + b], r)
+    unk_token = model.get("unk_token")
+    t.unk = vocab.get(unk_token, -1) if isinstance(unk_token, str) else -1
     for i in range(n):
         a = added.get(i)
-        if a is not None and (a.get("special") or texts[i] is None):
-            t.tokens.append((a["content"].encode("utf-8"), 0.0, SPECIAL))
+        if a is not None:
+            # added tokens are matched whole in the text; "special": true ones are control tokens (not
+            # printed), "special": false ones (Qwen's <think>, <tool_call>, <|fim_prefix|>) user-defined text
+            special = bool(a.get("special"))
+            t.tokens.append((a["content"].encode("utf-8"), 0.0, SPECIAL if special else USER_DEFINED))
+            t.pieces.append(a["content"])
+            t.gtypes.append((G_UNKNOWN if i == t.unk else G_CONTROL) if special else G_USER_DEFINED)
         elif texts[i] is None:
             t.tokens.append((b"", 0.0, UNUSED))
+            t.pieces.append(f"[PAD{i}]")
+            t.gtypes.append(G_UNUSED)
         else:
             is_byte = not byte_level and re.fullmatch(rb"<0x[0-9A-F]{2}>", texts[i]) is not None
             t.tokens.append((texts[i], -float(rank_of.get(i, len(merges))), BYTE if is_byte else NORMAL))
+            t.pieces.append(keys[i])
+            t.gtypes.append(G_BYTE if is_byte else G_UNKNOWN if i == t.unk else G_NORMAL)
     t.merges = merges
     if walk(tj.get("normalizer"), "NFC") or walk(tj.get("normalizer"), "NFKC"):
         log(f"note: {path} normalizes text to NFC/NFKC, which run.c does not: give it composed text "
@@ -966,29 +1500,49 @@ def apply_tokenizer_config(t, cfg, tj=None, set_ids=True):
             if adds_bos and bos is None:
                 bos = single[0]["SpecialToken"]["id"]
         template_text = json.dumps(cfg.get("chat_template") or "")
-        if bos is not None and (adds_bos or "bos_token" in template_text):  # the template starts with BOS
-            t.bos = t.id_of(bos)
+        if bos is not None:
+            t.bos_known = t.id_of(bos)
+            if adds_bos or "bos_token" in template_text:  # the template starts with BOS
+                t.bos = t.bos_known
         if eos is not None:
             t.eos = t.id_of(eos)
+    pad = token_content(cfg.get("pad_token"))
+    if isinstance(pad, str) and t.id_of(pad) >= 0:
+        t.pad = t.id_of(pad)
+    t.add_eos = bool(cfg.get("add_eos_token", False))
     template = cfg.get("chat_template") or ""
+    if isinstance(template, (str, list)) and template:
+        t.template_text = template
     if isinstance(template, list):
         template = next((x["template"] for x in template if x.get("name") == "default"), "")
-    if "<|start_header_id|>" in template:
-        t.template = "llama3"
-    elif "<|im_start|>" in template:
-        t.template = "chatml"
-    elif "<|user|>" in template and "<|assistant|>" in template:
-        t.template = "zephyr"
-    elif "[INST]" in template:
-        t.template = "llama2" if "<<SYS>>" in template else "mistral"
-    elif template:
+    kind = template_kind(template)
+    if kind is None:
         log("note: the chat template is not one run.c knows (llama2, llama3, chatml, zephyr, mistral); "
             "pick one with --chat-template")
+    elif template:
+        t.template = kind
     for name in ("<|eot_id|>", "<|eom_id|>", "<|im_end|>", "<|endoftext|>", "<|end_of_text|>"):
         if name in template or t.template in ("llama3", "chatml"):
             i = t.id_of(name)
             if i >= 0 and t.tokens[i][2] == SPECIAL:
                 t.eot.append(i)
+
+
+def template_kind(template):
+    """The kind of a Jinja chat template, by its markers: a TEMPLATES name, or None for one run.c does not know."""
+    if isinstance(template, list):
+        template = next((x["template"] for x in template if isinstance(x, dict) and x.get("name") == "default"), "")
+    if not template:
+        return "none"
+    if "<|start_header_id|>" in template:
+        return "llama3"
+    if "<|im_start|>" in template:
+        return "chatml"
+    if "<|user|>" in template and "<|assistant|>" in template:
+        return "zephyr"
+    if "[INST]" in template:
+        return "llama2" if "<<SYS>>" in template else "mistral"
+    return None
 
 
 def load_tokenizer(path):
@@ -1020,10 +1574,16 @@ def add_generation_eos(t, folder):
     for name in ("generation_config.json", "config.json"):
         p = os.path.join(folder, name)
         if os.path.exists(p):
-            ids = read_json(p).get("eos_token_id")
+            cfg = read_json(p)
+            ids = cfg.get("eos_token_id")
             for i in ids if isinstance(ids, list) else [ids] if ids is not None else []:
-                if 0 <= i < len(t.tokens):
+                if isinstance(i, int) and 0 <= i < len(t.tokens):
                     t.eot.append(i)
+            # GGUF's bos/padding ids where the tokenizer's files name none
+            for attr, key in (("bos_known", "bos_token_id"), ("pad", "pad_token_id")):
+                i = cfg.get(key)
+                if getattr(t, attr) < 0 and isinstance(i, int) and 0 <= i < len(t.tokens):
+                    setattr(t, attr, i)
 
 
 # ----------------------------------------------------------------------------
@@ -1043,7 +1603,11 @@ def parse_args(argv):
 its generation speed, with logits within about 1% of fp32); q4_0 (4-bit groups of 32 with an fp16
 scale, 4.5 bits per weight) halves that again at some loss of accuracy; use fp16, bf16 or fp32 for
 exact weights. Groups must divide every row length (dim, hidden_dim, n_heads*head_size); when the
-default sizes do not, export.py takes the largest size that does and says what that costs.""")
+default sizes do not, export.py takes the largest size that does and says what that costs.
+GGUF (an output named *.gguf, or --format gguf) holds the same model and tokenizer for llama.cpp: --dtype
+f32, f16, bf16, q8_0, q4_0 (ggml's blocks of 32) or q4_k (super-blocks of 256, 4.5 bits per weight, more
+accurate than q4_0); a matrix whose rows are not whole blocks is written as f16 (q8_0 for q4_k when rows are
+whole 32s), with a note. Norms, biases and rope_freqs are always f32.""")
     ap.add_argument("output", help="the file to write")
     src = ap.add_mutually_exclusive_group()
     src.add_argument("--hf", metavar="DIR", help="a Hugging Face model folder (config.json + *.safetensors)")
@@ -1052,16 +1616,19 @@ default sizes do not, export.py takes the largest size that does and says what t
     src.add_argument("--llama2c", metavar="FILE.bin", help="a llama2.c v0 or v1 checkpoint (e.g. to quantize it)")
     ap.add_argument("--tokenizer", metavar="FILE", help="tokenizer.model or tokenizer.json: embedded in the "
                     "checkpoint, or written alone when no model is given (default: the one beside the model)")
+    ap.add_argument("--format", choices=["v3", "gguf"], help="v3: run.c's own format (the default); gguf: llama.cpp's "
+                    "GGUF (the default for an output named *.gguf)")
     ap.add_argument("--version", type=int, default=3, choices=[0, 1, 2, 3],
                     help="3: run.c's self-describing format (default); 0, 1, 2: llama2.c's (v0/v1 fp32, v2 Q8_0)")
-    ap.add_argument("--dtype", choices=list(DTYPES), help="weight type (default q8_0; --version 0 and 1 are fp32 only, 2 q8_0 only)")
+    ap.add_argument("--dtype", choices=list(DTYPES) + list(DTYPE_ALIASES) + ["q4_k"],
+                    help="weight type (default q8_0; --version 0 and 1 are fp32 only, 2 q8_0 only; q4_k is GGUF only)")
     ap.add_argument("--group-size", type=int, default=0, help="q8_0/q4_0 group length (default: q8_0 64, or 32 "
                     "when 64 does not divide every row; q4_0 32; failing those the largest that divides, with a note)")
     ap.add_argument("--seq-len", type=int, default=0, help="cap the context length (Llama 3.1's 131072 makes a large KV cache)")
     ap.add_argument("--chat-template", choices=list(TEMPLATES), help="override the chat template found in tokenizer_config.json")
     ap.add_argument("--check", action="store_true", help="re-read the written file and compare the embedding, the first "
-                    "layer's and the last layer's tensors and the final norm with the source (--version 3); "
-                    "a file that does not match is removed")
+                    "layer's and the last layer's tensors and the final norm with the source (--version 3 and GGUF; "
+                    "for GGUF also its keys and tensor table); a file that does not match is removed")
     a = ap.parse_args(argv)
     if not (a.hf or a.meta_llama or a.checkpoint or a.llama2c or a.tokenizer):
         ap.error("give a model (--hf, --meta-llama, --checkpoint, --llama2c) or --tokenizer")
@@ -1069,10 +1636,27 @@ default sizes do not, export.py takes the largest size that does and says what t
 
 
 LEGACY_DTYPE = {0: "fp32", 1: "fp32", 2: "q8_0"}
+DTYPE_ALIASES = {"f32": "fp32", "f16": "fp16"}  # GGUF's spellings
 
 
 def validate(a):
-    """Every check that needs no tensor data, before anything is converted; sets a.dtype."""
+    """Every check that needs no tensor data, before anything is converted; sets a.dtype and a.format."""
+    a.dtype = DTYPE_ALIASES.get(a.dtype, a.dtype)
+    a.format = a.format or ("gguf" if a.output.lower().endswith(".gguf") else "v3")
+    has_model = bool(a.hf or a.meta_llama or a.checkpoint or a.llama2c)
+    if a.format == "gguf":
+        why = "--format gguf" if not a.output.lower().endswith(".gguf") else f"the output {a.output} (a .gguf name)"
+        if a.version != 3:
+            raise ExportError(f"--version {a.version} writes llama2.c's format, but {why} asks for GGUF; drop one of them")
+        if not has_model:
+            raise ExportError(f"{why} asks for GGUF, which holds a model: give --hf, --meta-llama, --checkpoint or "
+                              "--llama2c (a tokenizer alone is written in run.c's format: name the output .bin)")
+        if a.group_size and not (a.group_size == 32 and a.dtype in (None, "q8_0", "q4_0")):
+            raise ExportError(f"--group-size {a.group_size}: GGUF's blocks are fixed (q8_0 and q4_0 32 values, q4_k 256); "
+                              "drop --group-size")
+    elif a.dtype == "q4_k":
+        raise ExportError("--dtype q4_k is a GGUF type: name the output *.gguf or add --format gguf (run.c's own "
+                          "format has q4_0)")
     if a.version == 3:
         a.dtype = a.dtype or "q8_0"
     elif a.dtype not in (None, LEGACY_DTYPE[a.version]):
@@ -1081,11 +1665,11 @@ def validate(a):
     else:
         a.dtype = LEGACY_DTYPE[a.version]
     if a.check and a.version != 3:
-        raise ExportError("--check reads run.c's format (--version 3) only")
+        raise ExportError("--check reads run.c's format (--version 3) and GGUF only")
     for flag, value in (("--group-size", a.group_size), ("--seq-len", a.seq_len)):
         if value < 0:
             raise ExportError(f"{flag} {value}: expected a positive number (or 0 for the default)")
-    if a.group_size and a.dtype not in ("q8_0", "q4_0"):
+    if a.group_size and a.dtype not in ("q8_0", "q4_0") and a.format != "gguf":
         log(f"note: --group-size applies to q8_0 and q4_0 only; {a.dtype} ignores it")
     out, folder = a.output, os.path.dirname(os.path.abspath(a.output))
     if os.path.isdir(out):
@@ -1135,41 +1719,69 @@ def export_model(a, start):
         f"({m.n_kv_heads} kv, size {m.head_size}), vocab {m.vocab_size}, context {m.seq_len}, "
         f"theta {m.rope_theta:g}, source {m.source_dtype}")
     preflight(m)
-    rows = {"dim": m.dim, "hidden_dim": m.hidden_dim}  # run.c needs dim; llama2.c's runq.c (v2) also hidden_dim
+    if a.format == "gguf":
+        gs = 0
+    else:
+        rows = {"dim": m.dim, "hidden_dim": m.hidden_dim}  # run.c needs dim; llama2.c's runq.c (v2) also hidden_dim
+        if a.version == 3:
+            rows["n_heads*head_size"] = m.n_heads * m.head_size
+        gs = pick_group_size(rows, a.group_size, a.dtype) if a.dtype in ("q8_0", "q4_0") else 0
+    last = m.n_layers - 1
+    checked = {"tok_embeddings", "norm", "output"} | {f"layers.{l}.{k}" for l in {0, last} for k in
+                                                      ("attention_norm", "wq", "wk", "wv", "bq", "bk", "bv", "wo",
+                                                       "ffn_norm", "w1", "w2", "w3")}
     if a.version == 3:
-        rows["n_heads*head_size"] = m.n_heads * m.head_size
-    gs = pick_group_size(rows, a.group_size, a.dtype) if a.dtype in ("q8_0", "q4_0") else 0
-    if a.version == 3:
-        folder = a.hf or a.meta_llama or os.path.dirname(a.checkpoint or a.llama2c) or "."
-        tok_path = a.tokenizer or (find_tokenizer(folder) if a.hf or a.meta_llama else None)
-        tok_bytes = b""
-        if tok_path:
-            t = load_tokenizer(tok_path)
-            if a.hf:
-                add_generation_eos(t, a.hf)
-            if a.chat_template:
-                t.template = a.chat_template
-            if len(t.tokens) > m.vocab_size:
-                raise ExportError(f"{tok_path} has {len(t.tokens)} tokens, more than the model's {m.vocab_size}")
-            tok_bytes = t.serialize()
-            log(f"tokenizer {tok_path}: {len(t.tokens)} tokens, template {t.template}")
+        t = model_tokenizer(a, m)
+        if a.format == "gguf":
+            template_text = t.template_text if t is not None else None
+            if a.chat_template and t is not None and a.chat_template != template_kind(t.template_text or ""):
+                template_text = JINJA.get(a.chat_template)  # none: no template
+            log(f"writing {a.output}: GGUF, {describe_gguf(a.dtype)}")
+            params, size, plan = write_gguf(m, a.output, a.dtype, t, template_text)
         else:
-            log("note: no tokenizer found beside the model; run it with -z")
-        log(f"writing {a.output}: {describe(a.dtype, gs)}")
-        params, size = write_v3(m, a.output, a.dtype, gs, tok_bytes)
+            log(f"writing {a.output}: {describe(a.dtype, gs)}")
+            params, size = write_v3(m, a.output, a.dtype, gs, t.serialize() if t is not None else b"")
         if a.check:
-            last = m.n_layers - 1
             try:
-                check_v3(m, a.output, {"tok_embeddings", "norm", "output"} | {f"layers.{l}.{k}" for l in {0, last} for k in
-                         ("attention_norm", "wq", "wk", "wv", "bq", "wo", "ffn_norm", "w1", "w2", "w3")})
+                if a.format == "gguf":
+                    check_gguf(m, a.output, plan, checked, t, template_text)
+                else:
+                    check_v3(m, a.output, checked)
             except ExportError as e:
                 os.remove(a.output)
                 raise ExportError(f"{e}; removed {a.output}") from None
     else:
         log(f"writing {a.output}: llama2.c v{a.version}, {describe(a.dtype, gs)}")
         params, size = write_legacy(m, a.output, a.version, gs)
-    log(f"wrote {a.output}: {params / 1e6:.1f}M parameters, {describe(a.dtype, gs)}, {size / 2**20:.1f} MiB, "
-        f"{time.time() - start:.1f} s")
+    what = f"GGUF, {describe_gguf(a.dtype)}" if a.format == "gguf" else describe(a.dtype, gs)
+    log(f"wrote {a.output}: {params / 1e6:.1f}M parameters, {what}, {size / 2**20:.1f} MiB, {time.time() - start:.1f} s")
+
+
+def model_tokenizer(a, m):
+    """The tokenizer to embed: --tokenizer, or the one beside a Hugging Face / Meta model; None if none."""
+    folder = a.hf or a.meta_llama or os.path.dirname(a.checkpoint or a.llama2c) or "."
+    tok_path = a.tokenizer or (find_tokenizer(folder) if a.hf or a.meta_llama else None)
+    if not tok_path:
+        log("note: no tokenizer found beside the model; run it with -z" + (
+            " (the GGUF's vocabulary is \"none\", so llama.cpp runs it on token ids only; give --tokenizer)"
+            if a.format == "gguf" else ""))
+        return None
+    t = load_tokenizer(tok_path)
+    if a.hf:
+        add_generation_eos(t, a.hf)
+    if a.chat_template:
+        t.template = a.chat_template
+    if len(t.tokens) > m.vocab_size:
+        raise ExportError(f"{tok_path} has {len(t.tokens)} tokens, more than the model's {m.vocab_size}")
+    log(f"tokenizer {tok_path}: {len(t.tokens)} tokens, template {t.template}")
+    return t
+
+
+def describe_gguf(dtype):
+    kind = GGUF_TYPE_OF[dtype]
+    _, per_block, size = GGML[kind]
+    blocks = f"blocks of {per_block}, " if per_block > 1 else ""
+    return f"{kind} ({blocks}{size / per_block:.4g} bytes per weight)"
 
 
 def main(argv=None):

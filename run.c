@@ -3020,8 +3020,9 @@ static int run_read_gguf_tokenizer(LmTokenizer *t, const LmGguf *g, int vocab_si
                 for (int e = 0; e < t->n_eot; e++) seen |= t->eot[e] == i;
                 if (!seen) t->eot[t->n_eot++] = i;
             }
-    // merges "left right" as id pairs, once the texts can be looked up
-    int n_merges = merges ? (int)merges->count : 0;
+    // merges "left right" as id pairs, once the texts can be looked up (SentencePiece vocabularies
+    // merge by their scores: a converter's merges list for one is ignored, as llama.cpp does)
+    int n_merges = merges && byte_level ? (int)merges->count : 0;
     int32_t *ids = (int32_t *)malloc(2 * (size_t)n_merges * sizeof(int32_t) + 1);
     char *part = (char *)malloc(2 * (size_t)t->max_token_len + 2);
     ok = ids && part;

