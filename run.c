@@ -19,6 +19,21 @@
    pragmas), because every kernel promises one exact order of float operations (see "Math kernels").
    Flags that override such pragmas (clang's -ffp-contract=fast, -ffast-math) void that promise.
 
+   MAP OF THIS FILE (sections in dependency order, each opened by a dashed rule)
+       Public API ............ the types and declarations (all a host needs; RUN_DECLARATIONS_ONLY)
+       Weight types .......... one table entry per type: layout, block unpacking, integer or float
+       Checkpoint format ..... llama2.c's v0/v1/v2 and run.c's v3 headers and tensor order
+       GGUF .................. the container parser, architectures, tensors by name
+       Loading a model ....... lm_load and the model's description
+       Math kernels .......... plain definitions, then the AVX-512 versions (the same bits), matmul
+       Forward pass .......... one block of 1..64 tokens through every layer
+       Unicode tables ........ letters and numbers for the pre-tokenizers
+       Tokenizer ............. loading (lmtk, llama2.c, GGUF), BPE, pre-tokenizer splits, encode/decode
+       Chat templates ........ each family's turns as token ids; recognising a Jinja template
+       Sampler ............... penalty, temperature, top-k, min-p, top-p
+       Generation and chat ... lm_generate(_tokens), lm_chat
+       Command line .......... main, on the public API only (left out with RUN_LIBRARY)
+
    EMBED
    One file of your program gets the engine; any others get the declarations:
        #define RUN_LIBRARY              // the engine without the command line (no main)
