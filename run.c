@@ -3010,7 +3010,7 @@ static int run_read_gguf_tokenizer(LmTokenizer *t, const LmGguf *g, int vocab_si
         float score = 0.0f;
         if (types) memcpy(&gtype, types->value + 4 * (size_t)i, 4);
         if (scores) memcpy(&score, scores->value + 4 * (size_t)i, 4);
-        int type = gtype >= 1 && gtype <= 6 ? from_gguf[gtype] : LM_TOKEN_NORMAL;
+        int type = gtype >= 1 && gtype <= 6 ? from_gguf[gtype] : (int)LM_TOKEN_NORMAL;
         int len = s.n > 65536 ? -1 : run_gguf_token_text(text, s, byte_level && (type == LM_TOKEN_NORMAL || type == LM_TOKEN_BYTE));
         if (len < 0) {
             free(text);
