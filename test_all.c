@@ -504,6 +504,7 @@ static void test_fast_kernels(void) {
             memset(&m, 0, sizeof m);
             m.config.weight_type = cases[c].type;
             m.config.group_size = gs;
+            m.config.integer_activations = run_is_integer_type(cases[c].type);
             int8_t *xq = calloc((size_t)LM_BATCH * cols + 64, 1);
             float *xs = calloc((size_t)LM_BATCH * (groups + 1), sizeof(float)), *xsp = calloc((size_t)LM_BATCH * (groups + 1), sizeof(float));
             int32_t *xsum = calloc((size_t)LM_BATCH * (groups + 1), sizeof(int32_t));
