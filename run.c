@@ -461,9 +461,6 @@ static const char *run_foreign_file(const unsigned char *p, size_t size) {
     static const char lfs[] = "version https://git-lfs.github.com/spec/";
     size_t lead = 0;
     while (lead < size && lead < 64 && isspace(p[lead])) lead++;
-    if (size >= 4 && memcmp(p, "GGUF", 4) == 0)
-        return "is a GGUF file, which this version of run.c does not read: convert the original Hugging Face model with "
-               "python3 export.py model.bin --hf DIR";
     if (size >= sizeof lfs - 1 && memcmp(p, lfs, sizeof lfs - 1) == 0)
         return "is a git-lfs pointer, not the file itself (git clone without git-lfs leaves these): run git lfs pull in its "
                "repository, or download the file directly";

@@ -1400,7 +1400,7 @@ static void test_cli(void) {
     snprintf(args, sizeof args, "%s", tmp_path("cli_magic.bin"));
     expect_cli_error("unknown version", args, "version 9");
     snprintf(args, sizeof args, "%s", tmp_path("cli_gguf.bin"));
-    expect_cli_error("a GGUF file", args, "is a GGUF file");
+    expect_cli_error("a damaged GGUF file", args, "a damaged GGUF file");
     snprintf(args, sizeof args, "%s -z %s", mp, tmp_path("no_tok.bin"));
     expect_cli_error("missing tokenizer", args, "cannot open");
     snprintf(args, sizeof args, "%s -z %s", small, tok);
