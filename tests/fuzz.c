@@ -1,4 +1,4 @@
-// fuzz.c — fuzz targets for everything run.c reads from strangers. One target per build:
+// fuzz.c — fuzz targets for everything run.c reads from strangers. A libFuzzer build fuzzes one:
 //   -DFUZZ_CHECKPOINT  checkpoint loading (every format: v0/v1/v2/v3) and one forward step
 //   -DFUZZ_TOKENIZER   tokenizer loading (llama2.c's and run.c's formats), then encode and decode
 //   -DFUZZ_ENCODE      lm_encode of arbitrary bytes with the Llama 2 tokenizer, and the GPT-2,
@@ -7,8 +7,9 @@
 //   -DFUZZ_CLI         command-line parsing of arbitrary arguments
 //   -DFUZZ_GGUF        a GGUF file: the container, the model (one forward step when small), its
 //                      tokenizer (encode, decode, every chat template)
-// With clang and -fsanitize=fuzzer it is a libFuzzer target (make fuzz); with any compiler it is a
-// driver that replays the files named on its command line (a corpus), e.g. the regression cases.
+// With clang and -fsanitize=fuzzer it is a libFuzzer target (make fuzz); with any compiler and no
+// FUZZ_ define it is a driver that replays files through a target named on its command line, e.g.
+// the regression cases: build/fuzz_replay gguf tests/fuzz_cases/gguf/*
 #define main run_cli_main // the command line comes along, for its parser (FUZZ_CLI)
 #include "../run.c"
 #undef main
@@ -34,9 +35,8 @@ static char *as_string(const uint8_t *data, size_t size) {
     return s;
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-#if defined(FUZZ_CHECKPOINT)
+// One function per target; a libFuzzer build (-DFUZZ_<TARGET>) fuzzes one, the replay driver any.
+static void fuzz_checkpoint(const uint8_t *data, size_t size) {
     const char *path = as_file(data, size);
     LmModel *m = path ? lm_load(path, NULL, 0) : NULL;
     if (m && (uint64_t)m->config.dim * m->config.n_layers < (1u << 22)) { // small enough to run one step
@@ -44,7 +44,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         lm_tokenizer_free(lm_tokenizer_load(path, lm_vocab_size(m), NULL, 0)); // an embedded tokenizer
     }
     lm_free(m);
-#elif defined(FUZZ_TOKENIZER)
+}
+
+static void fuzz_tokenizer(const uint8_t *data, size_t size) {
     const char *path = as_file(data, size);
     LmTokenizer *t = path ? lm_tokenizer_load(path, 0, NULL, 0) : NULL;
     if (t) {
@@ -57,7 +59,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         free(out.ids);
     }
     lm_tokenizer_free(t);
-#elif defined(FUZZ_ENCODE)
+}
+
+static void fuzz_encode(const uint8_t *data, size_t size) {
     static LmTokenizer *t;
     if (!t) t = lm_tokenizer_load(FUZZ_TOKENIZER_PATH, 0, NULL, 0);
     char *text = as_string(data, size);
@@ -75,7 +79,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             }
     }
     free(text);
-#elif defined(FUZZ_CHAT)
+}
+
+static void fuzz_chat(const uint8_t *data, size_t size) {
     static LmTokenizer *t;
     if (!t) t = lm_tokenizer_load(FUZZ_TOKENIZER_PATH, 0, NULL, 0);
     char *text = as_string(data, size);
@@ -90,7 +96,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         free(out.ids);
     }
     free(text);
-#elif defined(FUZZ_GGUF)
+}
+
+static void fuzz_gguf(const uint8_t *data, size_t size) {
     const char *path = as_file(data, size);
     LmModel *m = path ? lm_load(path, NULL, 0) : NULL;
     LmTokenizer *t = path ? lm_tokenizer_load(path, m ? lm_vocab_size(m) : 0, NULL, 0) : NULL;
@@ -105,7 +113,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     lm_tokenizer_free(t);
     lm_free(m);
-#elif defined(FUZZ_CLI)
+}
+
+static void fuzz_cli(const uint8_t *data, size_t size) {
     char *args = as_string(data, size), *argv[65] = {"run"};
     int argc = 1;
     for (char *p = args; p && argc < 64 && p < args + size;) { // NUL-separated arguments
@@ -120,21 +130,51 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     fclose(stderr);
     stderr = saved;
     free(args);
-#else
+}
+
+typedef struct { const char *name; void (*run)(const uint8_t *, size_t); } FuzzTarget;
+static const FuzzTarget fuzz_targets[] = {
+    {"checkpoint", fuzz_checkpoint},
+    {"tokenizer", fuzz_tokenizer},
+    {"encode", fuzz_encode},
+    {"chat", fuzz_chat},
+    {"gguf", fuzz_gguf},
+    {"cli", fuzz_cli},
+};
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+#if defined(FUZZ_CHECKPOINT)
+    fuzz_checkpoint(data, size);
+#elif defined(FUZZ_TOKENIZER)
+    fuzz_tokenizer(data, size);
+#elif defined(FUZZ_ENCODE)
+    fuzz_encode(data, size);
+#elif defined(FUZZ_CHAT)
+    fuzz_chat(data, size);
+#elif defined(FUZZ_GGUF)
+    fuzz_gguf(data, size);
+#elif defined(FUZZ_CLI)
+    fuzz_cli(data, size);
+#elif defined(LM_LIBFUZZER)
 #error "define one FUZZ_ target"
+#else
+    (void)data; (void)size; // (the replay driver calls the targets itself)
 #endif
+    (void)fuzz_targets;
     return 0;
 }
 
-// Each target uses some of the helpers above and of run.c's command line; this keeps the others used.
-void lm_fuzz_keep(void);
-void lm_fuzz_keep(void) { (void)as_file; (void)as_string; (void)run_parse_options; }
 
 #ifndef LM_LIBFUZZER
-// The replay driver: each file named on the command line is one input.
+// The replay driver: `fuzz TARGET FILE...` runs each file through that target.
 int main(int argc, char **argv) {
+    const FuzzTarget *target = NULL;
+    for (size_t k = 0; argc > 1 && k < sizeof fuzz_targets / sizeof fuzz_targets[0]; k++)
+        if (strcmp(argv[1], fuzz_targets[k].name) == 0) target = &fuzz_targets[k];
+    if (target == NULL) { fprintf(stderr, "usage: fuzz TARGET FILE... (targets: checkpoint, tokenizer, encode, chat, cli, gguf)\n"); return 2; }
     int count = 0;
-    for (int i = 1; i < argc; i++) {
+    for (int i = 2; i < argc; i++) {
         FILE *f = fopen(argv[i], "rb");
         if (!f) { fprintf(stderr, "fuzz: cannot open %s\n", argv[i]); return 1; }
         fseek(f, 0, SEEK_END);
@@ -143,11 +183,11 @@ int main(int argc, char **argv) {
         uint8_t *buf = malloc((size_t)n + 1);
         size_t got = fread(buf, 1, (size_t)n, f);
         fclose(f);
-        LLVMFuzzerTestOneInput(buf, got);
+        target->run(buf, got);
         free(buf);
         count++;
     }
-    printf("fuzz: replayed %d inputs\n", count);
+    printf("fuzz: replayed %d inputs through %s\n", count, target->name);
     return 0;
 }
 #endif
