@@ -41,7 +41,7 @@ MAGIC = 0x616B3432            # "ak42"
 TOKENIZER_MAGIC = 0x6B746D6C  # "lmtk"
 ALIGN = 64
 DTYPES = {"fp32": 0, "fp16": 1, "bf16": 2, "q8_0": 3, "q4_0": 4}
-TEMPLATES = {"none": 0, "llama2": 1, "llama3": 2, "chatml": 3, "zephyr": 4, "mistral": 5}
+TEMPLATES = {"none": 0, "llama2": 1, "llama3": 2, "chatml": 3, "zephyr": 4, "mistral": 5, "llama3.1": 6, "qwen2.5": 7, "smollm2": 8}
 SPLITS = {"none": 0, "gpt2": 1, "llama3": 2, "qwen2": 3}
 TOK_DUMMY_PREFIX, TOK_REMOVE_EXTRA_SPACES, TOK_SPLIT_DIGITS, TOK_IGNORE_MERGES = 1, 2, 4, 8
 NORMAL, SPECIAL, BYTE, UNUSED, USER_DEFINED = 0, 1, 2, 3, 4  # lmtk token types (USER_DEFINED: added, not special)
@@ -729,9 +729,25 @@ GGUF_CHUNK = 1 << 20  # values encoded at a time (a multiple of every block size
 
 # Jinja chat templates written when --chat-template names a kind other than the source's own template;
 # each holds the markers by which run.c (apply_tokenizer_config) and llama.cpp recognize its kind.
+CHATML_LOOP = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+               "'<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+
+
+def chatml_with_default(system):
+    return ("{% if messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\n" + system + "<|im_end|>\\n' }}{% endif %}"
+            + CHATML_LOOP)
+
+
 JINJA = {
-    "chatml": "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
-              "'<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}",
+    "chatml": CHATML_LOOP,
+    "qwen2.5": chatml_with_default("You are Qwen, created by Alibaba Cloud. You are a helpful assistant."),
+    "smollm2": chatml_with_default("You are a helpful AI assistant named SmolLM, trained by Hugging Face"),
+    "llama3.1": "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{% set system = messages[0]['content'] | trim %}"
+                "{% set messages = messages[1:] %}{% else %}{% set system = '' %}{% endif %}"
+                "{{ '<|start_header_id|>system<|end_header_id|>\\n\\nCutting Knowledge Date: December 2023\\nToday Date: "
+                "26 Jul 2024\\n\\n' + system + '<|eot_id|>' }}{% for message in messages %}{{ '<|start_header_id|>' + "
+                "message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}{% endfor %}"
+                "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}",
     "llama3": "{{ bos_token }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + "
               "'<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}{% endfor %}"
               "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}",
@@ -1522,7 +1538,7 @@ def apply_tokenizer_config(t, cfg, tj=None, set_ids=True):
     elif template:
         t.template = kind
     for name in ("<|eot_id|>", "<|eom_id|>", "<|im_end|>", "<|endoftext|>", "<|end_of_text|>"):
-        if name in template or t.template in ("llama3", "chatml"):
+        if name in template or t.template in ("llama3", "llama3.1", "chatml", "qwen2.5", "smollm2"):
             i = t.id_of(name)
             if i >= 0 and t.tokens[i][2] == SPECIAL:
                 t.eot.append(i)
@@ -1534,10 +1550,10 @@ def template_kind(template):
         template = next((x["template"] for x in template if isinstance(x, dict) and x.get("name") == "default"), "")
     if not template:
         return "none"
-    if "<|start_header_id|>" in template:
-        return "llama3"
-    if "<|im_start|>" in template:
-        return "chatml"
+    if "<|start_header_id|>" in template:  # Llama 3.1/3.2 always write a system block with the dates
+        return "llama3.1" if "Cutting Knowledge Date" in template else "llama3"
+    if "<|im_start|>" in template:  # ChatML; Qwen2.5 and SmolLM2 add their default system prompts
+        return "qwen2.5" if "You are Qwen, created by Alibaba Cloud" in template else "smollm2" if "named SmolLM" in template else "chatml"
     if "<|user|>" in template and "<|assistant|>" in template:
         return "zephyr"
     if "[INST]" in template:

