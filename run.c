@@ -683,17 +683,28 @@ typedef struct {
     int block_values, block_bytes;
     int integer;          // multiplied against int8 activations
     void (*unpack)(const unsigned char *block, LmBlock *out); // GGUF's block types: the definition
+    int has_min;          // its blocks have offsets (m): w = d * q - m
+    // the plain integer dot of a row with activations quantized in groups of 32, in run_dot_blocks'
+    // order (NULL: run_dot_blocks itself, over the unpacked blocks)
+    float (*dot)(const unsigned char *row, int cols, const int8_t *xq, const float *xs);
 } LmTypeTraits;
 
+// Kernels that read a row's blocks in place, for the most used types; each computes run_dot_blocks'
+// terms in its order, to the bit (the suite checks them against it).
+static float run_dot_q8_0(const unsigned char *row, int cols, const int8_t *xq, const float *xs);
+static float run_dot_q4_0(const unsigned char *row, int cols, const int8_t *xq, const float *xs);
+static float run_dot_q4_k(const unsigned char *row, int cols, const int8_t *xq, const float *xs);
+static float run_dot_q6_k(const unsigned char *row, int cols, const int8_t *xq, const float *xs);
+
 static const LmTypeTraits run_types[LM_N_TYPES] = { // in LmWeightType's order
-    {"fp32", 0, 1, 4, 0, NULL},          {"fp16", 1, 1, 2, 0, NULL},          {"bf16", 30, 1, 2, 0, NULL},
-    {"q8_0", -1, 1, 1, 1, NULL},         {"q4_0", -1, 2, 1, 1, NULL},
-    {"Q8_0", 8, 32, 34, 1, run_unpack_q8_0},     {"Q4_0", 2, 32, 18, 1, run_unpack_q4_0},
-    {"Q4_1", 3, 32, 20, 1, run_unpack_q4_1},     {"Q5_0", 6, 32, 22, 1, run_unpack_q5_0},
-    {"Q5_1", 7, 32, 24, 1, run_unpack_q5_1},     {"Q2_K", 10, 256, 84, 1, run_unpack_q2_k},
-    {"Q3_K", 11, 256, 110, 1, run_unpack_q3_k},  {"Q4_K", 12, 256, 144, 1, run_unpack_q4_k},
-    {"Q5_K", 13, 256, 176, 1, run_unpack_q5_k},  {"Q6_K", 14, 256, 210, 1, run_unpack_q6_k},
-    {"IQ4_NL", 20, 32, 18, 1, run_unpack_iq4_nl}, {"IQ4_XS", 23, 256, 136, 1, run_unpack_iq4_xs},
+    {"fp32", 0, 1, 4, 0, NULL, 0, NULL},       {"fp16", 1, 1, 2, 0, NULL, 0, NULL},       {"bf16", 30, 1, 2, 0, NULL, 0, NULL},
+    {"q8_0", -1, 1, 1, 1, NULL, 0, NULL},      {"q4_0", -1, 2, 1, 1, NULL, 0, NULL},
+    {"Q8_0", 8, 32, 34, 1, run_unpack_q8_0, 0, run_dot_q8_0},     {"Q4_0", 2, 32, 18, 1, run_unpack_q4_0, 0, run_dot_q4_0},
+    {"Q4_1", 3, 32, 20, 1, run_unpack_q4_1, 1, NULL},             {"Q5_0", 6, 32, 22, 1, run_unpack_q5_0, 0, NULL},
+    {"Q5_1", 7, 32, 24, 1, run_unpack_q5_1, 1, NULL},             {"Q2_K", 10, 256, 84, 1, run_unpack_q2_k, 1, NULL},
+    {"Q3_K", 11, 256, 110, 1, run_unpack_q3_k, 0, NULL},          {"Q4_K", 12, 256, 144, 1, run_unpack_q4_k, 1, run_dot_q4_k},
+    {"Q5_K", 13, 256, 176, 1, run_unpack_q5_k, 1, NULL},          {"Q6_K", 14, 256, 210, 1, run_unpack_q6_k, 0, run_dot_q6_k},
+    {"IQ4_NL", 20, 32, 18, 1, run_unpack_iq4_nl, 0, NULL},        {"IQ4_XS", 23, 256, 136, 1, run_unpack_iq4_xs, 0, NULL},
 };
 
 static int run_is_integer_type(LmWeightType t) { return run_types[t].integer; }
@@ -1770,8 +1781,9 @@ static float run_dot_int(const LmMatrix *w, int row, const int8_t *xq, const flo
 }
 
 // Block types against activations quantized in groups of 32 (xq, xs): per 16 values, the integer
-// sums of q * x and of x, then (d * sum(q x) - m * sum(x)) * the group's scale goes to 16 lanes, in
-// order, added pairwise at the end.
+// sums of q * x and of x, then (d * sum(q x) - m * sum(x)) * the group's scale (without the offset
+// term for types without offsets) goes to 16 lanes, in order, added pairwise at the end. The
+// definition of every block type's dot; the types' own kernels compute the same terms in place.
 static float run_dot_blocks(const LmMatrix *w, int row, const int8_t *xq, const float *xs) {
     const LmTypeTraits *type = &run_types[w->type];
     const unsigned char *p = (const unsigned char *)w->data + (size_t)row * w->row_bytes;
@@ -1785,11 +1797,86 @@ static float run_dot_blocks(const LmMatrix *w, int row, const int8_t *xq, const 
             const int8_t *x = xq + b * per_block + 16 * s, *q = u.q + 16 * s;
             int32_t qx = 0, sum = 0;
             for (int i = 0; i < 16; i++) { qx += (int32_t)q[i] * (int32_t)x[i]; sum += x[i]; }
-            acc[term++ % LM_LANES] += ((float)qx * u.d[s] - (float)sum * u.m[s]) * xs[(b * per_block + 16 * s) / 32];
+            float w = type->has_min ? (float)qx * u.d[s] - (float)sum * u.m[s] : (float)qx * u.d[s];
+            acc[term++ % LM_LANES] += w * xs[(b * per_block + 16 * s) / 32];
         }
     }
     return run_sum_lanes(acc);
 }
+
+// The int32 sums of q * x over 16 values and of x, with q read by `value` (an index into a block).
+#define LM_SUM16(qexpr, x)                                                  \
+    int32_t qx = 0, sum = 0;                                                \
+    for (int i = 0; i < 16; i++) { qx += (int32_t)(qexpr) * (int32_t)(x)[i]; sum += (x)[i]; }
+
+static float run_dot_q8_0(const unsigned char *row, int cols, const int8_t *xq, const float *xs) {
+    float acc[LM_LANES] = {0};
+    for (int b = 0, term = 0; b < cols / 32; b++) {
+        const unsigned char *blk = row + 34 * (size_t)b;
+        const int8_t *q = (const int8_t *)(blk + 2);
+        float d = run_half_at(blk);
+        for (int s = 0; s < 2; s++, term++) {
+            const int8_t *x = xq + 32 * b + 16 * s;
+            LM_SUM16(q[16 * s + i], x)
+            (void)sum;
+            acc[term % LM_LANES] += (float)qx * d * xs[b];
+        }
+    }
+    return run_sum_lanes(acc);
+}
+
+static float run_dot_q4_0(const unsigned char *row, int cols, const int8_t *xq, const float *xs) {
+    float acc[LM_LANES] = {0};
+    for (int b = 0, term = 0; b < cols / 32; b++) {
+        const unsigned char *blk = row + 18 * (size_t)b, *q = blk + 2;
+        float d = run_half_at(blk);
+        for (int s = 0; s < 2; s++, term++) {
+            const int8_t *x = xq + 32 * b + 16 * s;
+            LM_SUM16(((s ? q[i] >> 4 : q[i] & 15) - 8), x)
+            (void)sum;
+            acc[term % LM_LANES] += (float)qx * d * xs[b];
+        }
+    }
+    return run_sum_lanes(acc);
+}
+
+static float run_dot_q4_k(const unsigned char *row, int cols, const int8_t *xq, const float *xs) {
+    float acc[LM_LANES] = {0};
+    for (int b = 0, term = 0; b < cols / 256; b++) {
+        const unsigned char *blk = row + 144 * (size_t)b;
+        float d = run_half_at(blk), dmin = run_half_at(blk + 2);
+        for (int j = 0; j < 8; j++) {
+            int scale, min;
+            run_scale_min_k4(blk + 4, j, &scale, &min);
+            float dj = d * (float)scale, mj = dmin * (float)min;
+            const unsigned char *q = blk + 16 + 32 * (j / 2);
+            for (int h = 0; h < 2; h++, term++) {
+                const int8_t *x = xq + 256 * b + 32 * j + 16 * h;
+                LM_SUM16((j % 2 ? q[16 * h + i] >> 4 : q[16 * h + i] & 15), x)
+                acc[term % LM_LANES] += ((float)qx * dj - (float)sum * mj) * xs[8 * b + j];
+            }
+        }
+    }
+    return run_sum_lanes(acc);
+}
+
+static float run_dot_q6_k(const unsigned char *row, int cols, const int8_t *xq, const float *xs) {
+    float acc[LM_LANES] = {0};
+    for (int b = 0, term = 0; b < cols / 256; b++) {
+        const unsigned char *blk = row + 210 * (size_t)b;
+        float d = run_half_at(blk + 208);
+        for (int s = 0; s < 16; s++, term++) { // values 16s..16s+15: half s/8, quarter k, bytes l0..l0+15
+            int half = s / 8, k = (s % 8) / 2, l0 = 16 * (s % 2);
+            const unsigned char *ql = blk + 64 * half + 32 * (k % 2) + l0, *qh = blk + 128 + 32 * half + l0;
+            const int8_t *x = xq + 256 * b + 16 * s;
+            LM_SUM16((((k < 2 ? ql[i] & 15 : ql[i] >> 4) | ((qh[i] >> (2 * k)) & 3) << 4) - 32), x)
+            (void)sum;
+            acc[term % LM_LANES] += (float)qx * (d * (float)(int8_t)blk[192 + s]) * xs[(256 * b + 16 * s) / 32];
+        }
+    }
+    return run_sum_lanes(acc);
+}
+#undef LM_SUM16
 
 // Values j0..j0+n-1 of row `row` of w as floats into out: the weights as stored (j0 and n are
 // multiples of the blocks of GGUF's types).
@@ -2182,7 +2269,11 @@ static float run_row_dot_plain(const LmMatrix *w, int row, const LmBatch *in, in
     if (in->q == NULL) return run_dot_dequant(w, row, x); // exact mode: the activations stay float
     switch (w->type) {
     case LM_Q8_GROUPS: case LM_Q4_GROUPS: return run_dot_int(w, row, in->q + (size_t)t * (size_t)in->cols, in->s + (size_t)t * (size_t)in->groups);
-    default: return run_dot_blocks(w, row, in->q + (size_t)t * (size_t)in->cols, in->s + (size_t)t * (size_t)in->groups);
+    default:
+        if (run_types[w->type].dot) // (a kernel of the type's own, the same bits)
+            return run_types[w->type].dot((const unsigned char *)w->data + (size_t)row * w->row_bytes, w->cols,
+                                          in->q + (size_t)t * (size_t)in->cols, in->s + (size_t)t * (size_t)in->groups);
+        return run_dot_blocks(w, row, in->q + (size_t)t * (size_t)in->cols, in->s + (size_t)t * (size_t)in->groups);
     }
 }
 

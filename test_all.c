@@ -947,6 +947,37 @@ static void test_utf8_stream(void) {
           "streamed pieces are whole UTF-8 characters (a character split over tokens is held back)");
 }
 
+// The block types' own kernels (reading the blocks in place) give run_dot_blocks' result, the
+// definition over the unpacked blocks, bit for bit; rows of random blocks with sane scales.
+static void test_block_kernels(void) {
+    int cols = 1024;
+    int8_t xq[1024];
+    float xs[32];
+    for (int i = 0; i < cols; i++) xq[i] = (int8_t)(run_random_u32(&test_rng) % 255 - 127);
+    for (int g = 0; g < 32; g++) xs[g] = 0.01f + 0.001f * (float)g;
+    for (int type = 0; type < LM_N_TYPES; type++) {
+        const LmTypeTraits *tt = &run_types[type];
+        if (tt->dot == NULL) continue;
+        size_t row_bytes = (size_t)cols / (size_t)tt->block_values * (size_t)tt->block_bytes;
+        unsigned char *row = malloc(row_bytes);
+        int same = 1;
+        for (int trial = 0; trial < 20; trial++) {
+            for (size_t i = 0; i < row_bytes; i++) row[i] = (unsigned char)run_random_u32(&test_rng);
+            for (int b = 0; b < cols / tt->block_values; b++) { // the fp16 scales: 0.01 to 0.02, either sign
+                unsigned char *blk = row + (size_t)b * (size_t)tt->block_bytes;
+                uint16_t h = (uint16_t)(0x211F + run_random_u32(&test_rng) % 0x400) | (uint16_t)(run_random_u32(&test_rng) % 2 << 15);
+                int at[2] = {type == LM_Q6_K ? 208 : 0, type == LM_Q4_K ? 2 : -1};
+                for (int k = 0; k < 2; k++) if (at[k] >= 0) memcpy(blk + at[k], &h, 2);
+            }
+            LmMatrix w = {.data = row, .rows = 1, .cols = cols, .type = (LmWeightType)type, .row_bytes = row_bytes};
+            float fast = tt->dot(row, cols, xq, xs), plain = run_dot_blocks(&w, 0, xq, xs);
+            same &= memcmp(&fast, &plain, sizeof fast) == 0;
+        }
+        check(same, "%s: the kernel that reads blocks in place equals the definition over unpacked blocks, bit for bit", tt->name);
+        free(row);
+    }
+}
+
 // ----------------------------------------------------------------------------
 // One order of float operations in any build: each product is rounded before it is added (the
 // kernels' written order). make test also runs these in a GNU-mode -march=native build, where gcc
@@ -2847,7 +2878,7 @@ static void test_gguf_hostile(void) {
 
 // Every test group, in the order a full run takes them; `test_all --only NAME,NAME` runs some.
 static const struct { const char *name; void (*run)(void); } test_groups[] = {
-    {"kernels", test_kernels}, {"fast-kernels", test_fast_kernels}, {"float-order", test_float_order},
+    {"kernels", test_kernels}, {"fast-kernels", test_fast_kernels}, {"block-kernels", test_block_kernels}, {"float-order", test_float_order},
     {"formats", test_formats_against_reference}, {"loader", test_loader_validation}, {"tokenizer", test_tokenizer},
     {"real-tokenizers", test_real_tokenizers}, {"sampler", test_sampler}, {"utf8", test_utf8_stream}, {"library", test_library},
     {"generate-chat", test_generate_and_chat}, {"api", test_public_api}, {"threads", test_two_threads}, {"context-shift", test_context_shift},
