@@ -684,6 +684,7 @@ typedef struct {
     int integer;          // multiplied against int8 activations
     void (*unpack)(const unsigned char *block, LmBlock *out); // GGUF's block types: the definition
     int has_min;          // its blocks have offsets (m): w = d * q - m
+    int scale_values;     // values that share a scale: 32, or 16 (Q2_K, Q3_K, Q6_K)
     // the plain integer dot of a row with activations quantized in groups of 32, in run_dot_blocks'
     // order (NULL: run_dot_blocks itself, over the unpacked blocks)
     float (*dot)(const unsigned char *row, int cols, const int8_t *xq, const float *xs);
@@ -697,14 +698,14 @@ static float run_dot_q4_k(const unsigned char *row, int cols, const int8_t *xq, 
 static float run_dot_q6_k(const unsigned char *row, int cols, const int8_t *xq, const float *xs);
 
 static const LmTypeTraits run_types[LM_N_TYPES] = { // in LmWeightType's order
-    {"fp32", 0, 1, 4, 0, NULL, 0, NULL},       {"fp16", 1, 1, 2, 0, NULL, 0, NULL},       {"bf16", 30, 1, 2, 0, NULL, 0, NULL},
-    {"q8_0", -1, 1, 1, 1, NULL, 0, NULL},      {"q4_0", -1, 2, 1, 1, NULL, 0, NULL},
-    {"Q8_0", 8, 32, 34, 1, run_unpack_q8_0, 0, run_dot_q8_0},     {"Q4_0", 2, 32, 18, 1, run_unpack_q4_0, 0, run_dot_q4_0},
-    {"Q4_1", 3, 32, 20, 1, run_unpack_q4_1, 1, NULL},             {"Q5_0", 6, 32, 22, 1, run_unpack_q5_0, 0, NULL},
-    {"Q5_1", 7, 32, 24, 1, run_unpack_q5_1, 1, NULL},             {"Q2_K", 10, 256, 84, 1, run_unpack_q2_k, 1, NULL},
-    {"Q3_K", 11, 256, 110, 1, run_unpack_q3_k, 0, NULL},          {"Q4_K", 12, 256, 144, 1, run_unpack_q4_k, 1, run_dot_q4_k},
-    {"Q5_K", 13, 256, 176, 1, run_unpack_q5_k, 1, NULL},          {"Q6_K", 14, 256, 210, 1, run_unpack_q6_k, 0, run_dot_q6_k},
-    {"IQ4_NL", 20, 32, 18, 1, run_unpack_iq4_nl, 0, NULL},        {"IQ4_XS", 23, 256, 136, 1, run_unpack_iq4_xs, 0, NULL},
+    {"fp32", 0, 1, 4, 0, NULL, 0, 0, NULL},       {"fp16", 1, 1, 2, 0, NULL, 0, 0, NULL},       {"bf16", 30, 1, 2, 0, NULL, 0, 0, NULL},
+    {"q8_0", -1, 1, 1, 1, NULL, 0, 0, NULL},      {"q4_0", -1, 2, 1, 1, NULL, 0, 0, NULL},
+    {"Q8_0", 8, 32, 34, 1, run_unpack_q8_0, 0, 32, run_dot_q8_0},     {"Q4_0", 2, 32, 18, 1, run_unpack_q4_0, 0, 32, run_dot_q4_0},
+    {"Q4_1", 3, 32, 20, 1, run_unpack_q4_1, 1, 32, NULL},             {"Q5_0", 6, 32, 22, 1, run_unpack_q5_0, 0, 32, NULL},
+    {"Q5_1", 7, 32, 24, 1, run_unpack_q5_1, 1, 32, NULL},             {"Q2_K", 10, 256, 84, 1, run_unpack_q2_k, 1, 16, NULL},
+    {"Q3_K", 11, 256, 110, 1, run_unpack_q3_k, 0, 16, NULL},          {"Q4_K", 12, 256, 144, 1, run_unpack_q4_k, 1, 32, run_dot_q4_k},
+    {"Q5_K", 13, 256, 176, 1, run_unpack_q5_k, 1, 32, NULL},          {"Q6_K", 14, 256, 210, 1, run_unpack_q6_k, 0, 16, run_dot_q6_k},
+    {"IQ4_NL", 20, 32, 18, 1, run_unpack_iq4_nl, 0, 32, NULL},        {"IQ4_XS", 23, 256, 136, 1, run_unpack_iq4_xs, 0, 32, NULL},
 };
 
 static int run_is_integer_type(LmWeightType t) { return run_types[t].integer; }
@@ -1780,62 +1781,62 @@ static float run_dot_int(const LmMatrix *w, int row, const int8_t *xq, const flo
     return run_sum_lanes(acc);
 }
 
-// Block types against activations quantized in groups of 32 (xq, xs): per 16 values, the integer
-// sums of q * x and of x, then (d * sum(q x) - m * sum(x)) * the group's scale (without the offset
-// term for types without offsets) goes to 16 lanes, in order, added pairwise at the end. The
-// definition of every block type's dot; the types' own kernels compute the same terms in place.
+// Block types against activations quantized in groups of 32 (xq, xs), one term per group: the int32
+// sums of q * x and of x over each run of values that share a scale (32, or 16 for Q2_K, Q3_K and
+// Q6_K), each scaled, d * sum(qx) - m * sum(x) (without the offset term for types without offsets;
+// the two halves of a group of 16-value scales added in order), times the group's scale; the terms
+// go to 16 lanes, in order, added pairwise at the end. The definition of every block type's dot; the
+// types' own kernels compute the same terms in place.
 static float run_dot_blocks(const LmMatrix *w, int row, const int8_t *xq, const float *xs) {
     const LmTypeTraits *type = &run_types[w->type];
     const unsigned char *p = (const unsigned char *)w->data + (size_t)row * w->row_bytes;
     LmBlock u;
     float acc[LM_LANES] = {0};
-    int term = 0, per_block = type->block_values;
-    assert(type->unpack && w->cols % per_block == 0 && per_block % 16 == 0);
+    int term = 0, per_block = type->block_values, run = type->scale_values;
+    assert(type->unpack && w->cols % per_block == 0 && per_block % 32 == 0 && (run == 16 || run == 32));
     for (int b = 0; b < w->cols / per_block; b++) {
         type->unpack(p + (size_t)b * (size_t)type->block_bytes, &u);
-        for (int s = 0; s < per_block / 16; s++) {
-            const int8_t *x = xq + b * per_block + 16 * s, *q = u.q + 16 * s;
-            int32_t qx = 0, sum = 0;
-            for (int i = 0; i < 16; i++) { qx += (int32_t)q[i] * (int32_t)x[i]; sum += x[i]; }
-            float w = type->has_min ? (float)qx * u.d[s] - (float)sum * u.m[s] : (float)qx * u.d[s];
-            acc[term++ % LM_LANES] += w * xs[(b * per_block + 16 * s) / 32];
+        for (int g = 0; g < per_block / 32; g++) {
+            float wsum = 0.0f;
+            for (int r = 0; r < 32 / run; r++) { // the runs of this group
+                const int8_t *x = xq + b * per_block + 32 * g + run * r, *q = u.q + 32 * g + run * r;
+                int32_t qx = 0, sum = 0;
+                for (int i = 0; i < run; i++) { qx += (int32_t)q[i] * (int32_t)x[i]; sum += x[i]; }
+                int s = (32 * g + run * r) / 16; // (d and m are per 16 values)
+                float part = type->has_min ? (float)qx * u.d[s] - (float)sum * u.m[s] : (float)qx * u.d[s];
+                wsum = r == 0 ? part : wsum + part;
+            }
+            acc[term++ % LM_LANES] += wsum * xs[(b * per_block) / 32 + g];
         }
     }
     return run_sum_lanes(acc);
 }
 
-// The int32 sums of q * x over 16 values and of x, with q read by `value` (an index into a block).
-#define LM_SUM16(qexpr, x)                                                  \
+// The int32 sums of q * x and of x over n values, q given by an expression of i.
+#define LM_SUMS(n, qexpr, x)                                                \
     int32_t qx = 0, sum = 0;                                                \
-    for (int i = 0; i < 16; i++) { qx += (int32_t)(qexpr) * (int32_t)(x)[i]; sum += (x)[i]; }
+    for (int i = 0; i < (n); i++) { qx += (int32_t)(qexpr) * (int32_t)(x)[i]; sum += (x)[i]; }
 
 static float run_dot_q8_0(const unsigned char *row, int cols, const int8_t *xq, const float *xs) {
     float acc[LM_LANES] = {0};
-    for (int b = 0, term = 0; b < cols / 32; b++) {
+    for (int b = 0; b < cols / 32; b++) {
         const unsigned char *blk = row + 34 * (size_t)b;
-        const int8_t *q = (const int8_t *)(blk + 2);
-        float d = run_half_at(blk);
-        for (int s = 0; s < 2; s++, term++) {
-            const int8_t *x = xq + 32 * b + 16 * s;
-            LM_SUM16(q[16 * s + i], x)
-            (void)sum;
-            acc[term % LM_LANES] += (float)qx * d * xs[b];
-        }
+        const int8_t *q = (const int8_t *)(blk + 2), *x = xq + 32 * b;
+        LM_SUMS(32, q[i], x)
+        (void)sum;
+        acc[b % LM_LANES] += (float)qx * run_half_at(blk) * xs[b];
     }
     return run_sum_lanes(acc);
 }
 
 static float run_dot_q4_0(const unsigned char *row, int cols, const int8_t *xq, const float *xs) {
     float acc[LM_LANES] = {0};
-    for (int b = 0, term = 0; b < cols / 32; b++) {
+    for (int b = 0; b < cols / 32; b++) {
         const unsigned char *blk = row + 18 * (size_t)b, *q = blk + 2;
-        float d = run_half_at(blk);
-        for (int s = 0; s < 2; s++, term++) {
-            const int8_t *x = xq + 32 * b + 16 * s;
-            LM_SUM16(((s ? q[i] >> 4 : q[i] & 15) - 8), x)
-            (void)sum;
-            acc[term % LM_LANES] += (float)qx * d * xs[b];
-        }
+        const int8_t *x = xq + 32 * b;
+        int32_t qx = 0; // (integer sums: in any order the same)
+        for (int i = 0; i < 16; i++) qx += ((q[i] & 15) - 8) * (int32_t)x[i] + ((q[i] >> 4) - 8) * (int32_t)x[i + 16];
+        acc[b % LM_LANES] += (float)qx * run_half_at(blk) * xs[b];
     }
     return run_sum_lanes(acc);
 }
@@ -1845,16 +1846,14 @@ static float run_dot_q4_k(const unsigned char *row, int cols, const int8_t *xq, 
     for (int b = 0, term = 0; b < cols / 256; b++) {
         const unsigned char *blk = row + 144 * (size_t)b;
         float d = run_half_at(blk), dmin = run_half_at(blk + 2);
-        for (int j = 0; j < 8; j++) {
+        for (int j = 0; j < 8; j++, term++) {
             int scale, min;
             run_scale_min_k4(blk + 4, j, &scale, &min);
-            float dj = d * (float)scale, mj = dmin * (float)min;
             const unsigned char *q = blk + 16 + 32 * (j / 2);
-            for (int h = 0; h < 2; h++, term++) {
-                const int8_t *x = xq + 256 * b + 32 * j + 16 * h;
-                LM_SUM16((j % 2 ? q[16 * h + i] >> 4 : q[16 * h + i] & 15), x)
-                acc[term % LM_LANES] += ((float)qx * dj - (float)sum * mj) * xs[8 * b + j];
-            }
+            const int8_t *x = xq + 256 * b + 32 * j;
+            int shift = 4 * (j % 2);
+            LM_SUMS(32, (q[i] >> shift) & 15, x)
+            acc[term % LM_LANES] += ((float)qx * (d * (float)scale) - (float)sum * (dmin * (float)min)) * xs[8 * b + j];
         }
     }
     return run_sum_lanes(acc);
@@ -1865,18 +1864,23 @@ static float run_dot_q6_k(const unsigned char *row, int cols, const int8_t *xq, 
     for (int b = 0, term = 0; b < cols / 256; b++) {
         const unsigned char *blk = row + 210 * (size_t)b;
         float d = run_half_at(blk + 208);
-        for (int s = 0; s < 16; s++, term++) { // values 16s..16s+15: half s/8, quarter k, bytes l0..l0+15
-            int half = s / 8, k = (s % 8) / 2, l0 = 16 * (s % 2);
-            const unsigned char *ql = blk + 64 * half + 32 * (k % 2) + l0, *qh = blk + 128 + 32 * half + l0;
-            const int8_t *x = xq + 256 * b + 16 * s;
-            LM_SUM16((((k < 2 ? ql[i] & 15 : ql[i] >> 4) | ((qh[i] >> (2 * k)) & 3) << 4) - 32), x)
-            (void)sum;
-            acc[term % LM_LANES] += (float)qx * (d * (float)(int8_t)blk[192 + s]) * xs[(256 * b + 16 * s) / 32];
+        for (int g = 0; g < 8; g++, term++) { // values 32g..32g+31: half g/4, quarter k, bytes 0..31
+            int half = g / 4, k = g % 4, shift = 4 * (k / 2);
+            const unsigned char *ql = blk + 64 * half + 32 * (k % 2), *qh = blk + 128 + 32 * half;
+            float wsum = 0.0f;
+            for (int r = 0; r < 2; r++) {
+                const int8_t *x = xq + 256 * b + 32 * g + 16 * r;
+                LM_SUMS(16, ((((ql[16 * r + i] >> shift) & 15) | ((qh[16 * r + i] >> (2 * k)) & 3) << 4) - 32), x)
+                (void)sum;
+                float part = (float)qx * (d * (float)(int8_t)blk[192 + 2 * g + r]);
+                wsum = r == 0 ? part : wsum + part;
+            }
+            acc[term % LM_LANES] += wsum * xs[8 * b + g];
         }
     }
     return run_sum_lanes(acc);
 }
-#undef LM_SUM16
+#undef LM_SUMS
 
 // Values j0..j0+n-1 of row `row` of w as floats into out: the weights as stored (j0 and n are
 // multiples of the blocks of GGUF's types).
