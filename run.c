@@ -1667,9 +1667,10 @@ void lm_set_exact(LmModel *m, int exact) {
 //     (float)isum * weight_scale * input_scale then go to 16 partial sums (term i to lane i % 16,
 //     in order) that are added pairwise, as above;
 //   - GGUF's block types unpack each block to integers with a scale and an offset per 16 values
-//     (LmBlock); per 16 values the int32 sums of q * x and of x give the term
-//     (d * sum(qx) - m * sum(x)) * input_scale, into the 16 lanes as above (activations are
-//     quantized in groups of 32);
+//     (LmBlock); activations are quantized in groups of 32, and each group gives one term: over each
+//     run of values sharing a scale, the int32 sums of q * x and of x become d * sum(qx) - m * sum(x)
+//     (two runs of 16 added in order for Q2_K/Q3_K/Q6_K), times the group's input scale, into the 16
+//     lanes as above (run_dot_blocks is the definition);
 //   - in exact mode (lm_set_exact) integer weights are decoded to floats and take the float order.
 // So a prompt run in blocks gives the logits of token-by-token generation bit for bit, the SIMD
 // builds match the portable one, and llama2.c's checkpoints reproduce llama2.c's text. The plain
