@@ -409,6 +409,16 @@ static int32_t run_read_i32(const unsigned char *p) { int32_t v; memcpy(&v, p, 4
 static uint64_t run_read_u64(const unsigned char *p) { uint64_t v; memcpy(&v, p, 8); return v; }
 static float run_read_f32(const unsigned char *p) { float v; memcpy(&v, p, 4); return v; }
 
+// Open-addressing hash tables (tokenizer, GGUF tensor index) use this hash and power-of-two sizes.
+static uint64_t run_hash_bytes(const void *data, size_t n) {
+    const unsigned char *s = (const unsigned char *)data;
+    uint64_t h = 1469598103934665603ull; // FNV-1a
+    for (size_t i = 0; i < n; i++) { h ^= s[i]; h *= 1099511628211ull; }
+    return h;
+}
+
+static size_t run_pow2_at_least(size_t n) { size_t p = 64; while (p < n) p *= 2; return p; }
+
 // Decodes the UTF-8 character at s[0..n) into *cp and returns its length; an invalid byte counts as
 // one character U+FFFD.
 static size_t run_utf8_next(const unsigned char *s, size_t n, uint32_t *cp) {
@@ -720,6 +730,7 @@ static int run_is_integer_type(LmWeightType t) { return run_types[t].integer; }
 #define LM_MAX_DIM (1 << 20)     // any larger dimension is a corrupt header, not a model
 #define LM_MAX_LAYERS 4096
 #define LM_MAX_KV_BYTES (1ull << 38) // 256 GiB: a larger KV cache is a corrupt header or a context to cap
+#define LM_MAX_SPLIT_TOKEN 1024      // SentencePiece tokens longer than this (bytes) are not split into pairs
 #define LM_MAX_Q4_GROUP 256          // Q4_0 groups are unpacked into a buffer of this size
 #define LM_GGUF_CONTEXT 4096         // the context of a GGUF model whose own is longer (llama.cpp's default)
 
@@ -830,7 +841,7 @@ struct LmModel {
     const unsigned char *data; // the read-only mapping of the checkpoint
     size_t file_size;
     int threads;               // OpenMP threads for this model (lm_set_threads)
-    char weight_types[96];     // the types of its matrices, for lm_model_info ("Q4_K, Q6_K")
+    char weight_types[192];    // the types of its matrices, for lm_model_info ("Q4_K, Q6_K")
     int exact;                 // integer weights meet float activations (lm_set_exact)
 };
 
@@ -905,6 +916,21 @@ static int run_parse_v3_fields(LmConfig *c, const unsigned char *p, size_t size,
     return 1;
 }
 
+// The attention width and the KV cache a header implies are sane (a corrupt header asks for terabytes).
+static int run_check_sizes(const LmConfig *c, const char *path, char *err, size_t errlen) {
+    if ((int64_t)c->n_heads * c->head_size > LM_MAX_DIM) {
+        run_set_err(err, errlen, "%s: n_heads %d x head_size %d is out of range (at most %d)", path, c->n_heads, c->head_size, LM_MAX_DIM);
+        return 0;
+    }
+    uint64_t kv_bytes = 2ull * (uint64_t)c->n_layers * (uint64_t)c->seq_len * (uint64_t)c->n_kv_heads * (uint64_t)c->head_size * 4;
+    if (kv_bytes > LM_MAX_KV_BYTES) {
+        run_set_err(err, errlen, "%s: context length %d needs a %.0f GiB KV cache (the limit is %.0f GiB); export with a smaller --seq-len",
+                path, c->seq_len, (double)kv_bytes / (1 << 30), (double)LM_MAX_KV_BYTES / (1 << 30));
+        return 0;
+    }
+    return 1;
+}
+
 // Reads the header into c. Returns the offset of the first tensor, or 0 with the reason in err.
 static size_t run_parse_header(LmConfig *c, const unsigned char *p, size_t size, const char *path,
                            char *err, size_t errlen) {
@@ -962,16 +988,7 @@ static size_t run_parse_header(LmConfig *c, const unsigned char *p, size_t size,
         }
         c->head_size = c->dim / c->n_heads;
     }
-    if ((int64_t)c->n_heads * c->head_size > LM_MAX_DIM) {
-        run_set_err(err, errlen, "%s: n_heads %d x head_size %d is out of range (at most %d)", path, c->n_heads, c->head_size, LM_MAX_DIM);
-        return 0;
-    }
-    uint64_t kv_bytes = 2ull * (uint64_t)c->n_layers * (uint64_t)c->seq_len * (uint64_t)c->n_kv_heads * (uint64_t)c->head_size * 4;
-    if (kv_bytes > LM_MAX_KV_BYTES) {
-        run_set_err(err, errlen, "%s: context length %d needs a %.0f GiB KV cache (the limit is %.0f GiB); export with a smaller --seq-len",
-                path, c->seq_len, (double)kv_bytes / (1 << 30), (double)LM_MAX_KV_BYTES / (1 << 30));
-        return 0;
-    }
+    if (!run_check_sizes(c, path, err, errlen)) return 0;
     int q_dim = c->n_heads * c->head_size;
     c->integer_activations = run_is_integer_type(c->weight_type);
     // v2 groups the flattened tensor (every matrix has dim as a factor of its size, so groups tile
@@ -1185,9 +1202,11 @@ typedef struct {
     LmGgufKv *kv;
     LmGgufTensor *tensors;
     const unsigned char *end;      // the end of the file
+    int64_t *tensor_slots;         // an open-addressing index of the tensors by name (-1: empty)
+    size_t n_slots;                // a power of two
 } LmGguf;
 
-static void run_gguf_free(LmGguf *g) { free(g->kv); free(g->tensors); memset(g, 0, sizeof *g); }
+static void run_gguf_free(LmGguf *g) { free(g->kv); free(g->tensors); free(g->tensor_slots); memset(g, 0, sizeof *g); }
 
 // A bounds-checked reader over the mapping: once a read would pass the end, ok is 0 and stays 0.
 typedef struct { const unsigned char *p, *end; int ok; } LmReader;
@@ -1239,6 +1258,28 @@ static const char *run_ggml_type_name(uint32_t id) {
     return id < sizeof names / sizeof names[0] ? names[id] : "unknown";
 }
 
+// Indexes the keys (tensors = 0) or the tensor names (1) by hash: returns the index of a name that
+// appears twice, -1 when none does, -2 on out-of-memory. The tensors' index stays (run_gguf_tensor).
+static int64_t run_gguf_index(LmGguf *g, int tensors) {
+    uint64_t n = tensors ? g->n_tensors : g->n_kv;
+    size_t size = run_pow2_at_least(2 * (size_t)n + 1), mask = size - 1;
+    int64_t *slots = (int64_t *)malloc(size * sizeof(int64_t)), dup = -1;
+    if (slots == NULL) return -2;
+    for (size_t i = 0; i < size; i++) slots[i] = -1;
+    for (uint64_t i = 0; i < n && dup < 0; i++) {
+        LmString name = tensors ? g->tensors[i].name : g->kv[i].key;
+        size_t h = (size_t)run_hash_bytes(name.s, name.n) & mask;
+        for (; slots[h] >= 0; h = (h + 1) & mask) {
+            LmString other = tensors ? g->tensors[slots[h]].name : g->kv[slots[h]].key;
+            if (other.n == name.n && memcmp(other.s, name.s, name.n) == 0) { dup = (int64_t)i; break; }
+        }
+        if (dup < 0) slots[h] = (int64_t)i;
+    }
+    if (tensors) { g->tensor_slots = slots; g->n_slots = size; }
+    else free(slots);
+    return dup;
+}
+
 // Parses the header, key/values and tensor infos of a GGUF file. 0 with the reason in err.
 static int run_gguf_parse(LmGguf *g, const unsigned char *data, size_t size, const char *path, char *err, size_t errlen) {
     LmReader r = {data, data + size, 1};
@@ -1273,16 +1314,11 @@ static int run_gguf_parse(LmGguf *g, const unsigned char *data, size_t size, con
             return 0;
         }
         if (kv->type == LM_GGUF_ARRAY) kv->value += 12; // (past the element type and count)
-        for (uint64_t k = 0; k < i; k++)
-            if (g->kv[k].key.n == kv->key.n && memcmp(g->kv[k].key.s, kv->key.s, kv->key.n) == 0) {
-                run_set_err(err, errlen, "%s: the key %.*s appears twice", path, (int)kv->key.n, kv->key.s);
-                return 0;
-            }
         if (run_string_is(kv->key, "general.alignment")) {
             uint32_t a = 0;
             if (kv->type == LM_GGUF_U32) memcpy(&a, kv->value, 4);
-            if (a == 0 || (a & (a - 1)) != 0 || a > 65536) {
-                run_set_err(err, errlen, "%s: general.alignment must be a power of two up to 65536 (a u32)", path);
+            if (a < 8 || (a & (a - 1)) != 0 || a > 65536) { // (8 keeps every value of every type aligned)
+                run_set_err(err, errlen, "%s: general.alignment must be a power of two from 8 to 65536 (a u32)", path);
                 return 0;
             }
             alignment = a;
@@ -1311,8 +1347,8 @@ static int run_gguf_parse(LmGguf *g, const unsigned char *data, size_t size, con
             return 0;
         }
         t->type = -1;
-        for (int k = 0; k < LM_N_TYPES; k++)
-            if (run_types[k].ggml_type == (int)t->ggml_type) t->type = k;
+        for (int k = 0; k < LM_N_TYPES && t->type < 0; k++) // (run.c's own layouts have no GGUF id)
+            if (run_types[k].ggml_type >= 0 && (uint32_t)run_types[k].ggml_type == t->ggml_type) t->type = k;
         if (t->type < 0) continue; // (named when a model needs it; its data is not checked)
         const LmTypeTraits *type = &run_types[t->type];
         if (t->ne[0] % (uint64_t)type->block_values != 0) {
@@ -1326,11 +1362,14 @@ static int run_gguf_parse(LmGguf *g, const unsigned char *data, size_t size, con
                         t->name.s, (unsigned long long)offset, (unsigned long long)alignment);
             return 0;
         }
-        for (uint64_t k = 0; k < i; k++)
-            if (g->tensors[k].name.n == t->name.n && memcmp(g->tensors[k].name.s, t->name.s, t->name.n) == 0) {
-                run_set_err(err, errlen, "%s: the tensor %.*s appears twice", path, (int)t->name.n, t->name.s);
-                return 0;
-            }
+    }
+    // the names' index (lookups by name; a name twice is an error)
+    int64_t dup_kv = run_gguf_index(g, 0), dup_tensor = dup_kv >= 0 ? -1 : run_gguf_index(g, 1);
+    if (dup_kv == -2 || dup_tensor == -2) { run_set_err(err, errlen, "out of memory reading %s", path); return 0; }
+    if (dup_kv >= 0 || dup_tensor >= 0) {
+        LmString name = dup_kv >= 0 ? g->kv[dup_kv].key : g->tensors[dup_tensor].name;
+        run_set_err(err, errlen, "%s: the %s %.*s appears twice", path, dup_kv >= 0 ? "key" : "tensor", (int)(name.n < 96 ? name.n : 96), name.s);
+        return 0;
     }
     uint64_t data_start = ((uint64_t)(r.p - data) + alignment - 1) / alignment * alignment;
     for (uint64_t i = 0; i < g->n_tensors; i++) {
@@ -1385,7 +1424,10 @@ static LmString run_gguf_string(const LmGguf *g, const char *key) {
 }
 
 static const LmGgufTensor *run_gguf_tensor(const LmGguf *g, const char *name) {
-    for (uint64_t i = 0; i < g->n_tensors; i++) if (run_string_is(g->tensors[i].name, name)) return &g->tensors[i];
+    if (g->tensor_slots == NULL) return NULL;
+    size_t mask = g->n_slots - 1;
+    for (size_t h = (size_t)run_hash_bytes(name, strlen(name)) & mask; g->tensor_slots[h] >= 0; h = (h + 1) & mask)
+        if (run_string_is(g->tensors[g->tensor_slots[h]].name, name)) return &g->tensors[g->tensor_slots[h]];
     return NULL;
 }
 
@@ -1458,7 +1500,11 @@ static int run_gguf_config(LmConfig *c, const LmGguf *g, const char *path, char 
     c->tokenizer_size = tokens != NULL; // (the tokenizer is read from the same metadata)
     c->version = 4;
     c->gguf_version = (int)g->version;
-    return 1;
+    // the KV cache is sized for the trained context up to LM_GGUF_CONTEXT (llama.cpp's default),
+    // as GGUF files state windows of 128K positions and more
+    c->trained_context = c->seq_len;
+    if (c->seq_len > LM_GGUF_CONTEXT) c->seq_len = LM_GGUF_CONTEXT;
+    return run_check_sizes(c, path, err, errlen);
 }
 
 // Matrix `name` of the model, (rows, cols) = GGUF's (ne[1], ne[0]). 0 with the reason in err.
@@ -1481,26 +1527,27 @@ static int run_gguf_matrix(const LmGguf *g, const char *name, int rows, int cols
     return 1;
 }
 
-// Vector `name` (n F32 values); NULL with the reason in err, or without one when it may be absent.
-static const float *run_gguf_vector(const LmGguf *g, const char *name, int n, int required, const char *path, char *err, size_t errlen) {
+// Vector `name` (n F32 values) into *v (NULL when absent and not required). 0 with the reason in err.
+static int run_gguf_vector(const LmGguf *g, const char *name, int n, int required, const float **v, const char *path, char *err, size_t errlen) {
     const LmGgufTensor *t = run_gguf_tensor(g, name);
+    *v = NULL;
     if (t == NULL) {
         if (required) run_set_err(err, errlen, "%s: the tensor %s is missing", path, name);
-        return NULL;
+        return !required;
     }
     if (t->n_dims != 1 || t->ne[0] != (uint64_t)n || t->type != LM_F32) {
         run_set_err(err, errlen, "%s: the tensor %s must be %d F32 values (it is %s, %llu values)", path, name, n, run_ggml_type_name(t->ggml_type),
                     (unsigned long long)t->ne[0]);
-        return NULL;
+        return 0;
     }
-    return (const float *)(const void *)t->data;
+    *v = (const float *)(const void *)t->data;
+    return 1;
 }
 
 // Points every weight of the model at its tensor in a GGUF file. 0 with the reason in err.
 static int run_gguf_weights(LmWeights *w, LmConfig *c, const LmGguf *g, const char *path, char *err, size_t errlen) {
     int dim = c->dim, hidden = c->hidden_dim, q_dim = c->n_heads * c->head_size, kv_dim = c->n_kv_heads * c->head_size;
     char name[96];
-    err && errlen ? (void)(err[0] = '\0') : (void)0;
     if (!run_gguf_matrix(g, "token_embd.weight", c->vocab_size, dim, &w->token_embedding, path, err, errlen)) return 0;
     for (int l = 0; l < c->n_layers; l++) {
         LmLayer *ly = &w->layers[l];
@@ -1513,24 +1560,23 @@ static int run_gguf_weights(LmWeights *w, LmConfig *c, const LmGguf *g, const ch
             if (!run_gguf_matrix(g, name, mats[k].rows, mats[k].cols, mats[k].m, path, err, errlen)) return 0;
         }
         snprintf(name, sizeof name, "blk.%d.attn_norm.weight", l);
-        if (!(ly->rms_att = run_gguf_vector(g, name, dim, 1, path, err, errlen))) return 0;
+        if (!run_gguf_vector(g, name, dim, 1, &ly->rms_att, path, err, errlen)) return 0;
         snprintf(name, sizeof name, "blk.%d.ffn_norm.weight", l);
-        if (!(ly->rms_ffn = run_gguf_vector(g, name, dim, 1, path, err, errlen))) return 0;
+        if (!run_gguf_vector(g, name, dim, 1, &ly->rms_ffn, path, err, errlen)) return 0;
         if (c->qkv_bias) {
             const float **bias[3] = {&ly->bq, &ly->bk, &ly->bv};
             const char *names[3] = {"attn_q", "attn_k", "attn_v"};
             for (int k = 0; k < 3; k++) {
                 snprintf(name, sizeof name, "blk.%d.%s.bias", l, names[k]);
-                if (!(*bias[k] = run_gguf_vector(g, name, k == 0 ? q_dim : kv_dim, 1, path, err, errlen))) return 0;
+                if (!run_gguf_vector(g, name, k == 0 ? q_dim : kv_dim, 1, bias[k], path, err, errlen)) return 0;
             }
         }
     }
-    if (!(w->rms_final = run_gguf_vector(g, "output_norm.weight", dim, 1, path, err, errlen))) return 0;
+    if (!run_gguf_vector(g, "output_norm.weight", dim, 1, &w->rms_final, path, err, errlen)) return 0;
     if (c->shared_classifier) w->wcls = w->token_embedding;
     else if (!run_gguf_matrix(g, "output.weight", c->vocab_size, dim, &w->wcls, path, err, errlen)) return 0;
     // Llama 3.1's scaling, as llama.cpp's converter writes it: a factor dividing each frequency
-    c->rope_freq_factors = run_gguf_vector(g, "rope_freqs.weight", c->head_size / 2, 0, path, err, errlen);
-    if (c->rope_freq_factors == NULL && err && err[0]) return 0;
+    if (!run_gguf_vector(g, "rope_freqs.weight", c->head_size / 2, 0, &c->rope_freq_factors, path, err, errlen)) return 0;
     // activations are quantized (groups of 32) when a matrix they meet is of an integer type
     c->group_size = 32;
     c->weight_type = w->wcls.type;
@@ -1564,10 +1610,6 @@ LmModel *lm_load(const char *checkpoint_path, char *err, size_t errlen) {
         ok = ok && run_gguf_weights(&m->weights, c, &g, checkpoint_path, err, errlen);
         run_gguf_free(&g);
         if (!ok) { lm_free(m); return NULL; }
-        // the KV cache is sized for the trained context up to LM_GGUF_CONTEXT (llama.cpp's default),
-        // as GGUF files state windows of 128K positions and more
-        c->trained_context = c->seq_len;
-        if (c->seq_len > LM_GGUF_CONTEXT) c->seq_len = LM_GGUF_CONTEXT;
     } else {
         size_t offset = run_parse_header(c, m->data, m->file_size, checkpoint_path, err, errlen);
         const char *foreign = offset == 0 ? run_foreign_file(m->data, m->file_size) : NULL;
@@ -1597,7 +1639,8 @@ LmModel *lm_load(const char *checkpoint_path, char *err, size_t errlen) {
         for (int k = 0; k < 7; k++) used[ms[k]->type] = 1;
     }
     for (int t = 0, n = 0; t < LM_N_TYPES; t++)
-        if (used[t]) n += snprintf(m->weight_types + n, sizeof m->weight_types - (size_t)n, n ? ", %s" : "%s", run_types[t].name);
+        if (used[t] && n < (int)sizeof m->weight_types) // (every type's name fits: the buffer holds them all)
+            n += snprintf(m->weight_types + n, sizeof m->weight_types - (size_t)n, n ? ", %s" : "%s", run_types[t].name);
     lm_set_threads(m, 0);
     if (!run_alloc_state(&m->state, c)) {
         double mib = 2.0 * (double)c->n_layers * c->seq_len * c->n_kv_heads * c->head_size * 4 / (1 << 20);
@@ -2733,13 +2776,6 @@ struct LmTokenizer {
     int template_unknown;  // the file's chat template is none that run.c renders (Llama 2's is used)
 };
 
-static uint64_t run_hash_bytes(const void *data, size_t n) {
-    const unsigned char *s = (const unsigned char *)data;
-    uint64_t h = 1469598103934665603ull; // FNV-1a
-    for (size_t i = 0; i < n; i++) { h ^= s[i]; h *= 1099511628211ull; }
-    return h;
-}
-
 // The id of the token whose bytes are s[0..n), or -1. The lowest id wins for duplicate texts.
 static int run_token_lookup(const LmTokenizer *t, const char *s, size_t n) {
     size_t mask = t->hash_size - 1;
@@ -2786,8 +2822,6 @@ void lm_tokenizer_free(LmTokenizer *t) {
     free(t);
 }
 
-static size_t run_pow2_at_least(size_t n) { size_t p = 64; while (p < n) p *= 2; return p; }
-
 static LmChatTemplate run_template_of_jinja(const char *jinja, size_t n);
 
 // Allocates a tokenizer's tables for vocab_size ids, n_tokens of them from the file, whose texts
@@ -2826,6 +2860,11 @@ static void run_tokenizer_set(LmTokenizer *t, int i, const char *s, int len, flo
 
 // What every tokenizer gets once its tokens are in: the lookup table, the byte tokens and the
 // user-defined tokens (longest first, for matching in text). 0 with the reason in err.
+static int run_compare_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
 static int run_tokenizer_index(LmTokenizer *t, const char *path, char *err, size_t errlen) {
     int n_tokens = t->n_tokens;
     for (int i = 0; i < n_tokens; i++) { // insert in id order so the lowest id wins
@@ -2856,12 +2895,13 @@ static int run_tokenizer_index(LmTokenizer *t, const char *path, char *err, size
     // the user-defined tokens, longest first, for matching in text
     t->user = (int *)malloc((size_t)t->n_user * sizeof(int) + 1);
     if (t->user == NULL) { run_set_err(err, errlen, "out of memory loading %s", path); return 0; }
-    for (int i = 0, k = 0; i < n_tokens; i++) {
-        if (t->type[i] != LM_TOKEN_USER || t->vocab_len[i] == 0) continue;
-        int j = k++;
-        for (; j > 0 && t->vocab_len[t->user[j - 1]] < t->vocab_len[i]; j--) t->user[j] = t->user[j - 1];
-        t->user[j] = i;
-    }
+    uint64_t *keys = (uint64_t *)malloc((size_t)t->n_user * sizeof(uint64_t) + 1);
+    if (keys == NULL) { run_set_err(err, errlen, "out of memory loading %s", path); return 0; }
+    for (int i = 0, k = 0; i < n_tokens; i++) // (longest first, then the lowest id)
+        if (t->type[i] == LM_TOKEN_USER && t->vocab_len[i] > 0) keys[k++] = (uint64_t)(INT32_MAX - t->vocab_len[i]) << 32 | (uint32_t)i;
+    qsort(keys, (size_t)t->n_user, sizeof(uint64_t), run_compare_u64);
+    for (int k = 0; k < t->n_user; k++) t->user[k] = (int)(uint32_t)keys[k];
+    free(keys);
     return 1;
 }
 
@@ -2869,6 +2909,12 @@ static int run_tokenizer_index(LmTokenizer *t, const char *path, char *err, size
 // rule) and the checks of the special ids. 0 with the reason in err.
 static int run_tokenizer_pairs(LmTokenizer *t, const int32_t *merges, int n_merges, const char *path, char *err, size_t errlen) {
     int n_tokens = t->n_tokens;
+    for (int i = 0; n_merges == 0 && t->kind == LM_BPE_BYTE_LEVEL && i < n_tokens; i++)
+        if (t->type[i] == LM_TOKEN_NORMAL && t->vocab_len[i] > 1) {
+            run_set_err(err, errlen, "%s: the byte-level vocabulary has no merges, so its token %d of %d bytes could never be made",
+                        path, i, t->vocab_len[i]);
+            return 0;
+        }
     // the pair table: explicit ranked merges, or SentencePiece's rule (every split of a normal
     // token into two normal tokens merges back with that token's score)
     size_t n_pairs = (size_t)n_merges;
@@ -2890,11 +2936,14 @@ static int run_tokenizer_pairs(LmTokenizer *t, const int32_t *merges, int n_merg
         int result = run_normal_lookup(t, buf, (size_t)(t->vocab_len[a] + t->vocab_len[b]));
         if (result >= 0) run_pair_insert(t, a, b, -(float)r, result);
     }
-    for (int i = 0; n_merges == 0 && i < n_tokens; i++) {
-        if (t->type[i] != LM_TOKEN_NORMAL) continue;
+    // (SentencePiece's rule costs the square of a token's length: tokens past LM_MAX_SPLIT_TOKEN
+    // bytes, which no real vocabulary has, are left whole rather than let a hostile file hang here)
+    for (int i = 0; n_merges == 0 && t->kind == LM_BPE_SENTENCEPIECE && i < n_tokens; i++) {
+        if (t->type[i] != LM_TOKEN_NORMAL || t->vocab_len[i] > LM_MAX_SPLIT_TOKEN) continue;
+        if (run_normal_lookup(t, t->vocab[i], (size_t)t->vocab_len[i]) != i) continue; // (a duplicate text)
         for (int k = 1; k < t->vocab_len[i]; k++) {
             int a = run_normal_lookup(t, t->vocab[i], (size_t)k), b = run_normal_lookup(t, t->vocab[i] + k, (size_t)(t->vocab_len[i] - k));
-            if (a >= 0 && b >= 0 && run_normal_lookup(t, t->vocab[i], (size_t)t->vocab_len[i]) == i) run_pair_insert(t, a, b, t->scores[i], i);
+            if (a >= 0 && b >= 0) run_pair_insert(t, a, b, t->scores[i], i);
         }
     }
     free(buf);
@@ -3068,15 +3117,16 @@ static int run_read_gguf_tokenizer(LmTokenizer *t, const LmGguf *g, int vocab_si
     t->bos_id = bos >= 0 && bos < n_tokens ? (int)bos : -1;
     t->eos_id = eos >= 0 && eos < n_tokens ? (int)eos : -1;
     t->unk_id = unk >= 0 && unk < n_tokens ? (int)unk : -1;
-    t->add_bos = t->bos_id >= 0 && run_gguf_number(g, "tokenizer.ggml.add_bos_token", byte_level ? 0 : 1, &ok) != 0;
     t->add_eos = run_gguf_number(g, "tokenizer.ggml.add_eos_token", 0, &ok) != 0;
     if (!byte_level && run_gguf_number(g, "tokenizer.ggml.add_space_prefix", 1, &ok) != 0) t->flags |= LM_TOK_DUMMY_PREFIX;
     if (!ok) { run_set_err(err, errlen, "%s: a tokenizer id or switch has the wrong type", path); return 0; }
+    int add_bos_default = !byte_level;
     if (byte_level) { // the pre-tokenizer split, by llama.cpp's names
-        static const struct { const char *name; LmSplit split; int flags; } pres[] = {
-            {"default", LM_SPLIT_GPT2, 0}, {"gpt-2", LM_SPLIT_GPT2, 0}, {"llama-bpe", LM_SPLIT_LLAMA3, LM_TOK_IGNORE_MERGES},
-            {"llama3", LM_SPLIT_LLAMA3, LM_TOK_IGNORE_MERGES}, {"qwen2", LM_SPLIT_QWEN2, 0}, {"deepseek-r1-qwen", LM_SPLIT_QWEN2, 0},
-            {"smollm", LM_SPLIT_GPT2, LM_TOK_SPLIT_DIGITS}};
+        // (add_bos: llama.cpp's default when the file has no tokenizer.ggml.add_bos_token)
+        static const struct { const char *name; LmSplit split; int flags, add_bos; } pres[] = {
+            {"default", LM_SPLIT_GPT2, 0, 0}, {"gpt-2", LM_SPLIT_GPT2, 0, 0}, {"llama-bpe", LM_SPLIT_LLAMA3, LM_TOK_IGNORE_MERGES, 1},
+            {"llama3", LM_SPLIT_LLAMA3, LM_TOK_IGNORE_MERGES, 1}, {"qwen2", LM_SPLIT_QWEN2, 0, 0}, {"deepseek-r1-qwen", LM_SPLIT_QWEN2, 0, 0},
+            {"smollm", LM_SPLIT_GPT2, LM_TOK_SPLIT_DIGITS, 0}};
         int found = pre.s == NULL ? 0 : -1; // (no pre-tokenizer named: llama.cpp's default)
         for (size_t k = 0; k < sizeof pres / sizeof pres[0]; k++) if (run_string_is(pre, pres[k].name)) found = (int)k;
         if (found < 0) {
@@ -3086,7 +3136,10 @@ static int run_read_gguf_tokenizer(LmTokenizer *t, const LmGguf *g, int vocab_si
         }
         t->split = pres[found].split;
         t->flags |= pres[found].flags;
+        add_bos_default = pres[found].add_bos;
     }
+    t->add_bos = t->bos_id >= 0 && run_gguf_number(g, "tokenizer.ggml.add_bos_token", add_bos_default, &ok) != 0;
+    if (!ok) { run_set_err(err, errlen, "%s: tokenizer.ggml.add_bos_token has the wrong type", path); return 0; }
     // the tokens (GGUF's types: 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte)
     static const unsigned char from_gguf[7] = {LM_TOKEN_NORMAL, LM_TOKEN_NORMAL, LM_TOKEN_SPECIAL, LM_TOKEN_SPECIAL,
                                                LM_TOKEN_USER, LM_TOKEN_UNUSED, LM_TOKEN_BYTE};
@@ -3140,7 +3193,7 @@ static int run_read_gguf_tokenizer(LmTokenizer *t, const LmGguf *g, int vocab_si
     for (int k = 0; ok && k < n_merges; k++) {
         LmString s = run_take_string(&mr);
         const char *space = s.n ? (const char *)memchr(s.s, ' ', s.n) : NULL;
-        LmString halves[2] = {{s.s, space ? (size_t)(space - s.s) : 0}, {space + 1, space ? s.n - (size_t)(space - s.s) - 1 : 0}};
+        LmString halves[2] = {{s.s, space ? (size_t)(space - s.s) : 0}, {space ? space + 1 : s.s, space ? s.n - (size_t)(space - s.s) - 1 : 0}};
         for (int h = 0; h < 2; h++) { // (a token byte is spelled in at most 2 bytes)
             int len = space && halves[h].n <= 2 * (size_t)t->max_token_len ? run_gguf_token_text(part, halves[h], 1) : -1;
             ids[2 * k + h] = len > 0 && len <= t->max_token_len ? run_token_lookup(t, part, (size_t)len) : -1;
@@ -3195,6 +3248,7 @@ LmTokenizer *lm_tokenizer_load(const char *path, int vocab_size, char *err, size
             ok = 0;
         }
         t = ok ? (LmTokenizer *)calloc(1, sizeof *t) : NULL;
+        if (ok && t == NULL) run_set_err(err, errlen, "out of memory loading %s", path);
         // its own model's embedding may be larger than the vocabulary; another model's may not
         if (t && !run_read_gguf_tokenizer(t, &g, vocab_size, embedding && embedding->ne[1] == (uint64_t)vocab_size, path, err, errlen)) {
             lm_tokenizer_free(t);
@@ -3559,10 +3613,6 @@ static int run_push_text(const LmTokenizer *t, LmTokens *out, const char *fmt, c
     return ok;
 }
 
-
-// Appends one user turn and the start of the assistant's reply. The previous reply ended with its
-// end-of-turn token (see run_turn_end_token). system may be NULL or "". 0 when the vocabulary lacks a
-// token the template needs, or on out-of-memory.
 // Appends prefix and then s without its leading and trailing white space (Jinja's trim).
 static int run_push_trimmed(const LmTokenizer *t, LmTokens *out, const char *prefix, const char *s) {
     size_t start = 0, end = strlen(s);
@@ -3590,6 +3640,9 @@ static const char *run_default_system(LmChatTemplate kind) {
                                      : "";
 }
 
+// Appends one user turn and the start of the assistant's reply. The previous reply ended with its
+// end-of-turn token (see run_turn_end_token). system may be NULL or "". 0 when the vocabulary lacks a
+// token the template needs, or on out-of-memory.
 static int run_render_turn(const LmTokenizer *t, LmChatTemplate kind, LmTokens *out, int first, const char *system, const char *user) {
     if (first && (system == NULL || system[0] == '\0')) system = run_default_system(kind);
     int sys = first && system && system[0];
@@ -3681,7 +3734,9 @@ int lm_render_chat(LmTokenizer *t, const LmMessage *messages, int n, int continu
             ok = run_render_turn(t, kind, &out, first, system, content);
             first = 0;
         } else if (!want_user && strcmp(role, "assistant") == 0) {
-            ok = run_encode_text(t, content, &out) && run_tokens_push(&out, run_turn_end_token(t, kind));
+            int trim = kind == LM_CHAT_LLAMA3 || kind == LM_CHAT_LLAMA31; // (their templates trim every message)
+            ok = (trim ? run_push_trimmed(t, &out, "", content) : run_encode_text(t, content, &out)) &&
+                 run_tokens_push(&out, run_turn_end_token(t, kind));
         } else {
             ok = 0;
         }

@@ -2858,11 +2858,13 @@ static void test_gguf_hostile(void) {
         {"a key twice", {.dup_key = "llama.block_count"}, "appears twice"},
         {"a tensor twice", {.dup_tensor = "blk.0.attn_q.weight"}, "appears twice"},
         {"alignment 3", {.alignment = 3}, "power of two"},
+        {"alignment 4", {.alignment = 4}, "power of two from 8"},
         {"5 dimensions", {.q_dims = 5}, "dimensions"},
         {"a tensor of another shape", {.q_ne0 = 8}, "the model needs"},
         {"a misaligned tensor", {.q_offset_add = 4}, "not a multiple of the alignment"},
         {"a tensor past the end", {.truncate = 100}, "past the end of the file"},
         {"an unsupported type (IQ2_XXS)", {.type_of_q = 16}, "IQ2_XXS, which run.c does not compute with"},
+        {"type id 2^32-1 (none of run.c's, whose own layouts have no id)", {.type_of_q = 0xFFFFFFFFu}, "unknown, which run.c does not compute with"},
         {"an unsupported architecture", {.arch = "gptj"}, "architecture 'gptj' is not supported (supported: llama, qwen2)"},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
