@@ -735,7 +735,8 @@ static int run_is_integer_type(LmWeightType t) { return run_types[t].integer; }
 #define LM_GGUF_CONTEXT 4096         // the context of a GGUF model whose own is longer (llama.cpp's default)
 
 typedef enum { LM_ROPE_PAIRS = 0, LM_ROPE_HALVES = 1 } LmRopeLayout;
-typedef enum { LM_ROPE_NONE = 0, LM_ROPE_LINEAR = 1, LM_ROPE_LLAMA3 = 2 } LmRopeScaling;
+typedef enum { LM_ROPE_NONE = 0, LM_ROPE_LINEAR = 1, LM_ROPE_LLAMA3 = 2, LM_ROPE_LONGROPE = 3 } LmRopeScaling;
+typedef enum { LM_ACT_SILU = 0, LM_ACT_GELU_TANH = 1 } LmActivation; // the FFN gate's: SwiGLU or GeGLU
 
 typedef struct {
     int dim;          // transformer width (the residual stream)
@@ -749,6 +750,15 @@ typedef struct {
     int trained_context; // the model's own (seq_len may be less)
     int shared_classifier; // the classifier is the token embedding
     int qkv_bias;     // q, k and v projections have biases (Qwen2)
+    int qk_norm;      // q and k get a per-head RMSNorm before RoPE (Qwen3, Gemma 3)
+    int sandwich_norms; // attention and FFN outputs are normed before the residual add (Gemma 2/3)
+    LmActivation activation;
+    float embed_scale;   // the embedding row is multiplied by this (Gemma: sqrt(dim)); 1 otherwise
+    float attn_scale;    // attention scores are q.k times this (1/sqrt(head_size) unless the model says)
+    float attn_softcap;  // scores become cap * tanh(score / cap) when > 0 (Gemma 2)
+    float final_softcap; // the logits likewise
+    int sliding_window;  // local layers see the last sliding_window positions (their own included); 0 = none
+    int window_period;   // with a window: layer l is global when (l + 1) % window_period == 0; 0 = all local
     int version;      // 0, 1, 2 (llama2.c's formats), 3 (run.c's) or 4 (GGUF)
     LmWeightType weight_type;
     int group_size;   // Q8_0 / Q4_0 group length (0 otherwise)
@@ -758,7 +768,12 @@ typedef struct {
     LmRopeScaling rope_scaling;
     float rope_factor, rope_low_freq_factor, rope_high_freq_factor;
     int rope_original_context;
-    const float *rope_freq_factors; // (head_size / 2) divisors of the frequencies (GGUF's rope_freqs), or NULL
+    int rotary_dim;         // the leading dims of each head that RoPE turns (head_size unless partial: Phi-4-mini)
+    float rope_local_theta; // local layers' RoPE base, unscaled (Gemma 3); rope_theta when 0
+    float rope_attn_factor; // LongRoPE: cos and sin are multiplied by this
+    const float *rope_freq_factors; // (rotary_dim / 2) divisors of the frequencies (GGUF's rope_freqs, LongRoPE's
+                                    // short factors), or NULL
+    const float *rope_long_factors; // LongRoPE: (rotary_dim / 2) the divisors for positions past rope_original_context
     uint64_t tokenizer_offset, tokenizer_size; // the embedded tokenizer file (v3), size 0 if none (GGUF: 1 if any)
     int gguf_version;       // the GGUF version (the file is GGUF when version is 4), 0 otherwise
     int integer_activations; // some matrix multiplies int8 activations (quantized in groups of group_size)
@@ -783,11 +798,14 @@ typedef struct {
     LmMatrix wk;                // (n_kv_heads * head_size, dim)
     LmMatrix wv;                // (n_kv_heads * head_size, dim)
     const float *bq, *bk, *bv;  // (n_heads * head_size), (kv_dim), (kv_dim) biases, or NULL
+    const float *q_norm, *k_norm; // (head_size) each, with qk_norm
     LmMatrix wo;                // (dim, n_heads * head_size)
+    const float *rms_post_att;  // (dim) with sandwich_norms
     const float *rms_ffn;       // (dim)
     LmMatrix w1;                // (hidden_dim, dim), the gate
     LmMatrix w2;                // (dim, hidden_dim), the down projection
     LmMatrix w3;                // (hidden_dim, dim), the up projection
+    const float *rms_post_ffn;  // (dim) with sandwich_norms
 } LmLayer;
 
 typedef struct {
@@ -819,13 +837,17 @@ typedef struct {
     float *hb;          // (batch, hidden_dim) FFN gate
     float *hb2;         // (batch, hidden_dim) FFN up
     float *q;           // (batch, n_heads * head_size)
+    float *kb, *vb;     // (batch, kv_dim) the block's keys and values, on their way into the cache
     float *att;         // (n_heads, seq_len) attention scores
     float *logits;      // (vocab_size)
-    float *key_cache;   // (layer, seq_len, kv_dim)
-    float *value_cache; // (layer, seq_len, kv_dim)
-    float *rope_freq;   // (head_size / 2) inverse frequencies, scaled
-    float *rope_cos;    // (batch, head_size / 2) at the block's positions
-    float *rope_sin;    // (batch, head_size / 2)
+    float *key_cache;   // (layer, its positions, kv_dim): position t of layer l in its row t % positions
+    float *value_cache; // (layer, its positions, kv_dim)
+    size_t *cache_offset; // (n_layers) where each layer's rows start, in floats
+    int *cache_positions; // (n_layers) seq_len, or for a local layer a ring of window + LM_BATCH rows
+    float *rope_freq;   // (3, rotary_dim / 2) inverse frequencies: global (scaled), global past
+                        // LongRoPE's original context, local layers'
+    float *rope_cos;    // (2, batch, rotary_dim / 2) at the block's positions, for global and local layers
+    float *rope_sin;    // (2, batch, rotary_dim / 2)
     int8_t *xq;         // (batch, widest) quantized activations (integer weights only)
     float *xs;          // (batch, widest / group_size + 1) their scales
     int32_t *xsum;      // (batch, widest / group_size + 1) the sums of their groups
@@ -884,6 +906,16 @@ static int run_parse_v3_fields(LmConfig *c, const unsigned char *p, size_t size,
     c->group_size = run_read_i32(p + 80);
     c->tokenizer_offset = run_read_u64(p + 88);
     c->tokenizer_size = run_read_u64(p + 96);
+    c->rotary_dim = run_read_i32(p + 112);
+    c->embed_scale = run_read_f32(p + 116);
+    c->attn_scale = run_read_f32(p + 120);
+    c->attn_softcap = run_read_f32(p + 124);
+    c->final_softcap = run_read_f32(p + 128);
+    c->sliding_window = run_read_i32(p + 132);
+    c->window_period = run_read_i32(p + 136);
+    c->rope_local_theta = run_read_f32(p + 140);
+    c->rope_attn_factor = run_read_f32(p + 144);
+    int activation = run_read_i32(p + 148);
     if (c->head_size <= 0 || c->head_size > 4096 || c->head_size % 2 != 0) {
         run_set_err(err, errlen, "%s: head_size %d must be even and in 2..4096", path, c->head_size);
         return 0;
@@ -892,9 +924,16 @@ static int run_parse_v3_fields(LmConfig *c, const unsigned char *p, size_t size,
         run_set_err(err, errlen, "%s: norm_eps %g or rope_theta %g is out of range", path, c->norm_eps, c->rope_theta);
         return 0;
     }
-    if (layout < 0 || layout > 1 || scaling < 0 || scaling > 2 || (flags & ~3) != 0 || type < 0 || type > 4) {
-        run_set_err(err, errlen, "%s: unknown rope layout %d, rope scaling %d, flags %d or weight type %d",
-                path, layout, scaling, flags, type);
+    if (layout < 0 || layout > 1 || scaling < 0 || scaling > 3 || (flags & ~31) != 0 || type < 0 || type > 4 || activation < 0 || activation > 1) {
+        run_set_err(err, errlen, "%s: unknown rope layout %d, rope scaling %d, flags %d, weight type %d or activation %d",
+                path, layout, scaling, flags, type, activation);
+        return 0;
+    }
+    c->qk_norm = (flags & 4) != 0;
+    c->sandwich_norms = (flags & 8) != 0;
+    c->activation = (LmActivation)activation;
+    if (scaling == LM_ROPE_LONGROPE && (flags & 16) == 0) {
+        run_set_err(err, errlen, "%s: LongRoPE scaling without its factors (flag 16)", path);
         return 0;
     }
     c->rope_layout = (LmRopeLayout)layout;
@@ -902,8 +941,7 @@ static int run_parse_v3_fields(LmConfig *c, const unsigned char *p, size_t size,
     c->qkv_bias = (flags & 1) != 0;
     c->shared_classifier = (flags & 2) != 0;
     c->weight_type = (LmWeightType)type;
-    if (scaling != LM_ROPE_NONE &&
-        (!(c->rope_factor >= 1.0f) || isinf(c->rope_factor) ||
+    if ((scaling == LM_ROPE_LINEAR || scaling == LM_ROPE_LLAMA3) && (!(c->rope_factor >= 1.0f) || isinf(c->rope_factor) ||
          (scaling == LM_ROPE_LLAMA3 && (!(c->rope_high_freq_factor > c->rope_low_freq_factor) ||
                                         !(c->rope_low_freq_factor > 0.0f) || c->rope_original_context <= 0)))) {
         run_set_err(err, errlen, "%s: rope scaling parameters are out of range", path);
@@ -911,6 +949,28 @@ static int run_parse_v3_fields(LmConfig *c, const unsigned char *p, size_t size,
     }
     if (c->tokenizer_size > 0 && (c->tokenizer_offset > size || c->tokenizer_size > size - c->tokenizer_offset)) {
         run_set_err(err, errlen, "%s: the embedded tokenizer lies past the end of the file", path);
+        return 0;
+    }
+    return 1;
+}
+
+// Fills the defaults of the fields a format may leave 0 (rotary_dim, embed_scale, attn_scale,
+// rope_attn_factor) and checks the ranges of the architecture's features. 0 with the reason in err.
+static int run_check_features(LmConfig *c, const char *path, char *err, size_t errlen) {
+    if (c->rotary_dim == 0) c->rotary_dim = c->head_size;
+    if (c->embed_scale == 0.0f) c->embed_scale = 1.0f;
+    if (c->attn_scale == 0.0f) c->attn_scale = 1.0f / sqrtf((float)c->head_size);
+    if (c->rope_attn_factor == 0.0f) c->rope_attn_factor = 1.0f;
+    int finite = isfinite(c->embed_scale) && isfinite(c->attn_scale) && isfinite(c->attn_softcap) && isfinite(c->final_softcap) &&
+                 isfinite(c->rope_local_theta) && isfinite(c->rope_attn_factor);
+    if (!finite || c->rotary_dim < 2 || c->rotary_dim > c->head_size || c->rotary_dim % 2 != 0 || !(c->embed_scale > 0.0f) ||
+        !(c->attn_scale > 0.0f) || c->attn_softcap < 0.0f || c->final_softcap < 0.0f || c->sliding_window < 0 ||
+        c->window_period < 0 || c->rope_local_theta < 0.0f || !(c->rope_attn_factor > 0.0f) ||
+        (c->rope_scaling == LM_ROPE_LONGROPE && c->rope_original_context <= 0)) {
+        run_set_err(err, errlen, "%s: an attention or RoPE parameter is out of range (rotary dims %d of %d, scales %g %g, soft caps %g %g, "
+                    "window %d every %d, local theta %g, LongRoPE factor %g from %d)", path, c->rotary_dim, c->head_size, c->embed_scale,
+                    c->attn_scale, c->attn_softcap, c->final_softcap, c->sliding_window, c->window_period, c->rope_local_theta,
+                    c->rope_attn_factor, c->rope_original_context);
         return 0;
     }
     return 1;
@@ -988,7 +1048,7 @@ static size_t run_parse_header(LmConfig *c, const unsigned char *p, size_t size,
         }
         c->head_size = c->dim / c->n_heads;
     }
-    if (!run_check_sizes(c, path, err, errlen)) return 0;
+    if (!run_check_features(c, path, err, errlen) || !run_check_sizes(c, path, err, errlen)) return 0;
     int q_dim = c->n_heads * c->head_size;
     c->integer_activations = run_is_integer_type(c->weight_type);
     // v2 groups the flattened tensor (every matrix has dim as a factor of its size, so groups tile
@@ -1036,7 +1096,7 @@ static LmMatrix run_take_matrix(LmCursor *cur, const LmConfig *c, int rows, int 
 }
 
 // Assigns every weight pointer in the file order of c->version.
-static void run_map_weights(LmWeights *w, const LmConfig *c, LmCursor *cur) {
+static void run_map_weights(LmWeights *w, LmConfig *c, LmCursor *cur) {
     int L = c->n_layers, dim = c->dim, hidden = c->hidden_dim;
     int q_dim = c->n_heads * c->head_size, kv_dim = c->n_kv_heads * c->head_size;
     LmLayer *ly = w->layers;
@@ -1052,13 +1112,23 @@ static void run_map_weights(LmWeights *w, const LmConfig *c, LmCursor *cur) {
                 ly[l].bk = run_take_f32(cur, (uint64_t)kv_dim);
                 ly[l].bv = run_take_f32(cur, (uint64_t)kv_dim);
             }
+            if (c->qk_norm) {
+                ly[l].q_norm = run_take_f32(cur, (uint64_t)c->head_size);
+                ly[l].k_norm = run_take_f32(cur, (uint64_t)c->head_size);
+            }
             ly[l].wo = run_take_matrix(cur, c, dim, q_dim);
+            if (c->sandwich_norms) ly[l].rms_post_att = run_take_f32(cur, (uint64_t)dim);
             ly[l].rms_ffn = run_take_f32(cur, (uint64_t)dim);
             ly[l].w1 = run_take_matrix(cur, c, hidden, dim);
             ly[l].w2 = run_take_matrix(cur, c, dim, hidden);
             ly[l].w3 = run_take_matrix(cur, c, hidden, dim);
+            if (c->sandwich_norms) ly[l].rms_post_ffn = run_take_f32(cur, (uint64_t)dim);
         }
         w->rms_final = run_take_f32(cur, (uint64_t)dim);
+        if (c->rope_scaling == LM_ROPE_LONGROPE) { // the short factors, then the long ones
+            c->rope_freq_factors = run_take_f32(cur, (uint64_t)c->rotary_dim / 2);
+            c->rope_long_factors = run_take_f32(cur, (uint64_t)c->rotary_dim / 2);
+        }
     } else { // llama2.c's formats: tensor by tensor, all layers of each together
         const float *rms_att, *rms_ffn = NULL;
         if (c->version == 0) {
@@ -1091,20 +1161,27 @@ static void run_map_weights(LmWeights *w, const LmConfig *c, LmCursor *cur) {
 }
 
 static void run_free_state(LmRunState *s) {
-    void *bufs[] = {s->x, s->xb, s->xb2, s->hb, s->hb2, s->q, s->att, s->logits, s->key_cache, s->value_cache,
-                    s->rope_freq, s->rope_cos, s->rope_sin, s->xq, s->xs, s->xpacked, s->xspacked, s->xsum, s->xarranged};
+    void *bufs[] = {s->x, s->xb, s->xb2, s->hb, s->hb2, s->q, s->kb, s->vb, s->att, s->logits, s->key_cache, s->value_cache,
+                    s->cache_offset, s->cache_positions, s->rope_freq, s->rope_cos, s->rope_sin, s->xq, s->xs, s->xpacked, s->xspacked, s->xsum, s->xarranged};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     memset(s, 0, sizeof *s);
 }
 
-// RoPE inverse frequencies theta^(-2i/head_size), with Llama 3's or linear context scaling. For
-// llama2.c's formats these are the same float operations as llama2.c, so the same text comes out.
-static void run_rope_frequencies(float *freq, const LmConfig *c) {
-    for (int i = 0; i < c->head_size / 2; i++) {
-        float f = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)c->head_size);
-        if (c->rope_scaling == LM_ROPE_LINEAR) {
+// The window of layer l: 0 for a global layer (it sees every position), else c->sliding_window.
+static int run_layer_window(const LmConfig *c, int l) {
+    if (c->sliding_window <= 0) return 0;
+    return c->window_period > 0 && (l + 1) % c->window_period == 0 ? 0 : c->sliding_window;
+}
+
+// RoPE inverse frequencies theta^(-2i/rotary_dim), with Llama 3's or linear context scaling, and the
+// divisors of GGUF's rope_freqs or LongRoPE (factors). For llama2.c's formats these are the same float
+// operations as llama2.c, so the same text comes out. Local layers (theta given) are never scaled.
+static void run_rope_frequencies(float *freq, const LmConfig *c, float theta, int scaled, const float *factors) {
+    for (int i = 0; i < c->rotary_dim / 2; i++) {
+        float f = 1.0f / powf(theta, (float)(2 * i) / (float)c->rotary_dim);
+        if (scaled && c->rope_scaling == LM_ROPE_LINEAR) {
             f /= c->rope_factor;
-        } else if (c->rope_scaling == LM_ROPE_LLAMA3) {
+        } else if (scaled && c->rope_scaling == LM_ROPE_LLAMA3) {
             // long wavelengths are slowed by factor, short ones kept, the band between interpolated
             float wavelen = 2.0f * 3.14159265358979f / f;
             float low_wavelen = (float)c->rope_original_context / c->rope_low_freq_factor;
@@ -1117,35 +1194,46 @@ static void run_rope_frequencies(float *freq, const LmConfig *c) {
                 f = (1.0f - smooth) * f / c->rope_factor + smooth * f;
             }
         }
-        if (c->rope_freq_factors) f /= c->rope_freq_factors[i];
+        if (scaled && factors) f /= factors[i];
         freq[i] = f;
     }
 }
 
-// Allocates the run state; 0 on out-of-memory. The KV cache is calloc'ed at full context length:
-// the OS commits its pages only as positions are written.
+// Allocates the run state; 0 on out-of-memory. The KV cache is calloc'ed at full context length (a
+// local layer's at its ring's): the OS commits its pages only as positions are written.
 static int run_alloc_state(LmRunState *s, const LmConfig *c) {
     size_t B = LM_BATCH, q_dim = (size_t)c->n_heads * (size_t)c->head_size;
-    size_t kv_dim = (size_t)c->n_kv_heads * (size_t)c->head_size;
-    size_t cache = (size_t)c->n_layers * (size_t)c->seq_len * kv_dim, half = (size_t)c->head_size / 2;
+    size_t kv_dim = (size_t)c->n_kv_heads * (size_t)c->head_size, half = (size_t)c->rotary_dim / 2;
     size_t xb_width = (size_t)c->dim > q_dim ? (size_t)c->dim : q_dim;
     size_t widest = xb_width > (size_t)c->hidden_dim ? xb_width : (size_t)c->hidden_dim;
     memset(s, 0, sizeof *s);
+    s->cache_offset = (size_t *)calloc((size_t)c->n_layers, sizeof(size_t));
+    s->cache_positions = (int *)calloc((size_t)c->n_layers, sizeof(int));
+    size_t cache = 0;
+    for (int l = 0; s->cache_offset && s->cache_positions && l < c->n_layers; l++) {
+        int window = run_layer_window(c, l);
+        // a ring of window + LM_BATCH rows: a block's new keys never overwrite one its queries still see
+        s->cache_positions[l] = window > 0 && window < c->seq_len - LM_BATCH ? window + LM_BATCH : c->seq_len;
+        s->cache_offset[l] = cache;
+        cache += (size_t)s->cache_positions[l] * kv_dim;
+    }
     s->x = (float *)calloc(B * (size_t)c->dim, sizeof(float));
     s->xb = (float *)calloc(B * xb_width, sizeof(float));
     s->xb2 = (float *)calloc(B * (size_t)c->dim, sizeof(float));
     s->hb = (float *)calloc(B * (size_t)c->hidden_dim, sizeof(float));
     s->hb2 = (float *)calloc(B * (size_t)c->hidden_dim, sizeof(float));
     s->q = (float *)calloc(B * q_dim, sizeof(float));
+    s->kb = (float *)calloc(B * kv_dim, sizeof(float));
+    s->vb = (float *)calloc(B * kv_dim, sizeof(float));
     s->att = (float *)calloc((size_t)c->n_heads * (size_t)c->seq_len, sizeof(float));
     s->logits = (float *)calloc((size_t)c->vocab_size, sizeof(float));
     s->key_cache = (float *)calloc(cache, sizeof(float));
     s->value_cache = (float *)calloc(cache, sizeof(float));
-    s->rope_freq = (float *)calloc(half, sizeof(float));
-    s->rope_cos = (float *)calloc(B * half, sizeof(float));
-    s->rope_sin = (float *)calloc(B * half, sizeof(float));
-    int ok = s->x && s->xb && s->xb2 && s->hb && s->hb2 && s->q && s->att && s->logits &&
-             s->key_cache && s->value_cache && s->rope_freq && s->rope_cos && s->rope_sin;
+    s->rope_freq = (float *)calloc(3 * half, sizeof(float));
+    s->rope_cos = (float *)calloc(2 * B * half, sizeof(float));
+    s->rope_sin = (float *)calloc(2 * B * half, sizeof(float));
+    int ok = s->cache_offset && s->cache_positions && s->x && s->xb && s->xb2 && s->hb && s->hb2 && s->q && s->kb && s->vb &&
+             s->att && s->logits && s->key_cache && s->value_cache && s->rope_freq && s->rope_cos && s->rope_sin;
     if (c->integer_activations) {
         size_t groups = widest / (size_t)c->group_size + 1; // + a partial group
         s->xq = (int8_t *)calloc(B * widest + 64, 1); // + room for one 64-byte load past the end
@@ -1157,7 +1245,10 @@ static int run_alloc_state(LmRunState *s, const LmConfig *c) {
         ok = ok && s->xq && s->xs && s->xpacked && s->xspacked && s->xsum && s->xarranged;
     }
     if (!ok) { run_free_state(s); return 0; }
-    run_rope_frequencies(s->rope_freq, c);
+    run_rope_frequencies(s->rope_freq, c, c->rope_theta, 1, c->rope_freq_factors);
+    run_rope_frequencies(s->rope_freq + half, c, c->rope_theta, 1, c->rope_long_factors ? c->rope_long_factors : c->rope_freq_factors);
+    run_rope_frequencies(s->rope_freq + 2 * half, c, c->rope_local_theta > 0.0f ? c->rope_local_theta : c->rope_theta,
+                         c->rope_local_theta <= 0.0f, c->rope_freq_factors);
     return 1;
 }
 
@@ -1470,9 +1561,10 @@ static int run_gguf_config(LmConfig *c, const LmGguf *g, const char *path, char 
     c->norm_eps = (float)run_arch_number(g, arch, "attention.layer_norm_rms_epsilon", 1e-5, &ok);
     c->rope_theta = (float)run_arch_number(g, arch, "rope.freq_base", 10000, &ok);
     c->head_size = head_size >= 2 && head_size <= 4096 && fmod(head_size, 2) == 0 ? (int)head_size : 0;
-    if (!ok || c->head_size == 0 || value_size != head_size || rotary != head_size) {
-        run_set_err(err, errlen, "%s: head size %g (values %g, rotated %g) must be one even size up to 4096: partial rotary "
-                    "embeddings and unequal key/value sizes are not supported", path, head_size, value_size, rotary);
+    c->rotary_dim = rotary >= 2 && rotary <= head_size && fmod(rotary, 2) == 0 ? (int)rotary : 0;
+    if (!ok || c->head_size == 0 || value_size != head_size || c->rotary_dim == 0) {
+        run_set_err(err, errlen, "%s: head size %g (values %g, rotated %g) must be one even size up to 4096, rotated in an even "
+                    "number of its dims: unequal key/value sizes are not supported", path, head_size, value_size, rotary);
         return 0;
     }
     if (!(c->norm_eps > 0.0f && c->norm_eps < 1.0f) || !(c->rope_theta > 0.0f) || isinf(c->rope_theta)) {
@@ -1500,6 +1592,7 @@ static int run_gguf_config(LmConfig *c, const LmGguf *g, const char *path, char 
     c->tokenizer_size = tokens != NULL; // (the tokenizer is read from the same metadata)
     c->version = 4;
     c->gguf_version = (int)g->version;
+    if (!run_check_features(c, path, err, errlen)) return 0;
     // the KV cache is sized for the trained context up to LM_GGUF_CONTEXT (llama.cpp's default),
     // as GGUF files state windows of 128K positions and more
     c->trained_context = c->seq_len;
@@ -2411,8 +2504,10 @@ static void run_matmul(const LmMatmul *jobs, int n_jobs, const LmBatch *in, int 
 
 // Rotates each pair of every head by the angles of this position. The pairs are (x[2i], x[2i+1])
 // in llama2.c's layout and (x[i], x[i + head_size/2]) in Hugging Face's.
-static void run_rope_rotate(float *x, int n_heads, int head_size, const float *cos_t, const float *sin_t, LmRopeLayout layout) {
-    int half = head_size / 2;
+// Turns the first rotary_dim values of each head (all of them unless RoPE is partial) by the angles
+// whose cos and sin are given, in pairs (2i, 2i+1) or halves (i, i + rotary_dim/2).
+static void run_rope_rotate(float *x, int n_heads, int head_size, int rotary_dim, const float *cos_t, const float *sin_t, LmRopeLayout layout) {
+    int half = rotary_dim / 2;
     for (int h = 0; h < n_heads; h++) {
         float *v = x + (size_t)h * (size_t)head_size;
         for (int i = 0; i < half; i++) {
@@ -2439,6 +2534,38 @@ static void run_swiglu(float *gate, const float *up, int n) {
 // ----------------------------------------------------------------------------
 // Forward pass
 
+static void run_gelu_tanh_glu(float *gate, const float *up, int n) {
+    for (int i = 0; i < n; i++) {
+        float x = gate[i];
+        gate[i] = 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x))) * up[i];
+    }
+}
+
+// cap * tanh(x / cap) over x[0..n): Gemma 2's soft cap of scores and logits.
+static void run_softcap(float *x, int n, float cap) {
+    for (int i = 0; i < n; i++) x[i] = cap * tanhf(x[i] / cap);
+}
+
+// The RoPE angles of the block's positions into s->rope_cos/sin: table 0 for global layers (with
+// LongRoPE: a position past the original context takes the long factors, as Hugging Face's
+// generate does token by token), table 1 for local layers.
+static void run_rope_angles(LmRunState *s, const LmConfig *c, int n, int pos) {
+    int half = c->rotary_dim / 2;
+    for (int i = 0; i < n; i++) {
+        for (int table = 0; table < 2; table++) {
+            int long_context = c->rope_long_factors && pos + i + 1 > c->rope_original_context;
+            const float *freq = s->rope_freq + (size_t)(table ? 2 : long_context ? 1 : 0) * half;
+            float *cos_t = s->rope_cos + ((size_t)table * LM_BATCH + i) * half, *sin_t = s->rope_sin + ((size_t)table * LM_BATCH + i) * half;
+            for (int k = 0; k < half; k++) {
+                float angle = (float)(pos + i) * freq[k];
+                cos_t[k] = cosf(angle);
+                sin_t[k] = sinf(angle);
+                if (c->rope_scaling == LM_ROPE_LONGROPE) { cos_t[k] *= c->rope_attn_factor; sin_t[k] *= c->rope_attn_factor; }
+            }
+        }
+    }
+}
+
 // Runs tokens[0..n) (n <= LM_BATCH) at positions pos..pos+n-1 over the KV cache of the positions
 // before them, writing their keys and values into it; computes the logits of the last token when
 // want_logits. lm_forward is this with n = 1.
@@ -2446,87 +2573,97 @@ static void run_forward_block(LmModel *m, const int *tokens, int n, int pos, int
     const LmConfig *c = &m->config;
     const LmWeights *w = &m->weights;
     LmRunState *s = &m->state;
-    int dim = c->dim, hidden = c->hidden_dim, head_size = c->head_size, half = head_size / 2;
+    int dim = c->dim, hidden = c->hidden_dim, head_size = c->head_size, half = c->rotary_dim / 2;
     int q_dim = c->n_heads * head_size, kv_dim = c->n_kv_heads * head_size;
     int xb_ld = dim > q_dim ? dim : q_dim;
     int kv_mul = c->n_heads / c->n_kv_heads; // query heads per key/value head
     assert(n >= 1 && n <= LM_BATCH && pos >= 0 && pos + n <= c->seq_len);
 
-    // each token's embedding starts its residual stream; RoPE angles for each position
+    // each token's embedding starts its residual stream (Gemma scales it); RoPE angles for each position
     for (int i = 0; i < n; i++) {
-        run_matrix_row(s->x + (size_t)i * dim, &w->token_embedding, tokens[i]);
-        for (int k = 0; k < half; k++) {
-            float angle = (float)(pos + i) * s->rope_freq[k];
-            s->rope_cos[i * half + k] = cosf(angle);
-            s->rope_sin[i * half + k] = sinf(angle);
-        }
+        float *x = s->x + (size_t)i * dim;
+        run_matrix_row(x, &w->token_embedding, tokens[i]);
+        if (c->embed_scale != 1.0f) for (int e = 0; e < dim; e++) x[e] *= c->embed_scale;
     }
+    run_rope_angles(s, c, n, pos);
 
     for (int l = 0; l < c->n_layers; l++) {
         const LmLayer *ly = &w->layers[l];
-        size_t layer_offset = (size_t)l * (size_t)c->seq_len * (size_t)kv_dim;
-        float *k = s->key_cache + layer_offset + (size_t)pos * (size_t)kv_dim;   // (n, kv_dim) rows of the cache
-        float *v = s->value_cache + layer_offset + (size_t)pos * (size_t)kv_dim;
+        int window = run_layer_window(c, l), ring = s->cache_positions[l];
+        float *key_cache = s->key_cache + s->cache_offset[l], *value_cache = s->value_cache + s->cache_offset[l]; // (ring, kv_dim)
+        const float *rope_cos = s->rope_cos + (window ? LM_BATCH * half : 0), *rope_sin = s->rope_sin + (window ? LM_BATCH * half : 0);
 
-        // attention: q, k, v from the normed stream; k and v go straight into the cache
+        // attention: q, k, v from the normed stream; (Qwen3, Gemma 3) q and k normed per head; RoPE;
+        // k and v into the cache, position t at row t % ring
         for (int i = 0; i < n; i++) run_rmsnorm(s->xb + (size_t)i * xb_ld, s->x + (size_t)i * dim, ly->rms_att, dim, c->norm_eps);
         LmBatch in = run_make_batch(m, s->xb, n, dim, xb_ld);
-        LmMatmul qkv[3] = {{&ly->wq, s->q, q_dim}, {&ly->wk, k, kv_dim}, {&ly->wv, v, kv_dim}};
+        LmMatmul qkv[3] = {{&ly->wq, s->q, q_dim}, {&ly->wk, s->kb, kv_dim}, {&ly->wv, s->vb, kv_dim}};
         run_matmul(qkv, 3, &in, m->threads);
         for (int i = 0; i < n; i++) {
-            float *qi = s->q + (size_t)i * q_dim, *ki = k + (size_t)i * kv_dim;
+            float *qi = s->q + (size_t)i * q_dim, *ki = s->kb + (size_t)i * kv_dim, *vi = s->vb + (size_t)i * kv_dim;
             run_add_bias(qi, ly->bq, q_dim);
             run_add_bias(ki, ly->bk, kv_dim);
-            run_add_bias(v + (size_t)i * kv_dim, ly->bv, kv_dim);
-            run_rope_rotate(qi, c->n_heads, head_size, s->rope_cos + i * half, s->rope_sin + i * half, c->rope_layout);
-            run_rope_rotate(ki, c->n_kv_heads, head_size, s->rope_cos + i * half, s->rope_sin + i * half, c->rope_layout);
+            run_add_bias(vi, ly->bv, kv_dim);
+            for (int h = 0; c->qk_norm && h < c->n_heads; h++) run_rmsnorm(qi + h * head_size, qi + h * head_size, ly->q_norm, head_size, c->norm_eps);
+            for (int h = 0; c->qk_norm && h < c->n_kv_heads; h++) run_rmsnorm(ki + h * head_size, ki + h * head_size, ly->k_norm, head_size, c->norm_eps);
+            run_rope_rotate(qi, c->n_heads, head_size, c->rotary_dim, rope_cos + i * half, rope_sin + i * half, c->rope_layout);
+            run_rope_rotate(ki, c->n_kv_heads, head_size, c->rotary_dim, rope_cos + i * half, rope_sin + i * half, c->rope_layout);
+            size_t row = (size_t)((pos + i) % ring) * (size_t)kv_dim;
+            memcpy(key_cache + row, ki, (size_t)kv_dim * sizeof(float));
+            memcpy(value_cache + row, vi, (size_t)kv_dim * sizeof(float));
         }
 
-        // each query head attends over positions 0..pos+i of its key/value head
-        float scale = 1.0f / sqrtf((float)head_size);
+        // each query head attends over the positions it sees (0..pos+i, or the window's last ones) of
+        // its key/value head
         LM_PARALLEL_FOR(m->threads)
         for (int h = 0; h < c->n_heads; h++) {
             float *att = s->att + (size_t)h * (size_t)c->seq_len;
             size_t kv_head = (size_t)(h / kv_mul) * (size_t)head_size;
             for (int i = 0; i < n; i++) {
                 const float *qh = s->q + (size_t)i * q_dim + (size_t)h * head_size;
-                int last = pos + i;
-                for (int t = 0; t <= last; t++) // run_dot_f32: a sequential sum would not vectorize
-                    att[t] = run_dot_f32(qh, s->key_cache + layer_offset + (size_t)t * (size_t)kv_dim + kv_head, head_size) * scale;
-                run_softmax(att, last + 1);
+                int last = pos + i, first = window && last - window + 1 > 0 ? last - window + 1 : 0, count = last - first + 1;
+                for (int t = first; t <= last; t++) // run_dot_f32: a sequential sum would not vectorize
+                    att[t - first] = run_dot_f32(qh, key_cache + (size_t)(t % ring) * (size_t)kv_dim + kv_head, head_size) * c->attn_scale;
+                if (c->attn_softcap > 0.0f) run_softcap(att, count, c->attn_softcap);
+                run_softmax(att, count);
                 float *out = s->xb + (size_t)i * xb_ld + (size_t)h * head_size;
                 memset(out, 0, (size_t)head_size * sizeof(float));
-                for (int t = 0; t <= last; t++) {
-                    const float *vt = s->value_cache + layer_offset + (size_t)t * (size_t)kv_dim + kv_head;
-                    for (int e = 0; e < head_size; e++) out[e] += att[t] * vt[e];
+                for (int t = first; t <= last; t++) {
+                    const float *vt = value_cache + (size_t)(t % ring) * (size_t)kv_dim + kv_head;
+                    for (int e = 0; e < head_size; e++) out[e] += att[t - first] * vt[e];
                 }
             }
         }
 
-        // output projection and residual
+        // output projection, (Gemma) its norm, and residual
         in = run_make_batch(m, s->xb, n, q_dim, xb_ld);
         LmMatmul wo = {&ly->wo, s->xb2, dim};
         run_matmul(&wo, 1, &in, m->threads);
+        for (int i = 0; ly->rms_post_att && i < n; i++) run_rmsnorm(s->xb2 + (size_t)i * dim, s->xb2 + (size_t)i * dim, ly->rms_post_att, dim, c->norm_eps);
         for (size_t i = 0; i < (size_t)n * dim; i++) s->x[i] += s->xb2[i];
 
-        // SwiGLU FFN: w2(silu(w1 x) * w3 x), then residual
+        // gated FFN: w2(act(w1 x) * w3 x) with act SiLU (SwiGLU) or tanh-GELU (GeGLU), (Gemma) its
+        // norm, then residual
         for (int i = 0; i < n; i++) run_rmsnorm(s->xb + (size_t)i * xb_ld, s->x + (size_t)i * dim, ly->rms_ffn, dim, c->norm_eps);
         in = run_make_batch(m, s->xb, n, dim, xb_ld);
         LmMatmul up[2] = {{&ly->w1, s->hb, hidden}, {&ly->w3, s->hb2, hidden}};
         run_matmul(up, 2, &in, m->threads);
-        run_swiglu(s->hb, s->hb2, n * hidden);
+        if (c->activation == LM_ACT_GELU_TANH) run_gelu_tanh_glu(s->hb, s->hb2, n * hidden);
+        else run_swiglu(s->hb, s->hb2, n * hidden);
         in = run_make_batch(m, s->hb, n, hidden, hidden);
         LmMatmul down = {&ly->w2, s->xb2, dim};
         run_matmul(&down, 1, &in, m->threads);
+        for (int i = 0; ly->rms_post_ffn && i < n; i++) run_rmsnorm(s->xb2 + (size_t)i * dim, s->xb2 + (size_t)i * dim, ly->rms_post_ffn, dim, c->norm_eps);
         for (size_t i = 0; i < (size_t)n * dim; i++) s->x[i] += s->xb2[i];
     }
 
-    if (want_logits) { // final norm and classifier, for the last token only
+    if (want_logits) { // final norm and classifier (Gemma 2: soft-capped), for the last token only
         float *x = s->x + (size_t)(n - 1) * dim;
         run_rmsnorm(x, x, w->rms_final, dim, c->norm_eps);
         LmBatch in = run_make_batch(m, x, 1, dim, dim);
         LmMatmul cls = {&w->wcls, s->logits, c->vocab_size};
         run_matmul(&cls, 1, &in, m->threads);
+        if (c->final_softcap > 0.0f) run_softcap(s->logits, c->vocab_size, c->final_softcap);
     }
 }
 
@@ -2538,23 +2675,49 @@ int lm_shift_context(LmModel *m, int pos, int n_keep, int n_discard) {
     if (m == NULL || n_keep < 0 || n_discard < 1 || pos > m->config.seq_len || n_keep + n_discard > pos) return -1;
     const LmConfig *c = &m->config;
     LmRunState *s = &m->state;
-    int half = c->head_size / 2, kv_dim = c->n_kv_heads * c->head_size;
-    // RoPE turns a key by (position x frequency): turning it back by n_discard x frequency moves it
-    for (int i = 0; i < half; i++) {
-        float angle = -(float)n_discard * s->rope_freq[i];
-        s->rope_cos[i] = cosf(angle);
-        s->rope_sin[i] = sinf(angle);
-    }
+    int half = c->rotary_dim / 2, kv_dim = c->n_kv_heads * c->head_size, new_pos = pos - n_discard;
+    // a local layer's ring holds its last positions only: the kept ones its next queries see must be there
     for (int l = 0; l < c->n_layers; l++) {
-        size_t layer_offset = (size_t)l * (size_t)c->seq_len * (size_t)kv_dim;
-        for (int t = n_keep + n_discard; t < pos; t++) {
-            float *k = s->key_cache + layer_offset + (size_t)t * kv_dim, *v = s->value_cache + layer_offset + (size_t)t * kv_dim;
-            run_rope_rotate(k, c->n_kv_heads, c->head_size, s->rope_cos, s->rope_sin, c->rope_layout);
-            memmove(k - (size_t)n_discard * kv_dim, k, (size_t)kv_dim * sizeof(float));
-            memmove(v - (size_t)n_discard * kv_dim, v, (size_t)kv_dim * sizeof(float));
+        int window = run_layer_window(c, l), first_seen = new_pos - window + 1 > 0 ? new_pos - window + 1 : 0;
+        if (s->cache_positions[l] < c->seq_len && first_seen < n_keep && first_seen < pos - s->cache_positions[l]) return -1;
+    }
+    // RoPE turns a key by (position x frequency): turning it back by n_discard x frequency moves it
+    // (cos and sin of each table: global, global past LongRoPE's original context, local)
+    float *cos_t = s->rope_cos, *sin_t = s->rope_sin; // (3, half) as scratch
+    for (int i = 0; i < 3 * half; i++) {
+        float angle = -(float)n_discard * s->rope_freq[i];
+        cos_t[i] = cosf(angle);
+        sin_t[i] = sinf(angle);
+    }
+    float *moved = NULL; // (2, positions, kv_dim) a ring's keys and values on their way
+    for (int l = 0; l < c->n_layers; l++) {
+        int ring = s->cache_positions[l], window = run_layer_window(c, l);
+        float *keys = s->key_cache + s->cache_offset[l], *values = s->value_cache + s->cache_offset[l];
+        // the new positions to fill: all after n_keep, or (a ring) those the next queries see
+        int first = n_keep, count;
+        if (ring < c->seq_len && new_pos - window + 1 > first) first = new_pos - window + 1;
+        count = new_pos - first;
+        if (count <= 0) continue;
+        if (ring < c->seq_len && moved == NULL && (moved = (float *)malloc(2 * (size_t)ring * kv_dim * sizeof(float))) == NULL) return -1;
+        for (int p = first; p < new_pos; p++) {
+            int t = p + n_discard, table = window ? 2 : c->rope_long_factors && t + 1 > c->rope_original_context ? 1 : 0;
+            float *k = keys + (size_t)(t % ring) * kv_dim, *v = values + (size_t)(t % ring) * kv_dim;
+            run_rope_rotate(k, c->n_kv_heads, c->head_size, c->rotary_dim, cos_t + table * half, sin_t + table * half, c->rope_layout);
+            if (ring == c->seq_len) { // in order, each row moves down to one already moved
+                memmove(keys + (size_t)p * kv_dim, k, (size_t)kv_dim * sizeof(float));
+                memmove(values + (size_t)p * kv_dim, v, (size_t)kv_dim * sizeof(float));
+            } else { // through `moved`: a ring's rows may overlap
+                memcpy(moved + (size_t)(p - first) * kv_dim, k, (size_t)kv_dim * sizeof(float));
+                memcpy(moved + ((size_t)ring + (size_t)(p - first)) * kv_dim, v, (size_t)kv_dim * sizeof(float));
+            }
+        }
+        for (int p = first; ring < c->seq_len && p < new_pos; p++) {
+            memcpy(keys + (size_t)(p % ring) * kv_dim, moved + (size_t)(p - first) * kv_dim, (size_t)kv_dim * sizeof(float));
+            memcpy(values + (size_t)(p % ring) * kv_dim, moved + ((size_t)ring + (size_t)(p - first)) * kv_dim, (size_t)kv_dim * sizeof(float));
         }
     }
-    return pos - n_discard;
+    free(moved);
+    return new_pos;
 }
 
 float *lm_forward_batch(LmModel *m, const int *tokens, int n, int pos) {

@@ -1009,7 +1009,7 @@ static void test_float_order(void) {
     check(memcmp(out, want, sizeof out) == 0, "run_rmsnorm equals its written order with every product rounded");
     for (int i = 0; i < 8; i++) { cs[i] = cosf(0.3f * (float)i); sn[i] = sinf(0.3f * (float)i); }
     memcpy(out, x, 16 * sizeof(float));
-    run_rope_rotate(out, 1, 16, cs, sn, LM_ROPE_HALVES);
+    run_rope_rotate(out, 1, 16, 16, cs, sn, LM_ROPE_HALVES);
     same = 1;
     for (int i = 0; i < 8; i++) {
         volatile float p0 = x[i] * cs[i], p1 = x[i + 8] * sn[i], p2 = x[i] * sn[i], p3 = x[i + 8] * cs[i];
