@@ -41,7 +41,8 @@ MAGIC = 0x616B3432            # "ak42"
 TOKENIZER_MAGIC = 0x6B746D6C  # "lmtk"
 ALIGN = 64
 DTYPES = {"fp32": 0, "fp16": 1, "bf16": 2, "q8_0": 3, "q4_0": 4}
-TEMPLATES = {"none": 0, "llama2": 1, "llama3": 2, "chatml": 3, "zephyr": 4, "mistral": 5, "llama3.1": 6, "qwen2.5": 7, "smollm2": 8}
+TEMPLATES = {"none": 0, "llama2": 1, "llama3": 2, "chatml": 3, "zephyr": 4, "mistral": 5, "llama3.1": 6, "qwen2.5": 7, "smollm2": 8,
+             "gemma": 9, "qwen3": 10, "phi3": 11, "phi4": 12}
 SPLITS = {"none": 0, "gpt2": 1, "llama3": 2, "qwen2": 3}
 TOK_DUMMY_PREFIX, TOK_REMOVE_EXTRA_SPACES, TOK_SPLIT_DIGITS, TOK_IGNORE_MERGES = 1, 2, 4, 8
 NORMAL, SPECIAL, BYTE, UNUSED, USER_DEFINED = 0, 1, 2, 3, 4  # lmtk token types (USER_DEFINED: added, not special)
@@ -200,13 +201,24 @@ def to_numpy(t):
 
 # ----------------------------------------------------------------------------
 # Model descriptions: hyperparameters plus a getter for canonical tensor names
-#   tok_embeddings, norm, output, layers.N.{attention_norm, wq, wk, wv, bq, bk, bv, wo, ffn_norm, w1, w2, w3}
+#   tok_embeddings, norm, output, rope_short, rope_long (LongRoPE's factors), layers.N.{attention_norm, wq, wk,
+#   wv, bq, bk, bv, q_norm, k_norm, wo, post_att_norm, ffn_norm, w1, w2, w3, post_ffn_norm}
 
 class Model:
     def __init__(self, **kw):
         self.rope_layout = 0           # 0: llama2.c / Meta interleaved pairs, 1: Hugging Face halves
         self.rope_scaling = (0, 1.0, 1.0, 1.0, 0)  # type, factor, low, high, original context
         self.qkv_bias = False
+        self.qk_norm = False           # per-head RMSNorm of q and k (Qwen3, Gemma 3)
+        self.sandwich = False          # norms after attention and FFN (Gemma 2/3)
+        self.activation = 0            # 0 SiLU (SwiGLU), 1 tanh-GELU (GeGLU)
+        self.rotary_dim = 0            # 0: the whole head
+        self.embed_scale = 0.0         # 0: 1
+        self.attn_scale = 0.0          # 0: 1/sqrt(head_size)
+        self.softcaps = (0.0, 0.0)     # attention scores, final logits (0: none)
+        self.window = (0, 0)           # sliding window, period (layer l global when (l + 1) % period == 0; 0: none)
+        self.rope_local_theta = 0.0    # local layers' RoPE base (0: rope_theta)
+        self.longrope = None           # (short factors, long factors, attention factor)
         self.tied = False
         self.norm_eps = 1e-5
         self.rope_theta = 10000.0
@@ -227,10 +239,72 @@ def rope_scaling_of(cfg, path):
                 int(rs["original_max_position_embeddings"]))
     if kind == "linear":
         return (1, float(rs["factor"]), 1.0, 1.0, 0)
-    raise ExportError(f"{path}: rope_scaling type {kind!r} is not supported (supported: llama3, linear)")
+    if kind == "longrope":
+        return (3, 1.0, 1.0, 1.0, int(cfg.get("original_max_position_embeddings") or cfg["max_position_embeddings"]))
+    if kind == "default":
+        return (0, 1.0, 1.0, 1.0, 0)
+    raise ExportError(f"{path}: rope_scaling type {kind!r} is not supported (supported: llama3, linear, longrope)")
 
 
-HF_ARCHS = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
+def longrope_of(cfg, rotary_dim, path):
+    """LongRoPE (Phi-3.5, Phi-4-mini), as transformers' _compute_longrope_parameters: the short and long
+    factors dividing each frequency, and the attention factor multiplying cos and sin: sqrt(1 + ln(s) /
+    ln(original context)) for s = max_position_embeddings / original (or rope_scaling's factor), 1 if s <= 1."""
+    rs = cfg["rope_scaling"]
+    short, long_ = rs.get("short_factor"), rs.get("long_factor")
+    for name, f in (("short_factor", short), ("long_factor", long_)):
+        if not isinstance(f, list) or len(f) != rotary_dim // 2:
+            raise ExportError(f"{path}: rope_scaling.{name} must list {rotary_dim // 2} factors (one per rotated pair)")
+    orig = cfg.get("original_max_position_embeddings")
+    factor = cfg["max_position_embeddings"] / orig if orig else rs.get("factor", 1.0)
+    orig = orig or cfg["max_position_embeddings"]
+    attention = rs.get("attention_factor")
+    if attention is None:
+        attention = 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(orig))
+    return np.array(short, np.float32), np.array(long_, np.float32), float(attention)
+
+
+def round_to_dtype(x, dtype):
+    """A float as the model's dtype holds it (Gemma's embedding normalizer is a tensor of that dtype)."""
+    if dtype == "bfloat16":
+        u = np.array([x], np.float32).view(np.uint32)
+        return float(((u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000).view(np.float32)[0])
+    if dtype == "float16":
+        return float(np.float16(x))
+    return float(np.float32(x))
+
+
+HF_ARCHS = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Gemma2ForCausalLM",
+            "Gemma3ForCausalLM", "Phi3ForCausalLM")
+# architectures people try that run.c does not run, with why
+HF_REFUSED = {"Gemma3ForConditionalGeneration": "Gemma 3 with its vision tower (4B and up) is not supported; the "
+                                                "text-only gemma-3-1b and gemma-3-270m are",
+              "Qwen3MoeForCausalLM": "Qwen3 mixture-of-experts models (e.g. Qwen3-30B-A3B) are not supported",
+              "Qwen2MoeForCausalLM": "Qwen2 mixture-of-experts models are not supported",
+              "MixtralForCausalLM": "Mixtral (mixture of experts) is not supported",
+              "Phi3SmallForCausalLM": "Phi-3-small (blocksparse attention) is not supported",
+              "PhiMoEForCausalLM": "Phi-3.5-MoE is not supported",
+              "GemmaForCausalLM": "Gemma 1 is not supported (Gemma 2 and 3 are)"}
+
+
+def window_period_of(cfg, arch, n_layers, path):
+    """The layer pattern of sliding-window attention: 0 = every layer local, p = layer l global when
+    (l + 1) % p == 0 (Gemma 2: every other, Gemma 3: one in six), from layer_types when the config lists it."""
+    types = cfg.get("layer_types")
+    if isinstance(types, list) and len(types) == n_layers:
+        local = [t == "sliding_attention" for t in types]
+        if all(local):
+            return 0
+        for p in range(1, n_layers + 1):
+            if all(local[l] == ((l + 1) % p != 0) for l in range(n_layers)):
+                return p
+        raise ExportError(f"{path}: layer_types {types} is not a repeating pattern of local layers ending in a global one; "
+                          "run.c's format cannot describe it")
+    if arch == "Gemma2ForCausalLM":
+        return 2
+    if arch == "Gemma3ForCausalLM":
+        return int(cfg.get("sliding_window_pattern", 6))
+    return 0
 
 
 def hf_model(folder, seq_len_cap):
@@ -245,55 +319,97 @@ def hf_model(folder, seq_len_cap):
         raise ExportError(f"{path} names no architectures (supported: {', '.join(HF_ARCHS)}; "
                           "add e.g. \"architectures\": [\"LlamaForCausalLM\"] if the model is one of them)")
     arch = archs[0]
+    if arch in HF_REFUSED:
+        raise ExportError(f"{folder}: {arch}: {HF_REFUSED[arch]} (supported: {', '.join(HF_ARCHS)})")
     if arch not in HF_ARCHS:
         raise ExportError(f"{folder}: architecture {arch} is not supported (supported: {', '.join(HF_ARCHS)})")
     missing = [k for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
                if not isinstance(cfg.get(k), int) or cfg[k] <= 0]
     if missing:
         raise ExportError(f"{path}: {', '.join(missing)} missing or not a positive integer")
-    if cfg.get("hidden_act", "silu") != "silu":
-        raise ExportError(f"{folder}: activation {cfg['hidden_act']} is not supported (only silu / SwiGLU)")
+    gemma = arch.startswith("Gemma")
+    act = cfg.get("hidden_activation") or cfg.get("hidden_act") or ("gelu_pytorch_tanh" if gemma else "silu")
+    if act not in ("silu", "gelu_pytorch_tanh"):
+        raise ExportError(f"{folder}: activation {act} is not supported (silu: SwiGLU, gelu_pytorch_tanh: GeGLU)")
     if cfg.get("attention_bias") or cfg.get("mlp_bias"):
-        raise ExportError(f"{folder}: attention_bias/mlp_bias on a Llama model is not supported")
+        raise ExportError(f"{folder}: attention_bias/mlp_bias on a {arch} model is not supported")
+    if arch.startswith("Qwen") and cfg.get("use_sliding_window"):
+        raise ExportError(f"{folder}: use_sliding_window on a Qwen model (max_window_layers) is not supported")
     seq_len = int(cfg.get("max_position_embeddings", 2048))
     if seq_len_cap:
         seq_len = min(seq_len, seq_len_cap)
-    window = cfg.get("sliding_window")
-    uses_window = arch == "MistralForCausalLM" or cfg.get("use_sliding_window", False)
-    if uses_window and window and window < seq_len:
-        raise ExportError(f"{folder}: sliding-window attention (window {window} < context {seq_len}) is not supported; "
-                          f"export with --seq-len {window} or less to stay inside the window")
-    scaling = rope_scaling_of(cfg, folder)  # every config check before the tensors are opened
-    tensors = HFTensors(folder)
-    dim, n_heads = cfg["hidden_size"], cfg["num_attention_heads"]
+    dim, n_heads, n_layers = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_hidden_layers"]
     head_size = cfg.get("head_dim") or dim // n_heads
+    rotary_dim = int(head_size * float(cfg.get("partial_rotary_factor") or 1.0))
+    window = cfg.get("sliding_window") or 0
+    if arch.startswith("Qwen"):
+        window = 0  # (use_sliding_window is false, checked above)
+    period = window_period_of(cfg, arch, n_layers, folder) if window else 0
+    if window and window >= seq_len and period == 0:
+        window = 0  # the window covers the whole context
+    scaling = rope_scaling_of(cfg, folder)  # every config check before the tensors are opened
+    longrope = longrope_of(cfg, rotary_dim, folder) if scaling[0] == 3 else None
+    tensors = HFTensors(folder)
     names = {"tok_embeddings": "model.embed_tokens.weight", "norm": "model.norm.weight", "output": "lm_head.weight"}
     per_layer = {"attention_norm": "input_layernorm.weight", "wq": "self_attn.q_proj.weight",
                  "wk": "self_attn.k_proj.weight", "wv": "self_attn.v_proj.weight", "bq": "self_attn.q_proj.bias",
                  "bk": "self_attn.k_proj.bias", "bv": "self_attn.v_proj.bias", "wo": "self_attn.o_proj.weight",
+                 "q_norm": "self_attn.q_norm.weight", "k_norm": "self_attn.k_norm.weight",
                  "ffn_norm": "post_attention_layernorm.weight", "w1": "mlp.gate_proj.weight",
                  "w2": "mlp.down_proj.weight", "w3": "mlp.up_proj.weight"}
+    if gemma:  # Gemma's post_attention_layernorm norms the attention's output; the FFN has its own pre-norm
+        per_layer.update(post_att_norm="post_attention_layernorm.weight", ffn_norm="pre_feedforward_layernorm.weight",
+                         post_ffn_norm="post_feedforward_layernorm.weight")
+    q_dim, kv_dim = n_heads * head_size, (cfg.get("num_key_value_heads") or n_heads) * head_size
+    hidden = cfg["intermediate_size"]
+    # Phi-3 fuses q, k and v into qkv_proj and gate and up into gate_up_proj: (source, first row, rows)
+    fused = {}
+    if arch == "Phi3ForCausalLM":
+        fused = {"wq": ("self_attn.qkv_proj.weight", 0, q_dim), "wk": ("self_attn.qkv_proj.weight", q_dim, kv_dim),
+                 "wv": ("self_attn.qkv_proj.weight", q_dim + kv_dim, kv_dim),
+                 "w1": ("mlp.gate_up_proj.weight", 0, hidden), "w3": ("mlp.gate_up_proj.weight", hidden, hidden)}
 
     def getter(name):
+        if name in ("rope_short", "rope_long"):
+            return longrope[0 if name == "rope_short" else 1]
         if name.startswith("layers."):
             _, layer, key = name.split(".")
-            return tensors.get(f"model.layers.{layer}.{per_layer[key]}")
-        return tensors.get(names[name])
+            if key in fused:
+                source, first, rows = fused[key]
+                return tensors.get(f"model.layers.{layer}.{source}")[first:first + rows]
+            x = tensors.get(f"model.layers.{layer}.{per_layer[key]}")
+            # Gemma's RMSNorm multiplies by (1 + w): stored as 1 + w (in float32, as Gemma computes it)
+            return x + np.float32(1) if gemma and key.endswith("norm") else x
+        x = tensors.get(names[name])
+        return x + np.float32(1) if gemma and name == "norm" else x
 
     def shape(name):
+        if name in ("rope_short", "rope_long"):
+            return (rotary_dim // 2,)
         if name.startswith("layers."):
             _, layer, key = name.split(".")
+            if key in fused:
+                source, first, rows = fused[key]
+                full = tensors.shape(f"model.layers.{layer}.{source}")
+                return (rows,) + tuple(full[1:]) if full[0] == (2 * hidden if key in ("w1", "w3") else q_dim + 2 * kv_dim) else full
             return tensors.shape(f"model.layers.{layer}.{per_layer[key]}")
         return tensors.shape(names[name])
 
     tied = not tensors.has("lm_head.weight")
-    return Model(source=folder, arch=arch, dim=dim, hidden_dim=cfg["intermediate_size"],
-                 n_layers=cfg["num_hidden_layers"], n_heads=n_heads,
+    softcaps = (float(cfg.get("attn_logit_softcapping") or 0.0), float(cfg.get("final_logit_softcapping") or 0.0))
+    return Model(source=folder, arch=arch, dim=dim, hidden_dim=hidden, n_layers=n_layers, n_heads=n_heads,
                  n_kv_heads=cfg.get("num_key_value_heads") or n_heads, head_size=head_size,
                  vocab_size=cfg["vocab_size"], seq_len=seq_len, norm_eps=float(cfg.get("rms_norm_eps", 1e-5)),
                  rope_theta=float(cfg.get("rope_theta", 10000.0)), rope_layout=1,
                  rope_scaling=scaling, qkv_bias=tensors.has("model.layers.0.self_attn.q_proj.bias"),
-                 tied=tied, getter=getter, shape=shape, source_dtype=tensors.source_dtype())
+                 qk_norm=tensors.has("model.layers.0.self_attn.q_norm.weight"), sandwich=gemma,
+                 activation=1 if act == "gelu_pytorch_tanh" else 0,
+                 rotary_dim=rotary_dim if rotary_dim != head_size else 0,
+                 embed_scale=round_to_dtype(math.sqrt(dim), cfg.get("torch_dtype", "float32")) if gemma else 0.0,
+                 attn_scale=float(cfg["query_pre_attn_scalar"]) ** -0.5 if gemma and cfg.get("query_pre_attn_scalar") else 0.0,
+                 softcaps=softcaps, window=(int(window), period),
+                 rope_local_theta=float(cfg.get("rope_local_base_freq", 0.0)) if arch == "Gemma3ForCausalLM" else 0.0,
+                 longrope=longrope, tied=tied, getter=getter, shape=shape, source_dtype=tensors.source_dtype())
 
 
 def meta_model(folder, seq_len_cap):
@@ -539,8 +655,17 @@ def tensor_plan(m):
         plan += [(p + "attention_norm", False), (p + "wq", True), (p + "wk", True), (p + "wv", True)]
         if m.qkv_bias:
             plan += [(p + "bq", False), (p + "bk", False), (p + "bv", False)]
-        plan += [(p + "wo", True), (p + "ffn_norm", False), (p + "w1", True), (p + "w2", True), (p + "w3", True)]
+        if m.qk_norm:
+            plan += [(p + "q_norm", False), (p + "k_norm", False)]
+        plan.append((p + "wo", True))
+        if m.sandwich:
+            plan.append((p + "post_att_norm", False))
+        plan += [(p + "ffn_norm", False), (p + "w1", True), (p + "w2", True), (p + "w3", True)]
+        if m.sandwich:
+            plan.append((p + "post_ffn_norm", False))
     plan.append(("norm", False))
+    if m.longrope is not None:
+        plan += [("rope_short", False), ("rope_long", False)]
     if not m.tied:
         plan.append(("output", True))
     return plan
@@ -549,9 +674,11 @@ def tensor_plan(m):
 def expected_shape(m, name):
     q, kv, d, h, v = m.n_heads * m.head_size, m.n_kv_heads * m.head_size, m.dim, m.hidden_dim, m.vocab_size
     key = name.split(".")[-1]
+    r = (m.rotary_dim or m.head_size) // 2
     return {"tok_embeddings": (v, d), "output": (v, d), "norm": (d,), "attention_norm": (d,), "ffn_norm": (d,),
             "wq": (q, d), "wk": (kv, d), "wv": (kv, d), "bq": (q,), "bk": (kv,), "bv": (kv,), "wo": (d, q),
-            "w1": (h, d), "w2": (d, h), "w3": (h, d)}[key]
+            "w1": (h, d), "w2": (d, h), "w3": (h, d), "q_norm": (m.head_size,), "k_norm": (m.head_size,),
+            "post_att_norm": (d,), "post_ffn_norm": (d,), "rope_short": (r,), "rope_long": (r,)}[key]
 
 
 def load_tensor(m, name):
@@ -627,7 +754,12 @@ def write_v3(m, out, dtype, gs, tokenizer_bytes):
     struct.pack_into("<I9i2f2i3fi", header, 0, MAGIC, 3, m.dim, m.hidden_dim, m.n_layers, m.n_heads, m.n_kv_heads,
                      m.head_size, m.vocab_size, m.seq_len, m.norm_eps, m.rope_theta, m.rope_layout, st, factor,
                      low, high, orig)
-    struct.pack_into("<iii", header, 72, (1 if m.qkv_bias else 0) | (2 if m.tied else 0), DTYPES[dtype], gs)
+    flags = ((1 if m.qkv_bias else 0) | (2 if m.tied else 0) | (4 if m.qk_norm else 0) | (8 if m.sandwich else 0) |
+             (16 if m.longrope is not None else 0))
+    struct.pack_into("<iii", header, 72, flags, DTYPES[dtype], gs)
+    struct.pack_into("<i4f2i2fi", header, 112, m.rotary_dim, m.embed_scale, m.attn_scale, m.softcaps[0], m.softcaps[1],
+                     m.window[0], m.window[1], m.rope_local_theta, m.longrope[2] if m.longrope is not None else 0.0,
+                     m.activation)
     struct.pack_into("<QQQ", header, 88, tok_offset if tokenizer_bytes else 0, len(tokenizer_bytes), tensor_offset)
     with Writer(out, total) as w:
         w.write(bytes(header))
@@ -1225,9 +1357,11 @@ def check_gguf(m, path, plan, names, t, template_text):
 def write_legacy(m, out, version, gs):
     """llama2.c's v0 (fp32), v1 (fp32) or v2 (Q8_0 in groups of gs of the flattened tensors) format."""
     if m.head_size * m.n_heads != m.dim or m.qkv_bias or m.rope_scaling[0] or m.rope_theta != 10000.0 \
-            or abs(m.norm_eps - 1e-5) > 1e-9:
+            or abs(m.norm_eps - 1e-5) > 1e-9 or m.qk_norm or m.sandwich or m.activation or m.rotary_dim \
+            or m.embed_scale or m.attn_scale or any(m.softcaps) or m.window[0]:
         raise ExportError("llama2.c's formats hold only Llama 2-style models (head_size = dim / n_heads, no biases, "
-                          "RoPE theta 10000 unscaled, norm eps 1e-5); use the default --version 3")
+                          "RoPE theta 10000 unscaled, norm eps 1e-5, no norms or windows of later families); use the "
+                          "default --version 3")
     L = m.n_layers
 
     def get(name):
@@ -1533,7 +1667,7 @@ def apply_tokenizer_config(t, cfg, tj=None, set_ids=True):
         template = next((x["template"] for x in template if x.get("name") == "default"), "")
     kind = template_kind(template)
     if kind is None:
-        log("note: the chat template is not one run.c knows (llama2, llama3, chatml, zephyr, mistral); "
+        log("note: the chat template is not one run.c knows (llama2, llama3, llama3.1, chatml, qwen2.5, qwen3, smollm2, zephyr, mistral, gemma, phi3, phi4); "
             "pick one with --chat-template")
     elif template:
         t.template = kind
@@ -1552,8 +1686,14 @@ def template_kind(template):
         return "none"
     if "<|start_header_id|>" in template:  # Llama 3.1/3.2 always write a system block with the dates
         return "llama3.1" if "Cutting Knowledge Date" in template else "llama3"
-    if "<|im_start|>" in template:  # ChatML; Qwen2.5 and SmolLM2 add their default system prompts
+    if "<|im_start|>" in template:  # ChatML; Qwen3 thinks; Qwen2.5 and SmolLM2 add their default system prompts
+        if "<think>" in template:
+            return "qwen3"
         return "qwen2.5" if "You are Qwen, created by Alibaba Cloud" in template else "smollm2" if "named SmolLM" in template else "chatml"
+    if "<start_of_turn>" in template:
+        return "gemma"
+    if "<|user|>" in template and "<|assistant|>" in template and "<|end|>" in template:
+        return "phi4" if "'<|' + message['role'] + '|>'" in template else "phi3"
     if "<|user|>" in template and "<|assistant|>" in template:
         return "zephyr"
     if "[INST]" in template:
@@ -1745,7 +1885,8 @@ def export_model(a, start):
     last = m.n_layers - 1
     checked = {"tok_embeddings", "norm", "output"} | {f"layers.{l}.{k}" for l in {0, last} for k in
                                                       ("attention_norm", "wq", "wk", "wv", "bq", "bk", "bv", "wo",
-                                                       "ffn_norm", "w1", "w2", "w3")}
+                                                       "ffn_norm", "w1", "w2", "w3", "q_norm", "k_norm",
+                                                       "post_att_norm", "post_ffn_norm")} | {"rope_short", "rope_long"}
     if a.version == 3:
         t = model_tokenizer(a, m)
         if a.format == "gguf":
@@ -1787,6 +1928,17 @@ def model_tokenizer(a, m):
         add_generation_eos(t, a.hf)
     if a.chat_template:
         t.template = a.chat_template
+    extra = t.tokens[m.vocab_size:]
+    if extra and all(kind != 0 for _, _, kind in extra) and not any(a >= m.vocab_size or b >= m.vocab_size for a, b in t.merges):
+        # added tokens past the model's embedding (Gemma 3's <image_soft_token> for its vision tower): the
+        # model can neither read nor write them
+        names = ", ".join(x.decode("utf-8", "replace") for x, _, _ in extra[:4]) + (", ..." if len(extra) > 4 else "")
+        log(f"note: {tok_path}: {len(extra)} added token(s) past the model's vocabulary of {m.vocab_size} left out ({names})")
+        del t.tokens[m.vocab_size:], t.pieces[m.vocab_size:], t.gtypes[m.vocab_size:]
+        t.eot = [e for e in t.eot if e < m.vocab_size]
+        for attr in ("bos", "eos", "bos_known", "unk", "pad"):
+            if getattr(t, attr) >= m.vocab_size:
+                setattr(t, attr, -1)
     if len(t.tokens) > m.vocab_size:
         raise ExportError(f"{tok_path} has {len(t.tokens)} tokens, more than the model's {m.vocab_size}")
     log(f"tokenizer {tok_path}: {len(t.tokens)} tokens, template {t.template}")

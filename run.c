@@ -311,6 +311,7 @@ typedef struct {
     void (*show_prompt)(const int *tokens, int n, void *user); // sees each turn's ids before they run; may be NULL
     void *user;                      // passed to progress and show_prompt
     volatile sig_atomic_t *interrupted; // Ctrl-C: stops the turn, or at the prompt ends the chat; may be NULL
+    int hide_thinking;               // Qwen3: a reply's <think>...</think> part is not printed
 } LmChatOptions;
 
 LmModel *lm_load(const char *checkpoint_path, char *err, size_t errlen);
@@ -326,6 +327,7 @@ void lm_free(LmModel *m);
 LmTokenizer *lm_tokenizer_load(const char *path, int vocab_size, char *err, size_t errlen);
 int lm_tokenizer_info(const LmTokenizer *t, LmTokenizerInfo *info);
 int lm_tokenizer_set_template(LmTokenizer *t, const char *name);
+int lm_tokenizer_set_thinking(LmTokenizer *t, int enable);
 int lm_encode(LmTokenizer *t, const char *text, int bos, int eos, int *tokens, int max_tokens);
 const char *lm_decode(LmTokenizer *t, int prev_token, int token);
 const char *lm_token_text(const LmTokenizer *t, int token);
@@ -846,6 +848,8 @@ typedef struct {
     int *cache_positions; // (n_layers) seq_len, or for a local layer a ring of window + LM_BATCH rows
     float *rope_freq;   // (3, rotary_dim / 2) inverse frequencies: global (scaled), global past
                         // LongRoPE's original context, local layers'
+    int *tokens;        // (seq_len) the token at each position of the cache
+    int rope_long;      // LongRoPE: the cache was computed with the long factors
     float *rope_cos;    // (2, batch, rotary_dim / 2) at the block's positions, for global and local layers
     float *rope_sin;    // (2, batch, rotary_dim / 2)
     int8_t *xq;         // (batch, widest) quantized activations (integer weights only)
@@ -1162,7 +1166,7 @@ static void run_map_weights(LmWeights *w, LmConfig *c, LmCursor *cur) {
 
 static void run_free_state(LmRunState *s) {
     void *bufs[] = {s->x, s->xb, s->xb2, s->hb, s->hb2, s->q, s->kb, s->vb, s->att, s->logits, s->key_cache, s->value_cache,
-                    s->cache_offset, s->cache_positions, s->rope_freq, s->rope_cos, s->rope_sin, s->xq, s->xs, s->xpacked, s->xspacked, s->xsum, s->xarranged};
+                    s->cache_offset, s->cache_positions, s->tokens, s->rope_freq, s->rope_cos, s->rope_sin, s->xq, s->xs, s->xpacked, s->xspacked, s->xsum, s->xarranged};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     memset(s, 0, sizeof *s);
 }
@@ -1229,10 +1233,11 @@ static int run_alloc_state(LmRunState *s, const LmConfig *c) {
     s->logits = (float *)calloc((size_t)c->vocab_size, sizeof(float));
     s->key_cache = (float *)calloc(cache, sizeof(float));
     s->value_cache = (float *)calloc(cache, sizeof(float));
+    s->tokens = (int *)calloc((size_t)c->seq_len, sizeof(int));
     s->rope_freq = (float *)calloc(3 * half, sizeof(float));
     s->rope_cos = (float *)calloc(2 * B * half, sizeof(float));
     s->rope_sin = (float *)calloc(2 * B * half, sizeof(float));
-    int ok = s->cache_offset && s->cache_positions && s->x && s->xb && s->xb2 && s->hb && s->hb2 && s->q && s->kb && s->vb &&
+    int ok = s->cache_offset && s->cache_positions && s->tokens && s->x && s->xb && s->xb2 && s->hb && s->hb2 && s->q && s->kb && s->vb &&
              s->att && s->logits && s->key_cache && s->value_cache && s->rope_freq && s->rope_cos && s->rope_sin;
     if (c->integer_activations) {
         size_t groups = widest / (size_t)c->group_size + 1; // + a partial group
@@ -2547,14 +2552,12 @@ static void run_softcap(float *x, int n, float cap) {
 }
 
 // The RoPE angles of the block's positions into s->rope_cos/sin: table 0 for global layers (with
-// LongRoPE: a position past the original context takes the long factors, as Hugging Face's
-// generate does token by token), table 1 for local layers.
+// LongRoPE, the long factors when s->rope_long), table 1 for local layers.
 static void run_rope_angles(LmRunState *s, const LmConfig *c, int n, int pos) {
     int half = c->rotary_dim / 2;
     for (int i = 0; i < n; i++) {
         for (int table = 0; table < 2; table++) {
-            int long_context = c->rope_long_factors && pos + i + 1 > c->rope_original_context;
-            const float *freq = s->rope_freq + (size_t)(table ? 2 : long_context ? 1 : 0) * half;
+            const float *freq = s->rope_freq + (size_t)(table ? 2 : s->rope_long ? 1 : 0) * half;
             float *cos_t = s->rope_cos + ((size_t)table * LM_BATCH + i) * half, *sin_t = s->rope_sin + ((size_t)table * LM_BATCH + i) * half;
             for (int k = 0; k < half; k++) {
                 float angle = (float)(pos + i) * freq[k];
@@ -2689,6 +2692,7 @@ int lm_shift_context(LmModel *m, int pos, int n_keep, int n_discard) {
         cos_t[i] = cosf(angle);
         sin_t[i] = sinf(angle);
     }
+    memmove(s->tokens + n_keep, s->tokens + n_keep + n_discard, (size_t)(new_pos - n_keep) * sizeof(int));
     float *moved = NULL; // (2, positions, kv_dim) a ring's keys and values on their way
     for (int l = 0; l < c->n_layers; l++) {
         int ring = s->cache_positions[l], window = run_layer_window(c, l);
@@ -2700,7 +2704,7 @@ int lm_shift_context(LmModel *m, int pos, int n_keep, int n_discard) {
         if (count <= 0) continue;
         if (ring < c->seq_len && moved == NULL && (moved = (float *)malloc(2 * (size_t)ring * kv_dim * sizeof(float))) == NULL) return -1;
         for (int p = first; p < new_pos; p++) {
-            int t = p + n_discard, table = window ? 2 : c->rope_long_factors && t + 1 > c->rope_original_context ? 1 : 0;
+            int t = p + n_discard, table = window ? 2 : s->rope_long ? 1 : 0;
             float *k = keys + (size_t)(t % ring) * kv_dim, *v = values + (size_t)(t % ring) * kv_dim;
             run_rope_rotate(k, c->n_kv_heads, c->head_size, c->rotary_dim, cos_t + table * half, sin_t + table * half, c->rope_layout);
             if (ring == c->seq_len) { // in order, each row moves down to one already moved
@@ -2723,6 +2727,18 @@ int lm_shift_context(LmModel *m, int pos, int n_keep, int n_discard) {
 float *lm_forward_batch(LmModel *m, const int *tokens, int n, int pos) {
     if (m == NULL || tokens == NULL || n < 1 || pos < 0 || pos > m->config.seq_len - n) return NULL;
     for (int i = 0; i < n; i++) if (tokens[i] < 0 || tokens[i] >= m->config.vocab_size) return NULL;
+    const LmConfig *c = &m->config;
+    LmRunState *s = &m->state;
+    // LongRoPE takes its long factors once the sequence is longer than the original context, and then
+    // for every position: as Hugging Face's Phi-3 does, which drops its cache there and computes the
+    // positions before again. So a switch runs the cached positions again with the other factors.
+    int want_long = c->rope_long_factors != NULL && pos + n > c->rope_original_context;
+    if (want_long != s->rope_long) {
+        s->rope_long = want_long;
+        for (int done = 0; done < pos; done += LM_BATCH)
+            run_forward_block(m, s->tokens + done, pos - done < LM_BATCH ? pos - done : LM_BATCH, done, 0);
+    }
+    memcpy(s->tokens + pos, tokens, (size_t)n * sizeof(int));
     for (int done = 0; done < n; done += LM_BATCH) {
         int count = n - done < LM_BATCH ? n - done : LM_BATCH;
         run_forward_block(m, tokens + done, count, pos + done, done + count == n);
@@ -2891,15 +2907,17 @@ typedef enum { LM_SPLIT_NONE = 0, LM_SPLIT_GPT2 = 1, LM_SPLIT_LLAMA3 = 2, LM_SPL
 // The chat templates run.c renders (each exactly as the official Jinja template of its family does
 // with add_generation_prompt): Llama 2; Llama 3; Llama 3.1/3.2 (a system block with the knowledge
 // and today dates, always); ChatML; Qwen2.5 (ChatML with its default system prompt); SmolLM2
-// (likewise, its own); Zephyr/TinyLlama; Mistral.
+// (likewise, its own); Zephyr/TinyLlama; Mistral; Gemma 2/3 (a system prompt leads the first user
+// message, as Gemma 3's template puts it; Gemma 2's refuses one); Qwen3 (ChatML with thinking: an
+// empty <think> block when thinking is off, earlier replies without theirs); Phi-3/3.5; Phi-4-mini.
 typedef enum {
     LM_CHAT_NONE, LM_CHAT_LLAMA2, LM_CHAT_LLAMA3, LM_CHAT_CHATML, LM_CHAT_ZEPHYR, LM_CHAT_MISTRAL, LM_CHAT_LLAMA31, LM_CHAT_QWEN25,
-    LM_CHAT_SMOLLM2, LM_CHAT_N
+    LM_CHAT_SMOLLM2, LM_CHAT_GEMMA, LM_CHAT_QWEN3, LM_CHAT_PHI3, LM_CHAT_PHI4, LM_CHAT_N
 } LmChatTemplate;
 enum { LM_TOK_DUMMY_PREFIX = 1, LM_TOK_REMOVE_EXTRA_SPACES = 2, LM_TOK_SPLIT_DIGITS = 4, LM_TOK_IGNORE_MERGES = 8 };
 
 static const char *const run_chat_template_names[] = {"none", "llama2", "llama3", "chatml", "zephyr", "mistral", "llama3.1", "qwen2.5",
-                                                      "smollm2"};
+                                                      "smollm2", "gemma", "qwen3", "phi3", "phi4"};
 
 #define LM_TOKENIZER_MAGIC 0x6b746d6cu // "lmtk"
 #define LM_TOKENIZER_HEADER_BYTES 128
@@ -2936,6 +2954,7 @@ struct LmTokenizer {
     int bos_id, eos_id, unk_id; // -1 when the vocabulary has none
     int n_eot, eot[LM_MAX_EOT]; // tokens that end an assistant turn (besides EOS)
     LmChatTemplate chat_template;
+    int thinking_off;      // Qwen3: replies start after an empty <think> block (lm_tokenizer_set_thinking)
     int template_unknown;  // the file's chat template is none that run.c renders (Llama 2's is used)
 };
 
@@ -3464,6 +3483,12 @@ int lm_tokenizer_info(const LmTokenizer *t, LmTokenizerInfo *info) {
     return 0;
 }
 
+int lm_tokenizer_set_thinking(LmTokenizer *t, int enable) {
+    if (t == NULL) return -1;
+    t->thinking_off = !enable;
+    return 0;
+}
+
 int lm_tokenizer_set_template(LmTokenizer *t, const char *name) {
     for (int k = LM_CHAT_LLAMA2; t && name && k < LM_CHAT_N; k++)
         if (strcmp(name, run_chat_template_names[k]) == 0) { t->chat_template = (LmChatTemplate)k; t->template_unknown = 0; return 0; }
@@ -3776,19 +3801,31 @@ static int run_push_text(const LmTokenizer *t, LmTokens *out, const char *fmt, c
     return ok;
 }
 
-// Appends prefix and then s without its leading and trailing white space (Jinja's trim).
-static int run_push_trimmed(const LmTokenizer *t, LmTokens *out, const char *prefix, const char *s) {
-    size_t start = 0, end = strlen(s);
+// Appends prefix, s without its leading and trailing white space (Jinja's trim), then suffix, as one text.
+static int run_push_trimmed_between(const LmTokenizer *t, LmTokens *out, const char *prefix, const char *s, const char *suffix) {
+    size_t start = 0, end = strlen(s), np = strlen(prefix), ns = strlen(suffix);
     while (start < end && isspace((unsigned char)s[start])) start++;
     while (end > start && isspace((unsigned char)s[end - 1])) end--;
-    char *text = (char *)malloc(strlen(prefix) + (end - start) + 1);
+    char *text = (char *)malloc(np + (end - start) + ns + 1);
     if (text == NULL) return 0;
-    memcpy(text, prefix, strlen(prefix));
-    memcpy(text + strlen(prefix), s + start, end - start);
-    text[strlen(prefix) + (end - start)] = '\0';
+    memcpy(text, prefix, np);
+    memcpy(text + np, s + start, end - start);
+    memcpy(text + np + (end - start), suffix, ns + 1);
     int ok = run_encode_text(t, text, out);
     free(text);
     return ok;
+}
+
+static int run_push_trimmed(const LmTokenizer *t, LmTokens *out, const char *prefix, const char *s) {
+    return run_push_trimmed_between(t, out, prefix, s, "");
+}
+
+// Qwen3's reply as its template keeps it in the history: the text after the last </think>, without
+// the newlines that lead it (s itself when it has no </think>).
+static const char *run_without_thinking(const char *s) {
+    for (const char *p = strstr(s, "</think>"); p; p = strstr(p + 1, "</think>")) s = p + 8;
+    while (*s == '\n') s++;
+    return s;
 }
 
 // A Llama 3 header: <|start_header_id|>role<|end_header_id|>.
@@ -3843,13 +3880,41 @@ static int run_render_turn(const LmTokenizer *t, LmChatTemplate kind, LmTokens *
     case LM_CHAT_CHATML:
     case LM_CHAT_QWEN25:
     case LM_CHAT_SMOLLM2:
+    case LM_CHAT_QWEN3: // with thinking off, the reply starts after an empty <think> block
         if (!first) ok = run_push_text(t, out, "\n", "", "");
         if (ok && sys) ok = run_push_special(t, out, "<|im_start|>") && run_push_text(t, out, "system\n%s%s", system, "") &&
                             run_push_special(t, out, "<|im_end|>") && run_push_text(t, out, "\n", "", "");
         ok = ok && run_push_special(t, out, "<|im_start|>") && run_push_text(t, out, "user\n%s%s", user, "") &&
              run_push_special(t, out, "<|im_end|>") && run_push_text(t, out, "\n", "", "") && run_push_special(t, out, "<|im_start|>") &&
-             run_push_text(t, out, "assistant\n", "", "");
+             run_push_text(t, out, kind == LM_CHAT_QWEN3 && t->thinking_off ? "assistant\n<think>\n\n</think>\n\n" : "assistant\n", "", "");
         break;
+    case LM_CHAT_GEMMA: // messages trimmed; the system prompt (untrimmed) and a blank line lead the first message
+        if (first && t->bos_id >= 0) ok = run_tokens_push(out, t->bos_id);
+        if (ok && !first) ok = run_push_text(t, out, "\n", "", "");
+        if (ok) ok = run_push_special(t, out, "<start_of_turn>");
+        if (ok && sys) {
+            char *prefix = (char *)malloc(strlen(system) + 8);
+            ok = prefix != NULL;
+            if (ok) snprintf(prefix, strlen(system) + 8, "user\n%s\n\n", system);
+            ok = ok && run_push_trimmed(t, out, prefix, user);
+            free(prefix);
+        } else {
+            ok = ok && run_push_trimmed(t, out, "user\n", user);
+        }
+        ok = ok && run_push_special(t, out, "<end_of_turn>") && run_push_text(t, out, "\n", "", "") &&
+             run_push_special(t, out, "<start_of_turn>") && run_push_text(t, out, "model\n", "", "");
+        break;
+    case LM_CHAT_PHI3: // each tag on a line of its own; a system block only when given
+    case LM_CHAT_PHI4: // the same tags without the newlines
+    {
+        const char *nl = kind == LM_CHAT_PHI3 ? "\n" : "";
+        if (!first) ok = run_push_text(t, out, "%s%s", nl, "");
+        if (ok && sys) ok = run_push_special(t, out, "<|system|>") && run_push_text(t, out, "%s%s", nl, system) &&
+                            run_push_special(t, out, "<|end|>") && run_push_text(t, out, "%s%s", nl, "");
+        ok = ok && run_push_special(t, out, "<|user|>") && run_push_text(t, out, "%s%s", nl, user) && run_push_special(t, out, "<|end|>") &&
+             run_push_text(t, out, "%s%s", nl, "") && run_push_special(t, out, "<|assistant|>") && run_push_text(t, out, "%s%s", nl, "");
+        break;
+    }
     }
     return ok;
 }
@@ -3857,7 +3922,9 @@ static int run_render_turn(const LmTokenizer *t, LmChatTemplate kind, LmTokens *
 // The token that closes an assistant turn in the cache when the reply was cut short.
 static int run_turn_end_token(const LmTokenizer *t, LmChatTemplate kind) {
     const char *name = kind == LM_CHAT_LLAMA3 || kind == LM_CHAT_LLAMA31 ? "<|eot_id|>"
-                       : kind == LM_CHAT_CHATML || kind == LM_CHAT_QWEN25 || kind == LM_CHAT_SMOLLM2 ? "<|im_end|>" : NULL;
+                       : kind == LM_CHAT_CHATML || kind == LM_CHAT_QWEN25 || kind == LM_CHAT_SMOLLM2 || kind == LM_CHAT_QWEN3 ? "<|im_end|>"
+                       : kind == LM_CHAT_GEMMA ? "<end_of_turn>"
+                       : kind == LM_CHAT_PHI3 || kind == LM_CHAT_PHI4 ? "<|end|>" : NULL;
     int id = name ? run_token_lookup(t, name, strlen(name)) : -1;
     return id >= 0 ? id : t->eos_id;
 }
@@ -3870,9 +3937,13 @@ static LmChatTemplate run_template_of_jinja(const char *jinja, size_t n) {
     memcpy(s, jinja, n);
     s[n] = '\0';
     LmChatTemplate kind = strstr(s, "<|start_header_id|>") ? (strstr(s, "Cutting Knowledge Date") ? LM_CHAT_LLAMA31 : LM_CHAT_LLAMA3)
-                          : strstr(s, "<|im_start|>") ? (strstr(s, "You are Qwen, created by Alibaba Cloud") ? LM_CHAT_QWEN25
+                          : strstr(s, "<|im_start|>") ? (strstr(s, "<think>") ? LM_CHAT_QWEN3
+                                                         : strstr(s, "You are Qwen, created by Alibaba Cloud") ? LM_CHAT_QWEN25
                                                          : strstr(s, "named SmolLM") ? LM_CHAT_SMOLLM2 : LM_CHAT_CHATML)
-                          : strstr(s, "<|user|>") && strstr(s, "<|assistant|>") && !strstr(s, "<|end|>") ? LM_CHAT_ZEPHYR
+                          : strstr(s, "<start_of_turn>") ? LM_CHAT_GEMMA
+                          : strstr(s, "<|user|>") && strstr(s, "<|assistant|>") && strstr(s, "<|end|>")
+                              ? (strstr(s, "'<|' + message['role'] + '|>'") ? LM_CHAT_PHI4 : LM_CHAT_PHI3)
+                          : strstr(s, "<|user|>") && strstr(s, "<|assistant|>") ? LM_CHAT_ZEPHYR
                           : strstr(s, "[INST]") ? (strstr(s, "<<SYS>>") ? LM_CHAT_LLAMA2 : LM_CHAT_MISTRAL)
                           : LM_CHAT_NONE;
     free(s);
@@ -3897,7 +3968,8 @@ int lm_render_chat(LmTokenizer *t, const LmMessage *messages, int n, int continu
             ok = run_render_turn(t, kind, &out, first, system, content);
             first = 0;
         } else if (!want_user && strcmp(role, "assistant") == 0) {
-            int trim = kind == LM_CHAT_LLAMA3 || kind == LM_CHAT_LLAMA31; // (their templates trim every message)
+            int trim = kind == LM_CHAT_LLAMA3 || kind == LM_CHAT_LLAMA31 || kind == LM_CHAT_GEMMA; // (their templates trim)
+            if (kind == LM_CHAT_QWEN3) content = run_without_thinking(content); // (as its template keeps earlier replies)
             ok = (trim ? run_push_trimmed(t, &out, "", content) : run_encode_text(t, content, &out)) &&
                  run_tokens_push(&out, run_turn_end_token(t, kind));
         } else {
@@ -4323,8 +4395,16 @@ static int run_is_blank(const char *s) {
 }
 
 // What lm_chat's callbacks for one reply need: the output, whether "Assistant: " has been printed,
-// and the caller's progress callback.
-typedef struct { FILE *out; int started; LmProgressFn progress; void *user; } LmChatOutput;
+// the caller's progress callback, the reply's text so far, and (hiding Qwen3's thinking) where the
+// reply is: in its <think> part, or just past it (its leading newlines are not printed either).
+typedef struct {
+    FILE *out;
+    int started;
+    LmProgressFn progress;
+    void *user;
+    LmTokens text;       // the reply's bytes (as token-sized pieces of chars; NUL-terminated)
+    int hide_thinking, thinking, after_thinking;
+} LmChatOutput;
 
 static void run_chat_progress(int done, int total, void *user) {
     LmChatOutput *co = (LmChatOutput *)user;
@@ -4333,10 +4413,51 @@ static void run_chat_progress(int done, int total, void *user) {
 
 static int run_emit_reply(const char *piece, void *user) {
     LmChatOutput *co = (LmChatOutput *)user;
+    for (const char *p = piece; *p; p++) // (kept as ints: LmTokens is the growable array at hand)
+        if (!run_tokens_push(&co->text, (unsigned char)*p)) return 1;
     if (!co->started) { fputs("Assistant: ", co->out); co->started = 1; }
+    if (co->hide_thinking) {
+        if (strstr(piece, "<think>")) co->thinking = 1;
+        if (co->thinking) {
+            const char *close = strstr(piece, "</think>");
+            if (close == NULL) return 0;
+            co->thinking = 0;
+            co->after_thinking = 1;
+            piece = close + 8;
+        }
+        if (co->after_thinking) {
+            while (*piece == '\n') piece++;
+            if (*piece == '\0') return 0;
+            co->after_thinking = 0;
+        }
+    }
     fputs(piece, co->out);
     fflush(co->out);
     return 0;
+}
+
+// Qwen3's template keeps earlier replies without their thinking, and without the empty <think> block
+// that thinking off puts in the prompt: the reply whose prompt ended at reply_pos and which fills the
+// cache up to *pos is fed again from "assistant\n" on as the next turn will see it (nothing changes
+// when it had no thinking). 0 on out-of-memory.
+static int run_rewrite_reply(LmModel *m, LmTokenizer *t, const LmTokens *text, int reply_pos, int *pos) {
+    char *reply = (char *)malloc((size_t)text->n + 1);
+    if (reply == NULL) return 0;
+    for (int i = 0; i < text->n; i++) reply[i] = (char)text->ids[i];
+    reply[text->n] = '\0';
+    LmTokens ids = {NULL, 0, 0}, block = {NULL, 0, 0};
+    // (the empty block is encoded apart from "assistant\n": <think> is matched in text before BPE)
+    int ok = (!t->thinking_off || run_encode_text(t, "<think>\n\n</think>\n\n", &block)) &&
+             run_encode_text(t, run_without_thinking(reply), &ids) && run_tokens_push(&ids, run_turn_end_token(t, LM_CHAT_QWEN3));
+    int start = reply_pos - block.n;
+    if (ok && (strstr(reply, "</think>") || t->thinking_off) && start + ids.n <= m->config.seq_len) {
+        lm_forward_batch(m, ids.ids, ids.n, start);
+        *pos = start + ids.n;
+    }
+    free(reply);
+    free(ids.ids);
+    free(block.ids);
+    return ok;
 }
 
 static const char run_chat_help[] =
@@ -4438,7 +4559,7 @@ int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const LmChatOptions *o, ch
         if (o->show_prompt) o->show_prompt(prompt.ids, prompt.n, o->user);
         // the reply stops where its last token and the end of turn still fit in the context
         int room = ctx - pos - prompt.n - 1;
-        LmChatOutput co = {out, 0, o->progress, o->user};
+        LmChatOutput co = {.out = out, .progress = o->progress, .user = o->user, .hide_thinking = o->hide_thinking};
         LmGenerateOptions g = {.max_tokens = o->max_reply > 0 && o->max_reply < room ? o->max_reply : room, .emit = run_emit_reply,
                                .user = &co, .progress = o->progress ? run_chat_progress : NULL, .interrupted = interrupted};
         LmGenerateStats st;
@@ -4458,6 +4579,13 @@ int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const LmChatOptions *o, ch
         // or the template's when the reply was cut
         if (st.stop != LM_STOP_END_TOKEN && st.generated > 0 && pos < ctx) lm_forward(m, st.last_token, pos++);
         if (pos < ctx) lm_forward(m, st.stop == LM_STOP_END_TOKEN ? st.last_token : run_turn_end_token(t, kind), pos++);
+        if (kind == LM_CHAT_QWEN3 && !run_rewrite_reply(m, t, &co.text, turn_start + prompt.n, &pos)) {
+            run_set_err(err, errlen, "chat: out of memory");
+            free(co.text.ids);
+            rc = -1;
+            break;
+        }
+        free(co.text.ids);
         fputc('\n', out);
         if (st.stop == LM_STOP_MAX_TOKENS && g.max_tokens == o->max_reply)
             fprintf(out, "[the reply reached its limit of %d tokens]\n", o->max_reply);
@@ -4513,7 +4641,7 @@ static int run_count_flag(const char *flag, const char *value, unsigned long lon
 
 // The command line's settings.
 typedef struct {
-    const char *checkpoint, *tokenizer_path, *prompt, *prompt_file, *mode, *system_prompt, *template_name;
+    const char *checkpoint, *tokenizer_path, *prompt, *prompt_file, *mode, *system_prompt, *template_name, *think;
     float temperature, topp, min_p, repeat_penalty;
     unsigned long long seed, steps, threads, top_k, repeat_last_n, shift_keep;
     int steps_given, shift, ignore_eos, info, quiet, verbose_prompt, exact;
@@ -4528,7 +4656,7 @@ static const LmFlag run_flags[] = {
     {"--repeat-last-n", NULL, 1}, {"-s", "--seed", 1}, {"-n", "--n-predict", 1}, {"-i", "--prompt", 1}, {"-f", "--file", 1},
     {"-r", NULL, 1}, {"-z", NULL, 1}, {"-m", NULL, 1}, {"-y", "--system-prompt", 1}, {"-T", "--threads", 1},
     {"--context-shift", NULL, 1}, {"--template", NULL, 1}, {"--ignore-eos", NULL, 0}, {"--info", NULL, 0},
-    {"--quiet", NULL, 0}, {"--verbose-prompt", NULL, 0}, {"--exact", NULL, 0},
+    {"--quiet", NULL, 0}, {"--verbose-prompt", NULL, 0}, {"--exact", NULL, 0}, {"--think", NULL, 1},
 };
 
 static const LmFlag *run_find_flag(const char *arg) {
@@ -4593,11 +4721,15 @@ static int run_parse_options(int argc, char **argv, LmOptions *o) {
             if (strcmp(val, "generate") != 0 && strcmp(val, "chat") != 0) return run_bad_flag(typed, val, "generate or chat");
             o->mode = val;
         } else if (strcmp(flag, "--template") == 0) {
-            static const char *names[] = {"llama2", "llama3", "llama3.1", "chatml", "qwen2.5", "smollm2", "zephyr", "mistral"};
+            static const char *names[] = {"llama2", "llama3", "llama3.1", "chatml", "qwen2.5", "qwen3", "smollm2", "zephyr", "mistral",
+                                          "gemma", "phi3", "phi4"};
             int known = 0;
             for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) known |= strcmp(val, names[k]) == 0;
-            if (!known) return run_bad_flag(typed, val, "llama2, llama3, llama3.1, chatml, qwen2.5, smollm2, zephyr or mistral");
+            if (!known) return run_bad_flag(typed, val, "llama2, llama3, llama3.1, chatml, qwen2.5, qwen3, smollm2, zephyr, mistral, gemma, phi3 or phi4");
             o->template_name = val;
+        } else if (strcmp(flag, "--think") == 0) {
+            if (strcmp(val, "on") != 0 && strcmp(val, "off") != 0 && strcmp(val, "hide") != 0) return run_bad_flag(typed, val, "on, off or hide");
+            o->think = val;
         } else if (strcmp(flag, "-r") == 0) {
             if (val[0] == '\0' || o->n_stops == 16) return run_bad_flag(typed, val, "a non-empty stop string (at most 16 of them)");
             o->stops[o->n_stops++] = val;
@@ -4612,6 +4744,10 @@ static int run_parse_options(int argc, char **argv, LmOptions *o) {
         }
     }
     if (o->prompt_file && o->prompt) { fprintf(stderr, "run: give the prompt with -i or -f, not both\n"); return 1; }
+    if (o->think && strcmp(o->mode, "chat") != 0) {
+        fprintf(stderr, "run: --think is for chat mode (-m chat); in generate mode the prompt is the model's text as given\n");
+        return 1;
+    }
     if (o->prompt && strcmp(o->prompt, "-") == 0 && strcmp(o->mode, "chat") == 0) {
         fprintf(stderr, "run: -i - reads the prompt from standard input, which chat mode needs for its messages\n");
         return 1;
@@ -4651,8 +4787,11 @@ static void run_usage(FILE *f) {
             "              OpenMP) [--threads]\n"
             "  --context-shift <n>  when the context is full, keep the first n tokens, drop half the\n"
             "              rest and go on (generate mode)\n"
-            "  --template <name>  chat template: llama2|llama3|llama3.1|chatml|qwen2.5|smollm2|zephyr|mistral\n"
-            "              (default: the tokenizer's, else llama2)\n"
+            "  --template <name>  chat template: llama2|llama3|llama3.1|chatml|qwen2.5|qwen3|smollm2|zephyr|\n"
+            "              mistral|gemma|phi3|phi4 (default: the tokenizer's, else llama2)\n"
+            "  --think on|off|hide  Qwen3's thinking in chat mode: on (the default: the reply starts with its\n"
+            "              <think> part), off (the template's empty <think> block: no thinking), hide (it\n"
+            "              thinks, the <think> part is not printed); /think and /no_think in a message work too\n"
             "  -h, --help  this help\n"
             "Tokenizer tool: run [checkpoint] --tokenize [-z <tokenizer>] (-i <text> | -i - | -f <file>) [--ids-only]\n"
             "  prints each token's id and text (--ids-only: the ids alone); the tokenizer is -z, else the\n"
@@ -4887,7 +5026,10 @@ static int run_cli_chat(LmModel *model, LmTokenizer *tokenizer, LmSampler *sampl
         fprintf(stderr, "note: the model's chat template is not one run.c renders; using %s's (--template chooses another)\n", ti.chat_template);
     LmChatOptions c = {.in = stdin, .out = stdout, .first_message = o->prompt, .max_reply = o->steps_given ? (int)o->steps : 0,
                        .banner = terminal, .progress = progress, .show_prompt = o->verbose_prompt ? run_show_prompt : NULL,
-                       .user = tokenizer, .interrupted = &run_cli_interrupted};
+                       .user = tokenizer, .interrupted = &run_cli_interrupted, .hide_thinking = o->think && strcmp(o->think, "hide") == 0};
+    if (o->think && strcmp(ti.chat_template, "qwen3") != 0)
+        fprintf(stderr, "note: --think applies to Qwen3's chat template; this chat uses %s's, which has no thinking\n", ti.chat_template);
+    lm_tokenizer_set_thinking(tokenizer, !(o->think && strcmp(o->think, "off") == 0));
     // with piped input every line is a message: the system prompt is asked for only on a terminal
     c.system_prompt = o->system_prompt ? o->system_prompt : terminal ? NULL : "";
     char err[512];
