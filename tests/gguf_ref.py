@@ -729,11 +729,11 @@ def hparams(meta, n_ctx=4096, llama_swa=False):
             raise ValueError("qwen3 needs n_rot == head_dim (GGML_ASSERT in llm_build_qwen3)")
     elif arch in ("gemma2", "gemma3"):
         if arch == "gemma2":
+            # SWA layers keep the global rope base and scale (the load_hparams defaults)
             n_swa = int(g("attention.sliding_window", 4096))  # default value of gemma 2
-            pattern, big = g("attention.sliding_window_pattern", 2), 46
+            pattern, big = 2, 46
             hp.update(attn_softcap=float(g("attn_logit_softcapping", 50.0)),
-                      final_softcap=float(g("final_logit_softcapping", 30.0)),
-                      freq_base_swa=float(g("rope.freq_base_swa", base)))
+                      final_softcap=float(g("final_logit_softcapping", 30.0)))
         else:
             # llama.cpp @00342301 requires gemma3.attention.sliding_window and uses pattern 6, SWA rope base
             # 10000 and SWA freq scale 1; newer llama.cpp treats an absent/0 window as "no SWA" and reads the
@@ -1005,7 +1005,6 @@ def expected_keys(hf_config):
     arch, c = _hf_arch(hf_config), hf_config
     m = Metadata()
     m.set("general.architecture", arch, VT_STR)
-    a = arch
     if arch in ("llama", "qwen2", "qwen3"):
         _textmodel_keys(c, arch, m)
         if arch == "llama":
