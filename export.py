@@ -345,8 +345,6 @@ def hf_model(folder, seq_len_cap):
     if arch.startswith("Qwen"):
         window = 0  # (use_sliding_window is false, checked above)
     period = window_period_of(cfg, arch, n_layers, folder) if window else 0
-    if window and window >= seq_len and period == 0:
-        window = 0  # the window covers the whole context
     scaling = rope_scaling_of(cfg, folder)  # every config check before the tensors are opened
     longrope = longrope_of(cfg, rotary_dim, folder) if scaling[0] == 3 else None
     tensors = HFTensors(folder)
@@ -856,7 +854,13 @@ GGUF_TENSOR = {"tok_embeddings": "token_embd.weight", "norm": "output_norm.weigh
                "attention_norm": "attn_norm.weight", "wq": "attn_q.weight", "wk": "attn_k.weight",
                "wv": "attn_v.weight", "bq": "attn_q.bias", "bk": "attn_k.bias", "bv": "attn_v.bias",
                "wo": "attn_output.weight", "ffn_norm": "ffn_norm.weight", "w1": "ffn_gate.weight",
-               "w2": "ffn_down.weight", "w3": "ffn_up.weight"}
+               "w2": "ffn_down.weight", "w3": "ffn_up.weight", "q_norm": "attn_q_norm.weight",
+               "k_norm": "attn_k_norm.weight", "post_att_norm": "post_attention_norm.weight",
+               "post_ffn_norm": "post_ffw_norm.weight", "rope_short": "rope_factors_short.weight",
+               "rope_long": "rope_factors_long.weight"}
+# llama.cpp's architecture of each source (Mistral is llama's; its window is written, which llama.cpp ignores)
+GGUF_ARCH = {"Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3", "Gemma2ForCausalLM": "gemma2",
+             "Gemma3ForCausalLM": "gemma3", "Phi3ForCausalLM": "phi3"}
 GGUF_CHUNK = 1 << 20  # values encoded at a time (a multiple of every block size), bounding the memory used
 
 # Jinja chat templates written when --chat-template names a kind other than the source's own template;
@@ -922,10 +926,13 @@ def gguf_kv(key, vtype, value):
 
 
 def gguf_arch(m):
-    return "qwen2" if m.arch == "Qwen2ForCausalLM" else "llama"
+    return GGUF_ARCH.get(m.arch, "llama")
 
 
 def gguf_tensor_name(name):
+    if isinstance(name, tuple):  # fused: (wq, wk, wv) or (w1, w3)
+        layer = name[0].split(".")[1]
+        return f"blk.{layer}.{'attn_qkv' if name[0].endswith('wq') else 'ffn_up'}.weight"
     if name.startswith("layers."):
         _, layer, key = name.split(".")
         return f"blk.{layer}.{GGUF_TENSOR[key]}"
@@ -939,8 +946,22 @@ def gguf_plan(m, dtype):
     if m.rope_scaling[0] == 2:
         plan.append(("rope_freqs.weight", "rope_freqs", (m.head_size // 2,), "F32"))
     wanted, fallbacks = GGUF_TYPE_OF[dtype], {}
-    for name, is_matrix in tensor_plan(m):
-        shape, kind = expected_shape(m, name), "F32"
+    entries = [(name, is_matrix, expected_shape(m, name)) for name, is_matrix in tensor_plan(m)]
+    if gguf_arch(m) == "phi3":  # llama.cpp's Phi-3 reads q, k, v as one attn_qkv and gate, up as one ffn_up
+        fused, parts = [], {}
+        for name, is_matrix, shape in entries:
+            key = name.split(".")[-1]
+            if key in ("wq", "wk", "wv", "w1", "w3"):
+                group = name.rsplit(".", 1)[0] + (".qkv" if key in ("wq", "wk", "wv") else ".up")
+                parts.setdefault(group, []).append((name, shape))
+                if key in ("wv", "w3"):
+                    names, shapes = zip(*parts[group])
+                    fused.append((names, True, (sum(x[0] for x in shapes), shapes[0][1])))
+            else:
+                fused.append((name, is_matrix, shape))
+        entries = fused
+    for name, is_matrix, shape in entries:
+        kind = "F32"
         if is_matrix:
             kind = wanted
             if shape[-1] % GGML[kind][1]:
@@ -987,6 +1008,8 @@ def gguf_source(m, name, arch):
     LlamaModel.permute of Hugging Face's rotate-half rows), qwen2 in halves (its RoPE is NeoX's)."""
     if name == "rope_freqs":
         return llama3_rope_factors(m)
+    if isinstance(name, tuple):  # rows of each part in turn
+        return np.concatenate([gguf_source(m, part, arch) for part in name])
     x = load_tensor(m, name)
     key = name.split(".")[-1]
     if key in ("wq", "wk", "bq", "bk"):
@@ -1170,15 +1193,40 @@ def gguf_metadata(m, dtype, t, template_text):
           ("general.file_type", GV_U32, GGUF_FILE_TYPE[dtype])]
     if dtype in ("q8_0", "q4_0", "q4_k"):
         kv.append(("general.quantization_version", GV_U32, 2))
-    kv += [(f"{arch}.{k}", GV_U32, v) for k, v in (
-        ("vocab_size", m.vocab_size), ("context_length", m.seq_len), ("embedding_length", m.dim),
-        ("block_count", m.n_layers), ("feed_forward_length", m.hidden_dim), ("attention.head_count", m.n_heads),
-        ("attention.head_count_kv", m.n_kv_heads), ("rope.dimension_count", m.head_size))]
-    if m.head_size * m.n_heads != m.dim:
+    counts = [("vocab_size", m.vocab_size)] if arch in ("llama", "qwen2") else []
+    counts += [("context_length", m.seq_len), ("embedding_length", m.dim), ("block_count", m.n_layers),
+               ("feed_forward_length", m.hidden_dim), ("attention.head_count", m.n_heads),
+               ("attention.head_count_kv", m.n_kv_heads)]
+    if arch in ("llama", "qwen2", "phi3"):
+        counts.append(("rope.dimension_count", m.rotary_dim or m.head_size))
+    kv += [(f"{arch}.{k}", GV_U32, v) for k, v in counts]
+    if m.head_size * m.n_heads != m.dim or arch in ("qwen3", "gemma2", "gemma3"):
         kv += [(f"{arch}.attention.key_length", GV_U32, m.head_size), (f"{arch}.attention.value_length", GV_U32, m.head_size)]
-    kv += [(f"{arch}.attention.layer_norm_rms_epsilon", GV_F32, m.norm_eps), (f"{arch}.rope.freq_base", GV_F32, m.rope_theta)]
+    kv.append((f"{arch}.attention.layer_norm_rms_epsilon", GV_F32, m.norm_eps))
+    if arch != "gemma2" or m.rope_theta != 10000.0:  # (Gemma 2's converter writes none: 10000)
+        kv.append((f"{arch}.rope.freq_base", GV_F32, m.rope_theta))
     if m.rope_scaling[0] == 1:
         kv += [(f"{arch}.rope.scaling.type", GV_STR, "linear"), (f"{arch}.rope.scaling.factor", GV_F32, m.rope_scaling[1])]
+    window, period = m.window
+    if arch == "gemma2":
+        kv += [("gemma2.attn_logit_softcapping", GV_F32, m.softcaps[0]), ("gemma2.final_logit_softcapping", GV_F32, m.softcaps[1]),
+               ("gemma2.attention.sliding_window", GV_U32, window)]
+    elif arch == "gemma3":
+        if m.softcaps[1]:
+            kv.append(("gemma3.final_logit_softcapping", GV_F32, m.softcaps[1]))
+        if window:
+            kv.append(("gemma3.attention.sliding_window", GV_U32, window))
+        if window and period != 6:  # (newer llama.cpp's keys; 6 and 10000 are what it assumes without them)
+            kv.append(("gemma3.attention.sliding_window_pattern", GV_U32, period))
+        if m.rope_local_theta and m.rope_local_theta != 10000.0:
+            kv.append(("gemma3.rope.freq_base_swa", GV_F32, m.rope_local_theta))
+    elif arch == "phi3":
+        kv.append(("phi3.attention.sliding_window", GV_U32, window))
+        if m.longrope is not None:
+            kv += [("phi3.rope.scaling.original_context_length", GV_U32, m.rope_scaling[4]),
+                   ("phi3.rope.scaling.attn_factor", GV_F32, m.longrope[2])]
+    elif window:  # Mistral's: llama.cpp ignores it (full attention); run.c applies it, as Hugging Face does
+        kv.append((f"{arch}.attention.sliding_window", GV_U32, window))
     if t is not None:
         kv += gguf_tokenizer_keys(t, m.vocab_size, template_text)
     else:  # llama.cpp loads a file whose vocabulary is "none" (and can then run only on token ids)
@@ -1186,9 +1234,23 @@ def gguf_metadata(m, dtype, t, template_text):
     return kv
 
 
+def gguf_refusals(m, arch):
+    """What a GGUF cannot say about this model (llama.cpp derives it from the shape, with no key for it)."""
+    if arch in ("gemma2", "gemma3"):
+        big = m.n_layers == (46 if arch == "gemma2" else 62)  # 27B: llama.cpp's rule
+        rule = np.float32(1) / np.sqrt(np.float32(m.dim / m.n_heads if big else m.head_size))
+        if m.attn_scale and abs(m.attn_scale - rule) > 1e-6 * rule:
+            raise ExportError(f"{m.source}: query_pre_attn_scalar {m.attn_scale ** -2:g} is not what llama.cpp assumes for this "
+                              f"shape ({float(rule) ** -2:g}) and GGUF has no key for it: use run.c's format (leave out --format gguf)")
+        if m.embed_scale != round_to_dtype(math.sqrt(m.dim), "bfloat16"):
+            log(f"note: run.c scales a Gemma GGUF's embeddings by sqrt({m.dim}) in bf16, as the released models run; "
+                f"this {m.source_dtype} model's own scale is {m.embed_scale:g}")
+
+
 def write_gguf(m, out, dtype, t, template_text):
     """llama.cpp's GGUF v3, tensor by tensor; returns (parameters, bytes, the plan)."""
     arch, plan = gguf_arch(m), gguf_plan(m, dtype)
+    gguf_refusals(m, arch)
     kv = gguf_metadata(m, dtype, t, template_text)
     head = [GGUF_MAGIC, struct.pack("<IQQ", GGUF_VERSION, len(plan), len(kv))] + [gguf_kv(*x) for x in kv]
     offset = 0
@@ -1211,7 +1273,7 @@ def write_gguf(m, out, dtype, t, template_text):
                                   f"{gguf_nbytes(kind, math.prod(shape))}")
             w.pad(GGUF_ALIGN)
             w.progress(i + 1, len(plan), name, shape, kind)
-    return sum(math.prod(s) for _, n, s, _ in plan if n != "rope_freqs"), os.path.getsize(out), plan
+    return sum(math.prod(s) for _, n, s, _ in plan if n not in ("rope_freqs", "rope_short", "rope_long")), os.path.getsize(out), plan
 
 
 class GGUFFile:
@@ -1312,7 +1374,7 @@ def check_gguf(m, path, plan, names, t, template_text):
             raise ExportError(f"--check: {path}: tensor {name} reads back as {GGML_NAME.get(kid, kid)} {list(ne)}, "
                               f"expected {kind} {list(reversed(shape))}")
         raw = g.raw(name)
-        if source not in names and source != "rope_freqs":
+        if not (set(source) & names if isinstance(source, tuple) else source in names or source == "rope_freqs"):
             continue
         x = gguf_source(m, source, arch).astype(np.float32).reshape(-1)
         worst = ""
@@ -1580,6 +1642,8 @@ def hf_json_tokenizer(path):
     t.unk = vocab.get(unk_token, -1) if isinstance(unk_token, str) else -1
     for i in range(n):
         a = added.get(i)
+        if a is not None and not byte_level and not a.get("special") and "\u2581" in a["content"] and keys[i] == a["content"]:
+            a = None  # Gemma's runs of U+2581: in raw text they never occur (a typed U+2581 is a space), in BPE they do
         if a is not None:
             # added tokens are matched whole in the text; "special": true ones are control tokens (not
             # printed), "special": false ones (Qwen's <think>, <tool_call>, <|fim_prefix|>) user-defined text

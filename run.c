@@ -847,7 +847,7 @@ typedef struct {
     size_t *cache_offset; // (n_layers) where each layer's rows start, in floats
     int *cache_positions; // (n_layers) seq_len, or for a local layer a ring of window + LM_BATCH rows
     float *rope_freq;   // (3, rotary_dim / 2) inverse frequencies: global (scaled), global past
-                        // LongRoPE's original context, local layers'
+                        // LongRoPE's original context, local layers' own (rope_local_theta, unscaled)
     int *tokens;        // (seq_len) the token at each position of the cache
     int rope_long;      // LongRoPE: the cache was computed with the long factors
     float *rope_cos;    // (2, batch, rotary_dim / 2) at the block's positions, for global and local layers
@@ -1252,8 +1252,7 @@ static int run_alloc_state(LmRunState *s, const LmConfig *c) {
     if (!ok) { run_free_state(s); return 0; }
     run_rope_frequencies(s->rope_freq, c, c->rope_theta, 1, c->rope_freq_factors);
     run_rope_frequencies(s->rope_freq + half, c, c->rope_theta, 1, c->rope_long_factors ? c->rope_long_factors : c->rope_freq_factors);
-    run_rope_frequencies(s->rope_freq + 2 * half, c, c->rope_local_theta > 0.0f ? c->rope_local_theta : c->rope_theta,
-                         c->rope_local_theta <= 0.0f, c->rope_freq_factors);
+    run_rope_frequencies(s->rope_freq + 2 * half, c, c->rope_local_theta > 0.0f ? c->rope_local_theta : c->rope_theta, 0, NULL);
     return 1;
 }
 
@@ -1529,7 +1528,9 @@ static const LmGgufTensor *run_gguf_tensor(const LmGguf *g, const char *name) {
 
 // The architectures run.c computes from GGUF files (general.architecture), and their RoPE pairing:
 // llama.cpp's converter permutes llama's q/k rows into interleaved pairs; qwen2 keeps the halves.
-static const char *const run_gguf_archs[] = {"llama", "qwen2"};
+// The architectures, as llama.cpp computes them (its converter's keys and tensors; src/llama-model.cpp).
+typedef enum { LM_ARCH_LLAMA, LM_ARCH_QWEN2, LM_ARCH_QWEN3, LM_ARCH_GEMMA2, LM_ARCH_GEMMA3, LM_ARCH_PHI3, LM_ARCH_N } LmGgufArch;
+static const char *const run_gguf_archs[LM_ARCH_N] = {"llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3"};
 
 // A key of the architecture's own, as "<arch>.<name>".
 static double run_arch_number(const LmGguf *g, LmString arch, const char *name, double def, int *ok) {
@@ -1544,7 +1545,7 @@ static int run_gguf_config(LmConfig *c, const LmGguf *g, const char *path, char 
     int known = -1;
     for (size_t k = 0; k < sizeof run_gguf_archs / sizeof run_gguf_archs[0]; k++) if (run_string_is(arch, run_gguf_archs[k])) known = (int)k;
     if (known < 0) {
-        run_set_err(err, errlen, "%s: architecture '%.*s' is not supported (supported: llama, qwen2)", path, (int)(arch.n < 64 ? arch.n : 64),
+        run_set_err(err, errlen, "%s: architecture '%.*s' is not supported (supported: llama, qwen2, qwen3, gemma2, gemma3, phi3)", path, (int)(arch.n < 64 ? arch.n : 64),
                     arch.s ? arch.s : "");
         return 0;
     }
@@ -1591,9 +1592,36 @@ static int run_gguf_config(LmConfig *c, const LmGguf *g, const char *path, char 
                     (int)(scaling.n < 32 ? scaling.n : 32), scaling.s);
         return 0;
     }
-    c->rope_layout = known == 0 ? LM_ROPE_PAIRS : LM_ROPE_HALVES;
-    c->qkv_bias = known == 1 || run_gguf_tensor(g, "blk.0.attn_q.bias") != NULL;
+    c->rope_layout = known == LM_ARCH_LLAMA ? LM_ROPE_PAIRS : LM_ROPE_HALVES;
+    c->qkv_bias = known == LM_ARCH_QWEN2 || run_gguf_tensor(g, "blk.0.attn_q.bias") != NULL;
+    c->qk_norm = run_gguf_tensor(g, "blk.0.attn_q_norm.weight") != NULL;
     c->shared_classifier = run_gguf_tensor(g, "output.weight") == NULL;
+    c->sliding_window = (int)run_arch_number(g, arch, "attention.sliding_window", known == LM_ARCH_GEMMA2 ? 4096 : 0, &ok);
+    if (known == LM_ARCH_GEMMA2 || known == LM_ARCH_GEMMA3) {
+        int gemma2 = known == LM_ARCH_GEMMA2;
+        c->sandwich_norms = 1; // (the converter stored each norm's 1 + w)
+        c->activation = LM_ACT_GELU_TANH;
+        // sqrt(dim) as Hugging Face's Gemma computes it in the released models' bf16 (llama.cpp leaves it
+        // unrounded: 0.1% .. 0.4% apart)
+        float scale = sqrtf((float)c->dim);
+        uint32_t bits;
+        memcpy(&bits, &scale, 4);
+        bits = (bits + 0x7fffu + ((bits >> 16) & 1u)) & 0xffff0000u;
+        memcpy(&c->embed_scale, &bits, 4);
+        // query_pre_attn_scalar is not in the file: llama.cpp's rule, right for every released model
+        int big = c->n_layers == (gemma2 ? 46 : 62); // (27B)
+        c->attn_scale = 1.0f / sqrtf(big ? (float)c->dim / (float)c->n_heads : (float)c->head_size);
+        c->attn_softcap = (float)run_arch_number(g, arch, "attn_logit_softcapping", gemma2 ? 50 : 0, &ok);
+        c->final_softcap = (float)run_arch_number(g, arch, "final_logit_softcapping", gemma2 ? 30 : 0, &ok);
+        c->window_period = (int)run_arch_number(g, arch, "attention.sliding_window_pattern", gemma2 ? 2 : 6, &ok);
+        if (!gemma2) c->rope_local_theta = (float)run_arch_number(g, arch, "rope.freq_base_swa", 10000, &ok);
+    }
+    if (known == LM_ARCH_PHI3 && run_gguf_tensor(g, "rope_factors_long.weight")) {
+        c->rope_scaling = LM_ROPE_LONGROPE;
+        c->rope_attn_factor = (float)run_arch_number(g, arch, "rope.scaling.attn_factor", 1, &ok);
+        c->rope_original_context = (int)run_arch_number(g, arch, "rope.scaling.original_context_length", 0, &ok);
+    }
+    if (!ok) { run_set_err(err, errlen, "%s: a hyperparameter of %.*s has the wrong type", path, (int)arch.n, arch.s); return 0; }
     c->tokenizer_size = tokens != NULL; // (the tokenizer is read from the same metadata)
     c->version = 4;
     c->gguf_version = (int)g->version;
@@ -1643,24 +1671,53 @@ static int run_gguf_vector(const LmGguf *g, const char *name, int n, int require
 }
 
 // Points every weight of the model at its tensor in a GGUF file. 0 with the reason in err.
+// Rows [first, first + rows) of a matrix: a part of a fused one (Phi-3's attn_qkv, ffn_up).
+static LmMatrix run_matrix_rows(LmMatrix m, int first, int rows) {
+    m.data = (const unsigned char *)m.data + (size_t)first * m.row_bytes;
+    m.rows = rows;
+    return m;
+}
+
 static int run_gguf_weights(LmWeights *w, LmConfig *c, const LmGguf *g, const char *path, char *err, size_t errlen) {
     int dim = c->dim, hidden = c->hidden_dim, q_dim = c->n_heads * c->head_size, kv_dim = c->n_kv_heads * c->head_size;
     char name[96];
     if (!run_gguf_matrix(g, "token_embd.weight", c->vocab_size, dim, &w->token_embedding, path, err, errlen)) return 0;
     for (int l = 0; l < c->n_layers; l++) {
         LmLayer *ly = &w->layers[l];
-        struct { const char *suffix; LmMatrix *m; int rows, cols; } mats[] = {
-            {"attn_q", &ly->wq, q_dim, dim}, {"attn_k", &ly->wk, kv_dim, dim}, {"attn_v", &ly->wv, kv_dim, dim},
-            {"attn_output", &ly->wo, dim, q_dim}, {"ffn_gate", &ly->w1, hidden, dim}, {"ffn_down", &ly->w2, dim, hidden},
-            {"ffn_up", &ly->w3, hidden, dim}};
+        LmMatrix fused;
+        // Phi-3 fuses q, k and v (rows q | k | v) and gate and up (rows gate | up), read in place
+        snprintf(name, sizeof name, "blk.%d.attn_qkv.weight", l);
+        int fused_qkv = run_gguf_tensor(g, name) != NULL;
+        if (fused_qkv) {
+            if (!run_gguf_matrix(g, name, q_dim + 2 * kv_dim, dim, &fused, path, err, errlen)) return 0;
+            ly->wq = run_matrix_rows(fused, 0, q_dim);
+            ly->wk = run_matrix_rows(fused, q_dim, kv_dim);
+            ly->wv = run_matrix_rows(fused, q_dim + kv_dim, kv_dim);
+        }
+        snprintf(name, sizeof name, "blk.%d.ffn_gate.weight", l);
+        int fused_up = run_gguf_tensor(g, name) == NULL;
+        if (fused_up) {
+            snprintf(name, sizeof name, "blk.%d.ffn_up.weight", l);
+            if (!run_gguf_matrix(g, name, 2 * hidden, dim, &fused, path, err, errlen)) return 0;
+            ly->w1 = run_matrix_rows(fused, 0, hidden);
+            ly->w3 = run_matrix_rows(fused, hidden, hidden);
+        }
+        struct { const char *suffix; LmMatrix *m; int rows, cols, wanted; } mats[] = {
+            {"attn_q", &ly->wq, q_dim, dim, !fused_qkv}, {"attn_k", &ly->wk, kv_dim, dim, !fused_qkv}, {"attn_v", &ly->wv, kv_dim, dim, !fused_qkv},
+            {"attn_output", &ly->wo, dim, q_dim, 1}, {"ffn_gate", &ly->w1, hidden, dim, !fused_up}, {"ffn_down", &ly->w2, dim, hidden, 1},
+            {"ffn_up", &ly->w3, hidden, dim, !fused_up}};
         for (size_t k = 0; k < sizeof mats / sizeof mats[0]; k++) {
             snprintf(name, sizeof name, "blk.%d.%s.weight", l, mats[k].suffix);
-            if (!run_gguf_matrix(g, name, mats[k].rows, mats[k].cols, mats[k].m, path, err, errlen)) return 0;
+            if (mats[k].wanted && !run_gguf_matrix(g, name, mats[k].rows, mats[k].cols, mats[k].m, path, err, errlen)) return 0;
         }
-        snprintf(name, sizeof name, "blk.%d.attn_norm.weight", l);
-        if (!run_gguf_vector(g, name, dim, 1, &ly->rms_att, path, err, errlen)) return 0;
-        snprintf(name, sizeof name, "blk.%d.ffn_norm.weight", l);
-        if (!run_gguf_vector(g, name, dim, 1, &ly->rms_ffn, path, err, errlen)) return 0;
+        struct { const char *suffix; const float **v; int n, wanted; } vecs[] = {
+            {"attn_norm", &ly->rms_att, dim, 1}, {"ffn_norm", &ly->rms_ffn, dim, 1},
+            {"attn_q_norm", &ly->q_norm, c->head_size, c->qk_norm}, {"attn_k_norm", &ly->k_norm, c->head_size, c->qk_norm},
+            {"post_attention_norm", &ly->rms_post_att, dim, c->sandwich_norms}, {"post_ffw_norm", &ly->rms_post_ffn, dim, c->sandwich_norms}};
+        for (size_t k = 0; k < sizeof vecs / sizeof vecs[0]; k++) {
+            snprintf(name, sizeof name, "blk.%d.%s.weight", l, vecs[k].suffix);
+            if (vecs[k].wanted && !run_gguf_vector(g, name, vecs[k].n, 1, vecs[k].v, path, err, errlen)) return 0;
+        }
         if (c->qkv_bias) {
             const float **bias[3] = {&ly->bq, &ly->bk, &ly->bv};
             const char *names[3] = {"attn_q", "attn_k", "attn_v"};
@@ -1673,8 +1730,13 @@ static int run_gguf_weights(LmWeights *w, LmConfig *c, const LmGguf *g, const ch
     if (!run_gguf_vector(g, "output_norm.weight", dim, 1, &w->rms_final, path, err, errlen)) return 0;
     if (c->shared_classifier) w->wcls = w->token_embedding;
     else if (!run_gguf_matrix(g, "output.weight", c->vocab_size, dim, &w->wcls, path, err, errlen)) return 0;
-    // Llama 3.1's scaling, as llama.cpp's converter writes it: a factor dividing each frequency
-    if (!run_gguf_vector(g, "rope_freqs.weight", c->head_size / 2, 0, &c->rope_freq_factors, path, err, errlen)) return 0;
+    // Llama 3.1's scaling, as llama.cpp's converter writes it: a factor dividing each frequency; Phi-3's
+    // LongRoPE: the short and the long factors
+    if (!run_gguf_vector(g, "rope_freqs.weight", c->rotary_dim / 2, 0, &c->rope_freq_factors, path, err, errlen)) return 0;
+    if (c->rope_scaling == LM_ROPE_LONGROPE &&
+        (!run_gguf_vector(g, "rope_factors_short.weight", c->rotary_dim / 2, 1, &c->rope_freq_factors, path, err, errlen) ||
+         !run_gguf_vector(g, "rope_factors_long.weight", c->rotary_dim / 2, 1, &c->rope_long_factors, path, err, errlen)))
+        return 0;
     // activations are quantized (groups of 32) when a matrix they meet is of an integer type
     c->group_size = 32;
     c->weight_type = w->wcls.type;
@@ -2551,8 +2613,9 @@ static void run_softcap(float *x, int n, float cap) {
     for (int i = 0; i < n; i++) x[i] = cap * tanhf(x[i] / cap);
 }
 
-// The RoPE angles of the block's positions into s->rope_cos/sin: table 0 for global layers (with
-// LongRoPE, the long factors when s->rope_long), table 1 for local layers.
+// The RoPE angles of the block's positions into s->rope_cos/sin: table 0 for the layers of the
+// model's RoPE (with LongRoPE, the long factors when s->rope_long), table 1 for local layers with a
+// base of their own (Gemma 3).
 static void run_rope_angles(LmRunState *s, const LmConfig *c, int n, int pos) {
     int half = c->rotary_dim / 2;
     for (int i = 0; i < n; i++) {
@@ -2594,7 +2657,8 @@ static void run_forward_block(LmModel *m, const int *tokens, int n, int pos, int
         const LmLayer *ly = &w->layers[l];
         int window = run_layer_window(c, l), ring = s->cache_positions[l];
         float *key_cache = s->key_cache + s->cache_offset[l], *value_cache = s->value_cache + s->cache_offset[l]; // (ring, kv_dim)
-        const float *rope_cos = s->rope_cos + (window ? LM_BATCH * half : 0), *rope_sin = s->rope_sin + (window ? LM_BATCH * half : 0);
+        int own_rope = window && c->rope_local_theta > 0.0f; // (Gemma 3's local layers: their own RoPE base)
+        const float *rope_cos = s->rope_cos + (own_rope ? LM_BATCH * half : 0), *rope_sin = s->rope_sin + (own_rope ? LM_BATCH * half : 0);
 
         // attention: q, k, v from the normed stream; (Qwen3, Gemma 3) q and k normed per head; RoPE;
         // k and v into the cache, position t at row t % ring
@@ -2704,7 +2768,7 @@ int lm_shift_context(LmModel *m, int pos, int n_keep, int n_discard) {
         if (count <= 0) continue;
         if (ring < c->seq_len && moved == NULL && (moved = (float *)malloc(2 * (size_t)ring * kv_dim * sizeof(float))) == NULL) return -1;
         for (int p = first; p < new_pos; p++) {
-            int t = p + n_discard, table = window ? 2 : s->rope_long ? 1 : 0;
+            int t = p + n_discard, table = window && c->rope_local_theta > 0.0f ? 2 : s->rope_long ? 1 : 0;
             float *k = keys + (size_t)(t % ring) * kv_dim, *v = values + (size_t)(t % ring) * kv_dim;
             run_rope_rotate(k, c->n_kv_heads, c->head_size, c->rotary_dim, cos_t + table * half, sin_t + table * half, c->rope_layout);
             if (ring == c->seq_len) { // in order, each row moves down to one already moved
@@ -3115,7 +3179,9 @@ static int run_tokenizer_pairs(LmTokenizer *t, const int32_t *merges, int n_merg
         }
         memcpy(buf, t->vocab[a], (size_t)t->vocab_len[a]);
         memcpy(buf + t->vocab_len[a], t->vocab[b], (size_t)t->vocab_len[b]);
-        int result = run_normal_lookup(t, buf, (size_t)(t->vocab_len[a] + t->vocab_len[b]));
+        // (a user-defined token may be a merge's result too: Gemma's runs of U+2581 are both)
+        int result = run_token_lookup(t, buf, (size_t)(t->vocab_len[a] + t->vocab_len[b]));
+        if (result >= 0 && t->type[result] != LM_TOKEN_NORMAL && t->type[result] != LM_TOKEN_USER) result = -1;
         if (result >= 0) run_pair_insert(t, a, b, -(float)r, result);
     }
     // (SentencePiece's rule costs the square of a token's length: tokens past LM_MAX_SPLIT_TOKEN
@@ -3785,40 +3851,53 @@ static int run_is_end_token(const LmTokenizer *t, int token) {
 // Chat templates: each turn is built as token ids, special tokens inserted by id and the text
 // around them encoded as plain text, so a user can never type a special token.
 
-static int run_push_special(const LmTokenizer *t, LmTokens *out, const char *name) {
-    int id = run_token_lookup(t, name, strlen(name));
-    return id >= 0 && run_tokens_push(out, id);
+// A render in progress: text is held until the next special token (or the end), then encoded as one
+// piece, as a Jinja render is tokenized (the text between two special tokens is one piece: it matters
+// to SentencePiece's dummy prefix and to BPE across the seams). ok drops to 0 on out-of-memory or a
+// special token the vocabulary lacks.
+typedef struct {
+    const LmTokenizer *t;
+    LmTokens *out;
+    char *text;
+    size_t n, cap;
+    int ok;
+} LmRender;
+
+static void run_render_bytes(LmRender *r, const char *s, size_t len) {
+    if (r->n + len + 1 > r->cap) {
+        size_t cap = (r->n + len + 1) * 2;
+        char *grown = (char *)realloc(r->text, cap);
+        if (grown == NULL) { r->ok = 0; return; }
+        r->text = grown;
+        r->cap = cap;
+    }
+    memcpy(r->text + r->n, s, len);
+    r->n += len;
 }
 
-// Appends text made from fmt and up to two strings.
-static int run_push_text(const LmTokenizer *t, LmTokens *out, const char *fmt, const char *a, const char *b) {
-    int n = snprintf(NULL, 0, fmt, a, b);
-    char *s = n >= 0 ? (char *)malloc((size_t)n + 1) : NULL;
-    if (s == NULL) return 0;
-    snprintf(s, (size_t)n + 1, fmt, a, b);
-    int ok = run_encode_text(t, s, out);
-    free(s);
-    return ok;
-}
+static void run_render_text(LmRender *r, const char *s) { run_render_bytes(r, s, strlen(s)); }
 
-// Appends prefix, s without its leading and trailing white space (Jinja's trim), then suffix, as one text.
-static int run_push_trimmed_between(const LmTokenizer *t, LmTokens *out, const char *prefix, const char *s, const char *suffix) {
-    size_t start = 0, end = strlen(s), np = strlen(prefix), ns = strlen(suffix);
+// s without its leading and trailing white space (Jinja's trim).
+static void run_render_trimmed(LmRender *r, const char *s) {
+    size_t start = 0, end = strlen(s);
     while (start < end && isspace((unsigned char)s[start])) start++;
     while (end > start && isspace((unsigned char)s[end - 1])) end--;
-    char *text = (char *)malloc(np + (end - start) + ns + 1);
-    if (text == NULL) return 0;
-    memcpy(text, prefix, np);
-    memcpy(text + np, s + start, end - start);
-    memcpy(text + np + (end - start), suffix, ns + 1);
-    int ok = run_encode_text(t, text, out);
-    free(text);
-    return ok;
+    run_render_bytes(r, s + start, end - start);
 }
 
-static int run_push_trimmed(const LmTokenizer *t, LmTokens *out, const char *prefix, const char *s) {
-    return run_push_trimmed_between(t, out, prefix, s, "");
+static void run_render_flush(LmRender *r) {
+    if (r->n == 0 || !r->ok) return;
+    r->text[r->n] = '\0';
+    r->ok = run_encode_text(r->t, r->text, r->out);
+    r->n = 0;
 }
+
+static void run_render_id(LmRender *r, int id) {
+    run_render_flush(r);
+    if (r->ok) r->ok = id >= 0 && run_tokens_push(r->out, id);
+}
+
+static void run_render_special(LmRender *r, const char *name) { run_render_id(r, run_token_lookup(r->t, name, strlen(name))); }
 
 // Qwen3's reply as its template keeps it in the history: the text after the last </think>, without
 // the newlines that lead it (s itself when it has no </think>).
@@ -3828,11 +3907,6 @@ static const char *run_without_thinking(const char *s) {
     return s;
 }
 
-// A Llama 3 header: <|start_header_id|>role<|end_header_id|>.
-static int run_push_header(const LmTokenizer *t, LmTokens *out, const char *role) {
-    return run_push_special(t, out, "<|start_header_id|>") && run_push_text(t, out, "%s%s", role, "") && run_push_special(t, out, "<|end_header_id|>");
-}
-
 // The system prompt a template uses when the conversation gives none ("" for none).
 static const char *run_default_system(LmChatTemplate kind) {
     return kind == LM_CHAT_QWEN25    ? "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
@@ -3840,83 +3914,124 @@ static const char *run_default_system(LmChatTemplate kind) {
                                      : "";
 }
 
-// Appends one user turn and the start of the assistant's reply. The previous reply ended with its
-// end-of-turn token (see run_turn_end_token). system may be NULL or "". 0 when the vocabulary lacks a
-// token the template needs, or on out-of-memory.
-static int run_render_turn(const LmTokenizer *t, LmChatTemplate kind, LmTokens *out, int first, const char *system, const char *user) {
+// Renders one user turn and the start of the assistant's reply, the reply's opening text left pending
+// (a history's reply joins it; lm_chat flushes it). The previous reply ended with its end-of-turn token
+// (see run_turn_end_token). system may be NULL or "".
+static void run_render_turn(LmRender *r, LmChatTemplate kind, int first, const char *system, const char *user) {
+    const LmTokenizer *t = r->t;
     if (first && (system == NULL || system[0] == '\0')) system = run_default_system(kind);
     int sys = first && system && system[0];
-    int ok = 1;
     switch (kind) {
     case LM_CHAT_NONE:
     case LM_CHAT_N:
     case LM_CHAT_LLAMA2:
-        ok = (t->bos_id < 0 || run_tokens_push(out, t->bos_id)) &&
-             (sys ? run_push_text(t, out, "[INST] <<SYS>>\n%s\n<</SYS>>\n\n%s [/INST]", system, user)
-                  : run_push_text(t, out, "[INST] %s%s [/INST]", "", user));
+        if (t->bos_id >= 0) run_render_id(r, t->bos_id);
+        run_render_text(r, "[INST] ");
+        if (sys) { run_render_text(r, "<<SYS>>\n"); run_render_text(r, system); run_render_text(r, "\n<</SYS>>\n\n"); }
+        run_render_text(r, user);
+        run_render_text(r, " [/INST]");
         break;
     case LM_CHAT_MISTRAL: // no system role: the system prompt leads the first message
-        ok = (!first || t->bos_id < 0 || run_tokens_push(out, t->bos_id)) &&
-             (sys ? run_push_text(t, out, "[INST] %s\n\n%s [/INST]", system, user) : run_push_text(t, out, "[INST] %s%s [/INST]", "", user));
+        if (first && t->bos_id >= 0) run_render_id(r, t->bos_id);
+        run_render_text(r, "[INST] ");
+        if (sys) { run_render_text(r, system); run_render_text(r, "\n\n"); }
+        run_render_text(r, user);
+        run_render_text(r, " [/INST]");
         break;
-    case LM_CHAT_ZEPHYR:
-        if (first && t->bos_id >= 0) ok = run_tokens_push(out, t->bos_id);
-        if (ok && sys) ok = run_push_text(t, out, "<|system|>\n%s%s", system, "") && run_tokens_push(out, t->eos_id) && run_push_text(t, out, "\n", "", "");
-        ok = ok && run_push_text(t, out, first ? "<|user|>\n%s%s" : "\n<|user|>\n%s%s", user, "") && run_tokens_push(out, t->eos_id) &&
-             run_push_text(t, out, "\n<|assistant|>\n", "", "");
+    case LM_CHAT_ZEPHYR: // its tags are text; each message ends with EOS
+        if (first && t->bos_id >= 0) run_render_id(r, t->bos_id);
+        if (sys) { run_render_text(r, "<|system|>\n"); run_render_text(r, system); run_render_id(r, t->eos_id); run_render_text(r, "\n"); }
+        run_render_text(r, first ? "<|user|>\n" : "\n<|user|>\n");
+        run_render_text(r, user);
+        run_render_id(r, t->eos_id);
+        run_render_text(r, "\n<|assistant|>\n");
         break;
-    case LM_CHAT_LLAMA3:   // every message trimmed; a system block only when given
-    case LM_CHAT_LLAMA31:  // and the dates block, with or without a system prompt
-        if (first && t->bos_id >= 0) ok = run_tokens_push(out, t->bos_id);
-        if (ok && first && kind == LM_CHAT_LLAMA31)
-            ok = run_push_header(t, out, "system") &&
-                 run_push_trimmed(t, out, "\n\nCutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n", system ? system : "") &&
-                 run_push_special(t, out, "<|eot_id|>");
-        else if (ok && sys)
-            ok = run_push_header(t, out, "system") && run_push_trimmed(t, out, "\n\n", system) && run_push_special(t, out, "<|eot_id|>");
-        ok = ok && run_push_header(t, out, "user") && run_push_trimmed(t, out, "\n\n", user) && run_push_special(t, out, "<|eot_id|>") &&
-             run_push_header(t, out, "assistant") && run_push_text(t, out, "\n\n", "", "");
+    case LM_CHAT_LLAMA3:  // every message trimmed; a system block only when given
+    case LM_CHAT_LLAMA31: // and the dates block, with or without a system prompt
+        if (first && t->bos_id >= 0) run_render_id(r, t->bos_id);
+        if ((first && kind == LM_CHAT_LLAMA31) || sys) {
+            run_render_special(r, "<|start_header_id|>");
+            run_render_text(r, "system");
+            run_render_special(r, "<|end_header_id|>");
+            run_render_text(r, kind == LM_CHAT_LLAMA31 ? "\n\nCutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n" : "\n\n");
+            run_render_trimmed(r, system ? system : "");
+            run_render_special(r, "<|eot_id|>");
+        }
+        run_render_special(r, "<|start_header_id|>");
+        run_render_text(r, "user");
+        run_render_special(r, "<|end_header_id|>");
+        run_render_text(r, "\n\n");
+        run_render_trimmed(r, user);
+        run_render_special(r, "<|eot_id|>");
+        run_render_special(r, "<|start_header_id|>");
+        run_render_text(r, "assistant");
+        run_render_special(r, "<|end_header_id|>");
+        run_render_text(r, "\n\n");
         break;
     case LM_CHAT_CHATML:
     case LM_CHAT_QWEN25:
     case LM_CHAT_SMOLLM2:
     case LM_CHAT_QWEN3: // with thinking off, the reply starts after an empty <think> block
-        if (!first) ok = run_push_text(t, out, "\n", "", "");
-        if (ok && sys) ok = run_push_special(t, out, "<|im_start|>") && run_push_text(t, out, "system\n%s%s", system, "") &&
-                            run_push_special(t, out, "<|im_end|>") && run_push_text(t, out, "\n", "", "");
-        ok = ok && run_push_special(t, out, "<|im_start|>") && run_push_text(t, out, "user\n%s%s", user, "") &&
-             run_push_special(t, out, "<|im_end|>") && run_push_text(t, out, "\n", "", "") && run_push_special(t, out, "<|im_start|>") &&
-             run_push_text(t, out, kind == LM_CHAT_QWEN3 && t->thinking_off ? "assistant\n<think>\n\n</think>\n\n" : "assistant\n", "", "");
+        if (!first) run_render_text(r, "\n");
+        if (sys) {
+            run_render_special(r, "<|im_start|>");
+            run_render_text(r, "system\n");
+            run_render_text(r, system);
+            run_render_special(r, "<|im_end|>");
+            run_render_text(r, "\n");
+        }
+        run_render_special(r, "<|im_start|>");
+        run_render_text(r, "user\n");
+        run_render_text(r, user);
+        run_render_special(r, "<|im_end|>");
+        run_render_text(r, "\n");
+        run_render_special(r, "<|im_start|>");
+        run_render_text(r, kind == LM_CHAT_QWEN3 && t->thinking_off ? "assistant\n<think>\n\n</think>\n\n" : "assistant\n");
         break;
     case LM_CHAT_GEMMA: // messages trimmed; the system prompt (untrimmed) and a blank line lead the first message
-        if (first && t->bos_id >= 0) ok = run_tokens_push(out, t->bos_id);
-        if (ok && !first) ok = run_push_text(t, out, "\n", "", "");
-        if (ok) ok = run_push_special(t, out, "<start_of_turn>");
-        if (ok && sys) {
-            char *prefix = (char *)malloc(strlen(system) + 8);
-            ok = prefix != NULL;
-            if (ok) snprintf(prefix, strlen(system) + 8, "user\n%s\n\n", system);
-            ok = ok && run_push_trimmed(t, out, prefix, user);
-            free(prefix);
-        } else {
-            ok = ok && run_push_trimmed(t, out, "user\n", user);
-        }
-        ok = ok && run_push_special(t, out, "<end_of_turn>") && run_push_text(t, out, "\n", "", "") &&
-             run_push_special(t, out, "<start_of_turn>") && run_push_text(t, out, "model\n", "", "");
+        if (first && t->bos_id >= 0) run_render_id(r, t->bos_id);
+        if (!first) run_render_text(r, "\n");
+        run_render_special(r, "<start_of_turn>");
+        run_render_text(r, "user\n");
+        if (sys) { run_render_text(r, system); run_render_text(r, "\n\n"); }
+        run_render_trimmed(r, user);
+        run_render_special(r, "<end_of_turn>");
+        run_render_text(r, "\n");
+        run_render_special(r, "<start_of_turn>");
+        run_render_text(r, "model\n");
         break;
     case LM_CHAT_PHI3: // each tag on a line of its own; a system block only when given
     case LM_CHAT_PHI4: // the same tags without the newlines
     {
         const char *nl = kind == LM_CHAT_PHI3 ? "\n" : "";
-        if (!first) ok = run_push_text(t, out, "%s%s", nl, "");
-        if (ok && sys) ok = run_push_special(t, out, "<|system|>") && run_push_text(t, out, "%s%s", nl, system) &&
-                            run_push_special(t, out, "<|end|>") && run_push_text(t, out, "%s%s", nl, "");
-        ok = ok && run_push_special(t, out, "<|user|>") && run_push_text(t, out, "%s%s", nl, user) && run_push_special(t, out, "<|end|>") &&
-             run_push_text(t, out, "%s%s", nl, "") && run_push_special(t, out, "<|assistant|>") && run_push_text(t, out, "%s%s", nl, "");
+        if (!first) run_render_text(r, nl);
+        if (sys) {
+            run_render_special(r, "<|system|>");
+            run_render_text(r, nl);
+            run_render_text(r, system);
+            run_render_special(r, "<|end|>");
+            run_render_text(r, nl);
+        }
+        run_render_special(r, "<|user|>");
+        run_render_text(r, nl);
+        run_render_text(r, user);
+        run_render_special(r, "<|end|>");
+        run_render_text(r, nl);
+        run_render_special(r, "<|assistant|>");
+        run_render_text(r, nl);
         break;
     }
     }
-    return ok;
+}
+
+// One turn as ids into out (the reply's opening text included). 0 when the vocabulary lacks a token
+// the template needs, or on out-of-memory.
+static int run_render_turn_ids(const LmTokenizer *t, LmChatTemplate kind, LmTokens *out, int first, const char *system, const char *user) {
+    LmRender r = {.t = t, .out = out, .ok = 1};
+    run_render_turn(&r, kind, first, system, user);
+    run_render_flush(&r);
+    free(r.text);
+    return r.ok;
 }
 
 // The token that closes an assistant turn in the cache when the reply was cut short.
@@ -3954,30 +4069,38 @@ int lm_render_chat(LmTokenizer *t, const LmMessage *messages, int n, int continu
     if (t == NULL || (messages == NULL && n > 0) || n < 0 || tokens == NULL || max_tokens < 0) return -1;
     LmChatTemplate kind = run_chat_template_of(t);
     LmTokens out = {NULL, 0, 0};
+    LmRender r = {.t = t, .out = &out, .ok = 1};
     const char *system = NULL;
-    int i = 0, first = !continuing, want_user = 1, ok = 1;
+    int i = 0, first = !continuing, want_user = 1;
     if (n > 0 && messages[0].role && strcmp(messages[0].role, "system") == 0) {
         system = messages[0].content;
-        ok = !continuing && system;
+        r.ok = !continuing && system;
         i = 1;
     }
-    for (; ok && i < n; i++) {
+    for (; r.ok && i < n; i++) {
         const char *role = messages[i].role, *content = messages[i].content;
-        if (role == NULL || content == NULL) { ok = 0; break; }
+        if (role == NULL || content == NULL) { r.ok = 0; break; }
         if (want_user && strcmp(role, "user") == 0) {
-            ok = run_render_turn(t, kind, &out, first, system, content);
+            int thinking_off = t->thinking_off; // (Qwen3's empty <think> block opens only the reply to come)
+            if (i < n - 1) t->thinking_off = 0;
+            run_render_turn(&r, kind, first, system, content);
+            t->thinking_off = thinking_off;
             first = 0;
-        } else if (!want_user && strcmp(role, "assistant") == 0) {
-            int trim = kind == LM_CHAT_LLAMA3 || kind == LM_CHAT_LLAMA31 || kind == LM_CHAT_GEMMA; // (their templates trim)
+        } else if (!want_user && strcmp(role, "assistant") == 0) { // the reply, in one piece with its opening text
             if (kind == LM_CHAT_QWEN3) content = run_without_thinking(content); // (as its template keeps earlier replies)
-            ok = (trim ? run_push_trimmed(t, &out, "", content) : run_encode_text(t, content, &out)) &&
-                 run_tokens_push(&out, run_turn_end_token(t, kind));
+            if (kind == LM_CHAT_LLAMA2 || kind == LM_CHAT_MISTRAL || kind == LM_CHAT_NONE) run_render_text(&r, " ");
+            if (kind == LM_CHAT_LLAMA3 || kind == LM_CHAT_LLAMA31 || kind == LM_CHAT_GEMMA) run_render_trimmed(&r, content); // (their templates trim)
+            else run_render_text(&r, content);
+            if (kind == LM_CHAT_LLAMA2 || kind == LM_CHAT_NONE) run_render_text(&r, " ");
+            run_render_id(&r, run_turn_end_token(t, kind));
         } else {
-            ok = 0;
+            r.ok = 0;
         }
         want_user = !want_user;
     }
-    int count = ok && !want_user && out.n <= max_tokens ? out.n : -1; // (it ends with a user message)
+    run_render_flush(&r);
+    free(r.text);
+    int count = r.ok && !want_user && out.n <= max_tokens ? out.n : -1; // (it ends with a user message)
     if (count > 0) memcpy(tokens, out.ids, (size_t)count * sizeof(int));
     free(out.ids);
     return count;
@@ -4471,7 +4594,7 @@ int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const LmChatOptions *o, ch
     int ctx = m->config.seq_len, pos = 0, rc = 0;
     LmChatTemplate kind = run_chat_template_of(t);
     LmTokens prompt = {NULL, 0, 0};
-    if (!run_render_turn(t, kind, &prompt, 1, "x", "x")) { // the template's special tokens exist?
+    if (!run_render_turn_ids(t, kind, &prompt, 1, "x", "x")) { // the template's special tokens exist?
         free(prompt.ids);
         run_set_err(err, errlen, "chat: the vocabulary lacks a token of the %s chat template", run_chat_template_names[kind]);
         return -1;
@@ -4528,7 +4651,7 @@ int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const LmChatOptions *o, ch
             }
         }
         prompt.n = 0;
-        int ok = user && run_render_turn(t, kind, &prompt, first, system_prompt, user);
+        int ok = user && run_render_turn_ids(t, kind, &prompt, first, system_prompt, user);
         free(user);
         if (!ok) {
             run_set_err(err, errlen, "chat: out of memory");

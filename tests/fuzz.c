@@ -55,7 +55,7 @@ static void fuzz_tokenizer(const uint8_t *data, size_t size) {
         for (int i = 1; i < n; i++) lm_decode(t, ids[i - 1], ids[i]);
         for (int i = 0; i < t->vocab_size && i < 4096; i++) lm_decode(t, i - 1, i);
         LmTokens out = {NULL, 0, 0};
-        for (int k = 1; k < LM_CHAT_N; k++) { out.n = 0; run_render_turn(t, (LmChatTemplate)k, &out, 1, "sys", "user"); }
+        for (int k = 1; k < LM_CHAT_N; k++) { out.n = 0; run_render_turn_ids(t, (LmChatTemplate)k, &out, 1, "sys", "user"); }
         free(out.ids);
     }
     lm_tokenizer_free(t);
@@ -91,7 +91,7 @@ static void fuzz_chat(const uint8_t *data, size_t size) {
         LmTokens out = {NULL, 0, 0};
         for (int k = 0; k < LM_CHAT_N; k++) {
             out.n = 0;
-            run_render_turn(t, (LmChatTemplate)k, &out, k % 2, text, user);
+            run_render_turn_ids(t, (LmChatTemplate)k, &out, k % 2, text, user);
         }
         free(out.ids);
     }
@@ -108,7 +108,7 @@ static void fuzz_gguf(const uint8_t *data, size_t size) {
         int n = lm_encode(t, "Hello, world! <think> 你好 \xF0\x9F\x98\x80  123", 1, 1, ids, 256);
         for (int i = 1; i < n; i++) lm_decode(t, ids[i - 1], ids[i]);
         LmTokens out = {NULL, 0, 0};
-        for (int k = 1; k < LM_CHAT_N; k++) { out.n = 0; run_render_turn(t, (LmChatTemplate)k, &out, 1, "sys", "user"); }
+        for (int k = 1; k < LM_CHAT_N; k++) { out.n = 0; run_render_turn_ids(t, (LmChatTemplate)k, &out, 1, "sys", "user"); }
         free(out.ids);
     }
     lm_tokenizer_free(t);

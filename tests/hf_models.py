@@ -191,10 +191,11 @@ ARCH_MODELS = {
     # sliding_window_pattern else "full_attention", so with 7 layers and pattern 6 layer 5 is global and layers
     # 0-4 and 6 slide. Sliding layers use rotary_emb_local: a deep copy of the config with rope_theta =
     # rope_local_base_freq (10000) and rope_scaling {"rope_type": "default"}; global layers use rope_theta 1e6
-    # with the linear scaling (inv_freq / factor, no attention factor).
+    # with the linear scaling (inv_freq / factor, no attention factor). query_pre_attn_scalar equals head_dim here
+    # (Gemma 2's shows another value): a GGUF has no key for it, and llama.cpp assumes head_dim.
     "gemma3": dict(family="gemma3", arch="Gemma3ForCausalLM", dim=24, hidden=48, layers=7, heads=4, kv_heads=2,
                    head_dim=16, vocab=262144, theta=1000000.0, local_theta=10000.0, eps=1e-6, tied=True,
-                   dtype="BF16", tokenizer="gemma", query_pre_attn_scalar=24, sliding_window=8,
+                   dtype="BF16", tokenizer="gemma", query_pre_attn_scalar=16, sliding_window=8,
                    sliding_window_pattern=6, rope_scaling={"rope_type": "linear", "factor": 8.0},
                    tokens=dict(seed=7, lo=3, hi=262144, first=2)),
     # Phi-4-mini shape (modeling_phi3.py @ 43c2b481 and modular_phi3.py @ 2b6c089d, transformers ~4.56;

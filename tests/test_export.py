@@ -350,6 +350,66 @@ def logits_error(meta, tensors, folder):
     return rel.max(), int(np.sum(clear & (got.argmax(axis=1) != r.argmax(axis=1))))
 
 
+def gguf_new_archs():
+    """tests/hf_models.py's Qwen3, Gemma 2/3, Phi-3 and sliding-window Mistral look-alikes to GGUF f32 and q8_0:
+    the keys and tensors llama.cpp's converter would write (gguf_ref.expected_layout), nothing llama.cpp's loader
+    refuses, and gguf_ref's forward pass (llama.cpp's) against the Hugging Face reference. Where llama.cpp
+    computes otherwise it is told: Phi-3's long factors by the sequence's length (so rows before the original
+    context with n_ctx at that context), Mistral's window applied (llama_swa; llama.cpp ignores the key)."""
+    folder = os.path.join(WORK, "archs")
+    saved, sys.stderr = sys.stderr, open(os.devnull, "w")
+    try:
+        hf_models.main(folder, {}, names=list(hf_models.ARCH_MODELS))
+    finally:
+        sys.stderr.close()
+        sys.stderr = saved
+    for name, c in hf_models.ARCH_MODELS.items():
+        src = os.path.join(folder, name)
+        cfg = json.load(open(os.path.join(src, "config.json")))
+        if name == "gemma2":  # query_pre_attn_scalar 32 with head_dim 16: no GGUF key says so
+            refuses("Gemma 2 whose query_pre_attn_scalar is not llama.cpp's rule, to GGUF",
+                    [os.path.join(OUT, "never.gguf"), "--hf", src], ["query_pre_attn_scalar 32", "llama.cpp", "16", "GGUF"])
+            continue
+        for dtype in ("f32", "q8_0"):
+            out = os.path.join(OUT, f"{name}-{dtype}.gguf")
+            converts(f"{name} look-alike to GGUF {dtype} with --check", [out, "--hf", src, "--dtype", dtype, "--check"], out,
+                     ["check:", "GGUF"])
+            if not os.path.exists(out):
+                continue
+            meta, tensors = gguf_ref.read_gguf(out)
+            st = hf_models_tensor_shapes(src)
+            keys, shapes = gguf_ref.expected_layout(cfg, st)
+            problems = [f"key {k} = {meta.get(k)!r}, llama.cpp's converter writes {v!r}" for k, v in keys.items()
+                        if not (np.allclose(meta.get(k), v, rtol=1e-6) if isinstance(v, float) else meta.get(k) == v)]
+            problems += [f"tensor {n} {list(tensors[n][1]) if n in tensors else 'missing'}, expected {ne}"
+                         for n, ne in shapes.items() if n not in tensors or list(tensors[n][1]) != list(ne)]
+            problems += gguf_ref.llama_cpp_tensor_problems(meta, tensors)
+            report(not problems, f"{name} GGUF {dtype}: keys and tensors as llama.cpp's converter writes them, "
+                   "nothing its loader refuses", "; ".join(problems[:5]))
+            ref = json.load(open(os.path.join(src, "reference.json")))
+            r = np.fromfile(os.path.join(src, "reference.f32"), "<f4").astype(np.float64).reshape(len(ref["tokens"]), -1)
+            if c.get("original_max_position_embeddings"):
+                orig = c["original_max_position_embeddings"]
+                got = np.concatenate([gguf_ref.forward(meta, tensors, ref["tokens"][:orig], n_ctx=orig),
+                                      gguf_ref.forward(meta, tensors, ref["tokens"], n_ctx=4096)[orig:]])
+            else:
+                got = gguf_ref.forward(meta, tensors, ref["tokens"], llama_swa=name == "mistral_swa")
+            rel = (np.abs(got - r).max(axis=1) / np.abs(r).max(axis=1)).max()
+            # llama.cpp's Gemma scales embeddings by sqrt(dim) unrounded, Hugging Face's in bf16: 3e-3 apart here
+            tol = {"f32": 1e-2 if name.startswith("gemma") else 1e-4, "q8_0": 8e-2}[dtype]
+            report(rel < tol, f"{name} GGUF {dtype}: gguf_ref's llama.cpp forward pass matches the Hugging Face reference "
+                   f"(max rel err {rel:.1e} < {tol:.0e})", f"{rel:.3g}")
+            os.remove(out)
+
+
+def hf_models_tensor_shapes(folder):
+    """{name: shape} of a look-alike's model.safetensors (read from its header)."""
+    data = open(os.path.join(folder, "model.safetensors"), "rb").read(1 << 20)
+    n = struct.unpack_from("<Q", data)[0]
+    header = json.loads(data[8:8 + n])
+    return {k: v["shape"] for k, v in header.items() if k != "__metadata__"}
+
+
 def lmtk_types(path):
     """{token text: type} of the run.c tokenizer embedded in a v3 checkpoint."""
     data = open(path, "rb").read()
@@ -386,7 +446,7 @@ def gguf_lookalikes():
     devnull = open(os.devnull, "w")
     saved, sys.stderr = sys.stderr, devnull
     try:
-        hf_models.main(folder, tokdirs)
+        hf_models.main(folder, tokdirs, names=list(hf_models.MODELS))
     finally:
         sys.stderr = saved
         devnull.close()
@@ -623,6 +683,7 @@ def gguf_checks():
         os.remove(out)
     if gguf_ref:
         gguf_lookalikes()
+        gguf_new_archs()
 
 
 def as_nobody():
