@@ -2174,6 +2174,7 @@ static void test_hf_models(void) {
         for (int dj = 0; dj < 8; dj++) { // run.c's v3, then GGUF
             int di = dj % 4, gguf = dj >= 4;
             if (gguf && strcmp(models[mi], "gemma2") == 0) continue; // (its query_pre_attn_scalar has no GGUF key: refused, see export-errors)
+            if (gguf && mi >= 3 && (di == 1 || di == 2)) continue; // (GGUF's F16/BF16 rows: tested on the first three; time)
             char *out = tmp_path(gguf ? "hf_export.gguf" : "hf_export.bin");
             snprintf(cmd, sizeof cmd, "%s export.py %s --hf %s/%s --dtype %s --check", python, out, dir, models[mi], dtypes[di].dtype);
             if (!run_quiet(cmd)) { check(0, "export %s %s%s", models[mi], dtypes[di].dtype, gguf ? " to GGUF" : ""); continue; }
