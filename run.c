@@ -247,9 +247,10 @@ typedef struct {
     const char *weight_type;     // "fp32", "fp16", "bf16", "q8_0", "q4_0", or GGUF's types used ("Q4_K, Q6_K")
     int group_size;              // q8_0/q4_0 group length (0 otherwise)
     int qkv_bias, tied_embedding;
-    float norm_eps, rope_theta, rope_factor;
+    float norm_eps, rope_theta, rope_factor; // rope_factor: LongRoPE's attention factor for "longrope"
     const char *rope_layout;     // "pairs" (llama2.c's interleaved) or "halves" (Hugging Face's)
-    const char *rope_scaling;    // "none", "linear" or "llama3"
+    const char *rope_scaling;    // "none", "linear", "llama3" or "longrope"
+    const char *features;        // what the architecture adds to Llama's ("q/k norms, sliding window 512 ..."), or ""
     int has_tokenizer;           // the checkpoint embeds its tokenizer (lm_tokenizer_load(path) reads it)
     int threads;
     const char *kernels;         // "AVX-512 (VNNI)" or "portable C"
@@ -868,6 +869,7 @@ struct LmModel {
     size_t file_size;
     int threads;               // OpenMP threads for this model (lm_set_threads)
     char weight_types[192];    // the types of its matrices, for lm_model_info ("Q4_K, Q6_K")
+    char features[256];        // what its architecture adds to Llama's, for lm_model_info
     int exact;                 // integer weights meet float activations (lm_set_exact)
 };
 
@@ -1752,6 +1754,36 @@ static int run_gguf_weights(LmWeights *w, LmConfig *c, const LmGguf *g, const ch
 // ----------------------------------------------------------------------------
 // Loading a model (any format)
 
+// Appends ", text" (or text, first) to out[0..cap), cut at the end.
+static void run_append_feature(char *out, size_t cap, const char *text) {
+    size_t n = strlen(out);
+    if (n + 1 < cap) snprintf(out + n, cap - n, "%s%s", n ? ", " : "", text);
+}
+
+// A line on what the architecture adds to Llama's (Qwen3's, Gemma's, Phi-3's, Mistral's features).
+static void run_describe_features(char *out, size_t cap, const LmConfig *c) {
+    char part[96];
+    out[0] = '\0';
+    if (c->qk_norm) run_append_feature(out, cap, "q/k norms");
+    if (c->sandwich_norms) run_append_feature(out, cap, "norms after attention and FFN");
+    if (c->activation == LM_ACT_GELU_TANH) run_append_feature(out, cap, "GeGLU");
+    if (c->embed_scale != 1.0f) { snprintf(part, sizeof part, "embedding x%g", c->embed_scale); run_append_feature(out, cap, part); }
+    if (c->attn_scale != 1.0f / sqrtf((float)c->head_size)) { snprintf(part, sizeof part, "attention scale %g", c->attn_scale); run_append_feature(out, cap, part); }
+    if (c->attn_softcap > 0.0f || c->final_softcap > 0.0f) {
+        snprintf(part, sizeof part, "soft caps %g (scores), %g (logits)", c->attn_softcap, c->final_softcap);
+        run_append_feature(out, cap, part);
+    }
+    if (c->sliding_window > 0 && c->window_period > 0) {
+        snprintf(part, sizeof part, "sliding window %d (layers %d, %d, ... global)", c->sliding_window, c->window_period - 1, 2 * c->window_period - 1);
+        run_append_feature(out, cap, part);
+    } else if (c->sliding_window > 0) {
+        snprintf(part, sizeof part, "sliding window %d (every layer)", c->sliding_window);
+        run_append_feature(out, cap, part);
+    }
+    if (c->rope_local_theta > 0.0f) { snprintf(part, sizeof part, "local layers' RoPE theta %g", c->rope_local_theta); run_append_feature(out, cap, part); }
+    if (c->rotary_dim != c->head_size) { snprintf(part, sizeof part, "RoPE on %d of %d dims", c->rotary_dim, c->head_size); run_append_feature(out, cap, part); }
+}
+
 LmModel *lm_load(const char *checkpoint_path, char *err, size_t errlen) {
     if (checkpoint_path == NULL) { run_set_err(err, errlen, "no checkpoint path given"); return NULL; }
     LmModel *m = (LmModel *)calloc(1, sizeof *m);
@@ -1801,6 +1833,7 @@ LmModel *lm_load(const char *checkpoint_path, char *err, size_t errlen) {
     for (int t = 0, n = 0; t < LM_N_TYPES; t++)
         if (used[t] && n < (int)sizeof m->weight_types) // (every type's name fits: the buffer holds them all)
             n += snprintf(m->weight_types + n, sizeof m->weight_types - (size_t)n, n ? ", %s" : "%s", run_types[t].name);
+    run_describe_features(m->features, sizeof m->features, c);
     lm_set_threads(m, 0);
     if (!run_alloc_state(&m->state, c)) {
         double mib = 2.0 * (double)c->n_layers * c->seq_len * c->n_kv_heads * c->head_size * 4 / (1 << 20);
@@ -1824,7 +1857,7 @@ int lm_vocab_size(const LmModel *m) { return m ? m->config.vocab_size : 0; }
 int lm_model_info(const LmModel *m, LmModelInfo *info) {
     if (m == NULL || info == NULL) return -1;
     static const char *formats[] = {"llama2.c v0", "llama2.c v1", "llama2.c v2", "run.c v3", "GGUF v2", "GGUF v3"};
-    static const char *scalings[] = {"none", "linear", "llama3"};
+    static const char *scalings[] = {"none", "linear", "llama3", "longrope"};
     const LmConfig *c = &m->config;
     uint64_t q = (uint64_t)c->n_heads * c->head_size, kv = (uint64_t)c->n_kv_heads * c->head_size, d = (uint64_t)c->dim;
     *info = (LmModelInfo){
@@ -1835,9 +1868,9 @@ int lm_model_info(const LmModel *m, LmModelInfo *info) {
         .head_size = c->head_size, .vocab_size = c->vocab_size, .context_length = c->seq_len, .trained_context = c->trained_context,
         .weight_type = m->weight_types, .group_size = c->version < 4 && run_is_integer_type(c->weight_type) ? c->group_size : 0,
         .qkv_bias = c->qkv_bias, .tied_embedding = c->shared_classifier,
-        .norm_eps = c->norm_eps, .rope_theta = c->rope_theta, .rope_factor = c->rope_factor,
-        .rope_layout = c->rope_layout == LM_ROPE_PAIRS ? "pairs" : "halves",
-        .rope_scaling = c->rope_freq_factors ? "per-frequency factors (rope_freqs)" : scalings[c->rope_scaling],
+        .norm_eps = c->norm_eps, .rope_theta = c->rope_theta, .rope_factor = c->rope_scaling == LM_ROPE_LONGROPE ? c->rope_attn_factor : c->rope_factor,
+        .rope_layout = c->rope_layout == LM_ROPE_PAIRS ? "pairs" : "halves", .features = m->features,
+        .rope_scaling = c->rope_scaling != LM_ROPE_LONGROPE && c->rope_freq_factors ? "per-frequency factors (rope_freqs)" : scalings[c->rope_scaling],
         .has_tokenizer = c->tokenizer_size > 0, .threads = m->threads, .kernels = LM_KERNELS};
     return 0;
 }
@@ -5025,7 +5058,9 @@ static void run_print_info(FILE *f, const char *path, const LmModelInfo *mi, con
     if (mi->trained_context != mi->context_length) fprintf(f, " (the model's own: %d)", mi->trained_context);
     fprintf(f, "; RoPE theta %g, %s, scaling %s", mi->rope_theta, mi->rope_layout, mi->rope_scaling);
     if (strcmp(mi->rope_scaling, "none") != 0) fprintf(f, " x%g", mi->rope_factor);
-    fprintf(f, "; norm eps %g; kernels %s, threads %d", mi->norm_eps, mi->kernels, mi->threads);
+    fprintf(f, "; norm eps %g", mi->norm_eps);
+    if (mi->features[0]) fprintf(f, "; %s", mi->features);
+    fprintf(f, "; kernels %s, threads %d", mi->kernels, mi->threads);
 #ifdef _OPENMP
     const char *wait = getenv("OMP_WAIT_POLICY");
     if (wait) fprintf(f, " (OMP_WAIT_POLICY=%s)", wait);
