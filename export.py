@@ -43,7 +43,7 @@ ALIGN = 64
 DTYPES = {"fp32": 0, "fp16": 1, "bf16": 2, "q8_0": 3, "q4_0": 4}
 TEMPLATES = {"none": 0, "llama2": 1, "llama3": 2, "chatml": 3, "zephyr": 4, "mistral": 5, "llama3.1": 6, "qwen2.5": 7, "smollm2": 8,
              "gemma": 9, "qwen3": 10, "phi3": 11, "phi4": 12}
-SPLITS = {"none": 0, "gpt2": 1, "llama3": 2, "qwen2": 3}
+SPLITS = {"none": 0, "gpt2": 1, "llama3": 2, "qwen2": 3, "gpt4o": 4}
 TOK_DUMMY_PREFIX, TOK_REMOVE_EXTRA_SPACES, TOK_SPLIT_DIGITS, TOK_IGNORE_MERGES = 1, 2, 4, 8
 NORMAL, SPECIAL, BYTE, UNUSED, USER_DEFINED = 0, 1, 2, 3, 4  # lmtk token types (USER_DEFINED: added, not special)
 # GGUF's token types (SentencePiece's piece types)
@@ -1154,7 +1154,7 @@ def gguf_tokenizer_keys(t, vocab_size, template_text):
     elif t.split == "gpt2":
         pre = "smollm" if t.flags & TOK_SPLIT_DIGITS else "gpt-2"
     else:
-        pre = {"llama3": "llama-bpe", "qwen2": "qwen2"}.get(t.split, "default")
+        pre = {"llama3": "llama-bpe", "qwen2": "qwen2", "gpt4o": "gpt-4o"}.get(t.split, "default")
     kv.append(("tokenizer.ggml.pre", GV_STR, pre))
     kv.append(("tokenizer.ggml.tokens", (GV_ARR, GV_STR), t.pieces + [f"[PAD{i}]" for i in pad]))
     if t.kind == 1:
@@ -1591,6 +1591,10 @@ def gpt2_byte_decoder():
 
 LLAMA3_SPLIT = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 QWEN2_SPLIT = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+# GPT-4o's (OpenAI's o200k_base; Phi-4-mini's too, llama.cpp's "gpt-4o")
+GPT4O_SPLIT = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"
+               r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"
+               r"\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 
 
 def walk(node, kind):
@@ -1669,10 +1673,10 @@ def hf_json_tokenizer(path):
         splits = walk(pre, "Split")
         if splits:
             pattern = splits[0]["pattern"].get("Regex", "")
-            t.split = {LLAMA3_SPLIT: "llama3", QWEN2_SPLIT: "qwen2"}.get(pattern)
+            t.split = {LLAMA3_SPLIT: "llama3", QWEN2_SPLIT: "qwen2", GPT4O_SPLIT: "gpt4o"}.get(pattern)
             if t.split is None:
                 raise ExportError(f"{path}: pre-tokenizer pattern {pattern!r} is not one run.c implements "
-                                  "(Llama 3, Qwen2, GPT-2)")
+                                  "(Llama 3, Qwen2, GPT-4o, GPT-2)")
         elif any(bl.get("use_regex", True) for bl in walk(pre, "ByteLevel")):
             t.split = "gpt2"
         else:

