@@ -3,10 +3,11 @@
    WHAT IT IS
    A decoder-only Transformer (RMSNorm, grouped-query attention with a KV cache, RoPE, SwiGLU) with
    its BPE tokenizers, sampler and generate/chat loops, in the spirit of llama2.c's run.c. It runs
-   Llama 2/3.x, TinyLlama, Mistral, SmolLM and Qwen2/2.5 from the GGUF files people download (llama.cpp's
-   format, at its quantizations: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K-Q6_K, IQ4_NL,
-   IQ4_XS, computed in place, with the tokenizer and chat template inside), from checkpoints converted
-   by export.py, and from llama2.c's own checkpoints and tokenizer files. Files are memory-mapped,
+   Llama 2/3.x, TinyLlama, SmolLM, Qwen2/2.5, Qwen3, Gemma 2/3, Phi-3/3.5/4-mini and Mistral (past
+   its sliding window) from the GGUF files people download (llama.cpp's format, at its
+   quantizations: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K-Q6_K, IQ4_NL, IQ4_XS, computed
+   in place, with the tokenizer and chat template inside), from checkpoints converted by export.py,
+   and from llama2.c's own checkpoints and tokenizer files. Files are memory-mapped,
    never copied. C11, libc and libm only; OpenMP is optional. MIT licensed (see the end of this comment).
 
    BUILD AND RUN
@@ -87,8 +88,12 @@
    int lm_tokenizer_info(const LmTokenizer *t, LmTokenizerInfo *info);
        Fills info (kind, token count, BOS/EOS/end-of-turn ids, chat template). -1 for NULL.
    int lm_tokenizer_set_template(LmTokenizer *t, const char *name);
-       Chooses the chat template by name: llama2, llama3, llama3.1, chatml, qwen2.5, smollm2, zephyr or
-       mistral. -1 if unknown.
+       Chooses the chat template by name: llama2, llama3, llama3.1, chatml, qwen2.5, qwen3, smollm2,
+       zephyr, mistral, gemma, phi3 or phi4. -1 if unknown.
+   int lm_tokenizer_set_thinking(LmTokenizer *t, int enable);
+       Qwen3's thinking (on by default): with enable 0, lm_render_chat closes each reply's prompt with
+       the empty <think></think> block the official template writes for enable_thinking=false. Other
+       templates ignore it. -1 for NULL. (LmChatOptions.hide_thinking hides the part when it is on.)
    int lm_encode(LmTokenizer *t, const char *text, int bos, int eos, int *tokens, int max_tokens);
        Encodes UTF-8 text as plain text (special tokens such as <|im_start|> are never produced from
        it), with BOS/EOS when asked and the tokenizer has them. Returns the token count, or -1 when
@@ -151,9 +156,12 @@
 
    FILE FORMATS (little-endian; all read from a read-only mapping and checked against its size)
    GGUF v2/v3 (llama.cpp's; layout in the "GGUF" section below): general.architecture llama (q/k rows
-       in interleaved RoPE pairs, as llama.cpp's converter writes them) or qwen2 (halves, q/k/v
-       biases); the ARCH.* hyperparameters, RoPE base and linear scaling, Llama 3.1's rope_freqs
-       factors; tensors by llama.cpp's names (token_embd, blk.N.attn_q ... ffn_down, output_norm,
+       in interleaved RoPE pairs, as llama.cpp's converter writes them; attention.sliding_window for
+       Mistral's), qwen2 (halves, q/k/v biases), qwen3 (q/k norms), gemma2 and gemma3 (sandwich norms,
+       GeGLU, soft caps, windows every sliding_window_pattern-th layer global) or phi3 (fused
+       attn_qkv and ffn_up, partial RoPE, LongRoPE's rope_factors_short/long); the ARCH.*
+       hyperparameters, RoPE base and linear scaling, Llama 3.1's rope_freqs factors; tensors by
+       llama.cpp's names (token_embd, blk.N.attn_q ... ffn_down, output_norm,
        output: absent when tied), each in its own type, matrices computed from the mapped blocks; the
        tokenizer from tokenizer.ggml.* (llama: SentencePiece; gpt2: byte-level BPE with merges and the
        pre-tokenizer by name) and the chat template recognised from tokenizer.chat_template. The KV
@@ -162,16 +170,26 @@
        byte offsets: 0 magic 0x616b3432 ("ak42"), 4 version = 3, 8 dim, 12 hidden_dim, 16 n_layers,
        20 n_heads, 24 n_kv_heads, 28 head_size, 32 vocab_size, 36 seq_len, 40 norm_eps (f32),
        44 rope_theta (f32), 48 rope_layout (0 = llama2.c's interleaved pairs (x[2i], x[2i+1]),
-       1 = Hugging Face's halves (x[i], x[i + head_size/2])), 52 rope_scaling (0 none, 1 linear,
-       2 llama3), 56 rope_factor (f32), 60 rope_low_freq_factor (f32), 64 rope_high_freq_factor
-       (f32), 68 rope_original_context, 72 flags (1 = q/k/v biases, 2 = classifier tied to the
-       embedding), 76 weight_type (0 fp32, 1 fp16, 2 bf16, 3 q8_0, 4 q4_0), 80 group_size,
-       88 tokenizer_offset (u64), 96 tokenizer_size (u64; 0 = none), 104 tensor_offset (u64).
-       The embedded tokenizer is a whole tokenizer file (below). Tensors start at tensor_offset, each
-       at a 64-byte boundary: token_embedding (vocab, dim); per layer rms_att (dim) f32,
-       wq (n_heads*head_size, dim), wk (n_kv_heads*head_size, dim), wv (same), [bq, bk, bv f32],
-       wo (dim, n_heads*head_size), rms_ffn (dim) f32, w1 (hidden, dim), w2 (dim, hidden),
-       w3 (hidden, dim); rms_final (dim) f32; wcls (vocab, dim) unless tied. Matrices are in
+       1 = Hugging Face's halves (x[i], x[i + rotary_dim/2])), 52 rope_scaling (0 none, 1 linear,
+       2 llama3, 3 longrope), 56 rope_factor (f32), 60 rope_low_freq_factor (f32),
+       64 rope_high_freq_factor (f32), 68 rope_original_context, 72 flags (1 = q/k/v biases,
+       2 = classifier tied to the embedding, 4 = q/k norms, 8 = sandwich norms, 16 = LongRoPE
+       factors), 76 weight_type (0 fp32, 1 fp16, 2 bf16, 3 q8_0, 4 q4_0), 80 group_size,
+       88 tokenizer_offset (u64), 96 tokenizer_size (u64; 0 = none), 104 tensor_offset (u64),
+       and the architecture's extras, each 0 for Llama's behaviour: 112 rotary_dim (RoPE on the
+       first rotary_dim dims of a head; 0 = head_size), 116 embed_scale (f32; Gemma's sqrt(dim)),
+       120 attn_scale (f32; 0 = 1/sqrt(head_size)), 124 attn_softcap and 128 final_softcap (f32;
+       c*tanh(x/c) on scores / logits), 132 sliding_window (local layers see that many positions,
+       their own included), 136 window_period (layer l is global when (l+1) % period == 0; 0 = all
+       local), 140 rope_local_theta (f32; local layers' base, 0 = rope_theta), 144 rope_attn_factor
+       (f32; LongRoPE's cos/sin scale), 148 activation (0 SiLU gate, 1 GELU-tanh gate: GeGLU).
+       Gemma's x*(1+w) norms are stored as 1+w. The embedded tokenizer is a whole tokenizer file
+       (below). Tensors start at tensor_offset, each at a 64-byte boundary: token_embedding
+       (vocab, dim); per layer rms_att (dim) f32, wq (n_heads*head_size, dim),
+       wk (n_kv_heads*head_size, dim), wv (same), [bq, bk, bv f32], [q_norm, k_norm (head_size) f32],
+       wo (dim, n_heads*head_size), [rms_post_att (dim) f32], rms_ffn (dim) f32, w1 (hidden, dim),
+       w2 (dim, hidden), w3 (hidden, dim), [rms_post_ffn (dim) f32]; rms_final (dim) f32;
+       [rope_short, rope_long (rotary_dim/2) f32 with LongRoPE]; wcls (vocab, dim) unless tied. Matrices are in
        weight_type; a q8_0 matrix is int8 values (rows*cols), then at the next 64-byte boundary fp32
        scales, one per group_size values of a row (group_size divides every row length); a q4_0
        matrix is rows*cols/2 bytes, each group of group_size values packed as group_size/2 bytes
@@ -201,7 +219,8 @@
        12 n_tokens, 16 n_merges, 20 bos_id, 24 eos_id (-1 = none), 28 flags (1 add a dummy-prefix
        space, 2 remove extra whitespace, 4 split digits, 8 a whole pre-token that is a token skips
        merging), 32 pre-tokenizer (0 none, 1 GPT-2, 2 Llama 3, 3 Qwen2, 4 GPT-4o), 36 chat template
-       (0 none, 1 Llama 2, 2 Llama 3, 3 ChatML, 4 Zephyr, 5 Mistral), 40 n_eot, 44 eot ids (8 int32;
+       (0 none, 1 Llama 2, 2 Llama 3, 3 ChatML, 4 Zephyr, 5 Mistral, 6 Llama 3.1, 7 Qwen2.5,
+       8 SmolLM2, 9 Gemma, 10 Qwen3, 11 Phi-3, 12 Phi-4), 40 n_eot, 44 eot ids (8 int32;
        ids that end a turn). Then per token: float32 score, uint8 type (0 normal, 1 special/control,
        2 byte "<0xXX>", 3 unused), int32 length, the token's bytes. Then n_merges pairs of int32
        token ids in priority order. Without merges, any two adjacent tokens whose joined text is a
