@@ -78,6 +78,10 @@
        as floats, each weight decoded in the dot product: the logits of the stored weights to float
        rounding (~1e-6). The default (0) quantizes activations to int8 in groups, as llama.cpp does:
        faster, and ~1e-2 from those logits. A NULL model is ignored.
+   int lm_set_kernels(LmModel *m, const char *name);
+       The SIMD kernels m's matmuls run: "portable" (the plain C loops), "avx2" or "avx512" (x86-64,
+       gcc or clang), or NULL / "auto" for the best this CPU has, which lm_load chooses. All give
+       the same results, bit for bit. -1 (nothing changed) for a set this CPU or build lacks, or NULL m.
    int lm_vocab_size(const LmModel *m);       int lm_context_length(const LmModel *m);   (0 for NULL)
    void lm_free(LmModel *m);                   (NULL is a no-op, as for every _free below)
    LmTokenizer *lm_tokenizer_load(const char *path, int vocab_size, char *err, size_t errlen);
@@ -341,6 +345,7 @@ float *lm_forward_batch(LmModel *m, const int *tokens, int n, int pos);
 int lm_shift_context(LmModel *m, int pos, int n_keep, int n_discard);
 void lm_set_threads(LmModel *m, int n);
 void lm_set_exact(LmModel *m, int exact);
+int lm_set_kernels(LmModel *m, const char *name);
 int lm_vocab_size(const LmModel *m);
 int lm_context_length(const LmModel *m);
 void lm_free(LmModel *m);
@@ -409,15 +414,48 @@ int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const LmChatOptions *optio
 #define LM_PARALLEL_FOR(threads)
 #endif
 
-// The kernel set, chosen at compile time (see "Math kernels").
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__)
-#define LM_AVX512 1 // the SIMD blocks below; elsewhere the compiler vectorizes the plain loops
+// The kernel sets (see "Math kernels"). The plain loops are always built; on x86-64 with gcc or
+// clang the AVX2 and AVX-512 versions are built too, each function for its own target, and a model
+// takes the best its CPU reports (run_detect_kernels), so a plain `cc -O3 run.c -lm` is fast.
+// RUN_PORTABLE leaves them out.
+typedef enum { LM_KERNELS_PLAIN, LM_KERNELS_AVX2, LM_KERNELS_AVX512, LM_KERNELS_N } LmKernels;
+static const char *const run_kernel_names[LM_KERNELS_N] = {"portable", "avx2", "avx512"};
+static const char *const run_kernel_titles[LM_KERNELS_N] = {"portable C", "AVX2", "AVX-512 (VNNI)"};
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__)) && !defined(RUN_PORTABLE)
+#define LM_X86 1
+#include <cpuid.h>
+#if defined(__GNUC__) && !defined(__clang__) // gcc 12's AVX-512 headers trip its own uninitialized checks (C++)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
-#define LM_KERNELS "AVX-512 (VNNI)"
+#pragma GCC diagnostic pop
 #else
-#define LM_AVX512 0
-#define LM_KERNELS "portable C"
+#include <immintrin.h>
 #endif
+// (no "fma" in either: the compiler must not fuse what the kernels keep apart)
+#define LM_AVX2_FN __attribute__((target("avx2,f16c")))
+#define LM_AVX512_FN __attribute__((target("avx2,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
+#else
+#define LM_X86 0
+#endif
+
+// The best kernel set this CPU runs: cpuid's feature bits, and xgetbv's word that the operating
+// system saves the vector registers (AVX's 256 bits; AVX-512's masks and 512 bits).
+static LmKernels run_detect_kernels(void) {
+#if LM_X86
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c >> 27 & 1) || !(c >> 28 & 1) || !(c >> 29 & 1)) return LM_KERNELS_PLAIN; // OSXSAVE, AVX, F16C
+    unsigned xcr0_lo, xcr0_hi;
+    __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+    (void)xcr0_hi;
+    if ((xcr0_lo & 6) != 6 || !__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(b >> 5 & 1)) return LM_KERNELS_PLAIN; // AVX2
+    int avx512 = (b >> 16 & 1) && (b >> 17 & 1) && (b >> 30 & 1) && (b >> 31 & 1) && (c >> 11 & 1); // F, DQ, BW, VL, VNNI
+    return avx512 && (xcr0_lo & 0xe6) == 0xe6 ? LM_KERNELS_AVX512 : LM_KERNELS_AVX2;
+#else
+    return LM_KERNELS_PLAIN;
+#endif
+}
 
 static void run_set_err(char *err, size_t errlen, const char *fmt, ...) {
     if (err == NULL || errlen == 0) return;
@@ -848,9 +886,14 @@ typedef struct {
     int8_t *qarranged;     // (n, cols rounded up to 128) Q4_0 groups of 32: see run_arrange_q4_input
     unsigned char *packed; // VNNI prefill: (ceil(n/16), cols/4, 16 tokens, 4 values), each + 128; or NULL
     float *spacked;        // (ceil(n/16), groups, 16 tokens) the scales in the same order
+    LmKernels kernels;     // the kernel set to run
+    float *scratch;        // (scratch_slots, scratch_floats): the working memory of thread i is slot i
+    int scratch_slots;
+    size_t scratch_floats;
 } LmBatch;
 
 #define LM_BATCH 64 // tokens per forward block: the weights are read once per block
+#define LM_ROW_BLOCK 16 // rows per unit of parallel work
 
 typedef struct {
     float *x;           // (batch, dim) the residual stream
@@ -878,6 +921,9 @@ typedef struct {
     int8_t *xarranged;  // (batch, widest + 128) xq rearranged for Q4_0 groups of 32
     unsigned char *xpacked; // (batch, widest + 4) the VNNI layout of xq
     float *xspacked;    // (batch, widest / group_size + 1) the VNNI layout of xs
+    float *scratch;     // (scratch_slots, scratch_floats) each thread's working memory in the matmul kernels
+    int scratch_slots;
+    size_t scratch_floats;
 } LmRunState;
 
 struct LmModel {
@@ -890,6 +936,7 @@ struct LmModel {
     char weight_types[192];    // the types of its matrices, for lm_model_info ("Q4_K, Q6_K")
     char features[256];        // what its architecture adds to Llama's, for lm_model_info
     int exact;                 // integer weights meet float activations (lm_set_exact)
+    LmKernels kernels;         // the kernel set its matmuls run (lm_set_kernels)
 };
 
 
@@ -1187,7 +1234,7 @@ static void run_map_weights(LmWeights *w, LmConfig *c, LmCursor *cur) {
 
 static void run_free_state(LmRunState *s) {
     void *bufs[] = {s->x, s->xb, s->xb2, s->hb, s->hb2, s->q, s->kb, s->vb, s->att, s->logits, s->key_cache, s->value_cache,
-                    s->cache_offset, s->cache_positions, s->tokens, s->rope_freq, s->rope_cos, s->rope_sin, s->xq, s->xs, s->xpacked, s->xspacked, s->xsum, s->xarranged};
+                    s->cache_offset, s->cache_positions, s->tokens, s->rope_freq, s->rope_cos, s->rope_sin, s->xq, s->xs, s->xpacked, s->xspacked, s->xsum, s->xarranged, s->scratch};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     memset(s, 0, sizeof *s);
 }
@@ -1270,6 +1317,10 @@ static int run_alloc_state(LmRunState *s, const LmConfig *c) {
         s->xarranged = (int8_t *)calloc(B * (widest + 128), 1);
         ok = ok && s->xq && s->xs && s->xpacked && s->xspacked && s->xsum && s->xarranged;
     }
+    // a block of LM_ROW_BLOCK rows in fp32, or in int8 with the int sums and scales of its groups
+    size_t groups = c->integer_activations ? widest / (size_t)c->group_size + 1 : 0;
+    size_t as_int = (LM_ROW_BLOCK * widest + 3) / 4 + 2 * LM_ROW_BLOCK * groups;
+    s->scratch_floats = (LM_ROW_BLOCK * widest > as_int ? LM_ROW_BLOCK * widest : as_int) + 16;
     if (!ok) { run_free_state(s); return 0; }
     run_rope_frequencies(s->rope_freq, c, c->rope_theta, 1, c->rope_freq_factors);
     run_rope_frequencies(s->rope_freq + half, c, c->rope_theta, 1, c->rope_long_factors ? c->rope_long_factors : c->rope_freq_factors);
@@ -1803,6 +1854,17 @@ static void run_describe_features(char *out, size_t cap, const LmConfig *c) {
     if (c->rotary_dim != c->head_size) { snprintf(part, sizeof part, "RoPE on %d of %d dims", c->rotary_dim, c->head_size); run_append_feature(out, cap, part); }
 }
 
+// Gives the run state working memory for `threads` threads of the matmul kernels, once the state is
+// allocated. Out of memory keeps what there was: threads without a slot take the plain kernels.
+static void run_reserve_scratch(LmRunState *s, int threads) {
+    if (s->scratch_floats == 0 || threads <= s->scratch_slots) return;
+    float *more = (float *)malloc((size_t)threads * s->scratch_floats * sizeof(float));
+    if (more == NULL) return;
+    free(s->scratch);
+    s->scratch = more;
+    s->scratch_slots = threads;
+}
+
 LmModel *lm_load(const char *checkpoint_path, char *err, size_t errlen) {
     if (checkpoint_path == NULL) { run_set_err(err, errlen, "no checkpoint path given"); return NULL; }
     LmModel *m = (LmModel *)calloc(1, sizeof *m);
@@ -1853,13 +1915,14 @@ LmModel *lm_load(const char *checkpoint_path, char *err, size_t errlen) {
         if (used[t] && n < (int)sizeof m->weight_types) // (every type's name fits: the buffer holds them all)
             n += snprintf(m->weight_types + n, sizeof m->weight_types - (size_t)n, n ? ", %s" : "%s", run_types[t].name);
     run_describe_features(m->features, sizeof m->features, c);
-    lm_set_threads(m, 0);
+    m->kernels = run_detect_kernels();
     if (!run_alloc_state(&m->state, c)) {
         double mib = 2.0 * (double)c->n_layers * c->seq_len * c->n_kv_heads * c->head_size * 4 / (1 << 20);
         run_set_err(err, errlen, "%s: out of memory allocating the run state (KV cache %.0f MiB)", checkpoint_path, mib);
         lm_free(m);
         return NULL;
     }
+    lm_set_threads(m, 0); // (and the kernels' working memory for that many threads)
     return m;
 }
 
@@ -1891,7 +1954,7 @@ int lm_model_info(const LmModel *m, LmModelInfo *info) {
         .rope_layout = c->rope_layout == LM_ROPE_PAIRS ? "pairs" : "halves",
         .rope_scaling = c->rope_scaling != LM_ROPE_LONGROPE && c->rope_freq_factors ? "per-frequency factors (rope_freqs)" : scalings[c->rope_scaling],
         .features = m->features,
-        .has_tokenizer = c->tokenizer_size > 0, .threads = m->threads, .kernels = LM_KERNELS};
+        .has_tokenizer = c->tokenizer_size > 0, .threads = m->threads, .kernels = run_kernel_titles[m->kernels]};
     return 0;
 }
 
@@ -1905,11 +1968,21 @@ void lm_set_threads(LmModel *m, int n) {
     m->threads = 1; // built without OpenMP: one thread whatever is asked
     (void)n;
 #endif
+    run_reserve_scratch(&m->state, m->threads);
 }
 int lm_context_length(const LmModel *m) { return m ? m->config.seq_len : 0; }
 
 void lm_set_exact(LmModel *m, int exact) {
     if (m) m->exact = exact != 0;
+}
+
+int lm_set_kernels(LmModel *m, const char *name) {
+    if (m == NULL) return -1;
+    LmKernels best = run_detect_kernels();
+    if (name == NULL || name[0] == '\0' || strcmp(name, "auto") == 0) { m->kernels = best; return 0; }
+    for (int k = 0; k <= (int)best; k++)
+        if (strcmp(name, run_kernel_names[k]) == 0) { m->kernels = (LmKernels)k; return 0; }
+    return -1;
 }
 
 // ----------------------------------------------------------------------------
@@ -1933,7 +2006,6 @@ void lm_set_exact(LmModel *m, int exact) {
 // loops are the definitions; the blocks under #if compute the same values faster.
 
 #define LM_LANES 16
-#define LM_ROW_BLOCK 16 // rows per unit of parallel work
 
 
 static void run_rmsnorm(float *out, const float *x, const float *weight, int n, float eps) {
@@ -2186,14 +2258,25 @@ static float run_dot_dequant(const LmMatrix *w, int row, const float *x) {
     return run_sum_lanes(acc);
 }
 
-static float run_row_dot(const LmMatrix *w, int row, const LmBatch *in, int t);
+static float run_row_dot_plain(const LmMatrix *w, int row, const LmBatch *in, int t);
 
-#if LM_AVX512
+// The calling thread's working memory (at least floats of it), or NULL when it has none.
+static float *run_thread_scratch(const LmBatch *in, size_t floats) {
+#ifdef _OPENMP
+    int slot = omp_get_thread_num();
+#else
+    int slot = 0;
+#endif
+    if (slot >= in->scratch_slots || floats > in->scratch_floats) return NULL;
+    return in->scratch + (size_t)slot * in->scratch_floats;
+}
+
+#if LM_X86
 // ---- AVX-512 versions of the kernels above: the same operations in the same order, so the same bits.
 
 // Sixteen weights from element e of w as floats, w being of type (fp32, fp16 or bf16; passed as a
 // constant so the switch folds away); mask selects the elements read.
-static inline __m512 run_load16_f32(const LmMatrix *w, size_t e, __mmask16 mask, LmWeightType type) {
+LM_AVX512_FN static inline __m512 run_load16_f32(const LmMatrix *w, size_t e, __mmask16 mask, LmWeightType type) {
     switch (type) {
     case LM_F16: return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, (const uint16_t *)w->data + e));
     case LM_BF16:
@@ -2203,7 +2286,7 @@ static inline __m512 run_load16_f32(const LmMatrix *w, size_t e, __mmask16 mask,
 }
 
 // run_sum_lanes of a vector: lanes k and k + 8, then k and k + 4, k + 2, k + 1.
-static inline float run_sum_lanes512(__m512 v) {
+LM_AVX512_FN static inline float run_sum_lanes512(__m512 v) {
     __m256 a = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
     __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
     __m128 c = _mm_add_ps(b, _mm_movehl_ps(b, b));
@@ -2212,7 +2295,7 @@ static inline float run_sum_lanes512(__m512 v) {
 
 // Rows r0..r1 of a float matrix times one input x, one row after another: a single sequential
 // stream is what this hardware's prefetchers serve fastest (interleaving 4 rows measured 25% slower).
-static inline void run_matvec_float_typed(const LmMatrix *w, int r0, int r1, const float *x, float *out, LmWeightType type) {
+LM_AVX512_FN static inline void run_matvec_float_typed(const LmMatrix *w, int r0, int r1, const float *x, float *out, LmWeightType type) {
     int cols = w->cols, tail = cols % 16;
     __mmask16 tail_mask = (__mmask16)((1u << tail) - 1);
     for (int r = r0; r < r1; r++) {
@@ -2228,7 +2311,7 @@ static inline void run_matvec_float_typed(const LmMatrix *w, int r0, int r1, con
     }
 }
 
-static void run_matvec_float(const LmMatrix *w, int r0, int r1, const float *x, float *out) {
+LM_AVX512_FN static void run_matvec_float_avx512(const LmMatrix *w, int r0, int r1, const float *x, float *out) {
     switch (w->type) { // one specialized loop per type
     case LM_F16: run_matvec_float_typed(w, r0, r1, x, out, LM_F16); break;
     case LM_BF16: run_matvec_float_typed(w, r0, r1, x, out, LM_BF16); break;
@@ -2237,7 +2320,7 @@ static void run_matvec_float(const LmMatrix *w, int r0, int r1, const float *x, 
 }
 
 // Transpose-reduce: lane i of the result is the sum of the 16 lanes of v[i].
-static inline __m512i run_reduce16(const __m512i *v) {
+LM_AVX512_FN static inline __m512i run_reduce16(const __m512i *v) {
     __m512i a[8], b[4], c[2];
     for (int i = 0; i < 8; i++) // per 128-bit lane: (v[2i], v[2i+1]) interleaved
         a[i] = _mm512_add_epi32(_mm512_unpacklo_epi32(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_epi32(v[2 * i], v[2 * i + 1]));
@@ -2250,7 +2333,7 @@ static inline __m512i run_reduce16(const __m512i *v) {
 
 // As reduce16 for 8 vectors that each hold two groups (lanes 0-7 and 8-15): lane i of the result
 // is group i, i.e. half i % 2 of v[i / 2].
-static inline __m512i run_reduce8x2(const __m512i *v) {
+LM_AVX512_FN static inline __m512i run_reduce8x2(const __m512i *v) {
     __m512i a[4], b[2];
     for (int i = 0; i < 4; i++)
         a[i] = _mm512_add_epi32(_mm512_unpacklo_epi32(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_epi32(v[2 * i], v[2 * i + 1]));
@@ -2266,7 +2349,7 @@ static inline __m512i run_reduce8x2(const __m512i *v) {
 // (the rest are 0 + offset, to be multiplied by zeros).
 #define LM_PREFETCH_BYTES 2048 // how far ahead integer matvecs prefetch their weight stream
 
-static inline __m512i run_load64_u8(const LmMatrix *w, size_t e, int only_32) {
+LM_AVX512_FN static inline __m512i run_load64_u8(const LmMatrix *w, size_t e, int only_32) {
     // these kernels do ~10 instructions per 64 bytes: too few loads fit the out-of-order window to
     // hide memory latency, so the stream is prefetched explicitly
     _mm_prefetch((const char *)w->data + (w->type == LM_Q8_GROUPS ? e : e / 2) + LM_PREFETCH_BYTES, _MM_HINT_T0);
@@ -2294,7 +2377,7 @@ static void run_arrange_q4_input(int8_t *out, const int8_t *xq, int cols) {
 
 // As reduce16 for 4 vectors that each hold four groups, one per 128-bit lane: lane i of the result
 // is group i, i.e. 128-bit lane i % 4 of v[i / 4].
-static inline __m512i run_reduce4x4(const __m512i *v) {
+LM_AVX512_FN static inline __m512i run_reduce4x4(const __m512i *v) {
     __m512i a0 = _mm512_add_epi32(_mm512_unpacklo_epi32(v[0], v[1]), _mm512_unpackhi_epi32(v[0], v[1]));
     __m512i a1 = _mm512_add_epi32(_mm512_unpacklo_epi32(v[2], v[3]), _mm512_unpackhi_epi32(v[2], v[3]));
     __m512i b = _mm512_add_epi32(_mm512_unpacklo_epi64(a0, a1), _mm512_unpackhi_epi64(a0, a1)); // lane 4c+k: group 4k+c
@@ -2309,14 +2392,14 @@ static int run_int_simd_ok(const LmMatrix *w) {
 }
 
 // Sixteen group scales from group g (fewer where mask says), as floats.
-static inline __m512 run_load_scales16(const LmMatrix *w, size_t g, __mmask16 mask) {
+LM_AVX512_FN static inline __m512 run_load_scales16(const LmMatrix *w, size_t g, __mmask16 mask) {
     if (w->type == LM_Q8_GROUPS) return _mm512_maskz_loadu_ps(mask, (const float *)(const void *)(w->scales + 4 * g));
     return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, (const uint16_t *)(const void *)(w->scales + 2 * g)));
 }
 
 // run_dot_int for a row whose groups lie within it: the int sums of 16 groups at once, their terms
 // added to run_dot_int's 16 lanes. xsum[g] is the sum of input group g's values.
-static float run_dot_int_avx512(const LmMatrix *w, int row, const int8_t *xq, const float *xs, const int32_t *xsum,
+LM_AVX512_FN static float run_dot_int_avx512(const LmMatrix *w, int row, const int8_t *xq, const float *xs, const int32_t *xsum,
                             const int8_t *xarranged) {
     int cols = w->cols, gs = w->group_size, groups = cols / gs, per64 = gs >= 64 ? gs / 64 : 1;
     int offset = w->type == LM_Q8_GROUPS ? 128 : 8;
@@ -2374,15 +2457,14 @@ static float run_dot_int_avx512(const LmMatrix *w, int row, const int8_t *xq, co
 
 // Float matmul of rows r0..r1 (at most LM_ROW_BLOCK) for every token: the block converted to fp32
 // once, then 4 rows x 4 tokens per step, each pair with run_dot_f32's 16 lanes.
-static void run_matmul_float_block(const LmMatrix *w, int r0, int r1, const LmBatch *in, float *out, int ld) {
+LM_AVX512_FN static void run_matmul_float_block_avx512(const LmMatrix *w, int r0, int r1, const LmBatch *in, float *out, int ld) {
     int cols = w->cols, rows = r1 - r0, tail = cols % 16;
     __mmask16 tail_mask = (__mmask16)((1u << tail) - 1);
     const float *block = (const float *)w->data + (size_t)r0 * (size_t)cols;
-    float *converted = NULL;
     if (w->type != LM_F32) {
-        converted = malloc((size_t)rows * (size_t)cols * sizeof(float));
-        if (converted == NULL) { // out of memory: the plain path computes the same values
-            for (int t = 0; t < in->n; t++) for (int r = r0; r < r1; r++) out[(size_t)t * ld + r] = run_row_dot(w, r, in, t);
+        float *converted = run_thread_scratch(in, (size_t)rows * (size_t)cols);
+        if (converted == NULL) { // no working memory for this thread: the plain path computes the same values
+            for (int t = 0; t < in->n; t++) for (int r = r0; r < r1; r++) out[(size_t)t * ld + r] = run_row_dot_plain(w, r, in, t);
             return;
         }
         size_t first = (size_t)r0 * (size_t)cols, count = (size_t)rows * (size_t)cols;
@@ -2427,23 +2509,23 @@ static void run_matmul_float_block(const LmMatrix *w, int r0, int r1, const LmBa
                 for (int k = 0; k < nt; k++) out[(size_t)(t0 + k) * ld + (size_t)(r0 + r + i)] = run_sum_lanes512(acc[i][k]);
         }
     }
-    free(converted);
 }
 
 // Integer matmul of rows r0..r1 (at most LM_ROW_BLOCK) for every token, 16 tokens per vector:
 // in->packed holds the inputs as u8 = x + 128 with tokens in the lanes, so one VNNI instruction
 // multiplies 4 weights (broadcast) with 4 values of 16 tokens. Subtracting 128 * (the group's
 // weight sum) leaves each token's exact int32 group sum; the float steps follow run_dot_int's order.
-static void run_matmul_int_block(const LmMatrix *w, int r0, int r1, const LmBatch *in, float *out, int ld) {
+LM_AVX512_FN static void run_matmul_int_block_avx512(const LmMatrix *w, int r0, int r1, const LmBatch *in, float *out, int ld) {
     int cols = w->cols, gs = w->group_size, groups = cols / gs, rows = r1 - r0;
-    int8_t *wb = malloc((size_t)LM_ROW_BLOCK * (size_t)cols);
-    int32_t *wsum = malloc((size_t)LM_ROW_BLOCK * (size_t)groups * sizeof(int32_t));
-    float *ws = malloc((size_t)LM_ROW_BLOCK * (size_t)groups * sizeof(float));
-    if (!wb || !wsum || !ws) { // out of memory: the plain path computes the same values
-        for (int t = 0; t < in->n; t++) for (int r = r0; r < r1; r++) out[(size_t)t * ld + r] = run_row_dot(w, r, in, t);
-        free(wb); free(wsum); free(ws);
+    size_t wb_floats = ((size_t)LM_ROW_BLOCK * (size_t)cols + 3) / 4; // the int8 block, in floats' room
+    float *room = run_thread_scratch(in, wb_floats + 2 * (size_t)LM_ROW_BLOCK * (size_t)groups);
+    if (room == NULL) { // no working memory for this thread: the plain path computes the same values
+        for (int t = 0; t < in->n; t++) for (int r = r0; r < r1; r++) out[(size_t)t * ld + r] = run_row_dot_plain(w, r, in, t);
         return;
     }
+    int8_t *wb = (int8_t *)(void *)room;
+    int32_t *wsum = (int32_t *)(void *)(room + wb_floats);
+    float *ws = room + wb_floats + (size_t)LM_ROW_BLOCK * (size_t)groups;
     for (int r = 0; r < rows; r++) { // the block's weights as int8, their group sums and scales
         size_t row_group = (size_t)(r0 + r) * (size_t)groups;
         for (int g = 0; g < groups; g++) {
@@ -2497,12 +2579,11 @@ static void run_matmul_int_block(const LmMatrix *w, int r0, int r1, const LmBatc
             }
         }
     }
-    free(wb); free(wsum); free(ws);
 }
 
 // The packed input for run_matmul_int_block: per 16 tokens, the values + 128 in groups of 4 per token,
 // and the scales with tokens in the lanes. Missing tokens of the last tile are zeros (x = 0).
-static void run_pack_batch(LmBatch *b) {
+LM_AVX512_FN static void run_pack_batch(LmBatch *b) {
     int cols = b->cols, tiles = (b->n + 15) / 16;
     for (int tile = 0; tile < tiles; tile++) {
         unsigned char *xp = b->packed + (size_t)tile * (size_t)cols * 16;
@@ -2515,7 +2596,313 @@ static void run_pack_batch(LmBatch *b) {
         }
     }
 }
-#endif // LM_AVX512
+#endif // LM_X86 (AVX-512)
+
+#if LM_X86
+// ---- AVX2 versions: 8 lanes per vector, so run_dot_*'s 16 lanes are two vectors (lanes 0-7 and
+// 8-15); the same operations in the same order, so the same bits. For CPUs without AVX-512.
+
+// run_sum_lanes of lanes lo (0-7) and hi (8-15): k + k+8, then k + k+4, k + k+2, k + k+1.
+LM_AVX2_FN static inline float run_sum_lanes256(__m256 lo, __m256 hi) {
+    __m256 a = _mm256_add_ps(lo, hi);
+    __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    __m128 c = _mm_add_ps(b, _mm_movehl_ps(b, b));
+    return _mm_cvtss_f32(_mm_add_ss(c, _mm_shuffle_ps(c, c, 1)));
+}
+
+// Eight weights from element e of float-type data as floats (type a constant, so the switch folds).
+LM_AVX2_FN static inline __m256 run_load8_f32(const void *data, size_t e, LmWeightType type) {
+    switch (type) {
+    case LM_F16: return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)((const uint16_t *)data + e)));
+    case LM_BF16:
+        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(const void *)((const uint16_t *)data + e))), 16));
+    default: return _mm256_loadu_ps((const float *)data + e);
+    }
+}
+
+static float run_weight_f32(const void *data, size_t e, LmWeightType type) {
+    return type == LM_F16 ? run_f16_to_f32(((const uint16_t *)data)[e]) : type == LM_BF16 ? run_bf16_to_f32(((const uint16_t *)data)[e]) : ((const float *)data)[e];
+}
+
+// run_dot_f32/f16/bf16 of row `row` of a float matrix with x.
+LM_AVX2_FN static inline float run_dot_float_avx2_typed(const LmMatrix *w, int row, const float *x, LmWeightType type) {
+    int n = w->cols, j = 0;
+    size_t start = (size_t)row * (size_t)n;
+    __m256 lo = _mm256_setzero_ps(), hi = lo;
+    for (; j + 16 <= n; j += 16) {
+        lo = _mm256_add_ps(lo, _mm256_mul_ps(run_load8_f32(w->data, start + (size_t)j, type), _mm256_loadu_ps(x + j)));
+        hi = _mm256_add_ps(hi, _mm256_mul_ps(run_load8_f32(w->data, start + (size_t)j + 8, type), _mm256_loadu_ps(x + j + 8)));
+    }
+    if (j < n) { // the last lanes one by one, as the plain loop
+        float acc[16];
+        _mm256_storeu_ps(acc, lo);
+        _mm256_storeu_ps(acc + 8, hi);
+        for (int k = 0; j + k < n; k++) acc[k] += run_weight_f32(w->data, start + (size_t)(j + k), type) * x[j + k];
+        lo = _mm256_loadu_ps(acc);
+        hi = _mm256_loadu_ps(acc + 8);
+    }
+    return run_sum_lanes256(lo, hi);
+}
+
+LM_AVX2_FN static float run_dot_float_avx2(const LmMatrix *w, int row, const float *x) {
+    switch (w->type) { // one specialized loop per type
+    case LM_F16: return run_dot_float_avx2_typed(w, row, x, LM_F16);
+    case LM_BF16: return run_dot_float_avx2_typed(w, row, x, LM_BF16);
+    default: return run_dot_float_avx2_typed(w, row, x, LM_F32);
+    }
+}
+
+// Float matmul of rows r0..r1 for every token: tiles of 4 rows x 3 tokens, each pair with
+// run_dot_f32's 16 lanes; the 16 lanes are two independent sets (lanes 0-7, 8-15), taken one pass
+// each so that the 12 accumulators of a pass stay in registers.
+LM_AVX2_FN static inline void run_matmul_float_avx2_typed(const LmMatrix *w, int r0, int r1, const LmBatch *in, float *out, int ld,
+                                                         LmWeightType type) {
+    int cols = w->cols, full = cols / 16 * 16;
+    for (int t0 = 0; t0 < in->n; t0 += 3) {
+        int nt = in->n - t0 < 3 ? in->n - t0 : 3;
+        for (int r = r0; r < r1; r += 4) {
+            int nr = r1 - r < 4 ? r1 - r : 4;
+            size_t wr[4];
+            const float *xt[3];
+            for (int i = 0; i < 4; i++) wr[i] = (size_t)(r + (i < nr ? i : 0)) * (size_t)cols;
+            for (int k = 0; k < 3; k++) xt[k] = in->f + (size_t)(t0 + (k < nt ? k : 0)) * (size_t)in->ld;
+            float lanes[4][3][16];
+            for (int half = 0; half < 2; half++) {
+                __m256 a[4][3];
+                for (int i = 0; i < 4; i++) for (int k = 0; k < 3; k++) a[i][k] = _mm256_setzero_ps();
+                for (int j = 8 * half; j < full; j += 16) {
+                    __m256 x0 = _mm256_loadu_ps(xt[0] + j), x1 = _mm256_loadu_ps(xt[1] + j), x2 = _mm256_loadu_ps(xt[2] + j);
+                    for (int i = 0; i < 4; i++) {
+                        __m256 wv = run_load8_f32(w->data, wr[i] + (size_t)j, type);
+                        a[i][0] = _mm256_add_ps(a[i][0], _mm256_mul_ps(wv, x0));
+                        a[i][1] = _mm256_add_ps(a[i][1], _mm256_mul_ps(wv, x1));
+                        a[i][2] = _mm256_add_ps(a[i][2], _mm256_mul_ps(wv, x2));
+                    }
+                }
+                for (int i = 0; i < 4; i++) for (int k = 0; k < 3; k++) _mm256_storeu_ps(lanes[i][k] + 8 * half, a[i][k]);
+            }
+            for (int i = 0; i < nr; i++)
+                for (int k = 0; k < nt; k++) {
+                    float *acc = lanes[i][k];
+                    for (int j = full; j < cols; j++) acc[j - full] += run_weight_f32(w->data, wr[i] + (size_t)j, type) * xt[k][j];
+                    out[(size_t)(t0 + k) * (size_t)ld + (size_t)(r + i)] = run_sum_lanes256(_mm256_loadu_ps(acc), _mm256_loadu_ps(acc + 8));
+                }
+        }
+    }
+}
+
+LM_AVX2_FN static void run_matmul_float_avx2(const LmMatrix *w, int r0, int r1, const LmBatch *in, float *out, int ld) {
+    switch (w->type) {
+    case LM_F16: run_matmul_float_avx2_typed(w, r0, r1, in, out, ld, LM_F16); break;
+    case LM_BF16: run_matmul_float_avx2_typed(w, r0, r1, in, out, ld, LM_BF16); break;
+    default: run_matmul_float_avx2_typed(w, r0, r1, in, out, ld, LM_F32); break;
+    }
+}
+
+// The exact products of 32 int8 weights and 32 int8 activations (in [-127, 127]) as 8 int32
+// partial sums, lane i holding bytes 4i..4i+3: |w| (unsigned, 128 for -128) times x with w's sign,
+// in pairs that cannot saturate (2 * 128 * 127 < 32768).
+LM_AVX2_FN static inline __m256i run_dot32_i8(__m256i w, __m256i x) {
+    __m256i pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(x, w));
+    return _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
+}
+
+// The sum of 32 int8 values as 8 int32 partial sums (lane i: bytes 4i..4i+3).
+LM_AVX2_FN static inline __m256i run_sum32_i8(__m256i x) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), x), _mm256_set1_epi16(1));
+}
+
+// Transpose-reduce of 8 vectors of partial sums: lane i of *first is the sum of lanes 0-3 of v[i]
+// (bytes 0-15 of its 32), of *second the sum of lanes 4-7 (bytes 16-31).
+LM_AVX2_FN static inline void run_reduce8_halves(const __m256i *v, __m256i *first, __m256i *second) {
+    __m256i a0 = _mm256_hadd_epi32(v[0], v[1]), a1 = _mm256_hadd_epi32(v[2], v[3]);
+    __m256i a2 = _mm256_hadd_epi32(v[4], v[5]), a3 = _mm256_hadd_epi32(v[6], v[7]);
+    __m256i b0 = _mm256_hadd_epi32(a0, a1), b1 = _mm256_hadd_epi32(a2, a3); // 128-bit lane h: v[0..3] / v[4..7], half h
+    *first = _mm256_permute2x128_si256(b0, b1, 0x20);
+    *second = _mm256_permute2x128_si256(b0, b1, 0x31);
+}
+
+LM_AVX2_FN static inline __m256i run_reduce8(const __m256i *v) {
+    __m256i first, second;
+    run_reduce8_halves(v, &first, &second);
+    return _mm256_add_epi32(first, second);
+}
+
+// 32 values of Q4 nibbles: 16 bytes whose low nibbles are values 0-15 and high nibbles 16-31, - 8.
+LM_AVX2_FN static inline __m256i run_nibbles16_i8(const unsigned char *p) {
+    __m128i b = _mm_loadu_si128((const __m128i *)(const void *)p), m = _mm_set1_epi8(15);
+    __m256i v = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(b, 4), m), _mm_and_si128(b, m));
+    return _mm256_sub_epi8(v, _mm256_set1_epi8(8));
+}
+
+// The int32 sum of a v3 group's products (group g of the matrix, gs values) with 32-aligned input xq.
+LM_AVX2_FN static inline __m256i run_group_dot_avx2(const LmMatrix *w, size_t g, const int8_t *x) {
+    int gs = w->group_size;
+    __m256i sum = _mm256_setzero_si256();
+    if (w->type == LM_Q8_GROUPS) {
+        const int8_t *q = (const int8_t *)w->data + g * (size_t)gs;
+        for (int k = 0; k < gs; k += 32)
+            sum = _mm256_add_epi32(sum, run_dot32_i8(_mm256_loadu_si256((const __m256i *)(const void *)(q + k)), _mm256_loadu_si256((const __m256i *)(const void *)(x + k))));
+    } else if (gs == 32) {
+        sum = run_dot32_i8(run_nibbles16_i8((const unsigned char *)w->data + g * 16), _mm256_loadu_si256((const __m256i *)(const void *)x));
+    } else { // groups of 64, 128, ...: byte j holds values j and j + gs/2
+        const unsigned char *p = (const unsigned char *)w->data + g * (size_t)(gs / 2);
+        __m256i m = _mm256_set1_epi8(15), eight = _mm256_set1_epi8(8);
+        for (int k = 0; k < gs / 2; k += 32) {
+            __m256i b = _mm256_loadu_si256((const __m256i *)(const void *)(p + k));
+            __m256i lo = _mm256_sub_epi8(_mm256_and_si256(b, m), eight), hi = _mm256_sub_epi8(_mm256_and_si256(_mm256_srli_epi16(b, 4), m), eight);
+            sum = _mm256_add_epi32(sum, run_dot32_i8(lo, _mm256_loadu_si256((const __m256i *)(const void *)(x + k))));
+            sum = _mm256_add_epi32(sum, run_dot32_i8(hi, _mm256_loadu_si256((const __m256i *)(const void *)(x + gs / 2 + k))));
+        }
+    }
+    return sum;
+}
+
+// Can the AVX2 integer kernel take this v3 matrix? (groups within rows, whole 32-value steps)
+static int run_int_avx2_ok(const LmMatrix *w) {
+    int gs = w->group_size;
+    if (w->type != LM_Q8_GROUPS && w->type != LM_Q4_GROUPS) return 0;
+    return w->cols % gs == 0 && (w->type == LM_Q8_GROUPS ? gs % 32 == 0 : gs == 32 || gs % 64 == 0);
+}
+
+// run_dot_int for a row whose groups lie within it: 8 groups' int sums at a time, their terms into
+// lanes 0-7 or 8-15 as the group's index says.
+LM_AVX2_FN static float run_dot_int_avx2(const LmMatrix *w, int row, const int8_t *xq, const float *xs) {
+    int gs = w->group_size, groups = w->cols / gs, g = 0;
+    size_t first = (size_t)row * (size_t)groups; // the row's first group in the matrix
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (; g + 8 <= groups; g += 8) {
+        __m256i v[8];
+        for (int i = 0; i < 8; i++) v[i] = run_group_dot_avx2(w, first + (size_t)(g + i), xq + (size_t)(g + i) * (size_t)gs);
+        __m256 scales = w->type == LM_Q8_GROUPS ? _mm256_loadu_ps((const float *)(const void *)(w->scales + 4 * (first + (size_t)g)))
+                                                : _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(w->scales + 2 * (first + (size_t)g))));
+        __m256 term = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(run_reduce8(v)), scales), _mm256_loadu_ps(xs + g));
+        acc[(g / 8) % 2] = _mm256_add_ps(acc[(g / 8) % 2], term);
+    }
+    float lanes[16];
+    _mm256_storeu_ps(lanes, acc[0]);
+    _mm256_storeu_ps(lanes + 8, acc[1]);
+    for (; g < groups; g++) {
+        __m256i v[8] = {run_group_dot_avx2(w, first + (size_t)g, xq + (size_t)g * (size_t)gs)};
+        for (int i = 1; i < 8; i++) v[i] = _mm256_setzero_si256();
+        int32_t isum = _mm256_extract_epi32(run_reduce8(v), 0);
+        lanes[g % 16] += (float)isum * run_group_scale(w, first + (size_t)g) * xs[g];
+    }
+    return run_sum_lanes256(_mm256_loadu_ps(lanes), _mm256_loadu_ps(lanes + 8));
+}
+
+// GGUF's Q8_0 and Q4_0 (run_dot_q8_0, run_dot_q4_0): 8 blocks' int sums at a time.
+LM_AVX2_FN static inline float run_dot_q8_q4_avx2(const unsigned char *row, int cols, const int8_t *xq, const float *xs, int q4) {
+    int blocks = cols / 32, bytes = q4 ? 18 : 34, b = 0;
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (; b + 8 <= blocks; b += 8) {
+        __m256i v[8];
+        float d[8];
+        for (int i = 0; i < 8; i++) {
+            const unsigned char *blk = row + (size_t)bytes * (size_t)(b + i);
+            __m256i q = q4 ? run_nibbles16_i8(blk + 2) : _mm256_loadu_si256((const __m256i *)(const void *)(blk + 2));
+            v[i] = run_dot32_i8(q, _mm256_loadu_si256((const __m256i *)(const void *)(xq + 32 * (b + i))));
+            d[i] = run_half_at(blk);
+        }
+        __m256 term = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(run_reduce8(v)), _mm256_loadu_ps(d)), _mm256_loadu_ps(xs + b));
+        acc[(b / 8) % 2] = _mm256_add_ps(acc[(b / 8) % 2], term);
+    }
+    float lanes[16];
+    _mm256_storeu_ps(lanes, acc[0]);
+    _mm256_storeu_ps(lanes + 8, acc[1]);
+    for (; b < blocks; b++) { // the last few blocks, one at a time
+        const unsigned char *blk = row + (size_t)bytes * (size_t)b;
+        __m256i v[8] = {run_dot32_i8(q4 ? run_nibbles16_i8(blk + 2) : _mm256_loadu_si256((const __m256i *)(const void *)(blk + 2)),
+                                     _mm256_loadu_si256((const __m256i *)(const void *)(xq + 32 * b)))};
+        for (int i = 1; i < 8; i++) v[i] = _mm256_setzero_si256();
+        lanes[b % 16] += (float)_mm256_extract_epi32(run_reduce8(v), 0) * run_half_at(blk) * xs[b];
+    }
+    return run_sum_lanes256(_mm256_loadu_ps(lanes), _mm256_loadu_ps(lanes + 8));
+}
+
+// GGUF's Q4_K (run_dot_q4_k): a block's 8 sub-blocks of 32 at once, terms 8b..8b+7.
+LM_AVX2_FN static float run_dot_q4_k_avx2(const unsigned char *row, int cols, const int8_t *xq, const float *xs) {
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    __m256i m = _mm256_set1_epi8(15);
+    for (int b = 0; b < cols / 256; b++) {
+        const unsigned char *blk = row + 144 * (size_t)b;
+        int scale[8], min[8];
+        __m256i v[8], s[8];
+        for (int j = 0; j < 8; j++) {
+            run_scale_min_k4(blk + 4, j, &scale[j], &min[j]);
+            __m256i bytes = _mm256_loadu_si256((const __m256i *)(const void *)(blk + 16 + 32 * (j / 2)));
+            __m256i q = j % 2 ? _mm256_and_si256(_mm256_srli_epi16(bytes, 4), m) : _mm256_and_si256(bytes, m);
+            __m256i x = _mm256_loadu_si256((const __m256i *)(const void *)(xq + 256 * b + 32 * j));
+            v[j] = run_dot32_i8(q, x);
+            s[j] = run_sum32_i8(x);
+        }
+        __m256 d = _mm256_set1_ps(run_half_at(blk)), dmin = _mm256_set1_ps(run_half_at(blk + 2));
+        __m256 ds = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(const void *)scale)));
+        __m256 dm = _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(const void *)min)));
+        __m256 part = _mm256_sub_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(run_reduce8(v)), ds), _mm256_mul_ps(_mm256_cvtepi32_ps(run_reduce8(s)), dm));
+        acc[b % 2] = _mm256_add_ps(acc[b % 2], _mm256_mul_ps(part, _mm256_loadu_ps(xs + 8 * b)));
+    }
+    return run_sum_lanes256(acc[0], acc[1]);
+}
+
+// GGUF's Q6_K (run_dot_q6_k): a block's 8 groups of 32 at once, each group's two runs of 16 summed
+// apart, scaled, then added.
+LM_AVX2_FN static float run_dot_q6_k_avx2(const unsigned char *row, int cols, const int8_t *xq, const float *xs) {
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(3), off = _mm256_set1_epi8(32);
+    for (int b = 0; b < cols / 256; b++) {
+        const unsigned char *blk = row + 210 * (size_t)b;
+        __m256i v[8];
+        float sc0[8], sc1[8];
+        float d = run_half_at(blk + 208);
+        for (int g = 0; g < 8; g++) {
+            int half = g / 4, k = g % 4;
+            __m256i ql = _mm256_loadu_si256((const __m256i *)(const void *)(blk + 64 * half + 32 * (k % 2)));
+            __m256i qh = _mm256_loadu_si256((const __m256i *)(const void *)(blk + 128 + 32 * half));
+            __m256i low = k < 2 ? _mm256_and_si256(ql, m4) : _mm256_and_si256(_mm256_srli_epi16(ql, 4), m4);
+            __m256i high = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * k)), m2);
+            __m256i q = _mm256_sub_epi8(_mm256_or_si256(low, _mm256_slli_epi16(high, 4)), off);
+            v[g] = run_dot32_i8(q, _mm256_loadu_si256((const __m256i *)(const void *)(xq + 256 * b + 32 * g)));
+            sc0[g] = d * (float)(int8_t)blk[192 + 2 * g];
+            sc1[g] = d * (float)(int8_t)blk[192 + 2 * g + 1];
+        }
+        __m256i first, second;
+        run_reduce8_halves(v, &first, &second);
+        __m256 wsum = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(first), _mm256_loadu_ps(sc0)),
+                                    _mm256_mul_ps(_mm256_cvtepi32_ps(second), _mm256_loadu_ps(sc1)));
+        acc[b % 2] = _mm256_add_ps(acc[b % 2], _mm256_mul_ps(wsum, _mm256_loadu_ps(xs + 8 * b)));
+    }
+    return run_sum_lanes256(acc[0], acc[1]);
+}
+
+LM_AVX2_FN static float run_dot_q8_0_avx2(const unsigned char *row, int cols, const int8_t *xq, const float *xs) {
+    return run_dot_q8_q4_avx2(row, cols, xq, xs, 0);
+}
+LM_AVX2_FN static float run_dot_q4_0_avx2(const unsigned char *row, int cols, const int8_t *xq, const float *xs) {
+    return run_dot_q8_q4_avx2(row, cols, xq, xs, 1);
+}
+
+// One row of w with input token t through the AVX2 kernels; 0 when none applies (*value unset).
+static int run_row_dot_avx2(const LmMatrix *w, int row, const LmBatch *in, int t, float *value) {
+    if (!run_types[w->type].integer) {
+        *value = run_dot_float_avx2(w, row, in->f + (size_t)t * (size_t)in->ld);
+        return 1;
+    }
+    if (in->q == NULL) return 0; // exact mode: the plain decode
+    const int8_t *xq = in->q + (size_t)t * (size_t)in->cols;
+    const float *xs = in->s + (size_t)t * (size_t)in->groups;
+    if (run_int_avx2_ok(w)) {
+        *value = run_dot_int_avx2(w, row, xq, xs);
+        return 1;
+    }
+    float (*dot)(const unsigned char *, int, const int8_t *, const float *) =
+        w->type == LM_Q8_0 ? run_dot_q8_0_avx2 : w->type == LM_Q4_0 ? run_dot_q4_0_avx2 : w->type == LM_Q4_K ? run_dot_q4_k_avx2
+        : w->type == LM_Q6_K ? run_dot_q6_k_avx2 : NULL;
+    if (dot == NULL) return 0;
+    *value = dot((const unsigned char *)w->data + (size_t)row * w->row_bytes, w->cols, xq, xs);
+    return 1;
+}
+#endif // LM_X86 (AVX2)
 
 // One row of w with input token t, by the plain definitions.
 static float run_row_dot_plain(const LmMatrix *w, int row, const LmBatch *in, int t) {
@@ -2538,13 +2925,15 @@ static float run_row_dot_plain(const LmMatrix *w, int row, const LmBatch *in, in
     }
 }
 
-// The same value, through the SIMD integer kernel where it applies.
+// The same value, through the batch's SIMD kernels where one applies.
 static float run_row_dot(const LmMatrix *w, int row, const LmBatch *in, int t) {
-#if LM_AVX512
-    if (in->q && run_int_simd_ok(w) && (w->type != LM_Q4_GROUPS || w->group_size != 32 || in->qarranged))
+#if LM_X86
+    if (in->kernels == LM_KERNELS_AVX512 && in->q && run_int_simd_ok(w) && (w->type != LM_Q4_GROUPS || w->group_size != 32 || in->qarranged))
         return run_dot_int_avx512(w, row, in->q + (size_t)t * (size_t)in->cols, in->s + (size_t)t * (size_t)in->groups,
                               in->xsum + (size_t)t * (size_t)in->groups,
                               in->qarranged ? in->qarranged + (size_t)t * (size_t)(in->cols + 128) : NULL);
+    float value;
+    if (in->kernels >= LM_KERNELS_AVX2 && run_row_dot_avx2(w, row, in, t, &value)) return value;
 #endif
     return run_row_dot_plain(w, row, in, t);
 }
@@ -2552,7 +2941,8 @@ static float run_row_dot(const LmMatrix *w, int row, const LmBatch *in, int t) {
 // Prepares rows x (n, ld) of cols values as a matmul input, quantizing them once for every matmul
 // that shares them when the weights are integer.
 static LmBatch run_make_batch(LmModel *m, const float *x, int n, int cols, int ld) {
-    LmBatch b = {x, n, cols, ld, NULL, NULL, 0, NULL, NULL, NULL, NULL};
+    LmBatch b = {.f = x, .n = n, .cols = cols, .ld = ld, .kernels = m->kernels, .scratch = m->state.scratch,
+                 .scratch_slots = m->state.scratch_slots, .scratch_floats = m->state.scratch_floats};
     if (!m->config.integer_activations || m->exact) return b;
     int gs = m->config.group_size;
     b.groups = (cols + gs - 1) / gs;
@@ -2568,7 +2958,8 @@ static LmBatch run_make_batch(LmModel *m, const float *x, int n, int cols, int l
             b.xsum[(size_t)t * (size_t)b.groups + (size_t)g] = sum;
         }
     }
-#if LM_AVX512
+#if LM_X86
+    if (m->kernels != LM_KERNELS_AVX512) return b;
     if (m->config.weight_type == LM_Q4_GROUPS && gs == 32) {
         b.qarranged = m->state.xarranged;
         for (int t = 0; t < n; t++) run_arrange_q4_input(b.qarranged + (size_t)t * (size_t)(cols + 128), b.q + (size_t)t * cols, cols);
@@ -2587,14 +2978,20 @@ typedef struct { const LmMatrix *w; float *out; int ld; } LmMatmul;
 
 // Rows r0..r1 of one matmul for every token of the input.
 static void run_matmul_rows(const LmMatmul *job, int r0, int r1, const LmBatch *in) {
-#if LM_AVX512
-    if (!run_is_integer_type(job->w->type)) {
-        if (in->n == 1) run_matvec_float(job->w, r0, r1, in->f, job->out);
-        else run_matmul_float_block(job->w, r0, r1, in, job->out, job->ld);
-        return;
+#if LM_X86
+    if (in->kernels == LM_KERNELS_AVX512) {
+        if (!run_is_integer_type(job->w->type)) {
+            if (in->n == 1) run_matvec_float_avx512(job->w, r0, r1, in->f, job->out);
+            else run_matmul_float_block_avx512(job->w, r0, r1, in, job->out, job->ld);
+            return;
+        }
+        if (in->n > 1 && in->packed && run_int_simd_ok(job->w)) {
+            run_matmul_int_block_avx512(job->w, r0, r1, in, job->out, job->ld);
+            return;
+        }
     }
-    if (in->n > 1 && in->packed && run_int_simd_ok(job->w)) {
-        run_matmul_int_block(job->w, r0, r1, in, job->out, job->ld);
+    if (in->kernels == LM_KERNELS_AVX2 && in->n > 1 && !run_is_integer_type(job->w->type)) {
+        run_matmul_float_avx2(job->w, r0, r1, in, job->out, job->ld);
         return;
     }
 #endif
@@ -5065,7 +5462,7 @@ static int run_count_flag(const char *flag, const char *value, unsigned long lon
 
 // The command line's settings.
 typedef struct {
-    const char *checkpoint, *tokenizer_path, *prompt, *prompt_file, *mode, *system_prompt, *template_name, *think;
+    const char *checkpoint, *tokenizer_path, *prompt, *prompt_file, *mode, *system_prompt, *template_name, *think, *kernels;
     float temperature, topp, min_p, repeat_penalty;
     unsigned long long seed, steps, threads, top_k, repeat_last_n, shift_keep;
     int steps_given, shift, ignore_eos, info, quiet, verbose_prompt, exact;
@@ -5081,6 +5478,7 @@ static const LmFlag run_flags[] = {
     {"-r", NULL, 1}, {"-z", NULL, 1}, {"-m", NULL, 1}, {"-y", "--system-prompt", 1}, {"-T", "--threads", 1},
     {"--context-shift", NULL, 1}, {"--template", NULL, 1}, {"--ignore-eos", NULL, 0}, {"--info", NULL, 0},
     {"--quiet", NULL, 0}, {"--verbose-prompt", NULL, 0}, {"--exact", NULL, 0}, {"--think", NULL, 1},
+    {"--kernels", NULL, 1},
 };
 
 static const LmFlag *run_find_flag(const char *arg) {
@@ -5154,6 +5552,10 @@ static int run_parse_options(int argc, char **argv, LmOptions *o) {
         } else if (strcmp(flag, "--think") == 0) {
             if (strcmp(val, "on") != 0 && strcmp(val, "off") != 0 && strcmp(val, "hide") != 0) return run_bad_flag(typed, val, "on, off or hide");
             o->think = val;
+        } else if (strcmp(flag, "--kernels") == 0) {
+            if (strcmp(val, "auto") != 0 && strcmp(val, "portable") != 0 && strcmp(val, "avx2") != 0 && strcmp(val, "avx512") != 0)
+                return run_bad_flag(typed, val, "auto, portable, avx2 or avx512");
+            o->kernels = val;
         } else if (strcmp(flag, "-r") == 0) {
             if (val[0] == '\0' || o->n_stops == 16) return run_bad_flag(typed, val, "a non-empty stop string (at most 16 of them)");
             o->stops[o->n_stops++] = val;
@@ -5202,6 +5604,8 @@ static void run_usage(FILE *f) {
             "              special ids) on standard output and exit; it is also shown at load on a terminal\n"
             "  --verbose-prompt  list the prompt's token ids and texts (each chat turn's) on standard error\n"
             "  --exact     integer weights meet float activations: the stored weights' exact logits, slower\n"
+            "  --kernels <name>  SIMD kernels: auto (the best this CPU has), portable, avx2, avx512; the same\n"
+            "              results with each (for comparing speed)\n"
             "              (default: activations quantized to int8 in groups, as llama.cpp does)\n"
             "  --quiet     nothing on standard error but errors: no description, timing or notes\n"
             "  -z <string> tokenizer file (default: the checkpoint's own, else tokenizer.bin)\n"
@@ -5491,6 +5895,14 @@ int main(int argc, char **argv) {
     if (model == NULL) { fprintf(stderr, "run: %s\n", err); free(prompt_owned); return 1; }
     lm_set_threads(model, (int)o.threads);
     lm_set_exact(model, o.exact);
+    if (o.kernels && lm_set_kernels(model, o.kernels) != 0) {
+        LmModelInfo have;
+        lm_model_info(model, &have);
+        fprintf(stderr, "run: --kernels %s: this CPU or build does not run them (it runs %s); use --kernels auto\n", o.kernels, have.kernels);
+        lm_free(model);
+        free(prompt_owned);
+        return 1;
+    }
     LmModelInfo info;
     lm_model_info(model, &info);
     LmTokenizer *tokenizer = run_cli_tokenizer(o.checkpoint, &info, o.tokenizer_path, o.quiet, tokenizer_err, sizeof tokenizer_err);

@@ -410,7 +410,7 @@ static void test_kernels(void) {
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         float out[37];
-        LmBatch in = {x, 1, cols, cols, xq, xs, 11, NULL, NULL, NULL, NULL};
+        LmBatch in = {.f = x, .n = 1, .cols = cols, .ld = cols, .q = xq, .s = xs, .groups = 11};
         LmMatmul job = {&cases[c].m, out, rows};
         run_matmul(&job, 1, &in, 1);
         double worst = 0, conv = 0;
@@ -466,6 +466,8 @@ static void test_fast_kernels(void) {
     };
     const char *names[] = {"fp32", "fp16", "bf16", "q8_0", "q4_0"};
     int rows = 37, ns[] = {1, 5, 21};
+    if (run_detect_kernels() == LM_KERNELS_PLAIN) skip_because("SIMD matmuls against the plain definition", "this CPU (or build) has no AVX2");
+    for (int kernels = LM_KERNELS_AVX2; kernels <= (int)run_detect_kernels(); kernels++)
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         int cols = cases[c].cols, gs = cases[c].gs;
         size_t n = (size_t)rows * cols;
@@ -505,6 +507,7 @@ static void test_fast_kernels(void) {
             m.config.weight_type = cases[c].type;
             m.config.group_size = gs;
             m.config.integer_activations = run_is_integer_type(cases[c].type);
+            m.kernels = (LmKernels)kernels;
             int8_t *xq = calloc((size_t)LM_BATCH * cols + 64, 1);
             float *xs = calloc((size_t)LM_BATCH * (groups + 1), sizeof(float)), *xsp = calloc((size_t)LM_BATCH * (groups + 1), sizeof(float));
             int32_t *xsum = calloc((size_t)LM_BATCH * (groups + 1), sizeof(int32_t));
@@ -529,7 +532,7 @@ static void test_fast_kernels(void) {
             free(out); free(xq); free(xs); free(xsp); free(xsum); free(xp); free(xa);
         }
         check(all_same && worst < 1e-5, "%s matmul %dx%d%s%s, 1/5/21 tokens (%s): equals the plain definition bit for bit; vs double %.1e",
-              names[cases[c].type], rows, cols, gs ? " in groups of " : "", gs ? (gs == 8 ? "8" : gs == 32 ? "32" : gs == 64 ? "64" : "128") : "", LM_KERNELS, worst);
+              names[cases[c].type], rows, cols, gs ? " in groups of " : "", gs ? (gs == 8 ? "8" : gs == 32 ? "32" : gs == 64 ? "64" : "128") : "", run_kernel_titles[kernels], worst);
         if (data != wf) free(data);
         free(scales);
         free(wf);
@@ -968,14 +971,14 @@ static void test_utf8_stream(void) {
 // The block types' own kernels (reading the blocks in place) give run_dot_blocks' result, the
 // definition over the unpacked blocks, bit for bit; rows of random blocks with sane scales.
 static void test_block_kernels(void) {
-    int cols = 1024;
-    int8_t xq[1024];
-    float xs[32];
-    for (int i = 0; i < cols; i++) xq[i] = (int8_t)(run_random_u32(&test_rng) % 255 - 127);
-    for (int g = 0; g < 32; g++) xs[g] = 0.01f + 0.001f * (float)g;
+    int8_t xq[1120];
+    float xs[35];
+    for (int i = 0; i < 1120; i++) xq[i] = (int8_t)(run_random_u32(&test_rng) % 255 - 127);
+    for (int g = 0; g < 35; g++) xs[g] = 0.01f + 0.001f * (float)g;
     for (int type = 0; type < LM_N_TYPES; type++) {
         const LmTypeTraits *tt = &run_types[type];
         if (tt->dot == NULL) continue;
+        int cols = tt->block_values == 32 ? 1120 : 1024, simd_same[LM_KERNELS_N] = {1, 1, 1}; // (35 blocks of 32: a tail past 8s and 16s)
         size_t row_bytes = (size_t)cols / (size_t)tt->block_values * (size_t)tt->block_bytes;
         unsigned char *row = malloc(row_bytes);
         int same = 1;
@@ -990,8 +993,15 @@ static void test_block_kernels(void) {
             LmMatrix w = {.data = row, .rows = 1, .cols = cols, .type = (LmWeightType)type, .row_bytes = row_bytes};
             float fast = tt->dot(row, cols, xq, xs), plain = run_dot_blocks(&w, 0, xq, xs);
             same &= memcmp(&fast, &plain, sizeof fast) == 0;
+            for (int k = LM_KERNELS_AVX2; k <= (int)run_detect_kernels(); k++) { // the SIMD kernels, through the dispatch
+                LmBatch in = {.n = 1, .cols = cols, .ld = cols, .q = xq, .s = xs, .groups = cols / 32, .kernels = (LmKernels)k};
+                float simd = run_row_dot(&w, 0, &in, 0);
+                simd_same[k] &= memcmp(&simd, &plain, sizeof simd) == 0;
+            }
         }
         check(same, "%s: the kernel that reads blocks in place equals the definition over unpacked blocks, bit for bit", tt->name);
+        for (int k = LM_KERNELS_AVX2; k <= (int)run_detect_kernels(); k++)
+            check(simd_same[k], "%s: the %s kernel equals the definition bit for bit (%d columns)", tt->name, run_kernel_titles[k], cols);
         free(row);
     }
 }
@@ -2096,9 +2106,25 @@ static void test_batch_equals_sequential(void) {
         float *bat = lm_forward_batch(b, tokens, n - 1, 0); // all but one in blocks, then the last alone
         bat = bat ? lm_forward(b, tokens[n - 1], n - 1) : NULL;
         int same = bat && memcmp(seq, bat, 67 * sizeof(float)) == 0;
+        float want[67];
+        memcpy(want, seq, sizeof want);
         // and one more token on both, over the caches each path filled
         same = same && memcmp(lm_forward(a, 5, n), lm_forward(b, 5, n), 67 * sizeof(float)) == 0;
         check(same, "%s: %d tokens through lm_forward_batch (blocks of %d, 1 thread) equal lm_forward (2 threads) bit for bit", dtypes[d], n, LM_BATCH);
+        // every kernel set this CPU has gives those logits too, in blocks and token by token
+        char sets[64] = "";
+        int sets_same = 1;
+        for (int k = 0; k <= (int)run_detect_kernels(); k++) {
+            if (k == (int)a->kernels) continue;
+            LmModel *c = lm_load(path, err, sizeof err);
+            if (!c || lm_set_kernels(c, run_kernel_names[k]) != 0) { sets_same = 0; lm_free(c); continue; }
+            float *logits = lm_forward_batch(c, tokens, n - 1, 0);
+            logits = logits ? lm_forward(c, tokens[n - 1], n - 1) : NULL;
+            sets_same &= logits && memcmp(want, logits, sizeof want) == 0;
+            snprintf(sets + strlen(sets), sizeof sets - strlen(sets), "%s%s", sets[0] ? ", " : "", run_kernel_names[k]);
+            lm_free(c);
+        }
+        check(sets_same, "%s: the kernel sets %s give the %s kernels' logits bit for bit", dtypes[d], sets, run_kernel_names[a->kernels]);
         lm_free(a);
         lm_free(b);
     }
@@ -2109,6 +2135,12 @@ static void test_batch_equals_sequential(void) {
           "lm_forward_batch returns NULL for n < 1, a block past the context, or NULL arguments");
     int bad[2] = {1, 99};
     check(lm_forward_batch(m, bad, 2, 0) == NULL, "lm_forward_batch returns NULL for an out-of-range token");
+    LmModelInfo info;
+    LmKernels best = m->kernels;
+    check(lm_set_kernels(m, "sse9") == -1 && lm_set_kernels(NULL, NULL) == -1 && m->kernels == best && lm_set_kernels(m, "portable") == 0 &&
+              lm_model_info(m, &info) == 0 && strcmp(info.kernels, "portable C") == 0 && lm_set_kernels(m, "auto") == 0 && m->kernels == best &&
+              (best == LM_KERNELS_AVX512 || lm_set_kernels(m, "avx512") == -1),
+          "lm_set_kernels: unknown or unavailable sets refused, portable chosen and shown, auto the best (%s)", run_kernel_titles[best]);
     lm_free(m);
 }
 
