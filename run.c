@@ -573,12 +573,19 @@ static float run_bits_to_f32(uint32_t bits) {
     return f;
 }
 
-// IEEE half precision to float: shift the 15 magnitude bits into place, then rescale the exponent
-// bias (15 -> 127) with one multiply, which also normalizes subnormals. Inf and NaN are kept.
+// IEEE half precision to float, exactly, in integer steps: a normal half's exponent is rebiased
+// (15 -> 127), inf and NaN keep theirs, and a subnormal (mantissa * 2^-24) converts through an
+// integer. No float multiply of a subnormal value: CPUs take a slow assist for those, and GGUF's
+// K-quant scales are often subnormal halves.
 static float run_f16_to_f32(uint16_t h) {
-    uint32_t bits = (uint32_t)(h & 0x7fff) << 13;
-    float f = (h & 0x7c00) == 0x7c00 ? run_bits_to_f32(bits | 0x7f800000u) : run_bits_to_f32(bits) * 0x1p112f;
-    return (h & 0x8000) ? -f : f;
+    uint32_t exponent = (uint32_t)(h >> 10) & 31, mantissa = (uint32_t)h & 0x3ff, bits;
+    if (exponent == 0) {
+        float f = (float)mantissa * 0x1p-24f; // (exact: the result is a normal float)
+        memcpy(&bits, &f, sizeof bits);
+    } else {
+        bits = (exponent == 31 ? 0x7f800000u : (exponent + 112) << 23) | mantissa << 13;
+    }
+    return run_bits_to_f32(bits | (uint32_t)(h & 0x8000) << 16);
 }
 
 static float run_bf16_to_f32(uint16_t h) { return run_bits_to_f32((uint32_t)h << 16); }
@@ -2741,14 +2748,17 @@ LM_AVX2_FN static inline __m256i run_group_dot_avx2(const LmMatrix *w, size_t g,
     __m256i sum = _mm256_setzero_si256();
     if (w->type == LM_Q8_GROUPS) {
         const int8_t *q = (const int8_t *)w->data + g * (size_t)gs;
+        _mm_prefetch((const char *)q + LM_PREFETCH_BYTES, _MM_HINT_T0); // (as run_load64_u8 says)
         for (int k = 0; k < gs; k += 32)
             sum = _mm256_add_epi32(sum, run_dot32_i8(_mm256_loadu_si256((const __m256i *)(const void *)(q + k)), _mm256_loadu_si256((const __m256i *)(const void *)(x + k))));
     } else if (gs == 32) {
+        _mm_prefetch((const char *)w->data + g * 16 + LM_PREFETCH_BYTES, _MM_HINT_T0);
         sum = run_dot32_i8(run_nibbles16_i8((const unsigned char *)w->data + g * 16), _mm256_loadu_si256((const __m256i *)(const void *)x));
     } else { // groups of 64, 128, ...: byte j holds values j and j + gs/2
         const unsigned char *p = (const unsigned char *)w->data + g * (size_t)(gs / 2);
         __m256i m = _mm256_set1_epi8(15), eight = _mm256_set1_epi8(8);
         for (int k = 0; k < gs / 2; k += 32) {
+            _mm_prefetch((const char *)p + k + LM_PREFETCH_BYTES, _MM_HINT_T0);
             __m256i b = _mm256_loadu_si256((const __m256i *)(const void *)(p + k));
             __m256i lo = _mm256_sub_epi8(_mm256_and_si256(b, m), eight), hi = _mm256_sub_epi8(_mm256_and_si256(_mm256_srli_epi16(b, 4), m), eight);
             sum = _mm256_add_epi32(sum, run_dot32_i8(lo, _mm256_loadu_si256((const __m256i *)(const void *)(x + k))));
@@ -2782,11 +2792,12 @@ LM_AVX2_FN static float run_dot_int_avx2(const LmMatrix *w, int row, const int8_
     float lanes[16];
     _mm256_storeu_ps(lanes, acc[0]);
     _mm256_storeu_ps(lanes + 8, acc[1]);
-    for (; g < groups; g++) {
-        __m256i v[8] = {run_group_dot_avx2(w, first + (size_t)g, xq + (size_t)g * (size_t)gs)};
-        for (int i = 1; i < 8; i++) v[i] = _mm256_setzero_si256();
-        int32_t isum = _mm256_extract_epi32(run_reduce8(v), 0);
-        lanes[g % 16] += (float)isum * run_group_scale(w, first + (size_t)g) * xs[g];
+    if (g < groups) { // the last few groups: their sums at once, their terms one by one
+        __m256i v[8];
+        int32_t isum[8];
+        for (int i = 0; i < 8; i++) v[i] = g + i < groups ? run_group_dot_avx2(w, first + (size_t)(g + i), xq + (size_t)(g + i) * (size_t)gs) : _mm256_setzero_si256();
+        _mm256_storeu_si256((__m256i *)(void *)isum, run_reduce8(v));
+        for (int i = 0; g + i < groups; i++) lanes[(g + i) % 16] += (float)isum[i] * run_group_scale(w, first + (size_t)(g + i)) * xs[g + i];
     }
     return run_sum_lanes256(_mm256_loadu_ps(lanes), _mm256_loadu_ps(lanes + 8));
 }
@@ -2797,25 +2808,33 @@ LM_AVX2_FN static inline float run_dot_q8_q4_avx2(const unsigned char *row, int 
     __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
     for (; b + 8 <= blocks; b += 8) {
         __m256i v[8];
-        float d[8];
+        uint16_t h[8];
         for (int i = 0; i < 8; i++) {
             const unsigned char *blk = row + (size_t)bytes * (size_t)(b + i);
+            _mm_prefetch((const char *)blk + LM_PREFETCH_BYTES, _MM_HINT_T0);
             __m256i q = q4 ? run_nibbles16_i8(blk + 2) : _mm256_loadu_si256((const __m256i *)(const void *)(blk + 2));
             v[i] = run_dot32_i8(q, _mm256_loadu_si256((const __m256i *)(const void *)(xq + 32 * (b + i))));
-            d[i] = run_half_at(blk);
+            memcpy(&h[i], blk, 2);
         }
-        __m256 term = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(run_reduce8(v)), _mm256_loadu_ps(d)), _mm256_loadu_ps(xs + b));
+        // (the scales gathered in a register: 8 stores then a vector load would stall store forwarding)
+        __m256 d = _mm256_cvtph_ps(_mm_setr_epi16((short)h[0], (short)h[1], (short)h[2], (short)h[3], (short)h[4], (short)h[5], (short)h[6], (short)h[7]));
+        __m256 term = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(run_reduce8(v)), d), _mm256_loadu_ps(xs + b));
         acc[(b / 8) % 2] = _mm256_add_ps(acc[(b / 8) % 2], term);
     }
     float lanes[16];
     _mm256_storeu_ps(lanes, acc[0]);
     _mm256_storeu_ps(lanes + 8, acc[1]);
-    for (; b < blocks; b++) { // the last few blocks, one at a time
-        const unsigned char *blk = row + (size_t)bytes * (size_t)b;
-        __m256i v[8] = {run_dot32_i8(q4 ? run_nibbles16_i8(blk + 2) : _mm256_loadu_si256((const __m256i *)(const void *)(blk + 2)),
-                                     _mm256_loadu_si256((const __m256i *)(const void *)(xq + 32 * b)))};
-        for (int i = 1; i < 8; i++) v[i] = _mm256_setzero_si256();
-        lanes[b % 16] += (float)_mm256_extract_epi32(run_reduce8(v), 0) * run_half_at(blk) * xs[b];
+    if (b < blocks) { // the last few blocks: their sums at once, their terms one by one
+        __m256i v[8];
+        int32_t isum[8];
+        for (int i = 0; i < 8; i++) {
+            const unsigned char *blk = row + (size_t)bytes * (size_t)(b + i);
+            v[i] = b + i >= blocks ? _mm256_setzero_si256()
+                                   : run_dot32_i8(q4 ? run_nibbles16_i8(blk + 2) : _mm256_loadu_si256((const __m256i *)(const void *)(blk + 2)),
+                                                  _mm256_loadu_si256((const __m256i *)(const void *)(xq + 32 * (b + i))));
+        }
+        _mm256_storeu_si256((__m256i *)(void *)isum, run_reduce8(v));
+        for (int i = 0; b + i < blocks; i++) lanes[(b + i) % 16] += (float)isum[i] * run_half_at(row + (size_t)bytes * (size_t)(b + i)) * xs[b + i];
     }
     return run_sum_lanes256(_mm256_loadu_ps(lanes), _mm256_loadu_ps(lanes + 8));
 }
@@ -2826,19 +2845,23 @@ LM_AVX2_FN static float run_dot_q4_k_avx2(const unsigned char *row, int cols, co
     __m256i m = _mm256_set1_epi8(15);
     for (int b = 0; b < cols / 256; b++) {
         const unsigned char *blk = row + 144 * (size_t)b;
-        int scale[8], min[8];
+        for (int line = 0; line < 144; line += 64) _mm_prefetch((const char *)blk + line + LM_PREFETCH_BYTES, _MM_HINT_T0);
         __m256i v[8], s[8];
         for (int j = 0; j < 8; j++) {
-            run_scale_min_k4(blk + 4, j, &scale[j], &min[j]);
             __m256i bytes = _mm256_loadu_si256((const __m256i *)(const void *)(blk + 16 + 32 * (j / 2)));
             __m256i q = j % 2 ? _mm256_and_si256(_mm256_srli_epi16(bytes, 4), m) : _mm256_and_si256(bytes, m);
             __m256i x = _mm256_loadu_si256((const __m256i *)(const void *)(xq + 256 * b + 32 * j));
             v[j] = run_dot32_i8(q, x);
             s[j] = run_sum32_i8(x);
         }
-        __m256 d = _mm256_set1_ps(run_half_at(blk)), dmin = _mm256_set1_ps(run_half_at(blk + 2));
-        __m256 ds = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(const void *)scale)));
-        __m256 dm = _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(const void *)min)));
+        // run_scale_min_k4 for the 8 sub-blocks at once, on the 12 bytes as three words
+        uint32_t w[3];
+        memcpy(w, blk + 4, 12);
+        uint32_t scales_lo = w[0] & 0x3f3f3f3fu, mins_lo = w[1] & 0x3f3f3f3fu;
+        uint32_t scales_hi = (w[2] & 0x0f0f0f0fu) | ((w[0] >> 6) & 0x03030303u) << 4, mins_hi = ((w[2] >> 4) & 0x0f0f0f0fu) | ((w[1] >> 6) & 0x03030303u) << 4;
+        __m256 scale = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_setr_epi32((int)scales_lo, (int)scales_hi, 0, 0)));
+        __m256 min = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_setr_epi32((int)mins_lo, (int)mins_hi, 0, 0)));
+        __m256 ds = _mm256_mul_ps(_mm256_set1_ps(run_half_at(blk)), scale), dm = _mm256_mul_ps(_mm256_set1_ps(run_half_at(blk + 2)), min);
         __m256 part = _mm256_sub_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(run_reduce8(v)), ds), _mm256_mul_ps(_mm256_cvtepi32_ps(run_reduce8(s)), dm));
         acc[b % 2] = _mm256_add_ps(acc[b % 2], _mm256_mul_ps(part, _mm256_loadu_ps(xs + 8 * b)));
     }
@@ -2852,9 +2875,8 @@ LM_AVX2_FN static float run_dot_q6_k_avx2(const unsigned char *row, int cols, co
     __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(3), off = _mm256_set1_epi8(32);
     for (int b = 0; b < cols / 256; b++) {
         const unsigned char *blk = row + 210 * (size_t)b;
+        for (int line = 0; line < 210; line += 64) _mm_prefetch((const char *)blk + line + LM_PREFETCH_BYTES, _MM_HINT_T0);
         __m256i v[8];
-        float sc0[8], sc1[8];
-        float d = run_half_at(blk + 208);
         for (int g = 0; g < 8; g++) {
             int half = g / 4, k = g % 4;
             __m256i ql = _mm256_loadu_si256((const __m256i *)(const void *)(blk + 64 * half + 32 * (k % 2)));
@@ -2863,13 +2885,14 @@ LM_AVX2_FN static float run_dot_q6_k_avx2(const unsigned char *row, int cols, co
             __m256i high = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * k)), m2);
             __m256i q = _mm256_sub_epi8(_mm256_or_si256(low, _mm256_slli_epi16(high, 4)), off);
             v[g] = run_dot32_i8(q, _mm256_loadu_si256((const __m256i *)(const void *)(xq + 256 * b + 32 * g)));
-            sc0[g] = d * (float)(int8_t)blk[192 + 2 * g];
-            sc1[g] = d * (float)(int8_t)blk[192 + 2 * g + 1];
         }
         __m256i first, second;
         run_reduce8_halves(v, &first, &second);
-        __m256 wsum = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(first), _mm256_loadu_ps(sc0)),
-                                    _mm256_mul_ps(_mm256_cvtepi32_ps(second), _mm256_loadu_ps(sc1)));
+        // the 16 int8 scales: the even ones (first runs of 16) and the odd ones (second runs), times d
+        __m128i sc = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(const void *)(blk + 192)), _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15));
+        __m256 d = _mm256_set1_ps(run_half_at(blk + 208));
+        __m256 sc0 = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc))), sc1 = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(sc, 8))));
+        __m256 wsum = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(first), sc0), _mm256_mul_ps(_mm256_cvtepi32_ps(second), sc1));
         acc[b % 2] = _mm256_add_ps(acc[b % 2], _mm256_mul_ps(wsum, _mm256_loadu_ps(xs + 8 * b)));
     }
     return run_sum_lanes256(acc[0], acc[1]);

@@ -2,6 +2,7 @@
 //   make bench                                   the default set (see below)
 //   build/runbench --shapes 110m,1.1b --dtypes q8_0,q4_0,Q4_K_M --threads 1,2 --gen 32 --prompt 512
 //   build/runbench --model stories15M.bin           an existing checkpoint
+//   build/runbench --kernels portable,avx2          kernel sets to compare (default: every one this CPU runs)
 // Checkpoints of each shape are random weights made by tests/bench_models.py (cached in build/bench).
 // Generation reads every weight once per token, so its limit is the read bandwidth divided by the
 // bytes of weights per token; the table shows the fraction of that limit reached.
@@ -68,6 +69,9 @@ static int split_list(char *s, char **out, int max) {
     return n;
 }
 
+static char *kernel_v[LM_KERNELS_N];
+static int n_kernels;
+
 static void bench_model(const char *label, const char *dtype, const char *path, const int *threads, int n_threads, const double *bw,
                         int gen, int prompt) {
     char err[512];
@@ -81,25 +85,34 @@ static void bench_model(const char *label, const char *dtype, const char *path, 
     for (int i = 0; i < prompt; i++) tokens[i] = (int)(run_random_u32(&rng) % (unsigned)vocab);
     double gb = (double)bytes_per_token(m) / 1e9;
     for (int ti = 0; ti < n_threads; ti++) {
-        lm_set_threads(m, threads[ti]);
-        lm_forward(m, 1, 0); // warm up the threads and the first pages
-        lm_forward(m, 1, 1);
-        double start = seconds();
-        for (int i = 0; i < gen; i++) lm_forward(m, tokens[i % prompt], i);
-        double gen_tps = gen / (seconds() - start);
-        start = seconds();
-        lm_forward_batch(m, tokens, prompt, 0);
-        double pp_tps = prompt / (seconds() - start);
-        double limit = bw[ti] / gb;
-        printf("| %-12s | %-11s | %3d | %9.1f | %9.1f | %9.1f | %5.2f |\n", label, dtype, threads[ti], gen_tps, pp_tps, limit, gen_tps / limit);
-        fflush(stdout);
+        double prev_gen = 0, prev_pp = 0;
+        for (int k = 0; k < n_kernels; k++) {
+            if (lm_set_kernels(m, kernel_v[k]) != 0) continue;
+            lm_set_threads(m, threads[ti]);
+            lm_forward(m, 1, 0); // warm up the threads and the first pages
+            lm_forward(m, 1, 1);
+            double start = seconds();
+            for (int i = 0; i < gen; i++) lm_forward(m, tokens[i % prompt], i);
+            double gen_tps = gen / (seconds() - start);
+            start = seconds();
+            lm_forward_batch(m, tokens, prompt, 0);
+            double pp_tps = prompt / (seconds() - start);
+            double limit = bw[ti] / gb;
+            char vs[32] = "";
+            if (prev_gen > 0) snprintf(vs, sizeof vs, "%.2fx / %.2fx", gen_tps / prev_gen, pp_tps / prev_pp);
+            printf("| %-12s | %-11s | %-8s | %3d | %9.1f | %9.1f | %9.1f | %5.2f | %-15s |\n", label, dtype, kernel_v[k], threads[ti], gen_tps, pp_tps,
+                   limit, gen_tps / limit, vs);
+            fflush(stdout);
+            prev_gen = gen_tps;
+            prev_pp = pp_tps;
+        }
     }
     free(tokens);
     lm_free(m);
 }
 
 int main(int argc, char **argv) {
-    char shapes[256] = "110m,1.1b", dtypes[256] = "fp32,fp16,bf16,q8_0,q4_0,Q8_0,Q6_K,Q4_K_M", thread_list[256] = "";
+    char shapes[256] = "110m,1.1b", dtypes[256] = "fp32,fp16,bf16,q8_0,q4_0,Q8_0,Q6_K,Q4_K_M", thread_list[256] = "", kernels[64] = "";
     const char *model = NULL;
     int gen = 32, prompt = 512;
 #ifdef _OPENMP
@@ -115,9 +128,15 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--gen")) gen = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--prompt")) prompt = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--model")) model = argv[i + 1];
+        else if (!strcmp(argv[i], "--kernels")) snprintf(kernels, sizeof kernels, "%s", argv[i + 1]);
         else { fprintf(stderr, "bench: unknown option %s\n", argv[i]); return 1; }
     }
-    if (argc % 2 == 0) { fprintf(stderr, "usage: bench [--shapes LIST] [--dtypes LIST] [--threads LIST] [--gen N] [--prompt N] [--model FILE]\n"); return 1; }
+    if (argc % 2 == 0) { fprintf(stderr, "usage: bench [--shapes LIST] [--dtypes LIST] [--threads LIST] [--gen N] [--prompt N] [--model FILE] [--kernels LIST]\n"); return 1; }
+    if (kernels[0] == 0) // every set this CPU runs, slowest first
+        for (int k = 0; k <= (int)run_detect_kernels(); k++) snprintf(kernels + strlen(kernels), 16, "%s%s", k ? "," : "", run_kernel_names[k]);
+    char kernels_shown[64];
+    snprintf(kernels_shown, sizeof kernels_shown, "%s", kernels);
+    n_kernels = split_list(kernels, kernel_v, LM_KERNELS_N);
     char *shape_v[8], *dtype_v[16], *thread_v[16];
     int ns = split_list(shapes, shape_v, 8), nd = split_list(dtypes, dtype_v, 16), nt = split_list(thread_list, thread_v, 16);
     int threads[16];
@@ -135,12 +154,12 @@ int main(int argc, char **argv) {
 #else
     int cores = 1;
 #endif
-    printf("machine: %s, %d cores; kernels: %s\n", cpu, cores, LM_KERNELS);
+    printf("machine: %s, %d cores; kernel sets: %s (x prev: speed against the set above, generation / prefill)\n", cpu, cores, kernels_shown);
     printf("read bandwidth:");
     for (int i = 0; i < nt; i++) { bw[i] = read_bandwidth(threads[i]); printf(" %.1f GB/s (%d thread%s)", bw[i], threads[i], threads[i] > 1 ? "s" : ""); }
     printf("\ngeneration: %d tokens from position 0; prefill: one %d-token prompt (logits of the last token only)\n\n", gen, prompt);
-    printf("| model        | dtype       | thr | gen tok/s | pp tok/s  | limit t/s | frac  |\n");
-    printf("|--------------|-------------|-----|-----------|-----------|-----------|-------|\n");
+    printf("| model        | dtype       | kernels  | thr | gen tok/s | pp tok/s  | limit t/s | frac  | x prev          |\n");
+    printf("|--------------|-------------|----------|-----|-----------|-----------|-----------|-------|-----------------|\n");
     fflush(stdout);
     if (model) {
         LmModel *m = lm_load(model, NULL, 0);
