@@ -2898,6 +2898,62 @@ LM_AVX2_FN static float run_dot_q6_k_avx2(const unsigned char *row, int cols, co
     return run_sum_lanes256(acc[0], acc[1]);
 }
 
+// The weighted group sums of 8 groups of 32 (values 256c .. 256c + 255 of a row of a GGUF block
+// type, n of them real) as run_dot_blocks computes them, before the input scales: the blocks
+// unpacked (their definition), then the int sums per run of 16 or 32 and their scaling at once.
+LM_AVX2_FN static __m256 run_blocks_chunk_avx2(const LmTypeTraits *type, const unsigned char *p, int c, int n, const int8_t *xq) {
+    int per_block = type->block_values, blocks_per_chunk = 256 / per_block;
+    LmBlock u, chunk;
+    float d0[8] = {0}, d1[8] = {0}, m0[8] = {0}, m1[8] = {0};
+    memset(chunk.q, 0, sizeof chunk.q);
+    for (int b = 0; b < blocks_per_chunk && b * per_block < 32 * n; b++) {
+        const unsigned char *block = p + (size_t)(c * blocks_per_chunk + b) * (size_t)type->block_bytes;
+        if (per_block == 256) { type->unpack(block, &chunk); continue; }
+        type->unpack(block, &u);
+        memcpy(chunk.q + 32 * b, u.q, 32);
+        chunk.d[2 * b] = u.d[0]; chunk.d[2 * b + 1] = u.d[1]; chunk.m[2 * b] = u.m[0]; chunk.m[2 * b + 1] = u.m[1];
+    }
+    for (int g = 0; g < n; g++) { d0[g] = chunk.d[2 * g]; d1[g] = chunk.d[2 * g + 1]; m0[g] = chunk.m[2 * g]; m1[g] = chunk.m[2 * g + 1]; }
+    __m256i v[8], s[8], qx0, qx1, sum0, sum1;
+    for (int g = 0; g < 8; g++) {
+        __m256i x = g < n ? _mm256_loadu_si256((const __m256i *)(const void *)(xq + 256 * c + 32 * g)) : _mm256_setzero_si256();
+        v[g] = run_dot32_i8(_mm256_loadu_si256((const __m256i *)(const void *)(chunk.q + 32 * g)), x);
+        s[g] = run_sum32_i8(x);
+    }
+    run_reduce8_halves(v, &qx0, &qx1);
+    run_reduce8_halves(s, &sum0, &sum1);
+    if (type->scale_values == 32) { // one run per group
+        __m256 qx = _mm256_cvtepi32_ps(_mm256_add_epi32(qx0, qx1)), sum = _mm256_cvtepi32_ps(_mm256_add_epi32(sum0, sum1));
+        __m256 part = _mm256_mul_ps(qx, _mm256_loadu_ps(d0));
+        return type->has_min ? _mm256_sub_ps(part, _mm256_mul_ps(sum, _mm256_loadu_ps(m0))) : part;
+    }
+    __m256 part0 = _mm256_mul_ps(_mm256_cvtepi32_ps(qx0), _mm256_loadu_ps(d0)), part1 = _mm256_mul_ps(_mm256_cvtepi32_ps(qx1), _mm256_loadu_ps(d1));
+    if (type->has_min) {
+        part0 = _mm256_sub_ps(part0, _mm256_mul_ps(_mm256_cvtepi32_ps(sum0), _mm256_loadu_ps(m0)));
+        part1 = _mm256_sub_ps(part1, _mm256_mul_ps(_mm256_cvtepi32_ps(sum1), _mm256_loadu_ps(m1)));
+    }
+    return _mm256_add_ps(part0, part1); // two runs of 16, each scaled, then added
+}
+
+// run_dot_blocks for the GGUF types without a kernel of their own: 8 terms at a time.
+LM_AVX2_FN static float run_dot_blocks_avx2(const LmMatrix *w, int row, const int8_t *xq, const float *xs) {
+    const LmTypeTraits *type = &run_types[w->type];
+    const unsigned char *p = (const unsigned char *)w->data + (size_t)row * w->row_bytes;
+    int groups = w->cols / 32, c = 0;
+    assert(type->unpack && w->cols % type->block_values == 0 && (type->block_values == 32 || type->block_values == 256));
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (; 8 * c + 8 <= groups; c++) acc[c % 2] = _mm256_add_ps(acc[c % 2], _mm256_mul_ps(run_blocks_chunk_avx2(type, p, c, 8, xq), _mm256_loadu_ps(xs + 8 * c)));
+    float lanes[16], wsum[8];
+    _mm256_storeu_ps(lanes, acc[0]);
+    _mm256_storeu_ps(lanes + 8, acc[1]);
+    if (8 * c < groups) { // the last few groups (blocks of 32 only): their terms one by one
+        int n = groups - 8 * c;
+        _mm256_storeu_ps(wsum, run_blocks_chunk_avx2(type, p, c, n, xq));
+        for (int g = 0; g < n; g++) lanes[(8 * c + g) % 16] += wsum[g] * xs[8 * c + g];
+    }
+    return run_sum_lanes256(_mm256_loadu_ps(lanes), _mm256_loadu_ps(lanes + 8));
+}
+
 LM_AVX2_FN static float run_dot_q8_0_avx2(const unsigned char *row, int cols, const int8_t *xq, const float *xs) {
     return run_dot_q8_q4_avx2(row, cols, xq, xs, 0);
 }
@@ -2921,7 +2977,11 @@ static int run_row_dot_avx2(const LmMatrix *w, int row, const LmBatch *in, int t
     float (*dot)(const unsigned char *, int, const int8_t *, const float *) =
         w->type == LM_Q8_0 ? run_dot_q8_0_avx2 : w->type == LM_Q4_0 ? run_dot_q4_0_avx2 : w->type == LM_Q4_K ? run_dot_q4_k_avx2
         : w->type == LM_Q6_K ? run_dot_q6_k_avx2 : NULL;
-    if (dot == NULL) return 0;
+    if (dot == NULL) {
+        if (run_types[w->type].unpack == NULL) return 0; // (llama2.c's v2 groups that straddle rows)
+        *value = run_dot_blocks_avx2(w, row, xq, xs);
+        return 1;
+    }
     *value = dot((const unsigned char *)w->data + (size_t)row * w->row_bytes, w->cols, xq, xs);
     return 1;
 }
