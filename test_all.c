@@ -466,9 +466,9 @@ static void test_fast_kernels(void) {
     };
     const char *names[] = {"fp32", "fp16", "bf16", "q8_0", "q4_0"};
     int rows = 37, ns[] = {1, 5, 21};
-    if (run_detect_kernels() == LM_KERNELS_PLAIN) skip_because("SIMD matmuls against the plain definition", "this CPU (or build) has no AVX2");
-    for (int kernels = LM_KERNELS_AVX2; kernels <= (int)run_detect_kernels(); kernels++)
-    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+    if (run_detect_kernels() == LM_KERNELS_PLAIN) skip_because("SIMD matmuls against the plain definition", "this CPU (or build) has no SIMD kernels");
+    for (int kernels = 1; kernels < LM_KERNELS_N; kernels++)
+    for (size_t c = 0; run_kernels_available((LmKernels)kernels) && c < sizeof cases / sizeof cases[0]; c++) {
         int cols = cases[c].cols, gs = cases[c].gs;
         size_t n = (size_t)rows * cols;
         float *wf = rand_tensor(n, 1.0f, 0.0f), *x = rand_tensor((size_t)21 * cols, 1.0f, 0.0f);
@@ -978,7 +978,7 @@ static void test_block_kernels(void) {
     for (int type = 0; type < LM_N_TYPES; type++) {
         const LmTypeTraits *tt = &run_types[type];
         if (tt->unpack == NULL) continue;
-        int cols = tt->block_values == 32 ? 1120 : 1024, simd_same[LM_KERNELS_N] = {1, 1, 1}; // (35 blocks of 32: a tail past 8s and 16s)
+        int cols = tt->block_values == 32 ? 1120 : 1024, simd_same[LM_KERNELS_N] = {1, 1, 1, 1, 1}; // (35 blocks of 32: a tail past 8s and 16s)
         size_t row_bytes = (size_t)cols / (size_t)tt->block_values * (size_t)tt->block_bytes;
         unsigned char *row = malloc(row_bytes);
         int same = 1;
@@ -994,15 +994,16 @@ static void test_block_kernels(void) {
             LmMatrix w = {.data = row, .rows = 1, .cols = cols, .type = (LmWeightType)type, .row_bytes = row_bytes};
             float plain = run_dot_blocks(&w, 0, xq, xs), fast = tt->dot ? tt->dot(row, cols, xq, xs) : plain;
             same &= memcmp(&fast, &plain, sizeof fast) == 0;
-            for (int k = LM_KERNELS_AVX2; k <= (int)run_detect_kernels(); k++) { // the SIMD kernels, through the dispatch
+            for (int k = 1; k < LM_KERNELS_N; k++) { // the SIMD kernels, through the dispatch
+                if (!run_kernels_available((LmKernels)k)) continue;
                 LmBatch in = {.n = 1, .cols = cols, .ld = cols, .q = xq, .s = xs, .groups = cols / 32, .kernels = (LmKernels)k};
                 float simd = run_row_dot(&w, 0, &in, 0);
                 simd_same[k] &= memcmp(&simd, &plain, sizeof simd) == 0;
             }
         }
         if (tt->dot) check(same, "%s: the kernel that reads blocks in place equals the definition over unpacked blocks, bit for bit", tt->name);
-        for (int k = LM_KERNELS_AVX2; k <= (int)run_detect_kernels(); k++)
-            check(simd_same[k], "%s: the %s kernel set gives the definition bit for bit (%d columns)", tt->name, run_kernel_titles[k], cols);
+        for (int k = 1; k < LM_KERNELS_N; k++)
+            if (run_kernels_available((LmKernels)k)) check(simd_same[k], "%s: the %s kernel set gives the definition bit for bit (%d columns)", tt->name, run_kernel_titles[k], cols);
         free(row);
     }
 }
@@ -1746,7 +1747,8 @@ static int run_quiet(const char *cmd) {
 
 // Runs another test program (export.py's tests, this suite in another build) and counts its "ok",
 // "FAIL" and "skip" lines as this suite's; one that dies without its "done" line fails.
-static void run_sub_suite(const char *what, const char *cmd_line) {
+// Runs another suite, counting its results as this one's; with a label, its lines say where they ran.
+static void run_labelled_sub_suite(const char *what, const char *cmd_line, const char *label) {
     char cmd[1024];
     snprintf(cmd, sizeof cmd, "%s 2>&1", cmd_line);
     FILE *p = popen(cmd, "r");
@@ -1754,7 +1756,9 @@ static void run_sub_suite(const char *what, const char *cmd_line) {
     char line[4096];
     int finished = 0;
     while (fgets(line, sizeof line, p)) {
-        fputs(line, stdout);
+        int result = strncmp(line, "ok  ", 4) == 0 || strncmp(line, "FAIL", 4) == 0 || strncmp(line, "skip", 4) == 0;
+        if (label && result && strlen(line) > 5) printf("%.5s[%s] %s", line, label, line + 5);
+        else if (!label || (strncmp(line, "done", 4) != 0 && !strstr(line, " passed, "))) fputs(line, stdout); // (its own totals are in ours)
         if (strncmp(line, "ok  ", 4) == 0) n_passed++;
         else if (strncmp(line, "FAIL", 4) == 0) n_failed++;
         else if (strncmp(line, "skip", 4) == 0) n_skipped++;
@@ -1763,6 +1767,8 @@ static void run_sub_suite(const char *what, const char *cmd_line) {
     int status = pclose(p);
     if (!finished || (WIFEXITED(status) ? WEXITSTATUS(status) > 1 : 1)) check(0, "%s ran to its end (exit status %d)", what, status);
 }
+
+static void run_sub_suite(const char *what, const char *cmd_line) { run_labelled_sub_suite(what, cmd_line, NULL); }
 
 // Exports a tokenizer file with export.py; NULL when that fails.
 static char *export_tokenizer(const char *source, const char *name) {
@@ -2115,8 +2121,8 @@ static void test_batch_equals_sequential(void) {
         // every kernel set this CPU has gives those logits too, in blocks and token by token
         char sets[64] = "";
         int sets_same = 1;
-        for (int k = 0; k <= (int)run_detect_kernels(); k++) {
-            if (k == (int)a->kernels) continue;
+        for (int k = 0; k < LM_KERNELS_N; k++) {
+            if (k == (int)a->kernels || !run_kernels_available((LmKernels)k)) continue;
             LmModel *c = lm_load(path, err, sizeof err);
             if (!c || lm_set_kernels(c, run_kernel_names[k]) != 0) { sets_same = 0; lm_free(c); continue; }
             float *logits = lm_forward_batch(c, tokens, n - 1, 0);
@@ -2566,12 +2572,27 @@ static void test_chat_terminal(void) {
           "empty line ignored, Ctrl-D mid-line ends the line before the reply (exit %d)", status);
 }
 
+// The suite built for aarch64 (make test cross-compiles it when it can), run under qemu on a CPU with
+// SDOT (-cpu max: the neon and neon-dotprod sets) and one without (Cortex-A72: neon alone).
+static void test_aarch64(void) {
+    const char *hint = "apt-get install gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static";
+    if (system("command -v qemu-aarch64-static >/dev/null 2>&1") != 0) { skip_because("the aarch64 (NEON) suite under qemu", hint); return; }
+    if (!file_exists("build/test_all_aarch64")) { skip_because("the aarch64 (NEON) suite under qemu", hint); return; }
+    const char *groups = "kernels,fast-kernels,block-kernels,float-order,batch,real-models";
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "qemu-aarch64-static -cpu max build/test_all_aarch64 --only %s", groups);
+    run_labelled_sub_suite("the aarch64 suite (-cpu max)", cmd, "aarch64 with dotprod");
+    snprintf(cmd, sizeof cmd, "qemu-aarch64-static -cpu cortex-a72 build/test_all_aarch64 --only %s", groups);
+    run_labelled_sub_suite("the aarch64 suite (-cpu cortex-a72)", cmd, "aarch64 without dotprod");
+}
+
 // The builds make test makes: the suite in GNU mode (the float order holds there too), the example
 // as C++, a host with common names of its own, a program of two files; and the command line uses
 // only the public API.
 static void test_builds(void) {
-    if (run_detect_kernels() < LM_KERNELS_AVX2) skip_because("the suite built for AVX2 and FMA in GNU mode", "this CPU has no AVX2");
-    else if (file_exists("build/test_all_gnu")) run_sub_suite("build/test_all_gnu", "build/test_all_gnu --only float-order,kernels,fast-kernels,block-kernels,batch");
+    if (!run_kernels_available(LM_KERNELS_AVX2)) skip_because("the suite built for AVX2 and FMA in GNU mode", "this CPU has no AVX2");
+    else if (file_exists("build/test_all_gnu"))
+        run_labelled_sub_suite("build/test_all_gnu", "build/test_all_gnu --only float-order,kernels,fast-kernels,block-kernels,batch", "GNU mode, AVX2+FMA");
     else check(0, "build/test_all_gnu is built (make test builds it)");
     char *tok = tmp_path("tok_test.bin"), *mp = tmp_path("builds_model.bin"), args[1024];
     int vocab = write_test_tokenizer(tok);
@@ -3171,7 +3192,7 @@ static void test_chat_templates(void) {
 
 // Every test group, in the order a full run takes them; `test_all --only NAME,NAME` runs some.
 static const struct { const char *name; void (*run)(void); } test_groups[] = {
-    {"kernels", test_kernels}, {"fast-kernels", test_fast_kernels}, {"block-kernels", test_block_kernels}, {"float-order", test_float_order},
+    {"kernels", test_kernels}, {"fast-kernels", test_fast_kernels}, {"block-kernels", test_block_kernels}, {"aarch64", test_aarch64}, {"float-order", test_float_order},
     {"formats", test_formats_against_reference}, {"loader", test_loader_validation}, {"tokenizer", test_tokenizer},
     {"real-tokenizers", test_real_tokenizers}, {"sampler", test_sampler}, {"utf8", test_utf8_stream}, {"library", test_library},
     {"generate-chat", test_generate_and_chat}, {"api", test_public_api}, {"threads", test_two_threads}, {"context-shift", test_context_shift},

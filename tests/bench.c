@@ -133,7 +133,8 @@ int main(int argc, char **argv) {
     }
     if (argc % 2 == 0) { fprintf(stderr, "usage: bench [--shapes LIST] [--dtypes LIST] [--threads LIST] [--gen N] [--prompt N] [--model FILE] [--kernels LIST]\n"); return 1; }
     if (kernels[0] == 0) // every set this CPU runs, slowest first
-        for (int k = 0; k <= (int)run_detect_kernels(); k++) snprintf(kernels + strlen(kernels), 16, "%s%s", k ? "," : "", run_kernel_names[k]);
+        for (int k = 0; k < LM_KERNELS_N; k++)
+            if (run_kernels_available((LmKernels)k)) snprintf(kernels + strlen(kernels), 16, "%s%s", k ? "," : "", run_kernel_names[k]);
     char kernels_shown[64];
     snprintf(kernels_shown, sizeof kernels_shown, "%s", kernels);
     n_kernels = split_list(kernels, kernel_v, LM_KERNELS_N);
