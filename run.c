@@ -11,14 +11,17 @@
    never copied. C11, libc and libm only; OpenMP is optional. MIT licensed (see the end of this comment).
 
    BUILD AND RUN
-       cc -O3 -o run run.c -lm                                  # portable
-       cc -O3 -march=native -fopenmp -o run run.c -lm           # fastest (threads, AVX-512 kernels)
+       cc -O3 -o run run.c -lm                                  # one thread; SIMD kernels chosen at run time
+       cc -O3 -march=native -fopenmp -o run run.c -lm           # fastest (threads)
        ./run stories15M.bin -z tokenizer.bin -i "Once upon a time" -n 256
        python3 export.py qwen.bin --hf Qwen2.5-0.5B-Instruct && ./run qwen.bin -m chat
    `./run -h` lists every flag. Any C11 or C++ compiler will do, in its default or any -std mode: the
    file turns off the contraction of a*b+c into fused multiply-adds for itself (gcc's and clang's
    pragmas), because every kernel promises one exact order of float operations (see "Math kernels").
    Flags that override such pragmas (clang's -ffp-contract=fast, -ffast-math) void that promise.
+   SIMD kernels need no flags: with gcc or clang, the AVX2 and AVX-512 (x86-64) or NEON (aarch64)
+   versions are compiled for their own targets and the best one the CPU reports runs (--info shows
+   it; --kernels or lm_set_kernels picks another; -DRUN_PORTABLE leaves them out).
 
    MAP OF THIS FILE (sections in dependency order, each opened by a dashed rule)
        Public API ............ the types and declarations (all a host needs; RUN_DECLARATIONS_ONLY)
@@ -26,7 +29,8 @@
        Checkpoint format ..... llama2.c's v0/v1/v2 and run.c's v3 headers and tensor order
        GGUF .................. the container parser, architectures, tensors by name
        Loading a model ....... lm_load and the model's description
-       Math kernels .......... plain definitions, then the AVX-512 versions (the same bits), matmul
+       Math kernels .......... plain definitions, then the AVX-512, AVX2 and NEON versions (the same
+                               bits, chosen at run time), matmul
        Forward pass .......... one block of 1..64 tokens through every layer
        Unicode tables ........ letters and numbers for the pre-tokenizers
        Tokenizer ............. loading (lmtk, llama2.c, GGUF), BPE, pre-tokenizer splits, encode/decode
@@ -277,7 +281,7 @@ typedef struct {
     const char *features;        // what the architecture adds to Llama's ("q/k norms, sliding window 512 ..."), or ""
     int has_tokenizer;           // the checkpoint embeds its tokenizer (lm_tokenizer_load(path) reads it)
     int threads;
-    const char *kernels;         // "AVX-512 (VNNI)" or "portable C"
+    const char *kernels;         // the kernel set: "portable C", "AVX2", "AVX-512 (VNNI)", "NEON" or "NEON (dotprod)"
 } LmModelInfo;
 
 // What a tokenizer is (lm_tokenizer_info).
@@ -603,19 +607,17 @@ static float run_bits_to_f32(uint32_t bits) {
     return f;
 }
 
-// IEEE half precision to float, exactly, in integer steps: a normal half's exponent is rebiased
-// (15 -> 127), inf and NaN keep theirs, and a subnormal (mantissa * 2^-24) converts through an
-// integer. No float multiply of a subnormal value: CPUs take a slow assist for those, and GGUF's
-// K-quant scales are often subnormal halves.
+// IEEE half precision to float, exactly, with no float arithmetic on a subnormal value (CPUs take a
+// slow assist for those, and GGUF's K-quant scales are often subnormal halves) and no branch (the
+// plain loops that call this vectorize): the magnitude's bits shifted into place and the exponent
+// rebiased (15 -> 127), again for inf and NaN; a subnormal h (m * 2^-24) as 2^-14 * (1 + m/1024)
+// minus 2^-14, both normal floats, exactly.
 static float run_f16_to_f32(uint16_t h) {
-    uint32_t exponent = (uint32_t)(h >> 10) & 31, mantissa = (uint32_t)h & 0x3ff, bits;
-    if (exponent == 0) {
-        float f = (float)mantissa * 0x1p-24f; // (exact: the result is a normal float)
-        memcpy(&bits, &f, sizeof bits);
-    } else {
-        bits = (exponent == 31 ? 0x7f800000u : (exponent + 112) << 23) | mantissa << 13;
-    }
-    return run_bits_to_f32(bits | (uint32_t)(h & 0x8000) << 16);
+    uint32_t bits = (uint32_t)(h & 0x7fff) << 13, exponent = bits & 0x0f800000u, normal = bits + (112u << 23), subnormal;
+    float small = run_bits_to_f32(normal + (1u << 23)) - 0x1p-14f;
+    memcpy(&subnormal, &small, sizeof subnormal);
+    uint32_t magnitude = exponent == 0x0f800000u ? normal + (112u << 23) : exponent == 0 ? subnormal : normal;
+    return run_bits_to_f32(magnitude | (uint32_t)(h & 0x8000) << 16);
 }
 
 static float run_bf16_to_f32(uint16_t h) { return run_bits_to_f32((uint32_t)h << 16); }
@@ -2037,9 +2039,10 @@ int lm_set_kernels(LmModel *m, const char *name) {
 //     (two runs of 16 added in order for Q2_K/Q3_K/Q6_K), times the group's input scale, into the 16
 //     lanes as above (run_dot_blocks is the definition);
 //   - in exact mode (lm_set_exact) integer weights are decoded to floats and take the float order.
-// So a prompt run in blocks gives the logits of token-by-token generation bit for bit, the SIMD
-// builds match the portable one, and llama2.c's checkpoints reproduce llama2.c's text. The plain
-// loops are the definitions; the blocks under #if compute the same values faster.
+// So a prompt run in blocks gives the logits of token-by-token generation bit for bit, every kernel
+// set (portable, AVX2, AVX-512, NEON; lm_set_kernels) gives the same logits, and llama2.c's
+// checkpoints reproduce llama2.c's text on any CPU. The plain loops are the definitions; the SIMD
+// versions under #if compute the same values faster, each compiled for its own target.
 
 #define LM_LANES 16
 
