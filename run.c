@@ -2154,13 +2154,22 @@ static float run_dot_int(const LmMatrix *w, int row, const int8_t *xq, const flo
     return run_sum_lanes(acc);
 }
 
+// The int32 sums of q * x and of x over a run of n values (the plain loop; the NEON kernels have theirs).
+typedef void (*LmRunSums)(const int8_t *q, const int8_t *x, int n, int32_t *qx, int32_t *sum);
+
+static void run_sums_plain(const int8_t *q, const int8_t *x, int n, int32_t *qx, int32_t *sum) {
+    *qx = *sum = 0;
+    for (int i = 0; i < n; i++) { *qx += (int32_t)q[i] * (int32_t)x[i]; *sum += x[i]; }
+}
+
 // Block types against activations quantized in groups of 32 (xq, xs), one term per group: the int32
 // sums of q * x and of x over each run of values that share a scale (32, or 16 for Q2_K, Q3_K and
 // Q6_K), each scaled, d * sum(qx) - m * sum(x) (without the offset term for types without offsets;
 // the two halves of a group of 16-value scales added in order), times the group's scale; the terms
 // go to 16 lanes, in order, added pairwise at the end. The definition of every block type's dot; the
 // types' own kernels compute the same terms in place.
-static float run_dot_blocks(const LmMatrix *w, int row, const int8_t *xq, const float *xs) {
+// The run sums come from `sums`.
+static float run_dot_blocks_using(const LmMatrix *w, int row, const int8_t *xq, const float *xs, LmRunSums sums) {
     const LmTypeTraits *type = &run_types[w->type];
     const unsigned char *p = (const unsigned char *)w->data + (size_t)row * w->row_bytes;
     LmBlock u;
@@ -2172,9 +2181,8 @@ static float run_dot_blocks(const LmMatrix *w, int row, const int8_t *xq, const 
         for (int g = 0; g < per_block / 32; g++) {
             float wsum = 0.0f;
             for (int r = 0; r < 32 / run; r++) { // the runs of this group
-                const int8_t *x = xq + b * per_block + 32 * g + run * r, *q = u.q + 32 * g + run * r;
-                int32_t qx = 0, sum = 0;
-                for (int i = 0; i < run; i++) { qx += (int32_t)q[i] * (int32_t)x[i]; sum += x[i]; }
+                int32_t qx, sum;
+                sums(u.q + 32 * g + run * r, xq + b * per_block + 32 * g + run * r, run, &qx, &sum);
                 int s = (32 * g + run * r) / 16; // (d and m are per 16 values)
                 float part = type->has_min ? (float)qx * u.d[s] - (float)sum * u.m[s] : (float)qx * u.d[s];
                 wsum = r == 0 ? part : wsum + part;
@@ -2183,6 +2191,10 @@ static float run_dot_blocks(const LmMatrix *w, int row, const int8_t *xq, const 
         }
     }
     return run_sum_lanes(acc);
+}
+
+static float run_dot_blocks(const LmMatrix *w, int row, const int8_t *xq, const float *xs) {
+    return run_dot_blocks_using(w, row, xq, xs, run_sums_plain);
 }
 
 // The int32 sums of q * x and of x over n values, q given by an expression of i.
@@ -3105,28 +3117,15 @@ static float run_dot_int_neon(const LmMatrix *w, int row, const int8_t *xq, cons
     return run_sum_lanes(acc);
 }
 
-// run_dot_blocks, the definition of every GGUF block type, with the int sums in vectors.
-static float run_dot_blocks_neon(const LmMatrix *w, int row, const int8_t *xq, const float *xs, int dot) {
-    const LmTypeTraits *type = &run_types[w->type];
-    const unsigned char *p = (const unsigned char *)w->data + (size_t)row * w->row_bytes;
-    LmBlock u;
-    float acc[LM_LANES] = {0};
-    int term = 0, per_block = type->block_values, run = type->scale_values;
-    for (int b = 0; b < w->cols / per_block; b++) {
-        type->unpack(p + (size_t)b * (size_t)type->block_bytes, &u);
-        for (int g = 0; g < per_block / 32; g++) {
-            float wsum = 0.0f;
-            for (int r = 0; r < 32 / run; r++) {
-                const int8_t *x = xq + b * per_block + 32 * g + run * r, *q = u.q + 32 * g + run * r;
-                int32_t qx = run_dot_i8_neon(q, x, run, dot), sum = type->has_min ? run_sum_i8_neon(x, run) : 0;
-                int s = (32 * g + run * r) / 16;
-                float part = type->has_min ? (float)qx * u.d[s] - (float)sum * u.m[s] : (float)qx * u.d[s];
-                wsum = r == 0 ? part : wsum + part;
-            }
-            acc[term++ % LM_LANES] += wsum * xs[(b * per_block) / 32 + g];
-        }
-    }
-    return run_sum_lanes(acc);
+// run_dot_blocks's int sums in vectors, without and with SDOT.
+static void run_sums_neon(const int8_t *q, const int8_t *x, int n, int32_t *qx, int32_t *sum) {
+    *qx = run_dot_i8_neon(q, x, n, 0);
+    *sum = run_sum_i8_neon(x, n);
+}
+
+static void run_sums_neon_dot(const int8_t *q, const int8_t *x, int n, int32_t *qx, int32_t *sum) {
+    *qx = run_dot_i8_neon(q, x, n, 1);
+    *sum = run_sum_i8_neon(x, n);
 }
 
 // GGUF's Q8_0 and Q4_0 in place (run_dot_q8_0, run_dot_q4_0).
@@ -3169,7 +3168,7 @@ static int run_row_dot_neon(const LmMatrix *w, int row, const LmBatch *in, int t
         return 1;
     }
     if (run_types[w->type].unpack == NULL) return 0;
-    *value = run_dot_blocks_neon(w, row, xq, xs, dot);
+    *value = run_dot_blocks_using(w, row, xq, xs, dot ? run_sums_neon_dot : run_sums_neon);
     return 1;
 }
 #endif // LM_NEON
