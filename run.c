@@ -2822,16 +2822,43 @@ static int run_int_avx2_ok(const LmMatrix *w) {
 
 // run_dot_int for a row whose groups lie within it: 8 groups' int sums at a time, their terms into
 // lanes 0-7 or 8-15 as the group's index says.
-LM_AVX2_FN static float run_dot_int_avx2(const LmMatrix *w, int row, const int8_t *xq, const float *xs) {
+// The int sums of 8 Q4_0 groups of 32 (lane i: group i) from their 128 bytes of nibbles, against the
+// input as run_arrange_q4_input arranges it (per 4 groups: their first halves, then their second
+// halves), so that 32 bytes of nibbles are two groups with no shuffle; the nibbles stay unsigned
+// and the 8 comes off through the groups' input sums xsum.
+LM_AVX2_FN static inline __m256i run_q4_sums8_avx2(const unsigned char *nibbles, const int8_t *xa, const int32_t *xsum) {
+    __m256i m = _mm256_set1_epi8(15), v[4];
+    for (int i = 0; i < 4; i++) { // groups 2i and 2i + 1 (int32 lanes 0-3 and 4-7 of v[i])
+        _mm_prefetch((const char *)nibbles + 32 * i + LM_PREFETCH_BYTES, _MM_HINT_T0);
+        __m256i b = _mm256_loadu_si256((const __m256i *)(const void *)(nibbles + 32 * i));
+        const int8_t *x = xa + (i / 2) * 128 + (i % 2) * 32;
+        __m256i lo = _mm256_maddubs_epi16(_mm256_and_si256(b, m), _mm256_loadu_si256((const __m256i *)(const void *)x));
+        __m256i hi = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(b, 4), m), _mm256_loadu_si256((const __m256i *)(const void *)(x + 64)));
+        v[i] = _mm256_madd_epi16(_mm256_add_epi16(lo, hi), _mm256_set1_epi16(1)); // (pairs of 2 * 15 * 127: no overflow)
+    }
+    __m256i c = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3])); // groups 0 2 4 6 | 1 3 5 7
+    __m256i sums = _mm256_permutevar8x32_epi32(c, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    return _mm256_sub_epi32(sums, _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(const void *)xsum), 3));
+}
+
+// xsum (the input groups' sums) and xa (the arranged input, or NULL) serve Q4_0 groups of 32.
+LM_AVX2_FN static float run_dot_int_avx2(const LmMatrix *w, int row, const int8_t *xq, const float *xs, const int32_t *xsum, const int8_t *xa) {
     int gs = w->group_size, groups = w->cols / gs, g = 0;
     size_t first = (size_t)row * (size_t)groups; // the row's first group in the matrix
     __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    int arranged = w->type == LM_Q4_GROUPS && gs == 32 && xa != NULL;
     for (; g + 8 <= groups; g += 8) {
-        __m256i v[8];
-        for (int i = 0; i < 8; i++) v[i] = run_group_dot_avx2(w, first + (size_t)(g + i), xq + (size_t)(g + i) * (size_t)gs);
+        __m256i sums;
+        if (arranged) {
+            sums = run_q4_sums8_avx2((const unsigned char *)w->data + (first + (size_t)g) * 16, xa + (size_t)g * 32, xsum + g);
+        } else {
+            __m256i v[8];
+            for (int i = 0; i < 8; i++) v[i] = run_group_dot_avx2(w, first + (size_t)(g + i), xq + (size_t)(g + i) * (size_t)gs);
+            sums = run_reduce8(v);
+        }
         __m256 scales = w->type == LM_Q8_GROUPS ? _mm256_loadu_ps((const float *)(const void *)(w->scales + 4 * (first + (size_t)g)))
                                                 : _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(w->scales + 2 * (first + (size_t)g))));
-        __m256 term = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(run_reduce8(v)), scales), _mm256_loadu_ps(xs + g));
+        __m256 term = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(sums), scales), _mm256_loadu_ps(xs + g));
         acc[(g / 8) % 2] = _mm256_add_ps(acc[(g / 8) % 2], term);
     }
     float lanes[16];
@@ -3016,7 +3043,8 @@ static int run_row_dot_avx2(const LmMatrix *w, int row, const LmBatch *in, int t
     const int8_t *xq = in->q + (size_t)t * (size_t)in->cols;
     const float *xs = in->s + (size_t)t * (size_t)in->groups;
     if (run_int_avx2_ok(w)) {
-        *value = run_dot_int_avx2(w, row, xq, xs);
+        *value = run_dot_int_avx2(w, row, xq, xs, in->xsum + (size_t)t * (size_t)in->groups,
+                                  in->qarranged ? in->qarranged + (size_t)t * (size_t)(in->cols + 128) : NULL);
         return 1;
     }
     float (*dot)(const unsigned char *, int, const int8_t *, const float *) =
@@ -3232,11 +3260,12 @@ static LmBatch run_make_batch(LmModel *m, const float *x, int n, int cols, int l
         }
     }
 #if LM_X86
-    if (m->kernels != LM_KERNELS_AVX512) return b;
+    if (m->kernels != LM_KERNELS_AVX2 && m->kernels != LM_KERNELS_AVX512) return b;
     if (m->config.weight_type == LM_Q4_GROUPS && gs == 32) {
         b.qarranged = m->state.xarranged;
         for (int t = 0; t < n; t++) run_arrange_q4_input(b.qarranged + (size_t)t * (size_t)(cols + 128), b.q + (size_t)t * cols, cols);
     }
+    if (m->kernels != LM_KERNELS_AVX512) return b;
     if (n > 1 && cols % 4 == 0) {
         b.packed = m->state.xpacked;
         b.spacked = m->state.xspacked;
