@@ -2637,6 +2637,95 @@ LM_AVX512_FN static void run_matmul_int_block_avx512(const LmMatrix *w, int r0, 
     }
 }
 
+// GGUF's block types for rows r0..r1 (at most LM_ROW_BLOCK) and every token: each row's blocks
+// unpacked once into the thread's scratch (int8 values; per 16 values d, m and the int sum of q), then
+// 4 rows x 16 tokens per step as in run_matmul_int_block_avx512, the int32 run sums exact and the float
+// terms in run_dot_blocks' order, so the same bits as the row dots.
+LM_AVX512_FN static void run_matmul_blocks_block_avx512(const LmMatrix *w, int r0, int r1, const LmBatch *in, float *out, int ld) {
+    const LmTypeTraits *type = &run_types[w->type];
+    int cols = w->cols, rows = r1 - r0, runs = cols / 16, per_block = type->block_values, run = type->scale_values;
+    assert(type->unpack && cols % per_block == 0 && in->groups * 32 == cols && (run == 16 || run == 32));
+    size_t wb_floats = ((size_t)LM_ROW_BLOCK * (size_t)cols + 3) / 4, per_rows = (size_t)LM_ROW_BLOCK * (size_t)runs;
+    float *room = run_thread_scratch(in, wb_floats + 3 * per_rows + 16 * (size_t)runs);
+    if (room == NULL) { // no working memory for this thread: the plain path computes the same values
+        for (int t = 0; t < in->n; t++) for (int r = r0; r < r1; r++) out[(size_t)t * ld + r] = run_row_dot_plain(w, r, in, t);
+        return;
+    }
+    int8_t *wb = (int8_t *)(void *)room;                          // (rows, cols) the values
+    float *wd = room + wb_floats, *wm = wd + per_rows;            // (rows, runs) d and m of each 16 values
+    int32_t *wsum = (int32_t *)(void *)(wm + per_rows);           // (rows, runs) the sum of each 16 values
+    int32_t *xrun = wsum + per_rows;                              // (runs, 16 tokens) the sum of each 16 inputs
+    LmBlock u;
+    for (int r = 0; r < rows; r++) {
+        const unsigned char *p = (const unsigned char *)w->data + (size_t)(r0 + r) * w->row_bytes;
+        for (int b = 0; b < cols / per_block; b++) {
+            type->unpack(p + (size_t)b * (size_t)type->block_bytes, &u);
+            memcpy(wb + (size_t)r * cols + (size_t)b * per_block, u.q, (size_t)per_block);
+            for (int s = 0; s < per_block / 16; s++) {
+                size_t at = (size_t)r * runs + (size_t)(b * per_block / 16 + s);
+                int32_t sum = 0;
+                for (int k = 0; k < 16; k++) sum += u.q[16 * s + k];
+                wd[at] = u.d[s], wm[at] = u.m[s], wsum[at] = sum;
+            }
+        }
+    }
+    for (int tile = 0; tile * 16 < in->n; tile++) {
+        int nt = in->n - tile * 16 < 16 ? in->n - tile * 16 : 16;
+        const unsigned char *xp = in->packed + (size_t)tile * (size_t)cols * 16;
+        const float *xsp = in->spacked + (size_t)tile * (size_t)in->groups * 16;
+        if (type->has_min)
+            for (int j = 0; j < runs; j++) { // sum(x + 128) - 128 * 16 per token
+                __m512i acc = _mm512_set1_epi32(-128 * 16);
+                for (int k = 0; k < 16; k += 4) acc = _mm512_dpbusd_epi32(acc, _mm512_loadu_si512(xp + (size_t)(16 * j + k) * 16), _mm512_set1_epi8(1));
+                _mm512_storeu_si512(xrun + (size_t)j * 16, acc);
+            }
+        for (int r = 0; r < rows; r += 4) {
+            int nr = rows - r < 4 ? rows - r : 4, ri[4];
+            for (int i = 0; i < 4; i++) ri[i] = r + (i < nr ? i : 0);
+            __m512 part[4][16]; // run_dot_blocks' 16 lanes for each row, with tokens across the vector
+            for (int i = 0; i < 4; i++) for (int k = 0; k < 16; k++) part[i][k] = _mm512_setzero_ps();
+            for (int g = 0; g < cols / 32; g++) {
+                __m512i isum[4][2]; // the two runs of 16 of group g: sum((x + 128) * q) - 128 * sum(q)
+                for (int i = 0; i < 4; i++)
+                    for (int h = 0; h < 2; h++) isum[i][h] = _mm512_set1_epi32(-128 * wsum[(size_t)ri[i] * runs + (size_t)(2 * g + h)]);
+                const unsigned char *xg = xp + (size_t)g * 32 * 16;
+                for (int k = 0; k < 32; k += 4) {
+                    __m512i xv = _mm512_loadu_si512(xg + (size_t)k * 16);
+                    for (int i = 0; i < 4; i++) {
+                        int32_t w4;
+                        memcpy(&w4, wb + (size_t)ri[i] * cols + (size_t)(32 * g + k), 4);
+                        isum[i][k / 16] = _mm512_dpbusd_epi32(isum[i][k / 16], xv, _mm512_set1_epi32(w4));
+                    }
+                }
+                __m512 xs = _mm512_loadu_ps(xsp + (size_t)g * 16), xsum[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+                if (type->has_min) {
+                    __m512i lo = _mm512_loadu_si512(xrun + (size_t)(2 * g) * 16), hi = _mm512_loadu_si512(xrun + (size_t)(2 * g + 1) * 16);
+                    if (run == 32) xsum[0] = _mm512_cvtepi32_ps(_mm512_add_epi32(lo, hi));
+                    else xsum[0] = _mm512_cvtepi32_ps(lo), xsum[1] = _mm512_cvtepi32_ps(hi);
+                }
+                for (int i = 0; i < 4; i++) {
+                    size_t at = (size_t)ri[i] * runs + (size_t)(2 * g);
+                    __m512 wsum_g = _mm512_setzero_ps();
+                    for (int h = 0; h < 32 / run; h++) { // the runs of this group, in order
+                        __m512i qx = run == 32 ? _mm512_add_epi32(isum[i][0], isum[i][1]) : isum[i][h];
+                        __m512 term = _mm512_mul_ps(_mm512_cvtepi32_ps(qx), _mm512_set1_ps(wd[at + (size_t)h]));
+                        if (type->has_min) term = _mm512_sub_ps(term, _mm512_mul_ps(xsum[h], _mm512_set1_ps(wm[at + (size_t)h])));
+                        wsum_g = h == 0 ? term : _mm512_add_ps(wsum_g, term);
+                    }
+                    part[i][g % 16] = _mm512_add_ps(part[i][g % 16], _mm512_mul_ps(wsum_g, xs));
+                }
+            }
+            for (int i = 0; i < nr; i++) {
+                for (int half = 8; half > 0; half /= 2) // run_sum_lanes, for every token at once
+                    for (int k = 0; k < half; k++) part[i][k] = _mm512_add_ps(part[i][k], part[i][k + half]);
+                float lanes[16];
+                _mm512_storeu_ps(lanes, part[i][0]);
+                for (int k = 0; k < nt; k++) out[(size_t)(tile * 16 + k) * ld + (size_t)(r0 + r + i)] = lanes[k];
+            }
+        }
+    }
+}
+
 // The packed input for run_matmul_int_block: per 16 tokens, the values + 128 in groups of 4 per token,
 // and the scales with tokens in the lanes. Missing tokens of the last tile are zeros (x = 0).
 LM_AVX512_FN static void run_pack_batch(LmBatch *b) {
@@ -3289,6 +3378,10 @@ static void run_matmul_rows(const LmMatmul *job, int r0, int r1, const LmBatch *
         }
         if (in->n > 1 && in->packed && run_int_simd_ok(job->w)) {
             run_matmul_int_block_avx512(job->w, r0, r1, in, job->out, job->ld);
+            return;
+        }
+        if (in->n > 1 && in->packed && run_types[job->w->type].unpack && in->groups * 32 == job->w->cols) {
+            run_matmul_blocks_block_avx512(job->w, r0, r1, in, job->out, job->ld);
             return;
         }
     }

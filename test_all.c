@@ -459,6 +459,33 @@ static void pack_q4_test(const float *w, size_t n, int gs, unsigned char *nibble
 
 // Every matmul path (one token, blocks of tokens; SIMD where built) equals the plain definition bit
 // for bit, on sizes that are not multiples of the vector width or the tile.
+// A model-like run state with run_make_batch's buffers and one thread's scratch, for matmuls of
+// cols-wide rows of this type in the given kernel set.
+static LmModel batch_model(LmWeightType type, int gs, LmKernels kernels, int cols) {
+    LmModel m;
+    memset(&m, 0, sizeof m);
+    int groups = gs ? (cols + gs - 1) / gs : 0;
+    m.config.weight_type = type;
+    m.config.group_size = gs;
+    m.config.integer_activations = run_is_integer_type(type);
+    m.kernels = kernels;
+    m.state.xq = calloc((size_t)LM_BATCH * cols + 64, 1);
+    m.state.xs = calloc((size_t)LM_BATCH * (groups + 1), sizeof(float));
+    m.state.xspacked = calloc((size_t)LM_BATCH * (groups + 1), sizeof(float));
+    m.state.xsum = calloc((size_t)LM_BATCH * (groups + 1), sizeof(int32_t));
+    m.state.xpacked = calloc((size_t)LM_BATCH * (cols + 4), 1);
+    m.state.xarranged = calloc((size_t)LM_BATCH * (cols + 128), 1);
+    m.state.scratch_floats = (size_t)LM_ROW_BLOCK * cols + 16; // (as run_alloc_state sizes it)
+    m.state.scratch = calloc(m.state.scratch_floats, sizeof(float));
+    m.state.scratch_slots = 1;
+    return m;
+}
+
+static void free_batch_model(LmModel *m) {
+    free(m->state.xq); free(m->state.xs); free(m->state.xspacked); free(m->state.xsum);
+    free(m->state.xpacked); free(m->state.xarranged); free(m->state.scratch);
+}
+
 static void test_fast_kernels(void) {
     struct { LmWeightType type; int cols, gs; } cases[] = {
         {LM_F32, 83, 0}, {LM_F32, 128, 0}, {LM_F16, 83, 0}, {LM_BF16, 100, 0}, {LM_Q8_GROUPS, 96, 32}, {LM_Q8_GROUPS, 192, 64},
@@ -502,19 +529,7 @@ static void test_fast_kernels(void) {
         double worst = 0;
         for (int k = 0; k < 3; k++) {
             int nt = ns[k], groups = gs ? (cols + gs - 1) / gs : 0;
-            // a model-like run state for run_make_batch's buffers
-            LmModel m;
-            memset(&m, 0, sizeof m);
-            m.config.weight_type = cases[c].type;
-            m.config.group_size = gs;
-            m.config.integer_activations = run_is_integer_type(cases[c].type);
-            m.kernels = (LmKernels)kernels;
-            int8_t *xq = calloc((size_t)LM_BATCH * cols + 64, 1);
-            float *xs = calloc((size_t)LM_BATCH * (groups + 1), sizeof(float)), *xsp = calloc((size_t)LM_BATCH * (groups + 1), sizeof(float));
-            int32_t *xsum = calloc((size_t)LM_BATCH * (groups + 1), sizeof(int32_t));
-            unsigned char *xp = calloc((size_t)LM_BATCH * (cols + 4), 1);
-            int8_t *xa = calloc((size_t)LM_BATCH * (cols + 128), 1);
-            m.state.xq = xq; m.state.xs = xs; m.state.xspacked = xsp; m.state.xsum = xsum; m.state.xpacked = xp; m.state.xarranged = xa;
+            LmModel m = batch_model(cases[c].type, gs, (LmKernels)kernels, cols);
             LmBatch in = run_make_batch(&m, x, nt, cols, cols);
             float *out = malloc((size_t)nt * rows * sizeof(float));
             LmMatmul job = {&w, out, rows};
@@ -530,7 +545,8 @@ static void test_fast_kernels(void) {
                         ref += (double)row[j] * (gs ? (double)in.q[(size_t)t * cols + j] * in.s[(size_t)t * groups + j / gs] : (double)x[(size_t)t * cols + j]);
                     worst = fmax(worst, fabs(out[(size_t)t * rows + r] - ref) / fmax(1.0, fabs(ref)));
                 }
-            free(out); free(xq); free(xs); free(xsp); free(xsum); free(xp); free(xa);
+            free(out);
+            free_batch_model(&m);
         }
         check(all_same && worst < 4e-5, "%s matmul %dx%d%s%s, 1/5/21 tokens (%s): equals the plain definition bit for bit; vs double %.1e",
               names[cases[c].type], rows, cols, gs ? " in groups of " : "", gs ? (gs == 8 ? "8" : gs == 32 ? "32" : gs == 64 ? "64" : "128") : "", run_kernel_titles[kernels], worst);
@@ -969,6 +985,19 @@ static void test_utf8_stream(void) {
           "streamed pieces are whole UTF-8 characters (a character split over tokens is held back)");
 }
 
+// Random blocks of a GGUF type over bytes, with sane fp16 scales (0.01 to 0.02, either sign).
+static void random_blocks(unsigned char *p, size_t bytes, int type) {
+    const LmTypeTraits *tt = &run_types[type];
+    for (size_t i = 0; i < bytes; i++) p[i] = (unsigned char)run_random_u32(&test_rng);
+    for (size_t b = 0; b < bytes / (size_t)tt->block_bytes; b++) {
+        unsigned char *blk = p + b * (size_t)tt->block_bytes;
+        uint16_t h = (uint16_t)(0x211F + run_random_u32(&test_rng) % 0x400) | (uint16_t)(run_random_u32(&test_rng) % 2 << 15);
+        int at[2] = {type == LM_Q6_K ? 208 : type == LM_Q2_K ? 80 : type == LM_Q3_K ? 108 : 0,
+                     tt->has_min ? (type == LM_Q2_K ? 82 : 2) : -1}; // where the block's fp16 d (and min) lie
+        for (int k = 0; k < 2; k++) if (at[k] >= 0) memcpy(blk + at[k], &h, 2);
+    }
+}
+
 // The block types' own kernels (reading the blocks in place) give run_dot_blocks' result, the
 // definition over the unpacked blocks, bit for bit; rows of random blocks with sane scales.
 static void test_block_kernels(void) {
@@ -984,14 +1013,7 @@ static void test_block_kernels(void) {
         unsigned char *row = malloc(row_bytes);
         int same = 1;
         for (int trial = 0; trial < 20; trial++) {
-            for (size_t i = 0; i < row_bytes; i++) row[i] = (unsigned char)run_random_u32(&test_rng);
-            for (int b = 0; b < cols / tt->block_values; b++) { // the fp16 scales: 0.01 to 0.02, either sign
-                unsigned char *blk = row + (size_t)b * (size_t)tt->block_bytes;
-                uint16_t h = (uint16_t)(0x211F + run_random_u32(&test_rng) % 0x400) | (uint16_t)(run_random_u32(&test_rng) % 2 << 15);
-                int at[2] = {type == LM_Q6_K ? 208 : type == LM_Q2_K ? 80 : type == LM_Q3_K ? 108 : 0,
-                             tt->has_min ? (type == LM_Q2_K ? 82 : 2) : -1}; // where the block's fp16 d (and min) lie
-                for (int k = 0; k < 2; k++) if (at[k] >= 0) memcpy(blk + at[k], &h, 2);
-            }
+            random_blocks(row, row_bytes, type);
             LmMatrix w = {.data = row, .rows = 1, .cols = cols, .type = (LmWeightType)type, .row_bytes = row_bytes};
             float plain = run_dot_blocks(&w, 0, xq, xs), fast = tt->dot ? tt->dot(row, cols, xq, xs) : plain;
             same &= memcmp(&fast, &plain, sizeof fast) == 0;
@@ -1002,10 +1024,35 @@ static void test_block_kernels(void) {
                 simd_same[k] &= memcmp(&simd, &plain, sizeof simd) == 0;
             }
         }
+        free(row);
+        // matmuls: 19 rows (a block of 16 and a tail) x 1, 5 and 21 tokens (a tile of 16 and a tail)
+        enum { ROWS = 19 };
+        unsigned char *mat = malloc(ROWS * row_bytes);
+        random_blocks(mat, ROWS * row_bytes, type);
+        LmMatrix w = {.data = mat, .rows = ROWS, .cols = cols, .type = (LmWeightType)type, .row_bytes = row_bytes};
+        float *x = rand_tensor((size_t)21 * cols, 1.0f, 0.0f), *out = malloc((size_t)21 * ROWS * sizeof(float));
+        int ns[3] = {1, 5, 21};
+        for (int k = 0; k < LM_KERNELS_N; k++) {
+            if (!run_kernels_available((LmKernels)k)) continue;
+            for (int c = 0; c < 3; c++) {
+                LmModel m = batch_model((LmWeightType)type, 32, (LmKernels)k, cols);
+                LmBatch in = run_make_batch(&m, x, ns[c], cols, cols);
+                LmMatmul job = {&w, out, ROWS};
+                run_matmul(&job, 1, &in, 1);
+                for (int t = 0; t < ns[c]; t++)
+                    for (int r = 0; r < ROWS; r++) {
+                        float want = run_row_dot_plain(&w, r, &in, t);
+                        simd_same[k] &= memcmp(&want, &out[(size_t)t * ROWS + r], 4) == 0;
+                    }
+                free_batch_model(&m);
+            }
+        }
+        free(mat); free(x); free(out);
         if (tt->dot) check(same, "%s: the kernel that reads blocks in place equals the definition over unpacked blocks, bit for bit", tt->name);
         for (int k = 1; k < LM_KERNELS_N; k++)
-            if (run_kernels_available((LmKernels)k)) check(simd_same[k], "%s: the %s kernel set gives the definition bit for bit (%d columns)", tt->name, run_kernel_titles[k], cols);
-        free(row);
+            if (run_kernels_available((LmKernels)k))
+                check(simd_same[k], "%s: the %s kernel set gives the definition bit for bit (row dots of %d columns; matmuls of 19 rows x 1/5/21 tokens)",
+                      tt->name, run_kernel_titles[k], cols);
     }
 }
 

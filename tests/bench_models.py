@@ -3,8 +3,10 @@
     /usr/bin/python3 tests/bench_models.py SHAPE DTYPE      prints the checkpoint's path
 A Hugging Face-style folder with bf16 safetensors is written once per shape, then export.py makes
 each dtype from it, so the benchmark also exercises the real converter at scale. The GGUF dtypes
-(Q4_K_M, Q6_K, Q8_0 in capitals: llama.cpp's presets) are quantized by tests/gguf_ref.py from random
-weights, with llama-quantize's choice of Q6_K tensors for Q4_K_M.
+(F32, F16, Q8_0, Q4_0, Q6_K, Q4_K_M in capitals: llama.cpp's presets) are quantized by tests/gguf_ref.py
+from random weights, with llama-quantize's choice of Q6_K tensors (the classifier for 4-bit presets, some
+attn_v and ffn_down for Q4_K_M), and carry a placeholder SentencePiece vocabulary so that llama.cpp loads
+them too (tests/llamacpp_bench.mjs times llama.cpp on the same files).
 """
 import json, os, struct, subprocess, sys
 import numpy as np
@@ -14,6 +16,7 @@ SHAPES = {  # dim, hidden, layers, heads, kv heads, vocab, context, tied embeddi
     "1.1b": (2048, 5632, 22, 32, 4, 32000, 2048, False),   # TinyLlama-1.1B
     "15m": (288, 768, 6, 6, 6, 32000, 256, True),          # stories15M
 }
+GGUF_PRESETS = {"F32": 0, "F16": 1, "Q8_0": 8, "Q4_0": 2, "Q6_K": 14, "Q4_K_M": 12}  # the base ggml type of each
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "build", "bench")
 
 
@@ -54,15 +57,20 @@ def write_hf(folder, shape):
 
 
 def write_gguf(out, shape, preset):
-    """A llama-architecture GGUF of this shape in llama.cpp's preset Q4_K_M, Q6_K or Q8_0 (no tokenizer)."""
+    """A llama-architecture GGUF of this shape in one of llama.cpp's presets (GGUF_PRESETS)."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import gguf_ref as g
     d, h, L, nh, nkv, vocab, ctx, tied = shape
     kv = d // nh * nkv
-    base = {"Q4_K_M": 12, "Q6_K": 14, "Q8_0": 8}[preset]
+    base = GGUF_PRESETS[preset]
     meta = {"general.architecture": "llama", "llama.embedding_length": d, "llama.feed_forward_length": h, "llama.block_count": L,
             "llama.attention.head_count": nh, "llama.attention.head_count_kv": nkv, "llama.context_length": ctx,
-            "llama.attention.layer_norm_rms_epsilon": 1e-5, "llama.rope.freq_base": 10000.0}
+            "llama.attention.layer_norm_rms_epsilon": 1e-5, "llama.rope.freq_base": 10000.0,
+            # placeholder vocabulary: <unk> <s> </s>, the 256 byte tokens, then distinct pieces
+            "tokenizer.ggml.model": "llama", "tokenizer.ggml.bos_token_id": 1, "tokenizer.ggml.eos_token_id": 2,
+            "tokenizer.ggml.tokens": ["<unk>", "<s>", "</s>"] + ["<0x%02X>" % b for b in range(256)] + ["\u2581t%d" % i for i in range(vocab - 259)],
+            "tokenizer.ggml.scores": np.array([0.0] * 259 + [-float(i) for i in range(vocab - 259)], dtype=np.float32),
+            "tokenizer.ggml.token_type": np.array([2, 3, 3] + [6] * 256 + [1] * (vocab - 259), dtype=np.int32)}
     rng = np.random.default_rng(1)
     tensors = {}
 
@@ -80,7 +88,7 @@ def write_gguf(out, shape, preset):
             add(f"blk.{i}.{name}.weight", rows, cols, ty)
     add("output_norm.weight", d, 1, 0)
     if not tied:
-        add("output.weight", vocab, d, 14 if preset == "Q4_K_M" else base)
+        add("output.weight", vocab, d, 14 if preset in ("Q4_K_M", "Q4_0") else base)
     tmp = out + ".tmp"
     g.write_gguf(tmp, meta, tensors)
     os.replace(tmp, out)
@@ -89,7 +97,7 @@ def write_gguf(out, shape, preset):
 def main(shape, dtype):
     if shape not in SHAPES:
         sys.exit(f"bench_models.py: unknown shape {shape} (known: {', '.join(SHAPES)})")
-    if dtype in ("Q4_K_M", "Q6_K", "Q8_0"):
+    if dtype in GGUF_PRESETS:
         out = os.path.join(ROOT, f"{shape}.{dtype}.gguf")
         if not os.path.exists(out):
             os.makedirs(ROOT, exist_ok=True)
