@@ -4,7 +4,7 @@ WARN = -std=c11 -Wall -Wextra
 # OpenMP when the compiler has it; everything builds and passes without it.
 OPENMP := $(shell echo 'int main(void){return 0;}' | $(CC) -fopenmp -x c - -o /dev/null 2>/dev/null && echo -fopenmp)
 
-.PHONY: all test clean vectors bench fuzz demo
+.PHONY: all test clean vectors bench bench-llamacpp fuzz demo
 
 all: run
 
@@ -92,6 +92,15 @@ test: run test_all examples/embed $(TEST_BUILDS) build/test_all_sanitized build/
 # Options: make bench BENCH_ARGS="--shapes 110m --dtypes q8_0 --threads 1,2 --model FILE"
 bench: build/runbench
 	./build/runbench $(BENCH_ARGS)
+
+# llama.cpp on the same GGUF files (node-llama-cpp's prebuilt libraries from npm), for README's comparison:
+# make bench-llamacpp LLAMACPP_ARGS="--shapes 110m --dtypes Q8_0 --threads 1 --cpu haswell,icelake,best"
+LLAMACPP_PACKAGE = node-llama-cpp@3.22.1
+bench-llamacpp: build/llamacpp/node_modules
+	node tests/llamacpp_bench.mjs $(LLAMACPP_ARGS)
+build/llamacpp/node_modules:
+	mkdir -p build/llamacpp && cd build/llamacpp && echo '{"private": true}' > package.json && \
+	  npm install --no-audit --no-fund --ignore-scripts --prefix . $(LLAMACPP_PACKAGE)
 
 build/runbench: tests/bench.c run.c
 	@mkdir -p build

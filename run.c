@@ -31,7 +31,7 @@
        Loading a model ....... lm_load and the model's description
        Math kernels .......... plain definitions, then the AVX-512, AVX2 and NEON versions (the same
                                bits, chosen at run time), matmul
-       Forward pass .......... one block of 1..64 tokens through every layer
+       Forward pass .......... one block of 1..256 tokens through every layer
        Unicode tables ........ letters and numbers for the pre-tokenizers
        Tokenizer ............. loading (lmtk, llama2.c, GGUF), BPE, pre-tokenizer splits, encode/decode
        Chat templates ........ each family's turns as token ids; recognising a Jinja template
@@ -66,7 +66,7 @@
        0..pos-1, which must have been filled by earlier calls. Returns lm_vocab_size(m) logits owned by
        the model and valid until the next call, or NULL when m is NULL or token/pos is out of range.
    float *lm_forward_batch(LmModel *m, const int *tokens, int n, int pos);
-       Runs tokens[0..n) at positions pos..pos+n-1 in blocks of 64 (each weight read once per block)
+       Runs tokens[0..n) at positions pos..pos+n-1 in blocks of 256 (each weight read once per block)
        and returns the logits of the last one only: prompt processing. Equal, bit for bit, to n calls
        of lm_forward. NULL for n < 1, a token out of range, or pos + n past the context.
    int lm_shift_context(LmModel *m, int pos, int n_keep, int n_discard);
@@ -931,7 +931,8 @@ typedef struct {
     size_t scratch_floats;
 } LmBatch;
 
-#define LM_BATCH 64 // tokens per forward block: the weights are read once per block
+#define LM_BATCH 256 // tokens per forward block: the weights are read once per block
+#define LM_RING_SLACK 64 // rows a local layer's ring keeps past its window: the block size with rings
 #define LM_ROW_BLOCK 16 // rows per unit of parallel work
 
 typedef struct {
@@ -947,7 +948,8 @@ typedef struct {
     float *key_cache;   // (layer, its positions, kv_dim): position t of layer l in its row t % positions
     float *value_cache; // (layer, its positions, kv_dim)
     size_t *cache_offset; // (n_layers) where each layer's rows start, in floats
-    int *cache_positions; // (n_layers) seq_len, or for a local layer a ring of window + LM_BATCH rows
+    int *cache_positions; // (n_layers) seq_len, or for a local layer a ring of window + LM_RING_SLACK rows
+    int block;            // tokens per forward block: LM_BATCH, or LM_RING_SLACK when a layer has a ring
     float *rope_freq;   // (3, rotary_dim / 2) inverse frequencies: global (scaled), global past
                         // LongRoPE's original context, local layers' own (rope_local_theta, unscaled)
     int *tokens;        // (seq_len) the token at each position of the cache
@@ -1323,11 +1325,14 @@ static int run_alloc_state(LmRunState *s, const LmConfig *c) {
     size_t cache = 0;
     for (int l = 0; s->cache_offset && s->cache_positions && l < c->n_layers; l++) {
         int window = run_layer_window(c, l);
-        // a ring of window + LM_BATCH rows: a block's new keys never overwrite one its queries still see
-        s->cache_positions[l] = window > 0 && window < c->seq_len - LM_BATCH ? window + LM_BATCH : c->seq_len;
+        // a ring of window + LM_RING_SLACK rows, and blocks of at most LM_RING_SLACK tokens: a block's
+        // new keys never overwrite one its queries still see
+        s->cache_positions[l] = window > 0 && window < c->seq_len - LM_RING_SLACK ? window + LM_RING_SLACK : c->seq_len;
         s->cache_offset[l] = cache;
         cache += (size_t)s->cache_positions[l] * kv_dim;
     }
+    s->block = LM_BATCH;
+    for (int l = 0; s->cache_positions && l < c->n_layers; l++) if (s->cache_positions[l] < c->seq_len) s->block = LM_RING_SLACK;
     s->x = (float *)calloc(B * (size_t)c->dim, sizeof(float));
     s->xb = (float *)calloc(B * xb_width, sizeof(float));
     s->xb2 = (float *)calloc(B * (size_t)c->dim, sizeof(float));
@@ -2073,9 +2078,13 @@ static void run_quantize_q8(int8_t *q, float *s, const float *x, int n, int gs) 
         for (int i = start; i < end; i++) { float a = fabsf(x[i]); if (a > wmax) wmax = a; }
         float scale = wmax / 127.0f;
         s[g] = scale;
-        for (int i = start; i < end; i++) {
-            float v = scale > 0.0f ? roundf(x[i] / scale) : 0.0f;
-            q[i] = v >= -127.0f && v <= 127.0f ? (int8_t)v : 0; // NaN/inf (hostile weights) become 0, not UB
+        for (int i = start; i < end; i++) { // roundf (halves away from zero), inline: a libm call per value was slow
+            float v = scale > 0.0f ? x[i] / scale : 0.0f;
+            v = v > -1024.0f && v < 1024.0f ? v : 1024.0f; // NaN/inf (hostile weights) end up 0 below, not UB
+            int r = (int)v;
+            float frac = v - (float)r; // (exact)
+            r += (frac >= 0.5f) - (frac <= -0.5f);
+            q[i] = r >= -127 && r <= 127 ? (int8_t)r : 0;
         }
     }
 }
@@ -2315,6 +2324,14 @@ static float run_dot_dequant(const LmMatrix *w, int row, const float *x) {
 }
 
 static float run_row_dot_plain(const LmMatrix *w, int row, const LmBatch *in, int t);
+// One query head's attention over positions first..last: the key and value of position t at row
+// t % ring of the caches, rows `stride` floats apart, keys and values pointing at this head's.
+typedef struct {
+    const float *keys, *values; // (ring, stride) from this key/value head's first value
+    size_t stride;
+    int ring, first, last, head_size;
+    float scale, softcap; // scores times scale, then (softcap > 0) soft-capped
+} LmAttend;
 
 #if LM_X86
 // The calling thread's working memory (at least floats of it), or NULL when it has none.
@@ -2637,10 +2654,78 @@ LM_AVX512_FN static void run_matmul_int_block_avx512(const LmMatrix *w, int r0, 
     }
 }
 
+// run_matmul_blocks_block_avx512's steps over the unpacked rows: 4 rows x 16 tokens at a time, the
+// int32 sums of each run of `run` values (16 or 32) by VNNI, exact, then the float terms in
+// run_dot_blocks' order. run and has_min are constants at each call, so each case compiles on its own.
+LM_AVX512_FN static inline void run_blocks_tiles_avx512(const LmBatch *in, int rows, int cols, const int8_t *wb, const float *wd, const float *wm,
+                                                       const int32_t *wsum, int32_t *xrun, float *out, int ld, int r0, const int run, const int has_min) {
+    int runs = cols / 16;
+    for (int tile = 0; tile * 16 < in->n; tile++) {
+        int nt = in->n - tile * 16 < 16 ? in->n - tile * 16 : 16;
+        const unsigned char *xp = in->packed + (size_t)tile * (size_t)cols * 16;
+        const float *xsp = in->spacked + (size_t)tile * (size_t)in->groups * 16;
+        if (has_min)
+            for (int j = 0; j < runs; j++) { // sum(x + 128) - 128 * 16 per token
+                __m512i acc = _mm512_set1_epi32(-128 * 16);
+                for (int k = 0; k < 16; k += 4) acc = _mm512_dpbusd_epi32(acc, _mm512_loadu_si512(xp + (size_t)(16 * j + k) * 16), _mm512_set1_epi8(1));
+                _mm512_storeu_si512(xrun + (size_t)j * 16, acc);
+            }
+        for (int r = 0; r < rows; r += 4) {
+            int nr = rows - r < 4 ? rows - r : 4;
+            const int8_t *wr[4];
+            size_t at[4];
+            for (int i = 0; i < 4; i++) {
+                int ri = r + (i < nr ? i : 0);
+                wr[i] = wb + (size_t)ri * (size_t)cols;
+                at[i] = (size_t)ri * (size_t)runs;
+            }
+            __m512 part[4][16]; // run_dot_blocks' 16 lanes for each row, with tokens across the vector
+            for (int i = 0; i < 4; i++) for (int k = 0; k < 16; k++) part[i][k] = _mm512_setzero_ps();
+            for (int g = 0; g < cols / 32; g++) {
+                __m512i isum[4][2]; // per run: sum((x + 128) * q) - 128 * sum(q)
+                for (int i = 0; i < 4; i++)
+                    for (int h = 0; h < 32 / run; h++)
+                        isum[i][h] = _mm512_set1_epi32(-128 * (run == 32 ? wsum[at[i] + 2 * g] + wsum[at[i] + 2 * g + 1] : wsum[at[i] + 2 * g + h]));
+                const unsigned char *xg = xp + (size_t)g * 32 * 16;
+                for (int k = 0; k < 32; k += 4) {
+                    __m512i xv = _mm512_loadu_si512(xg + (size_t)k * 16);
+                    int h = run == 32 ? 0 : k / 16;
+                    for (int i = 0; i < 4; i++) {
+                        int32_t w4;
+                        memcpy(&w4, wr[i] + 32 * g + k, 4);
+                        isum[i][h] = _mm512_dpbusd_epi32(isum[i][h], xv, _mm512_set1_epi32(w4));
+                    }
+                }
+                __m512 xs = _mm512_loadu_ps(xsp + (size_t)g * 16), xsum[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+                if (has_min) {
+                    __m512i lo = _mm512_loadu_si512(xrun + (size_t)(2 * g) * 16), hi = _mm512_loadu_si512(xrun + (size_t)(2 * g + 1) * 16);
+                    if (run == 32) xsum[0] = _mm512_cvtepi32_ps(_mm512_add_epi32(lo, hi));
+                    else xsum[0] = _mm512_cvtepi32_ps(lo), xsum[1] = _mm512_cvtepi32_ps(hi);
+                }
+                for (int i = 0; i < 4; i++) {
+                    __m512 wsum_g = _mm512_setzero_ps();
+                    for (int h = 0; h < 32 / run; h++) { // the runs of this group, in order
+                        __m512 term = _mm512_mul_ps(_mm512_cvtepi32_ps(isum[i][h]), _mm512_set1_ps(wd[at[i] + 2 * (size_t)g + (size_t)h]));
+                        if (has_min) term = _mm512_sub_ps(term, _mm512_mul_ps(xsum[h], _mm512_set1_ps(wm[at[i] + 2 * (size_t)g + (size_t)h])));
+                        wsum_g = h == 0 ? term : _mm512_add_ps(wsum_g, term);
+                    }
+                    part[i][g % 16] = _mm512_add_ps(part[i][g % 16], _mm512_mul_ps(wsum_g, xs));
+                }
+            }
+            for (int i = 0; i < nr; i++) {
+                for (int half = 8; half > 0; half /= 2) // run_sum_lanes, for every token at once
+                    for (int k = 0; k < half; k++) part[i][k] = _mm512_add_ps(part[i][k], part[i][k + half]);
+                float lanes[16];
+                _mm512_storeu_ps(lanes, part[i][0]);
+                for (int k = 0; k < nt; k++) out[(size_t)(tile * 16 + k) * ld + (size_t)(r0 + r + i)] = lanes[k];
+            }
+        }
+    }
+}
+
 // GGUF's block types for rows r0..r1 (at most LM_ROW_BLOCK) and every token: each row's blocks
-// unpacked once into the thread's scratch (int8 values; per 16 values d, m and the int sum of q), then
-// 4 rows x 16 tokens per step as in run_matmul_int_block_avx512, the int32 run sums exact and the float
-// terms in run_dot_blocks' order, so the same bits as the row dots.
+// unpacked once into the thread's scratch (int8 values; per 16 values d, m and the int sum of q),
+// then run_blocks_tiles_avx512: the same bits as the row dots.
 LM_AVX512_FN static void run_matmul_blocks_block_avx512(const LmMatrix *w, int r0, int r1, const LmBatch *in, float *out, int ld) {
     const LmTypeTraits *type = &run_types[w->type];
     int cols = w->cols, rows = r1 - r0, runs = cols / 16, per_block = type->block_values, run = type->scale_values;
@@ -2669,61 +2754,10 @@ LM_AVX512_FN static void run_matmul_blocks_block_avx512(const LmMatrix *w, int r
             }
         }
     }
-    for (int tile = 0; tile * 16 < in->n; tile++) {
-        int nt = in->n - tile * 16 < 16 ? in->n - tile * 16 : 16;
-        const unsigned char *xp = in->packed + (size_t)tile * (size_t)cols * 16;
-        const float *xsp = in->spacked + (size_t)tile * (size_t)in->groups * 16;
-        if (type->has_min)
-            for (int j = 0; j < runs; j++) { // sum(x + 128) - 128 * 16 per token
-                __m512i acc = _mm512_set1_epi32(-128 * 16);
-                for (int k = 0; k < 16; k += 4) acc = _mm512_dpbusd_epi32(acc, _mm512_loadu_si512(xp + (size_t)(16 * j + k) * 16), _mm512_set1_epi8(1));
-                _mm512_storeu_si512(xrun + (size_t)j * 16, acc);
-            }
-        for (int r = 0; r < rows; r += 4) {
-            int nr = rows - r < 4 ? rows - r : 4, ri[4];
-            for (int i = 0; i < 4; i++) ri[i] = r + (i < nr ? i : 0);
-            __m512 part[4][16]; // run_dot_blocks' 16 lanes for each row, with tokens across the vector
-            for (int i = 0; i < 4; i++) for (int k = 0; k < 16; k++) part[i][k] = _mm512_setzero_ps();
-            for (int g = 0; g < cols / 32; g++) {
-                __m512i isum[4][2]; // the two runs of 16 of group g: sum((x + 128) * q) - 128 * sum(q)
-                for (int i = 0; i < 4; i++)
-                    for (int h = 0; h < 2; h++) isum[i][h] = _mm512_set1_epi32(-128 * wsum[(size_t)ri[i] * runs + (size_t)(2 * g + h)]);
-                const unsigned char *xg = xp + (size_t)g * 32 * 16;
-                for (int k = 0; k < 32; k += 4) {
-                    __m512i xv = _mm512_loadu_si512(xg + (size_t)k * 16);
-                    for (int i = 0; i < 4; i++) {
-                        int32_t w4;
-                        memcpy(&w4, wb + (size_t)ri[i] * cols + (size_t)(32 * g + k), 4);
-                        isum[i][k / 16] = _mm512_dpbusd_epi32(isum[i][k / 16], xv, _mm512_set1_epi32(w4));
-                    }
-                }
-                __m512 xs = _mm512_loadu_ps(xsp + (size_t)g * 16), xsum[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
-                if (type->has_min) {
-                    __m512i lo = _mm512_loadu_si512(xrun + (size_t)(2 * g) * 16), hi = _mm512_loadu_si512(xrun + (size_t)(2 * g + 1) * 16);
-                    if (run == 32) xsum[0] = _mm512_cvtepi32_ps(_mm512_add_epi32(lo, hi));
-                    else xsum[0] = _mm512_cvtepi32_ps(lo), xsum[1] = _mm512_cvtepi32_ps(hi);
-                }
-                for (int i = 0; i < 4; i++) {
-                    size_t at = (size_t)ri[i] * runs + (size_t)(2 * g);
-                    __m512 wsum_g = _mm512_setzero_ps();
-                    for (int h = 0; h < 32 / run; h++) { // the runs of this group, in order
-                        __m512i qx = run == 32 ? _mm512_add_epi32(isum[i][0], isum[i][1]) : isum[i][h];
-                        __m512 term = _mm512_mul_ps(_mm512_cvtepi32_ps(qx), _mm512_set1_ps(wd[at + (size_t)h]));
-                        if (type->has_min) term = _mm512_sub_ps(term, _mm512_mul_ps(xsum[h], _mm512_set1_ps(wm[at + (size_t)h])));
-                        wsum_g = h == 0 ? term : _mm512_add_ps(wsum_g, term);
-                    }
-                    part[i][g % 16] = _mm512_add_ps(part[i][g % 16], _mm512_mul_ps(wsum_g, xs));
-                }
-            }
-            for (int i = 0; i < nr; i++) {
-                for (int half = 8; half > 0; half /= 2) // run_sum_lanes, for every token at once
-                    for (int k = 0; k < half; k++) part[i][k] = _mm512_add_ps(part[i][k], part[i][k + half]);
-                float lanes[16];
-                _mm512_storeu_ps(lanes, part[i][0]);
-                for (int k = 0; k < nt; k++) out[(size_t)(tile * 16 + k) * ld + (size_t)(r0 + r + i)] = lanes[k];
-            }
-        }
-    }
+    if (run == 32 && type->has_min) run_blocks_tiles_avx512(in, rows, cols, wb, wd, wm, wsum, xrun, out, ld, r0, 32, 1);
+    else if (run == 32) run_blocks_tiles_avx512(in, rows, cols, wb, wd, wm, wsum, xrun, out, ld, r0, 32, 0);
+    else if (type->has_min) run_blocks_tiles_avx512(in, rows, cols, wb, wd, wm, wsum, xrun, out, ld, r0, 16, 1);
+    else run_blocks_tiles_avx512(in, rows, cols, wb, wd, wm, wsum, xrun, out, ld, r0, 16, 0);
 }
 
 // The packed input for run_matmul_int_block: per 16 tokens, the values + 128 in groups of 4 per token,
@@ -2736,9 +2770,35 @@ LM_AVX512_FN static void run_pack_batch(LmBatch *b) {
         for (int k = 0; k < 16; k++) {
             int t = tile * 16 + k;
             const int8_t *q = b->q + (size_t)t * (size_t)cols;
-            for (int j = 0; j < cols; j++) xp[(size_t)(j / 4) * 64 + (size_t)k * 4 + (size_t)(j % 4)] = t < b->n ? (unsigned char)(q[j] + 128) : 128;
+            for (int j = 0; j < cols; j += 4) { // (q + 128 as a byte is q ^ 0x80; cols is a multiple of 4)
+                uint32_t four = 0;
+                if (t < b->n) memcpy(&four, q + j, 4);
+                four ^= 0x80808080u;
+                memcpy(xp + (size_t)(j / 4) * 64 + (size_t)k * 4, &four, 4);
+            }
             for (int g = 0; g < b->groups; g++) sp[(size_t)g * 16 + (size_t)k] = t < b->n ? b->s[(size_t)t * b->groups + (size_t)g] : 0.0f;
         }
+    }
+}
+// run_attend's weighted sum: out = sum over positions of att[i] * value row i, in position order,
+// each output value with its own running sum (16 lanes per vector, any head size).
+LM_AVX512_FN static void run_weighted_sum_avx512(const LmAttend *a, const float *att, float *out) {
+    int hs = a->head_size;
+    for (int e0 = 0; e0 < hs; e0 += 128) { // 8 vectors of sums in registers at a time
+        __m512 o[8];
+        __mmask16 mask[8];
+        int nv = (hs - e0 + 15) / 16 < 8 ? (hs - e0 + 15) / 16 : 8;
+        for (int v = 0; v < 8; v++) {
+            int left = hs - e0 - 16 * v;
+            mask[v] = left >= 16 ? (__mmask16)0xffff : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
+            o[v] = _mm512_setzero_ps();
+        }
+        for (int t = a->first; t <= a->last; t++) {
+            const float *vt = a->values + (size_t)(t % a->ring) * a->stride + e0;
+            __m512 p = _mm512_set1_ps(att[t - a->first]);
+            for (int v = 0; v < nv; v++) o[v] = _mm512_add_ps(o[v], _mm512_mul_ps(p, _mm512_maskz_loadu_ps(mask[v], vt + 16 * v)));
+        }
+        for (int v = 0; v < nv; v++) _mm512_mask_storeu_ps(out + e0 + 16 * v, mask[v], o[v]);
     }
 }
 #endif // LM_X86 (AVX-512)
@@ -3147,6 +3207,26 @@ static int run_row_dot_avx2(const LmMatrix *w, int row, const LmBatch *in, int t
     *value = dot((const unsigned char *)w->data + (size_t)row * w->row_bytes, w->cols, xq, xs);
     return 1;
 }
+// run_weighted_sum_avx512 in 8 lanes (the last values of an odd head size one by one).
+LM_AVX2_FN static void run_weighted_sum_avx2(const LmAttend *a, const float *att, float *out) {
+    int hs = a->head_size, full = hs / 8 * 8;
+    for (int e0 = 0; e0 < full; e0 += 64) {
+        __m256 o[8];
+        int nv = (full - e0) / 8 < 8 ? (full - e0) / 8 : 8;
+        for (int v = 0; v < 8; v++) o[v] = _mm256_setzero_ps();
+        for (int t = a->first; t <= a->last; t++) {
+            const float *vt = a->values + (size_t)(t % a->ring) * a->stride + e0;
+            __m256 p = _mm256_set1_ps(att[t - a->first]);
+            for (int v = 0; v < nv; v++) o[v] = _mm256_add_ps(o[v], _mm256_mul_ps(p, _mm256_loadu_ps(vt + 8 * v)));
+        }
+        for (int v = 0; v < nv; v++) _mm256_storeu_ps(out + e0 + 8 * v, o[v]);
+    }
+    for (int e = full; e < hs; e++) {
+        float sum = 0.0f;
+        for (int t = a->first; t <= a->last; t++) sum += att[t - a->first] * a->values[(size_t)(t % a->ring) * a->stride + (size_t)e];
+        out[e] = sum;
+    }
+}
 #endif // LM_X86 (AVX2)
 
 #if LM_NEON
@@ -3458,6 +3538,42 @@ static void run_softcap(float *x, int n, float cap) {
     for (int i = 0; i < n; i++) x[i] = cap * tanhf(x[i] / cap);
 }
 
+// One query head's attention (see LmAttend) in the kernel set given: the scores (run_dot_f32 of q
+// and each key, times the scale; soft-capped), their softmax into att (count values), and out =
+// the values weighted by att, summed in position order. Every kernel set computes each score and
+// each output value with the same operations in the same order: the same bits.
+static void run_attend(LmKernels kernels, const LmAttend *a, const float *q, float *att, float *out) {
+    int count = a->last - a->first + 1, hs = a->head_size;
+    for (int t = a->first; t <= a->last; t++) {
+        const float *k = a->keys + (size_t)(t % a->ring) * a->stride;
+        float score;
+#if LM_X86
+        LmMatrix key = {.data = k, .rows = 1, .cols = hs, .type = LM_F32}; // (k * q: the products commute)
+        if (kernels == LM_KERNELS_AVX512) run_matvec_float_avx512(&key, 0, 1, q, &score);
+        else if (kernels == LM_KERNELS_AVX2) score = run_dot_float_avx2(&key, 0, q);
+        else score = run_dot_f32(q, k, hs);
+#elif LM_NEON
+        LmMatrix key = {.data = k, .rows = 1, .cols = hs, .type = LM_F32};
+        score = kernels >= LM_KERNELS_NEON ? run_dot_float_neon(&key, 0, q) : run_dot_f32(q, k, hs);
+#else
+        (void)kernels;
+        score = run_dot_f32(q, k, hs);
+#endif
+        att[t - a->first] = score * a->scale;
+    }
+    if (a->softcap > 0.0f) run_softcap(att, count, a->softcap);
+    run_softmax(att, count);
+#if LM_X86
+    if (kernels == LM_KERNELS_AVX512) { run_weighted_sum_avx512(a, att, out); return; }
+    if (kernels == LM_KERNELS_AVX2) { run_weighted_sum_avx2(a, att, out); return; }
+#endif
+    memset(out, 0, (size_t)hs * sizeof(float));
+    for (int t = a->first; t <= a->last; t++) {
+        const float *vt = a->values + (size_t)(t % a->ring) * a->stride;
+        for (int e = 0; e < hs; e++) out[e] += att[t - a->first] * vt[e];
+    }
+}
+
 // The RoPE angles of the block's positions into s->rope_cos/sin: table 0 for the layers of the
 // model's RoPE (with LongRoPE, the long factors when s->rope_long), table 1 for local layers with a
 // base of their own (Gemma 3).
@@ -3477,7 +3593,7 @@ static void run_rope_angles(LmRunState *s, const LmConfig *c, int n, int pos) {
     }
 }
 
-// Runs tokens[0..n) (n <= LM_BATCH) at positions pos..pos+n-1 over the KV cache of the positions
+// Runs tokens[0..n) (n <= the state's block) at positions pos..pos+n-1 over the KV cache of the positions
 // before them, writing their keys and values into it; computes the logits of the last token when
 // want_logits. lm_forward is this with n = 1.
 static void run_forward_block(LmModel *m, const int *tokens, int n, int pos, int want_logits) {
@@ -3488,7 +3604,7 @@ static void run_forward_block(LmModel *m, const int *tokens, int n, int pos, int
     int q_dim = c->n_heads * head_size, kv_dim = c->n_kv_heads * head_size;
     int xb_ld = dim > q_dim ? dim : q_dim;
     int kv_mul = c->n_heads / c->n_kv_heads; // query heads per key/value head
-    assert(n >= 1 && n <= LM_BATCH && pos >= 0 && pos + n <= c->seq_len);
+    assert(n >= 1 && n <= s->block && pos >= 0 && pos + n <= c->seq_len);
 
     // each token's embedding starts its residual stream (Gemma scales it); RoPE angles for each position
     for (int i = 0; i < n; i++) {
@@ -3532,18 +3648,10 @@ static void run_forward_block(LmModel *m, const int *tokens, int n, int pos, int
             float *att = s->att + (size_t)h * (size_t)c->seq_len;
             size_t kv_head = (size_t)(h / kv_mul) * (size_t)head_size;
             for (int i = 0; i < n; i++) {
-                const float *qh = s->q + (size_t)i * q_dim + (size_t)h * head_size;
-                int last = pos + i, first = window && last - window + 1 > 0 ? last - window + 1 : 0, count = last - first + 1;
-                for (int t = first; t <= last; t++) // run_dot_f32: a sequential sum would not vectorize
-                    att[t - first] = run_dot_f32(qh, key_cache + (size_t)(t % ring) * (size_t)kv_dim + kv_head, head_size) * c->attn_scale;
-                if (c->attn_softcap > 0.0f) run_softcap(att, count, c->attn_softcap);
-                run_softmax(att, count);
-                float *out = s->xb + (size_t)i * xb_ld + (size_t)h * head_size;
-                memset(out, 0, (size_t)head_size * sizeof(float));
-                for (int t = first; t <= last; t++) {
-                    const float *vt = value_cache + (size_t)(t % ring) * (size_t)kv_dim + kv_head;
-                    for (int e = 0; e < head_size; e++) out[e] += att[t - first] * vt[e];
-                }
+                int last = pos + i, first = window && last - window + 1 > 0 ? last - window + 1 : 0;
+                LmAttend a = {.keys = key_cache + kv_head, .values = value_cache + kv_head, .stride = (size_t)kv_dim, .ring = ring,
+                              .first = first, .last = last, .head_size = head_size, .scale = c->attn_scale, .softcap = c->attn_softcap};
+                run_attend(m->kernels, &a, s->q + (size_t)i * q_dim + (size_t)h * head_size, att, s->xb + (size_t)i * xb_ld + (size_t)h * head_size);
             }
         }
 
@@ -3644,12 +3752,12 @@ float *lm_forward_batch(LmModel *m, const int *tokens, int n, int pos) {
     int want_long = c->rope_long_factors != NULL && pos + n > c->rope_original_context;
     if (want_long != s->rope_long) {
         s->rope_long = want_long;
-        for (int done = 0; done < pos; done += LM_BATCH)
-            run_forward_block(m, s->tokens + done, pos - done < LM_BATCH ? pos - done : LM_BATCH, done, 0);
+        for (int done = 0; done < pos; done += s->block)
+            run_forward_block(m, s->tokens + done, pos - done < s->block ? pos - done : s->block, done, 0);
     }
     memcpy(s->tokens + pos, tokens, (size_t)n * sizeof(int));
-    for (int done = 0; done < n; done += LM_BATCH) {
-        int count = n - done < LM_BATCH ? n - done : LM_BATCH;
+    for (int done = 0; done < n; done += s->block) {
+        int count = n - done < s->block ? n - done : s->block;
         run_forward_block(m, tokens + done, count, pos + done, done + count == n);
     }
     return m->state.logits;
@@ -5420,7 +5528,7 @@ static int run_hit_stop(const char *seen, size_t n, const char *const *stops, in
     return 0;
 }
 
-// Runs tokens[0..n) (checked by the caller) from position pos in blocks of LM_BATCH, checking
+// Runs tokens[0..n) (checked by the caller) from position pos in forward blocks, checking
 // *interrupted before each block and reporting progress after it (done = -1 when it stops early).
 // Returns the last token's logits, or NULL when interrupted before the end; *done counts the
 // positions run either way.
@@ -5430,7 +5538,7 @@ static float *run_prefill(LmModel *m, const int *tokens, int n, int pos, const L
             if (o->progress) o->progress(-1, n, o->user);
             return NULL;
         }
-        int count = n - *done < LM_BATCH ? n - *done : LM_BATCH;
+        int count = n - *done < m->state.block ? n - *done : m->state.block;
         run_forward_block(m, tokens + *done, count, pos + *done, *done + count == n);
         *done += count;
         if (o->progress) o->progress(*done, n, o->user);

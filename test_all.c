@@ -324,6 +324,7 @@ static double top2_margin(const double *x, int n) {
 }
 
 static void test_formats_against_reference(void) {
+    test_rng = 0x9E3779B97F4A7C15ull; // (the same weights whichever tests ran before)
     struct { const char *name; TinyModel m; } cases[] = {
         {"GQA 6/2 heads, unshared classifier", tiny_model(48, 100, 2, 6, 2, 67, 32, 0)},
         {"MHA 4 heads, shared classifier", tiny_model(32, 72, 3, 4, 4, 53, 24, 1)},
@@ -1336,24 +1337,24 @@ static void test_generate_and_chat(void) {
 // to ids, generation from ids at a position, stop strings, and interrupts during the prompt.
 static void set_flag_after_first_block(int done, int total, void *user) {
     (void)total;
-    if (done >= 64) *(volatile sig_atomic_t *)user = 1;
+    if (done >= LM_BATCH) *(volatile sig_atomic_t *)user = 1;
 }
 
 typedef struct { char text[4096]; volatile sig_atomic_t flag; } Collected;
 static int collect_into(const char *piece, void *user) { strcat(((Collected *)user)->text, piece); return 0; }
-static void flag_after_first_block(int done, int total, void *user) { (void)total; if (done >= 64) ((Collected *)user)->flag = 1; }
+static void flag_after_first_block(int done, int total, void *user) { (void)total; if (done >= LM_BATCH) ((Collected *)user)->flag = 1; }
 
 static void test_public_api(void) {
     char *tok = tmp_path("tok_test.bin"), *mp = tmp_path("api_model.bin"), err[256];
     int vocab = write_test_tokenizer(tok);
-    make_chat_model(mp, vocab, 256);
+    make_chat_model(mp, vocab, 2 * LM_BATCH + 64);
     LmModel *m = lm_load(mp, err, sizeof err);
     LmTokenizer *t = lm_tokenizer_load(tok, vocab, err, sizeof err);
     LmSampler *s = lm_sampler_new(vocab, 0.0f, 0.9f, 1);
     LmModelInfo mi;
     LmTokenizerInfo ti;
     check(m && t && s && lm_model_info(m, &mi) == 0 && strcmp(mi.format, "llama2.c v0") == 0 && mi.dim == 32 && mi.n_layers == 2 &&
-              mi.vocab_size == vocab && mi.context_length == 256 && strcmp(mi.weight_type, "fp32") == 0 && !mi.has_tokenizer &&
+              mi.vocab_size == vocab && mi.context_length == 2 * LM_BATCH + 64 && strcmp(mi.weight_type, "fp32") == 0 && !mi.has_tokenizer &&
               mi.tied_embedding && strcmp(mi.rope_layout, "pairs") == 0 && lm_model_info(NULL, &mi) == -1,
           "lm_model_info describes a model (format, shape, weights, RoPE); -1 for NULL");
     check(lm_tokenizer_info(t, &ti) == 0 && ti.n_tokens == vocab && ti.bos_id == 1 && ti.eos_id == 2 && strcmp(ti.chat_template, "llama2") == 0 &&
@@ -1403,7 +1404,7 @@ static void test_public_api(void) {
     check(pos > 0 && strncmp(transcript, expect, strlen(expect)) == 0,
           "a chat through lm_render_chat and lm_generate_tokens gives lm_chat's replies (\"%s\", \"%s\")", reply1.text, reply2.text);
 
-    // stop strings and a prompt interrupted after its first block of 64 tokens
+    // stop strings and a prompt interrupted after its first block of LM_BATCH tokens
     Collected full = {"", 0}, cut = {"", 0};
     LmGenerateOptions gf = {.max_tokens = 40, .ignore_eos = 1, .emit = collect_into, .user = &full};
     lm_generate(m, t, s, "hello", &gf, NULL, err, sizeof err);
@@ -1414,14 +1415,14 @@ static void test_public_api(void) {
     lm_generate(m, t, s, "hello", &gs, &st, err, sizeof err);
     check(stop[0] && st.stop == LM_STOP_STRING && strlen(cut.text) < strlen(full.text) && strstr(cut.text, stop),
           "lm_generate: a stop string ends generation (LM_STOP_STRING)");
-    char long_text[201];
-    memset(long_text, 'c', 200);
-    long_text[200] = 0;
+    char long_text[2 * LM_BATCH + 1]; // (one token per c)
+    memset(long_text, 'c', 2 * LM_BATCH);
+    long_text[2 * LM_BATCH] = 0;
     Collected quiet = {"", 0};
     LmGenerateOptions gi = {.emit = collect_into, .user = &quiet, .progress = flag_after_first_block, .interrupted = &quiet.flag};
     pos = lm_generate(m, t, s, long_text, &gi, &st, err, sizeof err);
-    check(pos == 64 && st.stop == LM_STOP_INTERRUPTED && st.prompt_tokens == 64 && st.generated == 0 && quiet.text[0] == 0,
-          "lm_generate: an interrupt during the prompt stops it between blocks (64 of 201 tokens run, nothing generated)");
+    check(pos == LM_BATCH && st.stop == LM_STOP_INTERRUPTED && st.prompt_tokens == LM_BATCH && st.generated == 0 && quiet.text[0] == 0,
+          "lm_generate: an interrupt during the prompt stops it between blocks (%d of %d tokens run, nothing generated)", LM_BATCH, 2 * LM_BATCH + 1);
     // the same in lm_chat: the message is dropped, the next one is answered
     volatile sig_atomic_t flag = 0;
     in = tmpfile();
@@ -1436,7 +1437,7 @@ static void test_public_api(void) {
     transcript[got] = 0;
     fclose(in);
     fclose(out);
-    check(used > 0 && used < 64 && strstr(transcript, "User: [stopped before the reply: the message was dropped]\nUser: Assistant: ") &&
+    check(used > 0 && used < LM_BATCH && strstr(transcript, "User: [stopped before the reply: the message was dropped]\nUser: Assistant: ") &&
               count_of(transcript, "Assistant: ") == 1,
           "lm_chat: an interrupt while reading a long message drops it; the next message is answered (%d positions)", used);
     // a sampler for another vocabulary is refused (lm_sample would read past the logits)
@@ -1456,7 +1457,9 @@ static void test_public_api(void) {
     transcript[got] = 0;
     fclose(in);
     fclose(out);
-    check(used > 0 && strstr(transcript, "tokens; with 0 of the context's 256 in use it does not fit: not sent") &&
+    char note[128];
+    snprintf(note, sizeof note, "tokens; with 0 of the context's %d in use it does not fit: not sent", 2 * LM_BATCH + 64);
+    check(used > 0 && strstr(transcript, note) &&
               count_of(transcript, "Assistant: ") == 1,
           "lm_chat: a message longer than the context is not sent, with a note; the next one is answered");
     lm_sampler_free(s);
@@ -2138,12 +2141,12 @@ static void test_export_legacy_and_refusals(void) {
 static void test_batch_equals_sequential(void) {
     int numpy = have_numpy(); // (llama2.c's v0 and v2 are written here; the v3 types by export.py)
     if (!numpy) skip_because("batch equals sequential for fp16/bf16/q8_0/q4_0", "no numpy for /usr/bin/python3: apt-get install python3-numpy");
-    TinyModel tm = tiny_model(64, 96, 2, 4, 2, 67, 160, 0);
+    TinyModel tm = tiny_model(64, 96, 2, 4, 2, 67, LM_BATCH + 64, 0);
     char *v0 = tmp_path("batch_v0.bin"), *v2 = tmp_path("batch_v2.bin");
     write_v0(&tm, v0);
     write_v2(&tm, v2, 32);
     tiny_free(&tm);
-    int tokens[100], n = 100; // more than one block of LM_BATCH
+    int tokens[LM_BATCH + 44], n = LM_BATCH + 44; // more than one block of LM_BATCH
     for (int i = 0; i < n; i++) tokens[i] = (i * 31 + 7) % 67;
     const char *dtypes[] = {"v0", "v2", "fp16", "bf16", "q8_0", "q4_0"};
     for (int d = 0; d < (numpy ? 6 : 2); d++) {
@@ -2185,7 +2188,7 @@ static void test_batch_equals_sequential(void) {
     }
     char err[256];
     LmModel *m = lm_load(v0, err, sizeof err);
-    check(lm_forward_batch(m, tokens, 0, 0) == NULL && lm_forward_batch(m, tokens, 10, 155) == NULL &&
+    check(lm_forward_batch(m, tokens, 0, 0) == NULL && lm_forward_batch(m, tokens, 10, LM_BATCH + 64 - 5) == NULL &&
               lm_forward_batch(NULL, tokens, 1, 0) == NULL && lm_forward_batch(m, NULL, 1, 0) == NULL,
           "lm_forward_batch returns NULL for n < 1, a block past the context, or NULL arguments");
     int bad[2] = {1, 99};
@@ -2575,7 +2578,9 @@ static void test_ctrl_c(void) {
     static char message[30100];
     memset(message, 'c', 30000);
     strcpy(message + 30000, "\n");
-    ok = term_start(&c, argv, 0) && term_send(&c, message) && term_wait_for(&c, "[prompt: 64 of", 1);
+    char first_block[64];
+    snprintf(first_block, sizeof first_block, "[prompt: %d of", LM_BATCH);
+    ok = term_start(&c, argv, 0) && term_send(&c, message) && term_wait_for(&c, first_block, 1);
     if (ok) kill(c.pid, SIGINT);
     ok = ok && term_wait_for(&c, "[stopped before the reply", 1) && term_wait_for(&c, "User: ", 2) && term_send(&c, "hello\n") &&
          term_wait_for(&c, "Assistant: ", 1);
