@@ -923,8 +923,9 @@ typedef struct {
     int groups;
     int32_t *xsum;         // (n, groups) each group's sum of values
     int8_t *qarranged;     // (n, cols rounded up to 128) Q4_0 groups of 32: see run_arrange_q4_input
-    unsigned char *packed; // VNNI prefill: (ceil(n/16), cols/4, 16 tokens, 4 values), each + 128; or NULL
-    float *spacked;        // (ceil(n/16), groups, 16 tokens) the scales in the same order
+    unsigned char *packed; // prefill, or NULL: AVX-512 (ceil(n/16), cols/4, 16 tokens, 4 values), each + 128;
+                           // AVX2 (ceil(n/8), cols/2, 8 tokens, 2 values) as int16
+    float *spacked;        // (ceil(n/16), groups, 16 tokens) the scales in the same order (AVX2: 8 tokens)
     LmKernels kernels;     // the kernel set to run
     float *scratch;        // (scratch_slots, scratch_floats): the working memory of thread i is slot i
     int scratch_slots;
@@ -960,7 +961,7 @@ typedef struct {
     float *xs;          // (batch, widest / group_size + 1) their scales
     int32_t *xsum;      // (batch, widest / group_size + 1) the sums of their groups
     int8_t *xarranged;  // (batch, widest + 128) xq rearranged for Q4_0 groups of 32
-    unsigned char *xpacked; // (batch, widest + 4) the VNNI layout of xq
+    unsigned char *xpacked; // (batch, widest + 4) int16s: the prefill layouts of xq (see LmBatch)
     float *xspacked;    // (batch, widest / group_size + 1) the VNNI layout of xs
     float *scratch;     // (scratch_slots, scratch_floats) each thread's working memory in the matmul kernels
     int scratch_slots;
@@ -1355,7 +1356,7 @@ static int run_alloc_state(LmRunState *s, const LmConfig *c) {
         size_t groups = widest / (size_t)c->group_size + 1; // + a partial group
         s->xq = (int8_t *)calloc(B * widest + 64, 1); // + room for one 64-byte load past the end
         s->xs = (float *)calloc(B * groups, sizeof(float));
-        s->xpacked = (unsigned char *)calloc(B * (widest + 4), 1);
+        s->xpacked = (unsigned char *)calloc(2 * B * (widest + 4), 1); // (AVX2's layout: int16)
         s->xspacked = (float *)calloc(B * groups, sizeof(float));
         s->xsum = (int32_t *)calloc(B * groups, sizeof(int32_t));
         s->xarranged = (int8_t *)calloc(B * (widest + 128), 1);
@@ -3207,6 +3208,145 @@ static int run_row_dot_avx2(const LmMatrix *w, int row, const LmBatch *in, int t
     *value = dot((const unsigned char *)w->data + (size_t)row * w->row_bytes, w->cols, xq, xs);
     return 1;
 }
+// The packed input of the AVX2 prefill tiles: per 8 tokens, the values as int16 in pairs per token,
+// and the scales with tokens in the lanes. Missing tokens of the last tile are zeros.
+static void run_pack_batch16(LmBatch *b) {
+    int cols = b->cols, tiles = (b->n + 7) / 8;
+    for (int tile = 0; tile < tiles; tile++) {
+        int16_t *xp = (int16_t *)(void *)b->packed + (size_t)tile * (size_t)cols * 8;
+        float *sp = b->spacked + (size_t)tile * (size_t)b->groups * 8;
+        for (int k = 0; k < 8; k++) {
+            int t = tile * 8 + k;
+            const int8_t *q = b->q + (size_t)t * (size_t)cols;
+            for (int j = 0; j < cols; j += 2) {
+                xp[(size_t)j * 8 + (size_t)k * 2] = t < b->n ? q[j] : 0;
+                xp[(size_t)j * 8 + (size_t)k * 2 + 1] = t < b->n ? q[j + 1] : 0;
+            }
+            for (int g = 0; g < b->groups; g++) sp[(size_t)g * 8 + (size_t)k] = t < b->n ? b->s[(size_t)t * b->groups + (size_t)g] : 0.0f;
+        }
+    }
+}
+
+// Integer rows unpacked for the AVX2 prefill tiles: values as int16, and per run of values that
+// share a scale its d and m. A term is the stretch of values one input scale covers (32 for GGUF's
+// blocks, the group for run.c's groups), made of 1 or 2 runs (Q2_K, Q3_K, Q6_K: 16-value runs).
+typedef struct {
+    int16_t *q;   // (rows, cols)
+    float *d, *m; // (rows, cols / run)
+    int term, run, has_min;
+} LmUnpackedRows;
+
+// Rows r0..r1 of an integer matrix into u (the scratch `room`); 0 when the matrix has no such form.
+static int run_unpack_rows16(const LmMatrix *w, int r0, int r1, float *room, LmUnpackedRows *u) {
+    const LmTypeTraits *type = &run_types[w->type];
+    int cols = w->cols, rows = r1 - r0;
+    if (type->unpack) {
+        u->term = 32, u->run = type->scale_values, u->has_min = type->has_min;
+    } else if (w->type == LM_Q8_GROUPS || w->type == LM_Q4_GROUPS) {
+        if (w->group_size % 32 || cols % w->group_size || w->group_size > LM_MAX_Q4_GROUP) return 0; // (groups within rows)
+        u->term = u->run = w->group_size, u->has_min = 0;
+    } else return 0;
+    size_t runs = (size_t)cols / (size_t)u->run;
+    u->q = (int16_t *)(void *)room;
+    u->d = room + ((size_t)rows * (size_t)cols + 1) / 2;
+    u->m = u->d + (size_t)rows * runs;
+    for (int r = 0; r < rows; r++) {
+        int16_t *q = u->q + (size_t)r * (size_t)cols;
+        float *d = u->d + (size_t)r * runs, *m = u->m + (size_t)r * runs;
+        if (type->unpack) {
+            const unsigned char *p = (const unsigned char *)w->data + (size_t)(r0 + r) * w->row_bytes;
+            LmBlock b;
+            for (int k = 0; k < cols / type->block_values; k++) {
+                type->unpack(p + (size_t)k * (size_t)type->block_bytes, &b);
+                for (int i = 0; i < type->block_values; i++) q[k * type->block_values + i] = b.q[i];
+                for (int i = 0; i < type->block_values / u->run; i++) { // (d and m are per 16 values)
+                    d[k * type->block_values / u->run + i] = b.d[i * u->run / 16];
+                    m[k * type->block_values / u->run + i] = b.m[i * u->run / 16];
+                }
+            }
+        } else {
+            int gs = w->group_size;
+            for (int g = 0; g < cols / gs; g++) {
+                size_t wg = (size_t)(r0 + r) * (size_t)(cols / gs) + (size_t)g;
+                int8_t vals[LM_MAX_Q4_GROUP];
+                if (w->type == LM_Q8_GROUPS) memcpy(vals, (const int8_t *)w->data + wg * (size_t)gs, (size_t)gs);
+                else run_unpack_q4(vals, w, wg);
+                for (int i = 0; i < gs; i++) q[g * gs + i] = vals[i];
+                d[g] = run_group_scale(w, wg), m[g] = 0.0f;
+            }
+        }
+    }
+    return 1;
+}
+
+// Integer matmul of rows r0..r1 (at most LM_ROW_BLOCK) for every token: the rows unpacked once
+// (run_unpack_rows16), then 4 rows x 8 tokens per step, pairs of int16 products summed exactly
+// into int32 (vpmaddwd), the float terms in run_dot_int's and run_dot_blocks' order (the same bits).
+// Returns 0 (nothing done) when the matrix has no unpacked form or the thread no scratch.
+LM_AVX2_FN static int run_matmul_int_block_avx2(const LmMatrix *w, int r0, int r1, const LmBatch *in, float *out, int ld) {
+    int cols = w->cols, rows = r1 - r0;
+    float *room = run_thread_scratch(in, (size_t)LM_ROW_BLOCK * (size_t)cols / 2 + 2 * (size_t)LM_ROW_BLOCK * (size_t)cols / 16 + (size_t)cols / 2 + 16);
+    LmUnpackedRows u;
+    if (room == NULL || !run_unpack_rows16(w, r0, r1, room, &u)) return 0;
+    int term = u.term, run = u.run, runs = cols / run;
+    if (in->groups * term != cols) return 0; // (the input's groups are the terms)
+    int32_t *xrun = (int32_t *)(void *)(u.m + (size_t)rows * (size_t)runs); // (runs, 8 tokens) sums of each run's inputs
+    for (int tile = 0; tile * 8 < in->n; tile++) {
+        int nt = in->n - tile * 8 < 8 ? in->n - tile * 8 : 8;
+        const int16_t *xp = (const int16_t *)(const void *)in->packed + (size_t)tile * (size_t)cols * 8;
+        const float *xsp = in->spacked + (size_t)tile * (size_t)in->groups * 8;
+        for (int j = 0; u.has_min && j < runs; j++) {
+            __m256i acc = _mm256_setzero_si256();
+            for (int k = 0; k < run; k += 2) acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(xp + (size_t)(j * run + k) * 8)), _mm256_set1_epi16(1)));
+            _mm256_storeu_si256((__m256i *)(void *)(xrun + (size_t)j * 8), acc);
+        }
+        for (int r = 0; r < rows; r += 4) {
+            int nr = rows - r < 4 ? rows - r : 4;
+            const int16_t *wr[4];
+            const float *wd[4], *wm[4];
+            for (int i = 0; i < 4; i++) {
+                int ri = r + (i < nr ? i : 0);
+                wr[i] = u.q + (size_t)ri * (size_t)cols;
+                wd[i] = u.d + (size_t)ri * (size_t)runs, wm[i] = u.m + (size_t)ri * (size_t)runs;
+            }
+            __m256 part[4][16]; // the 16 lanes of each row's terms, with tokens across the vector
+            for (int i = 0; i < 4; i++) for (int k = 0; k < 16; k++) part[i][k] = _mm256_setzero_ps();
+            for (int t = 0; t < cols / term; t++) {
+                __m256 wsum[4];
+                for (int h = 0; h < term / run; h++) { // the runs of this term, in order
+                    int first = t * term + h * run;
+                    __m256i isum[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
+                    for (int k = 0; k < run; k += 2) {
+                        __m256i xv = _mm256_loadu_si256((const __m256i *)(const void *)(xp + (size_t)(first + k) * 8));
+                        for (int i = 0; i < 4; i++) {
+                            int32_t w2;
+                            memcpy(&w2, wr[i] + first + k, 4);
+                            isum[i] = _mm256_add_epi32(isum[i], _mm256_madd_epi16(xv, _mm256_set1_epi32(w2)));
+                        }
+                    }
+                    __m256 xsum = u.has_min ? _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(const void *)(xrun + (size_t)(first / run) * 8)))
+                                            : _mm256_setzero_ps();
+                    for (int i = 0; i < 4; i++) {
+                        __m256 part_h = _mm256_mul_ps(_mm256_cvtepi32_ps(isum[i]), _mm256_set1_ps(wd[i][first / run]));
+                        if (u.has_min) part_h = _mm256_sub_ps(part_h, _mm256_mul_ps(xsum, _mm256_set1_ps(wm[i][first / run])));
+                        wsum[i] = h == 0 ? part_h : _mm256_add_ps(wsum[i], part_h);
+                    }
+                }
+                __m256 xs = _mm256_loadu_ps(xsp + (size_t)t * 8);
+                for (int i = 0; i < 4; i++) part[i][t % 16] = _mm256_add_ps(part[i][t % 16], _mm256_mul_ps(wsum[i], xs));
+            }
+            for (int i = 0; i < nr; i++) {
+                for (int half = 8; half > 0; half /= 2) // run_sum_lanes, for every token at once
+                    for (int k = 0; k < half; k++) part[i][k] = _mm256_add_ps(part[i][k], part[i][k + half]);
+                float lanes[8];
+                _mm256_storeu_ps(lanes, part[i][0]);
+                for (int k = 0; k < nt; k++) out[(size_t)(tile * 8 + k) * ld + (size_t)(r0 + r + i)] = lanes[k];
+            }
+        }
+    }
+    return 1;
+}
+
 // run_weighted_sum_avx512 in 8 lanes (the last values of an odd head size one by one).
 LM_AVX2_FN static void run_weighted_sum_avx2(const LmAttend *a, const float *att, float *out) {
     int hs = a->head_size, full = hs / 8 * 8;
@@ -3434,11 +3574,11 @@ static LmBatch run_make_batch(LmModel *m, const float *x, int n, int cols, int l
         b.qarranged = m->state.xarranged;
         for (int t = 0; t < n; t++) run_arrange_q4_input(b.qarranged + (size_t)t * (size_t)(cols + 128), b.q + (size_t)t * cols, cols);
     }
-    if (m->kernels != LM_KERNELS_AVX512) return b;
     if (n > 1 && cols % 4 == 0) {
         b.packed = m->state.xpacked;
         b.spacked = m->state.xspacked;
-        run_pack_batch(&b);
+        if (m->kernels == LM_KERNELS_AVX512) run_pack_batch(&b);
+        else run_pack_batch16(&b);
     }
 #endif
     return b;
@@ -3469,6 +3609,7 @@ static void run_matmul_rows(const LmMatmul *job, int r0, int r1, const LmBatch *
         run_matmul_float_avx2(job->w, r0, r1, in, job->out, job->ld);
         return;
     }
+    if (in->kernels == LM_KERNELS_AVX2 && in->n > 1 && in->packed && run_matmul_int_block_avx2(job->w, r0, r1, in, job->out, job->ld)) return;
 #endif
     for (int t = 0; t < in->n; t++)
         for (int r = r0; r < r1; r++) job->out[(size_t)t * (size_t)job->ld + (size_t)r] = run_row_dot(job->w, r, in, t);

@@ -10,15 +10,14 @@
 import {spawnSync} from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
-import {createRequire} from "node:module";
-import {fileURLToPath} from "node:url";
+import {fileURLToPath, pathToFileURL} from "node:url";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.join(here, "..");
-const require = createRequire(path.join(root, "build", "llamacpp", "package.json"));
+const modules = path.join(root, "build", "llamacpp", "node_modules");
 
 async function child(model, threads, prompt, gen) { // one model at one thread count, in this process
-    const {getLlama} = await import(require.resolve("node-llama-cpp"));
+    const {getLlama} = await import(pathToFileURL(path.join(modules, "node-llama-cpp", "dist", "index.js")).href);
     let cpu = "?";
     const logger = (level, message) => {
         const m = /loaded CPU backend from .*libggml-cpu-([a-z0-9_]+)\.so/.exec(message);
@@ -50,8 +49,7 @@ async function child(model, threads, prompt, gen) { // one model at one thread c
 }
 
 function cpuLibraries() {
-    const pkg = path.dirname(require.resolve("@node-llama-cpp/linux-x64/package.json"));
-    const dir = path.join(pkg, "bins", "linux-x64");
+    const dir = path.join(modules, "@node-llama-cpp", "linux-x64", "bins", "linux-x64");
     return {dir, names: fs.readdirSync(dir).filter(f => /^libggml-cpu-.*\.so(\.off)?$/.test(f)).map(f => f.replace(/\.off$/, ""))};
 }
 
