@@ -3025,7 +3025,17 @@ LM_AVX2_FN static float run_dot_int_avx2(const LmMatrix *w, int row, const int8_
 }
 
 // GGUF's Q8_0 and Q4_0 (run_dot_q8_0, run_dot_q4_0): 8 blocks' int sums at a time.
-LM_AVX2_FN static inline float run_dot_q8_q4_avx2(const unsigned char *row, int cols, const int8_t *xq, const float *xs, int q4) {
+// GGUF's Q8_0 and Q4_0 (q4 set; xsum: the input groups' sums) in place, 8 blocks at a time. Q4_0's
+// nibbles stay unsigned (0..15) against the input, the offset 8 taken off through xsum afterwards.
+LM_AVX2_FN static inline __m256i run_block_dot_avx2(const unsigned char *blk, const int8_t *x, int q4) {
+    if (!q4) return run_dot32_i8(_mm256_loadu_si256((const __m256i *)(const void *)(blk + 2)), _mm256_loadu_si256((const __m256i *)(const void *)x));
+    __m128i b = _mm_loadu_si128((const __m128i *)(const void *)(blk + 2));
+    __m256i nibbles = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(b, 4), b), _mm256_set1_epi8(15));
+    __m256i pairs = _mm256_maddubs_epi16(nibbles, _mm256_loadu_si256((const __m256i *)(const void *)x)); // (2 * 15 * 127: no overflow)
+    return _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
+}
+
+LM_AVX2_FN static inline __attribute__((always_inline)) float run_dot_q8_q4_avx2(const unsigned char *row, int cols, const int8_t *xq, const float *xs, const int32_t *xsum, int q4) {
     int blocks = cols / 32, bytes = q4 ? 18 : 34, b = 0;
     __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
     for (; b + 8 <= blocks; b += 8) {
@@ -3034,13 +3044,14 @@ LM_AVX2_FN static inline float run_dot_q8_q4_avx2(const unsigned char *row, int 
         for (int i = 0; i < 8; i++) {
             const unsigned char *blk = row + (size_t)bytes * (size_t)(b + i);
             _mm_prefetch((const char *)blk + LM_PREFETCH_BYTES, _MM_HINT_T0);
-            __m256i q = q4 ? run_nibbles16_i8(blk + 2) : _mm256_loadu_si256((const __m256i *)(const void *)(blk + 2));
-            v[i] = run_dot32_i8(q, _mm256_loadu_si256((const __m256i *)(const void *)(xq + 32 * (b + i))));
+            v[i] = run_block_dot_avx2(blk, xq + 32 * (b + i), q4);
             memcpy(&h[i], blk, 2);
         }
         // (the scales gathered in a register: 8 stores then a vector load would stall store forwarding)
         __m256 d = _mm256_cvtph_ps(_mm_setr_epi16((short)h[0], (short)h[1], (short)h[2], (short)h[3], (short)h[4], (short)h[5], (short)h[6], (short)h[7]));
-        __m256 term = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(run_reduce8(v)), d), _mm256_loadu_ps(xs + b));
+        __m256i sums = run_reduce8(v);
+        if (q4) sums = _mm256_sub_epi32(sums, _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(xsum + b)), 3));
+        __m256 term = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(sums), d), _mm256_loadu_ps(xs + b));
         acc[(b / 8) % 2] = _mm256_add_ps(acc[(b / 8) % 2], term);
     }
     float lanes[16];
@@ -3051,11 +3062,10 @@ LM_AVX2_FN static inline float run_dot_q8_q4_avx2(const unsigned char *row, int 
         int32_t isum[8];
         for (int i = 0; i < 8; i++) {
             const unsigned char *blk = row + (size_t)bytes * (size_t)(b + i);
-            v[i] = b + i >= blocks ? _mm256_setzero_si256()
-                                   : run_dot32_i8(q4 ? run_nibbles16_i8(blk + 2) : _mm256_loadu_si256((const __m256i *)(const void *)(blk + 2)),
-                                                  _mm256_loadu_si256((const __m256i *)(const void *)(xq + 32 * (b + i))));
+            v[i] = b + i >= blocks ? _mm256_setzero_si256() : run_block_dot_avx2(blk, xq + 32 * (b + i), q4);
         }
         _mm256_storeu_si256((__m256i *)(void *)isum, run_reduce8(v));
+        for (int i = 0; q4 && b + i < blocks; i++) isum[i] -= 8 * xsum[b + i];
         for (int i = 0; b + i < blocks; i++) lanes[(b + i) % 16] += (float)isum[i] * run_half_at(row + (size_t)bytes * (size_t)(b + i)) * xs[b + i];
     }
     return run_sum_lanes256(_mm256_loadu_ps(lanes), _mm256_loadu_ps(lanes + 8));
@@ -3177,10 +3187,10 @@ LM_AVX2_FN static float run_dot_blocks_avx2(const LmMatrix *w, int row, const in
 }
 
 LM_AVX2_FN static float run_dot_q8_0_avx2(const unsigned char *row, int cols, const int8_t *xq, const float *xs) {
-    return run_dot_q8_q4_avx2(row, cols, xq, xs, 0);
+    return run_dot_q8_q4_avx2(row, cols, xq, xs, NULL, 0);
 }
-LM_AVX2_FN static float run_dot_q4_0_avx2(const unsigned char *row, int cols, const int8_t *xq, const float *xs) {
-    return run_dot_q8_q4_avx2(row, cols, xq, xs, 1);
+LM_AVX2_FN static float run_dot_q4_0_avx2(const unsigned char *row, int cols, const int8_t *xq, const float *xs, const int32_t *xsum) {
+    return run_dot_q8_q4_avx2(row, cols, xq, xs, xsum, 1);
 }
 
 // One row of w with input token t through the AVX2 kernels; 0 when none applies (*value unset).
@@ -3197,8 +3207,12 @@ static int run_row_dot_avx2(const LmMatrix *w, int row, const LmBatch *in, int t
                                   in->qarranged ? in->qarranged + (size_t)t * (size_t)(in->cols + 128) : NULL);
         return 1;
     }
+    if (w->type == LM_Q4_0 && in->xsum) {
+        *value = run_dot_q4_0_avx2((const unsigned char *)w->data + (size_t)row * w->row_bytes, w->cols, xq, xs, in->xsum + (size_t)t * (size_t)in->groups);
+        return 1;
+    }
     float (*dot)(const unsigned char *, int, const int8_t *, const float *) =
-        w->type == LM_Q8_0 ? run_dot_q8_0_avx2 : w->type == LM_Q4_0 ? run_dot_q4_0_avx2 : w->type == LM_Q4_K ? run_dot_q4_k_avx2
+        w->type == LM_Q8_0 ? run_dot_q8_0_avx2 : w->type == LM_Q4_K ? run_dot_q4_k_avx2
         : w->type == LM_Q6_K ? run_dot_q6_k_avx2 : NULL;
     if (dot == NULL) {
         if (run_types[w->type].unpack == NULL) return 0; // (llama2.c's v2 groups that straddle rows)
@@ -6197,8 +6211,9 @@ static int run_parse_options(int argc, char **argv, LmOptions *o) {
             if (strcmp(val, "on") != 0 && strcmp(val, "off") != 0 && strcmp(val, "hide") != 0) return run_bad_flag(typed, val, "on, off or hide");
             o->think = val;
         } else if (strcmp(flag, "--kernels") == 0) {
-            if (strcmp(val, "auto") != 0 && strcmp(val, "portable") != 0 && strcmp(val, "avx2") != 0 && strcmp(val, "avx512") != 0)
-                return run_bad_flag(typed, val, "auto, portable, avx2 or avx512");
+            int known = strcmp(val, "auto") == 0;
+            for (int k = 0; k < LM_KERNELS_N; k++) known |= strcmp(val, run_kernel_names[k]) == 0;
+            if (!known) return run_bad_flag(typed, val, "auto, portable, avx2, avx512, neon or neon-dotprod");
             o->kernels = val;
         } else if (strcmp(flag, "-r") == 0) {
             if (val[0] == '\0' || o->n_stops == 16) return run_bad_flag(typed, val, "a non-empty stop string (at most 16 of them)");
@@ -6248,9 +6263,9 @@ static void run_usage(FILE *f) {
             "              special ids) on standard output and exit; it is also shown at load on a terminal\n"
             "  --verbose-prompt  list the prompt's token ids and texts (each chat turn's) on standard error\n"
             "  --exact     integer weights meet float activations: the stored weights' exact logits, slower\n"
-            "  --kernels <name>  SIMD kernels: auto (the best this CPU has), portable, avx2, avx512; the same\n"
-            "              results with each (for comparing speed)\n"
             "              (default: activations quantized to int8 in groups, as llama.cpp does)\n"
+            "  --kernels <name>  SIMD kernels: auto (the best this CPU has), portable, avx2, avx512, neon,\n"
+            "              neon-dotprod; the same results with each (for comparing speed)\n"
             "  --quiet     nothing on standard error but errors: no description, timing or notes\n"
             "  -z <string> tokenizer file (default: the checkpoint's own, else tokenizer.bin)\n"
             "  -m <string> mode: generate|chat (default generate)\n"
