@@ -3072,19 +3072,18 @@ LM_AVX2_FN static inline __attribute__((always_inline)) float run_dot_q8_q4_avx2
 }
 
 // GGUF's Q4_K (run_dot_q4_k): a block's 8 sub-blocks of 32 at once, terms 8b..8b+7.
-LM_AVX2_FN static float run_dot_q4_k_avx2(const unsigned char *row, int cols, const int8_t *xq, const float *xs) {
+LM_AVX2_FN static float run_dot_q4_k_avx2(const unsigned char *row, int cols, const int8_t *xq, const float *xs, const int32_t *xsum) {
     __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
     __m256i m = _mm256_set1_epi8(15);
     for (int b = 0; b < cols / 256; b++) {
         const unsigned char *blk = row + 144 * (size_t)b;
         for (int line = 0; line < 144; line += 64) _mm_prefetch((const char *)blk + line + LM_PREFETCH_BYTES, _MM_HINT_T0);
-        __m256i v[8], s[8];
-        for (int j = 0; j < 8; j++) {
+        __m256i v[8];
+        for (int j = 0; j < 8; j++) { // (the nibbles are unsigned: u8 x s8 pairs, 2 * 15 * 127 at most)
             __m256i bytes = _mm256_loadu_si256((const __m256i *)(const void *)(blk + 16 + 32 * (j / 2)));
             __m256i q = j % 2 ? _mm256_and_si256(_mm256_srli_epi16(bytes, 4), m) : _mm256_and_si256(bytes, m);
             __m256i x = _mm256_loadu_si256((const __m256i *)(const void *)(xq + 256 * b + 32 * j));
-            v[j] = run_dot32_i8(q, x);
-            s[j] = run_sum32_i8(x);
+            v[j] = _mm256_madd_epi16(_mm256_maddubs_epi16(q, x), _mm256_set1_epi16(1));
         }
         // run_scale_min_k4 for the 8 sub-blocks at once, on the 12 bytes as three words
         uint32_t w[3];
@@ -3094,7 +3093,8 @@ LM_AVX2_FN static float run_dot_q4_k_avx2(const unsigned char *row, int cols, co
         __m256 scale = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_setr_epi32((int)scales_lo, (int)scales_hi, 0, 0)));
         __m256 min = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_setr_epi32((int)mins_lo, (int)mins_hi, 0, 0)));
         __m256 ds = _mm256_mul_ps(_mm256_set1_ps(run_half_at(blk)), scale), dm = _mm256_mul_ps(_mm256_set1_ps(run_half_at(blk + 2)), min);
-        __m256 part = _mm256_sub_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(run_reduce8(v)), ds), _mm256_mul_ps(_mm256_cvtepi32_ps(run_reduce8(s)), dm));
+        __m256 xsums = _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(const void *)(xsum + 8 * b)));
+        __m256 part = _mm256_sub_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(run_reduce8(v)), ds), _mm256_mul_ps(xsums, dm));
         acc[b % 2] = _mm256_add_ps(acc[b % 2], _mm256_mul_ps(part, _mm256_loadu_ps(xs + 8 * b)));
     }
     return run_sum_lanes256(acc[0], acc[1]);
@@ -3207,12 +3207,14 @@ static int run_row_dot_avx2(const LmMatrix *w, int row, const LmBatch *in, int t
                                   in->qarranged ? in->qarranged + (size_t)t * (size_t)(in->cols + 128) : NULL);
         return 1;
     }
-    if (w->type == LM_Q4_0 && in->xsum) {
-        *value = run_dot_q4_0_avx2((const unsigned char *)w->data + (size_t)row * w->row_bytes, w->cols, xq, xs, in->xsum + (size_t)t * (size_t)in->groups);
+    if ((w->type == LM_Q4_0 || w->type == LM_Q4_K) && in->xsum) { // (kernels that take the input's group sums)
+        const unsigned char *p = (const unsigned char *)w->data + (size_t)row * w->row_bytes;
+        const int32_t *xsum = in->xsum + (size_t)t * (size_t)in->groups;
+        *value = w->type == LM_Q4_0 ? run_dot_q4_0_avx2(p, w->cols, xq, xs, xsum) : run_dot_q4_k_avx2(p, w->cols, xq, xs, xsum);
         return 1;
     }
     float (*dot)(const unsigned char *, int, const int8_t *, const float *) =
-        w->type == LM_Q8_0 ? run_dot_q8_0_avx2 : w->type == LM_Q4_K ? run_dot_q4_k_avx2
+        w->type == LM_Q8_0 ? run_dot_q8_0_avx2
         : w->type == LM_Q6_K ? run_dot_q6_k_avx2 : NULL;
     if (dot == NULL) {
         if (run_types[w->type].unpack == NULL) return 0; // (llama2.c's v2 groups that straddle rows)
