@@ -59,6 +59,8 @@
    LmModel *lm_load(const char *checkpoint_path, char *err, size_t errlen);
        Maps a checkpoint read-only and allocates its run state. NULL on failure, reason in err (a
        file of another kind, such as a Hugging Face folder or a GGUF file, is named as such).
+   LmModel *lm_load_with(const char *checkpoint_path, const LmLoadOptions *options, char *err, size_t errlen);
+       lm_load with options (NULL: none): .in_memory reads the file into memory instead (--no-mmap).
    int lm_model_info(const LmModel *m, LmModelInfo *info);
        Fills info (shape, weight type, context, RoPE, kernels, threads; see LmModelInfo). -1 for NULL.
    float *lm_forward(LmModel *m, int token, int pos);
@@ -266,6 +268,13 @@ typedef struct LmSampler LmSampler;
 typedef int (*LmEmitFn)(const char *piece, void *user);       // non-zero return stops generation
 typedef void (*LmProgressFn)(int done, int total, void *user); // prompt processing: tokens done of total
 
+// How lm_load_with loads a checkpoint; all zeros (or NULL) is lm_load's way.
+typedef struct {
+    int in_memory; // read the file into memory (huge pages where the OS gives them) instead of mapping
+                   // it: generation from large models streams faster (the CPU's prefetchers stop at
+                   // each 4 KiB page of a mapping), but the OS can no longer drop the pages and reread them
+} LmLoadOptions;
+
 // What a model is (lm_model_info). Strings are static or owned by the model.
 typedef struct {
     const char *format;          // "run.c v3" or "llama2.c v0".."llama2.c v2"
@@ -282,6 +291,7 @@ typedef struct {
     int has_tokenizer;           // the checkpoint embeds its tokenizer (lm_tokenizer_load(path) reads it)
     int threads;
     const char *kernels;         // the kernel set: "portable C", "AVX2", "AVX-512 (VNNI)", "NEON" or "NEON (dotprod)"
+    int in_memory;               // the weights were read into memory (LmLoadOptions), not mapped
 } LmModelInfo;
 
 // What a tokenizer is (lm_tokenizer_info).
@@ -344,6 +354,7 @@ typedef struct {
 } LmChatOptions;
 
 LmModel *lm_load(const char *checkpoint_path, char *err, size_t errlen);
+LmModel *lm_load_with(const char *checkpoint_path, const LmLoadOptions *options, char *err, size_t errlen);
 int lm_model_info(const LmModel *m, LmModelInfo *info);
 float *lm_forward(LmModel *m, int token, int pos);
 float *lm_forward_batch(LmModel *m, const int *tokens, int n, int pos);
@@ -972,8 +983,9 @@ struct LmModel {
     LmConfig config;
     LmWeights weights;
     LmRunState state;
-    const unsigned char *data; // the read-only mapping of the checkpoint
+    const unsigned char *data; // the read-only mapping of the checkpoint, or (in_memory) its copy
     size_t file_size;
+    int in_memory;             // data is a copy in memory (LmLoadOptions), freed rather than unmapped
     int threads;               // OpenMP threads for this model (lm_set_threads)
     char weight_types[192];    // the types of its matrices, for lm_model_info ("Q4_K, Q6_K")
     char features[256];        // what its architecture adds to Llama's, for lm_model_info
@@ -1910,12 +1922,42 @@ static void run_reserve_scratch(LmRunState *s, int threads) {
     s->scratch_slots = threads;
 }
 
+// The mapped file (size bytes) copied into memory aligned to 2 MiB, which Linux backs with huge pages
+// (asked for where THP is "madvise": glibc's and musl's posix_madvise pass Linux's MADV_HUGEPAGE, 14,
+// through, and strict modes hide madvise itself); the mapping is released. NULL when out of memory.
+static const unsigned char *run_read_into_memory(const unsigned char *mapped, size_t size) {
+    size_t huge = (size_t)1 << 21, rounded = (size + huge - 1) / huge * huge;
+    unsigned char *copy = (unsigned char *)aligned_alloc(huge, rounded);
+    if (copy == NULL) return NULL;
+#if defined(__linux__)
+    posix_madvise(copy, rounded, 14);
+#endif
+    memcpy(copy, mapped, size);
+    munmap((void *)mapped, size);
+    return copy;
+}
+
 LmModel *lm_load(const char *checkpoint_path, char *err, size_t errlen) {
+    return lm_load_with(checkpoint_path, NULL, err, errlen);
+}
+
+LmModel *lm_load_with(const char *checkpoint_path, const LmLoadOptions *options, char *err, size_t errlen) {
     if (checkpoint_path == NULL) { run_set_err(err, errlen, "no checkpoint path given"); return NULL; }
     LmModel *m = (LmModel *)calloc(1, sizeof *m);
     if (m == NULL) { run_set_err(err, errlen, "out of memory"); return NULL; }
     m->data = run_map_file(checkpoint_path, &m->file_size, err, errlen);
     if (m->data == NULL) { free(m); return NULL; }
+    if (options && options->in_memory) {
+        const unsigned char *copy = run_read_into_memory(m->data, m->file_size);
+        if (copy == NULL) {
+            run_set_err(err, errlen, "out of memory reading %s into memory (%zu bytes): load it mapped (without --no-mmap)", checkpoint_path, m->file_size);
+            munmap((void *)m->data, m->file_size);
+            free(m);
+            return NULL;
+        }
+        m->data = copy;
+        m->in_memory = 1;
+    }
     LmConfig *c = &m->config;
     if (m->file_size >= 4 && (uint32_t)run_read_i32(m->data) == LM_GGUF_MAGIC) { // GGUF: tensors found by name
         LmGguf g;
@@ -1975,7 +2017,8 @@ void lm_free(LmModel *m) {
     if (m == NULL) return;
     run_free_state(&m->state);
     free(m->weights.layers);
-    if (m->data) munmap((void *)m->data, m->file_size);
+    if (m->data && m->in_memory) free((void *)m->data);
+    else if (m->data) munmap((void *)m->data, m->file_size);
     free(m);
 }
 
@@ -1999,7 +2042,8 @@ int lm_model_info(const LmModel *m, LmModelInfo *info) {
         .rope_layout = c->rope_layout == LM_ROPE_PAIRS ? "pairs" : "halves",
         .rope_scaling = c->rope_scaling != LM_ROPE_LONGROPE && c->rope_freq_factors ? "per-frequency factors (rope_freqs)" : scalings[c->rope_scaling],
         .features = m->features,
-        .has_tokenizer = c->tokenizer_size > 0, .threads = m->threads, .kernels = run_kernel_titles[m->kernels]};
+        .has_tokenizer = c->tokenizer_size > 0, .threads = m->threads, .kernels = run_kernel_titles[m->kernels],
+                        .in_memory = m->in_memory};
     return 0;
 }
 
@@ -6125,7 +6169,7 @@ typedef struct {
     const char *checkpoint, *tokenizer_path, *prompt, *prompt_file, *mode, *system_prompt, *template_name, *think, *kernels;
     float temperature, topp, min_p, repeat_penalty;
     unsigned long long seed, steps, threads, top_k, repeat_last_n, shift_keep;
-    int steps_given, shift, ignore_eos, info, quiet, verbose_prompt, exact;
+    int steps_given, shift, ignore_eos, info, quiet, verbose_prompt, exact, no_mmap;
     const char *stops[16];    // -r, repeatable
     int n_stops;
 } LmOptions;
@@ -6138,7 +6182,7 @@ static const LmFlag run_flags[] = {
     {"-r", NULL, 1}, {"-z", NULL, 1}, {"-m", NULL, 1}, {"-y", "--system-prompt", 1}, {"-T", "--threads", 1},
     {"--context-shift", NULL, 1}, {"--template", NULL, 1}, {"--ignore-eos", NULL, 0}, {"--info", NULL, 0},
     {"--quiet", NULL, 0}, {"--verbose-prompt", NULL, 0}, {"--exact", NULL, 0}, {"--think", NULL, 1},
-    {"--kernels", NULL, 1},
+    {"--kernels", NULL, 1}, {"--no-mmap", NULL, 0},
 };
 
 static const LmFlag *run_find_flag(const char *arg) {
@@ -6169,6 +6213,7 @@ static int run_parse_options(int argc, char **argv, LmOptions *o) {
             else if (strcmp(flag, "--info") == 0) o->info = 1;
             else if (strcmp(flag, "--quiet") == 0) o->quiet = 1;
             else if (strcmp(flag, "--exact") == 0) o->exact = 1;
+            else if (strcmp(flag, "--no-mmap") == 0) o->no_mmap = 1;
             else o->verbose_prompt = 1;
             continue;
         }
@@ -6268,6 +6313,8 @@ static void run_usage(FILE *f) {
             "              (default: activations quantized to int8 in groups, as llama.cpp does)\n"
             "  --kernels <name>  SIMD kernels: auto (the best this CPU has), portable, avx2, avx512, neon,\n"
             "              neon-dotprod; the same results with each (for comparing speed)\n"
+            "  --no-mmap   read the model into memory instead of mapping it: faster generation from large\n"
+            "              models, in memory the OS cannot page out\n"
             "  --quiet     nothing on standard error but errors: no description, timing or notes\n"
             "  -z <string> tokenizer file (default: the checkpoint's own, else tokenizer.bin)\n"
             "  -m <string> mode: generate|chat (default generate)\n"
@@ -6393,7 +6440,7 @@ static void run_print_info(FILE *f, const char *path, const LmModelInfo *mi, con
     if (strcmp(mi->rope_scaling, "none") != 0) fprintf(f, " x%g", mi->rope_factor);
     fprintf(f, "; norm eps %g", mi->norm_eps);
     if (mi->features[0]) fprintf(f, "; %s", mi->features);
-    fprintf(f, "; kernels %s, threads %d", mi->kernels, mi->threads);
+    fprintf(f, "; kernels %s, threads %d%s", mi->kernels, mi->threads, mi->in_memory ? ", read into memory" : "");
 #ifdef _OPENMP
     const char *wait = getenv("OMP_WAIT_POLICY");
     if (wait) fprintf(f, " (OMP_WAIT_POLICY=%s)", wait);
@@ -6552,7 +6599,8 @@ int main(int argc, char **argv) {
         o.prompt = prompt_owned;
     }
     char err[512], tokenizer_err[512] = "";
-    LmModel *model = lm_load(o.checkpoint, err, sizeof err);
+    LmLoadOptions load = {.in_memory = o.no_mmap};
+    LmModel *model = lm_load_with(o.checkpoint, &load, err, sizeof err);
     if (model == NULL) { fprintf(stderr, "run: %s\n", err); free(prompt_owned); return 1; }
     lm_set_threads(model, (int)o.threads);
     lm_set_exact(model, o.exact);

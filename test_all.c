@@ -1360,6 +1360,20 @@ static void test_public_api(void) {
     check(lm_tokenizer_info(t, &ti) == 0 && ti.n_tokens == vocab && ti.bos_id == 1 && ti.eos_id == 2 && strcmp(ti.chat_template, "llama2") == 0 &&
               strcmp(lm_token_text(t, 1), "\n<s>\n") == 0 && lm_token_text(t, -1) == NULL && lm_token_text(t, vocab) == NULL,
           "lm_tokenizer_info gives the special ids and template; lm_token_text the stored text (NULL out of range)");
+    // read into memory (--no-mmap): the same model, the same logits
+    LmLoadOptions in_memory = {.in_memory = 1};
+    LmModel *mapped = lm_load(mp, err, sizeof err), *copied = lm_load_with(mp, &in_memory, err, sizeof err);
+    LmModelInfo mapped_info, copied_info;
+    int same_logits = mapped && copied && lm_model_info(mapped, &mapped_info) == 0 && lm_model_info(copied, &copied_info) == 0 &&
+                      !mapped_info.in_memory && copied_info.in_memory;
+    for (int p = 0; same_logits && p < 5; p++) {
+        float *a = lm_forward(mapped, 3 + p, p), *b = lm_forward(copied, 3 + p, p);
+        same_logits = a && b && memcmp(a, b, (size_t)vocab * sizeof(float)) == 0;
+    }
+    check(same_logits && lm_load_with(tmp_path("no_such_model.bin"), &in_memory, err, sizeof err) == NULL && strstr(err, "cannot open"),
+          "lm_load_with .in_memory: the file read into memory gives the mapped model's logits, lm_model_info says so; a missing file is refused");
+    lm_free(mapped);
+    lm_free(copied);
     check(lm_tokenizer_set_template(t, "nonsense") == -1 && lm_tokenizer_set_template(t, "mistral") == 0 && lm_tokenizer_info(t, &ti) == 0 &&
               strcmp(ti.chat_template, "mistral") == 0 && lm_tokenizer_set_template(t, "llama2") == 0,
           "lm_tokenizer_set_template chooses a template by name, -1 for an unknown one");
@@ -1626,6 +1640,12 @@ static void test_cli(void) {
         CliResult g2 = run_cli(args, NULL);
         check(g2.status == 0 && strcmp(g2.out, greedy.out) == 0, "CLI %s gives the greedy text", same_as_greedy[i]);
     }
+    snprintf(args, sizeof args, "./run %s -z %s -n 40 -i hello -t 0 --no-mmap", mp, tok);
+    CliResult in_memory = run_cli(args, NULL);
+    snprintf(args, sizeof args, "./run %s -z %s --info --no-mmap", mp, tok);
+    CliResult in_memory_info = run_cli(args, NULL);
+    check(in_memory.status == 0 && strcmp(in_memory.out, greedy.out) == 0 && strstr(in_memory_info.out, "read into memory"),
+          "CLI --no-mmap gives the same text, and --info says the weights were read into memory");
     snprintf(args, sizeof args, "./run %s -z %s -n 40 -i hello -t 0 --repeat-penalty 3 --repeat-last-n 8", mp, tok);
     CliResult penalized = run_cli(args, NULL);
     check(penalized.status == 0 && strcmp(penalized.out, greedy.out) != 0 && strncmp(penalized.out, "hello", 5) == 0,

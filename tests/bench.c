@@ -4,6 +4,7 @@
 //   build/runbench --model stories15M.bin           an existing checkpoint
 //   build/runbench --kernels portable,avx2          kernel sets to compare (default: every one this CPU runs)
 //   build/runbench --repeat 3                       runs of each measurement, the best shown (default 2)
+//   build/runbench --no-mmap 1                      weights read into memory (huge pages), not mapped
 // Checkpoints of each shape are random weights made by tests/bench_models.py (cached in build/bench).
 // Generation reads every weight once per token, so its limit is the read bandwidth divided by the
 // bytes of weights per token; the table shows the fraction of that limit reached.
@@ -72,11 +73,12 @@ static int split_list(char *s, char **out, int max) {
 
 static char *kernel_v[LM_KERNELS_N];
 static int n_kernels, repeats = 2;
+static LmLoadOptions load_options; // --no-mmap: .in_memory
 
 static void bench_model(const char *label, const char *dtype, const char *path, const int *threads, int n_threads, const double *bw,
                         int gen, int prompt) {
     char err[512];
-    LmModel *m = lm_load(path, err, sizeof err);
+    LmModel *m = lm_load_with(path, &load_options, err, sizeof err);
     if (!m) { fprintf(stderr, "bench: %s\n", err); return; }
     int vocab = lm_vocab_size(m), ctx = lm_context_length(m);
     if (prompt > ctx) prompt = ctx;
@@ -136,9 +138,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--model")) model = argv[i + 1];
         else if (!strcmp(argv[i], "--kernels")) snprintf(kernels, sizeof kernels, "%s", argv[i + 1]);
         else if (!strcmp(argv[i], "--repeat")) repeats = atoi(argv[i + 1]) > 0 ? atoi(argv[i + 1]) : 1;
+        else if (!strcmp(argv[i], "--no-mmap")) load_options.in_memory = atoi(argv[i + 1]) != 0;
         else { fprintf(stderr, "bench: unknown option %s\n", argv[i]); return 1; }
     }
-    if (argc % 2 == 0) { fprintf(stderr, "usage: bench [--shapes LIST] [--dtypes LIST] [--threads LIST] [--gen N] [--prompt N] [--model FILE] [--kernels LIST] [--repeat N]\n"); return 1; }
+    if (argc % 2 == 0) { fprintf(stderr, "usage: bench [--shapes LIST] [--dtypes LIST] [--threads LIST] [--gen N] [--prompt N] [--model FILE] [--kernels LIST] [--repeat N] [--no-mmap 1]\n"); return 1; }
     if (kernels[0] == 0) // every set this CPU runs, slowest first
         for (int k = 0; k < LM_KERNELS_N; k++)
             if (run_kernels_available((LmKernels)k)) snprintf(kernels + strlen(kernels), 16, "%s%s", k ? "," : "", run_kernel_names[k]);
@@ -165,7 +168,8 @@ int main(int argc, char **argv) {
     printf("machine: %s, %d cores; kernel sets: %s (x prev: speed against the set above, generation / prefill)\n", cpu, cores, kernels_shown);
     printf("read bandwidth:");
     for (int i = 0; i < nt; i++) { bw[i] = read_bandwidth(threads[i]); printf(" %.1f GB/s (%d thread%s)", bw[i], threads[i], threads[i] > 1 ? "s" : ""); }
-    printf("\ngeneration: %d tokens from position 0; prefill: one %d-token prompt (logits of the last token only); best of %d\n\n", gen, prompt, repeats);
+    printf("\ngeneration: %d tokens from position 0; prefill: one %d-token prompt (logits of the last token only); best of %d; weights %s\n\n",
+           gen, prompt, repeats, load_options.in_memory ? "read into memory (--no-mmap)" : "mapped from the file");
     printf("| model        | dtype       | kernels  | thr | gen tok/s | pp tok/s  | limit t/s | frac  | x prev          |\n");
     printf("|--------------|-------------|----------|-----|-----------|-----------|-----------|-------|-----------------|\n");
     fflush(stdout);
