@@ -474,7 +474,8 @@ static LmModel batch_model(LmWeightType type, int gs, LmKernels kernels, int col
     m.state.xs = calloc((size_t)LM_BATCH * (groups + 1), sizeof(float));
     m.state.xspacked = calloc((size_t)LM_BATCH * (groups + 1), sizeof(float));
     m.state.xsum = calloc((size_t)LM_BATCH * (groups + 1), sizeof(int32_t));
-    m.state.xpacked = calloc((size_t)LM_BATCH * (cols + 4), 1);
+    m.state.xpacked = calloc(2 * (size_t)LM_BATCH * (cols + 4), 1);
+    m.state.xpacked8 = calloc((size_t)LM_BATCH * (cols + 4), 1);
     m.state.xarranged = calloc((size_t)LM_BATCH * (cols + 128), 1);
     m.state.scratch_floats = (size_t)LM_ROW_BLOCK * cols + 16; // (as run_alloc_state sizes it)
     m.state.scratch = calloc(m.state.scratch_floats, sizeof(float));
@@ -484,7 +485,7 @@ static LmModel batch_model(LmWeightType type, int gs, LmKernels kernels, int col
 
 static void free_batch_model(LmModel *m) {
     free(m->state.xq); free(m->state.xs); free(m->state.xspacked); free(m->state.xsum);
-    free(m->state.xpacked); free(m->state.xarranged); free(m->state.scratch);
+    free(m->state.xpacked); free(m->state.xpacked8); free(m->state.xarranged); free(m->state.scratch);
 }
 
 static void test_fast_kernels(void) {
