@@ -1932,7 +1932,7 @@ static const unsigned char *run_read_into_memory(const unsigned char *mapped, si
     size_t huge = (size_t)1 << 21, rounded = (size + huge - 1) / huge * huge;
     unsigned char *copy = (unsigned char *)aligned_alloc(huge, rounded);
     if (copy == NULL) return NULL;
-#if defined(__linux__)
+#if defined(__linux__) && defined(POSIX_MADV_NORMAL) // (declared where the headers' mode shows POSIX's calls)
     posix_madvise(copy, rounded, 14);
 #endif
     memcpy(copy, mapped, size);
