@@ -3353,34 +3353,61 @@ static int run_unpack_rows16(const LmMatrix *w, int r0, int r1, float *room, LmU
     return 1;
 }
 
-// run_matmul_int_block_avx2's steps for rows whose values all lie in [-32, 31] (4- to 6-bit types):
-// each value + 32 as an unsigned byte against the input's bytes (vpmaddubsw: two products per 16-bit
-// lane, at most 2 * 63 * 127, so two such sums still fit), the 32 * sum(x) of each run taken off the
-// exact int32 sums afterwards; the float terms as there. ub: room for the rows' bytes (rows * cols);
+// The AVX2 prompt tiles' float steps, for 4 rows x 8 tokens: run h of a term (qx: its exact int32
+// sums; xsum: the inputs' sums), d * qx - m * sum(x) with the run's d and m (index `at`), added to the
+// term's sum in run order (run_dot_blocks' order).
+LM_AVX2_FN static inline void run_run_terms_avx2(const __m256i *qx, __m256 xsum, const float *const *wd, const float *const *wm, int at, int has_min,
+                                                 int h, __m256 *wsum) {
+    for (int i = 0; i < 4; i++) {
+        __m256 part = _mm256_mul_ps(_mm256_cvtepi32_ps(qx[i]), _mm256_set1_ps(wd[i][at]));
+        if (has_min) part = _mm256_sub_ps(part, _mm256_mul_ps(xsum, _mm256_set1_ps(wm[i][at])));
+        wsum[i] = h == 0 ? part : _mm256_add_ps(wsum[i], part);
+    }
+}
+
+// The end of an AVX2 prompt tile: run_sum_lanes of 16 vectors of partial sums (8 tokens across each),
+// token k's value stored at out[k * ld] (nt tokens).
+LM_AVX2_FN static inline void run_store_lanes256(__m256 *part, int nt, float *out, int ld) {
+    for (int half = 8; half > 0; half /= 2)
+        for (int k = 0; k < half; k++) part[k] = _mm256_add_ps(part[k], part[k + half]);
+    float lanes[8];
+    _mm256_storeu_ps(lanes, part[0]);
+    for (int k = 0; k < nt; k++) out[(size_t)k * (size_t)ld] = lanes[k];
+}
+
+// run_matmul_int_block_avx2's steps over the unpacked rows, 4 rows x 8 tokens at a time, the exact
+// int32 sums of each run of values, then the float terms in run_dot_int's and run_dot_blocks' order
+// (the same bits). Two ways to the int sums, `small` a constant at each call:
+//   - int16 pairs of values and inputs (vpmaddwd), for any values;
+//   - rows whose values all lie in [-32, 31] (4- to 6-bit types): each value + 32 as an unsigned byte
+//     against the input's bytes (vpmaddubsw: two products per 16-bit lane, at most 2 * 63 * 127, so two
+//     such sums still fit), 32 * sum(x) of the run taken off afterwards; ub is room for those bytes.
 // xrun: room for the sums of each 16 inputs (cols / 16 * 8 tokens).
-LM_AVX2_FN static void run_small_tiles_avx2(const LmBatch *in, const LmUnpackedRows *u, int rows, int cols, unsigned char *ub, int32_t *xrun,
-                                            float *out, int ld, int r0) {
-    int term = u->term, run = u->run, runs = cols / run;
-    for (size_t i = 0; i < (size_t)rows * (size_t)cols; i++) ub[i] = (unsigned char)(u->q[i] + 32);
+LM_AVX2_FN static inline __attribute__((always_inline)) void run_int_tiles_avx2(const LmBatch *in, const LmUnpackedRows *u, int rows, int cols, unsigned char *ub, int32_t *xrun,
+                                                 float *out, int ld, int r0, const int small) {
+    int term = u->term, run = u->run, runs = cols / run, need_sums = small || u->has_min;
+    for (size_t i = 0; small && i < (size_t)rows * (size_t)cols; i++) ub[i] = (unsigned char)(u->q[i] + 32);
     __m256i ones16 = _mm256_set1_epi16(1), ones8 = _mm256_set1_epi8(1);
     for (int tile = 0; tile * 8 < in->n; tile++) {
         int nt = in->n - tile * 8 < 8 ? in->n - tile * 8 : 8;
-        const int8_t *xp = in->packed8 + (size_t)tile * (size_t)cols * 8;
+        const int16_t *x16 = (const int16_t *)(const void *)in->packed + (size_t)tile * (size_t)cols * 8;
+        const int8_t *x8 = in->packed8 + (size_t)tile * (size_t)cols * 8;
         const float *xsp = in->spacked + (size_t)tile * (size_t)in->groups * 8;
-        for (int j = 0; j < cols / 16; j++) { // the sum of each 16 inputs, per token
-            __m256i pairs = _mm256_add_epi16(_mm256_maddubs_epi16(ones8, _mm256_loadu_si256((const __m256i *)(const void *)(xp + (size_t)(16 * j) * 8))),
-                                             _mm256_maddubs_epi16(ones8, _mm256_loadu_si256((const __m256i *)(const void *)(xp + (size_t)(16 * j + 4) * 8))));
-            pairs = _mm256_add_epi16(pairs, _mm256_add_epi16(_mm256_maddubs_epi16(ones8, _mm256_loadu_si256((const __m256i *)(const void *)(xp + (size_t)(16 * j + 8) * 8))),
-                                                             _mm256_maddubs_epi16(ones8, _mm256_loadu_si256((const __m256i *)(const void *)(xp + (size_t)(16 * j + 12) * 8)))));
-            _mm256_storeu_si256((__m256i *)(void *)(xrun + (size_t)j * 8), _mm256_madd_epi16(pairs, ones16));
+        for (int j = 0; need_sums && j < cols / 16; j++) { // the sum of each 16 inputs, per token
+            __m256i acc = _mm256_setzero_si256();
+            for (int k = 0; k < 16; k += small ? 4 : 2) {
+                __m256i x = _mm256_loadu_si256((const __m256i *)(const void *)(small ? (const void *)(x8 + (size_t)(16 * j + k) * 8) : (const void *)(x16 + (size_t)(16 * j + k) * 8)));
+                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(small ? _mm256_maddubs_epi16(ones8, x) : x, ones16));
+            }
+            _mm256_storeu_si256((__m256i *)(void *)(xrun + (size_t)j * 8), acc);
         }
         for (int r = 0; r < rows; r += 4) {
             int nr = rows - r < 4 ? rows - r : 4;
-            const unsigned char *wr[4];
             const float *wd[4], *wm[4];
+            size_t row_at[4];
             for (int i = 0; i < 4; i++) {
                 int ri = r + (i < nr ? i : 0);
-                wr[i] = ub + (size_t)ri * (size_t)cols;
+                row_at[i] = (size_t)ri * (size_t)cols;
                 wd[i] = u->d + (size_t)ri * (size_t)runs, wm[i] = u->m + (size_t)ri * (size_t)runs;
             }
             __m256 part[4][16]; // the 16 lanes of each row's terms, with tokens across the vector
@@ -3390,113 +3417,55 @@ LM_AVX2_FN static void run_small_tiles_avx2(const LmBatch *in, const LmUnpackedR
                 for (int h = 0; h < term / run; h++) { // the runs of this term, in order
                     int first = t * term + h * run;
                     __m256i isum[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
-                    for (int k = 0; k < run; k += 8) {
-                        __m256i x0 = _mm256_loadu_si256((const __m256i *)(const void *)(xp + (size_t)(first + k) * 8));
-                        __m256i x1 = _mm256_loadu_si256((const __m256i *)(const void *)(xp + (size_t)(first + k + 4) * 8));
+                    for (int k = 0; small && k < run; k += 8) {
+                        __m256i xa = _mm256_loadu_si256((const __m256i *)(const void *)(x8 + (size_t)(first + k) * 8));
+                        __m256i xb = _mm256_loadu_si256((const __m256i *)(const void *)(x8 + (size_t)(first + k + 4) * 8));
                         for (int i = 0; i < 4; i++) {
-                            int32_t w0, w1;
-                            memcpy(&w0, wr[i] + first + k, 4);
-                            memcpy(&w1, wr[i] + first + k + 4, 4);
-                            __m256i pairs = _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_set1_epi32(w0), x0), _mm256_maddubs_epi16(_mm256_set1_epi32(w1), x1));
+                            int32_t wa, wb;
+                            memcpy(&wa, ub + row_at[i] + (size_t)(first + k), 4);
+                            memcpy(&wb, ub + row_at[i] + (size_t)(first + k + 4), 4);
+                            __m256i pairs = _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_set1_epi32(wa), xa), _mm256_maddubs_epi16(_mm256_set1_epi32(wb), xb));
                             isum[i] = _mm256_add_epi32(isum[i], _mm256_madd_epi16(pairs, ones16));
                         }
                     }
-                    __m256i xs_run = _mm256_loadu_si256((const __m256i *)(const void *)(xrun + (size_t)(first / 16) * 8));
-                    for (int j = 1; j < run / 16; j++) xs_run = _mm256_add_epi32(xs_run, _mm256_loadu_si256((const __m256i *)(const void *)(xrun + (size_t)(first / 16 + j) * 8)));
-                    __m256i offset = _mm256_slli_epi32(xs_run, 5); // 32 * sum(x)
-                    __m256 xsum = _mm256_cvtepi32_ps(xs_run);
-                    for (int i = 0; i < 4; i++) {
-                        __m256 part_h = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(isum[i], offset)), _mm256_set1_ps(wd[i][first / run]));
-                        if (u->has_min) part_h = _mm256_sub_ps(part_h, _mm256_mul_ps(xsum, _mm256_set1_ps(wm[i][first / run])));
-                        wsum[i] = h == 0 ? part_h : _mm256_add_ps(wsum[i], part_h);
+                    for (int k = 0; !small && k < run; k += 2) {
+                        __m256i xv = _mm256_loadu_si256((const __m256i *)(const void *)(x16 + (size_t)(first + k) * 8));
+                        for (int i = 0; i < 4; i++) {
+                            int32_t w2;
+                            memcpy(&w2, u->q + row_at[i] + (size_t)(first + k), 4);
+                            isum[i] = _mm256_add_epi32(isum[i], _mm256_madd_epi16(xv, _mm256_set1_epi32(w2)));
+                        }
                     }
+                    __m256i run_sum = _mm256_setzero_si256();
+                    for (int j = 0; need_sums && j < run / 16; j++)
+                        run_sum = _mm256_add_epi32(run_sum, _mm256_loadu_si256((const __m256i *)(const void *)(xrun + (size_t)(first / 16 + j) * 8)));
+                    for (int i = 0; small && i < 4; i++) isum[i] = _mm256_sub_epi32(isum[i], _mm256_slli_epi32(run_sum, 5)); // - 32 * sum(x)
+                    run_run_terms_avx2(isum, _mm256_cvtepi32_ps(run_sum), wd, wm, first / run, u->has_min, h, wsum);
                 }
                 __m256 xs = _mm256_loadu_ps(xsp + (size_t)t * 8);
                 for (int i = 0; i < 4; i++) part[i][t % 16] = _mm256_add_ps(part[i][t % 16], _mm256_mul_ps(wsum[i], xs));
             }
-            for (int i = 0; i < nr; i++) {
-                for (int half = 8; half > 0; half /= 2) // run_sum_lanes, for every token at once
-                    for (int k = 0; k < half; k++) part[i][k] = _mm256_add_ps(part[i][k], part[i][k + half]);
-                float lanes[8];
-                _mm256_storeu_ps(lanes, part[i][0]);
-                for (int k = 0; k < nt; k++) out[(size_t)(tile * 8 + k) * ld + (size_t)(r0 + r + i)] = lanes[k];
-            }
+            for (int i = 0; i < nr; i++) run_store_lanes256(part[i], nt, out + (size_t)(tile * 8) * ld + (size_t)(r0 + r + i), ld);
         }
     }
 }
 
 // Integer matmul of rows r0..r1 (at most LM_ROW_BLOCK) for every token: the rows unpacked once
-// (run_unpack_rows16), then 4 rows x 8 tokens per step, pairs of int16 products summed exactly
-// into int32 (vpmaddwd), the float terms in run_dot_int's and run_dot_blocks' order (the same bits).
-// Returns 0 (nothing done) when the matrix has no unpacked form or the thread no scratch.
+// (run_unpack_rows16), then run_int_tiles_avx2. Returns 0 (nothing done) when the matrix has no
+// unpacked form or the thread no scratch.
 LM_AVX2_FN static int run_matmul_int_block_avx2(const LmMatrix *w, int r0, int r1, const LmBatch *in, float *out, int ld) {
     int cols = w->cols, rows = r1 - r0;
     float *room = run_thread_scratch(in, (size_t)LM_ROW_BLOCK * (size_t)cols / 2 + 2 * (size_t)LM_ROW_BLOCK * (size_t)cols / 16 + (size_t)cols / 2 +
                                              (size_t)LM_ROW_BLOCK * (size_t)cols / 4 + 16);
     LmUnpackedRows u;
     if (room == NULL || !run_unpack_rows16(w, r0, r1, room, &u)) return 0;
-    int term = u.term, run = u.run, runs = cols / run;
-    if (in->groups * term != cols) return 0; // (the input's groups are the terms)
-    int32_t *xrun = (int32_t *)(void *)(u.m + (size_t)rows * (size_t)runs); // (runs, 8 tokens) sums of each run's inputs
-    int small = in->packed8 != NULL; // every value in [-32, 31]: the byte tiles (run_small_tiles_avx2)
+    if (in->groups * u.term != cols) return 0; // (the input's groups are the terms)
+    int32_t *xrun = (int32_t *)(void *)(u.m + (size_t)rows * (size_t)(cols / u.run)); // (cols / 16, 8 tokens)
+    unsigned char *ub = (unsigned char *)(void *)(xrun + (size_t)cols / 2);      // (rows, cols)
+    int small = in->packed8 != NULL; // every value in [-32, 31]: the byte way
     for (size_t i = 0; small && i < (size_t)rows * (size_t)cols; i++) small = u.q[i] >= -32 && u.q[i] <= 31;
-    if (small) {
-        run_small_tiles_avx2(in, &u, rows, cols, (unsigned char *)(void *)(xrun + (size_t)cols / 2), xrun, out, ld, r0);
-        return 1;
-    }
-    for (int tile = 0; tile * 8 < in->n; tile++) {
-        int nt = in->n - tile * 8 < 8 ? in->n - tile * 8 : 8;
-        const int16_t *xp = (const int16_t *)(const void *)in->packed + (size_t)tile * (size_t)cols * 8;
-        const float *xsp = in->spacked + (size_t)tile * (size_t)in->groups * 8;
-        for (int j = 0; u.has_min && j < runs; j++) {
-            __m256i acc = _mm256_setzero_si256();
-            for (int k = 0; k < run; k += 2) acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(xp + (size_t)(j * run + k) * 8)), _mm256_set1_epi16(1)));
-            _mm256_storeu_si256((__m256i *)(void *)(xrun + (size_t)j * 8), acc);
-        }
-        for (int r = 0; r < rows; r += 4) {
-            int nr = rows - r < 4 ? rows - r : 4;
-            const int16_t *wr[4];
-            const float *wd[4], *wm[4];
-            for (int i = 0; i < 4; i++) {
-                int ri = r + (i < nr ? i : 0);
-                wr[i] = u.q + (size_t)ri * (size_t)cols;
-                wd[i] = u.d + (size_t)ri * (size_t)runs, wm[i] = u.m + (size_t)ri * (size_t)runs;
-            }
-            __m256 part[4][16]; // the 16 lanes of each row's terms, with tokens across the vector
-            for (int i = 0; i < 4; i++) for (int k = 0; k < 16; k++) part[i][k] = _mm256_setzero_ps();
-            for (int t = 0; t < cols / term; t++) {
-                __m256 wsum[4];
-                for (int h = 0; h < term / run; h++) { // the runs of this term, in order
-                    int first = t * term + h * run;
-                    __m256i isum[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
-                    for (int k = 0; k < run; k += 2) {
-                        __m256i xv = _mm256_loadu_si256((const __m256i *)(const void *)(xp + (size_t)(first + k) * 8));
-                        for (int i = 0; i < 4; i++) {
-                            int32_t w2;
-                            memcpy(&w2, wr[i] + first + k, 4);
-                            isum[i] = _mm256_add_epi32(isum[i], _mm256_madd_epi16(xv, _mm256_set1_epi32(w2)));
-                        }
-                    }
-                    __m256 xsum = u.has_min ? _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(const void *)(xrun + (size_t)(first / run) * 8)))
-                                            : _mm256_setzero_ps();
-                    for (int i = 0; i < 4; i++) {
-                        __m256 part_h = _mm256_mul_ps(_mm256_cvtepi32_ps(isum[i]), _mm256_set1_ps(wd[i][first / run]));
-                        if (u.has_min) part_h = _mm256_sub_ps(part_h, _mm256_mul_ps(xsum, _mm256_set1_ps(wm[i][first / run])));
-                        wsum[i] = h == 0 ? part_h : _mm256_add_ps(wsum[i], part_h);
-                    }
-                }
-                __m256 xs = _mm256_loadu_ps(xsp + (size_t)t * 8);
-                for (int i = 0; i < 4; i++) part[i][t % 16] = _mm256_add_ps(part[i][t % 16], _mm256_mul_ps(wsum[i], xs));
-            }
-            for (int i = 0; i < nr; i++) {
-                for (int half = 8; half > 0; half /= 2) // run_sum_lanes, for every token at once
-                    for (int k = 0; k < half; k++) part[i][k] = _mm256_add_ps(part[i][k], part[i][k + half]);
-                float lanes[8];
-                _mm256_storeu_ps(lanes, part[i][0]);
-                for (int k = 0; k < nt; k++) out[(size_t)(tile * 8 + k) * ld + (size_t)(r0 + r + i)] = lanes[k];
-            }
-        }
-    }
+    if (small) run_int_tiles_avx2(in, &u, rows, cols, ub, xrun, out, ld, r0, 1);
+    else run_int_tiles_avx2(in, &u, rows, cols, ub, xrun, out, ld, r0, 0);
     return 1;
 }
 
