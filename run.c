@@ -8,7 +8,8 @@
    quantizations: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K-Q6_K, IQ4_NL, IQ4_XS, computed
    in place, with the tokenizer and chat template inside), from checkpoints converted by export.py,
    and from llama2.c's own checkpoints and tokenizer files. Files are memory-mapped (--no-mmap reads
-   them into memory instead, for faster generation from large models). C11, libc and libm only; OpenMP is optional. MIT licensed (see the end of this comment).
+   them into memory instead, for faster generation from large models). C11, libc and libm only;
+   OpenMP is optional. MIT licensed (see the end of this comment).
 
    BUILD AND RUN
        cc -O3 -o run run.c -lm                                  # one thread; SIMD kernels chosen at run time
@@ -271,8 +272,9 @@ typedef void (*LmProgressFn)(int done, int total, void *user); // prompt process
 // How lm_load_with loads a checkpoint; all zeros (or NULL) is lm_load's way.
 typedef struct {
     int in_memory; // read the file into memory (huge pages where the OS gives them) instead of mapping
-                   // it: generation from large models streams faster (the CPU's prefetchers stop at
-                   // each 4 KiB page of a mapping), but the OS can no longer drop the pages and reread them
+                   // it: generation from large models streams at full speed even where the page cache
+                   // holds the file in 4 KiB pages (the CPU's prefetchers stop at each page), but the
+                   // OS can no longer drop the pages and reread them
 } LmLoadOptions;
 
 // What a model is (lm_model_info). Strings are static or owned by the model.
@@ -2046,7 +2048,7 @@ int lm_model_info(const LmModel *m, LmModelInfo *info) {
         .rope_scaling = c->rope_scaling != LM_ROPE_LONGROPE && c->rope_freq_factors ? "per-frequency factors (rope_freqs)" : scalings[c->rope_scaling],
         .features = m->features,
         .has_tokenizer = c->tokenizer_size > 0, .threads = m->threads, .kernels = run_kernel_titles[m->kernels],
-                        .in_memory = m->in_memory};
+        .in_memory = m->in_memory};
     return 0;
 }
 
@@ -2378,6 +2380,7 @@ static float run_dot_dequant(const LmMatrix *w, int row, const float *x) {
 }
 
 static float run_row_dot_plain(const LmMatrix *w, int row, const LmBatch *in, int t);
+
 // One query head's attention over positions first..last: the key and value of position t at row
 // t % ring of the caches, rows `stride` floats apart, keys and values pointing at this head's.
 typedef struct {
@@ -3075,9 +3078,9 @@ LM_AVX2_FN static float run_dot_int_avx2(const LmMatrix *w, int row, const int8_
     return run_sum_lanes256(_mm256_loadu_ps(lanes), _mm256_loadu_ps(lanes + 8));
 }
 
-// GGUF's Q8_0 and Q4_0 (run_dot_q8_0, run_dot_q4_0): 8 blocks' int sums at a time.
-// GGUF's Q8_0 and Q4_0 (q4 set; xsum: the input groups' sums) in place, 8 blocks at a time. Q4_0's
-// nibbles stay unsigned (0..15) against the input, the offset 8 taken off through xsum afterwards.
+// GGUF's Q8_0 and Q4_0 (run_dot_q8_0, run_dot_q4_0; q4 set; xsum: the input groups' sums) in place,
+// 8 blocks' int sums at a time. Q4_0's nibbles stay unsigned (0..15) against the input, the offset 8
+// taken off through xsum afterwards.
 LM_AVX2_FN static inline __m256i run_block_dot_avx2(const unsigned char *blk, const int8_t *x, int q4) {
     if (!q4) return run_dot32_i8(_mm256_loadu_si256((const __m256i *)(const void *)(blk + 2)), _mm256_loadu_si256((const __m256i *)(const void *)x));
     __m128i b = _mm_loadu_si128((const __m128i *)(const void *)(blk + 2));
@@ -3258,23 +3261,17 @@ static int run_row_dot_avx2(const LmMatrix *w, int row, const LmBatch *in, int t
                                   in->qarranged ? in->qarranged + (size_t)t * (size_t)(in->cols + 128) : NULL);
         return 1;
     }
-    if ((w->type == LM_Q4_0 || w->type == LM_Q4_K) && in->xsum) { // (kernels that take the input's group sums)
-        const unsigned char *p = (const unsigned char *)w->data + (size_t)row * w->row_bytes;
-        const int32_t *xsum = in->xsum + (size_t)t * (size_t)in->groups;
-        *value = w->type == LM_Q4_0 ? run_dot_q4_0_avx2(p, w->cols, xq, xs, xsum) : run_dot_q4_k_avx2(p, w->cols, xq, xs, xsum);
-        return 1;
-    }
-    float (*dot)(const unsigned char *, int, const int8_t *, const float *) =
-        w->type == LM_Q8_0 ? run_dot_q8_0_avx2
-        : w->type == LM_Q6_K ? run_dot_q6_k_avx2 : NULL;
-    if (dot == NULL) {
-        if (run_types[w->type].unpack == NULL) return 0; // (llama2.c's v2 groups that straddle rows)
-        *value = run_dot_blocks_avx2(w, row, xq, xs);
-        return 1;
-    }
-    *value = dot((const unsigned char *)w->data + (size_t)row * w->row_bytes, w->cols, xq, xs);
+    if (run_types[w->type].unpack == NULL) return 0; // (llama2.c's v2 groups that straddle rows)
+    const unsigned char *p = (const unsigned char *)w->data + (size_t)row * w->row_bytes;
+    const int32_t *xsum = in->xsum ? in->xsum + (size_t)t * (size_t)in->groups : NULL; // (Q4_0's and Q4_K's kernels need it)
+    if (w->type == LM_Q8_0) *value = run_dot_q8_0_avx2(p, w->cols, xq, xs);
+    else if (w->type == LM_Q4_0 && xsum) *value = run_dot_q4_0_avx2(p, w->cols, xq, xs, xsum);
+    else if (w->type == LM_Q4_K && xsum) *value = run_dot_q4_k_avx2(p, w->cols, xq, xs, xsum);
+    else if (w->type == LM_Q6_K) *value = run_dot_q6_k_avx2(p, w->cols, xq, xs);
+    else *value = run_dot_blocks_avx2(w, row, xq, xs); // (every other block type, through its unpacking)
     return 1;
 }
+
 // The packed inputs of the AVX2 prefill tiles: per 8 tokens, the values as int16 in pairs per token
 // (packed) and as bytes in fours (packed8), and the scales with tokens in the lanes. Missing tokens
 // of the last tile are zeros.
