@@ -271,11 +271,17 @@ typedef void (*LmProgressFn)(int done, int total, void *user); // prompt process
 
 // How lm_load_with loads a checkpoint; all zeros (or NULL) is lm_load's way.
 typedef struct {
-    int in_memory; // read the file into memory (huge pages where the OS gives them) instead of mapping
-                   // it: generation from large models streams at full speed even where the page cache
-                   // holds the file in 4 KiB pages (the CPU's prefetchers stop at each page), but the
-                   // OS can no longer drop the pages and reread them
+    int in_memory;          // read the file into memory (huge pages where the OS gives them) instead of
+                            // mapping it: generation from large models streams at full speed even where
+                            // the page cache holds the file in 4 KiB pages (the CPU's prefetchers stop at
+                            // each page), but the OS can no longer drop the pages and reread them
+    int context_length;     // positions the KV cache holds: 0 = the file's (a GGUF model's up to 4096,
+                            // llama.cpp's default), LM_CONTEXT_MAX = the model's maximum, else 1..that
+    const char *cache_type; // the KV cache's type: "f32", "f16", "bf16" or "q8_0" (head sizes that are
+                            // multiples of 32); NULL = "f16", or "f32" for llama2.c's own files (their
+                            // texts then come out exactly as llama2.c's)
 } LmLoadOptions;
+#define LM_CONTEXT_MAX (-1)
 
 // What a model is (lm_model_info). Strings are static or owned by the model.
 typedef struct {
@@ -294,6 +300,9 @@ typedef struct {
     int threads;
     const char *kernels;         // the kernel set: "portable C", "AVX2", "AVX-512 (VNNI)", "NEON" or "NEON (dotprod)"
     int in_memory;               // the weights were read into memory (LmLoadOptions), not mapped
+    int max_context;             // the longest context it can be loaded with (LmLoadOptions.context_length)
+    const char *cache_type;      // the KV cache's type: "f32", "f16", "bf16" or "q8_0"
+    unsigned long long cache_bytes; // the KV cache's size at context_length (keys and values, every layer)
 } LmModelInfo;
 
 // What a tokenizer is (lm_tokenizer_info).
@@ -841,7 +850,7 @@ static int run_is_integer_type(LmWeightType t) { return run_types[t].integer; }
 #define LM_TENSOR_ALIGN 64       // v3 tensors start at multiples of this
 #define LM_MAX_DIM (1 << 20)     // any larger dimension is a corrupt header, not a model
 #define LM_MAX_LAYERS 4096
-#define LM_MAX_KV_BYTES (1ull << 38) // 256 GiB: a larger KV cache is a corrupt header or a context to cap
+#define LM_MAX_KV_BYTES (1ull << 38) // 256 GiB: the KV cache's limit where the machine's memory is unknown
 #define LM_MAX_SPLIT_TOKEN 1024      // SentencePiece tokens longer than this (bytes) are not split into pairs
 #define LM_MAX_Q4_GROUP 256          // Q4_0 groups are unpacked into a buffer of this size
 #define LM_GGUF_CONTEXT 4096         // the context of a GGUF model whose own is longer (llama.cpp's default)
@@ -860,6 +869,8 @@ typedef struct {
     int vocab_size;
     int seq_len;      // context length (the KV cache's)
     int trained_context; // the model's own (seq_len may be less)
+    int max_context;  // the longest context it runs at: trained_context (YaRN: its scaled window)
+    LmWeightType cache_type; // the KV cache's: LM_F32, LM_F16, LM_BF16 or LM_Q8_0
     int shared_classifier; // the classifier is the token embedding
     int qkv_bias;     // q, k and v projections have biases (Qwen2)
     int qk_norm;      // q and k get a per-head RMSNorm before RoPE (Qwen3, Gemma 3)
@@ -949,6 +960,8 @@ typedef struct {
 #define LM_BATCH 256 // tokens per forward block: the weights are read once per block
 #define LM_RING_SLACK 64 // rows a local layer's ring keeps past its window: the block size with rings
 #define LM_ROW_BLOCK 16 // rows per unit of parallel work
+#define LM_KEY_TILE 16 // positions per tile of the key cache
+#define LM_ATTN_QUERIES 16 // queries (of one key/value head) per unit of attention work
 
 typedef struct {
     float *x;           // (batch, dim) the residual stream
@@ -958,12 +971,21 @@ typedef struct {
     float *hb2;         // (batch, hidden_dim) FFN up
     float *q;           // (batch, n_heads * head_size)
     float *kb, *vb;     // (batch, kv_dim) the block's keys and values, on their way into the cache
-    float *att;         // (n_heads, seq_len) attention scores
+    float *att;         // (att_slots, att_floats): each thread's scores for up to LM_ATTN_QUERIES queries
+    int att_slots;
+    size_t att_floats;  // LM_ATTN_QUERIES * (seq_len + 2 * LM_KEY_TILE)
     float *logits;      // (vocab_size)
-    float *key_cache;   // (layer, its positions, kv_dim): position t of layer l in its row t % positions
-    float *value_cache; // (layer, its positions, kv_dim)
-    size_t *cache_offset; // (n_layers) where each layer's rows start, in floats
-    int *cache_positions; // (n_layers) seq_len, or for a local layer a ring of window + LM_RING_SLACK rows
+    // The KV cache, in the cache type; position t of layer l in its row t % cache_positions[l]:
+    unsigned char *key_cache;   // (layer, kv head, positions / LM_KEY_TILE tiles of key_tile_bytes): a tile
+                                // holds LM_KEY_TILE positions' keys dimension by dimension, (head_size,
+                                // LM_KEY_TILE) values (q8_0: int8, then (head_size / 32, LM_KEY_TILE) fp16
+                                // scales), so attention scores many positions per vector
+    unsigned char *value_cache; // (layer, kv head, positions, value_row_bytes): each a head's values in a row
+                                // (q8_0: GGUF's Q8_0 blocks)
+    size_t key_tile_bytes, value_row_bytes; // (a tile is LM_KEY_TILE rows' bytes)
+    size_t *cache_offset; // (n_layers) bytes where each layer's keys (and its values) start
+    int *cache_positions; // (n_layers) seq_len rounded up to LM_KEY_TILE, or for a local layer a ring of
+                          // window + LM_RING_SLACK rows (rounded likewise)
     int block;            // tokens per forward block: LM_BATCH, or LM_RING_SLACK when a layer has a ring
     float *rope_freq;   // (3, rotary_dim / 2) inverse frequencies: global (scaled), global past
                         // LongRoPE's original context, local layers' own (rope_local_theta, unscaled)
@@ -1106,16 +1128,10 @@ static int run_check_features(LmConfig *c, const char *path, char *err, size_t e
     return 1;
 }
 
-// The attention width and the KV cache a header implies are sane (a corrupt header asks for terabytes).
+// The attention width a header implies is sane (the KV cache is checked at load, for the context asked).
 static int run_check_sizes(const LmConfig *c, const char *path, char *err, size_t errlen) {
     if ((int64_t)c->n_heads * c->head_size > LM_MAX_DIM) {
         run_set_err(err, errlen, "%s: n_heads %d x head_size %d is out of range (at most %d)", path, c->n_heads, c->head_size, LM_MAX_DIM);
-        return 0;
-    }
-    uint64_t kv_bytes = 2ull * (uint64_t)c->n_layers * (uint64_t)c->seq_len * (uint64_t)c->n_kv_heads * (uint64_t)c->head_size * 4;
-    if (kv_bytes > LM_MAX_KV_BYTES) {
-        run_set_err(err, errlen, "%s: context length %d needs a %.0f GiB KV cache (the limit is %.0f GiB); export with a smaller --seq-len",
-                path, c->seq_len, (double)kv_bytes / (1 << 30), (double)LM_MAX_KV_BYTES / (1 << 30));
         return 0;
     }
     return 1;
@@ -1303,6 +1319,30 @@ static int run_layer_window(const LmConfig *c, int l) {
     return c->window_period > 0 && (l + 1) % c->window_period == 0 ? 0 : c->sliding_window;
 }
 
+// n rounded up to a whole number of key tiles.
+static int run_round_to_tile(int n) { return (n + LM_KEY_TILE - 1) / LM_KEY_TILE * LM_KEY_TILE; }
+
+// The rows of layer l's KV cache: a local layer's ring of window + LM_RING_SLACK rows (blocks of at most
+// LM_RING_SLACK tokens then never overwrite a key their queries still see), else the whole context;
+// whole tiles either way. A layer is a ring when this is less than seq_len.
+static int run_cache_rows(const LmConfig *c, int l) {
+    int window = run_layer_window(c, l), ring = run_round_to_tile(window + LM_RING_SLACK);
+    return window > 0 && ring < c->seq_len ? ring : run_round_to_tile(c->seq_len);
+}
+
+// Bytes of one kv head's values at one position in the cache type (a key tile is LM_KEY_TILE of these).
+static size_t run_cache_row_bytes(const LmConfig *c) {
+    const LmTypeTraits *t = &run_types[c->cache_type];
+    return (size_t)c->head_size / (size_t)t->block_values * (size_t)t->block_bytes;
+}
+
+// Bytes of the whole KV cache (keys and values, every layer) at c's context and cache type.
+static uint64_t run_cache_bytes(const LmConfig *c) {
+    uint64_t rows = 0;
+    for (int l = 0; l < c->n_layers; l++) rows += (uint64_t)run_cache_rows(c, l);
+    return 2 * rows * (uint64_t)c->n_kv_heads * run_cache_row_bytes(c);
+}
+
 // RoPE inverse frequencies theta^(-2i/rotary_dim), with Llama 3's or linear context scaling, and the
 // divisors of GGUF's rope_freqs or LongRoPE (factors). For llama2.c's formats these are the same float
 // operations as llama2.c, so the same text comes out. Local layers (theta given) are never scaled.
@@ -1330,7 +1370,8 @@ static void run_rope_frequencies(float *freq, const LmConfig *c, float theta, in
 }
 
 // Allocates the run state; 0 on out-of-memory. The KV cache is calloc'ed at full context length (a
-// local layer's at its ring's): the OS commits its pages only as positions are written.
+// local layer's at its ring's): the OS commits its pages only as positions are written. The threads'
+// attention scores come with run_reserve_scratch.
 static int run_alloc_state(LmRunState *s, const LmConfig *c) {
     size_t B = LM_BATCH, q_dim = (size_t)c->n_heads * (size_t)c->head_size;
     size_t kv_dim = (size_t)c->n_kv_heads * (size_t)c->head_size, half = (size_t)c->rotary_dim / 2;
@@ -1339,14 +1380,13 @@ static int run_alloc_state(LmRunState *s, const LmConfig *c) {
     memset(s, 0, sizeof *s);
     s->cache_offset = (size_t *)calloc((size_t)c->n_layers, sizeof(size_t));
     s->cache_positions = (int *)calloc((size_t)c->n_layers, sizeof(int));
-    size_t cache = 0;
+    size_t cache = 0; // bytes of keys (or values)
+    s->value_row_bytes = run_cache_row_bytes(c);
+    s->key_tile_bytes = LM_KEY_TILE * s->value_row_bytes;
     for (int l = 0; s->cache_offset && s->cache_positions && l < c->n_layers; l++) {
-        int window = run_layer_window(c, l);
-        // a ring of window + LM_RING_SLACK rows, and blocks of at most LM_RING_SLACK tokens: a block's
-        // new keys never overwrite one its queries still see
-        s->cache_positions[l] = window > 0 && window < c->seq_len - LM_RING_SLACK ? window + LM_RING_SLACK : c->seq_len;
+        s->cache_positions[l] = run_cache_rows(c, l);
         s->cache_offset[l] = cache;
-        cache += (size_t)s->cache_positions[l] * kv_dim;
+        cache += (size_t)s->cache_positions[l] * (size_t)c->n_kv_heads * s->value_row_bytes;
     }
     s->block = LM_BATCH;
     for (int l = 0; s->cache_positions && l < c->n_layers; l++) if (s->cache_positions[l] < c->seq_len) s->block = LM_RING_SLACK;
@@ -1358,16 +1398,16 @@ static int run_alloc_state(LmRunState *s, const LmConfig *c) {
     s->q = (float *)calloc(B * q_dim, sizeof(float));
     s->kb = (float *)calloc(B * kv_dim, sizeof(float));
     s->vb = (float *)calloc(B * kv_dim, sizeof(float));
-    s->att = (float *)calloc((size_t)c->n_heads * (size_t)c->seq_len, sizeof(float));
+    s->att_floats = (size_t)LM_ATTN_QUERIES * ((size_t)c->seq_len + 2 * LM_KEY_TILE);
     s->logits = (float *)calloc((size_t)c->vocab_size, sizeof(float));
-    s->key_cache = (float *)calloc(cache, sizeof(float));
-    s->value_cache = (float *)calloc(cache, sizeof(float));
+    s->key_cache = (unsigned char *)calloc(cache, 1);
+    s->value_cache = (unsigned char *)calloc(cache, 1);
     s->tokens = (int *)calloc((size_t)c->seq_len, sizeof(int));
     s->rope_freq = (float *)calloc(3 * half, sizeof(float));
     s->rope_cos = (float *)calloc(2 * B * half, sizeof(float));
     s->rope_sin = (float *)calloc(2 * B * half, sizeof(float));
     int ok = s->cache_offset && s->cache_positions && s->tokens && s->x && s->xb && s->xb2 && s->hb && s->hb2 && s->q && s->kb && s->vb &&
-             s->att && s->logits && s->key_cache && s->value_cache && s->rope_freq && s->rope_cos && s->rope_sin;
+             s->logits && s->key_cache && s->value_cache && s->rope_freq && s->rope_cos && s->rope_sin;
     if (c->integer_activations) {
         size_t groups = widest / (size_t)c->group_size + 1; // + a partial group
         s->xq = (int8_t *)calloc(B * widest + 64, 1); // + room for one 64-byte load past the end
@@ -1916,15 +1956,22 @@ static void run_describe_features(char *out, size_t cap, const LmConfig *c) {
     if (c->rotary_dim != c->head_size) { snprintf(part, sizeof part, "RoPE on %d of %d dims", c->rotary_dim, c->head_size); run_append_feature(out, cap, part); }
 }
 
-// Gives the run state working memory for `threads` threads of the matmul kernels, once the state is
-// allocated. Out of memory keeps what there was: threads without a slot take the plain kernels.
-static void run_reserve_scratch(LmRunState *s, int threads) {
-    if (s->scratch_floats == 0 || threads <= s->scratch_slots) return;
-    float *more = (float *)malloc((size_t)threads * s->scratch_floats * sizeof(float));
-    if (more == NULL) return;
-    free(s->scratch);
-    s->scratch = more;
-    s->scratch_slots = threads;
+// Gives the run state working memory for `threads` threads (the matmul kernels' scratch and the
+// attention scores), once the state is allocated. 0 when out of memory, keeping what there was:
+// threads without a matmul slot take the plain kernels.
+static int run_reserve_scratch(LmRunState *s, int threads) {
+    if (s->scratch_floats > 0 && threads > s->scratch_slots) {
+        float *more = (float *)malloc((size_t)threads * s->scratch_floats * sizeof(float));
+        if (more) { free(s->scratch); s->scratch = more; s->scratch_slots = threads; }
+    }
+    if (threads > s->att_slots) {
+        float *more = (float *)calloc((size_t)threads * s->att_floats, sizeof(float));
+        if (more == NULL) return 0;
+        free(s->att);
+        s->att = more;
+        s->att_slots = threads;
+    }
+    return 1;
 }
 
 // The mapped file (size bytes) copied into memory aligned to 2 MiB, which Linux backs with huge pages
@@ -1940,6 +1987,50 @@ static const unsigned char *run_read_into_memory(const unsigned char *mapped, si
     memcpy(copy, mapped, size);
     munmap((void *)mapped, size);
     return copy;
+}
+
+// The machine's memory in bytes, or 0 where the OS does not say.
+static uint64_t run_physical_memory(void) {
+#if defined(_SC_PHYS_PAGES) && defined(_SC_PAGESIZE)
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    if (pages > 0 && page > 0) return (uint64_t)pages * (uint64_t)page;
+#endif
+    return 0;
+}
+
+// Sets the context and the KV cache's type that o asks for (see LmLoadOptions) and checks that the
+// cache fits in memory, before it is allocated. 0 with the reason in err.
+static int run_size_cache(LmConfig *c, const LmLoadOptions *o, size_t file_bytes, const char *path, char *err, size_t errlen) {
+    static const char *const names[] = {"f32", "f16", "bf16", "q8_0"};
+    static const LmWeightType types[] = {LM_F32, LM_F16, LM_BF16, LM_Q8_0};
+    int asked = o ? o->context_length : 0;
+    c->max_context = c->trained_context; // (YaRN: the scaled window, set with its parameters)
+    if (asked < LM_CONTEXT_MAX || asked > c->max_context) {
+        run_set_err(err, errlen, "%s: a context of %d positions is past the model's maximum, %d (ask for 1 to %d; LM_CONTEXT_MAX, "
+                    "-c 0 on the command line, is the maximum)", path, asked, c->max_context, c->max_context);
+        return 0;
+    }
+    if (asked != 0) c->seq_len = asked == LM_CONTEXT_MAX ? c->max_context : asked;
+    const char *name = o && o->cache_type ? o->cache_type : c->version < 3 ? "f32" : "f16";
+    int k = 0;
+    while (k < 4 && strcmp(name, names[k]) != 0) k++;
+    if (k == 4) { run_set_err(err, errlen, "cache type '%s' is not one of f32, f16, bf16, q8_0", name); return 0; }
+    c->cache_type = types[k];
+    if (c->head_size % run_types[c->cache_type].block_values != 0) {
+        run_set_err(err, errlen, "%s: a q8_0 KV cache needs a head size that is a multiple of 32; this model's is %d: use f16", path, c->head_size);
+        return 0;
+    }
+    uint64_t bytes = run_cache_bytes(c), memory = run_physical_memory(), other = o && o->in_memory ? file_bytes : 0;
+    uint64_t limit = memory ? memory : LM_MAX_KV_BYTES;
+    if (bytes + other > limit) {
+        uint64_t per_position = bytes / (uint64_t)c->seq_len + 1, fits = limit > other ? (limit - other) / per_position : 0;
+        run_set_err(err, errlen, "%s: a context of %d positions needs a KV cache of %llu bytes (%.1f GiB, %s)%s, more than %s %.1f GiB: "
+                    "ask for a smaller context (up to about %llu fits)%s", path, c->seq_len, (unsigned long long)bytes,
+                    (double)bytes / (1 << 30), names[k], other ? " besides the weights read into memory" : "", memory ? "this machine's" : "the limit of",
+                    (double)limit / (1 << 30), (unsigned long long)fits, c->cache_type == LM_F32 || c->cache_type == LM_F16 ? " or a smaller cache type" : "");
+        return 0;
+    }
+    return 1;
 }
 
 LmModel *lm_load(const char *checkpoint_path, char *err, size_t errlen) {
@@ -2008,9 +2099,9 @@ LmModel *lm_load_with(const char *checkpoint_path, const LmLoadOptions *options,
             n += snprintf(m->weight_types + n, sizeof m->weight_types - (size_t)n, n ? ", %s" : "%s", run_types[t].name);
     run_describe_features(m->features, sizeof m->features, c);
     m->kernels = run_detect_kernels();
-    if (!run_alloc_state(&m->state, c)) {
-        double mib = 2.0 * (double)c->n_layers * c->seq_len * c->n_kv_heads * c->head_size * 4 / (1 << 20);
-        run_set_err(err, errlen, "%s: out of memory allocating the run state (KV cache %.0f MiB)", checkpoint_path, mib);
+    if (!run_size_cache(c, options, m->file_size, checkpoint_path, err, errlen)) { lm_free(m); return NULL; }
+    if (!run_alloc_state(&m->state, c) || !run_reserve_scratch(&m->state, 1)) {
+        run_set_err(err, errlen, "%s: out of memory allocating the run state (KV cache %llu bytes)", checkpoint_path, (unsigned long long)run_cache_bytes(c));
         lm_free(m);
         return NULL;
     }
@@ -2048,7 +2139,9 @@ int lm_model_info(const LmModel *m, LmModelInfo *info) {
         .rope_scaling = c->rope_scaling != LM_ROPE_LONGROPE && c->rope_freq_factors ? "per-frequency factors (rope_freqs)" : scalings[c->rope_scaling],
         .features = m->features,
         .has_tokenizer = c->tokenizer_size > 0, .threads = m->threads, .kernels = run_kernel_titles[m->kernels],
-        .in_memory = m->in_memory};
+        .in_memory = m->in_memory, .max_context = c->max_context,
+        .cache_type = c->cache_type == LM_F32 ? "f32" : c->cache_type == LM_F16 ? "f16" : c->cache_type == LM_BF16 ? "bf16" : "q8_0",
+        .cache_bytes = run_cache_bytes(c)};
     return 0;
 }
 
@@ -2062,7 +2155,7 @@ void lm_set_threads(LmModel *m, int n) {
     m->threads = 1; // built without OpenMP: one thread whatever is asked
     (void)n;
 #endif
-    run_reserve_scratch(&m->state, m->threads);
+    if (!run_reserve_scratch(&m->state, m->threads)) m->threads = m->state.att_slots; // (out of memory: as many as have room)
 }
 int lm_context_length(const LmModel *m) { return m ? m->config.seq_len : 0; }
 
@@ -2381,14 +2474,6 @@ static float run_dot_dequant(const LmMatrix *w, int row, const float *x) {
 
 static float run_row_dot_plain(const LmMatrix *w, int row, const LmBatch *in, int t);
 
-// One query head's attention over positions first..last: the key and value of position t at row
-// t % ring of the caches, rows `stride` floats apart, keys and values pointing at this head's.
-typedef struct {
-    const float *keys, *values; // (ring, stride) from this key/value head's first value
-    size_t stride;
-    int ring, first, last, head_size;
-    float scale, softcap; // scores times scale, then (softcap > 0) soft-capped
-} LmAttend;
 
 #if LM_X86
 // The calling thread's working memory (at least floats of it), or NULL when it has none.
@@ -2835,25 +2920,97 @@ LM_AVX512_FN static void run_pack_batch(LmBatch *b) {
         }
     }
 }
-// run_attend's weighted sum: out = sum over positions of att[i] * value row i, in position order,
-// each output value with its own running sum (16 lanes per vector, any head size).
-LM_AVX512_FN static void run_weighted_sum_avx512(const LmAttend *a, const float *att, float *out) {
-    int hs = a->head_size;
-    for (int e0 = 0; e0 < hs; e0 += 128) { // 8 vectors of sums in registers at a time
+// ---- Attention over the KV cache (run_tile_scores_plain and run_tile_values_plain, 16 lanes).
+
+// Key dimension d of a tile's 16 positions as floats (type a constant, so the switch folds away).
+LM_AVX512_FN static inline __m512 run_key_dim16(const unsigned char *tile, int d, LmWeightType type) {
+    switch (type) {
+    case LM_F16: return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(tile + 32 * (size_t)d)));
+    case LM_BF16:
+        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(tile + 32 * (size_t)d))), 16));
+    case LM_Q8_0: return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(tile + 16 * (size_t)d))));
+    default: return _mm512_loadu_ps((const float *)(const void *)tile + 16 * (size_t)d);
+    }
+}
+
+// Four queries at a time (a missing one repeats the last, unstored), each key dimension loaded once.
+LM_AVX512_FN static inline void run_tile_scores_avx512_typed(const unsigned char *tile, int hs, const float *const *q, int nq, float *const *scores,
+                                                             LmWeightType type) {
+    for (int r0 = 0; r0 < nq; r0 += 4) {
+        const float *qr[4];
+        for (int i = 0; i < 4; i++) qr[i] = q[r0 + i < nq ? r0 + i : nq - 1];
+        __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+        if (type == LM_Q8_0) {
+            const unsigned char *scales = tile + (size_t)hs * LM_KEY_TILE;
+            for (int g = 0; g < hs / 32; g++) {
+                __m512 part[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+                for (int d = 32 * g; d < 32 * g + 32; d++) {
+                    __m512 k = run_key_dim16(tile, d, LM_Q8_0);
+                    for (int i = 0; i < 4; i++) part[i] = _mm512_add_ps(part[i], _mm512_mul_ps(_mm512_set1_ps(qr[i][d]), k));
+                }
+                __m512 scale = run_key_dim16(scales, g, LM_F16);
+                for (int i = 0; i < 4; i++) acc[i] = _mm512_add_ps(acc[i], _mm512_mul_ps(part[i], scale));
+            }
+        } else {
+            for (int d = 0; d < hs; d++) {
+                __m512 k = run_key_dim16(tile, d, type);
+                for (int i = 0; i < 4; i++) acc[i] = _mm512_add_ps(acc[i], _mm512_mul_ps(_mm512_set1_ps(qr[i][d]), k));
+            }
+        }
+        for (int i = 0; i < 4 && r0 + i < nq; i++) _mm512_storeu_ps(scores[r0 + i], acc[i]);
+    }
+}
+
+LM_AVX512_FN static void run_tile_scores_avx512(const unsigned char *tile, LmWeightType type, int hs, const float *const *q, int nq, float *const *scores) {
+    switch (type) {
+    case LM_F16: run_tile_scores_avx512_typed(tile, hs, q, nq, scores, LM_F16); break;
+    case LM_BF16: run_tile_scores_avx512_typed(tile, hs, q, nq, scores, LM_BF16); break;
+    case LM_Q8_0: run_tile_scores_avx512_typed(tile, hs, q, nq, scores, LM_Q8_0); break;
+    default: run_tile_scores_avx512_typed(tile, hs, q, nq, scores, LM_F32); break;
+    }
+}
+
+// Sixteen values from value e of a row (float types: masked; Q8_0 rows: e a multiple of 16, its
+// block's integers as floats, the scale apart).
+LM_AVX512_FN static inline __m512 run_value16(const unsigned char *row, int e, __mmask16 mask, LmWeightType type) {
+    switch (type) {
+    case LM_F16: return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, (const uint16_t *)(const void *)row + e));
+    case LM_BF16: return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, (const uint16_t *)(const void *)row + e)), 16));
+    case LM_Q8_0: return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(row + 34 * (size_t)(e / 32) + 2 + e % 32))));
+    default: return _mm512_maskz_loadu_ps(mask, (const float *)(const void *)row + e);
+    }
+}
+
+// Up to 128 of the query's sums in registers at a time, carried over the count positions in order.
+LM_AVX512_FN static inline void run_tile_values_avx512_typed(const unsigned char *rows, size_t row_bytes, int count, int hs, const float *p, float *out,
+                                                             LmWeightType type) {
+    for (int e0 = 0; e0 < hs; e0 += 128) {
         __m512 o[8];
         __mmask16 mask[8];
         int nv = (hs - e0 + 15) / 16 < 8 ? (hs - e0 + 15) / 16 : 8;
         for (int v = 0; v < 8; v++) {
             int left = hs - e0 - 16 * v;
             mask[v] = left >= 16 ? (__mmask16)0xffff : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
-            o[v] = _mm512_setzero_ps();
+            o[v] = _mm512_maskz_loadu_ps(mask[v], out + e0 + 16 * v);
         }
-        for (int t = a->first; t <= a->last; t++) {
-            const float *vt = a->values + (size_t)(t % a->ring) * a->stride + e0;
-            __m512 p = _mm512_set1_ps(att[t - a->first]);
-            for (int v = 0; v < nv; v++) o[v] = _mm512_add_ps(o[v], _mm512_mul_ps(p, _mm512_maskz_loadu_ps(mask[v], vt + 16 * v)));
+        for (int t = 0; t < count; t++) {
+            const unsigned char *row = rows + (size_t)t * row_bytes;
+            for (int v = 0; v < nv; v++) {
+                int e = e0 + 16 * v;
+                __m512 weight = _mm512_set1_ps(type == LM_Q8_0 ? p[t] * run_half_at(row + 34 * (size_t)(e / 32)) : p[t]);
+                o[v] = _mm512_add_ps(o[v], _mm512_mul_ps(weight, run_value16(row, e, mask[v], type)));
+            }
         }
         for (int v = 0; v < nv; v++) _mm512_mask_storeu_ps(out + e0 + 16 * v, mask[v], o[v]);
+    }
+}
+
+LM_AVX512_FN static void run_tile_values_avx512(const unsigned char *rows, size_t row_bytes, int count, LmWeightType type, int hs, const float *p, float *out) {
+    switch (type) {
+    case LM_F16: run_tile_values_avx512_typed(rows, row_bytes, count, hs, p, out, LM_F16); break;
+    case LM_BF16: run_tile_values_avx512_typed(rows, row_bytes, count, hs, p, out, LM_BF16); break;
+    case LM_Q8_0: run_tile_values_avx512_typed(rows, row_bytes, count, hs, p, out, LM_Q8_0); break;
+    default: run_tile_values_avx512_typed(rows, row_bytes, count, hs, p, out, LM_F32); break;
     }
 }
 #endif // LM_X86 (AVX-512)
@@ -3466,24 +3623,112 @@ LM_AVX2_FN static int run_matmul_int_block_avx2(const LmMatrix *w, int r0, int r
     return 1;
 }
 
-// run_weighted_sum_avx512 in 8 lanes (the last values of an odd head size one by one).
-LM_AVX2_FN static void run_weighted_sum_avx2(const LmAttend *a, const float *att, float *out) {
-    int hs = a->head_size, full = hs / 8 * 8;
+// ---- Attention over the KV cache in 8 lanes: a tile's 16 positions as two vectors.
+
+// Key dimension d of a tile's positions 8 * half .. 8 * half + 7 as floats.
+LM_AVX2_FN static inline __m256 run_key_dim8(const unsigned char *tile, int d, int half, LmWeightType type) {
+    size_t at = 16 * (size_t)d + 8 * (size_t)half; // (the element)
+    switch (type) {
+    case LM_F16: return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(tile + 2 * at)));
+    case LM_BF16: return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(const void *)(tile + 2 * at))), 16));
+    case LM_Q8_0: return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(tile + at))));
+    default: return _mm256_loadu_ps((const float *)(const void *)tile + at);
+    }
+}
+
+// run_tile_scores_avx512_typed with each 16-lane vector as two.
+LM_AVX2_FN static inline void run_tile_scores_avx2_typed(const unsigned char *tile, int hs, const float *const *q, int nq, float *const *scores,
+                                                         LmWeightType type) {
+    for (int r0 = 0; r0 < nq; r0 += 4) {
+        const float *qr[4];
+        for (int i = 0; i < 4; i++) qr[i] = q[r0 + i < nq ? r0 + i : nq - 1];
+        __m256 acc[8];
+        for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
+        if (type == LM_Q8_0) {
+            const unsigned char *scales = tile + (size_t)hs * LM_KEY_TILE;
+            for (int g = 0; g < hs / 32; g++) {
+                __m256 part[8];
+                for (int i = 0; i < 8; i++) part[i] = _mm256_setzero_ps();
+                for (int d = 32 * g; d < 32 * g + 32; d++) {
+                    __m256 k0 = run_key_dim8(tile, d, 0, LM_Q8_0), k1 = run_key_dim8(tile, d, 1, LM_Q8_0);
+                    for (int i = 0; i < 4; i++) {
+                        __m256 qd = _mm256_set1_ps(qr[i][d]);
+                        part[2 * i] = _mm256_add_ps(part[2 * i], _mm256_mul_ps(qd, k0));
+                        part[2 * i + 1] = _mm256_add_ps(part[2 * i + 1], _mm256_mul_ps(qd, k1));
+                    }
+                }
+                __m256 s0 = run_key_dim8(scales, g, 0, LM_F16), s1 = run_key_dim8(scales, g, 1, LM_F16);
+                for (int i = 0; i < 4; i++) {
+                    acc[2 * i] = _mm256_add_ps(acc[2 * i], _mm256_mul_ps(part[2 * i], s0));
+                    acc[2 * i + 1] = _mm256_add_ps(acc[2 * i + 1], _mm256_mul_ps(part[2 * i + 1], s1));
+                }
+            }
+        } else {
+            for (int d = 0; d < hs; d++) {
+                __m256 k0 = run_key_dim8(tile, d, 0, type), k1 = run_key_dim8(tile, d, 1, type);
+                for (int i = 0; i < 4; i++) {
+                    __m256 qd = _mm256_set1_ps(qr[i][d]);
+                    acc[2 * i] = _mm256_add_ps(acc[2 * i], _mm256_mul_ps(qd, k0));
+                    acc[2 * i + 1] = _mm256_add_ps(acc[2 * i + 1], _mm256_mul_ps(qd, k1));
+                }
+            }
+        }
+        for (int i = 0; i < 4 && r0 + i < nq; i++) {
+            _mm256_storeu_ps(scores[r0 + i], acc[2 * i]);
+            _mm256_storeu_ps(scores[r0 + i] + 8, acc[2 * i + 1]);
+        }
+    }
+}
+
+LM_AVX2_FN static void run_tile_scores_avx2(const unsigned char *tile, LmWeightType type, int hs, const float *const *q, int nq, float *const *scores) {
+    switch (type) {
+    case LM_F16: run_tile_scores_avx2_typed(tile, hs, q, nq, scores, LM_F16); break;
+    case LM_BF16: run_tile_scores_avx2_typed(tile, hs, q, nq, scores, LM_BF16); break;
+    case LM_Q8_0: run_tile_scores_avx2_typed(tile, hs, q, nq, scores, LM_Q8_0); break;
+    default: run_tile_scores_avx2_typed(tile, hs, q, nq, scores, LM_F32); break;
+    }
+}
+
+// Eight values from value e of a row (e a multiple of 8; Q8_0: its block's integers, the scale apart).
+LM_AVX2_FN static inline __m256 run_value8(const unsigned char *row, int e, LmWeightType type) {
+    switch (type) {
+    case LM_F16: return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)((const uint16_t *)(const void *)row + e)));
+    case LM_BF16:
+        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(const void *)((const uint16_t *)(const void *)row + e))), 16));
+    case LM_Q8_0: return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(row + 34 * (size_t)(e / 32) + 2 + e % 32))));
+    default: return _mm256_loadu_ps((const float *)(const void *)row + e);
+    }
+}
+
+// run_tile_values_avx512_typed in 8 lanes (the last values of a head size that is not a multiple of
+// 8 one by one, in the same order).
+LM_AVX2_FN static inline void run_tile_values_avx2_typed(const unsigned char *rows, size_t row_bytes, int count, int hs, const float *p, float *out,
+                                                         LmWeightType type) {
+    int full = hs / 8 * 8;
     for (int e0 = 0; e0 < full; e0 += 64) {
         __m256 o[8];
         int nv = (full - e0) / 8 < 8 ? (full - e0) / 8 : 8;
-        for (int v = 0; v < 8; v++) o[v] = _mm256_setzero_ps();
-        for (int t = a->first; t <= a->last; t++) {
-            const float *vt = a->values + (size_t)(t % a->ring) * a->stride + e0;
-            __m256 p = _mm256_set1_ps(att[t - a->first]);
-            for (int v = 0; v < nv; v++) o[v] = _mm256_add_ps(o[v], _mm256_mul_ps(p, _mm256_loadu_ps(vt + 8 * v)));
+        for (int v = 0; v < nv; v++) o[v] = _mm256_loadu_ps(out + e0 + 8 * v);
+        for (int t = 0; t < count; t++) {
+            const unsigned char *row = rows + (size_t)t * row_bytes;
+            for (int v = 0; v < nv; v++) {
+                int e = e0 + 8 * v;
+                __m256 weight = _mm256_set1_ps(type == LM_Q8_0 ? p[t] * run_half_at(row + 34 * (size_t)(e / 32)) : p[t]);
+                o[v] = _mm256_add_ps(o[v], _mm256_mul_ps(weight, run_value8(row, e, type)));
+            }
         }
         for (int v = 0; v < nv; v++) _mm256_storeu_ps(out + e0 + 8 * v, o[v]);
     }
-    for (int e = full; e < hs; e++) {
-        float sum = 0.0f;
-        for (int t = a->first; t <= a->last; t++) sum += att[t - a->first] * a->values[(size_t)(t % a->ring) * a->stride + (size_t)e];
-        out[e] = sum;
+    for (int e = full; e < hs; e++) // (float types only: Q8_0 rows are whole blocks of 32)
+        for (int t = 0; t < count; t++) out[e] += p[t] * run_weight_f32(rows + (size_t)t * row_bytes, (size_t)e, type);
+}
+
+LM_AVX2_FN static void run_tile_values_avx2(const unsigned char *rows, size_t row_bytes, int count, LmWeightType type, int hs, const float *p, float *out) {
+    switch (type) {
+    case LM_F16: run_tile_values_avx2_typed(rows, row_bytes, count, hs, p, out, LM_F16); break;
+    case LM_BF16: run_tile_values_avx2_typed(rows, row_bytes, count, hs, p, out, LM_BF16); break;
+    case LM_Q8_0: run_tile_values_avx2_typed(rows, row_bytes, count, hs, p, out, LM_Q8_0); break;
+    default: run_tile_values_avx2_typed(rows, row_bytes, count, hs, p, out, LM_F32); break;
     }
 }
 #endif // LM_X86 (AVX2)
@@ -3801,39 +4046,197 @@ static void run_softcap(float *x, int n, float cap) {
     for (int i = 0; i < n; i++) x[i] = cap * tanhf(x[i] / cap);
 }
 
-// One query head's attention (see LmAttend) in the kernel set given: the scores (run_dot_f32 of q
-// and each key, times the scale; soft-capped), their softmax into att (count values), and out =
-// the values weighted by att, summed in position order. Every kernel set computes each score and
-// each output value with the same operations in the same order: the same bits.
-static void run_attend(LmKernels kernels, const LmAttend *a, const float *q, float *att, float *out) {
-    int count = a->last - a->first + 1, hs = a->head_size;
-    for (int t = a->first; t <= a->last; t++) {
-        const float *k = a->keys + (size_t)(t % a->ring) * a->stride;
-        float score;
-#if LM_X86
-        LmMatrix key = {.data = k, .rows = 1, .cols = hs, .type = LM_F32}; // (k * q: the products commute)
-        if (kernels == LM_KERNELS_AVX512) run_matvec_float_avx512(&key, 0, 1, q, &score);
-        else if (kernels == LM_KERNELS_AVX2) score = run_dot_float_avx2(&key, 0, q);
-        else score = run_dot_f32(q, k, hs);
-#elif LM_NEON
-        LmMatrix key = {.data = k, .rows = 1, .cols = hs, .type = LM_F32};
-        score = kernels >= LM_KERNELS_NEON ? run_dot_float_neon(&key, 0, q) : run_dot_f32(q, k, hs);
-#else
-        (void)kernels;
-        score = run_dot_f32(q, k, hs);
-#endif
-        att[t - a->first] = score * a->scale;
+// ---- The KV cache and attention over it (layouts: see LmRunState). Scores and weighted sums are
+// defined by the plain loops here; the AVX2 and AVX-512 versions compute the same operations in the
+// same order (the same bits), and every query's result is the same whichever other queries or
+// threads share its work: lm_forward_batch stays equal to lm_forward, bit for bit.
+
+// IEEE half precision, rounded to nearest even (overflow to inf; NaN stays NaN).
+static uint16_t run_f32_to_f16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint32_t sign = (x >> 16) & 0x8000u, a = x & 0x7fffffffu;
+    if (a > 0x7f800000u) return (uint16_t)(sign | 0x7e00u);
+    if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); // (65520 and up round to inf)
+    if (a < 0x38800000u) { // a subnormal half: m * 2^-24, m rounded to nearest even
+        float scaled = fabsf(f) * 0x1p24f; // (exact: a power of two)
+        uint32_t m = (uint32_t)scaled;
+        float rest = scaled - (float)m;
+        m += rest > 0.5f || (rest == 0.5f && (m & 1u));
+        return (uint16_t)(sign | m);
     }
-    if (a->softcap > 0.0f) run_softcap(att, count, a->softcap);
-    run_softmax(att, count);
+    a -= 0x38000000u; // rebias the exponent (127 -> 15), then round the 13 bits that go
+    a += 0xfffu + ((a >> 13) & 1u);
+    return (uint16_t)(sign | (a >> 13));
+}
+
+static uint16_t run_f32_to_bf16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40u);
+    return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
+}
+
+// Element i of a cache array of a float type set to v.
+static void run_put_f32(unsigned char *p, size_t i, float v, LmWeightType type) {
+    if (type == LM_F32) { memcpy(p + 4 * i, &v, 4); return; }
+    uint16_t h = type == LM_F16 ? run_f32_to_f16(v) : run_f32_to_bf16(v);
+    memcpy(p + 2 * i, &h, 2);
+}
+
+// Q8_0 of 32 values as ggml's reference quantizer: d = max|x| / 127 (stored as fp16), q = round(x / d).
+static void run_quantize_32(const float *x, int8_t *q, uint16_t *d_half) {
+    float amax = 0.0f;
+    for (int i = 0; i < 32; i++) amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
+    float d = amax / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
+    for (int i = 0; i < 32; i++) q[i] = (int8_t)roundf(x[i] * id);
+    *d_half = run_f32_to_f16(d);
+}
+
+// Stores a key (head_size values) as lane `lane` of its tile, or (load) reads it back.
+static void run_store_key(unsigned char *tile, int lane, const float *k, int hs, LmWeightType type) {
+    if (type != LM_Q8_0) {
+        for (int d = 0; d < hs; d++) run_put_f32(tile, (size_t)d * LM_KEY_TILE + (size_t)lane, k[d], type);
+        return;
+    }
+    for (int g = 0; g < hs / 32; g++) {
+        int8_t q[32];
+        uint16_t scale;
+        run_quantize_32(k + 32 * g, q, &scale);
+        for (int i = 0; i < 32; i++) tile[(size_t)(32 * g + i) * LM_KEY_TILE + (size_t)lane] = (unsigned char)q[i];
+        memcpy(tile + (size_t)hs * LM_KEY_TILE + 2 * ((size_t)g * LM_KEY_TILE + (size_t)lane), &scale, 2);
+    }
+}
+
+static void run_load_key(const unsigned char *tile, int lane, float *k, int hs, LmWeightType type) {
+    for (int d = 0; d < hs; d++) {
+        size_t at = (size_t)d * LM_KEY_TILE + (size_t)lane;
+        k[d] = type == LM_Q8_0 ? (float)(int8_t)tile[at] * run_half_at(tile + (size_t)hs * LM_KEY_TILE + 2 * ((size_t)(d / 32) * LM_KEY_TILE + (size_t)lane))
+                               : run_weight_f32(tile, at, type);
+    }
+}
+
+// Stores a head's values (head_size) as a row of the cache type (Q8_0: GGUF's blocks).
+static void run_store_values(unsigned char *row, const float *v, int hs, LmWeightType type) {
+    if (type != LM_Q8_0) {
+        for (int e = 0; e < hs; e++) run_put_f32(row, (size_t)e, v[e], type);
+        return;
+    }
+    for (int b = 0; b < hs / 32; b++) {
+        uint16_t scale;
+        run_quantize_32(v + 32 * b, (int8_t *)(row + 34 * (size_t)b + 2), &scale);
+        memcpy(row + 34 * (size_t)b, &scale, 2);
+    }
+}
+
+// The scores of nq queries (head_size values each) against the LM_KEY_TILE keys of a tile, every lane
+// whether or not its position is in use: scores[r][j] = the sum over the head's dimensions d, in
+// order, of q[r][d] * key j's value d. Q8_0: that sum over each group of 32 dimensions, then the
+// groups in order, each group's sum times key j's scale of it.
+static void run_tile_scores_plain(const unsigned char *tile, LmWeightType type, int hs, const float *const *q, int nq, float *const *scores) {
+    for (int r = 0; r < nq; r++) {
+        float acc[LM_KEY_TILE] = {0};
+        if (type == LM_Q8_0) {
+            const int8_t *k = (const int8_t *)tile;
+            for (int g = 0; g < hs / 32; g++) {
+                float part[LM_KEY_TILE] = {0};
+                for (int d = 32 * g; d < 32 * g + 32; d++)
+                    for (int j = 0; j < LM_KEY_TILE; j++) part[j] += q[r][d] * (float)k[d * LM_KEY_TILE + j];
+                const unsigned char *scales = tile + (size_t)hs * LM_KEY_TILE + 2 * (size_t)g * LM_KEY_TILE;
+                for (int j = 0; j < LM_KEY_TILE; j++) acc[j] += part[j] * run_half_at(scales + 2 * j);
+            }
+        } else {
+            for (int d = 0; d < hs; d++)
+                for (int j = 0; j < LM_KEY_TILE; j++) acc[j] += q[r][d] * run_weight_f32(tile, (size_t)d * LM_KEY_TILE + (size_t)j, type);
+        }
+        memcpy(scores[r], acc, sizeof acc);
+    }
+}
+
+// out[e] += p[t] * value e of row t for t = 0..count-1 (rows row_bytes apart), each out[e] its own
+// running sum in position order; Q8_0: each term is (p[t] * its block's scale) * the integer.
+static void run_tile_values_plain(const unsigned char *rows, size_t row_bytes, int count, LmWeightType type, int hs, const float *p, float *out) {
+    for (int t = 0; t < count; t++) {
+        const unsigned char *row = rows + (size_t)t * row_bytes;
+        if (type == LM_Q8_0) {
+            for (int b = 0; b < hs / 32; b++) {
+                float weight = p[t] * run_half_at(row + 34 * (size_t)b);
+                const int8_t *q = (const int8_t *)(row + 34 * (size_t)b + 2);
+                for (int e = 0; e < 32; e++) out[32 * b + e] += weight * (float)q[e];
+            }
+        } else {
+            for (int e = 0; e < hs; e++) out[e] += p[t] * run_weight_f32(row, (size_t)e, type);
+        }
+    }
+}
+
+static void run_tile_scores(LmKernels k, const unsigned char *tile, LmWeightType type, int hs, const float *const *q, int nq, float *const *scores) {
 #if LM_X86
-    if (kernels == LM_KERNELS_AVX512) { run_weighted_sum_avx512(a, att, out); return; }
-    if (kernels == LM_KERNELS_AVX2) { run_weighted_sum_avx2(a, att, out); return; }
+    if (k == LM_KERNELS_AVX512) { run_tile_scores_avx512(tile, type, hs, q, nq, scores); return; }
+    if (k == LM_KERNELS_AVX2) { run_tile_scores_avx2(tile, type, hs, q, nq, scores); return; }
 #endif
-    memset(out, 0, (size_t)hs * sizeof(float));
-    for (int t = a->first; t <= a->last; t++) {
-        const float *vt = a->values + (size_t)(t % a->ring) * a->stride;
-        for (int e = 0; e < hs; e++) out[e] += att[t - a->first] * vt[e];
+    (void)k;
+    run_tile_scores_plain(tile, type, hs, q, nq, scores);
+}
+
+static void run_tile_values(LmKernels k, const unsigned char *rows, size_t row_bytes, int count, LmWeightType type, int hs, const float *p, float *out) {
+#if LM_X86
+    if (k == LM_KERNELS_AVX512) { run_tile_values_avx512(rows, row_bytes, count, type, hs, p, out); return; }
+    if (k == LM_KERNELS_AVX2) { run_tile_values_avx2(rows, row_bytes, count, type, hs, p, out); return; }
+#endif
+    (void)k;
+    run_tile_values_plain(rows, row_bytes, count, type, hs, p, out);
+}
+
+// One unit of attention work: queries of one key/value head, each with the positions it sees.
+typedef struct {
+    const unsigned char *keys, *values; // this kv head's tiles and rows in the layer's cache
+    int ring;                          // the layer's rows: position t is in row t % ring
+    int nq;                            // queries, at most LM_ATTN_QUERIES
+    const float *q[LM_ATTN_QUERIES];   // (head_size) each
+    float *out[LM_ATTN_QUERIES];       // (head_size) each: the weighted sums of the values
+    int first[LM_ATTN_QUERIES], last[LM_ATTN_QUERIES]; // the positions each sees
+} LmAttention;
+
+// Each query's attention: its scores (times scale, soft-capped when softcap > 0) over the positions
+// first..last, their softmax, and the values weighted by it. Keys are scored one tile at a time for
+// all the queries that see some of it, values summed 64 positions at a time likewise, so each is read
+// once while it is in the CPU's cache. att holds LM_ATTN_QUERIES * (seq_len + 2 * LM_KEY_TILE) floats.
+static void run_attention(const LmModel *m, const LmAttention *a, float *att) {
+    const LmConfig *c = &m->config;
+    const LmRunState *s = &m->state;
+    int hs = c->head_size, lo = a->first[0], hi = a->last[0];
+    for (int r = 1; r < a->nq; r++) { lo = a->first[r] < lo ? a->first[r] : lo; hi = a->last[r] > hi ? a->last[r] : hi; }
+    int base = lo / LM_KEY_TILE * LM_KEY_TILE;
+    size_t span = (size_t)c->seq_len + 2 * LM_KEY_TILE; // (each query's scores from position base on)
+    assert(hi - base < (int)span - LM_KEY_TILE && a->nq <= LM_ATTN_QUERIES);
+    for (int t0 = base; t0 <= hi; t0 += LM_KEY_TILE) {
+        const float *q[LM_ATTN_QUERIES];
+        float *scores[LM_ATTN_QUERIES];
+        int n = 0;
+        for (int r = 0; r < a->nq; r++)
+            if (a->first[r] < t0 + LM_KEY_TILE && a->last[r] >= t0) { q[n] = a->q[r]; scores[n++] = att + (size_t)r * span + (size_t)(t0 - base); }
+        const unsigned char *tile = a->keys + (size_t)((t0 % a->ring) / LM_KEY_TILE) * s->key_tile_bytes;
+        if (n > 0) run_tile_scores(m->kernels, tile, c->cache_type, hs, q, n, scores);
+    }
+    for (int r = 0; r < a->nq; r++) {
+        float *p = att + (size_t)r * span + (size_t)(a->first[r] - base);
+        int count = a->last[r] - a->first[r] + 1;
+        for (int i = 0; i < count; i++) p[i] *= c->attn_scale;
+        if (c->attn_softcap > 0.0f) run_softcap(p, count, c->attn_softcap);
+        run_softmax(p, count);
+        memset(a->out[r], 0, (size_t)hs * sizeof(float));
+    }
+    for (int t0 = lo; t0 <= hi; t0 += 64) {
+        for (int r = 0; r < a->nq; r++) {
+            int from = a->first[r] > t0 ? a->first[r] : t0, to = a->last[r] < t0 + 63 ? a->last[r] : t0 + 63;
+            while (from <= to) { // (a ring's rows wrap around)
+                int row = from % a->ring, count = to - from + 1 < a->ring - row ? to - from + 1 : a->ring - row;
+                run_tile_values(m->kernels, a->values + (size_t)row * s->value_row_bytes, s->value_row_bytes, count, c->cache_type, hs,
+                                att + (size_t)r * span + (size_t)(from - base), a->out[r]);
+                from += count;
+            }
+        }
     }
 }
 
@@ -3880,12 +4283,14 @@ static void run_forward_block(LmModel *m, const int *tokens, int n, int pos, int
     for (int l = 0; l < c->n_layers; l++) {
         const LmLayer *ly = &w->layers[l];
         int window = run_layer_window(c, l), ring = s->cache_positions[l];
-        float *key_cache = s->key_cache + s->cache_offset[l], *value_cache = s->value_cache + s->cache_offset[l]; // (ring, kv_dim)
+        // (n_kv_heads, ring / LM_KEY_TILE, key_tile_bytes) and (n_kv_heads, ring, value_row_bytes)
+        unsigned char *key_cache = s->key_cache + s->cache_offset[l], *value_cache = s->value_cache + s->cache_offset[l];
+        size_t head_bytes = (size_t)ring * s->value_row_bytes; // (a kv head's keys, or values)
         int own_rope = window && c->rope_local_theta > 0.0f; // (Gemma 3's local layers: their own RoPE base)
         const float *rope_cos = s->rope_cos + (own_rope ? LM_BATCH * half : 0), *rope_sin = s->rope_sin + (own_rope ? LM_BATCH * half : 0);
 
         // attention: q, k, v from the normed stream; (Qwen3, Gemma 3) q and k normed per head; RoPE;
-        // k and v into the cache, position t at row t % ring
+        // k and v into the cache in its type, position t at row t % ring
         for (int i = 0; i < n; i++) run_rmsnorm(s->xb + (size_t)i * xb_ld, s->x + (size_t)i * dim, ly->rms_att, dim, c->norm_eps);
         LmBatch in = run_make_batch(m, s->xb, n, dim, xb_ld);
         LmMatmul qkv[3] = {{&ly->wq, s->q, q_dim}, {&ly->wk, s->kb, kv_dim}, {&ly->wv, s->vb, kv_dim}};
@@ -3899,23 +4304,35 @@ static void run_forward_block(LmModel *m, const int *tokens, int n, int pos, int
             for (int h = 0; c->qk_norm && h < c->n_kv_heads; h++) run_rmsnorm(ki + h * head_size, ki + h * head_size, ly->k_norm, head_size, c->norm_eps);
             run_rope_rotate(qi, c->n_heads, head_size, c->rotary_dim, rope_cos + i * half, rope_sin + i * half, c->rope_layout);
             run_rope_rotate(ki, c->n_kv_heads, head_size, c->rotary_dim, rope_cos + i * half, rope_sin + i * half, c->rope_layout);
-            size_t row = (size_t)((pos + i) % ring) * (size_t)kv_dim;
-            memcpy(key_cache + row, ki, (size_t)kv_dim * sizeof(float));
-            memcpy(value_cache + row, vi, (size_t)kv_dim * sizeof(float));
+            int row = (pos + i) % ring;
+            for (int g = 0; g < c->n_kv_heads; g++) {
+                unsigned char *tile = key_cache + (size_t)g * head_bytes + (size_t)(row / LM_KEY_TILE) * s->key_tile_bytes;
+                run_store_key(tile, row % LM_KEY_TILE, ki + g * head_size, head_size, c->cache_type);
+                run_store_values(value_cache + (size_t)g * head_bytes + (size_t)row * s->value_row_bytes, vi + g * head_size, head_size, c->cache_type);
+            }
         }
 
         // each query head attends over the positions it sees (0..pos+i, or the window's last ones) of
-        // its key/value head
+        // its key/value head; the work in units of up to LM_ATTN_QUERIES queries of one kv head (token
+        // by token, the heads of a group together), so a group's queries share each key and value read
+        int per_head = n * kv_mul, units_per_head = (per_head + LM_ATTN_QUERIES - 1) / LM_ATTN_QUERIES;
         LM_PARALLEL_FOR(m->threads)
-        for (int h = 0; h < c->n_heads; h++) {
-            float *att = s->att + (size_t)h * (size_t)c->seq_len;
-            size_t kv_head = (size_t)(h / kv_mul) * (size_t)head_size;
-            for (int i = 0; i < n; i++) {
-                int last = pos + i, first = window && last - window + 1 > 0 ? last - window + 1 : 0;
-                LmAttend a = {.keys = key_cache + kv_head, .values = value_cache + kv_head, .stride = (size_t)kv_dim, .ring = ring,
-                              .first = first, .last = last, .head_size = head_size, .scale = c->attn_scale, .softcap = c->attn_softcap};
-                run_attend(m->kernels, &a, s->q + (size_t)i * q_dim + (size_t)h * head_size, att, s->xb + (size_t)i * xb_ld + (size_t)h * head_size);
+        for (int unit = 0; unit < c->n_kv_heads * units_per_head; unit++) {
+            int g = unit / units_per_head, first_query = unit % units_per_head * LM_ATTN_QUERIES;
+#ifdef _OPENMP
+            int slot = omp_get_thread_num();
+#else
+            int slot = 0;
+#endif
+            LmAttention a = {.keys = key_cache + (size_t)g * head_bytes, .values = value_cache + (size_t)g * head_bytes, .ring = ring};
+            for (int qi = first_query; qi < per_head && a.nq < LM_ATTN_QUERIES; qi++, a.nq++) {
+                int i = qi / kv_mul, h = g * kv_mul + qi % kv_mul;
+                a.q[a.nq] = s->q + (size_t)i * q_dim + (size_t)h * head_size;
+                a.out[a.nq] = s->xb + (size_t)i * xb_ld + (size_t)h * head_size;
+                a.last[a.nq] = pos + i;
+                a.first[a.nq] = window && pos + i - window + 1 > 0 ? pos + i - window + 1 : 0;
             }
+            run_attention(m, &a, s->att + (size_t)slot * s->att_floats);
         }
 
         // output projection, (Gemma) its norm, and residual
@@ -3973,31 +4390,44 @@ int lm_shift_context(LmModel *m, int pos, int n_keep, int n_discard) {
         sin_t[i] = sinf(angle);
     }
     memmove(s->tokens + n_keep, s->tokens + n_keep + n_discard, (size_t)(new_pos - n_keep) * sizeof(int));
-    float *moved = NULL; // (2, positions, kv_dim) a ring's keys and values on their way
+    int hs = c->head_size;
+    size_t vrow = s->value_row_bytes;
+    float *key = s->kb; // (kv_dim) one position's keys, turned
+    unsigned char *moved = NULL; // a ring's turned keys (positions, kv_dim floats) and values (positions, n_kv_heads, vrow)
     for (int l = 0; l < c->n_layers; l++) {
-        int ring = s->cache_positions[l], window = run_layer_window(c, l);
-        float *keys = s->key_cache + s->cache_offset[l], *values = s->value_cache + s->cache_offset[l];
+        int ring = s->cache_positions[l], window = run_layer_window(c, l), is_ring = ring < c->seq_len;
+        size_t head_bytes = (size_t)ring * vrow;
+        unsigned char *keys = s->key_cache + s->cache_offset[l], *values = s->value_cache + s->cache_offset[l];
         // the new positions to fill: all after n_keep, or (a ring) those the next queries see
         int first = n_keep, count;
-        if (ring < c->seq_len && new_pos - window + 1 > first) first = new_pos - window + 1;
+        if (is_ring && new_pos - window + 1 > first) first = new_pos - window + 1;
         count = new_pos - first;
         if (count <= 0) continue;
-        if (ring < c->seq_len && moved == NULL && (moved = (float *)malloc(2 * (size_t)ring * kv_dim * sizeof(float))) == NULL) return -1;
+        size_t moved_keys = (size_t)ring * (size_t)kv_dim * sizeof(float);
+        if (is_ring && moved == NULL && (moved = (unsigned char *)malloc(moved_keys + (size_t)ring * (size_t)c->n_kv_heads * vrow)) == NULL) return -1;
         for (int p = first; p < new_pos; p++) {
-            int t = p + n_discard, table = window && c->rope_local_theta > 0.0f ? 2 : s->rope_long ? 1 : 0;
-            float *k = keys + (size_t)(t % ring) * kv_dim, *v = values + (size_t)(t % ring) * kv_dim;
-            run_rope_rotate(k, c->n_kv_heads, c->head_size, c->rotary_dim, cos_t + table * half, sin_t + table * half, c->rope_layout);
-            if (ring == c->seq_len) { // in order, each row moves down to one already moved
-                memmove(keys + (size_t)p * kv_dim, k, (size_t)kv_dim * sizeof(float));
-                memmove(values + (size_t)p * kv_dim, v, (size_t)kv_dim * sizeof(float));
-            } else { // through `moved`: a ring's rows may overlap
-                memcpy(moved + (size_t)(p - first) * kv_dim, k, (size_t)kv_dim * sizeof(float));
-                memcpy(moved + ((size_t)ring + (size_t)(p - first)) * kv_dim, v, (size_t)kv_dim * sizeof(float));
+            int t = (p + n_discard) % ring, table = window && c->rope_local_theta > 0.0f ? 2 : s->rope_long ? 1 : 0;
+            for (int g = 0; g < c->n_kv_heads; g++)
+                run_load_key(keys + (size_t)g * head_bytes + (size_t)(t / LM_KEY_TILE) * s->key_tile_bytes, t % LM_KEY_TILE, key + g * hs, hs, c->cache_type);
+            run_rope_rotate(key, c->n_kv_heads, hs, c->rotary_dim, cos_t + table * half, sin_t + table * half, c->rope_layout);
+            for (int g = 0; g < c->n_kv_heads; g++) {
+                const unsigned char *from = values + (size_t)g * head_bytes + (size_t)t * vrow;
+                if (!is_ring) { // in order, each row moves down to one already moved
+                    run_store_key(keys + (size_t)g * head_bytes + (size_t)(p / LM_KEY_TILE) * s->key_tile_bytes, p % LM_KEY_TILE, key + g * hs, hs, c->cache_type);
+                    memmove(values + (size_t)g * head_bytes + (size_t)p * vrow, from, vrow);
+                } else { // through `moved`: a ring's rows may overlap
+                    memcpy(moved + moved_keys + ((size_t)(p - first) * (size_t)c->n_kv_heads + (size_t)g) * vrow, from, vrow);
+                }
             }
+            if (is_ring) memcpy(moved + (size_t)(p - first) * (size_t)kv_dim * sizeof(float), key, (size_t)kv_dim * sizeof(float));
         }
-        for (int p = first; ring < c->seq_len && p < new_pos; p++) {
-            memcpy(keys + (size_t)(p % ring) * kv_dim, moved + (size_t)(p - first) * kv_dim, (size_t)kv_dim * sizeof(float));
-            memcpy(values + (size_t)(p % ring) * kv_dim, moved + ((size_t)ring + (size_t)(p - first)) * kv_dim, (size_t)kv_dim * sizeof(float));
+        for (int p = first; is_ring && p < new_pos; p++) {
+            int row = p % ring;
+            for (int g = 0; g < c->n_kv_heads; g++) {
+                memcpy(key, moved + ((size_t)(p - first) * (size_t)kv_dim + (size_t)g * (size_t)hs) * sizeof(float), (size_t)hs * sizeof(float));
+                run_store_key(keys + (size_t)g * head_bytes + (size_t)(row / LM_KEY_TILE) * s->key_tile_bytes, row % LM_KEY_TILE, key, hs, c->cache_type);
+                memcpy(values + (size_t)g * head_bytes + (size_t)row * vrow, moved + moved_keys + ((size_t)(p - first) * (size_t)c->n_kv_heads + (size_t)g) * vrow, vrow);
+            }
         }
     }
     free(moved);
@@ -6228,10 +6658,10 @@ static int run_count_flag(const char *flag, const char *value, unsigned long lon
 
 // The command line's settings.
 typedef struct {
-    const char *checkpoint, *tokenizer_path, *prompt, *prompt_file, *mode, *system_prompt, *template_name, *think, *kernels;
+    const char *checkpoint, *tokenizer_path, *prompt, *prompt_file, *mode, *system_prompt, *template_name, *think, *kernels, *cache_type;
     float temperature, topp, min_p, repeat_penalty;
-    unsigned long long seed, steps, threads, top_k, repeat_last_n, shift_keep;
-    int steps_given, shift, ignore_eos, info, quiet, verbose_prompt, exact, no_mmap;
+    unsigned long long seed, steps, threads, top_k, repeat_last_n, shift_keep, context;
+    int steps_given, shift, ignore_eos, info, quiet, verbose_prompt, exact, no_mmap, context_given;
     const char *stops[16];    // -r, repeatable
     int n_stops;
 } LmOptions;
@@ -6244,7 +6674,7 @@ static const LmFlag run_flags[] = {
     {"-r", NULL, 1}, {"-z", NULL, 1}, {"-m", NULL, 1}, {"-y", "--system-prompt", 1}, {"-T", "--threads", 1},
     {"--context-shift", NULL, 1}, {"--template", NULL, 1}, {"--ignore-eos", NULL, 0}, {"--info", NULL, 0},
     {"--quiet", NULL, 0}, {"--verbose-prompt", NULL, 0}, {"--exact", NULL, 0}, {"--think", NULL, 1},
-    {"--kernels", NULL, 1}, {"--no-mmap", NULL, 0},
+    {"--kernels", NULL, 1}, {"--no-mmap", NULL, 0}, {"-c", "--ctx-size", 1}, {"--cache-type", NULL, 1},
 };
 
 static const LmFlag *run_find_flag(const char *arg) {
@@ -6324,6 +6754,13 @@ static int run_parse_options(int argc, char **argv, LmOptions *o) {
             for (int k = 0; k < LM_KERNELS_N; k++) known |= strcmp(val, run_kernel_names[k]) == 0;
             if (!known) return run_bad_flag(typed, val, "auto, portable, avx2, avx512, neon or neon-dotprod");
             o->kernels = val;
+        } else if (strcmp(flag, "-c") == 0) {
+            if (run_count_flag(typed, val, 0x7fffffff, &o->context, "a context length in positions (0 = the model's maximum)")) return 1;
+            o->context_given = 1;
+        } else if (strcmp(flag, "--cache-type") == 0) {
+            if (strcmp(val, "f32") != 0 && strcmp(val, "f16") != 0 && strcmp(val, "bf16") != 0 && strcmp(val, "q8_0") != 0)
+                return run_bad_flag(typed, val, "f32, f16, bf16 or q8_0");
+            o->cache_type = val;
         } else if (strcmp(flag, "-r") == 0) {
             if (val[0] == '\0' || o->n_stops == 16) return run_bad_flag(typed, val, "a non-empty stop string (at most 16 of them)");
             o->stops[o->n_stops++] = val;
@@ -6377,6 +6814,10 @@ static void run_usage(FILE *f) {
             "              neon-dotprod; the same results with each (for comparing speed)\n"
             "  --no-mmap   read the model into memory instead of mapping it: faster generation from large\n"
             "              models, in memory the OS cannot page out\n"
+            "  -c <int>    context length: positions the KV cache holds (default: the model's, a GGUF\n"
+            "              model's up to 4096; 0 = the model's maximum) [--ctx-size]\n"
+            "  --cache-type <type>  the KV cache's type: f16 (default; f32 for llama2.c's files), f32,\n"
+            "              bf16, or q8_0 (half of f16's memory; head sizes that are multiples of 32)\n"
             "  --quiet     nothing on standard error but errors: no description, timing or notes\n"
             "  -z <string> tokenizer file (default: the checkpoint's own, else tokenizer.bin)\n"
             "  -m <string> mode: generate|chat (default generate)\n"
@@ -6497,7 +6938,8 @@ static void run_print_info(FILE *f, const char *path, const LmModelInfo *mi, con
     fprintf(f, "weights: %s", mi->weight_type);
     if (mi->group_size) fprintf(f, " (groups of %d)", mi->group_size);
     fprintf(f, ", %.2f M parameters; context %d", (double)mi->parameters / 1e6, mi->context_length);
-    if (mi->trained_context != mi->context_length) fprintf(f, " (the model's own: %d)", mi->trained_context);
+    if (mi->max_context != mi->context_length) fprintf(f, " (the model's maximum: %d; -c sets it)", mi->max_context);
+    fprintf(f, ", KV cache %s %.1f MiB", mi->cache_type, (double)mi->cache_bytes / (1 << 20));
     fprintf(f, "; RoPE theta %g, %s, scaling %s", mi->rope_theta, mi->rope_layout, mi->rope_scaling);
     if (strcmp(mi->rope_scaling, "none") != 0) fprintf(f, " x%g", mi->rope_factor);
     fprintf(f, "; norm eps %g", mi->norm_eps);
@@ -6661,7 +7103,8 @@ int main(int argc, char **argv) {
         o.prompt = prompt_owned;
     }
     char err[512], tokenizer_err[512] = "";
-    LmLoadOptions load = {.in_memory = o.no_mmap};
+    LmLoadOptions load = {.in_memory = o.no_mmap, .cache_type = o.cache_type,
+                          .context_length = !o.context_given ? 0 : o.context == 0 ? LM_CONTEXT_MAX : (int)o.context};
     LmModel *model = lm_load_with(o.checkpoint, &load, err, sizeof err);
     if (model == NULL) { fprintf(stderr, "run: %s\n", err); free(prompt_owned); return 1; }
     lm_set_threads(model, (int)o.threads);
