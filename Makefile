@@ -4,7 +4,7 @@ WARN = -std=c11 -Wall -Wextra
 # OpenMP when the compiler has it; everything builds and passes without it.
 OPENMP := $(shell echo 'int main(void){return 0;}' | $(CC) -fopenmp -x c - -o /dev/null 2>/dev/null && echo -fopenmp)
 
-.PHONY: all test clean vectors bench bench-llamacpp fuzz demo
+.PHONY: all test clean vectors bench bench-long bench-llamacpp fuzz demo
 
 all: run
 
@@ -92,6 +92,12 @@ test: run test_all examples/embed $(TEST_BUILDS) build/test_all_sanitized build/
 # Options: make bench BENCH_ARGS="--shapes 110m --dtypes q8_0 --threads 1,2 --model FILE"
 bench: build/runbench
 	./build/runbench $(BENCH_ARGS)
+
+# Long context: a Llama-3.2-1B-shaped model generating after caches of 0..32K positions, each cache
+# type, and prefill of 4K and 16K prompts (one thread; about 20 minutes, the models made once):
+# make bench-long BENCH_LONG_ARGS="--dtypes q8_0 --caches f16,q8_0 --depths 0,16384 --prompts 512,4096 --threads 2"
+bench-long: build/runbench
+	./build/runbench --long 1 $(BENCH_LONG_ARGS)
 
 # llama.cpp on the same GGUF files (node-llama-cpp's prebuilt libraries from npm), for README's comparison:
 # make bench-llamacpp LLAMACPP_ARGS="--shapes 110m --dtypes Q8_0 --threads 1 --cpu haswell,icelake,best"

@@ -1369,6 +1369,19 @@ static void run_rope_frequencies(float *freq, const LmConfig *c, float theta, in
     }
 }
 
+// calloc for the KV cache, which attention streams: where Linux gives huge pages only when asked (THP
+// "madvise"), they are asked for (posix_madvise passes MADV_HUGEPAGE, 14, through; see
+// run_read_into_memory), so the CPU's prefetchers are not stopped at every 4 KiB page. The pages are
+// still committed only as positions are written.
+static void *run_calloc_streamed(size_t bytes) {
+    unsigned char *p = (unsigned char *)calloc(bytes, 1);
+#if defined(__linux__) && defined(POSIX_MADV_NORMAL)
+    uintptr_t huge = (uintptr_t)1 << 21, start = ((uintptr_t)p + huge - 1) & ~(huge - 1), end = ((uintptr_t)p + bytes) & ~(huge - 1);
+    if (p && end > start) posix_madvise((void *)start, (size_t)(end - start), 14);
+#endif
+    return p;
+}
+
 // Allocates the run state; 0 on out-of-memory. The KV cache is calloc'ed at full context length (a
 // local layer's at its ring's): the OS commits its pages only as positions are written. The threads'
 // attention scores come with run_reserve_scratch.
@@ -1400,8 +1413,8 @@ static int run_alloc_state(LmRunState *s, const LmConfig *c) {
     s->vb = (float *)calloc(B * kv_dim, sizeof(float));
     s->att_floats = (size_t)LM_ATTN_QUERIES * ((size_t)c->seq_len + 2 * LM_KEY_TILE);
     s->logits = (float *)calloc((size_t)c->vocab_size, sizeof(float));
-    s->key_cache = (unsigned char *)calloc(cache, 1);
-    s->value_cache = (unsigned char *)calloc(cache, 1);
+    s->key_cache = (unsigned char *)run_calloc_streamed(cache);
+    s->value_cache = (unsigned char *)run_calloc_streamed(cache);
     s->tokens = (int *)calloc((size_t)c->seq_len, sizeof(int));
     s->rope_freq = (float *)calloc(3 * half, sizeof(float));
     s->rope_cos = (float *)calloc(2 * B * half, sizeof(float));
@@ -2211,8 +2224,14 @@ static void run_rmsnorm(float *out, const float *x, const float *weight, int n, 
 }
 
 static void run_softmax(float *x, int n) {
-    float max_val = x[0];
-    for (int i = 1; i < n; i++) if (x[i] > max_val) max_val = x[i];
+    float lanes[LM_LANES]; // (the maximum is exact in any order: in lanes, it vectorizes)
+    for (int k = 0; k < LM_LANES; k++) lanes[k] = x[0];
+    int i = 0;
+    for (; i + LM_LANES <= n; i += LM_LANES)
+        for (int k = 0; k < LM_LANES; k++) lanes[k] = x[i + k] > lanes[k] ? x[i + k] : lanes[k];
+    for (; i < n; i++) lanes[0] = x[i] > lanes[0] ? x[i] : lanes[0];
+    float max_val = lanes[0];
+    for (int k = 1; k < LM_LANES; k++) max_val = lanes[k] > max_val ? lanes[k] : max_val;
     float sum = 0.0f;
     for (int i = 0; i < n; i++) { x[i] = expf(x[i] - max_val); sum += x[i]; }
     for (int i = 0; i < n; i++) x[i] /= sum;
@@ -2922,6 +2941,13 @@ LM_AVX512_FN static void run_pack_batch(LmBatch *b) {
 }
 // ---- Attention over the KV cache (run_tile_scores_plain and run_tile_values_plain, 16 lanes).
 
+// run_half_at in hardware (F16C; the AVX2 kernels use it too).
+LM_AVX2_FN static inline float run_half_hw(const unsigned char *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return _cvtsh_ss(h);
+}
+
 // Key dimension d of a tile's 16 positions as floats (type a constant, so the switch folds away).
 LM_AVX512_FN static inline __m512 run_key_dim16(const unsigned char *tile, int d, LmWeightType type) {
     switch (type) {
@@ -2934,83 +2960,139 @@ LM_AVX512_FN static inline __m512 run_key_dim16(const unsigned char *tile, int d
 }
 
 // Four queries at a time (a missing one repeats the last, unstored), each key dimension loaded once.
-LM_AVX512_FN static inline void run_tile_scores_avx512_typed(const unsigned char *tile, int hs, const float *const *q, int nq, float *const *scores,
-                                                             LmWeightType type) {
+// Four queries at a time (a missing one repeats the last, unstored) against `tiles` (1 or 2, a constant
+// where inlined) consecutive tiles: each key dimension loaded once for the four, and with two tiles
+// eight sums in flight, which the adds' latency needs.
+LM_AVX512_FN static inline void run_tile_scores_avx512_typed(const unsigned char *tile, size_t tile_bytes, int tiles, int hs, const float *const *q, int nq,
+                                                             float *const *scores, LmWeightType type) {
     for (int r0 = 0; r0 < nq; r0 += 4) {
         const float *qr[4];
         for (int i = 0; i < 4; i++) qr[i] = q[r0 + i < nq ? r0 + i : nq - 1];
-        __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+        __m512 acc[4][2];
+        for (int i = 0; i < 4; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
         if (type == LM_Q8_0) {
-            const unsigned char *scales = tile + (size_t)hs * LM_KEY_TILE;
             for (int g = 0; g < hs / 32; g++) {
-                __m512 part[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-                for (int d = 32 * g; d < 32 * g + 32; d++) {
-                    __m512 k = run_key_dim16(tile, d, LM_Q8_0);
-                    for (int i = 0; i < 4; i++) part[i] = _mm512_add_ps(part[i], _mm512_mul_ps(_mm512_set1_ps(qr[i][d]), k));
+                __m512 part[4][2];
+                for (int i = 0; i < 4; i++) part[i][0] = part[i][1] = _mm512_setzero_ps();
+                for (int d = 32 * g; d < 32 * g + 32; d++)
+                    for (int j = 0; j < tiles; j++) {
+                        __m512 k = run_key_dim16(tile + j * tile_bytes, d, LM_Q8_0);
+                        for (int i = 0; i < 4; i++) part[i][j] = _mm512_add_ps(part[i][j], _mm512_mul_ps(_mm512_set1_ps(qr[i][d]), k));
+                    }
+                for (int j = 0; j < tiles; j++) {
+                    __m512 scale = run_key_dim16(tile + j * tile_bytes + (size_t)hs * LM_KEY_TILE, g, LM_F16);
+                    for (int i = 0; i < 4; i++) acc[i][j] = _mm512_add_ps(acc[i][j], _mm512_mul_ps(part[i][j], scale));
                 }
-                __m512 scale = run_key_dim16(scales, g, LM_F16);
-                for (int i = 0; i < 4; i++) acc[i] = _mm512_add_ps(acc[i], _mm512_mul_ps(part[i], scale));
             }
         } else {
-            for (int d = 0; d < hs; d++) {
-                __m512 k = run_key_dim16(tile, d, type);
-                for (int i = 0; i < 4; i++) acc[i] = _mm512_add_ps(acc[i], _mm512_mul_ps(_mm512_set1_ps(qr[i][d]), k));
-            }
+            for (int d = 0; d < hs; d++)
+                for (int j = 0; j < tiles; j++) {
+                    __m512 k = run_key_dim16(tile + j * tile_bytes, d, type);
+                    for (int i = 0; i < 4; i++) acc[i][j] = _mm512_add_ps(acc[i][j], _mm512_mul_ps(_mm512_set1_ps(qr[i][d]), k));
+                }
         }
-        for (int i = 0; i < 4 && r0 + i < nq; i++) _mm512_storeu_ps(scores[r0 + i], acc[i]);
+        for (int i = 0; i < 4 && r0 + i < nq; i++)
+            for (int j = 0; j < tiles; j++) _mm512_storeu_ps(scores[r0 + i] + LM_KEY_TILE * j, acc[i][j]);
     }
 }
 
-LM_AVX512_FN static void run_tile_scores_avx512(const unsigned char *tile, LmWeightType type, int hs, const float *const *q, int nq, float *const *scores) {
+LM_AVX512_FN static void run_tile_scores_avx512(const unsigned char *tile, size_t tile_bytes, int tiles, LmWeightType type, int hs, const float *const *q,
+                                                int nq, float *const *scores) {
+#define LM_SCORES(T) tiles == 2 ? run_tile_scores_avx512_typed(tile, tile_bytes, 2, hs, q, nq, scores, T) : run_tile_scores_avx512_typed(tile, tile_bytes, 1, hs, q, nq, scores, T)
     switch (type) {
-    case LM_F16: run_tile_scores_avx512_typed(tile, hs, q, nq, scores, LM_F16); break;
-    case LM_BF16: run_tile_scores_avx512_typed(tile, hs, q, nq, scores, LM_BF16); break;
-    case LM_Q8_0: run_tile_scores_avx512_typed(tile, hs, q, nq, scores, LM_Q8_0); break;
-    default: run_tile_scores_avx512_typed(tile, hs, q, nq, scores, LM_F32); break;
+    case LM_F16: LM_SCORES(LM_F16); break;
+    case LM_BF16: LM_SCORES(LM_BF16); break;
+    case LM_Q8_0: LM_SCORES(LM_Q8_0); break;
+    default: LM_SCORES(LM_F32); break;
     }
+#undef LM_SCORES
 }
 
-// Sixteen values from value e of a row (float types: masked; Q8_0 rows: e a multiple of 16, its
-// block's integers as floats, the scale apart).
+// Sixteen values from value e of a row as floats (float types: masked; Q8_0 rows: e a multiple of 16,
+// each the block's scale times its integer).
 LM_AVX512_FN static inline __m512 run_value16(const unsigned char *row, int e, __mmask16 mask, LmWeightType type) {
     switch (type) {
     case LM_F16: return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, (const uint16_t *)(const void *)row + e));
     case LM_BF16: return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, (const uint16_t *)(const void *)row + e)), 16));
-    case LM_Q8_0: return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(row + 34 * (size_t)(e / 32) + 2 + e % 32))));
+    case LM_Q8_0: {
+        const unsigned char *block = row + 34 * (size_t)(e / 32);
+        return _mm512_mul_ps(_mm512_set1_ps(run_half_hw(block)), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(block + 2 + e % 32))))); }
     default: return _mm512_maskz_loadu_ps(mask, (const float *)(const void *)row + e);
     }
 }
 
-// Up to 128 of the query's sums in registers at a time, carried over the count positions in order.
-LM_AVX512_FN static inline void run_tile_values_avx512_typed(const unsigned char *rows, size_t row_bytes, int count, int hs, const float *p, float *out,
-                                                             LmWeightType type) {
-    for (int e0 = 0; e0 < hs; e0 += 128) {
-        __m512 o[8];
-        __mmask16 mask[8];
-        int nv = (hs - e0 + 15) / 16 < 8 ? (hs - e0 + 15) / 16 : 8;
-        for (int v = 0; v < 8; v++) {
-            int left = hs - e0 - 16 * v;
-            mask[v] = left >= 16 ? (__mmask16)0xffff : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
-            o[v] = _mm512_maskz_loadu_ps(mask[v], out + e0 + 16 * v);
-        }
-        for (int t = 0; t < count; t++) {
-            const unsigned char *row = rows + (size_t)t * row_bytes;
-            for (int v = 0; v < nv; v++) {
-                int e = e0 + 16 * v;
-                __m512 weight = _mm512_set1_ps(type == LM_Q8_0 ? p[t] * run_half_at(row + 34 * (size_t)(e / 32)) : p[t]);
-                o[v] = _mm512_add_ps(o[v], _mm512_mul_ps(weight, run_value16(row, e, mask[v], type)));
-            }
-        }
-        for (int v = 0; v < nv; v++) _mm512_mask_storeu_ps(out + e0 + 16 * v, mask[v], o[v]);
+// Values e0..e0+63 for four queries (stored for the first n), in registers.
+LM_AVX512_FN static inline void run_values64_avx512(const unsigned char *rows, size_t row_bytes, int count, int e0, const float *const *pr,
+                                                    float *const *outr, int n, LmWeightType type) {
+    __m512 o0[4], o1[4], o2[4], o3[4];
+    for (int v = 0; v < 4; v++) {
+        o0[v] = _mm512_loadu_ps(outr[0] + e0 + 16 * v); o1[v] = _mm512_loadu_ps(outr[1] + e0 + 16 * v);
+        o2[v] = _mm512_loadu_ps(outr[2] + e0 + 16 * v); o3[v] = _mm512_loadu_ps(outr[3] + e0 + 16 * v);
+    }
+    for (int t = 0; t < count; t++) {
+        const unsigned char *row = rows + (size_t)t * row_bytes;
+        __m512 value[4];
+        for (int v = 0; v < 4; v++) value[v] = run_value16(row, e0 + 16 * v, (__mmask16)0xffff, type);
+#define LM_VALUES_ROW(o, i)                                                                                      \
+    {                                                                                                            \
+        __m512 w = _mm512_set1_ps(pr[i][t]);                                                                     \
+        o[0] = _mm512_add_ps(o[0], _mm512_mul_ps(w, value[0])); o[1] = _mm512_add_ps(o[1], _mm512_mul_ps(w, value[1])); \
+        o[2] = _mm512_add_ps(o[2], _mm512_mul_ps(w, value[2])); o[3] = _mm512_add_ps(o[3], _mm512_mul_ps(w, value[3])); \
+    }
+        LM_VALUES_ROW(o0, 0) LM_VALUES_ROW(o1, 1) LM_VALUES_ROW(o2, 2) LM_VALUES_ROW(o3, 3)
+#undef LM_VALUES_ROW
+    }
+    for (int v = 0; v < 4; v++) {
+        _mm512_storeu_ps(outr[0] + e0 + 16 * v, o0[v]);
+        if (n > 1) _mm512_storeu_ps(outr[1] + e0 + 16 * v, o1[v]);
+        if (n > 2) _mm512_storeu_ps(outr[2] + e0 + 16 * v, o2[v]);
+        if (n > 3) _mm512_storeu_ps(outr[3] + e0 + 16 * v, o3[v]);
     }
 }
 
-LM_AVX512_FN static void run_tile_values_avx512(const unsigned char *rows, size_t row_bytes, int count, LmWeightType type, int hs, const float *p, float *out) {
+// Four queries at a time (a missing one repeats the last, unstored), 64 of their sums each in
+// registers, carried over the count positions in order: each row is read once for the four.
+LM_AVX512_FN static inline void run_tile_values_avx512_typed(const unsigned char *rows, size_t row_bytes, int count, int hs, const float *const *p, int nq,
+                                                             float *const *out, LmWeightType type) {
+    for (int r0 = 0; r0 < nq; r0 += 4) {
+        const float *pr[4];
+        float *outr[4];
+        for (int i = 0; i < 4; i++) { pr[i] = p[r0 + i < nq ? r0 + i : nq - 1]; outr[i] = out[r0 + i < nq ? r0 + i : nq - 1]; }
+        for (int e0 = 0; e0 < hs; e0 += 64) {
+            if (hs - e0 >= 64) { // (the sums in registers: every count a constant)
+                run_values64_avx512(rows, row_bytes, count, e0, pr, outr, r0 + 4 <= nq ? 4 : nq - r0, type);
+                continue;
+            }
+            __m512 o[4][4];
+            __mmask16 mask[4];
+            int nv = (hs - e0 + 15) / 16;
+            for (int v = 0; v < 4; v++) {
+                int left = hs - e0 - 16 * v;
+                mask[v] = left >= 16 ? (__mmask16)0xffff : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
+                for (int i = 0; i < 4; i++) o[i][v] = _mm512_maskz_loadu_ps(mask[v], outr[i] + e0 + 16 * v);
+            }
+            for (int t = 0; t < count; t++) {
+                const unsigned char *row = rows + (size_t)t * row_bytes;
+                __m512 value[4];
+                for (int v = 0; v < nv; v++) value[v] = run_value16(row, e0 + 16 * v, mask[v], type);
+                for (int i = 0; i < 4; i++) {
+                    __m512 w = _mm512_set1_ps(pr[i][t]);
+                    for (int v = 0; v < nv; v++) o[i][v] = _mm512_add_ps(o[i][v], _mm512_mul_ps(w, value[v]));
+                }
+            }
+            for (int i = 0; i < 4 && r0 + i < nq; i++)
+                for (int v = 0; v < nv; v++) _mm512_mask_storeu_ps(outr[i] + e0 + 16 * v, mask[v], o[i][v]);
+        }
+    }
+}
+
+LM_AVX512_FN static void run_tile_values_avx512(const unsigned char *rows, size_t row_bytes, int count, LmWeightType type, int hs, const float *const *p, int nq,
+                                                float *const *out) {
     switch (type) {
-    case LM_F16: run_tile_values_avx512_typed(rows, row_bytes, count, hs, p, out, LM_F16); break;
-    case LM_BF16: run_tile_values_avx512_typed(rows, row_bytes, count, hs, p, out, LM_BF16); break;
-    case LM_Q8_0: run_tile_values_avx512_typed(rows, row_bytes, count, hs, p, out, LM_Q8_0); break;
-    default: run_tile_values_avx512_typed(rows, row_bytes, count, hs, p, out, LM_F32); break;
+    case LM_F16: run_tile_values_avx512_typed(rows, row_bytes, count, hs, p, nq, out, LM_F16); break;
+    case LM_BF16: run_tile_values_avx512_typed(rows, row_bytes, count, hs, p, nq, out, LM_BF16); break;
+    case LM_Q8_0: run_tile_values_avx512_typed(rows, row_bytes, count, hs, p, nq, out, LM_Q8_0); break;
+    default: run_tile_values_avx512_typed(rows, row_bytes, count, hs, p, nq, out, LM_F32); break;
     }
 }
 #endif // LM_X86 (AVX-512)
@@ -3689,46 +3771,57 @@ LM_AVX2_FN static void run_tile_scores_avx2(const unsigned char *tile, LmWeightT
     }
 }
 
-// Eight values from value e of a row (e a multiple of 8; Q8_0: its block's integers, the scale apart).
+// Eight values from value e of a row as floats (e a multiple of 8; Q8_0: the block's scale times each integer).
 LM_AVX2_FN static inline __m256 run_value8(const unsigned char *row, int e, LmWeightType type) {
     switch (type) {
     case LM_F16: return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)((const uint16_t *)(const void *)row + e)));
     case LM_BF16:
         return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(const void *)((const uint16_t *)(const void *)row + e))), 16));
-    case LM_Q8_0: return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(row + 34 * (size_t)(e / 32) + 2 + e % 32))));
+    case LM_Q8_0: {
+        const unsigned char *block = row + 34 * (size_t)(e / 32);
+        return _mm256_mul_ps(_mm256_set1_ps(run_half_hw(block)), _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(block + 2 + e % 32))))); }
     default: return _mm256_loadu_ps((const float *)(const void *)row + e);
     }
 }
 
-// run_tile_values_avx512_typed in 8 lanes (the last values of a head size that is not a multiple of
-// 8 one by one, in the same order).
-LM_AVX2_FN static inline void run_tile_values_avx2_typed(const unsigned char *rows, size_t row_bytes, int count, int hs, const float *p, float *out,
-                                                         LmWeightType type) {
+// run_tile_values_avx512_typed in 8 lanes: two queries at a time, 32 of their sums each in registers
+// (the last values of a head size that is not a multiple of 8 one by one, in the same order).
+LM_AVX2_FN static inline void run_tile_values_avx2_typed(const unsigned char *rows, size_t row_bytes, int count, int hs, const float *const *p, int nq,
+                                                         float *const *out, LmWeightType type) {
     int full = hs / 8 * 8;
-    for (int e0 = 0; e0 < full; e0 += 64) {
-        __m256 o[8];
-        int nv = (full - e0) / 8 < 8 ? (full - e0) / 8 : 8;
-        for (int v = 0; v < nv; v++) o[v] = _mm256_loadu_ps(out + e0 + 8 * v);
-        for (int t = 0; t < count; t++) {
-            const unsigned char *row = rows + (size_t)t * row_bytes;
-            for (int v = 0; v < nv; v++) {
-                int e = e0 + 8 * v;
-                __m256 weight = _mm256_set1_ps(type == LM_Q8_0 ? p[t] * run_half_at(row + 34 * (size_t)(e / 32)) : p[t]);
-                o[v] = _mm256_add_ps(o[v], _mm256_mul_ps(weight, run_value8(row, e, type)));
+    for (int r0 = 0; r0 < nq; r0 += 2) {
+        const float *pr[2] = {p[r0], p[r0 + 1 < nq ? r0 + 1 : r0]};
+        float *outr[2] = {out[r0], out[r0 + 1 < nq ? r0 + 1 : r0]};
+        for (int e0 = 0; e0 < full; e0 += 32) {
+            __m256 o[2][4];
+            int nv = (full - e0) / 8 < 4 ? (full - e0) / 8 : 4;
+            for (int i = 0; i < 2; i++)
+                for (int v = 0; v < nv; v++) o[i][v] = _mm256_loadu_ps(outr[i] + e0 + 8 * v);
+            for (int t = 0; t < count; t++) {
+                const unsigned char *row = rows + (size_t)t * row_bytes;
+                __m256 value[4];
+                for (int v = 0; v < nv; v++) value[v] = run_value8(row, e0 + 8 * v, type);
+                for (int i = 0; i < 2; i++) {
+                    __m256 w = _mm256_set1_ps(pr[i][t]);
+                    for (int v = 0; v < nv; v++) o[i][v] = _mm256_add_ps(o[i][v], _mm256_mul_ps(w, value[v]));
+                }
             }
+            for (int i = 0; i < 2 && r0 + i < nq; i++)
+                for (int v = 0; v < nv; v++) _mm256_storeu_ps(outr[i] + e0 + 8 * v, o[i][v]);
         }
-        for (int v = 0; v < nv; v++) _mm256_storeu_ps(out + e0 + 8 * v, o[v]);
+        for (int i = 0; i < 2 && r0 + i < nq; i++)
+            for (int e = full; e < hs; e++) // (float types only: Q8_0 rows are whole blocks of 32)
+                for (int t = 0; t < count; t++) outr[i][e] += pr[i][t] * run_weight_f32(rows + (size_t)t * row_bytes, (size_t)e, type);
     }
-    for (int e = full; e < hs; e++) // (float types only: Q8_0 rows are whole blocks of 32)
-        for (int t = 0; t < count; t++) out[e] += p[t] * run_weight_f32(rows + (size_t)t * row_bytes, (size_t)e, type);
 }
 
-LM_AVX2_FN static void run_tile_values_avx2(const unsigned char *rows, size_t row_bytes, int count, LmWeightType type, int hs, const float *p, float *out) {
+LM_AVX2_FN static void run_tile_values_avx2(const unsigned char *rows, size_t row_bytes, int count, LmWeightType type, int hs, const float *const *p, int nq,
+                                            float *const *out) {
     switch (type) {
-    case LM_F16: run_tile_values_avx2_typed(rows, row_bytes, count, hs, p, out, LM_F16); break;
-    case LM_BF16: run_tile_values_avx2_typed(rows, row_bytes, count, hs, p, out, LM_BF16); break;
-    case LM_Q8_0: run_tile_values_avx2_typed(rows, row_bytes, count, hs, p, out, LM_Q8_0); break;
-    default: run_tile_values_avx2_typed(rows, row_bytes, count, hs, p, out, LM_F32); break;
+    case LM_F16: run_tile_values_avx2_typed(rows, row_bytes, count, hs, p, nq, out, LM_F16); break;
+    case LM_BF16: run_tile_values_avx2_typed(rows, row_bytes, count, hs, p, nq, out, LM_BF16); break;
+    case LM_Q8_0: run_tile_values_avx2_typed(rows, row_bytes, count, hs, p, nq, out, LM_Q8_0); break;
+    default: run_tile_values_avx2_typed(rows, row_bytes, count, hs, p, nq, out, LM_F32); break;
     }
 }
 #endif // LM_X86 (AVX2)
@@ -4153,39 +4246,93 @@ static void run_tile_scores_plain(const unsigned char *tile, LmWeightType type, 
     }
 }
 
-// out[e] += p[t] * value e of row t for t = 0..count-1 (rows row_bytes apart), each out[e] its own
-// running sum in position order; Q8_0: each term is (p[t] * its block's scale) * the integer.
-static void run_tile_values_plain(const unsigned char *rows, size_t row_bytes, int count, LmWeightType type, int hs, const float *p, float *out) {
+// out[r][e] += p[r][t] * value e of row t for t = 0..count-1 (rows row_bytes apart) and each of the nq
+// queries r, each out[r][e] its own running sum in position order; a Q8_0 value is its block's scale
+// times its integer.
+static void run_tile_values_plain(const unsigned char *rows, size_t row_bytes, int count, LmWeightType type, int hs, const float *const *p, int nq,
+                                  float *const *out) {
     for (int t = 0; t < count; t++) {
         const unsigned char *row = rows + (size_t)t * row_bytes;
-        if (type == LM_Q8_0) {
-            for (int b = 0; b < hs / 32; b++) {
-                float weight = p[t] * run_half_at(row + 34 * (size_t)b);
-                const int8_t *q = (const int8_t *)(row + 34 * (size_t)b + 2);
-                for (int e = 0; e < 32; e++) out[32 * b + e] += weight * (float)q[e];
+        for (int r = 0; r < nq; r++) {
+            if (type == LM_Q8_0) {
+                for (int b = 0; b < hs / 32; b++) {
+                    float d = run_half_at(row + 34 * (size_t)b);
+                    const int8_t *q = (const int8_t *)(row + 34 * (size_t)b + 2);
+                    for (int e = 0; e < 32; e++) out[r][32 * b + e] += p[r][t] * (d * (float)q[e]);
+                }
+            } else {
+                for (int e = 0; e < hs; e++) out[r][e] += p[r][t] * run_weight_f32(row, (size_t)e, type);
             }
-        } else {
-            for (int e = 0; e < hs; e++) out[e] += p[t] * run_weight_f32(row, (size_t)e, type);
         }
     }
 }
 
-static void run_tile_scores(LmKernels k, const unsigned char *tile, LmWeightType type, int hs, const float *const *q, int nq, float *const *scores) {
+// run_tile_scores_plain over `tiles` consecutive tiles (tile_bytes apart), each query's scores of the
+// second following those of the first.
+static void run_tile_scores(LmKernels k, const unsigned char *tile, size_t tile_bytes, int tiles, LmWeightType type, int hs, const float *const *q, int nq,
+                            float *const *scores) {
 #if LM_X86
-    if (k == LM_KERNELS_AVX512) { run_tile_scores_avx512(tile, type, hs, q, nq, scores); return; }
-    if (k == LM_KERNELS_AVX2) { run_tile_scores_avx2(tile, type, hs, q, nq, scores); return; }
+    if (k == LM_KERNELS_AVX512) { run_tile_scores_avx512(tile, tile_bytes, tiles, type, hs, q, nq, scores); return; }
 #endif
+    for (int j = 0; j < tiles; j++) {
+        float *at[LM_ATTN_QUERIES];
+        for (int r = 0; r < nq; r++) at[r] = scores[r] + LM_KEY_TILE * j;
+#if LM_X86
+        if (k == LM_KERNELS_AVX2) { run_tile_scores_avx2(tile + j * tile_bytes, type, hs, q, nq, at); continue; }
+#endif
+        run_tile_scores_plain(tile + j * tile_bytes, type, hs, q, nq, at);
+    }
     (void)k;
-    run_tile_scores_plain(tile, type, hs, q, nq, scores);
 }
 
-static void run_tile_values(LmKernels k, const unsigned char *rows, size_t row_bytes, int count, LmWeightType type, int hs, const float *p, float *out) {
+static void run_tile_values(LmKernels k, const unsigned char *rows, size_t row_bytes, int count, LmWeightType type, int hs, const float *const *p, int nq,
+                            float *const *out) {
 #if LM_X86
-    if (k == LM_KERNELS_AVX512) { run_tile_values_avx512(rows, row_bytes, count, type, hs, p, out); return; }
-    if (k == LM_KERNELS_AVX2) { run_tile_values_avx2(rows, row_bytes, count, type, hs, p, out); return; }
+    if (k == LM_KERNELS_AVX512) { run_tile_values_avx512(rows, row_bytes, count, type, hs, p, nq, out); return; }
+    if (k == LM_KERNELS_AVX2) { run_tile_values_avx2(rows, row_bytes, count, type, hs, p, nq, out); return; }
 #endif
     (void)k;
-    run_tile_values_plain(rows, row_bytes, count, type, hs, p, out);
+    run_tile_values_plain(rows, row_bytes, count, type, hs, p, nq, out);
+}
+
+// e^x for x <= 88 (attention's scores minus their maximum, which are <= 0): Cody and Waite's reduction
+// by ln 2 and Cephes' polynomial, within 2 ulp of the true value, with no branch and no libm call, so
+// the loop that calls it vectorizes (libm's expf was a third of attention's time at 16K positions).
+// Below -87 it is e^-87 (1e-38, where expf's results turn subnormal); NaN stays NaN.
+static inline float run_exp(float x) {
+    x = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x;
+    float t = x * 1.44269504f + 12582912.0f; // 1.5 * 2^23: n = round(x / ln 2) in t's low bits
+    float n = t - 12582912.0f;
+    uint32_t bits;
+    memcpy(&bits, &t, 4);
+    uint32_t scale_bits = (bits - 0x4b400000u + 127u) << 23; // 2^n
+    float r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float y = ((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r + 4.1665795894e-2f) * r + 1.6666665459e-1f) * r + 5.0000001201e-1f;
+    y = y * r * r + r + 1.0f;
+    float scale;
+    memcpy(&scale, &scale_bits, 4);
+    return y * scale;
+}
+
+// run_softmax with run_exp for expf and the sum of the exponentials in 16 lanes (added pairwise at
+// the end): the attention weights over thousands of positions, every step vectorized.
+static void run_attention_softmax(float *x, int n) {
+    float lanes[LM_LANES];
+    for (int k = 0; k < LM_LANES; k++) lanes[k] = x[0];
+    int i = 0;
+    for (; i + LM_LANES <= n; i += LM_LANES)
+        for (int k = 0; k < LM_LANES; k++) lanes[k] = x[i + k] > lanes[k] ? x[i + k] : lanes[k];
+    for (; i < n; i++) lanes[0] = x[i] > lanes[0] ? x[i] : lanes[0];
+    float max_val = lanes[0];
+    for (int k = 1; k < LM_LANES; k++) max_val = lanes[k] > max_val ? lanes[k] : max_val;
+    for (i = 0; i < n; i++) x[i] = run_exp(x[i] - max_val);
+    float sums[LM_LANES] = {0};
+    for (i = 0; i + LM_LANES <= n; i += LM_LANES)
+        for (int k = 0; k < LM_LANES; k++) sums[k] += x[i + k];
+    for (int k = 0; i + k < n; k++) sums[k] += x[i + k];
+    float sum = run_sum_lanes(sums);
+    for (i = 0; i < n; i++) x[i] /= sum;
 }
 
 // One unit of attention work: queries of one key/value head, each with the positions it sees.
@@ -4210,30 +4357,41 @@ static void run_attention(const LmModel *m, const LmAttention *a, float *att) {
     int base = lo / LM_KEY_TILE * LM_KEY_TILE;
     size_t span = (size_t)c->seq_len + 2 * LM_KEY_TILE; // (each query's scores from position base on)
     assert(hi - base < (int)span - LM_KEY_TILE && a->nq <= LM_ATTN_QUERIES);
-    for (int t0 = base; t0 <= hi; t0 += LM_KEY_TILE) {
+    for (int t0 = base, tiles; t0 <= hi; t0 += tiles * LM_KEY_TILE) {
         const float *q[LM_ATTN_QUERIES];
         float *scores[LM_ATTN_QUERIES];
-        int n = 0;
-        for (int r = 0; r < a->nq; r++)
-            if (a->first[r] < t0 + LM_KEY_TILE && a->last[r] >= t0) { q[n] = a->q[r]; scores[n++] = att + (size_t)r * span + (size_t)(t0 - base); }
+        int n = 0, pair = t0 + LM_KEY_TILE <= hi && (t0 + LM_KEY_TILE) % a->ring != 0; // (two tiles together when both are in memory order
+        for (int r = 0; r < a->nq; r++) {                                            //  and the same queries see them)
+            int sees = a->first[r] < t0 + LM_KEY_TILE && a->last[r] >= t0, sees_next = a->first[r] < t0 + 2 * LM_KEY_TILE && a->last[r] >= t0 + LM_KEY_TILE;
+            if (sees) { q[n] = a->q[r]; scores[n++] = att + (size_t)r * span + (size_t)(t0 - base); }
+            pair = pair && sees == sees_next;
+        }
+        tiles = pair ? 2 : 1;
         const unsigned char *tile = a->keys + (size_t)((t0 % a->ring) / LM_KEY_TILE) * s->key_tile_bytes;
-        if (n > 0) run_tile_scores(m->kernels, tile, c->cache_type, hs, q, n, scores);
+        if (n > 0) run_tile_scores(m->kernels, tile, s->key_tile_bytes, tiles, c->cache_type, hs, q, n, scores);
     }
     for (int r = 0; r < a->nq; r++) {
         float *p = att + (size_t)r * span + (size_t)(a->first[r] - base);
         int count = a->last[r] - a->first[r] + 1;
         for (int i = 0; i < count; i++) p[i] *= c->attn_scale;
         if (c->attn_softcap > 0.0f) run_softcap(p, count, c->attn_softcap);
-        run_softmax(p, count);
+        run_attention_softmax(p, count);
         memset(a->out[r], 0, (size_t)hs * sizeof(float));
     }
     for (int t0 = lo; t0 <= hi; t0 += 64) {
-        for (int r = 0; r < a->nq; r++) {
+        for (int r = 0, next; r < a->nq; r = next) { // queries r..next-1 see the same positions of these 64: they go together
             int from = a->first[r] > t0 ? a->first[r] : t0, to = a->last[r] < t0 + 63 ? a->last[r] : t0 + 63;
+            const float *p[LM_ATTN_QUERIES];
+            float *out[LM_ATTN_QUERIES];
+            for (next = r; next < a->nq; next++) {
+                int f = a->first[next] > t0 ? a->first[next] : t0, l = a->last[next] < t0 + 63 ? a->last[next] : t0 + 63;
+                if (f != from || l != to) break;
+                out[next - r] = a->out[next];
+            }
             while (from <= to) { // (a ring's rows wrap around)
                 int row = from % a->ring, count = to - from + 1 < a->ring - row ? to - from + 1 : a->ring - row;
-                run_tile_values(m->kernels, a->values + (size_t)row * s->value_row_bytes, s->value_row_bytes, count, c->cache_type, hs,
-                                att + (size_t)r * span + (size_t)(from - base), a->out[r]);
+                for (int i = r; i < next; i++) p[i - r] = att + (size_t)i * span + (size_t)(from - base);
+                run_tile_values(m->kernels, a->values + (size_t)row * s->value_row_bytes, s->value_row_bytes, count, c->cache_type, hs, p, next - r, out);
                 from += count;
             }
         }

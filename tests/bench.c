@@ -5,6 +5,8 @@
 //   build/runbench --kernels portable,avx2          kernel sets to compare (default: every one this CPU runs)
 //   build/runbench --repeat 3                       runs of each measurement, the best shown (default 2)
 //   build/runbench --no-mmap 1                      weights read into memory (huge pages), not mapped
+//   build/runbench --long 1                         make bench-long: a Llama-3.2-1B shape at long context
+//       [--dtypes q8_0,q4_0] [--caches f32,f16,bf16,q8_0] [--depths 0,4096,16384,32768] [--prompts 512,4096,16384]
 // Checkpoints of each shape are random weights made by tests/bench_models.py (cached in build/bench).
 // Generation reads every weight once per token, so its limit is the read bandwidth divided by the
 // bytes of weights per token; the table shows the fraction of that limit reached.
@@ -119,10 +121,114 @@ static void bench_model(const char *label, const char *dtype, const char *path, 
     lm_free(m);
 }
 
+// Fills positions 0..depth-1 of every layer's KV cache with random keys and values (the attention's
+// work does not depend on them), as a prompt of that length would, without the hours of prefill.
+static void fill_cache(LmModel *m, int depth) {
+    const LmConfig *c = &m->config;
+    LmRunState *s = &m->state;
+    unsigned long long rng = 7;
+    float v[4096];
+    for (int l = 0; l < c->n_layers; l++) {
+        size_t head_bytes = (size_t)s->cache_positions[l] * s->value_row_bytes;
+        for (int g = 0; g < c->n_kv_heads; g++)
+            for (int t = 0; t < depth; t++) {
+                int row = t % s->cache_positions[l];
+                for (int e = 0; e < c->head_size; e++) v[e] = 2.0f * run_random_f32(&rng) - 1.0f;
+                run_store_key(s->key_cache + s->cache_offset[l] + g * head_bytes + (size_t)(row / LM_KEY_TILE) * s->key_tile_bytes, row % LM_KEY_TILE, v,
+                              c->head_size, c->cache_type);
+                run_store_values(s->value_cache + s->cache_offset[l] + g * head_bytes + (size_t)row * s->value_row_bytes, v, c->head_size, c->cache_type);
+            }
+    }
+}
+
+// Generation after caches filled to each depth, for each weight and cache type, against the limit of
+// the bytes each token reads (weights + the cache up to that depth); then prefill of long prompts.
+static int bench_long(char *dtypes, char *caches, char *depths, char *prompts, int threads, double bw, int gen) {
+    char *dtype_v[8], *cache_v[8], *depth_v[16], *prompt_v[16];
+    int nd = split_list(dtypes, dtype_v, 8), nc = split_list(caches, cache_v, 8), ndepth = split_list(depths, depth_v, 16), np = split_list(prompts, prompt_v, 16);
+    int max_depth = 0, max_prompt = 0;
+    for (int i = 0; i < ndepth; i++) max_depth = atoi(depth_v[i]) > max_depth ? atoi(depth_v[i]) : max_depth;
+    for (int i = 0; i < np; i++) max_prompt = atoi(prompt_v[i]) > max_prompt ? atoi(prompt_v[i]) : max_prompt;
+    printf("| weights | cache | depth  | gen tok/s | MB / token (weights + cache) | limit t/s | frac  | x depth 0 |\n");
+    printf("|---------|-------|--------|-----------|------------------------------|-----------|-------|-----------|\n");
+    fflush(stdout);
+    char paths[8][1024];
+    for (int d = 0; d < nd; d++) {
+        char cmd[512];
+        snprintf(cmd, sizeof cmd, "/usr/bin/python3 tests/bench_models.py 1b-long %s", dtype_v[d]);
+        FILE *p = popen(cmd, "r");
+        paths[d][0] = 0;
+        if (!p || !fgets(paths[d], sizeof paths[d], p)) { fprintf(stderr, "bench: %s failed\n", cmd); if (p) pclose(p); continue; }
+        pclose(p);
+        paths[d][strcspn(paths[d], "\n")] = 0;
+        for (int k = 0; k < nc; k++) {
+            LmLoadOptions o = load_options;
+            o.cache_type = cache_v[k];
+            o.context_length = max_depth + gen;
+            char err[512];
+            LmModel *m = lm_load_with(paths[d], &o, err, sizeof err);
+            if (!m) { fprintf(stderr, "bench: %s\n", err); continue; }
+            lm_set_threads(m, threads);
+            double at_zero = 0;
+            for (int i = 0; i < ndepth; i++) {
+                int depth = atoi(depth_v[i]);
+                fill_cache(m, depth);
+                lm_forward(m, 1, depth); // (warm up)
+                double best = 0;
+                for (int rep = 0; rep < repeats; rep++) {
+                    double start = seconds();
+                    for (int t = 0; t < gen; t++) lm_forward(m, (t * 977 + 13) % lm_vocab_size(m), depth + t);
+                    double tps = gen / (seconds() - start);
+                    best = tps > best ? tps : best;
+                }
+                double cache_bytes = 2.0 * m->config.n_layers * m->config.n_kv_heads * (double)m->state.value_row_bytes * (depth + gen / 2);
+                double bytes = (double)bytes_per_token(m) + cache_bytes, limit = bw * 1e9 / bytes;
+                if (depth == 0) at_zero = best;
+                printf("| %-7s | %-5s | %6d | %9.2f | %11.0f + %-16.0f | %9.2f | %5.2f | %9.2f |\n", dtype_v[d], cache_v[k], depth, best,
+                       (double)bytes_per_token(m) / 1e6, cache_bytes / 1e6, limit, best / limit, at_zero > 0 ? best / at_zero : 0.0);
+                fflush(stdout);
+            }
+            lm_free(m);
+        }
+    }
+    printf("\n| weights | cache | prompt | pp tok/s | x prompt %s |\n", prompt_v[0]);
+    printf("|---------|-------|--------|----------|--------------|\n");
+    fflush(stdout);
+    const char *prefill_caches[] = {"f16", "q8_0"};
+    for (int d = 0; d < nd; d++) {
+        if (!paths[d][0]) continue;
+        for (int k = 0; k < 2; k++) {
+            LmLoadOptions o = load_options;
+            o.cache_type = prefill_caches[k];
+            o.context_length = max_prompt;
+            char err[512];
+            LmModel *m = lm_load_with(paths[d], &o, err, sizeof err);
+            if (!m) { fprintf(stderr, "bench: %s\n", err); continue; }
+            lm_set_threads(m, threads);
+            int *tokens = malloc((size_t)max_prompt * sizeof(int));
+            for (int i = 0; i < max_prompt; i++) tokens[i] = (i * 7919 + 11) % lm_vocab_size(m);
+            double first = 0;
+            for (int i = 0; i < np; i++) {
+                int n = atoi(prompt_v[i]);
+                double start = seconds();
+                lm_forward_batch(m, tokens, n, 0);
+                double tps = n / (seconds() - start);
+                if (i == 0) first = tps;
+                printf("| %-7s | %-5s | %6d | %8.1f | %12.2f |\n", dtype_v[d], prefill_caches[k], n, tps, tps / first);
+                fflush(stdout);
+            }
+            free(tokens);
+            lm_free(m);
+        }
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     char shapes[256] = "110m,1.1b", dtypes[256] = "fp32,fp16,bf16,q8_0,q4_0,Q8_0,Q6_K,Q4_K_M", thread_list[256] = "", kernels[64] = "";
     const char *model = NULL;
-    int gen = 32, prompt = 512;
+    int gen = 32, prompt = 512, long_context = 0, dtypes_given = 0;
+    char caches[64] = "f32,f16,bf16,q8_0", depths[128] = "0,4096,16384,32768", prompts[128] = "512,4096,16384";
 #ifdef _OPENMP
     snprintf(thread_list, sizeof thread_list, "1");
     for (int t = 2; t <= omp_get_num_procs(); t *= 2) snprintf(thread_list + strlen(thread_list), 16, ",%d", t);
@@ -131,7 +237,7 @@ int main(int argc, char **argv) {
 #endif
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--shapes")) snprintf(shapes, sizeof shapes, "%s", argv[i + 1]);
-        else if (!strcmp(argv[i], "--dtypes")) snprintf(dtypes, sizeof dtypes, "%s", argv[i + 1]);
+        else if (!strcmp(argv[i], "--dtypes")) dtypes_given = snprintf(dtypes, sizeof dtypes, "%s", argv[i + 1]);
         else if (!strcmp(argv[i], "--threads")) snprintf(thread_list, sizeof thread_list, "%s", argv[i + 1]);
         else if (!strcmp(argv[i], "--gen")) gen = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--prompt")) prompt = atoi(argv[i + 1]);
@@ -139,9 +245,19 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--kernels")) snprintf(kernels, sizeof kernels, "%s", argv[i + 1]);
         else if (!strcmp(argv[i], "--repeat")) repeats = atoi(argv[i + 1]) > 0 ? atoi(argv[i + 1]) : 1;
         else if (!strcmp(argv[i], "--no-mmap")) load_options.in_memory = atoi(argv[i + 1]) != 0;
+        else if (!strcmp(argv[i], "--long")) long_context = atoi(argv[i + 1]) != 0;
+        else if (!strcmp(argv[i], "--caches")) snprintf(caches, sizeof caches, "%s", argv[i + 1]);
+        else if (!strcmp(argv[i], "--depths")) snprintf(depths, sizeof depths, "%s", argv[i + 1]);
+        else if (!strcmp(argv[i], "--prompts")) snprintf(prompts, sizeof prompts, "%s", argv[i + 1]);
         else { fprintf(stderr, "bench: unknown option %s\n", argv[i]); return 1; }
     }
-    if (argc % 2 == 0) { fprintf(stderr, "usage: bench [--shapes LIST] [--dtypes LIST] [--threads LIST] [--gen N] [--prompt N] [--model FILE] [--kernels LIST] [--repeat N] [--no-mmap 1]\n"); return 1; }
+    if (argc % 2 == 0) {
+        fprintf(stderr, "usage: bench [--shapes LIST] [--dtypes LIST] [--threads LIST] [--gen N] [--prompt N] [--model FILE] [--kernels LIST] [--repeat N] "
+                        "[--no-mmap 1] [--long 1 [--caches LIST] [--depths LIST] [--prompts LIST]]\n");
+        return 1;
+    }
+    if (long_context && !dtypes_given) snprintf(dtypes, sizeof dtypes, "q8_0,q4_0");
+    if (long_context && strchr(thread_list, ',')) *strchr(thread_list, ',') = 0; // (one thread count: the first)
     if (kernels[0] == 0) // every set this CPU runs, slowest first
         for (int k = 0; k < LM_KERNELS_N; k++)
             if (run_kernels_available((LmKernels)k)) snprintf(kernels + strlen(kernels), 16, "%s%s", k ? "," : "", run_kernel_names[k]);
@@ -168,6 +284,12 @@ int main(int argc, char **argv) {
     printf("machine: %s, %d cores; kernel sets: %s (x prev: speed against the set above, generation / prefill)\n", cpu, cores, kernels_shown);
     printf("read bandwidth:");
     for (int i = 0; i < nt; i++) { bw[i] = read_bandwidth(threads[i]); printf(" %.1f GB/s (%d thread%s)", bw[i], threads[i], threads[i] > 1 ? "s" : ""); }
+    if (long_context) {
+        printf("\nLlama-3.2-1B shape (dim 2048, 16 layers, 32 heads / 8 kv heads of 64, FFN 8192, vocab 128256, tied), random weights, %d thread%s; "
+               "generation: %d tokens after a cache filled to each depth (best of %d); prefill: one prompt from position 0; weights %s\n\n",
+               threads[0], threads[0] > 1 ? "s" : "", gen, repeats, load_options.in_memory ? "read into memory (--no-mmap)" : "mapped from the file");
+        return bench_long(dtypes, caches, depths, prompts, threads[0], bw[0], gen);
+    }
     printf("\ngeneration: %d tokens from position 0; prefill: one %d-token prompt (logits of the last token only); best of %d; weights %s\n\n",
            gen, prompt, repeats, load_options.in_memory ? "read into memory (--no-mmap)" : "mapped from the file");
     printf("| model        | dtype       | kernels  | thr | gen tok/s | pp tok/s  | limit t/s | frac  | x prev          |\n");

@@ -15,6 +15,7 @@ SHAPES = {  # dim, hidden, layers, heads, kv heads, vocab, context, tied embeddi
     "110m": (768, 2048, 12, 12, 12, 32000, 1024, True),    # stories110M
     "1.1b": (2048, 5632, 22, 32, 4, 32000, 2048, False),   # TinyLlama-1.1B
     "15m": (288, 768, 6, 6, 6, 32000, 256, True),          # stories15M
+    "1b-long": (2048, 8192, 16, 32, 8, 128256, 131072, True),  # Llama-3.2-1B (make bench-long)
 }
 GGUF_PRESETS = {"F32": 0, "F16": 1, "Q8_0": 8, "Q4_0": 2, "Q6_K": 14, "Q4_K_M": 12}  # the base ggml type of each
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "build", "bench")
