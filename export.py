@@ -219,6 +219,7 @@ class Model:
         self.window = (0, 0)           # sliding window, period (layer l global when (l + 1) % period == 0; 0: none)
         self.rope_local_theta = 0.0    # local layers' RoPE base (0: rope_theta)
         self.longrope = None           # (short factors, long factors, attention factor)
+        self.rope_attn_factor = 0.0    # YaRN's attention factor (cos and sin times it; 0: 1)
         self.tied = False
         self.norm_eps = 1e-5
         self.rope_theta = 10000.0
@@ -241,9 +242,39 @@ def rope_scaling_of(cfg, path):
         return (1, float(rs["factor"]), 1.0, 1.0, 0)
     if kind == "longrope":
         return (3, 1.0, 1.0, 1.0, int(cfg.get("original_max_position_embeddings") or cfg["max_position_embeddings"]))
+    if kind == "yarn":
+        factor, orig = yarn_factor_of(cfg)
+        return (4, factor, float(rs.get("beta_fast") or 32), float(rs.get("beta_slow") or 1), orig)
     if kind == "default":
         return (0, 1.0, 1.0, 1.0, 0)
-    raise ExportError(f"{path}: rope_scaling type {kind!r} is not supported (supported: llama3, linear, longrope)")
+    raise ExportError(f"{path}: rope_scaling type {kind!r} is not supported (supported: llama3, linear, longrope, yarn)")
+
+
+def yarn_factor_of(cfg):
+    """YaRN's factor and original context, as transformers' _compute_yarn_parameters: with rope_scaling's
+    original_max_position_embeddings the factor is max_position_embeddings / that (DeepSeek-V3's configs),
+    except where the two are equal, as in Qwen2.5's 128K recipe (factor 4 over 32768 with max_position_embeddings
+    left at 32768), where transformers' ratio of 1 would turn YaRN off: there rope_scaling's factor holds."""
+    rs = cfg["rope_scaling"]
+    orig = rs.get("original_max_position_embeddings")
+    if orig and cfg.get("max_position_embeddings", orig) > orig:
+        return cfg["max_position_embeddings"] / orig, int(orig)
+    if not (orig or cfg.get("max_position_embeddings")) or not rs.get("factor"):
+        raise ExportError("rope_scaling yarn needs its factor and original_max_position_embeddings (or max_position_embeddings)")
+    return float(rs["factor"]), int(orig or cfg["max_position_embeddings"])
+
+
+def yarn_attention_of(cfg):
+    """YaRN's attention factor (multiplying cos and sin): rope_scaling's attention_factor, else get_mscale's
+    0.1 * ln(factor) + 1 (the ratio of two with mscale and mscale_all_dim), 1 for factors <= 1."""
+    rs = cfg["rope_scaling"]
+    if rs.get("attention_factor") is not None:
+        return float(rs["attention_factor"])
+    factor, _ = yarn_factor_of(cfg)
+    mscale = lambda s, m=1.0: 1.0 if s <= 1 else 0.1 * m * math.log(s) + 1.0
+    if rs.get("mscale") and rs.get("mscale_all_dim"):
+        return mscale(factor, rs["mscale"]) / mscale(factor, rs["mscale_all_dim"])
+    return mscale(factor)
 
 
 def longrope_of(cfg, rotary_dim, path):
@@ -407,7 +438,8 @@ def hf_model(folder, seq_len_cap):
                  attn_scale=float(cfg["query_pre_attn_scalar"]) ** -0.5 if gemma and cfg.get("query_pre_attn_scalar") else 0.0,
                  softcaps=softcaps, window=(int(window), period),
                  rope_local_theta=float(cfg.get("rope_local_base_freq", 0.0)) if arch == "Gemma3ForCausalLM" else 0.0,
-                 longrope=longrope, tied=tied, getter=getter, shape=shape, source_dtype=tensors.source_dtype())
+                 longrope=longrope, tied=tied, getter=getter, shape=shape, source_dtype=tensors.source_dtype(),
+                 rope_attn_factor=yarn_attention_of(cfg) if scaling[0] == 4 else 0.0)
 
 
 def meta_model(folder, seq_len_cap):
@@ -756,7 +788,7 @@ def write_v3(m, out, dtype, gs, tokenizer_bytes):
              (16 if m.longrope is not None else 0))
     struct.pack_into("<iii", header, 72, flags, DTYPES[dtype], gs)
     struct.pack_into("<i4f2i2fi", header, 112, m.rotary_dim, m.embed_scale, m.attn_scale, m.softcaps[0], m.softcaps[1],
-                     m.window[0], m.window[1], m.rope_local_theta, m.longrope[2] if m.longrope is not None else 0.0,
+                     m.window[0], m.window[1], m.rope_local_theta, m.longrope[2] if m.longrope is not None else m.rope_attn_factor,
                      m.activation)
     struct.pack_into("<QQQ", header, 88, tok_offset if tokenizer_bytes else 0, len(tokenizer_bytes), tensor_offset)
     with Writer(out, total) as w:
@@ -1207,6 +1239,13 @@ def gguf_metadata(m, dtype, t, template_text):
         kv.append((f"{arch}.rope.freq_base", GV_F32, m.rope_theta))
     if m.rope_scaling[0] == 1:
         kv += [(f"{arch}.rope.scaling.type", GV_STR, "linear"), (f"{arch}.rope.scaling.factor", GV_F32, m.rope_scaling[1])]
+    elif m.rope_scaling[0] == 4:  # (llama.cpp's keys; it derives the attention factor from the factor when absent)
+        kv += [(f"{arch}.rope.scaling.type", GV_STR, "yarn"), (f"{arch}.rope.scaling.factor", GV_F32, m.rope_scaling[1]),
+               (f"{arch}.rope.scaling.original_context_length", GV_U32, m.rope_scaling[4]),
+               (f"{arch}.rope.scaling.yarn_beta_fast", GV_F32, m.rope_scaling[2]),
+               (f"{arch}.rope.scaling.yarn_beta_slow", GV_F32, m.rope_scaling[3])]
+        if abs(m.rope_attn_factor - (0.1 * math.log(m.rope_scaling[1]) + 1.0 if m.rope_scaling[1] > 1 else 1.0)) > 1e-6:
+            kv.append((f"{arch}.rope.scaling.attn_factor", GV_F32, m.rope_attn_factor))  # (only a factor of the config's own)
     window, period = m.window
     if arch == "gemma2":
         kv += [("gemma2.attn_logit_softcapping", GV_F32, m.softcaps[0]), ("gemma2.final_logit_softcapping", GV_F32, m.softcaps[1]),

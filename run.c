@@ -294,7 +294,9 @@ typedef struct {
     int qkv_bias, tied_embedding;
     float norm_eps, rope_theta, rope_factor; // rope_factor: LongRoPE's attention factor for "longrope"
     const char *rope_layout;     // "pairs" (llama2.c's interleaved) or "halves" (Hugging Face's)
-    const char *rope_scaling;    // "none", "linear", "llama3" or "longrope"
+    const char *rope_scaling;    // "none", "linear", "llama3", "longrope" or "yarn"
+    int rope_original_context;   // llama3, longrope, yarn: the context the scaling extends
+    float rope_attn_factor;      // longrope, yarn: cos and sin are multiplied by this
     const char *features;        // what the architecture adds to Llama's ("q/k norms, sliding window 512 ..."), or ""
     int has_tokenizer;           // the checkpoint embeds its tokenizer (lm_tokenizer_load(path) reads it)
     int threads;
@@ -856,7 +858,7 @@ static int run_is_integer_type(LmWeightType t) { return run_types[t].integer; }
 #define LM_GGUF_CONTEXT 4096         // the context of a GGUF model whose own is longer (llama.cpp's default)
 
 typedef enum { LM_ROPE_PAIRS = 0, LM_ROPE_HALVES = 1 } LmRopeLayout;
-typedef enum { LM_ROPE_NONE = 0, LM_ROPE_LINEAR = 1, LM_ROPE_LLAMA3 = 2, LM_ROPE_LONGROPE = 3 } LmRopeScaling;
+typedef enum { LM_ROPE_NONE = 0, LM_ROPE_LINEAR = 1, LM_ROPE_LLAMA3 = 2, LM_ROPE_LONGROPE = 3, LM_ROPE_YARN = 4 } LmRopeScaling;
 typedef enum { LM_ACT_SILU = 0, LM_ACT_GELU_TANH = 1 } LmActivation; // the FFN gate's: SwiGLU or GeGLU
 
 typedef struct {
@@ -889,11 +891,11 @@ typedef struct {
     float rope_theta;
     LmRopeLayout rope_layout;
     LmRopeScaling rope_scaling;
-    float rope_factor, rope_low_freq_factor, rope_high_freq_factor;
+    float rope_factor, rope_low_freq_factor, rope_high_freq_factor; // (YaRN: factor, beta_fast, beta_slow)
     int rope_original_context;
     int rotary_dim;         // the leading dims of each head that RoPE turns (head_size unless partial: Phi-4-mini)
     float rope_local_theta; // local layers' RoPE base, unscaled (Gemma 3); rope_theta when 0
-    float rope_attn_factor; // LongRoPE: cos and sin are multiplied by this
+    float rope_attn_factor; // LongRoPE, YaRN: cos and sin are multiplied by this
     const float *rope_freq_factors; // (rotary_dim / 2) divisors of the frequencies (GGUF's rope_freqs, LongRoPE's
                                     // short factors), or NULL
     const float *rope_long_factors; // LongRoPE: (rotary_dim / 2) the divisors for positions past rope_original_context
@@ -1076,7 +1078,7 @@ static int run_parse_v3_fields(LmConfig *c, const unsigned char *p, size_t size,
         run_set_err(err, errlen, "%s: norm_eps %g or rope_theta %g is out of range", path, c->norm_eps, c->rope_theta);
         return 0;
     }
-    if (layout < 0 || layout > 1 || scaling < 0 || scaling > 3 || (flags & ~31) != 0 || type < 0 || type > 4 || activation < 0 || activation > 1) {
+    if (layout < 0 || layout > 1 || scaling < 0 || scaling > 4 || (flags & ~31) != 0 || type < 0 || type > 4 || activation < 0 || activation > 1) {
         run_set_err(err, errlen, "%s: unknown rope layout %d, rope scaling %d, flags %d, weight type %d or activation %d",
                 path, layout, scaling, flags, type, activation);
         return 0;
@@ -1093,9 +1095,11 @@ static int run_parse_v3_fields(LmConfig *c, const unsigned char *p, size_t size,
     c->qkv_bias = (flags & 1) != 0;
     c->shared_classifier = (flags & 2) != 0;
     c->weight_type = (LmWeightType)type;
-    if ((scaling == LM_ROPE_LINEAR || scaling == LM_ROPE_LLAMA3) && (!(c->rope_factor >= 1.0f) || isinf(c->rope_factor) ||
+    if ((scaling == LM_ROPE_LINEAR || scaling == LM_ROPE_LLAMA3 || scaling == LM_ROPE_YARN) && (!(c->rope_factor >= 1.0f) || isinf(c->rope_factor) ||
          (scaling == LM_ROPE_LLAMA3 && (!(c->rope_high_freq_factor > c->rope_low_freq_factor) ||
-                                        !(c->rope_low_freq_factor > 0.0f) || c->rope_original_context <= 0)))) {
+                                        !(c->rope_low_freq_factor > 0.0f) || c->rope_original_context <= 0)) ||
+         (scaling == LM_ROPE_YARN && (!(c->rope_low_freq_factor > 0.0f) || !(c->rope_high_freq_factor > 0.0f) || isinf(c->rope_low_freq_factor) ||
+                                      isinf(c->rope_high_freq_factor) || c->rope_original_context <= 0)))) {
         run_set_err(err, errlen, "%s: rope scaling parameters are out of range", path);
         return 0;
     }
@@ -1363,6 +1367,21 @@ static void run_rope_frequencies(float *freq, const LmConfig *c, float theta, in
                                (c->rope_high_freq_factor - c->rope_low_freq_factor);
                 f = (1.0f - smooth) * f / c->rope_factor + smooth * f;
             }
+        }
+        if (scaled && c->rope_scaling == LM_ROPE_YARN) {
+            // YaRN (transformers' _compute_yarn_parameters): interpolated (f / factor) below the dims where
+            // beta_slow turns fit the original context, kept above those where beta_fast do, a linear ramp between
+            double rd = c->rotary_dim, two_log_base = 2.0 * log((double)theta), pi = 3.14159265358979323846;
+            double low = floor(rd * log(c->rope_original_context / (c->rope_low_freq_factor * 2 * pi)) / two_log_base);
+            double high = ceil(rd * log(c->rope_original_context / (c->rope_high_freq_factor * 2 * pi)) / two_log_base);
+            low = low > 0 ? low : 0;
+            high = high < rd - 1 ? high : rd - 1;
+            if (low == high) high += 0.001;
+            float pos_freq = powf(theta, (float)(2 * i) / (float)c->rotary_dim);
+            float ramp = ((float)i - (float)low) / ((float)high - (float)low);
+            ramp = ramp < 0.0f ? 0.0f : ramp > 1.0f ? 1.0f : ramp;
+            float extrapolation = 1.0f - ramp, interpolated = 1.0f / (c->rope_factor * pos_freq);
+            f = interpolated * (1.0f - extrapolation) + (1.0f / pos_freq) * extrapolation;
         }
         if (scaled && factors) f /= factors[i];
         freq[i] = f;
@@ -1774,8 +1793,21 @@ static int run_gguf_config(LmConfig *c, const LmGguf *g, const char *path, char 
             run_set_err(err, errlen, "%s: rope.scaling.factor must be a number >= 1", path);
             return 0;
         }
+    } else if (scaling.s && run_string_is(scaling, "yarn")) { // (Qwen2.5's 128K recipe; Hugging Face's defaults where keys are absent)
+        c->rope_scaling = LM_ROPE_YARN;
+        c->rope_factor = (float)run_arch_number(g, arch, "rope.scaling.factor", 1, &ok);
+        c->rope_original_context = (int)run_arch_number(g, arch, "rope.scaling.original_context_length", 0, &ok);
+        c->rope_low_freq_factor = (float)run_arch_number(g, arch, "rope.scaling.yarn_beta_fast", 32, &ok);
+        c->rope_high_freq_factor = (float)run_arch_number(g, arch, "rope.scaling.yarn_beta_slow", 1, &ok);
+        double mscale = c->rope_factor > 1.0f ? 0.1 * log(c->rope_factor) + 1.0 : 1.0; // (get_mscale)
+        c->rope_attn_factor = (float)run_arch_number(g, arch, "rope.scaling.attn_factor", mscale, &ok);
+        if (!ok || !(c->rope_factor >= 1.0f) || isinf(c->rope_factor) || c->rope_original_context <= 0 || !(c->rope_low_freq_factor > 0.0f) ||
+            !(c->rope_high_freq_factor > 0.0f)) {
+            run_set_err(err, errlen, "%s: YaRN rope scaling needs rope.scaling.factor >= 1, rope.scaling.original_context_length and positive betas", path);
+            return 0;
+        }
     } else if (scaling.s && !run_string_is(scaling, "none")) {
-        run_set_err(err, errlen, "%s: rope scaling '%.*s' is not supported (supported: none, linear; llama3's comes as rope_freqs)", path,
+        run_set_err(err, errlen, "%s: rope scaling '%.*s' is not supported (supported: none, linear, yarn; llama3's comes as rope_freqs)", path,
                     (int)(scaling.n < 32 ? scaling.n : 32), scaling.s);
         return 0;
     }
@@ -2017,7 +2049,9 @@ static int run_size_cache(LmConfig *c, const LmLoadOptions *o, size_t file_bytes
     static const char *const names[] = {"f32", "f16", "bf16", "q8_0"};
     static const LmWeightType types[] = {LM_F32, LM_F16, LM_BF16, LM_Q8_0};
     int asked = o ? o->context_length : 0;
-    c->max_context = c->trained_context; // (YaRN: the scaled window, set with its parameters)
+    c->max_context = c->trained_context;
+    if (c->rope_scaling == LM_ROPE_YARN && (double)c->rope_original_context * c->rope_factor > c->max_context) // (its scaled window)
+        c->max_context = (int)fmin((double)c->rope_original_context * c->rope_factor, (double)LM_MAX_DIM * 16);
     if (asked < LM_CONTEXT_MAX || asked > c->max_context) {
         run_set_err(err, errlen, "%s: a context of %d positions is past the model's maximum, %d (ask for 1 to %d; LM_CONTEXT_MAX, "
                     "-c 0 on the command line, is the maximum)", path, asked, c->max_context, c->max_context);
@@ -2136,7 +2170,7 @@ int lm_vocab_size(const LmModel *m) { return m ? m->config.vocab_size : 0; }
 int lm_model_info(const LmModel *m, LmModelInfo *info) {
     if (m == NULL || info == NULL) return -1;
     static const char *formats[] = {"llama2.c v0", "llama2.c v1", "llama2.c v2", "run.c v3", "GGUF v2", "GGUF v3"};
-    static const char *scalings[] = {"none", "linear", "llama3", "longrope"};
+    static const char *scalings[] = {"none", "linear", "llama3", "longrope", "yarn"};
     const LmConfig *c = &m->config;
     uint64_t q = (uint64_t)c->n_heads * c->head_size, kv = (uint64_t)c->n_kv_heads * c->head_size, d = (uint64_t)c->dim;
     *info = (LmModelInfo){
@@ -2148,6 +2182,7 @@ int lm_model_info(const LmModel *m, LmModelInfo *info) {
         .weight_type = m->weight_types, .group_size = c->version < 4 && run_is_integer_type(c->weight_type) ? c->group_size : 0,
         .qkv_bias = c->qkv_bias, .tied_embedding = c->shared_classifier,
         .norm_eps = c->norm_eps, .rope_theta = c->rope_theta, .rope_factor = c->rope_scaling == LM_ROPE_LONGROPE ? c->rope_attn_factor : c->rope_factor,
+        .rope_original_context = c->rope_original_context, .rope_attn_factor = c->rope_attn_factor,
         .rope_layout = c->rope_layout == LM_ROPE_PAIRS ? "pairs" : "halves",
         .rope_scaling = c->rope_scaling != LM_ROPE_LONGROPE && c->rope_freq_factors ? "per-frequency factors (rope_freqs)" : scalings[c->rope_scaling],
         .features = m->features,
@@ -2941,13 +2976,6 @@ LM_AVX512_FN static void run_pack_batch(LmBatch *b) {
 }
 // ---- Attention over the KV cache (run_tile_scores_plain and run_tile_values_plain, 16 lanes).
 
-// run_half_at in hardware (F16C; the AVX2 kernels use it too).
-LM_AVX2_FN static inline float run_half_hw(const unsigned char *p) {
-    uint16_t h;
-    memcpy(&h, p, 2);
-    return _cvtsh_ss(h);
-}
-
 // Key dimension d of a tile's 16 positions as floats (type a constant, so the switch folds away).
 LM_AVX512_FN static inline __m512 run_key_dim16(const unsigned char *tile, int d, LmWeightType type) {
     switch (type) {
@@ -3014,9 +3042,12 @@ LM_AVX512_FN static inline __m512 run_value16(const unsigned char *row, int e, _
     switch (type) {
     case LM_F16: return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, (const uint16_t *)(const void *)row + e));
     case LM_BF16: return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, (const uint16_t *)(const void *)row + e)), 16));
-    case LM_Q8_0: {
+    case LM_Q8_0: { // (the scale broadcast as a half, converted in the vector)
         const unsigned char *block = row + 34 * (size_t)(e / 32);
-        return _mm512_mul_ps(_mm512_set1_ps(run_half_hw(block)), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(block + 2 + e % 32))))); }
+        uint16_t h;
+        memcpy(&h, block, 2);
+        __m512 scale = _mm512_cvtph_ps(_mm256_set1_epi16((short)h));
+        return _mm512_mul_ps(scale, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(block + 2 + e % 32))))); }
     default: return _mm512_maskz_loadu_ps(mask, (const float *)(const void *)row + e);
     }
 }
@@ -3779,7 +3810,10 @@ LM_AVX2_FN static inline __m256 run_value8(const unsigned char *row, int e, LmWe
         return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(const void *)((const uint16_t *)(const void *)row + e))), 16));
     case LM_Q8_0: {
         const unsigned char *block = row + 34 * (size_t)(e / 32);
-        return _mm256_mul_ps(_mm256_set1_ps(run_half_hw(block)), _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(block + 2 + e % 32))))); }
+        uint16_t h;
+        memcpy(&h, block, 2);
+        __m256 scale = _mm256_cvtph_ps(_mm_set1_epi16((short)h));
+        return _mm256_mul_ps(scale, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(block + 2 + e % 32))))); }
     default: return _mm256_loadu_ps((const float *)(const void *)row + e);
     }
 }
@@ -4408,10 +4442,16 @@ static void run_rope_angles(LmRunState *s, const LmConfig *c, int n, int pos) {
             const float *freq = s->rope_freq + (size_t)(table ? 2 : s->rope_long ? 1 : 0) * half;
             float *cos_t = s->rope_cos + ((size_t)table * LM_BATCH + i) * half, *sin_t = s->rope_sin + ((size_t)table * LM_BATCH + i) * half;
             for (int k = 0; k < half; k++) {
-                float angle = (float)(pos + i) * freq[k];
-                cos_t[k] = cosf(angle);
-                sin_t[k] = sinf(angle);
-                if (c->rope_scaling == LM_ROPE_LONGROPE) { cos_t[k] *= c->rope_attn_factor; sin_t[k] *= c->rope_attn_factor; }
+                if (c->version < 3) { // llama2.c's float angle, for its exact texts
+                    float angle = (float)(pos + i) * freq[k];
+                    cos_t[k] = cosf(angle);
+                    sin_t[k] = sinf(angle);
+                } else { // in double: a float angle's error grows with the position (6e-5 at 1500, past 1e-4 near 2500)
+                    double angle = (double)(pos + i) * (double)freq[k];
+                    cos_t[k] = (float)cos(angle);
+                    sin_t[k] = (float)sin(angle);
+                }
+                if (c->rope_scaling == LM_ROPE_LONGROPE || c->rope_scaling == LM_ROPE_YARN) { cos_t[k] *= c->rope_attn_factor; sin_t[k] *= c->rope_attn_factor; }
             }
         }
     }
@@ -4543,9 +4583,9 @@ int lm_shift_context(LmModel *m, int pos, int n_keep, int n_discard) {
     // (cos and sin of each table: global, global past LongRoPE's original context, local)
     float *cos_t = s->rope_cos, *sin_t = s->rope_sin; // (3, half) as scratch
     for (int i = 0; i < 3 * half; i++) {
-        float angle = -(float)n_discard * s->rope_freq[i];
-        cos_t[i] = cosf(angle);
-        sin_t[i] = sinf(angle);
+        double angle = -(double)n_discard * (double)s->rope_freq[i];
+        cos_t[i] = (float)cos(angle);
+        sin_t[i] = (float)sin(angle);
     }
     memmove(s->tokens + n_keep, s->tokens + n_keep + n_discard, (size_t)(new_pos - n_keep) * sizeof(int));
     int hs = c->head_size;
@@ -7099,7 +7139,9 @@ static void run_print_info(FILE *f, const char *path, const LmModelInfo *mi, con
     if (mi->max_context != mi->context_length) fprintf(f, " (the model's maximum: %d; -c sets it)", mi->max_context);
     fprintf(f, ", KV cache %s %.1f MiB", mi->cache_type, (double)mi->cache_bytes / (1 << 20));
     fprintf(f, "; RoPE theta %g, %s, scaling %s", mi->rope_theta, mi->rope_layout, mi->rope_scaling);
-    if (strcmp(mi->rope_scaling, "none") != 0) fprintf(f, " x%g", mi->rope_factor);
+    if (mi->rope_factor > 0.0f && strcmp(mi->rope_scaling, "none") != 0) fprintf(f, " x%g", mi->rope_factor);
+    if (mi->rope_original_context > 0) fprintf(f, " from %d", mi->rope_original_context);
+    if (strcmp(mi->rope_scaling, "yarn") == 0) fprintf(f, ", attention factor %g", mi->rope_attn_factor);
     fprintf(f, "; norm eps %g", mi->norm_eps);
     if (mi->features[0]) fprintf(f, "; %s", mi->features);
     fprintf(f, "; kernels %s, threads %d%s", mi->kernels, mi->threads, mi->in_memory ? ", read into memory" : "");

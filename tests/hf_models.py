@@ -231,6 +231,18 @@ ARCH_MODELS = {
     "mistral_swa": dict(family="mistral", arch="MistralForCausalLM", dim=32, hidden=64, layers=2, heads=4,
                         kv_heads=2, head_dim=8, vocab=32000, theta=10000.0, eps=1e-5, tied=False, dtype="F32",
                         tokenizer="llama2", sliding_window=8, n_tokens=150, tokens=dict(seed=17, lo=3, hi=32000, first=1)),
+    # YaRN as Qwen2.5's 128K recipe writes it (rope_scaling {"type": "yarn", "factor": 4,
+    # "original_max_position_embeddings": 32768} with max_position_embeddings left at the original), scaled down
+    # to an original context of 48 so that 150 positions run far past it; on Mistral's block without a window.
+    # modeling_rope_utils.py's _compute_yarn_parameters: dim = rotary dims, low = max(floor(corr(beta_fast)), 0),
+    # high = min(ceil(corr(beta_slow)), dim - 1) with corr(r) = dim * ln(orig / (2 pi r)) / (2 ln theta), ramp
+    # clip((i - low) / (high - low), 0, 1), inv_freq = interpolation * ramp + extrapolation * (1 - ramp) with
+    # interpolation = extrapolation / factor, and cos and sin times attention_factor = 0.1 ln(factor) + 1.
+    "yarn": dict(family="mistral", arch="MistralForCausalLM", dim=64, hidden=96, layers=2, heads=4, kv_heads=2,
+                 head_dim=16, vocab=32000, theta=10000.0, eps=1e-5, tied=False, dtype="F32", tokenizer="llama2",
+                 sliding_window=None, max_position_embeddings=48, n_tokens=150,
+                 rope_scaling={"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 48},
+                 tokens=dict(seed=28, lo=3, hi=32000, first=1)),
 }
 N_ARCH_TOKENS = 40  # past every sliding window (8) and the longrope original context (24)
 # (the windowed models take 150: past run.c's ring of window + 64 cache rows, which then wraps around)
@@ -313,8 +325,11 @@ def arch_config(c):
             cfg.update(full_attn_mod=1, interpolate_factor=1, lm_head_bias=False, mlp_bias=False,
                        partial_rotary_factor=c["partial_rotary_factor"])
     else:  # mistralai/Mistral-7B-v0.1
-        cfg = dict(common, bos_token_id=1, eos_token_id=2, hidden_act="silu", max_position_embeddings=32768,
-                   model_type="mistral", sliding_window=c["sliding_window"], transformers_version="4.34.0.dev0")
+        cfg = dict(common, bos_token_id=1, eos_token_id=2, hidden_act="silu",
+                   max_position_embeddings=c.get("max_position_embeddings", 32768), model_type="mistral",
+                   sliding_window=c["sliding_window"], transformers_version="4.34.0.dev0")
+        if c.get("rope_scaling"):
+            cfg["rope_scaling"] = c["rope_scaling"]
     return dict(sorted(cfg.items()))
 
 
@@ -371,6 +386,16 @@ def rope_cos_sin(c, layer, pos, windows, all_long=False):
     inv = 1.0 / theta ** shape
     if rs and rs.get("rope_type", rs.get("type")) == "linear":
         inv = inv / rs["factor"]
+    elif rs and rs.get("rope_type", rs.get("type")) == "yarn":
+        orig, factor = rs["original_max_position_embeddings"], rs["factor"]
+        if c["max_position_embeddings"] > orig:  # (transformers' ratio; equal, as here, keeps the factor)
+            factor = c["max_position_embeddings"] / orig
+        corr = lambda r: rd * np.log(orig / (r * 2 * np.pi)) / (2 * np.log(theta))
+        low, high = max(np.floor(corr(rs.get("beta_fast", 32))), 0), min(np.ceil(corr(rs.get("beta_slow", 1))), rd - 1)
+        high = high + 0.001 if low == high else high
+        ramp = np.clip((np.arange(rd // 2, dtype=np.float64) - low) / (high - low), 0, 1)
+        inv = inv / factor * ramp + inv * (1 - ramp)
+        scale = 0.1 * np.log(factor) + 1.0 if factor > 1 else 1.0
     elif rs and rs.get("rope_type", rs.get("type")) == "longrope":
         # dynamic_rope_update -> longrope_frequency_update: seq_len = max(position_ids) + 1, the long factors when
         # seq_len > original_max_position_embeddings. One token per call: position pos is rotated with the short
@@ -509,6 +534,9 @@ def arch_what(c):
         parts.append(f"fused qkv and gate_up, rotary dims {int(c['head_dim'] * c.get('partial_rotary_factor', 1.0))}"
                      f" of {c['head_dim']}, longrope (original context {c['original_max_position_embeddings']} of "
                      f"{c['max_position_embeddings']}, switch per call)")
+    elif c.get("rope_scaling"):
+        rs = c["rope_scaling"]
+        parts.append(f"theta {c['theta']:g}, yarn factor {rs['factor']:g} over {rs['original_max_position_embeddings']}")
     else:
         parts.append(f"theta {c['theta']:g}")
     dtype = {"BF16": "bf16", "F16": "fp16", "F32": "fp32"}[c["dtype"]]
