@@ -61,7 +61,11 @@
        Maps a checkpoint read-only and allocates its run state. NULL on failure, reason in err (a
        file of another kind, such as a Hugging Face folder or a GGUF file, is named as such).
    LmModel *lm_load_with(const char *checkpoint_path, const LmLoadOptions *options, char *err, size_t errlen);
-       lm_load with options (NULL: none): .in_memory reads the file into memory instead (--no-mmap).
+       lm_load with options (NULL: none; see LmLoadOptions): .in_memory reads the file into memory
+       instead (--no-mmap); .context_length sizes the KV cache (-c: 0 the file's context, a GGUF
+       model's up to 4096; LM_CONTEXT_MAX the model's maximum; more is refused); .cache_type is its
+       type (--cache-type: "f16" by default, "f32" for llama2.c's files, "bf16", "q8_0"). A cache
+       larger than the machine's memory is refused before it is allocated, with the bytes it needs.
    int lm_model_info(const LmModel *m, LmModelInfo *info);
        Fills info (shape, weight type, context, RoPE, kernels, threads; see LmModelInfo). -1 for NULL.
    float *lm_forward(LmModel *m, int token, int pos);
@@ -177,14 +181,16 @@
        output: absent when tied), each in its own type, matrices computed from the mapped blocks; the
        tokenizer from tokenizer.ggml.* (llama: SentencePiece; gpt2: byte-level BPE with merges and the
        pre-tokenizer by name) and the chat template recognised from tokenizer.chat_template. The KV
-       cache holds min(the model's context, 4096) positions.
+       cache holds min(the model's context, 4096) positions unless asked for more (context_length);
+       rope.scaling.type linear or yarn (factor, original_context_length, attn_factor, yarn_beta_fast
+       and _slow; Hugging Face's YaRN: the maximum context is original x factor).
    Checkpoint v3 (run.c's own, written by export.py): a 256-byte header of int32/float32 fields at
        byte offsets: 0 magic 0x616b3432 ("ak42"), 4 version = 3, 8 dim, 12 hidden_dim, 16 n_layers,
        20 n_heads, 24 n_kv_heads, 28 head_size, 32 vocab_size, 36 seq_len, 40 norm_eps (f32),
        44 rope_theta (f32), 48 rope_layout (0 = llama2.c's interleaved pairs (x[2i], x[2i+1]),
        1 = Hugging Face's halves (x[i], x[i + rotary_dim/2])), 52 rope_scaling (0 none, 1 linear,
-       2 llama3, 3 longrope), 56 rope_factor (f32), 60 rope_low_freq_factor (f32),
-       64 rope_high_freq_factor (f32), 68 rope_original_context, 72 flags (1 = q/k/v biases,
+       2 llama3, 3 longrope, 4 yarn), 56 rope_factor (f32), 60 rope_low_freq_factor (f32; yarn's
+       beta_fast), 64 rope_high_freq_factor (f32; yarn's beta_slow), 68 rope_original_context, 72 flags (1 = q/k/v biases,
        2 = classifier tied to the embedding, 4 = q/k norms, 8 = sandwich norms, 16 = LongRoPE
        factors), 76 weight_type (0 fp32, 1 fp16, 2 bf16, 3 q8_0, 4 q4_0), 80 group_size,
        88 tokenizer_offset (u64), 96 tokenizer_size (u64; 0 = none), 104 tensor_offset (u64),
@@ -194,7 +200,7 @@
        c*tanh(x/c) on scores / logits), 132 sliding_window (local layers see that many positions,
        their own included), 136 window_period (layer l is global when (l+1) % period == 0; 0 = all
        local), 140 rope_local_theta (f32; local layers' base, 0 = rope_theta), 144 rope_attn_factor
-       (f32; LongRoPE's cos/sin scale), 148 activation (0 SiLU gate, 1 GELU-tanh gate: GeGLU).
+       (f32; LongRoPE's and YaRN's cos/sin scale), 148 activation (0 SiLU gate, 1 GELU-tanh gate: GeGLU).
        Gemma's x*(1+w) norms are stored as 1+w. The embedded tokenizer is a whole tokenizer file
        (below). Tensors start at tensor_offset, each at a 64-byte boundary: token_embedding
        (vocab, dim); per layer rms_att (dim) f32, wq (n_heads*head_size, dim),
@@ -2234,7 +2240,12 @@ int lm_set_kernels(LmModel *m, const char *name) {
 //     run of values sharing a scale, the int32 sums of q * x and of x become d * sum(qx) - m * sum(x)
 //     (two runs of 16 added in order for Q2_K/Q3_K/Q6_K), times the group's input scale, into the 16
 //     lanes as above (run_dot_blocks is the definition);
-//   - in exact mode (lm_set_exact) integer weights are decoded to floats and take the float order.
+//   - in exact mode (lm_set_exact) integer weights are decoded to floats and take the float order;
+//   - attention (over the KV cache in its type): a score sums q[d] * k[d] over the head's dims in
+//     order (a Q8_0 key: each group of 32 so, then the groups' sums times their scales, in order),
+//     16 positions per vector from the cache's key tiles; the softmax takes the maximum, run_exp of
+//     each score minus it, their sum in 16 lanes added pairwise, and divides; each output value is
+//     a running sum over the positions in order of weight * value.
 // So a prompt run in blocks gives the logits of token-by-token generation bit for bit, every kernel
 // set (portable, AVX2, AVX-512, NEON; lm_set_kernels) gives the same logits, and llama2.c's
 // checkpoints reproduce llama2.c's text on any CPU. The plain loops are the definitions; the SIMD
@@ -2258,8 +2269,9 @@ static void run_rmsnorm(float *out, const float *x, const float *weight, int n, 
     for (int j = 0; j < n; j++) out[j] = weight[j] * (ss * x[j]);
 }
 
-static void run_softmax(float *x, int n) {
-    float lanes[LM_LANES]; // (the maximum is exact in any order: in lanes, it vectorizes)
+// The largest of x[0..n) (n >= 1), in 16 lanes so that the loop vectorizes: a maximum is exact in any order.
+static float run_max(const float *x, int n) {
+    float lanes[LM_LANES];
     for (int k = 0; k < LM_LANES; k++) lanes[k] = x[0];
     int i = 0;
     for (; i + LM_LANES <= n; i += LM_LANES)
@@ -2267,7 +2279,11 @@ static void run_softmax(float *x, int n) {
     for (; i < n; i++) lanes[0] = x[i] > lanes[0] ? x[i] : lanes[0];
     float max_val = lanes[0];
     for (int k = 1; k < LM_LANES; k++) max_val = lanes[k] > max_val ? lanes[k] : max_val;
-    float sum = 0.0f;
+    return max_val;
+}
+
+static void run_softmax(float *x, int n) {
+    float max_val = run_max(x, n), sum = 0.0f;
     for (int i = 0; i < n; i++) { x[i] = expf(x[i] - max_val); sum += x[i]; }
     for (int i = 0; i < n; i++) x[i] /= sum;
 }
@@ -4352,14 +4368,8 @@ static inline float run_exp(float x) {
 // run_softmax with run_exp for expf and the sum of the exponentials in 16 lanes (added pairwise at
 // the end): the attention weights over thousands of positions, every step vectorized.
 static void run_attention_softmax(float *x, int n) {
-    float lanes[LM_LANES];
-    for (int k = 0; k < LM_LANES; k++) lanes[k] = x[0];
-    int i = 0;
-    for (; i + LM_LANES <= n; i += LM_LANES)
-        for (int k = 0; k < LM_LANES; k++) lanes[k] = x[i + k] > lanes[k] ? x[i + k] : lanes[k];
-    for (; i < n; i++) lanes[0] = x[i] > lanes[0] ? x[i] : lanes[0];
-    float max_val = lanes[0];
-    for (int k = 1; k < LM_LANES; k++) max_val = lanes[k] > max_val ? lanes[k] : max_val;
+    float max_val = run_max(x, n);
+    int i;
     for (i = 0; i < n; i++) x[i] = run_exp(x[i] - max_val);
     float sums[LM_LANES] = {0};
     for (i = 0; i + LM_LANES <= n; i += LM_LANES)

@@ -2771,6 +2771,7 @@ static void test_real_models(void) {
         {"stories260K.bin", "-t 1.0 -p 0.9 -s 133742 -n 256", "expected_run_t1_p0.9_s133742_n256.txt"},
         {"stories260K_v1.bin", "-t 0 -n 256", "expected_run_t0_n256.txt"},
         {"stories260K_v1.bin", "-t 1.0 -p 0.9 -s 133742 -n 256", "expected_run_t1_p0.9_s133742_n256.txt"},
+        {"stories260K.bin", "-t 0 -n 256 --cache-type f16", "expected_run_t0_n256.txt"}, // (run.c's default cache keeps the greedy text)
     };
     for (size_t i = 0; i < sizeof exact / sizeof exact[0]; i++) {
         snprintf(args, sizeof args, "./run %s/%s -z %s/tok512.bin %s", dir, exact[i].model, dir, exact[i].flags);
@@ -2801,8 +2802,9 @@ static void test_real_models(void) {
     free(want_q); free(want_f);
 
     snprintf(dir, sizeof dir, "%s/babyllama-tok105", models_dir);
-    const char *prompts[2][2] = {{"", "expected_run_t0_n256.txt"}, {"-i \"Once upon a time \"", "expected_run_t0_n256_prompt.txt"}};
-    for (int i = 0; i < 2; i++) {
+    const char *prompts[3][2] = {{"", "expected_run_t0_n256.txt"}, {"-i \"Once upon a time \"", "expected_run_t0_n256_prompt.txt"},
+                                 {"--cache-type f16", "expected_run_t0_n256.txt"}};
+    for (int i = 0; i < 3; i++) {
         snprintf(args, sizeof args, "./run %s/model5000.bin -z %s/tok105.bin -t 0 -n 256 %s", dir, dir, prompts[i][0]);
         r = run_cli(args, NULL);
         snprintf(expected, sizeof expected, "%s/%s", dir, prompts[i][1]);
@@ -2821,6 +2823,71 @@ static double rel_diff(const float *a, const float *b, int n) {
     double num = 0, den = 0;
     for (int i = 0; i < n; i++) { num = fmax(num, fabs((double)a[i] - b[i])); den = fmax(den, fabs((double)b[i])); }
     return den > 0 ? num / den : num;
+}
+
+// run_exp against e^x in double over attention's range; the cache's f16/bf16 converters against the
+// hardware-free definitions (every half and every bf16 back and forth, round to nearest even); RoPE's
+// angles at long positions against float64 (the error does not grow with the position).
+static void test_long_context_math(void) {
+    double worst = 0;
+    for (float x = -87.0f; x <= 0.0f; x = nextafterf(x, 1.0f) + (x < -1e-3f ? 1.7e-4f * -x : 0.0f)) {
+        double want = exp((double)x), got = run_exp(x), ulp = nextafterf((float)want, INFINITY) - (float)want;
+        worst = fmax(worst, fabs(got - want) / ulp);
+    }
+    check(worst <= 2.0, "run_exp(x) for x in [-87, 0]: within %.2f ulp of e^x (<= 2)", worst);
+    check(run_exp(-1000.0f) > 0.0f && run_exp(-1000.0f) < 1e-37f && isnan(run_exp(NAN)) && run_exp(0.0f) == 1.0f,
+          "run_exp: e^-87 below -87, NaN stays NaN, e^0 = 1");
+    int same = 1;
+    for (uint32_t h = 0; h < 0x10000; h++) {
+        if ((h & 0x7c00) == 0x7c00 && (h & 0x3ff)) continue; // (NaNs: any NaN back)
+        same &= run_f32_to_f16(run_f16_to_f32((uint16_t)h)) == h && run_f32_to_bf16(run_bf16_to_f32((uint16_t)h)) == h;
+    }
+    // halfway cases round to even, overflow to inf, tiny values to subnormals
+    same &= run_f32_to_f16(1.0f + 0x1p-11f) == 0x3c00 && run_f32_to_f16(1.0f + 0x1.8p-10f) == 0x3c02 && run_f32_to_f16(65520.0f) == 0x7c00 &&
+            run_f32_to_f16(65519.0f) == 0x7bff && run_f32_to_f16(0x1p-25f) == 0 && run_f32_to_f16(0x1.8p-24f) == 2 &&
+            run_f32_to_bf16(1.0f + 0x1p-8f) == 0x3f80 && run_f32_to_bf16(1.0f + 0x1.8p-7f) == 0x3f82;
+    check(same, "f16 and bf16 stores: every value back to itself, ties to even, overflow to inf, subnormal halves");
+
+    // RoPE angles of a v3 model at positions up to 32K against float64 cos/sin of the same frequencies
+    TinyModel tm = tiny_model(64, 64, 1, 2, 2, 16, 40000, 1);
+    char *v1 = tmp_path("rope_long_v1.bin"), *v3 = tmp_path("rope_long_v3.bin"), cmd[1024], err[256];
+    write_v1(&tm, v1);
+    tiny_free(&tm);
+    if (!have_numpy()) return;
+    snprintf(cmd, sizeof cmd, "%s export.py %s --llama2c %s --dtype fp32", python, v3, v1);
+    LmModel *m = run_quiet(cmd) ? lm_load(v3, err, sizeof err) : NULL;
+    if (!m) { check(0, "export and load a v3 model of 40000 positions"); return; }
+    const int positions[] = {250, 1500, 2500, 8000, 32000};
+    char seen[256] = "";
+    double errs[5];
+    for (int k = 0; k < 5; k++) {
+        run_rope_angles(&m->state, &m->config, 1, positions[k]);
+        double e = 0;
+        for (int i = 0; i < m->config.rotary_dim / 2; i++) {
+            double angle = (double)positions[k] * (double)m->state.rope_freq[i];
+            e = fmax(e, fmax(fabs(m->state.rope_cos[i] - cos(angle)), fabs(m->state.rope_sin[i] - sin(angle))));
+        }
+        errs[k] = e;
+        snprintf(seen + strlen(seen), sizeof seen - strlen(seen), "%s%.0e at %d", k ? ", " : "", e, positions[k]);
+    }
+    check(errs[4] < 1e-7 && errs[0] < 1e-7, "RoPE cos/sin (v3) within %s of float64's: no growth with the position (< 1e-7)", seen);
+    lm_free(m);
+
+    // YaRN's frequencies as transformers computes them (float32 ops; corrections in double) for
+    // Qwen2.5's recipe: head 128, theta 1e6, factor 4 over 32768
+    LmConfig c = {.rotary_dim = 128, .rope_scaling = LM_ROPE_YARN, .rope_factor = 4.0f, .rope_original_context = 32768,
+                  .rope_low_freq_factor = 32.0f, .rope_high_freq_factor = 1.0f};
+    float freq[64];
+    run_rope_frequencies(freq, &c, 1e6f, 1, NULL);
+    double low = floor(128 * log(32768 / (32 * 2 * M_PI)) / (2 * log(1e6))), high = ceil(128 * log(32768 / (1 * 2 * M_PI)) / (2 * log(1e6)));
+    double worst_rel = 0;
+    for (int i = 0; i < 64; i++) {
+        double base = 1.0 / pow(1e6, 2.0 * i / 128), ramp = fmin(fmax((i - low) / (high - low), 0), 1);
+        double want = base / 4 * ramp + base * (1 - ramp);
+        worst_rel = fmax(worst_rel, fabs(freq[i] - want) / want);
+    }
+    check(worst_rel < 1e-6 && freq[0] == 1.0f && fabsf(freq[63] * 4.0f / (float)(1.0 / pow(1e6, 126.0 / 128)) - 1.0f) < 1e-6f,
+          "YaRN frequencies (Qwen2.5's 128K: factor 4 over 32768, ramp over dims %g..%g) within %.1e of float64's", low, high, worst_rel);
 }
 
 static void test_context_size(void) {
@@ -3426,7 +3493,7 @@ static const struct { const char *name; void (*run)(void); } test_groups[] = {
     {"cli", test_cli}, {"ctrl-c", test_ctrl_c}, {"chat-terminal", test_chat_terminal}, {"first-hour", test_cli_first_hour},
     {"builds", test_builds}, {"memory", test_memory}, {"real-models", test_real_models}, {"vectors", test_tokenizer_vectors},
     {"hf", test_hf_models}, {"export-legacy", test_export_legacy_and_refusals}, {"export-sources", test_export_other_sources},
-    {"export-errors", test_export_errors}, {"gguf", test_gguf_models}, {"gguf-tokenizers", test_gguf_tokenizers}, {"gguf-hostile", test_gguf_hostile}, {"chat-templates", test_chat_templates}, {"batch", test_batch_equals_sequential}, {"context-size", test_context_size}, {"cache-types", test_cache_types}, {"quantized", test_quantized_accuracy},
+    {"export-errors", test_export_errors}, {"gguf", test_gguf_models}, {"gguf-tokenizers", test_gguf_tokenizers}, {"gguf-hostile", test_gguf_hostile}, {"chat-templates", test_chat_templates}, {"batch", test_batch_equals_sequential}, {"context-size", test_context_size}, {"long-context-math", test_long_context_math}, {"cache-types", test_cache_types}, {"quantized", test_quantized_accuracy},
 };
 
 int main(int argc, char **argv) {
