@@ -965,11 +965,25 @@ typedef struct {
     size_t scratch_floats;
 } LmBatch;
 
+// A query as attention's scores read it: its floats, and for a Q8_0 cache its Q8_0 form (groups of 32
+// dims: the int8 values, each group's scale and the sum of its values).
+typedef struct { const float *f; const int8_t *q; const float *scale; const int32_t *sum; } LmQuery;
+
 #define LM_BATCH 256 // tokens per forward block: the weights are read once per block
 #define LM_RING_SLACK 64 // rows a local layer's ring keeps past its window: the block size with rings
 #define LM_ROW_BLOCK 16 // rows per unit of parallel work
 #define LM_KEY_TILE 16 // positions per tile of the key cache
 #define LM_ATTN_QUERIES 16 // queries (of one key/value head) per unit of attention work
+
+// One unit of attention work: queries of one key/value head, each with the positions it sees.
+typedef struct {
+    const unsigned char *keys, *values; // this kv head's tiles and rows in the layer's cache
+    int ring;                          // the layer's rows: position t is in row t % ring
+    int nq;                            // queries, at most LM_ATTN_QUERIES
+    const float *q[LM_ATTN_QUERIES];   // (head_size) each
+    float *out[LM_ATTN_QUERIES];       // (head_size) each: the weighted sums of the values
+    int first[LM_ATTN_QUERIES], last[LM_ATTN_QUERIES]; // the positions each sees
+} LmAttention;
 
 typedef struct {
     float *x;           // (batch, dim) the residual stream
@@ -979,15 +993,17 @@ typedef struct {
     float *hb2;         // (batch, hidden_dim) FFN up
     float *q;           // (batch, n_heads * head_size)
     float *kb, *vb;     // (batch, kv_dim) the block's keys and values, on their way into the cache
+    LmAttention *units; // (n_kv_heads * ceil(LM_BATCH * n_heads / n_kv_heads / LM_ATTN_QUERIES)) a block's units of attention work
     float *att;         // (att_slots, att_floats): each thread's scores for up to LM_ATTN_QUERIES queries
-    int att_slots;
-    size_t att_floats;  // LM_ATTN_QUERIES * (seq_len + 2 * LM_KEY_TILE)
+    int att_slots;      // (and their Q8_0 forms)
+    size_t att_floats;
     float *logits;      // (vocab_size)
     // The KV cache, in the cache type; position t of layer l in its row t % cache_positions[l]:
     unsigned char *key_cache;   // (layer, kv head, positions / LM_KEY_TILE tiles of key_tile_bytes): a tile
                                 // holds LM_KEY_TILE positions' keys dimension by dimension, (head_size,
-                                // LM_KEY_TILE) values (q8_0: int8, then (head_size / 32, LM_KEY_TILE) fp16
-                                // scales), so attention scores many positions per vector
+                                // LM_KEY_TILE) values, so attention scores many positions per vector (q8_0:
+                                // int8 (head_size / 4, LM_KEY_TILE, 4), four dims of a position together as
+                                // VNNI multiplies them, then (head_size / 32, LM_KEY_TILE) fp16 scales)
     unsigned char *value_cache; // (layer, kv head, positions, value_row_bytes): each a head's values in a row
                                 // (q8_0: GGUF's Q8_0 blocks)
     size_t key_tile_bytes, value_row_bytes; // (a tile is LM_KEY_TILE rows' bytes)
@@ -1317,7 +1333,7 @@ static void run_map_weights(LmWeights *w, LmConfig *c, LmCursor *cur) {
 }
 
 static void run_free_state(LmRunState *s) {
-    void *bufs[] = {s->x, s->xb, s->xb2, s->hb, s->hb2, s->q, s->kb, s->vb, s->att, s->logits, s->key_cache, s->value_cache,
+    void *bufs[] = {s->x, s->xb, s->xb2, s->hb, s->hb2, s->q, s->kb, s->vb, s->att, s->units, s->logits, s->key_cache, s->value_cache,
                     s->cache_offset, s->cache_positions, s->tokens, s->rope_freq, s->rope_cos, s->rope_sin, s->xq, s->xs, s->xpacked, s->xpacked8, s->xspacked, s->xsum, s->xarranged, s->scratch};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     memset(s, 0, sizeof *s);
@@ -1436,7 +1452,10 @@ static int run_alloc_state(LmRunState *s, const LmConfig *c) {
     s->q = (float *)calloc(B * q_dim, sizeof(float));
     s->kb = (float *)calloc(B * kv_dim, sizeof(float));
     s->vb = (float *)calloc(B * kv_dim, sizeof(float));
-    s->att_floats = (size_t)LM_ATTN_QUERIES * ((size_t)c->seq_len + 2 * LM_KEY_TILE);
+    // (then the queries' Q8_0 forms: head_size bytes, and a scale and a sum per 32)
+    s->units = (LmAttention *)calloc((size_t)c->n_kv_heads * (((size_t)LM_BATCH * (size_t)(c->n_heads / c->n_kv_heads) + LM_ATTN_QUERIES - 1) / LM_ATTN_QUERIES),
+                                     sizeof(LmAttention));
+    s->att_floats = (size_t)LM_ATTN_QUERIES * ((size_t)c->seq_len + 2 * LM_KEY_TILE + (size_t)c->head_size / 4 + (size_t)c->head_size / 16 + 2);
     s->logits = (float *)calloc((size_t)c->vocab_size, sizeof(float));
     s->key_cache = (unsigned char *)run_calloc_streamed(cache);
     s->value_cache = (unsigned char *)run_calloc_streamed(cache);
@@ -1445,7 +1464,7 @@ static int run_alloc_state(LmRunState *s, const LmConfig *c) {
     s->rope_cos = (float *)calloc(2 * B * half, sizeof(float));
     s->rope_sin = (float *)calloc(2 * B * half, sizeof(float));
     int ok = s->cache_offset && s->cache_positions && s->tokens && s->x && s->xb && s->xb2 && s->hb && s->hb2 && s->q && s->kb && s->vb &&
-             s->logits && s->key_cache && s->value_cache && s->rope_freq && s->rope_cos && s->rope_sin;
+             s->logits && s->units && s->key_cache && s->value_cache && s->rope_freq && s->rope_cos && s->rope_sin;
     if (c->integer_activations) {
         size_t groups = widest / (size_t)c->group_size + 1; // + a partial group
         s->xq = (int8_t *)calloc(B * widest + 64, 1); // + room for one 64-byte load past the end
@@ -3006,33 +3025,44 @@ LM_AVX512_FN static inline __m512 run_key_dim16(const unsigned char *tile, int d
 // Four queries at a time (a missing one repeats the last, unstored), each key dimension loaded once.
 // Four queries at a time (a missing one repeats the last, unstored) against `tiles` (1 or 2, a constant
 // where inlined) consecutive tiles: each key dimension loaded once for the four, and with two tiles
-// eight sums in flight, which the adds' latency needs.
-LM_AVX512_FN static inline void run_tile_scores_avx512_typed(const unsigned char *tile, size_t tile_bytes, int tiles, int hs, const float *const *q, int nq,
+// eight sums in flight, which the adds' latency needs. Q8_0: VNNI's vpdpbusd multiplies four dims of
+// 16 positions (as key + 128, unsigned) by four of the query per step; 128 * the query's group sum
+// comes off after, so the int32 sums are exact.
+LM_AVX512_FN static inline void run_tile_scores_avx512_typed(const unsigned char *tile, size_t tile_bytes, int tiles, int hs, const LmQuery *q, int nq,
                                                              float *const *scores, LmWeightType type) {
     for (int r0 = 0; r0 < nq; r0 += 4) {
-        const float *qr[4];
-        for (int i = 0; i < 4; i++) qr[i] = q[r0 + i < nq ? r0 + i : nq - 1];
+        const LmQuery *qr[4];
+        for (int i = 0; i < 4; i++) qr[i] = &q[r0 + i < nq ? r0 + i : nq - 1];
         __m512 acc[4][2];
         for (int i = 0; i < 4; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
         if (type == LM_Q8_0) {
+            const __m512i offset = _mm512_set1_epi8((char)0x80);
             for (int g = 0; g < hs / 32; g++) {
-                __m512 part[4][2];
-                for (int i = 0; i < 4; i++) part[i][0] = part[i][1] = _mm512_setzero_ps();
-                for (int d = 32 * g; d < 32 * g + 32; d++)
+                __m512i isum[4][2];
+                for (int i = 0; i < 4; i++) isum[i][0] = isum[i][1] = _mm512_setzero_si512();
+                for (int d4 = 8 * g; d4 < 8 * g + 8; d4++) // (four dims per step)
                     for (int j = 0; j < tiles; j++) {
-                        __m512 k = run_key_dim16(tile + j * tile_bytes, d, LM_Q8_0);
-                        for (int i = 0; i < 4; i++) part[i][j] = _mm512_add_ps(part[i][j], _mm512_mul_ps(_mm512_set1_ps(qr[i][d]), k));
+                        __m512i k = _mm512_xor_si512(_mm512_loadu_si512((const void *)(tile + j * tile_bytes + 64 * (size_t)d4)), offset);
+                        for (int i = 0; i < 4; i++) {
+                            int32_t four;
+                            memcpy(&four, qr[i]->q + 4 * d4, 4);
+                            isum[i][j] = _mm512_dpbusd_epi32(isum[i][j], k, _mm512_set1_epi32(four));
+                        }
                     }
                 for (int j = 0; j < tiles; j++) {
-                    __m512 scale = run_key_dim16(tile + j * tile_bytes + (size_t)hs * LM_KEY_TILE, g, LM_F16);
-                    for (int i = 0; i < 4; i++) acc[i][j] = _mm512_add_ps(acc[i][j], _mm512_mul_ps(part[i][j], scale));
+                    __m512 kscale = run_key_dim16(tile + j * tile_bytes + (size_t)hs * LM_KEY_TILE, g, LM_F16);
+                    for (int i = 0; i < 4; i++) {
+                        __m512i exact = _mm512_sub_epi32(isum[i][j], _mm512_set1_epi32(128 * qr[i]->sum[g]));
+                        __m512 term = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(exact), kscale), _mm512_set1_ps(qr[i]->scale[g]));
+                        acc[i][j] = _mm512_add_ps(acc[i][j], term);
+                    }
                 }
             }
         } else {
             for (int d = 0; d < hs; d++)
                 for (int j = 0; j < tiles; j++) {
                     __m512 k = run_key_dim16(tile + j * tile_bytes, d, type);
-                    for (int i = 0; i < 4; i++) acc[i][j] = _mm512_add_ps(acc[i][j], _mm512_mul_ps(_mm512_set1_ps(qr[i][d]), k));
+                    for (int i = 0; i < 4; i++) acc[i][j] = _mm512_add_ps(acc[i][j], _mm512_mul_ps(_mm512_set1_ps(qr[i]->f[d]), k));
                 }
         }
         for (int i = 0; i < 4 && r0 + i < nq; i++)
@@ -3040,7 +3070,7 @@ LM_AVX512_FN static inline void run_tile_scores_avx512_typed(const unsigned char
     }
 }
 
-LM_AVX512_FN static void run_tile_scores_avx512(const unsigned char *tile, size_t tile_bytes, int tiles, LmWeightType type, int hs, const float *const *q,
+LM_AVX512_FN static void run_tile_scores_avx512(const unsigned char *tile, size_t tile_bytes, int tiles, LmWeightType type, int hs, const LmQuery *q,
                                                 int nq, float *const *scores) {
 #define LM_SCORES(T) tiles == 2 ? run_tile_scores_avx512_typed(tile, tile_bytes, 2, hs, q, nq, scores, T) : run_tile_scores_avx512_typed(tile, tile_bytes, 1, hs, q, nq, scores, T)
     switch (type) {
@@ -3766,37 +3796,41 @@ LM_AVX2_FN static inline __m256 run_key_dim8(const unsigned char *tile, int d, i
 }
 
 // run_tile_scores_avx512_typed with each 16-lane vector as two.
-LM_AVX2_FN static inline void run_tile_scores_avx2_typed(const unsigned char *tile, int hs, const float *const *q, int nq, float *const *scores,
+LM_AVX2_FN static inline void run_tile_scores_avx2_typed(const unsigned char *tile, int hs, const LmQuery *q, int nq, float *const *scores,
                                                          LmWeightType type) {
     for (int r0 = 0; r0 < nq; r0 += 4) {
-        const float *qr[4];
-        for (int i = 0; i < 4; i++) qr[i] = q[r0 + i < nq ? r0 + i : nq - 1];
+        const LmQuery *qr[4];
+        for (int i = 0; i < 4; i++) qr[i] = &q[r0 + i < nq ? r0 + i : nq - 1];
         __m256 acc[8];
         for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
-        if (type == LM_Q8_0) {
-            const unsigned char *scales = tile + (size_t)hs * LM_KEY_TILE;
+        if (type == LM_Q8_0) { // (|q| * sign(k, q) in vpmaddubsw: pairs of at most 2 * 127 * 127, no saturation)
+            const __m256i ones = _mm256_set1_epi16(1);
             for (int g = 0; g < hs / 32; g++) {
-                __m256 part[8];
-                for (int i = 0; i < 8; i++) part[i] = _mm256_setzero_ps();
-                for (int d = 32 * g; d < 32 * g + 32; d++) {
-                    __m256 k0 = run_key_dim8(tile, d, 0, LM_Q8_0), k1 = run_key_dim8(tile, d, 1, LM_Q8_0);
+                __m256i isum[8];
+                for (int i = 0; i < 8; i++) isum[i] = _mm256_setzero_si256();
+                for (int d4 = 8 * g; d4 < 8 * g + 8; d4++) {
+                    __m256i k0 = _mm256_loadu_si256((const __m256i *)(const void *)(tile + 64 * (size_t)d4));
+                    __m256i k1 = _mm256_loadu_si256((const __m256i *)(const void *)(tile + 64 * (size_t)d4 + 32));
                     for (int i = 0; i < 4; i++) {
-                        __m256 qd = _mm256_set1_ps(qr[i][d]);
-                        part[2 * i] = _mm256_add_ps(part[2 * i], _mm256_mul_ps(qd, k0));
-                        part[2 * i + 1] = _mm256_add_ps(part[2 * i + 1], _mm256_mul_ps(qd, k1));
+                        int32_t four;
+                        memcpy(&four, qr[i]->q + 4 * d4, 4);
+                        __m256i qv = _mm256_set1_epi32(four), qa = _mm256_abs_epi8(qv);
+                        isum[2 * i] = _mm256_add_epi32(isum[2 * i], _mm256_madd_epi16(_mm256_maddubs_epi16(qa, _mm256_sign_epi8(k0, qv)), ones));
+                        isum[2 * i + 1] = _mm256_add_epi32(isum[2 * i + 1], _mm256_madd_epi16(_mm256_maddubs_epi16(qa, _mm256_sign_epi8(k1, qv)), ones));
                     }
                 }
-                __m256 s0 = run_key_dim8(scales, g, 0, LM_F16), s1 = run_key_dim8(scales, g, 1, LM_F16);
+                __m256 s0 = run_key_dim8(tile + (size_t)hs * LM_KEY_TILE, g, 0, LM_F16), s1 = run_key_dim8(tile + (size_t)hs * LM_KEY_TILE, g, 1, LM_F16);
                 for (int i = 0; i < 4; i++) {
-                    acc[2 * i] = _mm256_add_ps(acc[2 * i], _mm256_mul_ps(part[2 * i], s0));
-                    acc[2 * i + 1] = _mm256_add_ps(acc[2 * i + 1], _mm256_mul_ps(part[2 * i + 1], s1));
+                    __m256 qs = _mm256_set1_ps(qr[i]->scale[g]);
+                    acc[2 * i] = _mm256_add_ps(acc[2 * i], _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(isum[2 * i]), s0), qs));
+                    acc[2 * i + 1] = _mm256_add_ps(acc[2 * i + 1], _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(isum[2 * i + 1]), s1), qs));
                 }
             }
         } else {
             for (int d = 0; d < hs; d++) {
                 __m256 k0 = run_key_dim8(tile, d, 0, type), k1 = run_key_dim8(tile, d, 1, type);
                 for (int i = 0; i < 4; i++) {
-                    __m256 qd = _mm256_set1_ps(qr[i][d]);
+                    __m256 qd = _mm256_set1_ps(qr[i]->f[d]);
                     acc[2 * i] = _mm256_add_ps(acc[2 * i], _mm256_mul_ps(qd, k0));
                     acc[2 * i + 1] = _mm256_add_ps(acc[2 * i + 1], _mm256_mul_ps(qd, k1));
                 }
@@ -3809,7 +3843,7 @@ LM_AVX2_FN static inline void run_tile_scores_avx2_typed(const unsigned char *ti
     }
 }
 
-LM_AVX2_FN static void run_tile_scores_avx2(const unsigned char *tile, LmWeightType type, int hs, const float *const *q, int nq, float *const *scores) {
+LM_AVX2_FN static void run_tile_scores_avx2(const unsigned char *tile, LmWeightType type, int hs, const LmQuery *q, int nq, float *const *scores) {
     switch (type) {
     case LM_F16: run_tile_scores_avx2_typed(tile, hs, q, nq, scores, LM_F16); break;
     case LM_BF16: run_tile_scores_avx2_typed(tile, hs, q, nq, scores, LM_BF16); break;
@@ -4236,6 +4270,9 @@ static void run_quantize_32(const float *x, int8_t *q, uint16_t *d_half) {
     *d_half = run_f32_to_f16(d);
 }
 
+// Where dim d of lane `lane` lies in a Q8_0 key tile: four dims of a position together.
+static size_t run_q8_key_at(int d, int lane) { return (size_t)(d / 4) * (4 * LM_KEY_TILE) + (size_t)lane * 4 + (size_t)(d % 4); }
+
 // Stores a key (head_size values) as lane `lane` of its tile, or (load) reads it back.
 static void run_store_key(unsigned char *tile, int lane, const float *k, int hs, LmWeightType type) {
     if (type != LM_Q8_0) {
@@ -4246,17 +4283,15 @@ static void run_store_key(unsigned char *tile, int lane, const float *k, int hs,
         int8_t q[32];
         uint16_t scale;
         run_quantize_32(k + 32 * g, q, &scale);
-        for (int i = 0; i < 32; i++) tile[(size_t)(32 * g + i) * LM_KEY_TILE + (size_t)lane] = (unsigned char)q[i];
+        for (int i = 0; i < 32; i++) tile[run_q8_key_at(32 * g + i, lane)] = (unsigned char)q[i];
         memcpy(tile + (size_t)hs * LM_KEY_TILE + 2 * ((size_t)g * LM_KEY_TILE + (size_t)lane), &scale, 2);
     }
 }
 
 static void run_load_key(const unsigned char *tile, int lane, float *k, int hs, LmWeightType type) {
-    for (int d = 0; d < hs; d++) {
-        size_t at = (size_t)d * LM_KEY_TILE + (size_t)lane;
-        k[d] = type == LM_Q8_0 ? (float)(int8_t)tile[at] * run_half_at(tile + (size_t)hs * LM_KEY_TILE + 2 * ((size_t)(d / 32) * LM_KEY_TILE + (size_t)lane))
-                               : run_weight_f32(tile, at, type);
-    }
+    for (int d = 0; d < hs; d++)
+        k[d] = type == LM_Q8_0 ? (float)(int8_t)tile[run_q8_key_at(d, lane)] * run_half_at(tile + (size_t)hs * LM_KEY_TILE + 2 * ((size_t)(d / 32) * LM_KEY_TILE + (size_t)lane))
+                               : run_weight_f32(tile, (size_t)d * LM_KEY_TILE + (size_t)lane, type);
 }
 
 // Stores a head's values (head_size) as a row of the cache type (Q8_0: GGUF's blocks).
@@ -4274,23 +4309,24 @@ static void run_store_values(unsigned char *row, const float *v, int hs, LmWeigh
 
 // The scores of nq queries (head_size values each) against the LM_KEY_TILE keys of a tile, every lane
 // whether or not its position is in use: scores[r][j] = the sum over the head's dimensions d, in
-// order, of q[r][d] * key j's value d. Q8_0: that sum over each group of 32 dimensions, then the
-// groups in order, each group's sum times key j's scale of it.
-static void run_tile_scores_plain(const unsigned char *tile, LmWeightType type, int hs, const float *const *q, int nq, float *const *scores) {
+// order, of q[r].f[d] * key j's value d. Q8_0: the query in its Q8_0 form too; per group g of 32 dims,
+// the exact int32 sum of key j's integers times the query's, then, the groups in order,
+// score += (float)isum * key j's scale * the query's scale.
+static void run_tile_scores_plain(const unsigned char *tile, LmWeightType type, int hs, const LmQuery *q, int nq, float *const *scores) {
     for (int r = 0; r < nq; r++) {
         float acc[LM_KEY_TILE] = {0};
         if (type == LM_Q8_0) {
-            const int8_t *k = (const int8_t *)tile;
             for (int g = 0; g < hs / 32; g++) {
-                float part[LM_KEY_TILE] = {0};
-                for (int d = 32 * g; d < 32 * g + 32; d++)
-                    for (int j = 0; j < LM_KEY_TILE; j++) part[j] += q[r][d] * (float)k[d * LM_KEY_TILE + j];
                 const unsigned char *scales = tile + (size_t)hs * LM_KEY_TILE + 2 * (size_t)g * LM_KEY_TILE;
-                for (int j = 0; j < LM_KEY_TILE; j++) acc[j] += part[j] * run_half_at(scales + 2 * j);
+                for (int j = 0; j < LM_KEY_TILE; j++) {
+                    int32_t isum = 0;
+                    for (int d = 32 * g; d < 32 * g + 32; d++) isum += (int32_t)(int8_t)tile[run_q8_key_at(d, j)] * q[r].q[d];
+                    acc[j] += (float)isum * run_half_at(scales + 2 * j) * q[r].scale[g];
+                }
             }
         } else {
             for (int d = 0; d < hs; d++)
-                for (int j = 0; j < LM_KEY_TILE; j++) acc[j] += q[r][d] * run_weight_f32(tile, (size_t)d * LM_KEY_TILE + (size_t)j, type);
+                for (int j = 0; j < LM_KEY_TILE; j++) acc[j] += q[r].f[d] * run_weight_f32(tile, (size_t)d * LM_KEY_TILE + (size_t)j, type);
         }
         memcpy(scores[r], acc, sizeof acc);
     }
@@ -4319,7 +4355,7 @@ static void run_tile_values_plain(const unsigned char *rows, size_t row_bytes, i
 
 // run_tile_scores_plain over `tiles` consecutive tiles (tile_bytes apart), each query's scores of the
 // second following those of the first.
-static void run_tile_scores(LmKernels k, const unsigned char *tile, size_t tile_bytes, int tiles, LmWeightType type, int hs, const float *const *q, int nq,
+static void run_tile_scores(LmKernels k, const unsigned char *tile, size_t tile_bytes, int tiles, LmWeightType type, int hs, const LmQuery *q, int nq,
                             float *const *scores) {
 #if LM_X86
     if (k == LM_KERNELS_AVX512) { run_tile_scores_avx512(tile, tile_bytes, tiles, type, hs, q, nq, scores); return; }
@@ -4379,67 +4415,121 @@ static void run_attention_softmax(float *x, int n) {
     for (i = 0; i < n; i++) x[i] /= sum;
 }
 
-// One unit of attention work: queries of one key/value head, each with the positions it sees.
-typedef struct {
-    const unsigned char *keys, *values; // this kv head's tiles and rows in the layer's cache
-    int ring;                          // the layer's rows: position t is in row t % ring
-    int nq;                            // queries, at most LM_ATTN_QUERIES
-    const float *q[LM_ATTN_QUERIES];   // (head_size) each
-    float *out[LM_ATTN_QUERIES];       // (head_size) each: the weighted sums of the values
-    int first[LM_ATTN_QUERIES], last[LM_ATTN_QUERIES]; // the positions each sees
-} LmAttention;
 
-// Each query's attention: its scores (times scale, soft-capped when softcap > 0) over the positions
-// first..last, their softmax, and the values weighted by it. Keys are scored one tile at a time for
-// all the queries that see some of it, values summed 64 positions at a time likewise, so each is read
-// once while it is in the CPU's cache. att holds LM_ATTN_QUERIES * (seq_len + 2 * LM_KEY_TILE) floats.
-static void run_attention(const LmModel *m, const LmAttention *a, float *att) {
+// A unit's span of positions: every query's lie in lo..hi; scores are kept from base (lo rounded down
+// to a tile) on, query r's at att + r * run_attention_span(c).
+static void run_attention_range(const LmAttention *a, int *lo, int *hi, int *base) {
+    *lo = a->first[0];
+    *hi = a->last[0];
+    for (int r = 1; r < a->nq; r++) { *lo = a->first[r] < *lo ? a->first[r] : *lo; *hi = a->last[r] > *hi ? a->last[r] : *hi; }
+    *base = *lo / LM_KEY_TILE * LM_KEY_TILE;
+}
+
+static size_t run_attention_span(const LmConfig *c) { return (size_t)c->seq_len + 2 * LM_KEY_TILE; }
+
+// The unit's queries as the scores read them, a Q8_0 cache's Q8_0 forms written after the scores in att.
+static void run_attention_queries(const LmModel *m, const LmAttention *a, float *att, LmQuery *query) {
+    const LmConfig *c = &m->config;
+    int hs = c->head_size, groups = hs / 32;
+    unsigned char *room = (unsigned char *)(att + (size_t)LM_ATTN_QUERIES * run_attention_span(c));
+    for (int r = 0; r < a->nq; r++) {
+        query[r] = (LmQuery){.f = a->q[r]};
+        if (c->cache_type != LM_Q8_0) continue;
+        float *scale = (float *)(void *)room;
+        int32_t *sum = (int32_t *)(void *)(room + 4 * (size_t)groups);
+        int8_t *qi = (int8_t *)(room + 8 * (size_t)groups);
+        run_quantize_q8(qi, scale, a->q[r], hs, 32);
+        for (int g = 0; g < groups; g++) {
+            sum[g] = 0;
+            for (int d = 32 * g; d < 32 * g + 32; d++) sum[g] += qi[d];
+        }
+        query[r] = (LmQuery){.f = a->q[r], .q = qi, .scale = scale, .sum = sum};
+        room += 8 * (size_t)groups + (size_t)hs;
+    }
+}
+
+// The scores of the unit's queries against the key tiles of positions t_begin..t_end-1 (t_begin a
+// multiple of LM_KEY_TILE), one tile (or two) at a time for all the queries that see some of it, so
+// each is read once while it is in the CPU's cache. Any split of the positions gives the same scores.
+static void run_attention_scores(const LmModel *m, const LmAttention *a, const LmQuery *query, float *att, int t_begin, int t_end) {
     const LmConfig *c = &m->config;
     const LmRunState *s = &m->state;
-    int hs = c->head_size, lo = a->first[0], hi = a->last[0];
-    for (int r = 1; r < a->nq; r++) { lo = a->first[r] < lo ? a->first[r] : lo; hi = a->last[r] > hi ? a->last[r] : hi; }
-    int base = lo / LM_KEY_TILE * LM_KEY_TILE;
-    size_t span = (size_t)c->seq_len + 2 * LM_KEY_TILE; // (each query's scores from position base on)
-    assert(hi - base < (int)span - LM_KEY_TILE && a->nq <= LM_ATTN_QUERIES);
-    for (int t0 = base, tiles; t0 <= hi; t0 += tiles * LM_KEY_TILE) {
-        const float *q[LM_ATTN_QUERIES];
+    int lo, hi, base;
+    run_attention_range(a, &lo, &hi, &base);
+    size_t span = run_attention_span(c);
+    assert(hi - base < (int)span - LM_KEY_TILE && a->nq <= LM_ATTN_QUERIES && t_begin % LM_KEY_TILE == 0);
+    for (int t0 = t_begin, tiles; t0 < t_end && t0 <= hi; t0 += tiles * LM_KEY_TILE) {
+        LmQuery q[LM_ATTN_QUERIES];
         float *scores[LM_ATTN_QUERIES];
-        int n = 0, pair = t0 + LM_KEY_TILE <= hi && (t0 + LM_KEY_TILE) % a->ring != 0; // (two tiles together when both are in memory order
-        for (int r = 0; r < a->nq; r++) {                                            //  and the same queries see them)
+        // two tiles together when both are in memory order and the same queries see them
+        int n = 0, pair = t0 + LM_KEY_TILE <= hi && t0 + LM_KEY_TILE < t_end && (t0 + LM_KEY_TILE) % a->ring != 0;
+        for (int r = 0; r < a->nq; r++) {
             int sees = a->first[r] < t0 + LM_KEY_TILE && a->last[r] >= t0, sees_next = a->first[r] < t0 + 2 * LM_KEY_TILE && a->last[r] >= t0 + LM_KEY_TILE;
-            if (sees) { q[n] = a->q[r]; scores[n++] = att + (size_t)r * span + (size_t)(t0 - base); }
+            if (sees) { q[n] = query[r]; scores[n++] = att + (size_t)r * span + (size_t)(t0 - base); }
             pair = pair && sees == sees_next;
         }
         tiles = pair ? 2 : 1;
         const unsigned char *tile = a->keys + (size_t)((t0 % a->ring) / LM_KEY_TILE) * s->key_tile_bytes;
-        if (n > 0) run_tile_scores(m->kernels, tile, s->key_tile_bytes, tiles, c->cache_type, hs, q, n, scores);
+        if (n > 0) run_tile_scores(m->kernels, tile, s->key_tile_bytes, tiles, c->cache_type, c->head_size, q, n, scores);
     }
+}
+
+// Each query's scores over the positions it sees, times the scale (soft-capped when softcap > 0), made
+// their softmax; its output zeroed for the values.
+static void run_attention_weights(const LmModel *m, const LmAttention *a, float *att) {
+    const LmConfig *c = &m->config;
+    int lo, hi, base;
+    run_attention_range(a, &lo, &hi, &base);
     for (int r = 0; r < a->nq; r++) {
-        float *p = att + (size_t)r * span + (size_t)(a->first[r] - base);
+        float *p = att + (size_t)r * run_attention_span(c) + (size_t)(a->first[r] - base);
         int count = a->last[r] - a->first[r] + 1;
         for (int i = 0; i < count; i++) p[i] *= c->attn_scale;
         if (c->attn_softcap > 0.0f) run_softcap(p, count, c->attn_softcap);
         run_attention_softmax(p, count);
-        memset(a->out[r], 0, (size_t)hs * sizeof(float));
+        memset(a->out[r], 0, (size_t)c->head_size * sizeof(float));
     }
+}
+
+// Queries r_begin..r_end-1's outputs, dims e0..e1-1 (e0 a multiple of 32, or 0): the values weighted by
+// the softmax, summed in position order, 64 positions at a time for the queries that see the same
+// ones of them (each value row read once for them). Any split of the queries or dims gives the same bits.
+static void run_attention_values(const LmModel *m, const LmAttention *a, const float *att, int r_begin, int r_end, int e0, int e1) {
+    const LmConfig *c = &m->config;
+    const LmRunState *s = &m->state;
+    int lo, hi, base;
+    run_attention_range(a, &lo, &hi, &base);
+    size_t span = run_attention_span(c), skip = (size_t)e0 / (size_t)run_types[c->cache_type].block_values * (size_t)run_types[c->cache_type].block_bytes;
     for (int t0 = lo; t0 <= hi; t0 += 64) {
-        for (int r = 0, next; r < a->nq; r = next) { // queries r..next-1 see the same positions of these 64: they go together
+        for (int r = r_begin, next; r < r_end; r = next) {
             int from = a->first[r] > t0 ? a->first[r] : t0, to = a->last[r] < t0 + 63 ? a->last[r] : t0 + 63;
             const float *p[LM_ATTN_QUERIES];
             float *out[LM_ATTN_QUERIES];
-            for (next = r; next < a->nq; next++) {
+            for (next = r; next < r_end; next++) {
                 int f = a->first[next] > t0 ? a->first[next] : t0, l = a->last[next] < t0 + 63 ? a->last[next] : t0 + 63;
                 if (f != from || l != to) break;
-                out[next - r] = a->out[next];
+                out[next - r] = a->out[next] + e0;
             }
             while (from <= to) { // (a ring's rows wrap around)
                 int row = from % a->ring, count = to - from + 1 < a->ring - row ? to - from + 1 : a->ring - row;
                 for (int i = r; i < next; i++) p[i - r] = att + (size_t)i * span + (size_t)(from - base);
-                run_tile_values(m->kernels, a->values + (size_t)row * s->value_row_bytes, s->value_row_bytes, count, c->cache_type, hs, p, next - r, out);
+                run_tile_values(m->kernels, a->values + (size_t)row * s->value_row_bytes + skip, s->value_row_bytes, count, c->cache_type, e1 - e0, p,
+                                next - r, out);
                 from += count;
             }
         }
     }
+}
+
+// A unit's attention by one thread: each query's scores over the positions first..last, their
+// softmax, and the values weighted by it. att holds s->att_floats floats.
+static void run_attention(const LmModel *m, const LmAttention *a, float *att) {
+    LmQuery query[LM_ATTN_QUERIES];
+    int lo, hi, base;
+    run_attention_range(a, &lo, &hi, &base);
+    run_attention_queries(m, a, att, query);
+    run_attention_scores(m, a, query, att, base, hi + 1);
+    run_attention_weights(m, a, att);
+    run_attention_values(m, a, att, 0, a->nq, 0, m->config.head_size);
 }
 
 // The RoPE angles of the block's positions into s->rope_cos/sin: table 0 for the layers of the
@@ -4523,24 +4613,44 @@ static void run_forward_block(LmModel *m, const int *tokens, int n, int pos, int
         // each query head attends over the positions it sees (0..pos+i, or the window's last ones) of
         // its key/value head; the work in units of up to LM_ATTN_QUERIES queries of one kv head (token
         // by token, the heads of a group together), so a group's queries share each key and value read
-        int per_head = n * kv_mul, units_per_head = (per_head + LM_ATTN_QUERIES - 1) / LM_ATTN_QUERIES;
-        LM_PARALLEL_FOR(m->threads)
-        for (int unit = 0; unit < c->n_kv_heads * units_per_head; unit++) {
+        int per_head = n * kv_mul, units_per_head = (per_head + LM_ATTN_QUERIES - 1) / LM_ATTN_QUERIES, units = c->n_kv_heads * units_per_head;
+        LmAttention *unit_of = s->units; // (units)
+        for (int unit = 0; unit < units; unit++) {
             int g = unit / units_per_head, first_query = unit % units_per_head * LM_ATTN_QUERIES;
-#ifdef _OPENMP
-            int slot = omp_get_thread_num();
-#else
-            int slot = 0;
-#endif
-            LmAttention a = {.keys = key_cache + (size_t)g * head_bytes, .values = value_cache + (size_t)g * head_bytes, .ring = ring};
-            for (int qi = first_query; qi < per_head && a.nq < LM_ATTN_QUERIES; qi++, a.nq++) {
+            LmAttention *a = &unit_of[unit];
+            *a = (LmAttention){.keys = key_cache + (size_t)g * head_bytes, .values = value_cache + (size_t)g * head_bytes, .ring = ring};
+            for (int qi = first_query; qi < per_head && a->nq < LM_ATTN_QUERIES; qi++, a->nq++) {
                 int i = qi / kv_mul, h = g * kv_mul + qi % kv_mul;
-                a.q[a.nq] = s->q + (size_t)i * q_dim + (size_t)h * head_size;
-                a.out[a.nq] = s->xb + (size_t)i * xb_ld + (size_t)h * head_size;
-                a.last[a.nq] = pos + i;
-                a.first[a.nq] = window && pos + i - window + 1 > 0 ? pos + i - window + 1 : 0;
+                a->q[a->nq] = s->q + (size_t)i * q_dim + (size_t)h * head_size;
+                a->out[a->nq] = s->xb + (size_t)i * xb_ld + (size_t)h * head_size;
+                a->last[a->nq] = pos + i;
+                a->first[a->nq] = window && pos + i - window + 1 > 0 ? pos + i - window + 1 : 0;
             }
-            run_attention(m, &a, s->att + (size_t)slot * s->att_floats);
+        }
+        if (units >= m->threads) { // a unit per thread at a time
+            LM_PARALLEL_FOR(m->threads)
+            for (int unit = 0; unit < units; unit++) {
+#ifdef _OPENMP
+                int slot = omp_get_thread_num();
+#else
+                int slot = 0;
+#endif
+                run_attention(m, &unit_of[unit], s->att + (size_t)slot * s->att_floats);
+            }
+        } else { // fewer units than threads (few kv heads): each unit's positions, then its queries' dims, spread over them
+            for (int unit = 0; unit < units; unit++) {
+                const LmAttention *a = &unit_of[unit];
+                LmQuery query[LM_ATTN_QUERIES];
+                int lo, hi, base, e_step = head_size % 32 == 0 ? 32 : head_size, e_parts = head_size / e_step;
+                run_attention_range(a, &lo, &hi, &base);
+                run_attention_queries(m, a, s->att, query);
+                int chunks = 4 * m->threads, chunk = ((hi - base + 1 + chunks - 1) / chunks + LM_KEY_TILE - 1) / LM_KEY_TILE * LM_KEY_TILE;
+                LM_PARALLEL_FOR(m->threads)
+                for (int k = 0; k < chunks; k++) run_attention_scores(m, a, query, s->att, base + k * chunk, base + (k + 1) * chunk);
+                run_attention_weights(m, a, s->att);
+                LM_PARALLEL_FOR(m->threads)
+                for (int k = 0; k < a->nq * e_parts; k++) run_attention_values(m, a, s->att, k / e_parts, k / e_parts + 1, k % e_parts * e_step, (k % e_parts + 1) * e_step);
+            }
         }
 
         // output projection, (Gemma) its norm, and residual

@@ -3021,6 +3021,26 @@ static void test_cache_types(void) {
         lm_free(a);
         lm_free(b);
     }
+    // one kv head: a token's attention is one unit of work, so three threads split its positions (scores)
+    // and its queries' dims (values) instead; the same bits as one thread
+    tm = tiny_model(128, 96, 2, 4, 1, 67, LM_BATCH + 64, 0);
+    char *mqa = tmp_path("cache_types_mqa.bin");
+    write_v0(&tm, mqa);
+    tiny_free(&tm);
+    for (int k = 0; k < 4; k++) {
+        LmLoadOptions o = {.cache_type = types[k]};
+        LmModel *a = lm_load_with(mqa, &o, err, sizeof err), *b = lm_load_with(mqa, &o, err, sizeof err);
+        int same = a && b;
+        lm_set_threads(a, 3);
+        lm_set_threads(b, 1);
+        for (int i = 0; same && i < N; i++) {
+            float *la = lm_forward(a, tokens[i], i);
+            same = la && memcmp(la, lm_forward(b, tokens[i], i), 67 * sizeof(float)) == 0;
+        }
+        check(same, "%s cache, one kv head: %d tokens with attention split over 3 threads equal 1 thread, bit for bit", types[k], N);
+        lm_free(a);
+        lm_free(b);
+    }
 }
 
 // ----------------------------------------------------------------------------

@@ -257,6 +257,8 @@ int main(int argc, char **argv) {
         return 1;
     }
     if (long_context && !dtypes_given) snprintf(dtypes, sizeof dtypes, "q8_0,q4_0");
+    char long_dtypes[256]; // (split_list cuts the list it splits)
+    snprintf(long_dtypes, sizeof long_dtypes, "%s", dtypes);
     if (long_context && strchr(thread_list, ',')) *strchr(thread_list, ',') = 0; // (one thread count: the first)
     if (kernels[0] == 0) // every set this CPU runs, slowest first
         for (int k = 0; k < LM_KERNELS_N; k++)
@@ -288,7 +290,7 @@ int main(int argc, char **argv) {
         printf("\nLlama-3.2-1B shape (dim 2048, 16 layers, 32 heads / 8 kv heads of 64, FFN 8192, vocab 128256, tied), random weights, %d thread%s; "
                "generation: %d tokens after a cache filled to each depth (best of %d); prefill: one prompt from position 0; weights %s\n\n",
                threads[0], threads[0] > 1 ? "s" : "", gen, repeats, load_options.in_memory ? "read into memory (--no-mmap)" : "mapped from the file");
-        return bench_long(dtypes, caches, depths, prompts, threads[0], bw[0], gen);
+        return bench_long(long_dtypes, caches, depths, prompts, threads[0], bw[0], gen);
     }
     printf("\ngeneration: %d tokens from position 0; prefill: one %d-token prompt (logits of the last token only); best of %d; weights %s\n\n",
            gen, prompt, repeats, load_options.in_memory ? "read into memory (--no-mmap)" : "mapped from the file");
