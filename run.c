@@ -2261,10 +2261,11 @@ int lm_set_kernels(LmModel *m, const char *name) {
 //     lanes as above (run_dot_blocks is the definition);
 //   - in exact mode (lm_set_exact) integer weights are decoded to floats and take the float order;
 //   - attention (over the KV cache in its type): a score sums q[d] * k[d] over the head's dims in
-//     order (a Q8_0 key: each group of 32 so, then the groups' sums times their scales, in order),
-//     16 positions per vector from the cache's key tiles; the softmax takes the maximum, run_exp of
-//     each score minus it, their sum in 16 lanes added pairwise, and divides; each output value is
-//     a running sum over the positions in order of weight * value.
+//     order, 16 positions per vector from the cache's key tiles (a Q8_0 cache: the query quantized in
+//     groups of 32 too, each group's int32 sum exact, then (float)isum * key scale * query scale
+//     added in order); the softmax takes the maximum, run_exp of each score minus it, their sum in 16
+//     lanes added pairwise, and divides; each output value is a running sum over the positions in
+//     order of weight * value.
 // So a prompt run in blocks gives the logits of token-by-token generation bit for bit, every kernel
 // set (portable, AVX2, AVX-512, NEON; lm_set_kernels) gives the same logits, and llama2.c's
 // checkpoints reproduce llama2.c's text on any CPU. The plain loops are the definitions; the SIMD
@@ -2274,7 +2275,9 @@ int lm_set_kernels(LmModel *m, const char *name) {
 // token's group sums exact; float rows go 4 x 4 (or 4 x 3) rows x tokens through the 16 lanes.
 // The price of the contract, measured: fused multiply-adds would speed the AVX2 float prompt tile by
 // about 13% (110M-shaped fp32, 1 core), less than the ~20% that would be worth giving up equal bits;
-// integer types, where most prompts run, lose nothing to it.
+// integer types, where most prompts run, lose nothing to it. Attention over a long cache is where it
+// costs: fused multiply-adds would take 25-35% off its time at 16K positions (AVX-512, f16 and q8_0
+// caches), which a later change may take by making fmaf the definition (llama2.c's texts permitting).
 
 #define LM_LANES 16
 
