@@ -705,9 +705,7 @@ def hparams(meta, n_ctx=4096, llama_swa=False):
     freq_scale = 1.0 if factor == 0.0 else _f32(np.float32(1) / np.float32(factor))
     if stype == "none":
         freq_scale = 1.0
-    elif stype == "yarn":
-        raise NotImplementedError("YaRN rope scaling")
-    elif stype not in ("linear", "longrope"):
+    elif stype not in ("linear", "longrope", "yarn"):
         raise ValueError("rope scaling type %r" % stype)
     n_ctx_train = int(g("context_length", 0))
     hp = dict(arch=arch, n_embd=n_embd, n_layer=n_layer, n_head=n_head, n_kv=n_kv, head_dim=hd, n_rot=n_rot,
@@ -759,6 +757,8 @@ def hparams(meta, n_ctx=4096, llama_swa=False):
 def forward(meta, tensors, token_ids, n_ctx=4096, llama_swa=False, ggml_gelu_f16=False):
     """Logits [T, n_vocab] (float64) of the GGUF model for token_ids at positions 0..T-1, as llama.cpp computes
     them (see hparams() for n_ctx and llama_swa; ggml_gelu_f16 see _gelu)."""
+    if meta.get("%s.rope.scaling.type" % meta["general.architecture"]) == "yarn":  # (hparams reads it for the loader's checks)
+        raise NotImplementedError("YaRN rope scaling: llama.cpp's rope_yarn ramp is not emulated here")
     hp = hparams(meta, n_ctx=n_ctx, llama_swa=llama_swa)
     arch = hp["arch"]
     legacy = arch in ("llama", "qwen2")  # the original code path, kept operation for operation
