@@ -243,6 +243,9 @@ def rope_scaling_of(cfg, path):
     if kind == "longrope":
         return (3, 1.0, 1.0, 1.0, int(cfg.get("original_max_position_embeddings") or cfg["max_position_embeddings"]))
     if kind == "yarn":
+        if rs.get("truncate", True) is False:
+            raise ExportError(f"{path}: rope_scaling yarn with truncate false (gpt-oss's) is not supported: run.c rounds the "
+                              "correction range as transformers does by default")
         factor, orig = yarn_factor_of(cfg)
         return (4, factor, float(rs.get("beta_fast") or 32), float(rs.get("beta_slow") or 1), orig)
     if kind == "default":
@@ -251,8 +254,9 @@ def rope_scaling_of(cfg, path):
 
 
 def yarn_factor_of(cfg):
-    """YaRN's factor and original context, as transformers' _compute_yarn_parameters: with rope_scaling's
-    original_max_position_embeddings the factor is max_position_embeddings / that (DeepSeek-V3's configs),
+    """YaRN's factor and original context, as transformers' _compute_yarn_parameters (4.5x: with rope_scaling's
+    original_max_position_embeddings the factor is max_position_embeddings / that, DeepSeek-V3's configs;
+    other versions keep rope_scaling's factor and warn when the two differ),
     except where the two are equal, as in Qwen2.5's 128K recipe (factor 4 over 32768 with max_position_embeddings
     left at 32768), where transformers' ratio of 1 would turn YaRN off: there rope_scaling's factor holds."""
     rs = cfg["rope_scaling"]
@@ -1244,8 +1248,9 @@ def gguf_metadata(m, dtype, t, template_text):
                (f"{arch}.rope.scaling.original_context_length", GV_U32, m.rope_scaling[4]),
                (f"{arch}.rope.scaling.yarn_beta_fast", GV_F32, m.rope_scaling[2]),
                (f"{arch}.rope.scaling.yarn_beta_slow", GV_F32, m.rope_scaling[3])]
-        if abs(m.rope_attn_factor - (0.1 * math.log(m.rope_scaling[1]) + 1.0 if m.rope_scaling[1] > 1 else 1.0)) > 1e-6:
-            kv.append((f"{arch}.rope.scaling.attn_factor", GV_F32, m.rope_attn_factor))  # (only a factor of the config's own)
+        mscale = 0.1 * math.log(m.rope_scaling[1]) + 1.0 if m.rope_scaling[1] > 1 else 1.0
+        if abs(m.rope_attn_factor / mscale - 1.0) > 1e-6:  # (llama.cpp multiplies the key's value by mscale itself)
+            kv.append((f"{arch}.rope.scaling.attn_factor", GV_F32, m.rope_attn_factor / mscale))
     window, period = m.window
     if arch == "gemma2":
         kv += [("gemma2.attn_logit_softcapping", GV_F32, m.softcaps[0]), ("gemma2.final_logit_softcapping", GV_F32, m.softcaps[1]),

@@ -62,8 +62,8 @@
        file of another kind, such as a Hugging Face folder or a GGUF file, is named as such).
    LmModel *lm_load_with(const char *checkpoint_path, const LmLoadOptions *options, char *err, size_t errlen);
        lm_load with options (NULL: none; see LmLoadOptions): .in_memory reads the file into memory
-       instead (--no-mmap); .context_length sizes the KV cache (-c: 0 the file's context, a GGUF
-       model's up to 4096; LM_CONTEXT_MAX the model's maximum; more is refused); .cache_type is its
+       instead (--no-mmap); .context_length sizes the KV cache (0: the file's context, a GGUF model's
+       up to 4096; LM_CONTEXT_MAX, -c 0 on the command line: the model's maximum; more is refused); .cache_type is its
        type (--cache-type: "f16" by default, "f32" for llama2.c's files, "bf16", "q8_0"). A cache
        larger than the machine's memory is refused before it is allocated, with the bytes it needs.
    int lm_model_info(const LmModel *m, LmModelInfo *info);
@@ -1352,8 +1352,10 @@ static int run_round_to_tile(int n) { return (n + LM_KEY_TILE - 1) / LM_KEY_TILE
 // LM_RING_SLACK tokens then never overwrite a key their queries still see), else the whole context;
 // whole tiles either way. A layer is a ring when this is less than seq_len.
 static int run_cache_rows(const LmConfig *c, int l) {
-    int window = run_layer_window(c, l), ring = run_round_to_tile(window + LM_RING_SLACK);
-    return window > 0 && ring < c->seq_len ? ring : run_round_to_tile(c->seq_len);
+    int window = run_layer_window(c, l);
+    if (window <= 0 || window >= c->seq_len - LM_RING_SLACK) return run_round_to_tile(c->seq_len); // (before any sum can overflow)
+    int ring = run_round_to_tile(window + LM_RING_SLACK);
+    return ring < c->seq_len ? ring : run_round_to_tile(c->seq_len);
 }
 
 // Bytes of one kv head's values at one position in the cache type (a key tile is LM_KEY_TILE of these).
@@ -1824,8 +1826,10 @@ static int run_gguf_config(LmConfig *c, const LmGguf *g, const char *path, char 
         c->rope_original_context = (int)run_arch_number(g, arch, "rope.scaling.original_context_length", 0, &ok);
         c->rope_low_freq_factor = (float)run_arch_number(g, arch, "rope.scaling.yarn_beta_fast", 32, &ok);
         c->rope_high_freq_factor = (float)run_arch_number(g, arch, "rope.scaling.yarn_beta_slow", 1, &ok);
-        double mscale = c->rope_factor > 1.0f ? 0.1 * log(c->rope_factor) + 1.0 : 1.0; // (get_mscale)
-        c->rope_attn_factor = (float)run_arch_number(g, arch, "rope.scaling.attn_factor", mscale, &ok);
+        // the attention factor: get_mscale's 0.1 ln(factor) + 1, times rope.scaling.attn_factor if given (llama.cpp's
+        // ggml rope_yarn multiplies the key's value by that mscale)
+        double mscale = c->rope_factor > 1.0f ? 0.1 * log(c->rope_factor) + 1.0 : 1.0;
+        c->rope_attn_factor = (float)(mscale * run_arch_number(g, arch, "rope.scaling.attn_factor", 1, &ok));
         if (!ok || !(c->rope_factor >= 1.0f) || isinf(c->rope_factor) || c->rope_original_context <= 0 || !(c->rope_low_freq_factor > 0.0f) ||
             !(c->rope_high_freq_factor > 0.0f)) {
             run_set_err(err, errlen, "%s: YaRN rope scaling needs rope.scaling.factor >= 1, rope.scaling.original_context_length and positive betas", path);
@@ -2077,7 +2081,12 @@ static int run_size_cache(LmConfig *c, const LmLoadOptions *o, size_t file_bytes
     c->max_context = c->trained_context;
     if (c->rope_scaling == LM_ROPE_YARN && (double)c->rope_original_context * c->rope_factor > c->max_context) // (its scaled window)
         c->max_context = (int)fmin((double)c->rope_original_context * c->rope_factor, (double)LM_MAX_DIM * 16);
-    if (asked < LM_CONTEXT_MAX || asked > c->max_context) {
+    if (asked < LM_CONTEXT_MAX) {
+        run_set_err(err, errlen, "%s: context length %d is not valid (0: the file's, LM_CONTEXT_MAX: the model's maximum, or 1 to %d)", path, asked,
+                    c->max_context);
+        return 0;
+    }
+    if (asked > c->max_context) {
         run_set_err(err, errlen, "%s: a context of %d positions is past the model's maximum, %d (ask for 1 to %d; LM_CONTEXT_MAX, "
                     "-c 0 on the command line, is the maximum)", path, asked, c->max_context, c->max_context);
         return 0;
@@ -2094,6 +2103,7 @@ static int run_size_cache(LmConfig *c, const LmLoadOptions *o, size_t file_bytes
     }
     uint64_t bytes = run_cache_bytes(c), memory = run_physical_memory(), other = o && o->in_memory ? file_bytes : 0;
     uint64_t limit = memory ? memory : LM_MAX_KV_BYTES;
+    if (limit > SIZE_MAX / 2) limit = SIZE_MAX / 2; // (a 32-bit build addresses no more)
     if (bytes + other > limit) {
         uint64_t per_position = bytes / (uint64_t)c->seq_len + 1, fits = limit > other ? (limit - other) / per_position : 0;
         run_set_err(err, errlen, "%s: a context of %d positions needs a KV cache of %llu bytes (%.1f GiB, %s)%s, more than %s %.1f GiB: "
@@ -4269,7 +4279,11 @@ static void run_quantize_32(const float *x, int8_t *q, uint16_t *d_half) {
     float amax = 0.0f;
     for (int i = 0; i < 32; i++) amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
     float d = amax / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
-    for (int i = 0; i < 32; i++) q[i] = (int8_t)roundf(x[i] * id);
+    for (int i = 0; i < 32; i++) { // (inf or NaN values, or a subnormal maximum, end up 0 here, not UB)
+        float v = x[i] * id;
+        v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v; // (x * (1 / d) may pass 127 by a rounding)
+        q[i] = v == v ? (int8_t)roundf(v) : 0;
+    }
     *d_half = run_f32_to_f16(d);
 }
 

@@ -3021,6 +3021,34 @@ static void test_cache_types(void) {
         lm_free(a);
         lm_free(b);
     }
+    // head sizes of real models (64: the AVX-512 values' register path; 80: masked and tail lanes), every
+    // kernel set and blocks against tokens
+    const struct { int dim, heads, kv; } shapes[] = {{128, 2, 1}, {160, 2, 2}};
+    for (int sh = 0; sh < 2; sh++) {
+        tm = tiny_model(shapes[sh].dim, 96, 1, shapes[sh].heads, shapes[sh].kv, 67, LM_BATCH + 64, 0);
+        char *hp = tmp_path(sh ? "cache_hs80.bin" : "cache_hs64.bin");
+        write_v0(&tm, hp);
+        tiny_free(&tm);
+        for (int k = 0; k < 4; k++) {
+            int hs = shapes[sh].dim / shapes[sh].heads;
+            if (hs % 32 && k == 3) continue; // (q8_0 needs multiples of 32)
+            LmLoadOptions o = {.cache_type = types[k]};
+            LmModel *a = lm_load_with(hp, &o, err, sizeof err);
+            float *seq = NULL;
+            for (int i = 0; a && i < N; i++) seq = lm_forward(a, tokens[i], i);
+            int same = seq != NULL;
+            if (seq) memcpy(want, seq, sizeof want);
+            for (int set = 0; same && set < LM_KERNELS_N; set++) {
+                if (!run_kernels_available((LmKernels)set)) continue;
+                LmModel *b = lm_load_with(hp, &o, err, sizeof err);
+                float *l = b && lm_set_kernels(b, run_kernel_names[set]) == 0 ? lm_forward_batch(b, tokens, N, 0) : NULL;
+                same = l && memcmp(want, l, sizeof want) == 0;
+                lm_free(b);
+            }
+            check(same, "%s cache, head size %d: blocks in every kernel set equal tokens one by one, bit for bit", types[k], hs);
+            lm_free(a);
+        }
+    }
     // one kv head: a token's attention is one unit of work, so three threads split its positions (scores)
     // and its queries' dims (values) instead; the same bits as one thread
     tm = tiny_model(128, 96, 2, 4, 1, 67, LM_BATCH + 64, 0);

@@ -5,8 +5,11 @@
 // avx512), best (whatever llama.cpp picks, e.g. sapphirerapids with AMX).
 //   node tests/llamacpp_bench.mjs [--shapes 110m,1.1b] [--dtypes F32,F16,Q8_0,Q4_0,Q6_K,Q4_K_M]
 //                                 [--threads 1,2] [--cpu haswell,icelake,best] [--prompt 512] [--gen 32]
+//                                 [--after 1] [--fa 1]
 // Generation: --gen tokens one at a time after one, greedy (node-llama-cpp's sampler, a few percent of a
 // 110M token's time); prefill: one prompt of --prompt tokens in one batch. Best of 3 runs each.
+// --after 1 (make bench-long's comparison): one run, generation going on after the prompt, so at its
+// depth; --fa 1 turns on llama.cpp's flash attention (its tiled CPU kernel, llama-cli's "auto" on a CPU).
 import {spawnSync} from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
@@ -16,7 +19,7 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.join(here, "..");
 const modules = path.join(root, "build", "llamacpp", "node_modules");
 
-async function child(model, threads, prompt, gen) { // one model at one thread count, in this process
+async function child(model, threads, prompt, gen, after, fa) { // one model at one thread count, in this process
     const {getLlama} = await import(pathToFileURL(path.join(modules, "node-llama-cpp", "dist", "index.js")).href);
     let cpu = "?";
     const logger = (level, message) => {
@@ -27,15 +30,15 @@ async function child(model, threads, prompt, gen) { // one model at one thread c
     const m = await llama.loadModel({modelPath: model, gpuLayers: 0, useMmap: true});
     const vocab = m.fileInfo.metadata.llama?.vocab_size ?? m.fileInfo.metadata.tokenizer?.ggml?.tokens?.length ?? 32000;
     const ctx = await m.createContext({contextSize: prompt + gen + 16, batchSize: prompt,
-                                       threads: {ideal: threads, min: threads}, flashAttention: false});
+                                       threads: {ideal: threads, min: threads}, flashAttention: fa});
     const tokens = Array.from({length: prompt}, (_, i) => 3 + ((i * 7919) % (vocab - 3)));
     let pp = 0, tg = 0;
-    for (let rep = 0; rep < 3; rep++) {
+    for (let rep = 0; rep < (after ? 1 : 3); rep++) {
         const seq = ctx.getSequence();
         let t0 = performance.now();
         await seq.evaluateWithoutGeneratingNewTokens(tokens);
         pp = Math.max(pp, prompt / ((performance.now() - t0) / 1000));
-        await seq.clearHistory();
+        if (!after) await seq.clearHistory();
         t0 = performance.now();
         let n = 0;
         for await (const token of seq.evaluate([1], {temperature: 0})) { void token; if (++n >= gen) break; }
@@ -65,8 +68,9 @@ function only(keep) {
 
 async function main() {
     const args = process.argv.slice(2);
-    if (args[0] === "--child") return child(args[1], +args[2], +args[3], +args[4]);
-    const opt = {shapes: "110m,1.1b", dtypes: "F32,F16,Q8_0,Q4_0,Q6_K,Q4_K_M", threads: "1,2", cpu: "haswell,icelake,best", prompt: "512", gen: "32"};
+    if (args[0] === "--child") return child(args[1], +args[2], +args[3], +args[4], args[5] === "1", args[6] === "1");
+    const opt = {shapes: "110m,1.1b", dtypes: "F32,F16,Q8_0,Q4_0,Q6_K,Q4_K_M", threads: "1,2", cpu: "haswell,icelake,best", prompt: "512", gen: "32",
+                 after: "0", fa: "0"};
     for (let i = 0; i < args.length; i += 2) {
         const key = args[i].replace(/^--/, "");
         if (!(key in opt) || i + 1 >= args.length) {
@@ -77,8 +81,9 @@ async function main() {
     }
     const list = s => s.split(",").filter(Boolean);
     process.on("exit", () => only(null));
-    console.log("llama.cpp (node-llama-cpp's prebuilt CPU libraries), best of 3; generation: " + opt.gen +
-                " tokens, prefill: one " + opt.prompt + "-token prompt\n");
+    console.log("llama.cpp (node-llama-cpp's prebuilt CPU libraries), " + (opt.after === "1" ? "one run" : "best of 3") + "; generation: " +
+                opt.gen + " tokens" + (opt.after === "1" ? " after the prompt" : "") + ", prefill: one " + opt.prompt + "-token prompt" +
+                (opt.fa === "1" ? "; flash attention" : "") + "\n");
     console.log("| model | dtype | llama.cpp CPU library | thr | gen tok/s | pp tok/s |");
     console.log("|---|---|---|---|---|---|");
     for (const shape of list(opt.shapes))
@@ -91,7 +96,8 @@ async function main() {
                     const {names} = cpuLibraries();
                     if (cpu !== "best" && !names.includes(`libggml-cpu-${cpu}.so`)) { console.error(`llamacpp_bench: no CPU library ${cpu}`); continue; }
                     only(cpu === "best" ? null : cpu);
-                    const run = spawnSync(process.execPath, [fileURLToPath(import.meta.url), "--child", model, threads, opt.prompt, opt.gen], {encoding: "utf8"});
+                    const run = spawnSync(process.execPath, [fileURLToPath(import.meta.url), "--child", model, threads, opt.prompt, opt.gen, opt.after, opt.fa],
+                                          {encoding: "utf8"});
                     only(null);
                     const line = (run.stdout || "").trim().split("\n").pop();
                     let r;
