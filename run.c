@@ -1375,6 +1375,17 @@ static uint64_t run_cache_bytes(const LmConfig *c) {
 // divisors of GGUF's rope_freqs or LongRoPE (factors). For llama2.c's formats these are the same float
 // operations as llama2.c, so the same text comes out. Local layers (theta given) are never scaled.
 static void run_rope_frequencies(float *freq, const LmConfig *c, float theta, int scaled, const float *factors) {
+    // YaRN (transformers' _compute_yarn_parameters): interpolated (f / factor) below the dims where
+    // beta_slow turns fit the original context, kept above those where beta_fast do, a linear ramp between
+    double low = 0, high = 0;
+    if (scaled && c->rope_scaling == LM_ROPE_YARN) {
+        double rd = c->rotary_dim, two_log_base = 2.0 * log((double)theta), pi = 3.14159265358979323846;
+        low = floor(rd * log(c->rope_original_context / (c->rope_low_freq_factor * 2 * pi)) / two_log_base);
+        high = ceil(rd * log(c->rope_original_context / (c->rope_high_freq_factor * 2 * pi)) / two_log_base);
+        low = low > 0 ? low : 0;
+        high = high < rd - 1 ? high : rd - 1;
+        if (low == high) high += 0.001;
+    }
     for (int i = 0; i < c->rotary_dim / 2; i++) {
         float f = 1.0f / powf(theta, (float)(2 * i) / (float)c->rotary_dim);
         if (scaled && c->rope_scaling == LM_ROPE_LINEAR) {
@@ -1392,15 +1403,7 @@ static void run_rope_frequencies(float *freq, const LmConfig *c, float theta, in
                 f = (1.0f - smooth) * f / c->rope_factor + smooth * f;
             }
         }
-        if (scaled && c->rope_scaling == LM_ROPE_YARN) {
-            // YaRN (transformers' _compute_yarn_parameters): interpolated (f / factor) below the dims where
-            // beta_slow turns fit the original context, kept above those where beta_fast do, a linear ramp between
-            double rd = c->rotary_dim, two_log_base = 2.0 * log((double)theta), pi = 3.14159265358979323846;
-            double low = floor(rd * log(c->rope_original_context / (c->rope_low_freq_factor * 2 * pi)) / two_log_base);
-            double high = ceil(rd * log(c->rope_original_context / (c->rope_high_freq_factor * 2 * pi)) / two_log_base);
-            low = low > 0 ? low : 0;
-            high = high < rd - 1 ? high : rd - 1;
-            if (low == high) high += 0.001;
+        if (scaled && c->rope_scaling == LM_ROPE_YARN) { // (transformers' float32 steps, so its rounding too)
             float pos_freq = powf(theta, (float)(2 * i) / (float)c->rotary_dim);
             float ramp = ((float)i - (float)low) / ((float)high - (float)low);
             ramp = ramp < 0.0f ? 0.0f : ramp > 1.0f ? 1.0f : ramp;
@@ -1454,9 +1457,9 @@ static int run_alloc_state(LmRunState *s, const LmConfig *c) {
     s->q = (float *)calloc(B * q_dim, sizeof(float));
     s->kb = (float *)calloc(B * kv_dim, sizeof(float));
     s->vb = (float *)calloc(B * kv_dim, sizeof(float));
-    // (then the queries' Q8_0 forms: head_size bytes, and a scale and a sum per 32)
     s->units = (LmAttention *)calloc((size_t)c->n_kv_heads * (((size_t)LM_BATCH * (size_t)(c->n_heads / c->n_kv_heads) + LM_ATTN_QUERIES - 1) / LM_ATTN_QUERIES),
                                      sizeof(LmAttention));
+    // each thread's scores, then its queries' Q8_0 forms (head_size bytes, and a scale and a sum per 32)
     s->att_floats = (size_t)LM_ATTN_QUERIES * ((size_t)c->seq_len + 2 * LM_KEY_TILE + (size_t)c->head_size / 4 + (size_t)c->head_size / 16 + 2);
     s->logits = (float *)calloc((size_t)c->vocab_size, sizeof(float));
     s->key_cache = (unsigned char *)run_calloc_streamed(cache);
@@ -2286,8 +2289,9 @@ int lm_set_kernels(LmModel *m, const char *name) {
 // The price of the contract, measured: fused multiply-adds would speed the AVX2 float prompt tile by
 // about 13% (110M-shaped fp32, 1 core), less than the ~20% that would be worth giving up equal bits;
 // integer types, where most prompts run, lose nothing to it. Attention over a long cache is where it
-// costs: fused multiply-adds would take 25-35% off its time at 16K positions (AVX-512, f16 and q8_0
-// caches), which a later change may take by making fmaf the definition (llama2.c's texts permitting).
+// costs: fused multiply-adds would take 20-26% off its time at 16K positions with the f16 cache and
+// 8-14% with q8_0 (whose scores are integer already; AVX-512, Llama-3.2-1B shape), which a later
+// change may take by making fmaf the definition (llama2.c's texts permitting).
 
 #define LM_LANES 16
 
@@ -4400,7 +4404,7 @@ static void run_tile_values(LmKernels k, const unsigned char *rows, size_t row_b
 
 // e^x for x <= 88 (attention's scores minus their maximum, which are <= 0): Cody and Waite's reduction
 // by ln 2 and Cephes' polynomial, within 2 ulp of the true value, with no branch and no libm call, so
-// the loop that calls it vectorizes (libm's expf was a third of attention's time at 16K positions).
+// the loop that calls it vectorizes (it took attention at 16K positions from 73 to 58 ms per token).
 // Below -87 it is e^-87 (1e-38, where expf's results turn subnormal); NaN stays NaN.
 static inline float run_exp(float x) {
     x = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x;
