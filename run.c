@@ -654,6 +654,12 @@ static float run_bf16_to_f32(uint16_t h) { return run_bits_to_f32((uint32_t)h <<
 
 static float run_f32_to_f32(float v) { return v; }
 
+static uint16_t run_u16_at(const unsigned char *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return h;
+}
+
 static float run_half_at(const unsigned char *p) {
     uint16_t h;
     memcpy(&h, p, 2);
@@ -2776,6 +2782,113 @@ LM_AVX512_FN static float run_dot_int_avx512(const LmMatrix *w, int row, const i
     return run_sum_lanes512(acc);
 }
 
+
+// One Q4_K block for run_dot_q4_k_avx512: its 8 sub-blocks' dot products with x in v[0..3] (two
+// sub-blocks per vector, 8 lanes each; each 64 bytes of nibbles hold sub-blocks 4i..4i+3, low
+// nibbles 4i and 4i+2, high 4i+1 and 4i+3, put back in order by a 256-bit shuffle); the 6-bit scales
+// and mins of sub-blocks 0-3, 4-7 as bytes (run_scale_min_k4 on the 12 bytes as three words); d and dmin.
+LM_AVX512_FN static inline __attribute__((always_inline)) void run_q4_k_block_avx512(const unsigned char *blk, const int8_t *x, __m512i *v, __m128i *scales_mins,
+                                                                                    __m128 *d_dmin) {
+    __m512i m = _mm512_set1_epi8(15);
+    for (int line = 0; line < 144; line += 64) _mm_prefetch((const char *)blk + line + LM_PREFETCH_BYTES, _MM_HINT_T0);
+    for (int i = 0; i < 2; i++) {
+        __m512i bytes = _mm512_loadu_si512(blk + 16 + 64 * i);
+        __m512i lo = _mm512_and_si512(bytes, m), hi = _mm512_and_si512(_mm512_srli_epi16(bytes, 4), m);
+        v[2 * i] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_shuffle_i64x2(lo, hi, 0x44), _mm512_loadu_si512(x + 128 * i));
+        v[2 * i + 1] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_shuffle_i64x2(lo, hi, 0xee), _mm512_loadu_si512(x + 128 * i + 64));
+    }
+    uint32_t w[3];
+    memcpy(w, blk + 4, 12);
+    *scales_mins = _mm_setr_epi32((int)(w[0] & 0x3f3f3f3fu), (int)((w[2] & 0x0f0f0f0fu) | ((w[0] >> 6) & 0x03030303u) << 4), (int)(w[1] & 0x3f3f3f3fu),
+                                  (int)(((w[2] >> 4) & 0x0f0f0f0fu) | ((w[1] >> 6) & 0x03030303u) << 4));
+    *d_dmin = _mm_cvtph_ps(_mm_cvtsi32_si128((int)((uint32_t)run_u16_at(blk) | (uint32_t)run_u16_at(blk + 2) << 16)));
+}
+
+// GGUF's Q4_K (run_dot_q4_k), two blocks per step: their 16 sub-blocks' int32 sums in the 16 lanes
+// (unsigned nibbles against the input, VNNI), so terms 8b..8b+15 at once. An odd last block takes
+// lanes 0-7 alone.
+LM_AVX512_FN static inline __attribute__((always_inline)) float run_dot_q4_k_avx512(const unsigned char *row, int cols, const int8_t *xq, const float *xs,
+                                                                                    const int32_t *xsum) {
+    __m512 acc = _mm512_setzero_ps();
+    int blocks = cols / 256;
+    for (int b = 0; b < blocks; b += 2) {
+        int two = b + 1 < blocks;
+        __m512i v[8];
+        __m128i sm0, sm1 = _mm_setzero_si128();
+        __m128 dd0, dd1 = _mm_setzero_ps();
+        run_q4_k_block_avx512(row + 144 * (size_t)b, xq + 256 * (size_t)b, v, &sm0, &dd0);
+        if (two) run_q4_k_block_avx512(row + 144 * (size_t)(b + 1), xq + 256 * (size_t)(b + 1), v + 4, &sm1, &dd1);
+        else v[4] = v[5] = v[6] = v[7] = _mm512_setzero_si512();
+        __mmask16 mask = two ? 0xffff : 0x00ff;
+        __m512i sums = run_reduce8x2(v); // lane i: sub-block i % 8 of block b + i / 8
+        __m512 scale = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_unpacklo_epi64(sm0, sm1)));
+        __m512 min = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_unpackhi_epi64(sm0, sm1)));
+        __m512 d = _mm512_insertf32x8(_mm512_broadcastss_ps(dd0), _mm256_broadcastss_ps(dd1), 1);
+        __m512 dmin = _mm512_insertf32x8(_mm512_broadcastss_ps(_mm_movehdup_ps(dd0)), _mm256_broadcastss_ps(_mm_movehdup_ps(dd1)), 1);
+        __m512 ds = _mm512_mul_ps(d, scale), dm = _mm512_mul_ps(dmin, min);
+        __m512 xsums = _mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(mask, xsum + 8 * (size_t)b));
+        __m512 part = _mm512_sub_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(sums), ds), _mm512_mul_ps(xsums, dm));
+        acc = _mm512_mask_add_ps(acc, mask, acc, _mm512_mul_ps(part, _mm512_maskz_loadu_ps(mask, xs + 8 * (size_t)b)));
+    }
+    return run_sum_lanes512(acc);
+}
+
+// GGUF's Q6_K (run_dot_q6_k), two blocks per step: per 128 values, the low nibbles of 64 bytes are
+// groups 4h and 4h+1, the high nibbles 4h+2 and 4h+3, each with its 2 high bits (shifted per
+// 256-bit half) as unsigned bytes q + 32; 32 * x is taken off before the int32 sums of the 16 runs
+// of 16. Each run scaled, the two runs of a group added (even lanes plus odd lanes), then as Q4_K.
+LM_AVX512_FN static inline __attribute__((always_inline)) float run_dot_q6_k_avx512(const unsigned char *row, int cols, const int8_t *xq, const float *xs) {
+    __m512 acc = _mm512_setzero_ps();
+    __m512i m4 = _mm512_set1_epi8(15), m2 = _mm512_set1_epi8(0x30), off = _mm512_set1_epi8(32);
+    __m512i up_lo = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1), down_hi = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
+    __m512i evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    __m512i odds = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    int blocks = cols / 256;
+    for (int b = 0; b < blocks; b += 2) {
+        int n = b + 1 < blocks ? 2 : 1;
+        __m512 parts[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+        for (int k = 0; k < n; k++) {
+            const unsigned char *blk = row + 210 * (size_t)(b + k);
+            for (int line = 0; line < 210; line += 64) _mm_prefetch((const char *)blk + line + LM_PREFETCH_BYTES, _MM_HINT_T0);
+            __m512i v[4];
+            for (int h = 0; h < 2; h++) {
+                __m512i ql = _mm512_loadu_si512(blk + 64 * h);
+                __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(const void *)(blk + 128 + 32 * h)));
+                __m512i lo = _mm512_or_si512(_mm512_and_si512(ql, m4), _mm512_and_si512(_mm512_sllv_epi16(qh, up_lo), m2));
+                __m512i hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4), _mm512_and_si512(_mm512_srlv_epi16(qh, down_hi), m2));
+                const int8_t *x = xq + 256 * (size_t)(b + k) + 128 * h;
+                __m512i x0 = _mm512_loadu_si512(x), x1 = _mm512_loadu_si512(x + 64);
+                v[2 * h] = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, x0), _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, x0));
+                v[2 * h + 1] = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), hi, x1), _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, x1));
+            }
+            __m512 scales = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(blk + 192))));
+            __m512 ds = _mm512_mul_ps(_mm512_set1_ps(_cvtsh_ss(run_u16_at(blk + 208))), scales);
+            parts[k] = _mm512_mul_ps(_mm512_cvtepi32_ps(run_reduce4x4(v)), ds); // lane s: run s of the block
+        }
+        __mmask16 mask = n == 2 ? 0xffff : 0x00ff;
+        __m512 wsum = _mm512_add_ps(_mm512_permutex2var_ps(parts[0], evens, parts[1]), _mm512_permutex2var_ps(parts[0], odds, parts[1]));
+        acc = _mm512_mask_add_ps(acc, mask, acc, _mm512_mul_ps(wsum, _mm512_maskz_loadu_ps(mask, xs + 8 * (size_t)b)));
+    }
+    return run_sum_lanes512(acc);
+}
+
+// Can run_rows_blocks_avx512 take w with this input? (GGUF's Q4_K and Q6_K: kernels of their own.)
+static int run_blocks_avx512_ok(const LmMatrix *w, const LmBatch *in) {
+    return in->q && in->xsum && (w->type == LM_Q4_K || w->type == LM_Q6_K);
+}
+
+// Rows r0..r1 of w with input token t (run_blocks_avx512_ok), into out[0..r1 - r0): a loop over rows in one
+// function, so the rows' dependency chains (sums, reduction, scaling) overlap.
+LM_AVX512_FN static void run_rows_blocks_avx512(const LmMatrix *w, int r0, int r1, const LmBatch *in, int t, float *out) {
+    const int8_t *xq = in->q + (size_t)t * (size_t)in->cols;
+    const float *xs = in->s + (size_t)t * (size_t)in->groups;
+    const int32_t *xsum = in->xsum + (size_t)t * (size_t)in->groups;
+    const unsigned char *p = (const unsigned char *)w->data;
+    if (w->type == LM_Q4_K)
+        for (int r = r0; r < r1; r++) out[r - r0] = run_dot_q4_k_avx512(p + (size_t)r * w->row_bytes, w->cols, xq, xs, xsum);
+    else
+        for (int r = r0; r < r1; r++) out[r - r0] = run_dot_q6_k_avx512(p + (size_t)r * w->row_bytes, w->cols, xq, xs);
+}
 // Float matmul of rows r0..r1 (at most LM_ROW_BLOCK) for every token: the block converted to fp32
 // once, then 4 rows x 4 tokens per step, each pair with run_dot_f32's 16 lanes.
 LM_AVX512_FN static void run_matmul_float_block_avx512(const LmMatrix *w, int r0, int r1, const LmBatch *in, float *out, int ld) {
@@ -4097,6 +4210,10 @@ static float run_row_dot(const LmMatrix *w, int row, const LmBatch *in, int t) {
                               in->xsum + (size_t)t * (size_t)in->groups,
                               in->qarranged ? in->qarranged + (size_t)t * (size_t)(in->cols + 128) : NULL);
     float value;
+    if (in->kernels == LM_KERNELS_AVX512 && run_blocks_avx512_ok(w, in)) {
+        run_rows_blocks_avx512(w, row, row + 1, in, t, &value);
+        return value;
+    }
     if ((in->kernels == LM_KERNELS_AVX2 || in->kernels == LM_KERNELS_AVX512) && run_row_dot_avx2(w, row, in, t, &value)) return value;
 #endif
 #if LM_NEON
@@ -4163,6 +4280,10 @@ static void run_matmul_rows(const LmMatmul *job, int r0, int r1, const LmBatch *
         }
         if (in->n > 1 && in->packed && run_types[job->w->type].unpack && in->groups * 32 == job->w->cols) {
             run_matmul_blocks_block_avx512(job->w, r0, r1, in, job->out, job->ld);
+            return;
+        }
+        if (in->n == 1 && run_blocks_avx512_ok(job->w, in)) {
+            run_rows_blocks_avx512(job->w, r0, r1, in, 0, job->out + r0);
             return;
         }
     }

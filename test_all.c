@@ -1010,14 +1010,17 @@ static void random_blocks(unsigned char *p, size_t bytes, int type) {
 // The block types' own kernels (reading the blocks in place) give run_dot_blocks' result, the
 // definition over the unpacked blocks, bit for bit; rows of random blocks with sane scales.
 static void test_block_kernels(void) {
-    int8_t xq[1120];
-    float xs[35];
-    for (int i = 0; i < 1120; i++) xq[i] = (int8_t)(run_random_u32(&test_rng) % 255 - 127);
-    for (int g = 0; g < 35; g++) xs[g] = 0.01f + 0.001f * (float)g;
+    int8_t xq[1280];
+    float xs[40];
+    int32_t xsum[40] = {0};
+    for (int i = 0; i < 1280; i++) xq[i] = (int8_t)(run_random_u32(&test_rng) % 255 - 127);
+    for (int i = 0; i < 1280; i++) xsum[i / 32] += xq[i];
+    for (int g = 0; g < 40; g++) xs[g] = 0.01f + 0.001f * (float)g;
     for (int type = 0; type < LM_N_TYPES; type++) {
         const LmTypeTraits *tt = &run_types[type];
         if (tt->unpack == NULL) continue;
-        int cols = tt->block_values == 32 ? 1120 : 1024, simd_same[LM_KERNELS_N] = {1, 1, 1, 1, 1}; // (35 blocks of 32: a tail past 8s and 16s)
+        // (35 blocks of 32: a tail past 8s and 16s; 5 of 256: past pairs and 4s)
+        int cols = tt->block_values == 32 ? 1120 : 1280, simd_same[LM_KERNELS_N] = {1, 1, 1, 1, 1};
         size_t row_bytes = (size_t)cols / (size_t)tt->block_values * (size_t)tt->block_bytes;
         unsigned char *row = malloc(row_bytes);
         int same = 1;
@@ -1028,7 +1031,7 @@ static void test_block_kernels(void) {
             same &= memcmp(&fast, &plain, sizeof fast) == 0;
             for (int k = 1; k < LM_KERNELS_N; k++) { // the SIMD kernels, through the dispatch
                 if (!run_kernels_available((LmKernels)k)) continue;
-                LmBatch in = {.n = 1, .cols = cols, .ld = cols, .q = xq, .s = xs, .groups = cols / 32, .kernels = (LmKernels)k};
+                LmBatch in = {.n = 1, .cols = cols, .ld = cols, .q = xq, .s = xs, .xsum = xsum, .groups = cols / 32, .kernels = (LmKernels)k};
                 float simd = run_row_dot(&w, 0, &in, 0);
                 simd_same[k] &= memcmp(&simd, &plain, sizeof simd) == 0;
             }
