@@ -2674,7 +2674,9 @@ LM_AVX512_FN static inline __m512i run_reduce8x2(const __m512i *v) {
 // (offset 128); Q4_0 keeps the stored nibbles (offset 8). For Q4_0 with groups of 32, the 64 values
 // are two whole groups; with groups of 64, one. With only_32, just the first 32 values are read
 // (the rest are 0 + offset, to be multiplied by zeros).
-#define LM_PREFETCH_BYTES 2048 // how far ahead integer matvecs prefetch their weight stream
+#ifndef LM_PREFETCH_BYTES
+#define LM_PREFETCH_BYTES 8192 // how far ahead integer matvecs prefetch their weight stream
+#endif
 
 LM_AVX512_FN static inline __m512i run_load64_u8(const LmMatrix *w, size_t e, int only_32) {
     // these kernels do ~10 instructions per 64 bytes: too few loads fit the out-of-order window to
