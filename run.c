@@ -2678,11 +2678,11 @@ LM_AVX512_FN static inline __m512i run_reduce8x2(const __m512i *v) {
 #define LM_PREFETCH_BYTES 8192 // how far ahead integer matvecs prefetch their weight stream
 #endif
 
-LM_AVX512_FN static inline __m512i run_load64_u8(const LmMatrix *w, size_t e, int only_32) {
+LM_AVX512_FN static inline __attribute__((always_inline)) __m512i run_load64_u8(const LmMatrix *w, LmWeightType type, size_t e, int only_32) {
     // these kernels do ~10 instructions per 64 bytes: too few loads fit the out-of-order window to
     // hide memory latency, so the stream is prefetched explicitly
-    _mm_prefetch((const char *)w->data + (w->type == LM_Q8_GROUPS ? e : e / 2) + LM_PREFETCH_BYTES, _MM_HINT_T0);
-    if (w->type == LM_Q8_GROUPS)
+    _mm_prefetch((const char *)w->data + (type == LM_Q8_GROUPS ? e : e / 2) + LM_PREFETCH_BYTES, _MM_HINT_T0);
+    if (type == LM_Q8_GROUPS)
         return _mm512_xor_si512(_mm512_maskz_loadu_epi8(only_32 ? 0xffffffffull : ~0ull, (const int8_t *)w->data + e), _mm512_set1_epi8((char)0x80));
     __m256i bytes = _mm256_maskz_loadu_epi8(only_32 ? 0xffffu : 0xffffffffu, (const unsigned char *)w->data + e / 2);
     __m256i lo = _mm256_and_si256(bytes, _mm256_set1_epi8(15)), hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), _mm256_set1_epi8(15));
@@ -2721,23 +2721,23 @@ static int run_int_simd_ok(const LmMatrix *w) {
 }
 
 // Sixteen group scales from group g (fewer where mask says), as floats.
-LM_AVX512_FN static inline __m512 run_load_scales16(const LmMatrix *w, size_t g, __mmask16 mask) {
-    if (w->type == LM_Q8_GROUPS) return _mm512_maskz_loadu_ps(mask, (const float *)(const void *)(w->scales + 4 * g));
+LM_AVX512_FN static inline __attribute__((always_inline)) __m512 run_load_scales16(const LmMatrix *w, LmWeightType type, size_t g, __mmask16 mask) {
+    if (type == LM_Q8_GROUPS) return _mm512_maskz_loadu_ps(mask, (const float *)(const void *)(w->scales + 4 * g));
     return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, (const uint16_t *)(const void *)(w->scales + 2 * g)));
 }
 
 // run_dot_int for a row whose groups lie within it: the int sums of 16 groups at once, their terms
 // added to run_dot_int's 16 lanes. xsum[g] is the sum of input group g's values.
-LM_AVX512_FN static float run_dot_int_avx512(const LmMatrix *w, int row, const int8_t *xq, const float *xs, const int32_t *xsum,
-                            const int8_t *xarranged) {
+LM_AVX512_FN static inline __attribute__((always_inline)) float run_dot_int_avx512_typed(const LmMatrix *w, LmWeightType type, int row, const int8_t *xq,
+                                                                                         const float *xs, const int32_t *xsum, const int8_t *xarranged) {
     int cols = w->cols, gs = w->group_size, groups = cols / gs, per64 = gs >= 64 ? gs / 64 : 1;
-    int offset = w->type == LM_Q8_GROUPS ? 128 : 8;
+    int offset = type == LM_Q8_GROUPS ? 128 : 8;
     size_t start = (size_t)row * (size_t)cols;
     __m512 acc = _mm512_setzero_ps();
     for (int g0 = 0; g0 < groups; g0 += 16) {
         int count = groups - g0 < 16 ? groups - g0 : 16;
         __m512i v[16], sums;
-        if (w->type == LM_Q4_GROUPS && gs == 32) { // 4 groups per 64 bytes, against the rearranged input
+        if (type == LM_Q4_GROUPS && gs == 32) { // 4 groups per 64 bytes, against the rearranged input
             for (int b = 0; b < 4; b++) {
                 int gb = g0 + 4 * b, ng = groups - gb < 4 ? groups - gb : 4;
                 if (ng <= 0) { v[b] = _mm512_setzero_si512(); continue; }
@@ -2753,7 +2753,7 @@ LM_AVX512_FN static float run_dot_int_avx512(const LmMatrix *w, int row, const i
             for (int i = 0; i < 8; i++) {
                 int g = g0 + 2 * i;
                 int only_32 = 2 * i + 1 >= count; // an odd last group: do not read past the row
-                v[i] = 2 * i < count ? _mm512_dpbusd_epi32(_mm512_setzero_si512(), run_load64_u8(w, start + (size_t)g * 32, only_32),
+                v[i] = 2 * i < count ? _mm512_dpbusd_epi32(_mm512_setzero_si512(), run_load64_u8(w, type, start + (size_t)g * 32, only_32),
                                                            _mm512_maskz_loadu_epi8(only_32 ? 0xffffffffull : ~0ull, xq + (size_t)g * 32))
                                      : _mm512_setzero_si512();
             }
@@ -2761,7 +2761,7 @@ LM_AVX512_FN static float run_dot_int_avx512(const LmMatrix *w, int row, const i
         } else if (gs == 64) {
             for (int i = 0; i < 16; i++) {
                 size_t e = (size_t)(g0 + i) * 64;
-                v[i] = i < count ? _mm512_dpbusd_epi32(_mm512_setzero_si512(), run_load64_u8(w, start + e, 0), _mm512_loadu_si512(xq + e))
+                v[i] = i < count ? _mm512_dpbusd_epi32(_mm512_setzero_si512(), run_load64_u8(w, type, start + e, 0), _mm512_loadu_si512(xq + e))
                                  : _mm512_setzero_si512();
             }
             sums = run_reduce16(v);
@@ -2770,18 +2770,30 @@ LM_AVX512_FN static float run_dot_int_avx512(const LmMatrix *w, int row, const i
                 v[i] = _mm512_setzero_si512();
                 for (int k = 0; i < count && k < per64; k++) {
                     size_t e = (size_t)(g0 + i) * (size_t)gs + (size_t)k * 64;
-                    v[i] = _mm512_dpbusd_epi32(v[i], run_load64_u8(w, start + e, 0), _mm512_loadu_si512(xq + e));
+                    v[i] = _mm512_dpbusd_epi32(v[i], run_load64_u8(w, type, start + e, 0), _mm512_loadu_si512(xq + e));
                 }
             }
             sums = run_reduce16(v);
         }
         __mmask16 mask = (__mmask16)((1u << count) - 1);
         __m512i isum = _mm512_sub_epi32(sums, _mm512_mullo_epi32(_mm512_set1_epi32(offset), _mm512_maskz_loadu_epi32(mask, xsum + g0)));
-        __m512 p = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(isum), run_load_scales16(w, start / (size_t)gs + (size_t)g0, mask)),
+        __m512 p = _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(isum), run_load_scales16(w, type, start / (size_t)gs + (size_t)g0, mask)),
                                  _mm512_maskz_loadu_ps(mask, xs + g0));
         acc = _mm512_mask_add_ps(acc, mask, acc, p);
     }
     return run_sum_lanes512(acc);
+}
+
+// Rows r0..r1 of w (run_int_simd_ok) with input token t, into out[0..r1 - r0): run_dot_int_avx512_typed
+// per row, specialized per type.
+LM_AVX512_FN static void run_rows_int_avx512(const LmMatrix *w, int r0, int r1, const LmBatch *in, int t, float *out) {
+    const int8_t *xq = in->q + (size_t)t * (size_t)in->cols, *xa = in->qarranged ? in->qarranged + (size_t)t * (size_t)(in->cols + 128) : NULL;
+    const float *xs = in->s + (size_t)t * (size_t)in->groups;
+    const int32_t *xsum = in->xsum + (size_t)t * (size_t)in->groups;
+    if (w->type == LM_Q8_GROUPS)
+        for (int r = r0; r < r1; r++) out[r - r0] = run_dot_int_avx512_typed(w, LM_Q8_GROUPS, r, xq, xs, xsum, xa);
+    else
+        for (int r = r0; r < r1; r++) out[r - r0] = run_dot_int_avx512_typed(w, LM_Q4_GROUPS, r, xq, xs, xsum, xa);
 }
 
 
@@ -2874,12 +2886,7 @@ LM_AVX512_FN static inline __attribute__((always_inline)) float run_dot_q6_k_avx
     return run_sum_lanes512(acc);
 }
 
-// Can run_rows_blocks_avx512 take w with this input? (GGUF's Q4_K and Q6_K: kernels of their own.)
-static int run_blocks_avx512_ok(const LmMatrix *w, const LmBatch *in) {
-    return in->q && in->xsum && (w->type == LM_Q4_K || w->type == LM_Q6_K);
-}
-
-// Rows r0..r1 of w with input token t (run_blocks_avx512_ok), into out[0..r1 - r0): a loop over rows in one
+// Rows r0..r1 of w (Q4_K or Q6_K) with input token t, into out[0..r1 - r0): a loop over rows in one
 // function, so the rows' dependency chains (sums, reduction, scaling) overlap.
 LM_AVX512_FN static void run_rows_blocks_avx512(const LmMatrix *w, int r0, int r1, const LmBatch *in, int t, float *out) {
     const int8_t *xq = in->q + (size_t)t * (size_t)in->cols;
@@ -2890,6 +2897,16 @@ LM_AVX512_FN static void run_rows_blocks_avx512(const LmMatrix *w, int r0, int r
         for (int r = r0; r < r1; r++) out[r - r0] = run_dot_q4_k_avx512(p + (size_t)r * w->row_bytes, w->cols, xq, xs, xsum);
     else
         for (int r = r0; r < r1; r++) out[r - r0] = run_dot_q6_k_avx512(p + (size_t)r * w->row_bytes, w->cols, xq, xs);
+}
+
+// Rows r0..r1 of w with input token t through the AVX-512 row kernels, into out[0..r1 - r0); 0 when
+// none applies (float types, exact mode, and the block types without one go through run_row_dot).
+LM_AVX512_FN static int run_rows_avx512(const LmMatrix *w, int r0, int r1, const LmBatch *in, int t, float *out) {
+    if (in->q == NULL) return 0;
+    if (run_int_simd_ok(w) && (w->type != LM_Q4_GROUPS || w->group_size != 32 || in->qarranged)) run_rows_int_avx512(w, r0, r1, in, t, out);
+    else if (in->xsum && (w->type == LM_Q4_K || w->type == LM_Q6_K)) run_rows_blocks_avx512(w, r0, r1, in, t, out);
+    else return 0;
+    return 1;
 }
 // Float matmul of rows r0..r1 (at most LM_ROW_BLOCK) for every token: the block converted to fp32
 // once, then 4 rows x 4 tokens per step, each pair with run_dot_f32's 16 lanes.
@@ -4207,15 +4224,8 @@ static float run_row_dot_plain(const LmMatrix *w, int row, const LmBatch *in, in
 // The same value, through the batch's SIMD kernels where one applies.
 static float run_row_dot(const LmMatrix *w, int row, const LmBatch *in, int t) {
 #if LM_X86
-    if (in->kernels == LM_KERNELS_AVX512 && in->q && run_int_simd_ok(w) && (w->type != LM_Q4_GROUPS || w->group_size != 32 || in->qarranged))
-        return run_dot_int_avx512(w, row, in->q + (size_t)t * (size_t)in->cols, in->s + (size_t)t * (size_t)in->groups,
-                              in->xsum + (size_t)t * (size_t)in->groups,
-                              in->qarranged ? in->qarranged + (size_t)t * (size_t)(in->cols + 128) : NULL);
     float value;
-    if (in->kernels == LM_KERNELS_AVX512 && run_blocks_avx512_ok(w, in)) {
-        run_rows_blocks_avx512(w, row, row + 1, in, t, &value);
-        return value;
-    }
+    if (in->kernels == LM_KERNELS_AVX512 && run_rows_avx512(w, row, row + 1, in, t, &value)) return value;
     if ((in->kernels == LM_KERNELS_AVX2 || in->kernels == LM_KERNELS_AVX512) && run_row_dot_avx2(w, row, in, t, &value)) return value;
 #endif
 #if LM_NEON
@@ -4284,10 +4294,7 @@ static void run_matmul_rows(const LmMatmul *job, int r0, int r1, const LmBatch *
             run_matmul_blocks_block_avx512(job->w, r0, r1, in, job->out, job->ld);
             return;
         }
-        if (in->n == 1 && run_blocks_avx512_ok(job->w, in)) {
-            run_rows_blocks_avx512(job->w, r0, r1, in, 0, job->out + r0);
-            return;
-        }
+        if (in->n == 1 && run_rows_avx512(job->w, r0, r1, in, 0, job->out + r0)) return;
     }
     if (in->kernels == LM_KERNELS_AVX2 && in->n > 1 && !run_is_integer_type(job->w->type)) {
         run_matmul_float_avx2(job->w, r0, r1, in, job->out, job->ld);
