@@ -2886,14 +2886,50 @@ LM_AVX512_FN static inline __attribute__((always_inline)) float run_dot_q6_k_avx
     return run_sum_lanes512(acc);
 }
 
-// Rows r0..r1 of w (Q4_K or Q6_K) with input token t, into out[0..r1 - r0): a loop over rows in one
+// GGUF's Q4_0 (run_dot_q4_0), 16 blocks per step: 4 blocks' 16 bytes of nibbles per vector, one
+// block per 128-bit lane (low nibbles: the first 16 values, high: the last 16), against the input as
+// run_arrange_q4_input arranges it; the 16 scales gathered (4 bytes at each block, the first 2 its d).
+LM_AVX512_FN static inline __attribute__((always_inline)) float run_dot_q4_0_avx512(const unsigned char *row, int cols, const int8_t *xa, const float *xs,
+                                                                                    const int32_t *xsum) {
+    __m512 acc = _mm512_setzero_ps();
+    __m512i m = _mm512_set1_epi8(15), at = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(18));
+    int blocks = cols / 32;
+    for (int b0 = 0; b0 < blocks; b0 += 16) {
+        int count = blocks - b0 < 16 ? blocks - b0 : 16;
+        const unsigned char *p = row + 18 * (size_t)b0;
+        __m512i v[4];
+        for (int i = 0; i < 4; i++) {
+            if (4 * i >= count) { v[i] = _mm512_setzero_si512(); continue; }
+            const unsigned char *blk = p + 72 * i;
+            _mm_prefetch((const char *)blk + LM_PREFETCH_BYTES, _MM_HINT_T0);
+            _mm_prefetch((const char *)blk + 64 + LM_PREFETCH_BYTES, _MM_HINT_T0);
+            __m512i bytes = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(const void *)(blk + 2)));
+            if (4 * i + 1 < count) bytes = _mm512_inserti32x4(bytes, _mm_loadu_si128((const __m128i *)(const void *)(blk + 20)), 1);
+            if (4 * i + 2 < count) bytes = _mm512_inserti32x4(bytes, _mm_loadu_si128((const __m128i *)(const void *)(blk + 38)), 2);
+            if (4 * i + 3 < count) bytes = _mm512_inserti32x4(bytes, _mm_loadu_si128((const __m128i *)(const void *)(blk + 56)), 3);
+            __m512i lo = _mm512_and_si512(bytes, m), hi = _mm512_and_si512(_mm512_srli_epi16(bytes, 4), m);
+            const int8_t *x = xa + (size_t)(b0 / 4 + i) * 128;
+            v[i] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(x)), hi, _mm512_loadu_si512(x + 64));
+        }
+        __mmask16 mask = (__mmask16)((1u << count) - 1);
+        __m512i sums = _mm512_sub_epi32(run_reduce4x4(v), _mm512_slli_epi32(_mm512_maskz_loadu_epi32(mask, xsum + b0), 3)); // lane i: block b0 + i
+        __m512 d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_mask_i32gather_epi32(_mm512_setzero_si512(), mask, at, p, 1)));
+        acc = _mm512_mask_add_ps(acc, mask, acc, _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(sums), d), _mm512_maskz_loadu_ps(mask, xs + b0)));
+    }
+    return run_sum_lanes512(acc);
+}
+
+// Rows r0..r1 of w (Q4_0 with the arranged input, Q4_K or Q6_K) with input token t, into out[0..r1 - r0): a loop over rows in one
 // function, so the rows' dependency chains (sums, reduction, scaling) overlap.
 LM_AVX512_FN static void run_rows_blocks_avx512(const LmMatrix *w, int r0, int r1, const LmBatch *in, int t, float *out) {
     const int8_t *xq = in->q + (size_t)t * (size_t)in->cols;
     const float *xs = in->s + (size_t)t * (size_t)in->groups;
     const int32_t *xsum = in->xsum + (size_t)t * (size_t)in->groups;
     const unsigned char *p = (const unsigned char *)w->data;
-    if (w->type == LM_Q4_K)
+    if (w->type == LM_Q4_0) {
+        const int8_t *xa = in->qarranged + (size_t)t * (size_t)(in->cols + 128);
+        for (int r = r0; r < r1; r++) out[r - r0] = run_dot_q4_0_avx512(p + (size_t)r * w->row_bytes, w->cols, xa, xs, xsum);
+    } else if (w->type == LM_Q4_K)
         for (int r = r0; r < r1; r++) out[r - r0] = run_dot_q4_k_avx512(p + (size_t)r * w->row_bytes, w->cols, xq, xs, xsum);
     else
         for (int r = r0; r < r1; r++) out[r - r0] = run_dot_q6_k_avx512(p + (size_t)r * w->row_bytes, w->cols, xq, xs);
@@ -2904,7 +2940,7 @@ LM_AVX512_FN static void run_rows_blocks_avx512(const LmMatrix *w, int r0, int r
 LM_AVX512_FN static int run_rows_avx512(const LmMatrix *w, int r0, int r1, const LmBatch *in, int t, float *out) {
     if (in->q == NULL) return 0;
     if (run_int_simd_ok(w) && (w->type != LM_Q4_GROUPS || w->group_size != 32 || in->qarranged)) run_rows_int_avx512(w, r0, r1, in, t, out);
-    else if (in->xsum && (w->type == LM_Q4_K || w->type == LM_Q6_K)) run_rows_blocks_avx512(w, r0, r1, in, t, out);
+    else if (in->xsum && (w->type == LM_Q4_K || w->type == LM_Q6_K || (w->type == LM_Q4_0 && in->qarranged))) run_rows_blocks_avx512(w, r0, r1, in, t, out);
     else return 0;
     return 1;
 }
@@ -4257,7 +4293,7 @@ static LmBatch run_make_batch(LmModel *m, const float *x, int n, int cols, int l
     }
 #if LM_X86
     if (m->kernels != LM_KERNELS_AVX2 && m->kernels != LM_KERNELS_AVX512) return b;
-    if (m->config.weight_type == LM_Q4_GROUPS && gs == 32) {
+    if (gs == 32) { // (for run.c's q4_0 and GGUF's Q4_0)
         b.qarranged = m->state.xarranged;
         for (int t = 0; t < n; t++) run_arrange_q4_input(b.qarranged + (size_t)t * (size_t)(cols + 128), b.q + (size_t)t * cols, cols);
     }
