@@ -2704,6 +2704,32 @@ static void run_arrange_q4_input(int8_t *out, const int8_t *xq, int cols) {
             }
 }
 
+// run_quantize_q8 with 16 values per step (n a multiple of gs, gs of 16): the same divisions,
+// clamps and rounding, so the same bytes and scales.
+LM_AVX512_FN static void run_quantize_q8_avx512(int8_t *q, float *s, const float *x, int n, int gs) {
+    assert(gs % 16 == 0 && n % gs == 0);
+    __m512 big = _mm512_set1_ps(1024.0f), half = _mm512_set1_ps(0.5f), absmask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
+    for (int start = 0, g = 0; start < n; start += gs, g++) {
+        __m512 m = _mm512_setzero_ps();
+        for (int i = start; i < start + gs; i += 16) m = _mm512_max_ps(_mm512_and_ps(_mm512_loadu_ps(x + i), absmask), m); // (m when |x| is NaN)
+        float wmax = _mm512_reduce_max_ps(m); // (exact in any order; NaNs were dropped, as the plain loop's a > wmax drops them)
+        float scale = wmax / 127.0f;
+        s[g] = scale;
+        __m512 sv = _mm512_set1_ps(scale);
+        for (int i = start; i < start + gs; i += 16) {
+            __m512 v = scale > 0.0f ? _mm512_div_ps(_mm512_loadu_ps(x + i), sv) : _mm512_setzero_ps();
+            __mmask16 finite = _mm512_cmp_ps_mask(v, _mm512_set1_ps(-1024.0f), _CMP_GT_OQ) & _mm512_cmp_ps_mask(v, big, _CMP_LT_OQ);
+            v = _mm512_mask_blend_ps(finite, big, v);
+            __m512i r = _mm512_cvttps_epi32(v);
+            __m512 frac = _mm512_sub_ps(v, _mm512_cvtepi32_ps(r));
+            r = _mm512_mask_add_epi32(r, _mm512_cmp_ps_mask(frac, half, _CMP_GE_OQ), r, _mm512_set1_epi32(1));
+            r = _mm512_mask_sub_epi32(r, _mm512_cmp_ps_mask(frac, _mm512_set1_ps(-0.5f), _CMP_LE_OQ), r, _mm512_set1_epi32(1));
+            __mmask16 in_range = _mm512_cmp_epi32_mask(r, _mm512_set1_epi32(-127), _MM_CMPINT_NLT) & _mm512_cmp_epi32_mask(r, _mm512_set1_epi32(127), _MM_CMPINT_LE);
+            _mm_storeu_si128((__m128i *)(void *)(q + i), _mm512_cvtepi32_epi8(_mm512_maskz_mov_epi32(in_range, r)));
+        }
+    }
+}
+
 // As reduce16 for 4 vectors that each hold four groups, one per 128-bit lane: lane i of the result
 // is group i, i.e. 128-bit lane i % 4 of v[i / 4].
 LM_AVX512_FN static inline __m512i run_reduce4x4(const __m512i *v) {
@@ -4284,7 +4310,12 @@ static LmBatch run_make_batch(LmModel *m, const float *x, int n, int cols, int l
     b.xsum = m->state.xsum;
     for (int t = 0; t < n; t++) {
         int8_t *q = b.q + (size_t)t * (size_t)cols;
-        run_quantize_q8(q, b.s + (size_t)t * (size_t)b.groups, x + (size_t)t * (size_t)ld, cols, gs);
+#if LM_X86
+        if (m->kernels == LM_KERNELS_AVX512 && gs % 16 == 0 && cols % gs == 0)
+            run_quantize_q8_avx512(q, b.s + (size_t)t * (size_t)b.groups, x + (size_t)t * (size_t)ld, cols, gs);
+        else
+#endif
+            run_quantize_q8(q, b.s + (size_t)t * (size_t)b.groups, x + (size_t)t * (size_t)ld, cols, gs);
         for (int g = 0; g < b.groups; g++) {
             int32_t sum = 0;
             for (int j = g * gs; j < cols && j < (g + 1) * gs; j++) sum += q[j];
