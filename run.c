@@ -660,11 +660,7 @@ static uint16_t run_u16_at(const unsigned char *p) {
     return h;
 }
 
-static float run_half_at(const unsigned char *p) {
-    uint16_t h;
-    memcpy(&h, p, 2);
-    return run_f16_to_f32(h);
-}
+static float run_half_at(const unsigned char *p) { return run_f16_to_f32(run_u16_at(p)); }
 
 // A GGUF block unpacked: integer values q, and for each 16 of them a scale d and an offset m, so
 // that value i is d[i/16] * q[i] - m[i/16]. Each block type's unpacking is its definition; the row
