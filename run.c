@@ -910,6 +910,8 @@ typedef struct {
     uint64_t tokenizer_offset, tokenizer_size; // the embedded tokenizer file (v3), size 0 if none (GGUF: 1 if any)
     int gguf_version;       // the GGUF version (the file is GGUF when version is 4), 0 otherwise
     int integer_activations; // some matrix multiplies int8 activations (quantized in groups of group_size)
+    int q4_inputs;          // some matrix is Q4 in groups of 32 (run.c's q4_0, GGUF's Q4_0), whose SIMD kernels
+                            // read the activations as run_arrange_q4_input arranges them
 } LmConfig;
 
 // A weight matrix (rows, cols), row-major, pointing into the mapped file. The GROUPS types keep a
@@ -1225,6 +1227,7 @@ static size_t run_parse_header(LmConfig *c, const unsigned char *p, size_t size,
     if (!run_check_features(c, path, err, errlen) || !run_check_sizes(c, path, err, errlen)) return 0;
     int q_dim = c->n_heads * c->head_size;
     c->integer_activations = run_is_integer_type(c->weight_type);
+    c->q4_inputs = c->weight_type == LM_Q4_GROUPS;
     // v2 groups the flattened tensor (every matrix has dim as a factor of its size, so groups tile
     // it); v3 groups rows, so the group size must divide every row length
     if (run_is_integer_type(c->weight_type) &&
@@ -1994,10 +1997,14 @@ static int run_gguf_weights(LmWeights *w, LmConfig *c, const LmGguf *g, const ch
     c->group_size = 32;
     c->weight_type = w->wcls.type;
     c->integer_activations = run_is_integer_type(w->wcls.type);
+    c->q4_inputs = w->wcls.type == LM_Q4_0;
     for (int l = 0; l < c->n_layers; l++) {
         const LmLayer *ly = &w->layers[l];
         const LmMatrix *ms[7] = {&ly->wq, &ly->wk, &ly->wv, &ly->wo, &ly->w1, &ly->w2, &ly->w3};
-        for (int k = 0; k < 7; k++) c->integer_activations |= run_is_integer_type(ms[k]->type);
+        for (int k = 0; k < 7; k++) {
+            c->integer_activations |= run_is_integer_type(ms[k]->type);
+            c->q4_inputs |= ms[k]->type == LM_Q4_0;
+        }
     }
     return 1;
 }
@@ -2700,7 +2707,7 @@ static void run_arrange_q4_input(int8_t *out, const int8_t *xq, int cols) {
             }
 }
 
-// run_quantize_q8 with 16 values per step (n a multiple of gs, gs of 16): the same divisions,
+// run_quantize_q8 with 16 values per step (n a multiple of gs, gs a multiple of 16): the same divisions,
 // clamps and rounding, so the same bytes and scales.
 LM_AVX512_FN static void run_quantize_q8_avx512(int8_t *q, float *s, const float *x, int n, int gs) {
     assert(gs % 16 == 0 && n % gs == 0);
@@ -2817,7 +2824,6 @@ LM_AVX512_FN static void run_rows_int_avx512(const LmMatrix *w, int r0, int r1, 
     else
         for (int r = r0; r < r1; r++) out[r - r0] = run_dot_int_avx512_typed(w, LM_Q4_GROUPS, r, xq, xs, xsum, xa);
 }
-
 
 // One Q4_K block for run_dot_q4_k_avx512: its 8 sub-blocks' dot products with x in v[0..3] (two
 // sub-blocks per vector, 8 lanes each; each 64 bytes of nibbles hold sub-blocks 4i..4i+3, low
@@ -2941,8 +2947,9 @@ LM_AVX512_FN static inline __attribute__((always_inline)) float run_dot_q4_0_avx
     return run_sum_lanes512(acc);
 }
 
-// Rows r0..r1 of w (Q4_0 with the arranged input, Q4_K or Q6_K) with input token t, into out[0..r1 - r0): a loop over rows in one
-// function, so the rows' dependency chains (sums, reduction, scaling) overlap.
+// Rows r0..r1 of w (Q4_0 with the arranged input, Q4_K or Q6_K) with input token t, into
+// out[0..r1 - r0): a loop over rows in one function, so the rows' dependency chains (sums,
+// reduction, scaling) overlap.
 LM_AVX512_FN static void run_rows_blocks_avx512(const LmMatrix *w, int r0, int r1, const LmBatch *in, int t, float *out) {
     const int8_t *xq = in->q + (size_t)t * (size_t)in->cols;
     const float *xs = in->s + (size_t)t * (size_t)in->groups;
@@ -2966,6 +2973,7 @@ LM_AVX512_FN static int run_rows_avx512(const LmMatrix *w, int r0, int r1, const
     else return 0;
     return 1;
 }
+
 // Float matmul of rows r0..r1 (at most LM_ROW_BLOCK) for every token: the block converted to fp32
 // once, then 4 rows x 4 tokens per step, each pair with run_dot_f32's 16 lanes.
 LM_AVX512_FN static void run_matmul_float_block_avx512(const LmMatrix *w, int r0, int r1, const LmBatch *in, float *out, int ld) {
@@ -4320,7 +4328,7 @@ static LmBatch run_make_batch(LmModel *m, const float *x, int n, int cols, int l
     }
 #if LM_X86
     if (m->kernels != LM_KERNELS_AVX2 && m->kernels != LM_KERNELS_AVX512) return b;
-    if (gs == 32) { // (for run.c's q4_0 and GGUF's Q4_0)
+    if (m->config.q4_inputs && gs == 32) {
         b.qarranged = m->state.xarranged;
         for (int t = 0; t < n; t++) run_arrange_q4_input(b.qarranged + (size_t)t * (size_t)(cols + 128), b.q + (size_t)t * cols, cols);
     }

@@ -476,6 +476,7 @@ static LmModel batch_model(LmWeightType type, int gs, LmKernels kernels, int col
     m.config.weight_type = type;
     m.config.group_size = gs;
     m.config.integer_activations = run_is_integer_type(type);
+    m.config.q4_inputs = type == LM_Q4_GROUPS || type == LM_Q4_0; // (as the loaders set it)
     m.kernels = kernels;
     m.state.xq = calloc((size_t)LM_BATCH * cols + 64, 1);
     m.state.xs = calloc((size_t)LM_BATCH * (groups + 1), sizeof(float));
