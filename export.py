@@ -950,8 +950,9 @@ def gguf_kv(key, vtype, value):
     if isinstance(vtype, tuple):
         elem = vtype[1]
         out.append(struct.pack("<IIQ", GV_ARR, elem, len(value)))
-        if elem == GV_STR:
-            out += [gguf_string(x) for x in value]
+        if elem == GV_STR:  # (vocabularies: 100k+ strings)
+            length = struct.Struct("<Q").pack
+            out += [length(len(b)) + b for b in (x.encode("utf-8") for x in value)]
         else:
             out.append(np.asarray(value, dtype=GV_FORMAT[elem]).tobytes())
     elif vtype == GV_STR:
@@ -1677,15 +1678,22 @@ def hf_json_tokenizer(path):
             texts[i] = s.replace("\u2581", " ").encode("utf-8")
     rank_of = {}
     merges = []
-    by_text = {s: i for s, i in vocab.items()}
+    # (one pass over 100k+ merges: this loop is most of a large vocabulary's conversion time)
+    merge_texts, id_of = t.merge_texts, vocab.get
     for r, mg in enumerate(model.get("merges", [])):
-        a, b = mg.split(" ", 1) if isinstance(mg, str) else mg
-        # GGUF's merges are "a b" texts; a space inside a part is spelled as GPT-2's stand-in for it
-        t.merge_texts.append(f"{a.replace(' ', chr(0x120))} {b.replace(' ', chr(0x120))}")
-        if a in by_text and b in by_text:
-            merges.append((by_text[a], by_text[b]))
-            if a + b in by_text:
-                rank_of.setdefault(by_text[a + b], r)
+        if isinstance(mg, str):
+            a, b = mg.split(" ", 1)
+            # GGUF's merges are "a b" texts; a space inside a part is spelled as GPT-2's stand-in for it
+            merge_texts.append(mg if " " not in b else f"{a} {b.replace(' ', chr(0x120))}")
+        else:
+            a, b = mg
+            merge_texts.append(f"{a.replace(' ', chr(0x120))} {b.replace(' ', chr(0x120))}")
+        ia, ib = id_of(a), id_of(b)
+        if ia is not None and ib is not None:
+            merges.append((ia, ib))
+            iab = id_of(a + b)
+            if iab is not None and iab not in rank_of:
+                rank_of[iab] = r
     unk_token = model.get("unk_token")
     t.unk = vocab.get(unk_token, -1) if isinstance(unk_token, str) else -1
     for i in range(n):

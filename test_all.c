@@ -1852,13 +1852,50 @@ static int run_quiet(const char *cmd) {
     return rc == 0;
 }
 
-// Runs another test program (export.py's tests, this suite in another build) and counts its "ok",
-// "FAIL" and "skip" lines as this suite's; one that dies without its "done" line fails.
-// Runs another suite, counting its results as this one's; with a label, its lines say where they ran.
+// Sub-suites are other processes: export.py's Python checks, this suite under qemu or built for AVX2.
+// main starts them all at once in the background (start_sub_suite), each writing a log, so they use the
+// second core while this process runs its own groups; when a group's turn comes it reads its
+// sub-suite's log, and the output keeps the order of a serial run.
+typedef struct { char cmd[1024], *log; pid_t pid; } SubSuite;
+static SubSuite sub_suites[8];
+static int n_sub_suites;
+
+static void start_sub_suite(const char *cmd_line) {
+    if (n_sub_suites == (int)(sizeof sub_suites / sizeof sub_suites[0])) return; // (it runs in the foreground)
+    SubSuite *s = &sub_suites[n_sub_suites];
+    char name[32];
+    snprintf(name, sizeof name, "sub_suite_%d.log", n_sub_suites);
+    snprintf(s->cmd, sizeof s->cmd, "%s", cmd_line);
+    s->log = tmp_path(name);
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int out = open(s->log, O_WRONLY | O_CREAT | O_TRUNC, 0644), in = open("/dev/null", O_RDONLY);
+        if (out < 0 || in < 0) _exit(127);
+        dup2(in, 0);
+        dup2(out, 1);
+        dup2(out, 2);
+        execl("/bin/sh", "sh", "-c", cmd_line, (char *)NULL);
+        _exit(127);
+    }
+    if (pid > 0) { s->pid = pid; n_sub_suites++; }
+}
+
+// Runs another suite (or reads the log of the one start_sub_suite started with this command line),
+// counting its "ok", "FAIL" and "skip" lines as this suite's; with a label, its lines say where they
+// ran. One that dies without its "done" line fails.
 static void run_labelled_sub_suite(const char *what, const char *cmd_line, const char *label) {
-    char cmd[1024];
+    SubSuite *started = NULL;
+    for (int i = 0; i < n_sub_suites; i++)
+        if (strcmp(sub_suites[i].cmd, cmd_line) == 0 && sub_suites[i].pid > 0) started = &sub_suites[i];
+    int status = -1;
+    char cmd[1100];
     snprintf(cmd, sizeof cmd, "%s 2>&1", cmd_line);
-    FILE *p = popen(cmd, "r");
+    if (started) {
+        waitpid(started->pid, &status, 0);
+        started->pid = 0;
+    }
+    FILE *p = started ? fopen(started->log, "r") : popen(cmd, "r");
     if (p == NULL) { check(0, "%s runs", what); return; }
     char line[4096];
     int finished = 0;
@@ -1871,7 +1908,8 @@ static void run_labelled_sub_suite(const char *what, const char *cmd_line, const
         else if (strncmp(line, "skip", 4) == 0) n_skipped++;
         else if (strncmp(line, "done", 4) == 0) finished = 1;
     }
-    int status = pclose(p);
+    if (started) fclose(p);
+    else status = pclose(p);
     if (!finished || (WIFEXITED(status) ? WEXITSTATUS(status) > 1 : 1)) check(0, "%s ran to its end (exit status %d)", what, status);
 }
 
@@ -2132,11 +2170,15 @@ static void test_export_other_sources(void) {
 }
 
 // export.py's own tests (bad input, group sizes, --check): tests/test_export.py, run as a user would.
+static const char *export_errors_command(char *cmd, size_t size) {
+    snprintf(cmd, size, "%s tests/test_export.py %s", python, tmp_dir);
+    return cmd;
+}
+
 static void test_export_errors(void) {
     if (!have_numpy()) return; // (reported by test_tokenizer_vectors)
     char cmd[1024];
-    snprintf(cmd, sizeof cmd, "%s tests/test_export.py %s", python, tmp_dir);
-    run_sub_suite("tests/test_export.py", cmd);
+    run_sub_suite("tests/test_export.py", export_errors_command(cmd, sizeof cmd));
 }
 
 // export.py's other direction: Hugging Face rotate-half layout into llama2.c's interleaved formats,
@@ -2405,6 +2447,11 @@ static void test_hf_models(void) {
                  tokdir, python, js, tokdir, tokdir, python, dir, tokdir, npm_dir, npm_dir);
     }
     if (!run_quiet(cmd)) { check(0, "tests/hf_models.py writes the look-alike models"); return; }
+    // MODEL-bare: a view of each folder without its tokenizer, which is the same at every dtype (fp16 exports
+    // carry it; converting a 150k-token vocabulary is most of the time of these small exports)
+    snprintf(cmd, sizeof cmd, "for m in %s/*/; do m=${m%%/}; mkdir -p $m-bare && for f in $m/*; do case ${f##*/} in tokenizer*) ;; "
+             "*) ln -s $f $m-bare/ ;; esac; done; done", dir);
+    if (!run_quiet(cmd)) { check(0, "the look-alikes' views without their tokenizers"); return; }
     // each family's look-alike (its shape in reference.json's "what"); sequences of 40 tokens pass the
     // sliding windows (8) and Phi-3's original context (24, where its LongRoPE switches to long factors)
     const char *models[] = {"llama", "llama3", "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "phi3_full", "mistral_swa", "yarn"};
@@ -2429,7 +2476,8 @@ static void test_hf_models(void) {
             if (gguf && strcmp(models[mi], "gemma2") == 0) continue; // (its query_pre_attn_scalar has no GGUF key: refused, see export-errors)
             if (gguf && mi >= 3 && (di == 1 || di == 2)) continue; // (GGUF's F16/BF16 rows: tested on the first three; time)
             char *out = tmp_path(gguf ? "hf_export.gguf" : "hf_export.bin");
-            snprintf(cmd, sizeof cmd, "%s export.py %s --hf %s/%s --dtype %s --check", python, out, dir, models[mi], dtypes[di].dtype);
+            snprintf(cmd, sizeof cmd, "%s export.py %s --hf %s/%s%s --dtype %s --check", python, out, dir, models[mi],
+                     di == 1 ? "" : "-bare", dtypes[di].dtype);
             if (!run_quiet(cmd)) { check(0, "export %s %s%s", models[mi], dtypes[di].dtype, gguf ? " to GGUF" : ""); continue; }
             char err[256];
             LmLoadOptions whole = {.cache_type = "f32", .context_length = LM_CONTEXT_MAX}; // (YaRN's: 4x the file's)
@@ -2685,17 +2733,27 @@ static void test_chat_terminal(void) {
 
 // The suite built for aarch64 (make test cross-compiles it when it can), run under qemu on a CPU with
 // SDOT (-cpu max: the neon and neon-dotprod sets) and one without (Cortex-A72: neon alone).
-static void test_aarch64(void) {
-    const char *hint = "apt-get install gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static";
-    if (system("command -v qemu-aarch64-static >/dev/null 2>&1") != 0) { skip_because("the aarch64 (NEON) suite under qemu", hint); return; }
-    if (!file_exists("build/test_all_aarch64")) { skip_because("the aarch64 (NEON) suite under qemu", hint); return; }
-    const char *groups = "kernels,fast-kernels,block-kernels,float-order,batch,real-models";
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "qemu-aarch64-static -cpu max build/test_all_aarch64 --only %s", groups);
-    run_labelled_sub_suite("the aarch64 suite (-cpu max)", cmd, "aarch64 with dotprod");
-    snprintf(cmd, sizeof cmd, "qemu-aarch64-static -cpu cortex-a72 build/test_all_aarch64 --only %s", groups);
-    run_labelled_sub_suite("the aarch64 suite (-cpu cortex-a72)", cmd, "aarch64 without dotprod");
+static int have_aarch64_suite(void) {
+    return system("command -v qemu-aarch64-static >/dev/null 2>&1") == 0 && file_exists("build/test_all_aarch64");
 }
+
+// (cpu: max has dotprod, cortex-a72 has not)
+static const char *aarch64_command(char *cmd, size_t size, const char *cpu) {
+    snprintf(cmd, size, "qemu-aarch64-static -cpu %s build/test_all_aarch64 --only kernels,fast-kernels,block-kernels,float-order,batch,real-models", cpu);
+    return cmd;
+}
+
+static void test_aarch64(void) {
+    if (!have_aarch64_suite()) {
+        skip_because("the aarch64 (NEON) suite under qemu", "apt-get install gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static");
+        return;
+    }
+    char cmd[512];
+    run_labelled_sub_suite("the aarch64 suite (-cpu max)", aarch64_command(cmd, sizeof cmd, "max"), "aarch64 with dotprod");
+    run_labelled_sub_suite("the aarch64 suite (-cpu cortex-a72)", aarch64_command(cmd, sizeof cmd, "cortex-a72"), "aarch64 without dotprod");
+}
+
+#define GNU_SUITE "build/test_all_gnu --only float-order,kernels,fast-kernels,block-kernels,batch"
 
 // The builds make test makes: the suite in GNU mode (the float order holds there too), the example
 // as C++, a host with common names of its own, a program of two files; and the command line uses
@@ -2703,7 +2761,7 @@ static void test_aarch64(void) {
 static void test_builds(void) {
     if (!run_kernels_available(LM_KERNELS_AVX2)) skip_because("the suite built for AVX2 and FMA in GNU mode", "this CPU has no AVX2");
     else if (file_exists("build/test_all_gnu"))
-        run_labelled_sub_suite("build/test_all_gnu", "build/test_all_gnu --only float-order,kernels,fast-kernels,block-kernels,batch", "GNU mode, AVX2+FMA");
+        run_labelled_sub_suite("build/test_all_gnu", GNU_SUITE, "GNU mode, AVX2+FMA");
     else check(0, "build/test_all_gnu is built (make test builds it)");
     char *tok = tmp_path("tok_test.bin"), *mp = tmp_path("builds_model.bin"), args[1024];
     int vocab = write_test_tokenizer(tok);
@@ -3572,6 +3630,13 @@ static const struct { const char *name; void (*run)(void); } test_groups[] = {
     {"export-errors", test_export_errors}, {"gguf", test_gguf_models}, {"gguf-tokenizers", test_gguf_tokenizers}, {"gguf-hostile", test_gguf_hostile}, {"chat-templates", test_chat_templates}, {"batch", test_batch_equals_sequential}, {"context-size", test_context_size}, {"long-context-math", test_long_context_math}, {"cache-types", test_cache_types}, {"quantized", test_quantized_accuracy},
 };
 
+// list: ",a,b," from --only or --skip
+static int group_selected(const char *name, const char *list, const char *only, const char *skip_groups) {
+    char padded[64];
+    snprintf(padded, sizeof padded, ",%s,", name);
+    return (only == NULL && skip_groups == NULL) || (only != NULL) == (strstr(list, padded) != NULL);
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (getenv("RUN_BIN")) run_bin = getenv("RUN_BIN");
@@ -3580,14 +3645,19 @@ int main(int argc, char **argv) {
     if (argc > 1 && only == NULL && skip_groups == NULL) { fprintf(stderr, "usage: test_all [--only|--skip GROUP,GROUP...]\n"); return 2; }
     snprintf(tmp_dir, sizeof tmp_dir, "/tmp/runc_test_XXXXXX");
     if (!mkdtemp(tmp_dir)) { perror("mkdtemp"); return 2; }
-    for (size_t g = 0; g < sizeof test_groups / sizeof test_groups[0]; g++) {
-        char padded[64];
-        snprintf(padded, sizeof padded, ",%s,", test_groups[g].name);
-        char list[512];
-        snprintf(list, sizeof list, ",%s,", only ? only : skip_groups ? skip_groups : "");
-        if ((only == NULL && skip_groups == NULL) || (only != NULL) == (strstr(list, padded) != NULL)) test_groups[g].run();
+    char list[512];
+    snprintf(list, sizeof list, ",%s,", only ? only : skip_groups ? skip_groups : "");
+    // the sub-suites start first, in the background (see start_sub_suite)
+    char cmd[1024];
+    if (group_selected("export-errors", list, only, skip_groups) && have_numpy()) start_sub_suite(export_errors_command(cmd, sizeof cmd));
+    if (group_selected("aarch64", list, only, skip_groups) && have_aarch64_suite()) {
+        start_sub_suite(aarch64_command(cmd, sizeof cmd, "max"));
+        start_sub_suite(aarch64_command(cmd, sizeof cmd, "cortex-a72"));
     }
-    char cmd[128];
+    if (group_selected("builds", list, only, skip_groups) && run_kernels_available(LM_KERNELS_AVX2) && file_exists("build/test_all_gnu"))
+        start_sub_suite(GNU_SUITE);
+    for (size_t g = 0; g < sizeof test_groups / sizeof test_groups[0]; g++)
+        if (group_selected(test_groups[g].name, list, only, skip_groups)) test_groups[g].run();
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmp_dir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp_dir);
     for (int i = 0; i < n_tmp_paths; i++) free(tmp_paths[i]);
