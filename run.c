@@ -453,9 +453,10 @@ int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const LmChatOptions *optio
 // x86-64 the AVX2 and AVX-512 versions are built too, each function for its own target, and on
 // aarch64 the NEON ones (SDOT where the CPU has it); a model takes the best its CPU reports
 // (run_detect_kernels), so a plain `cc -O3 run.c -lm` is fast. RUN_PORTABLE leaves them out.
-typedef enum { LM_KERNELS_PLAIN, LM_KERNELS_AVX2, LM_KERNELS_AVX512, LM_KERNELS_NEON, LM_KERNELS_NEON_DOT, LM_KERNELS_N } LmKernels;
-static const char *const run_kernel_names[LM_KERNELS_N] = {"portable", "avx2", "avx512", "neon", "neon-dotprod"};
-static const char *const run_kernel_titles[LM_KERNELS_N] = {"portable C", "AVX2", "AVX-512 (VNNI)", "NEON", "NEON (dotprod)"};
+// avx2-vnni is the AVX2 set with AVX-VNNI's vpdpbusd for the integer sums (Intel since Alder Lake).
+typedef enum { LM_KERNELS_PLAIN, LM_KERNELS_AVX2, LM_KERNELS_AVX2_VNNI, LM_KERNELS_AVX512, LM_KERNELS_NEON, LM_KERNELS_NEON_DOT, LM_KERNELS_N } LmKernels;
+static const char *const run_kernel_names[LM_KERNELS_N] = {"portable", "avx2", "avx2-vnni", "avx512", "neon", "neon-dotprod"};
+static const char *const run_kernel_titles[LM_KERNELS_N] = {"portable C", "AVX2", "AVX2 (AVX-VNNI)", "AVX-512 (VNNI)", "NEON", "NEON (dotprod)"};
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__)) && !defined(RUN_PORTABLE)
 #define LM_X86 1
 #include <cpuid.h>
@@ -489,6 +490,16 @@ static const char *const run_kernel_titles[LM_KERNELS_N] = {"portable C", "AVX2"
 #define LM_NEON 0
 #endif
 
+// Whether the CPU has AVX-VNNI (cpuid leaf 7, subleaf 1, eax bit 4).
+static int run_cpu_has_avx_vnni(void) {
+#if LM_X86
+    unsigned a, b, c, d;
+    return __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a >> 4 & 1);
+#else
+    return 0;
+#endif
+}
+
 // The best kernel set this CPU runs: cpuid's feature bits, and xgetbv's word that the operating
 // system saves the vector registers (AVX's 256 bits; AVX-512's masks and 512 bits).
 static LmKernels run_detect_kernels(void) {
@@ -500,7 +511,8 @@ static LmKernels run_detect_kernels(void) {
     (void)xcr0_hi;
     if ((xcr0_lo & 6) != 6 || !__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(b >> 5 & 1)) return LM_KERNELS_PLAIN; // AVX2
     int avx512 = (b >> 16 & 1) && (b >> 17 & 1) && (b >> 30 & 1) && (b >> 31 & 1) && (c >> 11 & 1); // F, DQ, BW, VL, VNNI
-    return avx512 && (xcr0_lo & 0xe6) == 0xe6 ? LM_KERNELS_AVX512 : LM_KERNELS_AVX2;
+    if (avx512 && (xcr0_lo & 0xe6) == 0xe6) return LM_KERNELS_AVX512;
+    return run_cpu_has_avx_vnni() ? LM_KERNELS_AVX2_VNNI : LM_KERNELS_AVX2;
 #elif LM_NEON // (NEON is part of aarch64; SDOT is optional)
 #if defined(__ARM_FEATURE_DOTPROD) || defined(__APPLE__)
     return LM_KERNELS_NEON_DOT;
@@ -517,8 +529,13 @@ static LmKernels run_detect_kernels(void) {
 // Whether this CPU runs kernel set k: the sets of its architecture up to the best one.
 static int run_kernels_available(LmKernels k) {
     LmKernels best = run_detect_kernels();
-    int x86 = best == LM_KERNELS_AVX2 || best == LM_KERNELS_AVX512;
-    return k == LM_KERNELS_PLAIN || k == best || (x86 && k == LM_KERNELS_AVX2) || (best == LM_KERNELS_NEON_DOT && k == LM_KERNELS_NEON);
+    int x86 = best == LM_KERNELS_AVX2 || best == LM_KERNELS_AVX2_VNNI || best == LM_KERNELS_AVX512;
+    return k == LM_KERNELS_PLAIN || k == best || (x86 && k == LM_KERNELS_AVX2) || (x86 && k == LM_KERNELS_AVX2_VNNI && run_cpu_has_avx_vnni()) ||
+           (best == LM_KERNELS_NEON_DOT && k == LM_KERNELS_NEON);
+}
+
+// The AVX2 kernels serve both AVX2 sets (and the AVX-512 set where it has no kernel of its own).
+static int run_avx2_set(LmKernels k) { return k == LM_KERNELS_AVX2 || k == LM_KERNELS_AVX2_VNNI;
 }
 
 static void run_set_err(char *err, size_t errlen, const char *fmt, ...) {
@@ -3129,9 +3146,12 @@ LM_AVX512_FN static inline void run_blocks_tiles_avx512(const LmBatch *in, int r
                 wr[i] = wb + (size_t)ri * (size_t)cols;
                 at[i] = (size_t)ri * (size_t)runs;
             }
-            __m512 part[4][16]; // run_dot_blocks' 16 lanes for each row, with tokens across the vector
-            for (int i = 0; i < 4; i++) for (int k = 0; k < 16; k++) part[i][k] = _mm512_setzero_ps();
-            for (int g = 0; g < cols / 32; g++) {
+            // run_dot_blocks' 16 lanes for each row, with tokens across the vector: lane k takes groups
+            // k, k + 16, ... in order, so one lane at a time is in registers (4 rows x 16 lanes would not fit)
+            __m512 part[4][16];
+            for (int k = 0; k < 16; k++) {
+            __m512 lane[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+            for (int g = k; g < cols / 32; g += 16) {
                 __m512i isum[4][2]; // per run: sum((x + 128) * q) - 128 * sum(q)
                 for (int i = 0; i < 4; i++)
                     for (int h = 0; h < 32 / run; h++)
@@ -3159,8 +3179,10 @@ LM_AVX512_FN static inline void run_blocks_tiles_avx512(const LmBatch *in, int r
                         if (has_min) term = _mm512_sub_ps(term, _mm512_mul_ps(xsum[h], _mm512_set1_ps(wm[at[i] + 2 * (size_t)g + (size_t)h])));
                         wsum_g = h == 0 ? term : _mm512_add_ps(wsum_g, term);
                     }
-                    part[i][g % 16] = _mm512_add_ps(part[i][g % 16], _mm512_mul_ps(wsum_g, xs));
+                    lane[i] = _mm512_add_ps(lane[i], _mm512_mul_ps(wsum_g, xs));
                 }
+            }
+            for (int i = 0; i < 4; i++) part[i][k] = lane[i];
             }
             for (int i = 0; i < nr; i++) run_store_lanes512(part[i], nt, out + (size_t)(tile * 16) * ld + (size_t)(r0 + r + i), ld);
         }
@@ -3484,6 +3506,15 @@ LM_AVX2_FN static void run_matmul_float_avx2(const LmMatrix *w, int r0, int r1, 
     case LM_BF16: run_matmul_float_avx2_typed(w, r0, r1, in, out, ld, LM_BF16); break;
     default: run_matmul_float_avx2_typed(w, r0, r1, in, out, ld, LM_F32); break;
     }
+}
+
+// AVX-VNNI's vpdpbusd: acc + in each int32 lane the four products of u's bytes (unsigned) and s's
+// (signed), exact. In asm, so that the AVX2 kernels stay compiled once for both AVX2 sets (the
+// intrinsic would need the avxvnni target in every function that inlines it); the avx2-vnni set
+// alone reaches it. {vex}: the encoding without AVX-512.
+LM_AVX2_FN static inline __m256i run_dpbusd_avx2(__m256i acc, __m256i u, __m256i s) {
+    __asm__("%{vex%} vpdpbusd {%2, %1, %0|%0, %1, %2}" : "+x"(acc) : "x"(u), "x"(s));
+    return acc;
 }
 
 // The exact products of 32 int8 weights and 32 int8 activations (in [-127, 127]) as 8 int32
@@ -3910,11 +3941,20 @@ LM_AVX2_FN static inline void run_store_lanes256(__m256 *part, int nt, float *ou
 //   - rows whose values all lie in [-32, 31] (4- to 6-bit types): each value + 32 as an unsigned byte
 //     against the input's bytes (vpmaddubsw: two products per 16-bit lane, at most 2 * 63 * 127, so two
 //     such sums still fit), 32 * sum(x) of the run taken off afterwards; ub is room for those bytes.
+// With vnni (the avx2-vnni set), vpdpbusd takes four bytes at once: the small way's bytes as they are;
+// for any values, the values as signed bytes against the input + 128 (unsigned), 128 * the run's sum
+// of values (wrun, room for rows x runs) taken off.
 // xrun: room for the sums of each 16 inputs (cols / 16 * 8 tokens).
 LM_AVX2_FN static inline __attribute__((always_inline)) void run_int_tiles_avx2(const LmBatch *in, const LmUnpackedRows *u, int rows, int cols, unsigned char *ub, int32_t *xrun,
-                                                 float *out, int ld, int r0, const int small) {
-    int term = u->term, run = u->run, runs = cols / run, need_sums = small || u->has_min;
+                                                 int32_t *wrun, float *out, int ld, int r0, const int small, const int vnni) {
+    int term = u->term, run = u->run, runs = cols / run, need_sums = small || u->has_min, wide = vnni && !small;
     for (size_t i = 0; small && i < (size_t)rows * (size_t)cols; i++) ub[i] = (unsigned char)(u->q[i] + 32);
+    for (size_t i = 0; wide && i < (size_t)rows * (size_t)cols; i++) ub[i] = (unsigned char)(int8_t)u->q[i]; // (the values are int8)
+    for (size_t i = 0; wide && i < (size_t)rows * (size_t)runs; i++) {
+        int32_t sum = 0;
+        for (int k = 0; k < run; k++) sum += u->q[i * (size_t)run + (size_t)k];
+        wrun[i] = sum;
+    }
     __m256i ones16 = _mm256_set1_epi16(1), ones8 = _mm256_set1_epi8(1);
     for (int tile = 0; tile * 8 < in->n; tile++) {
         int nt = in->n - tile * 8 < 8 ? in->n - tile * 8 : 8;
@@ -3945,7 +3985,17 @@ LM_AVX2_FN static inline __attribute__((always_inline)) void run_int_tiles_avx2(
                 for (int h = 0; h < term / run; h++) { // the runs of this term, in order
                     int first = t * term + h * run;
                     __m256i isum[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
-                    for (int k = 0; small && k < run; k += 8) {
+                    for (int i = 0; wide && i < 4; i++) isum[i] = _mm256_set1_epi32(-128 * wrun[row_at[i] / (size_t)run + (size_t)(first / run)]);
+                    for (int k = 0; vnni && k < run; k += 4) { // four values of 4 rows x 8 tokens per step
+                        __m256i xv = _mm256_loadu_si256((const __m256i *)(const void *)(x8 + (size_t)(first + k) * 8));
+                        if (wide) xv = _mm256_xor_si256(xv, _mm256_set1_epi8((char)0x80)); // x + 128
+                        for (int i = 0; i < 4; i++) {
+                            int32_t w4;
+                            memcpy(&w4, ub + row_at[i] + (size_t)(first + k), 4);
+                            isum[i] = small ? run_dpbusd_avx2(isum[i], _mm256_set1_epi32(w4), xv) : run_dpbusd_avx2(isum[i], xv, _mm256_set1_epi32(w4));
+                        }
+                    }
+                    for (int k = 0; !vnni && small && k < run; k += 8) {
                         __m256i xa = _mm256_loadu_si256((const __m256i *)(const void *)(x8 + (size_t)(first + k) * 8));
                         __m256i xb = _mm256_loadu_si256((const __m256i *)(const void *)(x8 + (size_t)(first + k + 4) * 8));
                         for (int i = 0; i < 4; i++) {
@@ -3956,7 +4006,7 @@ LM_AVX2_FN static inline __attribute__((always_inline)) void run_int_tiles_avx2(
                             isum[i] = _mm256_add_epi32(isum[i], _mm256_madd_epi16(pairs, ones16));
                         }
                     }
-                    for (int k = 0; !small && k < run; k += 2) {
+                    for (int k = 0; !vnni && !small && k < run; k += 2) {
                         __m256i xv = _mm256_loadu_si256((const __m256i *)(const void *)(x16 + (size_t)(first + k) * 8));
                         for (int i = 0; i < 4; i++) {
                             int32_t w2;
@@ -3981,19 +4031,22 @@ LM_AVX2_FN static inline __attribute__((always_inline)) void run_int_tiles_avx2(
 // Integer matmul of rows r0..r1 (at most LM_ROW_BLOCK) for every token: the rows unpacked once
 // (run_unpack_rows16), then run_int_tiles_avx2. Returns 0 (nothing done) when the matrix has no
 // unpacked form or the thread no scratch.
-LM_AVX2_FN static int run_matmul_int_block_avx2(const LmMatrix *w, int r0, int r1, const LmBatch *in, float *out, int ld) {
+LM_AVX2_FN static int run_matmul_int_block_avx2(const LmMatrix *w, int r0, int r1, const LmBatch *in, float *out, int ld, int vnni) {
     int cols = w->cols, rows = r1 - r0;
-    float *room = run_thread_scratch(in, (size_t)LM_ROW_BLOCK * (size_t)cols / 2 + 2 * (size_t)LM_ROW_BLOCK * (size_t)cols / 16 + (size_t)cols / 2 +
+    float *room = run_thread_scratch(in, (size_t)LM_ROW_BLOCK * (size_t)cols / 2 + 3 * (size_t)LM_ROW_BLOCK * (size_t)cols / 16 + (size_t)cols / 2 +
                                              (size_t)LM_ROW_BLOCK * (size_t)cols / 4 + 16);
     LmUnpackedRows u;
     if (room == NULL || !run_unpack_rows16(w, r0, r1, room, &u)) return 0;
     if (in->groups * u.term != cols) return 0; // (the input's groups are the terms)
     int32_t *xrun = (int32_t *)(void *)(u.m + (size_t)rows * (size_t)(cols / u.run)); // (cols / 16, 8 tokens)
     unsigned char *ub = (unsigned char *)(void *)(xrun + (size_t)cols / 2);      // (rows, cols)
+    int32_t *wrun = (int32_t *)(void *)(ub + (size_t)rows * (size_t)cols + 3 - ((size_t)rows * (size_t)cols + 3) % 4); // (rows, cols / run)
     int small = in->packed8 != NULL; // every value in [-32, 31]: the byte way
     for (size_t i = 0; small && i < (size_t)rows * (size_t)cols; i++) small = u.q[i] >= -32 && u.q[i] <= 31;
-    if (small) run_int_tiles_avx2(in, &u, rows, cols, ub, xrun, out, ld, r0, 1);
-    else run_int_tiles_avx2(in, &u, rows, cols, ub, xrun, out, ld, r0, 0);
+    if (vnni && small) run_int_tiles_avx2(in, &u, rows, cols, ub, xrun, wrun, out, ld, r0, 1, 1);
+    else if (vnni) run_int_tiles_avx2(in, &u, rows, cols, ub, xrun, wrun, out, ld, r0, 0, 1);
+    else if (small) run_int_tiles_avx2(in, &u, rows, cols, ub, xrun, wrun, out, ld, r0, 1, 0);
+    else run_int_tiles_avx2(in, &u, rows, cols, ub, xrun, wrun, out, ld, r0, 0, 0);
     return 1;
 }
 
@@ -4292,7 +4345,7 @@ static float run_row_dot(const LmMatrix *w, int row, const LmBatch *in, int t) {
 #if LM_X86
     float value;
     if (in->kernels == LM_KERNELS_AVX512 && run_rows_avx512(w, row, row + 1, in, t, &value)) return value;
-    if ((in->kernels == LM_KERNELS_AVX2 || in->kernels == LM_KERNELS_AVX512) && run_row_dot_avx2(w, row, in, t, &value)) return value;
+    if ((run_avx2_set(in->kernels) || in->kernels == LM_KERNELS_AVX512) && run_row_dot_avx2(w, row, in, t, &value)) return value;
 #endif
 #if LM_NEON
     float value;
@@ -4327,7 +4380,7 @@ static LmBatch run_make_batch(LmModel *m, const float *x, int n, int cols, int l
         }
     }
 #if LM_X86
-    if (m->kernels != LM_KERNELS_AVX2 && m->kernels != LM_KERNELS_AVX512) return b;
+    if (!run_avx2_set(m->kernels) && m->kernels != LM_KERNELS_AVX512) return b;
     if (m->config.q4_inputs && gs == 32) {
         b.qarranged = m->state.xarranged;
         for (int t = 0; t < n; t++) run_arrange_q4_input(b.qarranged + (size_t)t * (size_t)(cols + 128), b.q + (size_t)t * cols, cols);
@@ -4367,11 +4420,13 @@ static void run_matmul_rows(const LmMatmul *job, int r0, int r1, const LmBatch *
         }
         if (in->n == 1 && run_rows_avx512(job->w, r0, r1, in, 0, job->out + r0)) return;
     }
-    if (in->kernels == LM_KERNELS_AVX2 && in->n > 1 && !run_is_integer_type(job->w->type)) {
+    if (run_avx2_set(in->kernels) && in->n > 1 && !run_is_integer_type(job->w->type)) {
         run_matmul_float_avx2(job->w, r0, r1, in, job->out, job->ld);
         return;
     }
-    if (in->kernels == LM_KERNELS_AVX2 && in->n > 1 && in->packed && run_matmul_int_block_avx2(job->w, r0, r1, in, job->out, job->ld)) return;
+    if (run_avx2_set(in->kernels) && in->n > 1 && in->packed &&
+        run_matmul_int_block_avx2(job->w, r0, r1, in, job->out, job->ld, in->kernels == LM_KERNELS_AVX2_VNNI))
+        return;
 #endif
     for (int t = 0; t < in->n; t++)
         for (int r = r0; r < r1; r++) job->out[(size_t)t * (size_t)job->ld + (size_t)r] = run_row_dot(job->w, r, in, t);
@@ -4586,7 +4641,7 @@ static void run_tile_scores(LmKernels k, const unsigned char *tile, size_t tile_
         float *at[LM_ATTN_QUERIES];
         for (int r = 0; r < nq; r++) at[r] = scores[r] + LM_KEY_TILE * j;
 #if LM_X86
-        if (k == LM_KERNELS_AVX2) { run_tile_scores_avx2(tile + j * tile_bytes, type, hs, q, nq, at); continue; }
+        if (run_avx2_set(k)) { run_tile_scores_avx2(tile + j * tile_bytes, type, hs, q, nq, at); continue; }
 #endif
         run_tile_scores_plain(tile + j * tile_bytes, type, hs, q, nq, at);
     }
@@ -4597,7 +4652,7 @@ static void run_tile_values(LmKernels k, const unsigned char *rows, size_t row_b
                             float *const *out) {
 #if LM_X86
     if (k == LM_KERNELS_AVX512) { run_tile_values_avx512(rows, row_bytes, count, type, hs, p, nq, out); return; }
-    if (k == LM_KERNELS_AVX2) { run_tile_values_avx2(rows, row_bytes, count, type, hs, p, nq, out); return; }
+    if (run_avx2_set(k)) { run_tile_values_avx2(rows, row_bytes, count, type, hs, p, nq, out); return; }
 #endif
     (void)k;
     run_tile_values_plain(rows, row_bytes, count, type, hs, p, nq, out);

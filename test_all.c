@@ -1045,7 +1045,8 @@ static void test_block_kernels(void) {
         const LmTypeTraits *tt = &run_types[type];
         if (tt->unpack == NULL) continue;
         // (35 blocks of 32: a tail past 8s and 16s; 5 of 256: past pairs and 4s)
-        int cols = tt->block_values == 32 ? 1120 : 1280, simd_same[LM_KERNELS_N] = {1, 1, 1, 1, 1};
+        int cols = tt->block_values == 32 ? 1120 : 1280, simd_same[LM_KERNELS_N];
+        for (int k = 0; k < LM_KERNELS_N; k++) simd_same[k] = 1;
         size_t row_bytes = (size_t)cols / (size_t)tt->block_values * (size_t)tt->block_bytes;
         unsigned char *row = malloc(row_bytes);
         int same = 1;

@@ -110,7 +110,7 @@ static void bench_model(const char *label, const char *dtype, const char *path, 
             double limit = bw[ti] / gb;
             char vs[32] = "";
             if (prev_gen > 0) snprintf(vs, sizeof vs, "%.2fx / %.2fx", gen_tps / prev_gen, pp_tps / prev_pp);
-            printf("| %-12s | %-11s | %-8s | %3d | %9.1f | %9.1f | %9.1f | %5.2f | %-15s |\n", label, dtype, kernel_v[k], threads[ti], gen_tps, pp_tps,
+            printf("| %-12s | %-11s | %-9s | %3d | %9.1f | %9.1f | %9.1f | %5.2f | %-15s |\n", label, dtype, kernel_v[k], threads[ti], gen_tps, pp_tps,
                    limit, gen_tps / limit, vs);
             fflush(stdout);
             prev_gen = gen_tps;
@@ -294,8 +294,8 @@ int main(int argc, char **argv) {
     }
     printf("\ngeneration: %d tokens from position 0; prefill: one %d-token prompt (logits of the last token only); best of %d; weights %s\n\n",
            gen, prompt, repeats, load_options.in_memory ? "read into memory (--no-mmap)" : "mapped from the file");
-    printf("| model        | dtype       | kernels  | thr | gen tok/s | pp tok/s  | limit t/s | frac  | x prev          |\n");
-    printf("|--------------|-------------|----------|-----|-----------|-----------|-----------|-------|-----------------|\n");
+    printf("| model        | dtype       | kernels   | thr | gen tok/s | pp tok/s  | limit t/s | frac  | x prev          |\n");
+    printf("|--------------|-------------|-----------|-----|-----------|-----------|-----------|-------|-----------------|\n");
     fflush(stdout);
     if (model) {
         LmModel *m = lm_load(model, NULL, 0);
