@@ -20,8 +20,9 @@
    file turns off the contraction of a*b+c into fused multiply-adds for itself (gcc's and clang's
    pragmas), because every kernel promises one exact order of float operations (see "Math kernels").
    Flags that override such pragmas (clang's -ffp-contract=fast, -ffast-math) void that promise.
-   SIMD kernels need no flags: with gcc or clang, the AVX2 and AVX-512 (x86-64) or NEON (aarch64)
-   versions are compiled for their own targets and the best one the CPU reports runs (--info shows
+   SIMD kernels need no flags: with gcc or clang, the AVX2 (with AVX-VNNI where the CPU has it) and
+   AVX-512 (x86-64) or NEON (aarch64) versions are compiled for their own targets and the best one
+   the CPU reports runs (--info shows
    it; --kernels or lm_set_kernels picks another; -DRUN_PORTABLE leaves them out).
 
    MAP OF THIS FILE (sections in dependency order, each opened by a dashed rule)
@@ -90,8 +91,8 @@
        rounding (~1e-6). The default (0) quantizes activations to int8 in groups, as llama.cpp does:
        faster, and ~1e-2 from those logits. A NULL model is ignored.
    int lm_set_kernels(LmModel *m, const char *name);
-       The SIMD kernels m's matmuls run: "portable" (the plain C loops), "avx2" or "avx512" (x86-64),
-       "neon" or "neon-dotprod" (aarch64; gcc or clang for all four), or NULL / "auto" for the best
+       The SIMD kernels m's matmuls run: "portable" (the plain C loops), "avx2", "avx2-vnni" or "avx512"
+       (x86-64), "neon" or "neon-dotprod" (aarch64; gcc or clang for all five), or NULL / "auto" for the best
        this CPU has, which lm_load chooses. All give the same results, bit for bit. -1 (nothing
        changed) for a set this CPU or build lacks, or NULL m.
    int lm_vocab_size(const LmModel *m);       int lm_context_length(const LmModel *m);   (0 for NULL)
@@ -7347,7 +7348,7 @@ static int run_parse_options(int argc, char **argv, LmOptions *o) {
         } else if (strcmp(flag, "--kernels") == 0) {
             int known = strcmp(val, "auto") == 0;
             for (int k = 0; k < LM_KERNELS_N; k++) known |= strcmp(val, run_kernel_names[k]) == 0;
-            if (!known) return run_bad_flag(typed, val, "auto, portable, avx2, avx512, neon or neon-dotprod");
+            if (!known) return run_bad_flag(typed, val, "auto, portable, avx2, avx2-vnni, avx512, neon or neon-dotprod");
             o->kernels = val;
         } else if (strcmp(flag, "-c") == 0) {
             if (run_count_flag(typed, val, 0x7fffffff, &o->context, "a context length in positions (0 = the model's maximum)")) return 1;
@@ -7405,8 +7406,8 @@ static void run_usage(FILE *f) {
             "  --verbose-prompt  list the prompt's token ids and texts (each chat turn's) on standard error\n"
             "  --exact     integer weights meet float activations: the stored weights' exact logits, slower\n"
             "              (default: activations quantized to int8 in groups, as llama.cpp does)\n"
-            "  --kernels <name>  SIMD kernels: auto (the best this CPU has), portable, avx2, avx512, neon,\n"
-            "              neon-dotprod; the same results with each (for comparing speed)\n"
+            "  --kernels <name>  SIMD kernels: auto (the best this CPU has), portable, avx2, avx2-vnni,\n"
+            "              avx512, neon, neon-dotprod; the same results with each (for comparing speed)\n"
             "  --no-mmap   read the model into memory instead of mapping it: faster generation from large\n"
             "              models, in memory the OS cannot page out\n"
             "  -c <int>    context length: positions the KV cache holds (default: the model's, a GGUF\n"

@@ -1553,6 +1553,20 @@ static void test_cli(void) {
     write_file(tmp_path("cli_gguf.bin"), bytes, n);
     free(bytes);
 
+    // --kernels: each set this CPU runs prints the same text, and --info names it; an unknown set is refused
+    snprintf(args, sizeof args, "./run %s -z %s -t 0 -n 12 -i hello", mp, tok);
+    CliResult auto_set = run_cli(args, NULL);
+    for (int k = 0; k < LM_KERNELS_N; k++) {
+        if (!run_kernels_available((LmKernels)k)) continue;
+        snprintf(args, sizeof args, "./run %s -z %s -t 0 -n 12 -i hello --kernels %s", mp, tok, run_kernel_names[k]);
+        CliResult r = run_cli(args, NULL);
+        snprintf(args, sizeof args, "./run %s -z %s --info --kernels %s", mp, tok, run_kernel_names[k]);
+        CliResult info = run_cli(args, NULL);
+        check(r.status == 0 && strcmp(r.out, auto_set.out) == 0 && strstr(info.out, run_kernel_titles[k]),
+              "CLI --kernels %s: the same text as the best set, and --info says %s", run_kernel_names[k], run_kernel_titles[k]);
+    }
+    snprintf(args, sizeof args, "%s -z %s --kernels sse9", mp, tok);
+    expect_cli_error("--kernels sse9", args, "avx2-vnni");
     expect_cli_error("no arguments", "", "missing checkpoint");
     snprintf(args, sizeof args, "%s", tmp_path("nope.bin"));
     expect_cli_error("missing checkpoint file", args, "cannot open");
