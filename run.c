@@ -3509,13 +3509,29 @@ LM_AVX2_FN static void run_matmul_float_avx2(const LmMatrix *w, int r0, int r1, 
     }
 }
 
-// AVX-VNNI's vpdpbusd: acc + in each int32 lane the four products of u's bytes (unsigned) and s's
-// (signed), exact. In asm, so that the AVX2 kernels stay compiled once for both AVX2 sets (the
-// intrinsic would need the avxvnni target in every function that inlines it); the avx2-vnni set
-// alone reaches it. {vex}: the encoding without AVX-512.
-LM_AVX2_FN static inline __m256i run_dpbusd_avx2(__m256i acc, __m256i u, __m256i s) {
-    __asm__("%{vex%} vpdpbusd {%2, %1, %0|%0, %1, %2}" : "+x"(acc) : "x"(u), "x"(s));
-    return acc;
+// Four bytes at p in every int32 lane.
+LM_AVX2_FN static inline __m256i run_u32_bcast(const unsigned char *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
+
+// AVX-VNNI's vpdpbusd for four rows' sums against one input vector x: to each int32 lane of a0..a3,
+// the four products of the bytes of w0..w3 and of x, exact; w unsigned and x signed with
+// weights_unsigned, else the other way round. In asm, so that the AVX2 kernels stay compiled once for
+// both AVX2 sets (the intrinsic would need the avxvnni target in every function that inlines it);
+// the avx2-vnni set alone reaches it. One statement keeps the four sums in registers; {vex}: the
+// encoding without AVX-512.
+LM_AVX2_FN static inline void run_dpbusd4_avx2(__m256i *a0, __m256i *a1, __m256i *a2, __m256i *a3, __m256i x, __m256i w0, __m256i w1, __m256i w2,
+                                               __m256i w3, const int weights_unsigned) {
+    if (weights_unsigned)
+        __asm__("%{vex%} vpdpbusd {%4, %5, %0|%0, %5, %4}\n\t%{vex%} vpdpbusd {%4, %6, %1|%1, %6, %4}\n\t"
+                "%{vex%} vpdpbusd {%4, %7, %2|%2, %7, %4}\n\t%{vex%} vpdpbusd {%4, %8, %3|%3, %8, %4}"
+                : "+x"(*a0), "+x"(*a1), "+x"(*a2), "+x"(*a3) : "x"(x), "x"(w0), "x"(w1), "x"(w2), "x"(w3));
+    else
+        __asm__("%{vex%} vpdpbusd {%5, %4, %0|%0, %4, %5}\n\t%{vex%} vpdpbusd {%6, %4, %1|%1, %4, %6}\n\t"
+                "%{vex%} vpdpbusd {%7, %4, %2|%2, %4, %7}\n\t%{vex%} vpdpbusd {%8, %4, %3|%3, %4, %8}"
+                : "+x"(*a0), "+x"(*a1), "+x"(*a2), "+x"(*a3) : "x"(x), "x"(w0), "x"(w1), "x"(w2), "x"(w3));
 }
 
 // The exact products of 32 int8 weights and 32 int8 activations (in [-127, 127]) as 8 int32
@@ -3987,14 +4003,15 @@ LM_AVX2_FN static inline __attribute__((always_inline)) void run_int_tiles_avx2(
                     int first = t * term + h * run;
                     __m256i isum[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
                     for (int i = 0; wide && i < 4; i++) isum[i] = _mm256_set1_epi32(-128 * wrun[row_at[i] / (size_t)run + (size_t)(first / run)]);
-                    for (int k = 0; vnni && k < run; k += 4) { // four values of 4 rows x 8 tokens per step
-                        __m256i xv = _mm256_loadu_si256((const __m256i *)(const void *)(x8 + (size_t)(first + k) * 8));
-                        if (wide) xv = _mm256_xor_si256(xv, _mm256_set1_epi8((char)0x80)); // x + 128
-                        for (int i = 0; i < 4; i++) {
-                            int32_t w4;
-                            memcpy(&w4, ub + row_at[i] + (size_t)(first + k), 4);
-                            isum[i] = small ? run_dpbusd_avx2(isum[i], _mm256_set1_epi32(w4), xv) : run_dpbusd_avx2(isum[i], xv, _mm256_set1_epi32(w4));
+                    if (vnni) { // four values of 4 rows x 8 tokens per step
+                        __m256i a0 = isum[0], a1 = isum[1], a2 = isum[2], a3 = isum[3];
+                        const unsigned char *w0 = ub + row_at[0] + first, *w1 = ub + row_at[1] + first, *w2 = ub + row_at[2] + first, *w3 = ub + row_at[3] + first;
+                        for (int k = 0; k < run; k += 4) {
+                            __m256i xv = _mm256_loadu_si256((const __m256i *)(const void *)(x8 + (size_t)(first + k) * 8));
+                            if (wide) xv = _mm256_xor_si256(xv, _mm256_set1_epi8((char)0x80)); // x + 128
+                            run_dpbusd4_avx2(&a0, &a1, &a2, &a3, xv, run_u32_bcast(w0 + k), run_u32_bcast(w1 + k), run_u32_bcast(w2 + k), run_u32_bcast(w3 + k), small);
                         }
+                        isum[0] = a0, isum[1] = a1, isum[2] = a2, isum[3] = a3;
                     }
                     for (int k = 0; !vnni && small && k < run; k += 8) {
                         __m256i xa = _mm256_loadu_si256((const __m256i *)(const void *)(x8 + (size_t)(first + k) * 8));
