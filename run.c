@@ -536,7 +536,7 @@ static int run_kernels_available(LmKernels k) {
 }
 
 // The AVX2 kernels serve both AVX2 sets (and the AVX-512 set where it has no kernel of its own).
-static int run_avx2_set(LmKernels k) { return k == LM_KERNELS_AVX2 || k == LM_KERNELS_AVX2_VNNI;
+static inline int run_avx2_set(LmKernels k) { return k == LM_KERNELS_AVX2 || k == LM_KERNELS_AVX2_VNNI;
 }
 
 static void run_set_err(char *err, size_t errlen, const char *fmt, ...) {
