@@ -22,8 +22,8 @@
    Flags that override such pragmas (clang's -ffp-contract=fast, -ffast-math) void that promise.
    SIMD kernels need no flags: with gcc or clang, the AVX2 (with AVX-VNNI where the CPU has it) and
    AVX-512 (x86-64) or NEON (aarch64) versions are compiled for their own targets and the best one
-   the CPU reports runs (--info shows
-   it; --kernels or lm_set_kernels picks another; -DRUN_PORTABLE leaves them out).
+   the CPU reports runs (--info shows it; --kernels or lm_set_kernels picks another; -DRUN_PORTABLE
+   leaves them out).
 
    MAP OF THIS FILE (sections in dependency order, each opened by a dashed rule)
        Public API ............ the types and declarations (all a host needs; RUN_DECLARATIONS_ONLY)
@@ -535,9 +535,8 @@ static int run_kernels_available(LmKernels k) {
            (best == LM_KERNELS_NEON_DOT && k == LM_KERNELS_NEON);
 }
 
-// The AVX2 kernels serve both AVX2 sets (and the AVX-512 set where it has no kernel of its own).
-static inline int run_avx2_set(LmKernels k) { return k == LM_KERNELS_AVX2 || k == LM_KERNELS_AVX2_VNNI;
-}
+// Both AVX2 sets run the AVX2 kernels (avx2-vnni differs in the integer prompt tiles alone).
+static inline int run_avx2_set(LmKernels k) { return k == LM_KERNELS_AVX2 || k == LM_KERNELS_AVX2_VNNI; }
 
 static void run_set_err(char *err, size_t errlen, const char *fmt, ...) {
     if (err == NULL || errlen == 0) return;
@@ -3147,12 +3146,9 @@ LM_AVX512_FN static inline void run_blocks_tiles_avx512(const LmBatch *in, int r
                 wr[i] = wb + (size_t)ri * (size_t)cols;
                 at[i] = (size_t)ri * (size_t)runs;
             }
-            // run_dot_blocks' 16 lanes for each row, with tokens across the vector: lane k takes groups
-            // k, k + 16, ... in order, so one lane at a time is in registers (4 rows x 16 lanes would not fit)
-            __m512 part[4][16];
-            for (int k = 0; k < 16; k++) {
-            __m512 lane[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-            for (int g = k; g < cols / 32; g += 16) {
+            __m512 part[4][16]; // run_dot_blocks' 16 lanes for each row, with tokens across the vector
+            for (int i = 0; i < 4; i++) for (int k = 0; k < 16; k++) part[i][k] = _mm512_setzero_ps();
+            for (int g = 0; g < cols / 32; g++) {
                 __m512i isum[4][2]; // per run: sum((x + 128) * q) - 128 * sum(q)
                 for (int i = 0; i < 4; i++)
                     for (int h = 0; h < 32 / run; h++)
@@ -3180,10 +3176,8 @@ LM_AVX512_FN static inline void run_blocks_tiles_avx512(const LmBatch *in, int r
                         if (has_min) term = _mm512_sub_ps(term, _mm512_mul_ps(xsum[h], _mm512_set1_ps(wm[at[i] + 2 * (size_t)g + (size_t)h])));
                         wsum_g = h == 0 ? term : _mm512_add_ps(wsum_g, term);
                     }
-                    lane[i] = _mm512_add_ps(lane[i], _mm512_mul_ps(wsum_g, xs));
+                    part[i][g % 16] = _mm512_add_ps(part[i][g % 16], _mm512_mul_ps(wsum_g, xs));
                 }
-            }
-            for (int i = 0; i < 4; i++) part[i][k] = lane[i];
             }
             for (int i = 0; i < nr; i++) run_store_lanes512(part[i], nt, out + (size_t)(tile * 16) * ld + (size_t)(r0 + r + i), ld);
         }
@@ -4058,7 +4052,7 @@ LM_AVX2_FN static int run_matmul_int_block_avx2(const LmMatrix *w, int r0, int r
     if (in->groups * u.term != cols) return 0; // (the input's groups are the terms)
     int32_t *xrun = (int32_t *)(void *)(u.m + (size_t)rows * (size_t)(cols / u.run)); // (cols / 16, 8 tokens)
     unsigned char *ub = (unsigned char *)(void *)(xrun + (size_t)cols / 2);      // (rows, cols)
-    int32_t *wrun = (int32_t *)(void *)(ub + (size_t)rows * (size_t)cols + 3 - ((size_t)rows * (size_t)cols + 3) % 4); // (rows, cols / run)
+    int32_t *wrun = (int32_t *)(void *)(ub + ((size_t)rows * (size_t)cols + 3) / 4 * 4); // (rows, cols / run), 4-aligned after ub
     int small = in->packed8 != NULL; // every value in [-32, 31]: the byte way
     for (size_t i = 0; small && i < (size_t)rows * (size_t)cols; i++) small = u.q[i] >= -32 && u.q[i] <= 31;
     if (vnni && small) run_int_tiles_avx2(in, &u, rows, cols, ub, xrun, wrun, out, ld, r0, 1, 1);

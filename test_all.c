@@ -1904,13 +1904,16 @@ static void run_labelled_sub_suite(const char *what, const char *cmd_line, const
     for (int i = 0; i < n_sub_suites; i++)
         if (strcmp(sub_suites[i].cmd, cmd_line) == 0 && sub_suites[i].pid > 0) started = &sub_suites[i];
     int status = -1;
-    char cmd[1100];
-    snprintf(cmd, sizeof cmd, "%s 2>&1", cmd_line);
+    FILE *p;
     if (started) {
         waitpid(started->pid, &status, 0);
         started->pid = 0;
+        p = fopen(started->log, "r");
+    } else {
+        char cmd[1100];
+        snprintf(cmd, sizeof cmd, "%s 2>&1", cmd_line);
+        p = popen(cmd, "r");
     }
-    FILE *p = started ? fopen(started->log, "r") : popen(cmd, "r");
     if (p == NULL) { check(0, "%s runs", what); return; }
     char line[4096];
     int finished = 0;
@@ -2770,12 +2773,14 @@ static void test_aarch64(void) {
 
 #define GNU_SUITE "build/test_all_gnu --only float-order,kernels,fast-kernels,block-kernels,batch"
 
+static int have_gnu_suite(void) { return run_kernels_available(LM_KERNELS_AVX2) && file_exists("build/test_all_gnu"); }
+
 // The builds make test makes: the suite in GNU mode (the float order holds there too), the example
 // as C++, a host with common names of its own, a program of two files; and the command line uses
 // only the public API.
 static void test_builds(void) {
     if (!run_kernels_available(LM_KERNELS_AVX2)) skip_because("the suite built for AVX2 and FMA in GNU mode", "this CPU has no AVX2");
-    else if (file_exists("build/test_all_gnu"))
+    else if (have_gnu_suite())
         run_labelled_sub_suite("build/test_all_gnu", GNU_SUITE, "GNU mode, AVX2+FMA");
     else check(0, "build/test_all_gnu is built (make test builds it)");
     char *tok = tmp_path("tok_test.bin"), *mp = tmp_path("builds_model.bin"), args[1024];
@@ -3669,8 +3674,7 @@ int main(int argc, char **argv) {
         start_sub_suite(aarch64_command(cmd, sizeof cmd, "max"));
         start_sub_suite(aarch64_command(cmd, sizeof cmd, "cortex-a72"));
     }
-    if (group_selected("builds", list, only, skip_groups) && run_kernels_available(LM_KERNELS_AVX2) && file_exists("build/test_all_gnu"))
-        start_sub_suite(GNU_SUITE);
+    if (group_selected("builds", list, only, skip_groups) && have_gnu_suite()) start_sub_suite(GNU_SUITE);
     for (size_t g = 0; g < sizeof test_groups / sizeof test_groups[0]; g++)
         if (group_selected(test_groups[g].name, list, only, skip_groups)) test_groups[g].run();
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmp_dir);
