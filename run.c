@@ -2619,6 +2619,15 @@ static float *run_thread_scratch(const LmBatch *in, size_t floats) {
     return in->scratch + (size_t)slot * in->scratch_floats;
 }
 
+// The end of a prompt tile: its results, kept [row][token] (`stride` tokens apart) while computed,
+// written to out[token * ld + row], rows contiguous for each token. (Stored a value at a time down
+// a token's column, the stores lie ld floats apart: when ld is a multiple of 1024 they all fall in
+// one set of the L1 cache and evict each other; that took half of a 4-bit prompt's matmul time.)
+static void run_store_block(const float *results, int rows, int tokens, int stride, float *out, int ld) {
+    for (int t = 0; t < tokens; t++)
+        for (int r = 0; r < rows; r++) out[(size_t)t * (size_t)ld + (size_t)r] = results[(size_t)r * (size_t)stride + (size_t)t];
+}
+
 // ---- AVX-512 versions of the kernels above: the same operations in the same order, so the same bits.
 
 // Sixteen weights from element e of w as floats, w being of type (fp32, fp16 or bf16; passed as a
@@ -3047,14 +3056,12 @@ LM_AVX512_FN static void run_matmul_float_block_avx512(const LmMatrix *w, int r0
     }
 }
 
-// The end of a prompt tile: run_sum_lanes of 16 vectors of partial sums (tokens across each vector),
-// for every token at once, and token k's value stored at out[k * ld] (nt tokens).
-LM_AVX512_FN static inline void run_store_lanes512(__m512 *part, int nt, float *out, int ld) {
+// A row's result in a prompt tile: run_sum_lanes of 16 vectors of partial sums (tokens across each
+// vector), for every token at once, stored at `to` (16 tokens).
+LM_AVX512_FN static inline void run_sum_parts512(__m512 *part, float *to) {
     for (int half = 8; half > 0; half /= 2)
         for (int k = 0; k < half; k++) part[k] = _mm512_add_ps(part[k], part[k + half]);
-    float lanes[16];
-    _mm512_storeu_ps(lanes, part[0]);
-    for (int k = 0; k < nt; k++) out[(size_t)k * (size_t)ld] = lanes[k];
+    _mm512_storeu_ps(to, part[0]);
 }
 
 // Integer matmul of rows r0..r1 (at most LM_ROW_BLOCK) for every token, 16 tokens per vector:
@@ -3064,6 +3071,8 @@ LM_AVX512_FN static inline void run_store_lanes512(__m512 *part, int nt, float *
 LM_AVX512_FN static void run_matmul_int_block_avx512(const LmMatrix *w, int r0, int r1, const LmBatch *in, float *out, int ld) {
     int cols = w->cols, gs = w->group_size, groups = cols / gs, rows = r1 - r0;
     size_t wb_floats = ((size_t)LM_ROW_BLOCK * (size_t)cols + 3) / 4; // the int8 block, in floats' room
+    float results[LM_ROW_BLOCK * 16]; // (rows, 16 tokens) a tile's results
+    assert(rows <= LM_ROW_BLOCK);
     float *room = run_thread_scratch(in, wb_floats + 2 * (size_t)LM_ROW_BLOCK * (size_t)groups);
     if (room == NULL) { // no working memory for this thread: the plain path computes the same values
         for (int t = 0; t < in->n; t++) for (int r = r0; r < r1; r++) out[(size_t)t * ld + r] = run_row_dot_plain(w, r, in, t);
@@ -3116,17 +3125,24 @@ LM_AVX512_FN static void run_matmul_int_block_avx512(const LmMatrix *w, int r0, 
                     part[i][g % 16] = _mm512_add_ps(part[i][g % 16], p);
                 }
             }
-            for (int i = 0; i < nr; i++) run_store_lanes512(part[i], nt, out + (size_t)(tile * 16) * ld + (size_t)(r0 + r + i), ld);
+            for (int i = 0; i < nr; i++) run_sum_parts512(part[i], results + (size_t)(r + i) * 16);
         }
+        run_store_block(results, rows, nt, 16, out + (size_t)(tile * 16) * ld + (size_t)r0, ld);
     }
 }
 
-// run_matmul_blocks_block_avx512's steps over the unpacked rows: 4 rows x 16 tokens at a time, the
-// int32 sums of each run of `run` values (16 or 32) by VNNI, exact, then the float terms in
-// run_dot_blocks' order. run and has_min are constants at each call, so each case compiles on its own.
-LM_AVX512_FN static inline void run_blocks_tiles_avx512(const LmBatch *in, int rows, int cols, const int8_t *wb, const float *wd, const float *wm,
-                                                       const int32_t *wsum, int32_t *xrun, float *out, int ld, int r0, const int run, const int has_min) {
-    int runs = cols / 16;
+// run_matmul_blocks_block_avx512's steps over the unpacked rows, per tile of 16 tokens and 4 rows:
+// first the int32 sums of each run of `run` values (16 or 32) for the 4 rows by VNNI, exact, into
+// `sums`; then, a row at a time, the float terms in run_dot_blocks' order with that row's 16 lanes in
+// registers. Apart, the integer chains run unhindered by the float steps that wait on them (together
+// they ran at a third of the speed). run and has_min are constants at each call (the function is
+// inlined into each), so each case compiles on its own.
+LM_AVX512_FN static inline __attribute__((always_inline)) void run_blocks_tiles_avx512(const LmBatch *in, int rows, int cols, const int8_t *wb,
+                                                                                      const float *wd, const float *wm, const int32_t *wsum, int32_t *xrun,
+                                                                                      int32_t *sums, float *out, int ld, int r0, const int run, const int has_min) {
+    int runs = cols / 16, groups = cols / 32, per_group = 32 / run;
+    float results[LM_ROW_BLOCK * 16]; // (rows, 16 tokens) a tile's results
+    assert(rows <= LM_ROW_BLOCK);
     for (int tile = 0; tile * 16 < in->n; tile++) {
         int nt = in->n - tile * 16 < 16 ? in->n - tile * 16 : 16;
         const unsigned char *xp = in->packed + (size_t)tile * (size_t)cols * 16;
@@ -3146,41 +3162,55 @@ LM_AVX512_FN static inline void run_blocks_tiles_avx512(const LmBatch *in, int r
                 wr[i] = wb + (size_t)ri * (size_t)cols;
                 at[i] = (size_t)ri * (size_t)runs;
             }
-            __m512 part[4][16]; // run_dot_blocks' 16 lanes for each row, with tokens across the vector
-            for (int i = 0; i < 4; i++) for (int k = 0; k < 16; k++) part[i][k] = _mm512_setzero_ps();
-            for (int g = 0; g < cols / 32; g++) {
-                __m512i isum[4][2]; // per run: sum((x + 128) * q) - 128 * sum(q)
-                for (int i = 0; i < 4; i++)
-                    for (int h = 0; h < 32 / run; h++)
-                        isum[i][h] = _mm512_set1_epi32(-128 * (run == 32 ? wsum[at[i] + 2 * g] + wsum[at[i] + 2 * g + 1] : wsum[at[i] + 2 * g + h]));
+            for (int g = 0; g < groups; g++) { // sums[(i * groups + g) * per_group + h]: sum((x + 128) * q) - 128 * sum(q)
+                __m512i isum[4][2]; // two chains per row (integer sums: any order gives the same)
+                for (int i = 0; i < 4; i++) {
+                    isum[i][0] = _mm512_set1_epi32(-128 * (run == 32 ? wsum[at[i] + 2 * g] + wsum[at[i] + 2 * g + 1] : wsum[at[i] + 2 * g]));
+                    isum[i][1] = run == 32 ? _mm512_setzero_si512() : _mm512_set1_epi32(-128 * wsum[at[i] + 2 * g + 1]);
+                }
                 const unsigned char *xg = xp + (size_t)g * 32 * 16;
                 for (int k = 0; k < 32; k += 4) {
                     __m512i xv = _mm512_loadu_si512(xg + (size_t)k * 16);
-                    int h = run == 32 ? 0 : k / 16;
+                    int h = run == 32 ? k / 4 % 2 : k / 16;
                     for (int i = 0; i < 4; i++) {
                         int32_t w4;
                         memcpy(&w4, wr[i] + 32 * g + k, 4);
                         isum[i][h] = _mm512_dpbusd_epi32(isum[i][h], xv, _mm512_set1_epi32(w4));
                     }
                 }
-                __m512 xs = _mm512_loadu_ps(xsp + (size_t)g * 16), xsum[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
-                if (has_min) {
-                    __m512i lo = _mm512_loadu_si512(xrun + (size_t)(2 * g) * 16), hi = _mm512_loadu_si512(xrun + (size_t)(2 * g + 1) * 16);
-                    if (run == 32) xsum[0] = _mm512_cvtepi32_ps(_mm512_add_epi32(lo, hi));
-                    else xsum[0] = _mm512_cvtepi32_ps(lo), xsum[1] = _mm512_cvtepi32_ps(hi);
-                }
                 for (int i = 0; i < 4; i++) {
-                    __m512 wsum_g = _mm512_setzero_ps();
-                    for (int h = 0; h < 32 / run; h++) { // the runs of this group, in order
-                        __m512 term = _mm512_mul_ps(_mm512_cvtepi32_ps(isum[i][h]), _mm512_set1_ps(wd[at[i] + 2 * (size_t)g + (size_t)h]));
-                        if (has_min) term = _mm512_sub_ps(term, _mm512_mul_ps(xsum[h], _mm512_set1_ps(wm[at[i] + 2 * (size_t)g + (size_t)h])));
-                        wsum_g = h == 0 ? term : _mm512_add_ps(wsum_g, term);
-                    }
-                    part[i][g % 16] = _mm512_add_ps(part[i][g % 16], _mm512_mul_ps(wsum_g, xs));
+                    int32_t *s = sums + ((size_t)i * (size_t)groups + (size_t)g) * (size_t)per_group * 16;
+                    if (run == 32) _mm512_storeu_si512(s, _mm512_add_epi32(isum[i][0], isum[i][1]));
+                    else _mm512_storeu_si512(s, isum[i][0]), _mm512_storeu_si512(s + 16, isum[i][1]);
                 }
             }
-            for (int i = 0; i < nr; i++) run_store_lanes512(part[i], nt, out + (size_t)(tile * 16) * ld + (size_t)(r0 + r + i), ld);
+            for (int i = 0; i < nr; i++) {
+                __m512 part[16]; // run_dot_blocks' 16 lanes for this row, with tokens across the vector
+                for (int k = 0; k < 16; k++) part[k] = _mm512_setzero_ps();
+                const int32_t *s = sums + (size_t)i * (size_t)groups * (size_t)per_group * 16;
+                for (int g16 = 0; g16 < groups; g16 += 16)
+#pragma GCC unroll 16
+                for (int lane = 0; lane < 16; lane++) { // (unrolled: part[lane] stays in a register)
+                    int g = g16 + lane;
+                    if (g >= groups) break;
+                    __m512 xs = _mm512_loadu_ps(xsp + (size_t)g * 16), wsum_g = _mm512_setzero_ps();
+                    for (int h = 0; h < per_group; h++) { // the runs of this group, in order
+                        __m512 term = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_loadu_si512(s + ((size_t)g * per_group + h) * 16)),
+                                                    _mm512_set1_ps(wd[at[i] + 2 * (size_t)g + (size_t)h]));
+                        if (has_min) {
+                            __m512i lo = _mm512_loadu_si512(xrun + (size_t)(2 * g + h) * 16);
+                            __m512 xsum = run == 32 ? _mm512_cvtepi32_ps(_mm512_add_epi32(lo, _mm512_loadu_si512(xrun + (size_t)(2 * g + 1) * 16)))
+                                                    : _mm512_cvtepi32_ps(lo);
+                            term = _mm512_sub_ps(term, _mm512_mul_ps(xsum, _mm512_set1_ps(wm[at[i] + 2 * (size_t)g + (size_t)h])));
+                        }
+                        wsum_g = h == 0 ? term : _mm512_add_ps(wsum_g, term);
+                    }
+                    part[lane] = _mm512_add_ps(part[lane], _mm512_mul_ps(wsum_g, xs));
+                }
+                run_sum_parts512(part, results + (size_t)(r + i) * 16);
+            }
         }
+        run_store_block(results, rows, nt, 16, out + (size_t)(tile * 16) * ld + (size_t)r0, ld);
     }
 }
 
@@ -3192,7 +3222,7 @@ LM_AVX512_FN static void run_matmul_blocks_block_avx512(const LmMatrix *w, int r
     int cols = w->cols, rows = r1 - r0, runs = cols / 16, per_block = type->block_values, run = type->scale_values;
     assert(type->unpack && cols % per_block == 0 && in->groups * 32 == cols && (run == 16 || run == 32));
     size_t wb_floats = ((size_t)LM_ROW_BLOCK * (size_t)cols + 3) / 4, per_rows = (size_t)LM_ROW_BLOCK * (size_t)runs;
-    float *room = run_thread_scratch(in, wb_floats + 3 * per_rows + 16 * (size_t)runs);
+    float *room = run_thread_scratch(in, wb_floats + 3 * per_rows + 16 * (size_t)runs + 4 * 16 * (size_t)runs);
     if (room == NULL) { // no working memory for this thread: the plain path computes the same values
         for (int t = 0; t < in->n; t++) for (int r = r0; r < r1; r++) out[(size_t)t * ld + r] = run_row_dot_plain(w, r, in, t);
         return;
@@ -3201,6 +3231,7 @@ LM_AVX512_FN static void run_matmul_blocks_block_avx512(const LmMatrix *w, int r
     float *wd = room + wb_floats, *wm = wd + per_rows;            // (rows, runs) d and m of each 16 values
     int32_t *wsum = (int32_t *)(void *)(wm + per_rows);           // (rows, runs) the sum of each 16 values
     int32_t *xrun = wsum + per_rows;                              // (runs, 16 tokens) the sum of each 16 inputs
+    int32_t *sums = xrun + 16 * (size_t)runs;                     // (4 rows, runs, 16 tokens) at most: the tiles' int sums
     LmBlock u;
     for (int r = 0; r < rows; r++) {
         const unsigned char *p = (const unsigned char *)w->data + (size_t)(r0 + r) * w->row_bytes;
@@ -3215,10 +3246,10 @@ LM_AVX512_FN static void run_matmul_blocks_block_avx512(const LmMatrix *w, int r
             }
         }
     }
-    if (run == 32 && type->has_min) run_blocks_tiles_avx512(in, rows, cols, wb, wd, wm, wsum, xrun, out, ld, r0, 32, 1);
-    else if (run == 32) run_blocks_tiles_avx512(in, rows, cols, wb, wd, wm, wsum, xrun, out, ld, r0, 32, 0);
-    else if (type->has_min) run_blocks_tiles_avx512(in, rows, cols, wb, wd, wm, wsum, xrun, out, ld, r0, 16, 1);
-    else run_blocks_tiles_avx512(in, rows, cols, wb, wd, wm, wsum, xrun, out, ld, r0, 16, 0);
+    if (run == 32 && type->has_min) run_blocks_tiles_avx512(in, rows, cols, wb, wd, wm, wsum, xrun, sums, out, ld, r0, 32, 1);
+    else if (run == 32) run_blocks_tiles_avx512(in, rows, cols, wb, wd, wm, wsum, xrun, sums, out, ld, r0, 32, 0);
+    else if (type->has_min) run_blocks_tiles_avx512(in, rows, cols, wb, wd, wm, wsum, xrun, sums, out, ld, r0, 16, 1);
+    else run_blocks_tiles_avx512(in, rows, cols, wb, wd, wm, wsum, xrun, sums, out, ld, r0, 16, 0);
 }
 
 // The packed input for run_matmul_int_block: per 16 tokens, the values + 128 in groups of 4 per token,
@@ -3935,14 +3966,12 @@ LM_AVX2_FN static inline void run_run_terms_avx2(const __m256i *qx, __m256 xsum,
     }
 }
 
-// The end of an AVX2 prompt tile: run_sum_lanes of 16 vectors of partial sums (8 tokens across each),
-// token k's value stored at out[k * ld] (nt tokens).
-LM_AVX2_FN static inline void run_store_lanes256(__m256 *part, int nt, float *out, int ld) {
+// A row's result in an AVX2 prompt tile: run_sum_lanes of 16 vectors of partial sums (8 tokens
+// across each), stored at `to` (8 tokens).
+LM_AVX2_FN static inline void run_sum_parts256(__m256 *part, float *to) {
     for (int half = 8; half > 0; half /= 2)
         for (int k = 0; k < half; k++) part[k] = _mm256_add_ps(part[k], part[k + half]);
-    float lanes[8];
-    _mm256_storeu_ps(lanes, part[0]);
-    for (int k = 0; k < nt; k++) out[(size_t)k * (size_t)ld] = lanes[k];
+    _mm256_storeu_ps(to, part[0]);
 }
 
 // run_matmul_int_block_avx2's steps over the unpacked rows, 4 rows x 8 tokens at a time, the exact
@@ -3959,6 +3988,8 @@ LM_AVX2_FN static inline void run_store_lanes256(__m256 *part, int nt, float *ou
 LM_AVX2_FN static inline __attribute__((always_inline)) void run_int_tiles_avx2(const LmBatch *in, const LmUnpackedRows *u, int rows, int cols, unsigned char *ub, int32_t *xrun,
                                                  int32_t *wrun, float *out, int ld, int r0, const int small, const int vnni) {
     int term = u->term, run = u->run, runs = cols / run, need_sums = small || u->has_min, wide = vnni && !small;
+    float results[LM_ROW_BLOCK * 8]; // (rows, 8 tokens) a tile's results
+    assert(rows <= LM_ROW_BLOCK);
     for (size_t i = 0; small && i < (size_t)rows * (size_t)cols; i++) ub[i] = (unsigned char)(u->q[i] + 32);
     for (size_t i = 0; wide && i < (size_t)rows * (size_t)cols; i++) ub[i] = (unsigned char)(int8_t)u->q[i]; // (the values are int8)
     for (size_t i = 0; wide && i < (size_t)rows * (size_t)runs; i++) {
@@ -4035,8 +4066,9 @@ LM_AVX2_FN static inline __attribute__((always_inline)) void run_int_tiles_avx2(
                 __m256 xs = _mm256_loadu_ps(xsp + (size_t)t * 8);
                 for (int i = 0; i < 4; i++) part[i][t % 16] = _mm256_add_ps(part[i][t % 16], _mm256_mul_ps(wsum[i], xs));
             }
-            for (int i = 0; i < nr; i++) run_store_lanes256(part[i], nt, out + (size_t)(tile * 8) * ld + (size_t)(r0 + r + i), ld);
+            for (int i = 0; i < nr; i++) run_sum_parts256(part[i], results + (size_t)(r + i) * 8);
         }
+        run_store_block(results, rows, nt, 8, out + (size_t)(tile * 8) * ld + (size_t)r0, ld);
     }
 }
 
