@@ -473,6 +473,17 @@ static const char *const run_kernel_titles[LM_KERNELS_N] = {"portable C", "AVX2"
 // (no "fma" in either: the compiler must not fuse what the kernels keep apart)
 #define LM_AVX2_FN __attribute__((target("avx2,f16c")))
 #define LM_AVX512_FN __attribute__((target("avx2,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
+// The float prompt tiles are tuned for a generic CPU whatever -mtune says: gcc tuned for Zen
+// (-march=native there) folds every load into the arithmetic, reloading each weight vector for every
+// token of the tile, and they ran at 0.55-0.65 of their generic speed. (Only they: the AVX2 integer
+// tiles are faster Zen-tuned. gcc inlines across tunings only what is always_inline.)
+#if defined(__GNUC__) && !defined(__clang__)
+#define LM_AVX2_TILE_FN __attribute__((target("avx2,f16c,tune=generic")))
+#define LM_AVX512_TILE_FN __attribute__((target("avx2,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,tune=generic")))
+#else
+#define LM_AVX2_TILE_FN LM_AVX2_FN
+#define LM_AVX512_TILE_FN LM_AVX512_FN
+#endif
 #else
 #define LM_X86 0
 #endif
@@ -2632,7 +2643,7 @@ static void run_store_block(const float *results, int rows, int tokens, int stri
 
 // Sixteen weights from element e of w as floats, w being of type (fp32, fp16 or bf16; passed as a
 // constant so the switch folds away); mask selects the elements read.
-LM_AVX512_FN static inline __m512 run_load16_f32(const LmMatrix *w, size_t e, __mmask16 mask, LmWeightType type) {
+LM_AVX512_FN static inline __attribute__((always_inline)) __m512 run_load16_f32(const LmMatrix *w, size_t e, __mmask16 mask, LmWeightType type) {
     switch (type) {
     case LM_F16: return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, (const uint16_t *)w->data + e));
     case LM_BF16:
@@ -2642,7 +2653,7 @@ LM_AVX512_FN static inline __m512 run_load16_f32(const LmMatrix *w, size_t e, __
 }
 
 // run_sum_lanes of a vector: lanes k and k + 8, then k and k + 4, k + 2, k + 1.
-LM_AVX512_FN static inline float run_sum_lanes512(__m512 v) {
+LM_AVX512_FN static inline __attribute__((always_inline)) float run_sum_lanes512(__m512 v) {
     __m256 a = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
     __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
     __m128 c = _mm_add_ps(b, _mm_movehl_ps(b, b));
@@ -3005,7 +3016,7 @@ LM_AVX512_FN static int run_rows_avx512(const LmMatrix *w, int r0, int r1, const
 
 // Float matmul of rows r0..r1 (at most LM_ROW_BLOCK) for every token: the block converted to fp32
 // once, then 4 rows x 4 tokens per step, each pair with run_dot_f32's 16 lanes.
-LM_AVX512_FN static void run_matmul_float_block_avx512(const LmMatrix *w, int r0, int r1, const LmBatch *in, float *out, int ld) {
+LM_AVX512_TILE_FN static void run_matmul_float_block_avx512(const LmMatrix *w, int r0, int r1, const LmBatch *in, float *out, int ld) {
     int cols = w->cols, rows = r1 - r0, tail = cols % 16;
     __mmask16 tail_mask = (__mmask16)((1u << tail) - 1);
     const float *block = (const float *)w->data + (size_t)r0 * (size_t)cols;
@@ -3445,7 +3456,7 @@ LM_AVX512_FN static void run_tile_values_avx512(const unsigned char *rows, size_
 // 8-15); the same operations in the same order, so the same bits. For CPUs without AVX-512.
 
 // run_sum_lanes of lanes lo (0-7) and hi (8-15): k + k+8, then k + k+4, k + k+2, k + k+1.
-LM_AVX2_FN static inline float run_sum_lanes256(__m256 lo, __m256 hi) {
+LM_AVX2_FN static inline __attribute__((always_inline)) float run_sum_lanes256(__m256 lo, __m256 hi) {
     __m256 a = _mm256_add_ps(lo, hi);
     __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
     __m128 c = _mm_add_ps(b, _mm_movehl_ps(b, b));
@@ -3453,7 +3464,7 @@ LM_AVX2_FN static inline float run_sum_lanes256(__m256 lo, __m256 hi) {
 }
 
 // Eight weights from element e of float-type data as floats (type a constant, so the switch folds).
-LM_AVX2_FN static inline __m256 run_load8_f32(const void *data, size_t e, LmWeightType type) {
+LM_AVX2_FN static inline __attribute__((always_inline)) __m256 run_load8_f32(const void *data, size_t e, LmWeightType type) {
     switch (type) {
     case LM_F16: return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)((const uint16_t *)data + e)));
     case LM_BF16:
@@ -3493,7 +3504,7 @@ LM_AVX2_FN static float run_dot_float_avx2(const LmMatrix *w, int row, const flo
 // Float matmul of rows r0..r1 for every token: tiles of 4 rows x 3 tokens, each pair with
 // run_dot_f32's 16 lanes; the 16 lanes are two independent sets (lanes 0-7, 8-15), taken one pass
 // each so that the 12 accumulators of a pass stay in registers.
-LM_AVX2_FN static inline void run_matmul_float_avx2_typed(const LmMatrix *w, int r0, int r1, const LmBatch *in, float *out, int ld,
+LM_AVX2_TILE_FN static inline void run_matmul_float_avx2_typed(const LmMatrix *w, int r0, int r1, const LmBatch *in, float *out, int ld,
                                                          LmWeightType type) {
     int cols = w->cols, full = cols / 16 * 16;
     for (int t0 = 0; t0 < in->n; t0 += 3) {
@@ -3529,7 +3540,7 @@ LM_AVX2_FN static inline void run_matmul_float_avx2_typed(const LmMatrix *w, int
     }
 }
 
-LM_AVX2_FN static void run_matmul_float_avx2(const LmMatrix *w, int r0, int r1, const LmBatch *in, float *out, int ld) {
+LM_AVX2_TILE_FN static void run_matmul_float_avx2(const LmMatrix *w, int r0, int r1, const LmBatch *in, float *out, int ld) {
     switch (w->type) {
     case LM_F16: run_matmul_float_avx2_typed(w, r0, r1, in, out, ld, LM_F16); break;
     case LM_BF16: run_matmul_float_avx2_typed(w, r0, r1, in, out, ld, LM_BF16); break;
