@@ -3148,9 +3148,9 @@ LM_AVX512_FN static void run_matmul_int_block_avx512(const LmMatrix *w, int r0, 
 // run_matmul_blocks_block_avx512's steps over the unpacked rows, per tile of 16 tokens and 4 rows:
 // first the int32 sums of each run of `run` values (16 or 32) for the 4 rows by VNNI, exact, into
 // `sums`; then, a row at a time, the float terms in run_dot_blocks' order with that row's 16 lanes in
-// registers. Apart, the integer chains run unhindered by the float steps that wait on them (together
-// they ran at a third of the speed). run and has_min are constants at each call (the function is
-// inlined into each), so each case compiles on its own.
+// registers (kept in a 4 x 16 array, they had lived on the stack), so the integer chains do not wait
+// on float steps either. run and has_min are constants at each call (the function is inlined into
+// each; as a plain static inline gcc had kept one copy that tested them at run time).
 LM_AVX512_FN static inline __attribute__((always_inline)) void run_blocks_tiles_avx512(const LmBatch *in, int rows, int cols, const int8_t *wb,
                                                                                       const float *wd, const float *wm, const int32_t *wsum, int32_t *xrun,
                                                                                       int32_t *sums, float *out, int ld, int r0, const int run, const int has_min) {
@@ -3202,24 +3202,25 @@ LM_AVX512_FN static inline __attribute__((always_inline)) void run_blocks_tiles_
                 __m512 part[16]; // run_dot_blocks' 16 lanes for this row, with tokens across the vector
                 for (int k = 0; k < 16; k++) part[k] = _mm512_setzero_ps();
                 const int32_t *s = sums + (size_t)i * (size_t)groups * (size_t)per_group * 16;
-                for (int g16 = 0; g16 < groups; g16 += 16)
+                for (int g16 = 0; g16 < groups; g16 += 16) {
 #pragma GCC unroll 16
-                for (int lane = 0; lane < 16; lane++) { // (unrolled: part[lane] stays in a register)
-                    int g = g16 + lane;
-                    if (g >= groups) break;
-                    __m512 xs = _mm512_loadu_ps(xsp + (size_t)g * 16), wsum_g = _mm512_setzero_ps();
-                    for (int h = 0; h < per_group; h++) { // the runs of this group, in order
-                        __m512 term = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_loadu_si512(s + ((size_t)g * per_group + h) * 16)),
-                                                    _mm512_set1_ps(wd[at[i] + 2 * (size_t)g + (size_t)h]));
-                        if (has_min) {
-                            __m512i lo = _mm512_loadu_si512(xrun + (size_t)(2 * g + h) * 16);
-                            __m512 xsum = run == 32 ? _mm512_cvtepi32_ps(_mm512_add_epi32(lo, _mm512_loadu_si512(xrun + (size_t)(2 * g + 1) * 16)))
-                                                    : _mm512_cvtepi32_ps(lo);
-                            term = _mm512_sub_ps(term, _mm512_mul_ps(xsum, _mm512_set1_ps(wm[at[i] + 2 * (size_t)g + (size_t)h])));
+                    for (int lane = 0; lane < 16; lane++) { // (unrolled: part[lane] stays in a register)
+                        int g = g16 + lane;
+                        if (g >= groups) break;
+                        __m512 xs = _mm512_loadu_ps(xsp + (size_t)g * 16), wsum_g = _mm512_setzero_ps();
+                        for (int h = 0; h < per_group; h++) { // the runs of this group, in order
+                            __m512 term = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_loadu_si512(s + ((size_t)g * per_group + h) * 16)),
+                                                        _mm512_set1_ps(wd[at[i] + 2 * (size_t)g + (size_t)h]));
+                            if (has_min) {
+                                __m512i lo = _mm512_loadu_si512(xrun + (size_t)(2 * g + h) * 16);
+                                __m512 xsum = run == 32 ? _mm512_cvtepi32_ps(_mm512_add_epi32(lo, _mm512_loadu_si512(xrun + (size_t)(2 * g + 1) * 16)))
+                                                        : _mm512_cvtepi32_ps(lo);
+                                term = _mm512_sub_ps(term, _mm512_mul_ps(xsum, _mm512_set1_ps(wm[at[i] + 2 * (size_t)g + (size_t)h])));
+                            }
+                            wsum_g = h == 0 ? term : _mm512_add_ps(wsum_g, term);
                         }
-                        wsum_g = h == 0 ? term : _mm512_add_ps(wsum_g, term);
+                        part[lane] = _mm512_add_ps(part[lane], _mm512_mul_ps(wsum_g, xs));
                     }
-                    part[lane] = _mm512_add_ps(part[lane], _mm512_mul_ps(wsum_g, xs));
                 }
                 run_sum_parts512(part, results + (size_t)(r + i) * 16);
             }
@@ -4412,6 +4413,26 @@ static float run_row_dot(const LmMatrix *w, int row, const LmBatch *in, int t) {
     return run_row_dot_plain(w, row, in, t);
 }
 
+// Token t of a matmul input (x: its cols values) quantized into b: its int8 values and group scales,
+// the groups' sums, and the arrangement for q4_0's kernels where b has room for it.
+static void run_quantize_token(LmBatch *b, const float *x, int t, int gs) {
+    int cols = b->cols;
+    int8_t *q = b->q + (size_t)t * (size_t)cols;
+#if LM_X86
+    if (b->kernels == LM_KERNELS_AVX512 && gs % 16 == 0 && cols % gs == 0) run_quantize_q8_avx512(q, b->s + (size_t)t * (size_t)b->groups, x, cols, gs);
+    else
+#endif
+        run_quantize_q8(q, b->s + (size_t)t * (size_t)b->groups, x, cols, gs);
+    for (int g = 0; g < b->groups; g++) {
+        int32_t sum = 0;
+        for (int j = g * gs; j < cols && j < (g + 1) * gs; j++) sum += q[j];
+        b->xsum[(size_t)t * (size_t)b->groups + (size_t)g] = sum;
+    }
+#if LM_X86
+    if (b->qarranged) run_arrange_q4_input(b->qarranged + (size_t)t * (size_t)(cols + 128), q, cols);
+#endif
+}
+
 // Prepares rows x (n, ld) of cols values as a matmul input, quantizing them once for every matmul
 // that shares them when the weights are integer.
 static LmBatch run_make_batch(LmModel *m, const float *x, int n, int cols, int ld) {
@@ -4423,26 +4444,16 @@ static LmBatch run_make_batch(LmModel *m, const float *x, int n, int cols, int l
     b.q = m->state.xq;
     b.s = m->state.xs;
     b.xsum = m->state.xsum;
-    for (int t = 0; t < n; t++) {
-        int8_t *q = b.q + (size_t)t * (size_t)cols;
 #if LM_X86
-        if (m->kernels == LM_KERNELS_AVX512 && gs % 16 == 0 && cols % gs == 0)
-            run_quantize_q8_avx512(q, b.s + (size_t)t * (size_t)b.groups, x + (size_t)t * (size_t)ld, cols, gs);
-        else
+    if ((run_avx2_set(m->kernels) || m->kernels == LM_KERNELS_AVX512) && m->config.q4_inputs && gs == 32) b.qarranged = m->state.xarranged;
 #endif
-            run_quantize_q8(q, b.s + (size_t)t * (size_t)b.groups, x + (size_t)t * (size_t)ld, cols, gs);
-        for (int g = 0; g < b.groups; g++) {
-            int32_t sum = 0;
-            for (int j = g * gs; j < cols && j < (g + 1) * gs; j++) sum += q[j];
-            b.xsum[(size_t)t * (size_t)b.groups + (size_t)g] = sum;
-        }
-    }
+    if (n >= 16) { // (a prompt: its tokens over the threads, which would otherwise wait for this)
+        LM_PARALLEL_FOR(m->threads)
+        for (int t = 0; t < n; t++) run_quantize_token(&b, x + (size_t)t * (size_t)ld, t, gs);
+    } else
+        for (int t = 0; t < n; t++) run_quantize_token(&b, x + (size_t)t * (size_t)ld, t, gs);
 #if LM_X86
     if (!run_avx2_set(m->kernels) && m->kernels != LM_KERNELS_AVX512) return b;
-    if (m->config.q4_inputs && gs == 32) {
-        b.qarranged = m->state.xarranged;
-        for (int t = 0; t < n; t++) run_arrange_q4_input(b.qarranged + (size_t)t * (size_t)(cols + 128), b.q + (size_t)t * cols, cols);
-    }
     if (n > 1 && cols % 4 == 0) {
         b.packed = m->state.xpacked;
         b.spacked = m->state.xspacked;
