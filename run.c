@@ -3148,7 +3148,7 @@ LM_AVX512_FN static void run_matmul_int_block_avx512(const LmMatrix *w, int r0, 
 // run_matmul_blocks_block_avx512's steps over the unpacked rows, per tile of 16 tokens and 4 rows:
 // first the int32 sums of each run of `run` values (16 or 32) for the 4 rows by VNNI, exact, into
 // `sums`; then, a row at a time, the float terms in run_dot_blocks' order with that row's 16 lanes in
-// registers (kept in a 4 x 16 array, they had lived on the stack), so the integer chains do not wait
+// registers (as a 4 x 16 array they had lived on the stack), so the integer chains do not wait
 // on float steps either. run and has_min are constants at each call (the function is inlined into
 // each; as a plain static inline gcc had kept one copy that tested them at run time).
 LM_AVX512_FN static inline __attribute__((always_inline)) void run_blocks_tiles_avx512(const LmBatch *in, int rows, int cols, const int8_t *wb,
@@ -3176,7 +3176,7 @@ LM_AVX512_FN static inline __attribute__((always_inline)) void run_blocks_tiles_
                 wr[i] = wb + (size_t)ri * (size_t)cols;
                 at[i] = (size_t)ri * (size_t)runs;
             }
-            for (int g = 0; g < groups; g++) { // sums[(i * groups + g) * per_group + h]: sum((x + 128) * q) - 128 * sum(q)
+            for (int g = 0; g < groups; g++) { // vector (i * groups + g) * per_group + h of sums: sum((x + 128) * q) - 128 * sum(q)
                 __m512i isum[4][2]; // two chains per row (integer sums: any order gives the same)
                 for (int i = 0; i < 4; i++) {
                     isum[i][0] = _mm512_set1_epi32(-128 * (run == 32 ? wsum[at[i] + 2 * g] + wsum[at[i] + 2 * g + 1] : wsum[at[i] + 2 * g]));
