@@ -3637,6 +3637,21 @@ LM_AVX2_FN static inline __m256i run_group_dot_avx2(const LmMatrix *w, size_t g,
     return sum;
 }
 
+// A dot's 16 lanes of terms as two vectors taking the steps in turn (lanes 0-7 steps 0, 2, 4, ...;
+// lanes 8-15 steps 1, 3, ...): *now is the lanes of the step to come, *next the other half. (Named
+// and swapped, they stay in registers; an array indexed by the step's parity lives in memory, and
+// each step waited on a store and a load.)
+LM_AVX2_FN static inline __attribute__((always_inline)) void run_turn_add(__m256 *now, __m256 *next, __m256 term) {
+    __m256 done = _mm256_add_ps(*now, term);
+    *now = *next, *next = done;
+}
+
+// The 16 lanes after `steps` steps of run_turn_add, into lanes[16].
+LM_AVX2_FN static inline __attribute__((always_inline)) void run_turn_store(__m256 now, __m256 next, int steps, float *lanes) {
+    _mm256_storeu_ps(lanes + 8 * (steps % 2), now);
+    _mm256_storeu_ps(lanes + 8 * (1 - steps % 2), next);
+}
+
 // Can the AVX2 integer kernel take this v3 matrix? (groups within rows, whole 32-value steps)
 static int run_int_avx2_ok(const LmMatrix *w) {
     int gs = w->group_size;
@@ -3646,15 +3661,19 @@ static int run_int_avx2_ok(const LmMatrix *w) {
 
 // run_dot_int for a row whose groups lie within it: 8 groups' int sums at a time, their terms into
 // lanes 0-7 or 8-15 as the group's index says.
-// The int sums of 8 Q4_0 groups of 32 (lane i: group i) from their 128 bytes of nibbles, against the
-// input as run_arrange_q4_input arranges it (per 4 groups: their first halves, then their second
-// halves), so that 32 bytes of nibbles are two groups with no shuffle; the nibbles stay unsigned
-// and the 8 comes off through the groups' input sums xsum.
-LM_AVX2_FN static inline __m256i run_q4_sums8_avx2(const unsigned char *nibbles, const int8_t *xa, const int32_t *xsum) {
+// The int sums of 8 Q4_0 groups of 32 (lane i: group i) from their 16 bytes of nibbles each, `stride`
+// bytes apart (16: run.c's groups; 18: GGUF's blocks, nibbles at 2), against the input as
+// run_arrange_q4_input arranges it (per 4 groups: their first halves, then their second halves), so
+// that 32 bytes of nibbles are two groups' values in the order of the input; the nibbles stay
+// unsigned and the 8 comes off through the groups' input sums xsum.
+LM_AVX2_FN static inline __attribute__((always_inline)) __m256i run_q4_sums8_avx2(const unsigned char *nibbles, size_t stride, const int8_t *xa, const int32_t *xsum) {
     __m256i m = _mm256_set1_epi8(15), v[4];
     for (int i = 0; i < 4; i++) { // groups 2i and 2i + 1 (int32 lanes 0-3 and 4-7 of v[i])
-        _mm_prefetch((const char *)nibbles + 32 * i + LM_PREFETCH_BYTES, _MM_HINT_T0);
-        __m256i b = _mm256_loadu_si256((const __m256i *)(const void *)(nibbles + 32 * i));
+        const unsigned char *at = nibbles + 2 * stride * (size_t)i;
+        _mm_prefetch((const char *)at + LM_PREFETCH_BYTES, _MM_HINT_T0);
+        __m256i b = stride == 16 ? _mm256_loadu_si256((const __m256i *)(const void *)at)
+                                 : _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)at)),
+                                                           _mm_loadu_si128((const __m128i *)(const void *)(at + stride)), 1);
         const int8_t *x = xa + (i / 2) * 128 + (i % 2) * 32;
         __m256i lo = _mm256_maddubs_epi16(_mm256_and_si256(b, m), _mm256_loadu_si256((const __m256i *)(const void *)x));
         __m256i hi = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(b, 4), m), _mm256_loadu_si256((const __m256i *)(const void *)(x + 64)));
@@ -3669,12 +3688,12 @@ LM_AVX2_FN static inline __m256i run_q4_sums8_avx2(const unsigned char *nibbles,
 LM_AVX2_FN static float run_dot_int_avx2(const LmMatrix *w, int row, const int8_t *xq, const float *xs, const int32_t *xsum, const int8_t *xa) {
     int gs = w->group_size, groups = w->cols / gs, g = 0;
     size_t first = (size_t)row * (size_t)groups; // the row's first group in the matrix
-    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    __m256 now = _mm256_setzero_ps(), next = now; // (run_turn_add)
     int arranged = w->type == LM_Q4_GROUPS && gs == 32 && xa != NULL;
     for (; g + 8 <= groups; g += 8) {
         __m256i sums;
         if (arranged) {
-            sums = run_q4_sums8_avx2((const unsigned char *)w->data + (first + (size_t)g) * 16, xa + (size_t)g * 32, xsum + g);
+            sums = run_q4_sums8_avx2((const unsigned char *)w->data + (first + (size_t)g) * 16, 16, xa + (size_t)g * 32, xsum + g);
         } else {
             __m256i v[8];
             for (int i = 0; i < 8; i++) v[i] = run_group_dot_avx2(w, first + (size_t)(g + i), xq + (size_t)(g + i) * (size_t)gs);
@@ -3682,12 +3701,10 @@ LM_AVX2_FN static float run_dot_int_avx2(const LmMatrix *w, int row, const int8_
         }
         __m256 scales = w->type == LM_Q8_GROUPS ? _mm256_loadu_ps((const float *)(const void *)(w->scales + 4 * (first + (size_t)g)))
                                                 : _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(w->scales + 2 * (first + (size_t)g))));
-        __m256 term = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(sums), scales), _mm256_loadu_ps(xs + g));
-        acc[(g / 8) % 2] = _mm256_add_ps(acc[(g / 8) % 2], term);
+        run_turn_add(&now, &next, _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(sums), scales), _mm256_loadu_ps(xs + g)));
     }
     float lanes[16];
-    _mm256_storeu_ps(lanes, acc[0]);
-    _mm256_storeu_ps(lanes + 8, acc[1]);
+    run_turn_store(now, next, g / 8, lanes);
     if (g < groups) { // the last few groups: their sums at once, their terms one by one
         __m256i v[8];
         int32_t isum[8];
@@ -3703,34 +3720,41 @@ LM_AVX2_FN static float run_dot_int_avx2(const LmMatrix *w, int row, const int8_
 // taken off through xsum afterwards.
 LM_AVX2_FN static inline __m256i run_block_dot_avx2(const unsigned char *blk, const int8_t *x, int q4) {
     if (!q4) return run_dot32_i8(_mm256_loadu_si256((const __m256i *)(const void *)(blk + 2)), _mm256_loadu_si256((const __m256i *)(const void *)x));
-    __m128i b = _mm_loadu_si128((const __m128i *)(const void *)(blk + 2));
-    __m256i nibbles = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(b, 4), b), _mm256_set1_epi8(15));
+    // (the 16 bytes in both halves, shifted apart: no shuffle-port insert)
+    __m256i b = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(blk + 2)));
+    __m256i nibbles = _mm256_and_si256(_mm256_srlv_epi32(b, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4)), _mm256_set1_epi8(15));
     __m256i pairs = _mm256_maddubs_epi16(nibbles, _mm256_loadu_si256((const __m256i *)(const void *)x)); // (2 * 15 * 127: no overflow)
     return _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
 }
 
-LM_AVX2_FN static inline __attribute__((always_inline)) float run_dot_q8_q4_avx2(const unsigned char *row, int cols, const int8_t *xq, const float *xs, const int32_t *xsum, int q4) {
+// xa: Q4_0's input as run_arrange_q4_input arranges it (run_q4_sums8_avx2), or NULL.
+LM_AVX2_FN static inline __attribute__((always_inline)) float run_dot_q8_q4_avx2(const unsigned char *row, int cols, const int8_t *xq, const float *xs, const int32_t *xsum,
+                                                                                  const int8_t *xa, int q4) {
     int blocks = cols / 32, bytes = q4 ? 18 : 34, b = 0;
-    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    __m256 now = _mm256_setzero_ps(), next = now; // (run_turn_add)
     for (; b + 8 <= blocks; b += 8) {
-        __m256i v[8];
-        uint16_t h[8];
+        __m256i v[8], sums;
+        uint64_t h[2] = {0, 0};
         for (int i = 0; i < 8; i++) {
             const unsigned char *blk = row + (size_t)bytes * (size_t)(b + i);
-            _mm_prefetch((const char *)blk + LM_PREFETCH_BYTES, _MM_HINT_T0);
-            v[i] = run_block_dot_avx2(blk, xq + 32 * (b + i), q4);
-            memcpy(&h[i], blk, 2);
+            if (!(q4 && xa)) {
+                _mm_prefetch((const char *)blk + LM_PREFETCH_BYTES, _MM_HINT_T0);
+                v[i] = run_block_dot_avx2(blk, xq + 32 * (b + i), q4);
+            }
+            uint16_t d16;
+            memcpy(&d16, blk, 2);
+            h[i / 4] |= (uint64_t)d16 << (16 * (i % 4));
         }
-        // (the scales gathered in a register: 8 stores then a vector load would stall store forwarding)
-        __m256 d = _mm256_cvtph_ps(_mm_setr_epi16((short)h[0], (short)h[1], (short)h[2], (short)h[3], (short)h[4], (short)h[5], (short)h[6], (short)h[7]));
-        __m256i sums = run_reduce8(v);
-        if (q4) sums = _mm256_sub_epi32(sums, _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(xsum + b)), 3));
-        __m256 term = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(sums), d), _mm256_loadu_ps(xs + b));
-        acc[(b / 8) % 2] = _mm256_add_ps(acc[(b / 8) % 2], term);
+        // (the scales packed in scalar registers: 8 stores then a vector load would stall store
+        // forwarding, and 8 vector inserts cost twice the shuffles of everything else)
+        __m256 d = _mm256_cvtph_ps(_mm_set_epi64x((long long)h[1], (long long)h[0]));
+        if (q4 && xa) sums = run_q4_sums8_avx2(row + (size_t)bytes * (size_t)b + 2, 18, xa + (size_t)b * 32, xsum + b);
+        else sums = run_reduce8(v);
+        if (q4 && !xa) sums = _mm256_sub_epi32(sums, _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(xsum + b)), 3));
+        run_turn_add(&now, &next, _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(sums), d), _mm256_loadu_ps(xs + b)));
     }
     float lanes[16];
-    _mm256_storeu_ps(lanes, acc[0]);
-    _mm256_storeu_ps(lanes + 8, acc[1]);
+    run_turn_store(now, next, b / 8, lanes);
     if (b < blocks) { // the last few blocks: their sums at once, their terms one by one
         __m256i v[8];
         int32_t isum[8];
@@ -3747,7 +3771,7 @@ LM_AVX2_FN static inline __attribute__((always_inline)) float run_dot_q8_q4_avx2
 
 // GGUF's Q4_K (run_dot_q4_k): a block's 8 sub-blocks of 32 at once, terms 8b..8b+7.
 LM_AVX2_FN static float run_dot_q4_k_avx2(const unsigned char *row, int cols, const int8_t *xq, const float *xs, const int32_t *xsum) {
-    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    __m256 now = _mm256_setzero_ps(), next = now; // (run_turn_add)
     __m256i m = _mm256_set1_epi8(15);
     for (int b = 0; b < cols / 256; b++) {
         const unsigned char *blk = row + 144 * (size_t)b;
@@ -3756,9 +3780,13 @@ LM_AVX2_FN static float run_dot_q4_k_avx2(const unsigned char *row, int cols, co
         for (int j = 0; j < 8; j++) { // (the nibbles are unsigned: u8 x s8 pairs, 2 * 15 * 127 at most)
             __m256i bytes = _mm256_loadu_si256((const __m256i *)(const void *)(blk + 16 + 32 * (j / 2)));
             __m256i q = j % 2 ? _mm256_and_si256(_mm256_srli_epi16(bytes, 4), m) : _mm256_and_si256(bytes, m);
-            __m256i x = _mm256_loadu_si256((const __m256i *)(const void *)(xq + 256 * b + 32 * j));
-            v[j] = _mm256_madd_epi16(_mm256_maddubs_epi16(q, x), _mm256_set1_epi16(1));
+            v[j] = _mm256_maddubs_epi16(q, _mm256_loadu_si256((const __m256i *)(const void *)(xq + 256 * b + 32 * j)));
         }
+        // the sub-blocks' sums: pairs of lanes added three times in 16 bits (at most 8 * 3810 < 32768),
+        // then the two 128-bit halves in 32 bits
+        __m256i h = _mm256_hadd_epi16(_mm256_hadd_epi16(_mm256_hadd_epi16(v[0], v[1]), _mm256_hadd_epi16(v[2], v[3])),
+                                      _mm256_hadd_epi16(_mm256_hadd_epi16(v[4], v[5]), _mm256_hadd_epi16(v[6], v[7])));
+        __m256i sums = _mm256_add_epi32(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(h)), _mm256_cvtepi16_epi32(_mm256_extracti128_si256(h, 1)));
         // run_scale_min_k4 for the 8 sub-blocks at once, on the 12 bytes as three words
         uint32_t w[3];
         memcpy(w, blk + 4, 12);
@@ -3766,18 +3794,23 @@ LM_AVX2_FN static float run_dot_q4_k_avx2(const unsigned char *row, int cols, co
         uint32_t scales_hi = (w[2] & 0x0f0f0f0fu) | ((w[0] >> 6) & 0x03030303u) << 4, mins_hi = ((w[2] >> 4) & 0x0f0f0f0fu) | ((w[1] >> 6) & 0x03030303u) << 4;
         __m256 scale = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_setr_epi32((int)scales_lo, (int)scales_hi, 0, 0)));
         __m256 min = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_setr_epi32((int)mins_lo, (int)mins_hi, 0, 0)));
-        __m256 ds = _mm256_mul_ps(_mm256_set1_ps(run_half_at(blk)), scale), dm = _mm256_mul_ps(_mm256_set1_ps(run_half_at(blk + 2)), min);
+        int32_t d_dmin;
+        memcpy(&d_dmin, blk, 4);
+        __m128 dd = _mm_cvtph_ps(_mm_cvtsi32_si128(d_dmin)); // d, dmin
+        __m256 ds = _mm256_mul_ps(_mm256_broadcastss_ps(dd), scale), dm = _mm256_mul_ps(_mm256_broadcastss_ps(_mm_movehdup_ps(dd)), min);
         __m256 xsums = _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(const void *)(xsum + 8 * b)));
-        __m256 part = _mm256_sub_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(run_reduce8(v)), ds), _mm256_mul_ps(xsums, dm));
-        acc[b % 2] = _mm256_add_ps(acc[b % 2], _mm256_mul_ps(part, _mm256_loadu_ps(xs + 8 * b)));
+        __m256 part = _mm256_sub_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(sums), ds), _mm256_mul_ps(xsums, dm));
+        run_turn_add(&now, &next, _mm256_mul_ps(part, _mm256_loadu_ps(xs + 8 * b)));
     }
-    return run_sum_lanes256(acc[0], acc[1]);
+    float lanes[16];
+    run_turn_store(now, next, cols / 256, lanes);
+    return run_sum_lanes256(_mm256_loadu_ps(lanes), _mm256_loadu_ps(lanes + 8));
 }
 
 // GGUF's Q6_K (run_dot_q6_k): a block's 8 groups of 32 at once, each group's two runs of 16 summed
 // apart, scaled, then added.
 LM_AVX2_FN static float run_dot_q6_k_avx2(const unsigned char *row, int cols, const int8_t *xq, const float *xs) {
-    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    __m256 now = _mm256_setzero_ps(), next = now; // (run_turn_add)
     __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(3), off = _mm256_set1_epi8(32);
     for (int b = 0; b < cols / 256; b++) {
         const unsigned char *blk = row + 210 * (size_t)b;
@@ -3799,9 +3832,11 @@ LM_AVX2_FN static float run_dot_q6_k_avx2(const unsigned char *row, int cols, co
         __m256 d = _mm256_set1_ps(run_half_at(blk + 208));
         __m256 sc0 = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc))), sc1 = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(sc, 8))));
         __m256 wsum = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(first), sc0), _mm256_mul_ps(_mm256_cvtepi32_ps(second), sc1));
-        acc[b % 2] = _mm256_add_ps(acc[b % 2], _mm256_mul_ps(wsum, _mm256_loadu_ps(xs + 8 * b)));
+        run_turn_add(&now, &next, _mm256_mul_ps(wsum, _mm256_loadu_ps(xs + 8 * b)));
     }
-    return run_sum_lanes256(acc[0], acc[1]);
+    float lanes[16];
+    run_turn_store(now, next, cols / 256, lanes);
+    return run_sum_lanes256(_mm256_loadu_ps(lanes), _mm256_loadu_ps(lanes + 8));
 }
 
 // The weighted group sums of 8 groups of 32 (values 256c .. 256c + 255 of a row of a GGUF block
@@ -3847,11 +3882,10 @@ LM_AVX2_FN static float run_dot_blocks_avx2(const LmMatrix *w, int row, const in
     const unsigned char *p = (const unsigned char *)w->data + (size_t)row * w->row_bytes;
     int groups = w->cols / 32, c = 0;
     assert(type->unpack && w->cols % type->block_values == 0 && (type->block_values == 32 || type->block_values == 256));
-    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-    for (; 8 * c + 8 <= groups; c++) acc[c % 2] = _mm256_add_ps(acc[c % 2], _mm256_mul_ps(run_blocks_chunk_avx2(type, p, c, 8, xq), _mm256_loadu_ps(xs + 8 * c)));
+    __m256 now = _mm256_setzero_ps(), next = now; // (run_turn_add)
+    for (; 8 * c + 8 <= groups; c++) run_turn_add(&now, &next, _mm256_mul_ps(run_blocks_chunk_avx2(type, p, c, 8, xq), _mm256_loadu_ps(xs + 8 * c)));
     float lanes[16], wsum[8];
-    _mm256_storeu_ps(lanes, acc[0]);
-    _mm256_storeu_ps(lanes + 8, acc[1]);
+    run_turn_store(now, next, c, lanes);
     if (8 * c < groups) { // the last few groups (blocks of 32 only): their terms one by one
         int n = groups - 8 * c;
         _mm256_storeu_ps(wsum, run_blocks_chunk_avx2(type, p, c, n, xq));
@@ -3861,10 +3895,10 @@ LM_AVX2_FN static float run_dot_blocks_avx2(const LmMatrix *w, int row, const in
 }
 
 LM_AVX2_FN static float run_dot_q8_0_avx2(const unsigned char *row, int cols, const int8_t *xq, const float *xs) {
-    return run_dot_q8_q4_avx2(row, cols, xq, xs, NULL, 0);
+    return run_dot_q8_q4_avx2(row, cols, xq, xs, NULL, NULL, 0);
 }
-LM_AVX2_FN static float run_dot_q4_0_avx2(const unsigned char *row, int cols, const int8_t *xq, const float *xs, const int32_t *xsum) {
-    return run_dot_q8_q4_avx2(row, cols, xq, xs, xsum, 1);
+LM_AVX2_FN static float run_dot_q4_0_avx2(const unsigned char *row, int cols, const int8_t *xq, const float *xs, const int32_t *xsum, const int8_t *xa) {
+    return xa ? run_dot_q8_q4_avx2(row, cols, xq, xs, xsum, xa, 1) : run_dot_q8_q4_avx2(row, cols, xq, xs, xsum, NULL, 1);
 }
 
 // One row of w with input token t through the AVX2 kernels; 0 when none applies (*value unset).
@@ -3885,7 +3919,7 @@ static int run_row_dot_avx2(const LmMatrix *w, int row, const LmBatch *in, int t
     const unsigned char *p = (const unsigned char *)w->data + (size_t)row * w->row_bytes;
     const int32_t *xsum = in->xsum ? in->xsum + (size_t)t * (size_t)in->groups : NULL; // (Q4_0's and Q4_K's kernels need it)
     if (w->type == LM_Q8_0) *value = run_dot_q8_0_avx2(p, w->cols, xq, xs);
-    else if (w->type == LM_Q4_0 && xsum) *value = run_dot_q4_0_avx2(p, w->cols, xq, xs, xsum);
+    else if (w->type == LM_Q4_0 && xsum) *value = run_dot_q4_0_avx2(p, w->cols, xq, xs, xsum, in->qarranged ? in->qarranged + (size_t)t * (size_t)(in->cols + 128) : NULL);
     else if (w->type == LM_Q4_K && xsum) *value = run_dot_q4_k_avx2(p, w->cols, xq, xs, xsum);
     else if (w->type == LM_Q6_K) *value = run_dot_q6_k_avx2(p, w->cols, xq, xs);
     else *value = run_dot_blocks_avx2(w, row, xq, xs); // (every other block type, through its unpacking)
