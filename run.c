@@ -1007,6 +1007,9 @@ typedef struct { const float *f; const int8_t *q; const float *scale; const int3
 #define LM_ROW_BLOCK 16 // rows per unit of parallel work
 #define LM_KEY_TILE 16 // positions per tile of the key cache
 #define LM_ATTN_QUERIES 16 // queries (of one key/value head) per unit of attention work
+#ifndef LM_PREFETCH_BYTES
+#define LM_PREFETCH_BYTES 8192 // how far ahead streaming reads (weights, the KV cache) prefetch
+#endif
 
 // One unit of attention work: queries of one key/value head, each with the positions it sees.
 typedef struct {
@@ -2715,10 +2718,6 @@ LM_AVX512_FN static inline __m512i run_reduce8x2(const __m512i *v) {
 // (offset 128); Q4_0 keeps the stored nibbles (offset 8). For Q4_0 with groups of 32, the 64 values
 // are two whole groups; with groups of 64, one. With only_32, just the first 32 values are read
 // (the rest are 0 + offset, to be multiplied by zeros).
-#ifndef LM_PREFETCH_BYTES
-#define LM_PREFETCH_BYTES 8192 // how far ahead integer matvecs prefetch their weight stream
-#endif
-
 LM_AVX512_FN static inline __attribute__((always_inline)) __m512i run_load64_u8(const LmMatrix *w, LmWeightType type, size_t e, int only_32) {
     // these kernels do ~10 instructions per 64 bytes: too few loads fit the out-of-order window to
     // hide memory latency, so the stream is prefetched explicitly
@@ -4811,8 +4810,22 @@ static void run_tile_values_plain(const unsigned char *rows, size_t row_bytes, i
 
 // run_tile_scores_plain over `tiles` consecutive tiles (tile_bytes apart), each query's scores of the
 // second following those of the first.
+// Hints to fetch bytes..bytes+count-1 past p, a streaming read's bytes to come, into the cache (the
+// hardware's prefetcher alone left attention at 16K positions reading its cache at a quarter of the
+// bandwidth); nothing where the compiler has no such builtin. Prefetches never fault.
+static inline void run_prefetch_ahead(const unsigned char *p, size_t bytes, size_t count) {
+#if defined(__GNUC__) || defined(__clang__)
+    for (size_t at = 0; at < count; at += 64) __builtin_prefetch(p + bytes + at, 0, 3);
+#else
+    (void)p, (void)bytes, (void)count;
+#endif
+}
+
+// The attention's kernels over the KV cache read tiles (and value rows) in memory order, so each
+// call fetches ahead those of the calls to come, LM_PREFETCH_BYTES on.
 static void run_tile_scores(LmKernels k, const unsigned char *tile, size_t tile_bytes, int tiles, LmWeightType type, int hs, const LmQuery *q, int nq,
                             float *const *scores) {
+    run_prefetch_ahead(tile, LM_PREFETCH_BYTES, (size_t)tiles * tile_bytes);
 #if LM_X86
     if (k == LM_KERNELS_AVX512) { run_tile_scores_avx512(tile, tile_bytes, tiles, type, hs, q, nq, scores); return; }
 #endif
@@ -4829,6 +4842,7 @@ static void run_tile_scores(LmKernels k, const unsigned char *tile, size_t tile_
 
 static void run_tile_values(LmKernels k, const unsigned char *rows, size_t row_bytes, int count, LmWeightType type, int hs, const float *const *p, int nq,
                             float *const *out) {
+    run_prefetch_ahead(rows, LM_PREFETCH_BYTES, (size_t)count * row_bytes);
 #if LM_X86
     if (k == LM_KERNELS_AVX512) { run_tile_values_avx512(rows, row_bytes, count, type, hs, p, nq, out); return; }
     if (run_avx2_set(k)) { run_tile_values_avx2(rows, row_bytes, count, type, hs, p, nq, out); return; }
