@@ -751,25 +751,23 @@ static void run_unpack_iq4_nl(const unsigned char *b, LmBlock *u) {
 // Q2_K (84 bytes, 256 values): 16 bytes of 4-bit scale / 4-bit min per 16 values, 64 bytes of 2-bit
 // values, fp16 d and dmin. Each 32 bytes of values hold 128: bits 2k..2k+1 of byte l are value
 // 32k + l. w = d * scale * q - dmin * min.
-static void run_unpack_q2_k(const unsigned char *b, LmBlock *u) {
+static void run_scales_q2_k(const unsigned char *b, LmBlock *u) {
     float d = run_half_at(b + 80), dmin = run_half_at(b + 82);
+    for (int s = 0; s < 16; s++) { u->d[s] = d * (float)(b[s] & 15); u->m[s] = dmin * (float)(b[s] >> 4); }
+}
+
+static void run_unpack_q2_k(const unsigned char *b, LmBlock *u) {
     for (int half = 0; half < 2; half++)
         for (int k = 0; k < 4; k++)
             for (int l = 0; l < 32; l++) u->q[128 * half + 32 * k + l] = (int8_t)((b[16 + 32 * half + l] >> (2 * k)) & 3);
-    for (int s = 0; s < 16; s++) { u->d[s] = d * (float)(b[s] & 15); u->m[s] = dmin * (float)(b[s] >> 4); }
+    run_scales_q2_k(b, u);
 }
 
 // Q3_K (110 bytes): 32 bytes of high bits (bit k of byte l: value 32k + l; a clear bit subtracts 4),
 // 64 bytes of 2-bit values as Q2_K, 12 bytes of 6-bit scales (low nibbles in bytes 0-7, high 2 bits
 // packed in bytes 8-11), fp16 d. w = d * (scale - 32) * q.
-static void run_unpack_q3_k(const unsigned char *b, LmBlock *u) {
-    const unsigned char *high = b, *low = b + 32, *sc = b + 96;
-    for (int half = 0; half < 2; half++)
-        for (int k = 0; k < 4; k++)
-            for (int l = 0; l < 32; l++) {
-                int v = 128 * half + 32 * k + l;
-                u->q[v] = (int8_t)(((low[32 * half + l] >> (2 * k)) & 3) - ((high[l] >> (4 * half + k)) & 1 ? 0 : 4));
-            }
+static void run_scales_q3_k(const unsigned char *b, LmBlock *u) {
+    const unsigned char *sc = b + 96;
     float d = run_half_at(b + 108);
     for (int s = 0; s < 16; s++) {
         int lo = s < 8 ? sc[s] & 15 : sc[s - 8] >> 4, hi = (sc[8 + s % 4] >> (2 * (s / 4))) & 3;
@@ -778,40 +776,53 @@ static void run_unpack_q3_k(const unsigned char *b, LmBlock *u) {
     }
 }
 
+static void run_unpack_q3_k(const unsigned char *b, LmBlock *u) {
+    const unsigned char *high = b, *low = b + 32;
+    for (int half = 0; half < 2; half++)
+        for (int k = 0; k < 4; k++)
+            for (int l = 0; l < 32; l++) {
+                int v = 128 * half + 32 * k + l;
+                u->q[v] = (int8_t)(((low[32 * half + l] >> (2 * k)) & 3) - ((high[l] >> (4 * half + k)) & 1 ? 0 : 4));
+            }
+    run_scales_q3_k(b, u);
+}
+
 // The 6-bit scale and min of sub-block j (of 8) in the 12 packed bytes of Q4_K and Q5_K.
 static void run_scale_min_k4(const unsigned char *q, int j, int *scale, int *min) {
     if (j < 4) { *scale = q[j] & 63; *min = q[j + 4] & 63; }
     else { *scale = (q[j + 4] & 15) | (q[j - 4] >> 6) << 4; *min = (q[j + 4] >> 4) | (q[j] >> 6) << 4; }
 }
 
-// Q4_K (144 bytes): fp16 d, fp16 dmin, 12 bytes of 6-bit scales and mins for 8 sub-blocks of 32,
-// 128 bytes: each 32 hold 64 values (low nibbles first). w = d * scale * q - dmin * min.
-static void run_unpack_q4_k(const unsigned char *b, LmBlock *u) {
+// The scales of Q4_K and Q5_K: fp16 d, fp16 dmin, then 12 bytes of 6-bit scales and mins for 8
+// sub-blocks of 32.
+static void run_scales_k4(const unsigned char *b, LmBlock *u) {
     float d = run_half_at(b), dmin = run_half_at(b + 2);
     for (int j = 0; j < 8; j++) {
         int scale, min;
         run_scale_min_k4(b + 4, j, &scale, &min);
-        for (int l = 0; l < 32; l++) u->q[32 * j + l] = (int8_t)(j % 2 ? b[16 + 32 * (j / 2) + l] >> 4 : b[16 + 32 * (j / 2) + l] & 15);
         u->d[2 * j] = u->d[2 * j + 1] = d * (float)scale;
         u->m[2 * j] = u->m[2 * j + 1] = dmin * (float)min;
     }
 }
 
+// Q4_K (144 bytes): the scales (run_scales_k4), then 128 bytes: each 32 hold 64 values (low nibbles
+// first). w = d * scale * q - dmin * min.
+static void run_unpack_q4_k(const unsigned char *b, LmBlock *u) {
+    for (int j = 0; j < 8; j++)
+        for (int l = 0; l < 32; l++) u->q[32 * j + l] = (int8_t)(j % 2 ? b[16 + 32 * (j / 2) + l] >> 4 : b[16 + 32 * (j / 2) + l] & 15);
+    run_scales_k4(b, u);
+}
+
 // Q5_K (176 bytes): as Q4_K with 32 bytes of fifth bits before the nibbles (bit j of byte l: value
 // 32j + l).
 static void run_unpack_q5_k(const unsigned char *b, LmBlock *u) {
-    float d = run_half_at(b), dmin = run_half_at(b + 2);
     const unsigned char *high = b + 16, *low = b + 48;
-    for (int j = 0; j < 8; j++) {
-        int scale, min;
-        run_scale_min_k4(b + 4, j, &scale, &min);
+    for (int j = 0; j < 8; j++)
         for (int l = 0; l < 32; l++) {
             int nibble = j % 2 ? low[32 * (j / 2) + l] >> 4 : low[32 * (j / 2) + l] & 15;
             u->q[32 * j + l] = (int8_t)(nibble | ((high[l] >> j) & 1) << 4);
         }
-        u->d[2 * j] = u->d[2 * j + 1] = d * (float)scale;
-        u->m[2 * j] = u->m[2 * j + 1] = dmin * (float)min;
-    }
+    run_scales_k4(b, u);
 }
 
 // Q6_K (210 bytes): 128 bytes of low nibbles, 64 bytes of high 2 bits, 16 int8 scales (one per 16
@@ -832,16 +843,22 @@ static void run_unpack_q6_k(const unsigned char *b, LmBlock *u) {
 
 // IQ4_XS (136 bytes): fp16 d, 16 bits of high scale bits, 4 bytes of low scale nibbles (8 sub-blocks
 // of 32, 6-bit scales - 32), then nibbles as IQ4_NL per 32 values.
-static void run_unpack_iq4_xs(const unsigned char *b, LmBlock *u) {
+static void run_scales_iq4_xs(const unsigned char *b, LmBlock *u) {
     float d = run_half_at(b);
     unsigned high = (unsigned)b[2] | (unsigned)b[3] << 8;
     for (int j = 0; j < 8; j++) {
         int scale = ((b[4 + j / 2] >> (4 * (j % 2))) & 15) | ((high >> (2 * j)) & 3) << 4;
-        const unsigned char *qs = b + 8 + 16 * j;
-        for (int l = 0; l < 16; l++) { u->q[32 * j + l] = run_iq4_grid[qs[l] & 15]; u->q[32 * j + l + 16] = run_iq4_grid[qs[l] >> 4]; }
         u->d[2 * j] = u->d[2 * j + 1] = d * (float)(scale - 32);
         u->m[2 * j] = u->m[2 * j + 1] = 0.0f;
     }
+}
+
+static void run_unpack_iq4_xs(const unsigned char *b, LmBlock *u) {
+    for (int j = 0; j < 8; j++) {
+        const unsigned char *qs = b + 8 + 16 * j;
+        for (int l = 0; l < 16; l++) { u->q[32 * j + l] = run_iq4_grid[qs[l] & 15]; u->q[32 * j + l + 16] = run_iq4_grid[qs[l] >> 4]; }
+    }
+    run_scales_iq4_xs(b, u);
 }
 
 // What the kernels need to know about a type. Values of a row are stored in blocks of block_values
@@ -3768,6 +3785,21 @@ LM_AVX2_FN static inline __attribute__((always_inline)) float run_dot_q8_q4_avx2
     return run_sum_lanes256(_mm256_loadu_ps(lanes), _mm256_loadu_ps(lanes + 8));
 }
 
+// run_scales_k4 in registers: lane j holds d * scale and dmin * min of sub-block j (run_scale_min_k4
+// for the 8 at once, on the 12 bytes as three words).
+LM_AVX2_FN static inline __attribute__((always_inline)) void run_scales_k4_avx2(const unsigned char *blk, __m256 *ds, __m256 *dm) {
+    uint32_t w[3];
+    memcpy(w, blk + 4, 12);
+    uint32_t scales_lo = w[0] & 0x3f3f3f3fu, mins_lo = w[1] & 0x3f3f3f3fu;
+    uint32_t scales_hi = (w[2] & 0x0f0f0f0fu) | ((w[0] >> 6) & 0x03030303u) << 4, mins_hi = ((w[2] >> 4) & 0x0f0f0f0fu) | ((w[1] >> 6) & 0x03030303u) << 4;
+    __m256 scale = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_setr_epi32((int)scales_lo, (int)scales_hi, 0, 0)));
+    __m256 min = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_setr_epi32((int)mins_lo, (int)mins_hi, 0, 0)));
+    int32_t d_dmin;
+    memcpy(&d_dmin, blk, 4);
+    __m128 dd = _mm_cvtph_ps(_mm_cvtsi32_si128(d_dmin)); // d, dmin
+    *ds = _mm256_mul_ps(_mm256_broadcastss_ps(dd), scale), *dm = _mm256_mul_ps(_mm256_broadcastss_ps(_mm_movehdup_ps(dd)), min);
+}
+
 // GGUF's Q4_K (run_dot_q4_k): a block's 8 sub-blocks of 32 at once, terms 8b..8b+7.
 LM_AVX2_FN static float run_dot_q4_k_avx2(const unsigned char *row, int cols, const int8_t *xq, const float *xs, const int32_t *xsum) {
     __m256 now = _mm256_setzero_ps(), next = now; // (run_turn_add)
@@ -3786,17 +3818,8 @@ LM_AVX2_FN static float run_dot_q4_k_avx2(const unsigned char *row, int cols, co
         __m256i h = _mm256_hadd_epi16(_mm256_hadd_epi16(_mm256_hadd_epi16(v[0], v[1]), _mm256_hadd_epi16(v[2], v[3])),
                                       _mm256_hadd_epi16(_mm256_hadd_epi16(v[4], v[5]), _mm256_hadd_epi16(v[6], v[7])));
         __m256i sums = _mm256_add_epi32(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(h)), _mm256_cvtepi16_epi32(_mm256_extracti128_si256(h, 1)));
-        // run_scale_min_k4 for the 8 sub-blocks at once, on the 12 bytes as three words
-        uint32_t w[3];
-        memcpy(w, blk + 4, 12);
-        uint32_t scales_lo = w[0] & 0x3f3f3f3fu, mins_lo = w[1] & 0x3f3f3f3fu;
-        uint32_t scales_hi = (w[2] & 0x0f0f0f0fu) | ((w[0] >> 6) & 0x03030303u) << 4, mins_hi = ((w[2] >> 4) & 0x0f0f0f0fu) | ((w[1] >> 6) & 0x03030303u) << 4;
-        __m256 scale = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_setr_epi32((int)scales_lo, (int)scales_hi, 0, 0)));
-        __m256 min = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_setr_epi32((int)mins_lo, (int)mins_hi, 0, 0)));
-        int32_t d_dmin;
-        memcpy(&d_dmin, blk, 4);
-        __m128 dd = _mm_cvtph_ps(_mm_cvtsi32_si128(d_dmin)); // d, dmin
-        __m256 ds = _mm256_mul_ps(_mm256_broadcastss_ps(dd), scale), dm = _mm256_mul_ps(_mm256_broadcastss_ps(_mm_movehdup_ps(dd)), min);
+        __m256 ds, dm;
+        run_scales_k4_avx2(blk, &ds, &dm);
         __m256 xsums = _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(const void *)(xsum + 8 * b)));
         __m256 part = _mm256_sub_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(sums), ds), _mm256_mul_ps(xsums, dm));
         run_turn_add(&now, &next, _mm256_mul_ps(part, _mm256_loadu_ps(xs + 8 * b)));
@@ -3838,59 +3861,173 @@ LM_AVX2_FN static float run_dot_q6_k_avx2(const unsigned char *row, int cols, co
     return run_sum_lanes256(_mm256_loadu_ps(lanes), _mm256_loadu_ps(lanes + 8));
 }
 
-// The weighted group sums of 8 groups of 32 (values 256c .. 256c + 255 of a row of a GGUF block
-// type, n of them real) as run_dot_blocks computes them, before the input scales: the blocks
-// unpacked (their definition), then the int sums per run of 16 or 32 and their scaling at once.
-LM_AVX2_FN static __m256 run_blocks_chunk_avx2(const LmTypeTraits *type, const unsigned char *p, int c, int n, const int8_t *xq) {
-    int per_block = type->block_values, blocks_per_chunk = 256 / per_block;
-    LmBlock u, chunk;
-    float d0[8] = {0}, d1[8] = {0}, m0[8] = {0}, m1[8] = {0};
-    memset(chunk.q, 0, sizeof chunk.q);
-    for (int b = 0; b < blocks_per_chunk && b * per_block < 32 * n; b++) {
-        const unsigned char *block = p + (size_t)(c * blocks_per_chunk + b) * (size_t)type->block_bytes;
-        if (per_block == 256) { type->unpack(block, &chunk); continue; }
-        type->unpack(block, &u);
-        memcpy(chunk.q + 32 * b, u.q, 32);
-        chunk.d[2 * b] = u.d[0]; chunk.d[2 * b + 1] = u.d[1]; chunk.m[2 * b] = u.m[0]; chunk.m[2 * b + 1] = u.m[1];
+// 16 bytes of nibbles at p as 32 values: the low nibbles (values 0-15), then the high (16-31).
+LM_AVX2_FN static inline __attribute__((always_inline)) __m256i run_nibbles32_avx2(const unsigned char *p) {
+    __m256i b = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)p));
+    return _mm256_and_si256(_mm256_srlv_epi32(b, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4)), _mm256_set1_epi8(15));
+}
+
+// Byte i: `value` where bit i of the 32 bits at p is set (Q5_0's and Q5_1's fifth bits), else 0.
+LM_AVX2_FN static inline __attribute__((always_inline)) __m256i run_bits32_avx2(const unsigned char *p, char value) {
+    int32_t h;
+    memcpy(&h, p, 4);
+    __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32(h), _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
+    __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+    return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit), _mm256_set1_epi8(value));
+}
+
+// Byte l: `value` where bit `bit` of byte l of the 32 at p is set (the k-quants' high bits), else 0.
+LM_AVX2_FN static inline __attribute__((always_inline)) __m256i run_bit_of_bytes_avx2(const unsigned char *p, int bit, char value) {
+    __m256i mask = _mm256_set1_epi8((char)(1 << bit));
+    __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_loadu_si256((const __m256i *)(const void *)p), mask), mask);
+    return _mm256_and_si256(set, _mm256_set1_epi8(value));
+}
+
+// Group j's 32 values (of a block of 32: j = 0; of 256: 0..7) as signed bytes, in registers: what the
+// type's unpacking (run_unpack_*, the definition) puts in q[32j..32j+31], the same bytes.
+LM_AVX2_FN static inline __attribute__((always_inline)) __m256i run_values32_avx2(const unsigned char *b, int j, LmWeightType type) {
+    __m256i grid = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)run_iq4_grid)), three = _mm256_set1_epi8(3);
+    switch (type) {
+    case LM_Q4_1: return run_nibbles32_avx2(b + 4);
+    case LM_Q5_0: return _mm256_sub_epi8(_mm256_or_si256(run_nibbles32_avx2(b + 6), run_bits32_avx2(b + 2, 16)), _mm256_set1_epi8(16));
+    case LM_Q5_1: return _mm256_or_si256(run_nibbles32_avx2(b + 8), run_bits32_avx2(b + 4, 16));
+    case LM_IQ4_NL: return _mm256_shuffle_epi8(grid, run_nibbles32_avx2(b + 2));
+    case LM_IQ4_XS: return _mm256_shuffle_epi8(grid, run_nibbles32_avx2(b + 8 + 16 * j));
+    case LM_Q2_K: // bits 2k..2k+1 of the 32 bytes of this half (j = 4 half + k)
+        return _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(b + 16 + 32 * (j / 4))), 2 * (j % 4)), three);
+    case LM_Q3_K: { // the same 2 bits at 32, minus 4 where the high bit is clear
+        __m256i low = _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(b + 32 + 32 * (j / 4))), 2 * (j % 4)), three);
+        return _mm256_sub_epi8(low, _mm256_xor_si256(run_bit_of_bytes_avx2(b, j, 4), _mm256_set1_epi8(4))); }
+    case LM_Q5_K: {
+        __m256i bytes = _mm256_loadu_si256((const __m256i *)(const void *)(b + 48 + 32 * (j / 2)));
+        __m256i nibbles = _mm256_and_si256(j % 2 ? _mm256_srli_epi16(bytes, 4) : bytes, _mm256_set1_epi8(15));
+        return _mm256_or_si256(nibbles, run_bit_of_bytes_avx2(b + 16, j, 16)); }
+    default: assert(0); return _mm256_setzero_si256();
     }
-    for (int g = 0; g < n; g++) { d0[g] = chunk.d[2 * g]; d1[g] = chunk.d[2 * g + 1]; m0[g] = chunk.m[2 * g]; m1[g] = chunk.m[2 * g + 1]; }
+}
+
+// A block of 256's scales (its run_scales_*) in registers: d0 and m0 of the first run of 16 of each
+// group, d1 and m1 of the second (the same for runs of 32), each d * integer as the definition
+// computes it. (Built in registers: the definition's 16 stores, reloaded as vectors, stalled store
+// forwarding.)
+LM_AVX2_FN static inline __attribute__((always_inline)) void run_scales8_avx2(const unsigned char *b, LmWeightType type, __m256 *d0, __m256 *d1, __m256 *m0, __m256 *m1) {
+    __m128i evens_odds = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15), m4 = _mm_set1_epi8(15);
+    *m0 = *m1 = _mm256_setzero_ps();
+    switch (type) {
+    case LM_Q2_K: { // scale and min nibbles of each 16 values
+        __m128i sc = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(const void *)b), evens_odds);
+        __m128i lo = _mm_and_si128(sc, m4), hi = _mm_and_si128(_mm_srli_epi16(sc, 4), m4);
+        __m256 d = _mm256_set1_ps(_cvtsh_ss(run_u16_at(b + 80))), dmin = _mm256_set1_ps(_cvtsh_ss(run_u16_at(b + 82)));
+        *d0 = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo))), *d1 = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8))));
+        *m0 = _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi))), *m1 = _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8))));
+        return; }
+    case LM_Q3_K: { // 6-bit scales - 32: low nibbles from bytes 96..103, high 2 bits from 104..107
+        uint64_t low;
+        uint32_t high;
+        memcpy(&low, b + 96, 8);
+        memcpy(&high, b + 104, 4);
+        __m128i lo = _mm_set_epi64x((long long)((low >> 4) & 0x0f0f0f0f0f0f0f0full), (long long)(low & 0x0f0f0f0f0f0f0f0full)); // byte s: scale s's low bits
+        __m128i hi = _mm_setr_epi32((int)(high & 0x03030303u), (int)((high >> 2) & 0x03030303u), (int)((high >> 4) & 0x03030303u), (int)((high >> 6) & 0x03030303u));
+        __m128i sc = _mm_shuffle_epi8(_mm_sub_epi8(_mm_or_si128(lo, _mm_slli_epi16(hi, 4)), _mm_set1_epi8(32)), evens_odds);
+        __m256 d = _mm256_set1_ps(_cvtsh_ss(run_u16_at(b + 108)));
+        *d0 = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc))), *d1 = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(sc, 8))));
+        return; }
+    case LM_Q5_K: run_scales_k4_avx2(b, d0, m0); *d1 = *d0, *m1 = *m0; return;
+    default: { // IQ4_XS: 6-bit scales - 32 of 8 runs of 32, packed in a scalar register
+        unsigned high = (unsigned)b[2] | (unsigned)b[3] << 8;
+        uint64_t scales = 0;
+        for (int j = 0; j < 8; j++) scales |= (uint64_t)(((b[4 + j / 2] >> (4 * (j % 2))) & 15) | ((high >> (2 * j)) & 3) << 4) << (8 * j);
+        __m256i sc = _mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_set_epi64x(0, (long long)scales)), _mm256_set1_epi32(32));
+        *d0 = *d1 = _mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(run_u16_at(b))), _mm256_cvtepi32_ps(sc));
+        return; }
+    }
+}
+
+// The weighted group sums of groups 8c .. 8c + n - 1 (n <= 8; the rest 0) of a row of a GGUF block
+// type as run_dot_blocks computes them, before the input scales: each group's values in registers
+// (run_values32_avx2), the int sums per run of 16 or 32 and their scaling at once. A block of 256's
+// scales come from its scales function (run_scales_*); blocks of 32 have fp16 d at 0 (and the
+// offset's fp16 at 2). xsum: the input groups' sums, or NULL.
+LM_AVX2_FN static inline __attribute__((always_inline)) __m256 run_blocks_chunk_avx2(const unsigned char *p, int c, int n, const int8_t *xq, const int32_t *xsum,
+                                                                                     LmWeightType type) {
+    const LmTypeTraits *traits = &run_types[type];
+    int big = traits->block_values == 256, run = traits->scale_values, has_min = traits->has_min;
     __m256i v[8], s[8], qx0, qx1, sum0, sum1;
+    __m256 d0, d1 = _mm256_setzero_ps(), m0 = d1, m1 = d1;
+    const unsigned char *block = p + (size_t)c * (size_t)(256 / traits->block_values) * (size_t)traits->block_bytes; // (the chunk's first block)
+    if (big) run_scales8_avx2(block, type, &d0, &d1, &m0, &m1);
+    else { // fp16 d (and offset) of each block, packed in scalar registers (see run_dot_q8_q4_avx2)
+        uint64_t h[2] = {0, 0}, o[2] = {0, 0};
+        for (int g = 0; g < n; g++) {
+            uint16_t dh, mh;
+            memcpy(&dh, block + (size_t)g * (size_t)traits->block_bytes, 2);
+            memcpy(&mh, block + (size_t)g * (size_t)traits->block_bytes + 2, 2);
+            h[g / 4] |= (uint64_t)dh << (16 * (g % 4)), o[g / 4] |= (uint64_t)mh << (16 * (g % 4));
+        }
+        d0 = _mm256_cvtph_ps(_mm_set_epi64x((long long)h[1], (long long)h[0]));
+        if (has_min) m0 = _mm256_xor_ps(_mm256_cvtph_ps(_mm_set_epi64x((long long)o[1], (long long)o[0])), _mm256_set1_ps(-0.0f)); // m = -min
+    }
     for (int g = 0; g < 8; g++) {
-        __m256i x = g < n ? _mm256_loadu_si256((const __m256i *)(const void *)(xq + 256 * c + 32 * g)) : _mm256_setzero_si256();
-        v[g] = run_dot32_i8(_mm256_loadu_si256((const __m256i *)(const void *)(chunk.q + 32 * g)), x);
-        s[g] = run_sum32_i8(x);
+        if (g >= n) { v[g] = s[g] = _mm256_setzero_si256(); continue; }
+        __m256i x = _mm256_loadu_si256((const __m256i *)(const void *)(xq + 256 * c + 32 * g));
+        v[g] = run_dot32_i8(big ? run_values32_avx2(block, g, type) : run_values32_avx2(block + (size_t)g * (size_t)traits->block_bytes, 0, type), x);
+        if (has_min && (run == 16 || !xsum)) s[g] = run_sum32_i8(x);
     }
     run_reduce8_halves(v, &qx0, &qx1);
-    run_reduce8_halves(s, &sum0, &sum1);
-    if (type->scale_values == 32) { // one run per group
-        __m256 qx = _mm256_cvtepi32_ps(_mm256_add_epi32(qx0, qx1)), sum = _mm256_cvtepi32_ps(_mm256_add_epi32(sum0, sum1));
-        __m256 part = _mm256_mul_ps(qx, _mm256_loadu_ps(d0));
-        return type->has_min ? _mm256_sub_ps(part, _mm256_mul_ps(sum, _mm256_loadu_ps(m0))) : part;
+    if (run == 32) { // one run per group
+        __m256 part = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(qx0, qx1)), d0);
+        if (!has_min) return part;
+        __m256i sums;
+        if (xsum) {
+            __m256i first = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)); // (groups 0..n-1)
+            sums = _mm256_maskload_epi32((const int *)(const void *)(xsum + 8 * c), first);
+        } else run_reduce8_halves(s, &sum0, &sum1), sums = _mm256_add_epi32(sum0, sum1);
+        return _mm256_sub_ps(part, _mm256_mul_ps(_mm256_cvtepi32_ps(sums), m0));
     }
-    __m256 part0 = _mm256_mul_ps(_mm256_cvtepi32_ps(qx0), _mm256_loadu_ps(d0)), part1 = _mm256_mul_ps(_mm256_cvtepi32_ps(qx1), _mm256_loadu_ps(d1));
-    if (type->has_min) {
-        part0 = _mm256_sub_ps(part0, _mm256_mul_ps(_mm256_cvtepi32_ps(sum0), _mm256_loadu_ps(m0)));
-        part1 = _mm256_sub_ps(part1, _mm256_mul_ps(_mm256_cvtepi32_ps(sum1), _mm256_loadu_ps(m1)));
+    __m256 part0 = _mm256_mul_ps(_mm256_cvtepi32_ps(qx0), d0), part1 = _mm256_mul_ps(_mm256_cvtepi32_ps(qx1), d1);
+    if (has_min) {
+        run_reduce8_halves(s, &sum0, &sum1);
+        part0 = _mm256_sub_ps(part0, _mm256_mul_ps(_mm256_cvtepi32_ps(sum0), m0));
+        part1 = _mm256_sub_ps(part1, _mm256_mul_ps(_mm256_cvtepi32_ps(sum1), m1));
     }
     return _mm256_add_ps(part0, part1); // two runs of 16, each scaled, then added
 }
 
-// run_dot_blocks for the GGUF types without a kernel of their own: 8 terms at a time.
-LM_AVX2_FN static float run_dot_blocks_avx2(const LmMatrix *w, int row, const int8_t *xq, const float *xs) {
-    const LmTypeTraits *type = &run_types[w->type];
-    const unsigned char *p = (const unsigned char *)w->data + (size_t)row * w->row_bytes;
-    int groups = w->cols / 32, c = 0;
-    assert(type->unpack && w->cols % type->block_values == 0 && (type->block_values == 32 || type->block_values == 256));
+// run_dot_blocks for the GGUF types without a kernel of their own (the type a constant): 8 terms at
+// a time.
+LM_AVX2_FN static inline __attribute__((always_inline)) float run_dot_blocks_avx2_typed(const unsigned char *p, int cols, const int8_t *xq, const float *xs,
+                                                                                        const int32_t *xsum, LmWeightType type) {
+    int groups = cols / 32, c = 0;
     __m256 now = _mm256_setzero_ps(), next = now; // (run_turn_add)
-    for (; 8 * c + 8 <= groups; c++) run_turn_add(&now, &next, _mm256_mul_ps(run_blocks_chunk_avx2(type, p, c, 8, xq), _mm256_loadu_ps(xs + 8 * c)));
+    for (; 8 * c + 8 <= groups; c++) {
+        const unsigned char *at = p + (size_t)(256 / run_types[type].block_values) * (size_t)c * (size_t)run_types[type].block_bytes;
+        for (int line = 0; line < 8 * 32 / run_types[type].block_values * run_types[type].block_bytes; line += 64) _mm_prefetch((const char *)at + line + LM_PREFETCH_BYTES, _MM_HINT_T0);
+        run_turn_add(&now, &next, _mm256_mul_ps(run_blocks_chunk_avx2(p, c, 8, xq, xsum, type), _mm256_loadu_ps(xs + 8 * c)));
+    }
     float lanes[16], wsum[8];
     run_turn_store(now, next, c, lanes);
     if (8 * c < groups) { // the last few groups (blocks of 32 only): their terms one by one
         int n = groups - 8 * c;
-        _mm256_storeu_ps(wsum, run_blocks_chunk_avx2(type, p, c, n, xq));
+        _mm256_storeu_ps(wsum, run_blocks_chunk_avx2(p, c, n, xq, xsum, type));
         for (int g = 0; g < n; g++) lanes[(8 * c + g) % 16] += wsum[g] * xs[8 * c + g];
     }
     return run_sum_lanes256(_mm256_loadu_ps(lanes), _mm256_loadu_ps(lanes + 8));
+}
+
+LM_AVX2_FN static float run_dot_blocks_avx2(const LmMatrix *w, int row, const int8_t *xq, const float *xs, const int32_t *xsum) {
+    const unsigned char *p = (const unsigned char *)w->data + (size_t)row * w->row_bytes;
+    assert(w->cols % run_types[w->type].block_values == 0);
+    switch (w->type) {
+    case LM_Q4_1: return run_dot_blocks_avx2_typed(p, w->cols, xq, xs, xsum, LM_Q4_1);
+    case LM_Q5_0: return run_dot_blocks_avx2_typed(p, w->cols, xq, xs, xsum, LM_Q5_0);
+    case LM_Q5_1: return run_dot_blocks_avx2_typed(p, w->cols, xq, xs, xsum, LM_Q5_1);
+    case LM_Q2_K: return run_dot_blocks_avx2_typed(p, w->cols, xq, xs, xsum, LM_Q2_K);
+    case LM_Q3_K: return run_dot_blocks_avx2_typed(p, w->cols, xq, xs, xsum, LM_Q3_K);
+    case LM_Q5_K: return run_dot_blocks_avx2_typed(p, w->cols, xq, xs, xsum, LM_Q5_K);
+    case LM_IQ4_NL: return run_dot_blocks_avx2_typed(p, w->cols, xq, xs, xsum, LM_IQ4_NL);
+    case LM_IQ4_XS: return run_dot_blocks_avx2_typed(p, w->cols, xq, xs, xsum, LM_IQ4_XS);
+    default: return run_dot_blocks(w, row, xq, xs); // (a type without values32: the definition)
+    }
 }
 
 LM_AVX2_FN static float run_dot_q8_0_avx2(const unsigned char *row, int cols, const int8_t *xq, const float *xs) {
@@ -3921,7 +4058,7 @@ static int run_row_dot_avx2(const LmMatrix *w, int row, const LmBatch *in, int t
     else if (w->type == LM_Q4_0 && xsum) *value = run_dot_q4_0_avx2(p, w->cols, xq, xs, xsum, in->qarranged ? in->qarranged + (size_t)t * (size_t)(in->cols + 128) : NULL);
     else if (w->type == LM_Q4_K && xsum) *value = run_dot_q4_k_avx2(p, w->cols, xq, xs, xsum);
     else if (w->type == LM_Q6_K) *value = run_dot_q6_k_avx2(p, w->cols, xq, xs);
-    else *value = run_dot_blocks_avx2(w, row, xq, xs); // (every other block type, through its unpacking)
+    else *value = run_dot_blocks_avx2(w, row, xq, xs, xsum); // (every other block type)
     return 1;
 }
 

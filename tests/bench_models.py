@@ -3,10 +3,11 @@
     /usr/bin/python3 tests/bench_models.py SHAPE DTYPE      prints the checkpoint's path
 A Hugging Face-style folder with bf16 safetensors is written once per shape, then export.py makes
 each dtype from it, so the benchmark also exercises the real converter at scale. The GGUF dtypes
-(F32, F16, Q8_0, Q4_0, Q6_K, Q4_K_M in capitals: llama.cpp's presets) are quantized by tests/gguf_ref.py
-from random weights, with llama-quantize's choice of Q6_K tensors (the classifier for 4-bit presets, some
-attn_v and ffn_down for Q4_K_M), and carry a placeholder SentencePiece vocabulary so that llama.cpp loads
-them too (tests/llamacpp_bench.mjs times llama.cpp on the same files).
+(in capitals: GGUF_PRESETS, named as llama.cpp's presets) are quantized by tests/gguf_ref.py from
+random weights, with llama-quantize's choice of Q6_K tensors (the classifier below 8 bits, some attn_v
+and ffn_down for the _M presets) and otherwise one type throughout, and carry a placeholder
+SentencePiece vocabulary so that llama.cpp loads them too (tests/llamacpp_bench.mjs times llama.cpp
+on the same files). (gguf_ref.py does not quantize to Q2_K or Q3_K: no presets of them.)
 """
 import json, os, struct, subprocess, sys
 import numpy as np
@@ -17,7 +18,8 @@ SHAPES = {  # dim, hidden, layers, heads, kv heads, vocab, context, tied embeddi
     "15m": (288, 768, 6, 6, 6, 32000, 256, True),          # stories15M
     "1b-long": (2048, 8192, 16, 32, 8, 128256, 131072, True),  # Llama-3.2-1B (make bench-long)
 }
-GGUF_PRESETS = {"F32": 0, "F16": 1, "Q8_0": 8, "Q4_0": 2, "Q6_K": 14, "Q4_K_M": 12}  # the base ggml type of each
+GGUF_PRESETS = {"F32": 0, "F16": 1, "Q8_0": 8, "Q4_0": 2, "Q6_K": 14, "Q4_K_M": 12,  # the base ggml type of each
+                "Q4_1": 3, "Q5_0": 6, "Q5_1": 7, "Q5_K_M": 13, "IQ4_NL": 20, "IQ4_XS": 23}
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "build", "bench")
 
 
@@ -82,14 +84,14 @@ def write_gguf(out, shape, preset):
     more_bits = lambda i: i < L // 8 or i >= 7 * L // 8 or (i - L // 8) % 3 == 2  # llama-quantize's use_more_bits
     add("token_embd.weight", vocab, d, base)
     for i in range(L):
-        q6 = preset == "Q4_K_M" and more_bits(i)
+        q6 = preset.endswith("_M") and more_bits(i)
         for name, rows, cols, ty in [("attn_norm", d, 1, 0), ("attn_q", d, d, base), ("attn_k", kv, d, base), ("attn_v", kv, d, 14 if q6 else base),
                                      ("attn_output", d, d, base), ("ffn_norm", d, 1, 0), ("ffn_gate", h, d, base), ("ffn_up", h, d, base),
                                      ("ffn_down", d, h, 14 if q6 else base)]:
             add(f"blk.{i}.{name}.weight", rows, cols, ty)
     add("output_norm.weight", d, 1, 0)
     if not tied:
-        add("output.weight", vocab, d, 14 if preset in ("Q4_K_M", "Q4_0") else base)
+        add("output.weight", vocab, d, base if preset in ("F32", "F16", "Q8_0") else 14)
     tmp = out + ".tmp"
     g.write_gguf(tmp, meta, tensors)
     os.replace(tmp, out)
