@@ -2662,6 +2662,8 @@ static void run_store_block(const float *results, int rows, int tokens, int stri
 
 // ---- AVX-512 versions of the kernels above: the same operations in the same order, so the same bits.
 
+LM_AVX2_FN static void run_unpack_avx2(LmWeightType type, const unsigned char *b, LmBlock *u); // (in the AVX2 section)
+
 // Sixteen weights from element e of w as floats, w being of type (fp32, fp16 or bf16; passed as a
 // constant so the switch folds away); mask selects the elements read.
 LM_AVX512_FN static inline __attribute__((always_inline)) __m512 run_load16_f32(const LmMatrix *w, size_t e, __mmask16 mask, LmWeightType type) {
@@ -3268,7 +3270,7 @@ LM_AVX512_FN static void run_matmul_blocks_block_avx512(const LmMatrix *w, int r
     for (int r = 0; r < rows; r++) {
         const unsigned char *p = (const unsigned char *)w->data + (size_t)(r0 + r) * w->row_bytes;
         for (int b = 0; b < cols / per_block; b++) {
-            type->unpack(p + (size_t)b * (size_t)type->block_bytes, &u);
+            run_unpack_avx2(w->type, p + (size_t)b * (size_t)type->block_bytes, &u);
             memcpy(wb + (size_t)r * cols + (size_t)b * per_block, u.q, (size_t)per_block);
             for (int s = 0; s < per_block / 16; s++) {
                 size_t at = (size_t)r * runs + (size_t)(b * per_block / 16 + s);
@@ -3888,6 +3890,8 @@ LM_AVX2_FN static inline __attribute__((always_inline)) __m256i run_bit_of_bytes
 LM_AVX2_FN static inline __attribute__((always_inline)) __m256i run_values32_avx2(const unsigned char *b, int j, LmWeightType type) {
     __m256i grid = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)run_iq4_grid)), three = _mm256_set1_epi8(3);
     switch (type) {
+    case LM_Q8_0: return _mm256_loadu_si256((const __m256i *)(const void *)(b + 2));
+    case LM_Q4_0: return _mm256_sub_epi8(run_nibbles32_avx2(b + 2), _mm256_set1_epi8(8));
     case LM_Q4_1: return run_nibbles32_avx2(b + 4);
     case LM_Q5_0: return _mm256_sub_epi8(_mm256_or_si256(run_nibbles32_avx2(b + 6), run_bits32_avx2(b + 2, 16)), _mm256_set1_epi8(16));
     case LM_Q5_1: return _mm256_or_si256(run_nibbles32_avx2(b + 8), run_bits32_avx2(b + 4, 16));
@@ -3898,10 +3902,17 @@ LM_AVX2_FN static inline __attribute__((always_inline)) __m256i run_values32_avx
     case LM_Q3_K: { // the same 2 bits at 32, minus 4 where the high bit is clear
         __m256i low = _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(b + 32 + 32 * (j / 4))), 2 * (j % 4)), three);
         return _mm256_sub_epi8(low, _mm256_xor_si256(run_bit_of_bytes_avx2(b, j, 4), _mm256_set1_epi8(4))); }
-    case LM_Q5_K: {
-        __m256i bytes = _mm256_loadu_si256((const __m256i *)(const void *)(b + 48 + 32 * (j / 2)));
+    case LM_Q4_K: case LM_Q5_K: { // (Q5_K: 32 bytes of fifth bits before the nibbles)
+        __m256i bytes = _mm256_loadu_si256((const __m256i *)(const void *)(b + (type == LM_Q5_K ? 48 : 16) + 32 * (j / 2)));
         __m256i nibbles = _mm256_and_si256(j % 2 ? _mm256_srli_epi16(bytes, 4) : bytes, _mm256_set1_epi8(15));
-        return _mm256_or_si256(nibbles, run_bit_of_bytes_avx2(b + 16, j, 16)); }
+        return type == LM_Q4_K ? nibbles : _mm256_or_si256(nibbles, run_bit_of_bytes_avx2(b + 16, j, 16)); }
+    case LM_Q6_K: { // group j = 4 half + k: low nibbles of 32 bytes (k < 2) or high ones, 2 high bits
+        int half = j / 4, k = j % 4;
+        __m256i ql = _mm256_loadu_si256((const __m256i *)(const void *)(b + 64 * half + 32 * (k % 2)));
+        __m256i qh = _mm256_loadu_si256((const __m256i *)(const void *)(b + 128 + 32 * half));
+        __m256i low = _mm256_and_si256(k < 2 ? ql : _mm256_srli_epi16(ql, 4), _mm256_set1_epi8(15));
+        __m256i high = _mm256_and_si256(_mm256_slli_epi16(_mm256_srli_epi16(qh, 2 * k), 4), _mm256_set1_epi8(0x30));
+        return _mm256_sub_epi8(_mm256_or_si256(low, high), _mm256_set1_epi8(32)); }
     default: assert(0); return _mm256_setzero_si256();
     }
 }
@@ -3932,7 +3943,12 @@ LM_AVX2_FN static inline __attribute__((always_inline)) void run_scales8_avx2(co
         __m256 d = _mm256_set1_ps(_cvtsh_ss(run_u16_at(b + 108)));
         *d0 = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc))), *d1 = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(sc, 8))));
         return; }
-    case LM_Q5_K: run_scales_k4_avx2(b, d0, m0); *d1 = *d0, *m1 = *m0; return;
+    case LM_Q4_K: case LM_Q5_K: run_scales_k4_avx2(b, d0, m0); *d1 = *d0, *m1 = *m0; return;
+    case LM_Q6_K: { // 16 int8 scales
+        __m128i sc = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(const void *)(b + 192)), evens_odds);
+        __m256 d = _mm256_set1_ps(_cvtsh_ss(run_u16_at(b + 208)));
+        *d0 = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc))), *d1 = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(sc, 8))));
+        return; }
     default: { // IQ4_XS: 6-bit scales - 32 of 8 runs of 32, packed in a scalar register
         unsigned high = (unsigned)b[2] | (unsigned)b[3] << 8;
         uint64_t scales = 0;
@@ -4030,6 +4046,33 @@ LM_AVX2_FN static float run_dot_blocks_avx2(const LmMatrix *w, int row, const in
     }
 }
 
+// A block unpacked into u exactly as its type's run_unpack_* does, the values and a 256-block's
+// scales decoded in registers: the prompt tiles unpack their rows with it (the scalar definition took
+// a fifth of a 4-bit prompt's matmul time).
+LM_AVX2_FN static inline __attribute__((always_inline)) void run_unpack_avx2_typed(const unsigned char *b, LmBlock *u, LmWeightType type) {
+    if (run_types[type].block_values == 32) {
+        _mm256_storeu_si256((__m256i *)(void *)u->q, run_values32_avx2(b, 0, type));
+        run_same_scale(u, 2, _cvtsh_ss(run_u16_at(b)), run_types[type].has_min ? -_cvtsh_ss(run_u16_at(b + 2)) : 0.0f); // (d at 0, the offset at 2)
+        return;
+    }
+    for (int j = 0; j < 8; j++) _mm256_storeu_si256((__m256i *)(void *)(u->q + 32 * j), run_values32_avx2(b, j, type));
+    __m256 d0, d1, m0, m1;
+    run_scales8_avx2(b, type, &d0, &d1, &m0, &m1);
+    __m256 dl = _mm256_unpacklo_ps(d0, d1), dh = _mm256_unpackhi_ps(d0, d1), ml = _mm256_unpacklo_ps(m0, m1), mh = _mm256_unpackhi_ps(m0, m1);
+    _mm256_storeu_ps(u->d, _mm256_permute2f128_ps(dl, dh, 0x20)), _mm256_storeu_ps(u->d + 8, _mm256_permute2f128_ps(dl, dh, 0x31)); // (runs 0-7, 8-15)
+    _mm256_storeu_ps(u->m, _mm256_permute2f128_ps(ml, mh, 0x20)), _mm256_storeu_ps(u->m + 8, _mm256_permute2f128_ps(ml, mh, 0x31));
+}
+
+LM_AVX2_FN static void run_unpack_avx2(LmWeightType type, const unsigned char *b, LmBlock *u) {
+    switch (type) {
+#define LM_UNPACK_CASE(T) case T: run_unpack_avx2_typed(b, u, T); break;
+        LM_UNPACK_CASE(LM_Q8_0) LM_UNPACK_CASE(LM_Q4_0) LM_UNPACK_CASE(LM_Q4_1) LM_UNPACK_CASE(LM_Q5_0) LM_UNPACK_CASE(LM_Q5_1) LM_UNPACK_CASE(LM_Q2_K)
+        LM_UNPACK_CASE(LM_Q3_K) LM_UNPACK_CASE(LM_Q4_K) LM_UNPACK_CASE(LM_Q5_K) LM_UNPACK_CASE(LM_Q6_K) LM_UNPACK_CASE(LM_IQ4_NL) LM_UNPACK_CASE(LM_IQ4_XS)
+#undef LM_UNPACK_CASE
+    default: run_types[type].unpack(b, u); break;
+    }
+}
+
 LM_AVX2_FN static float run_dot_q8_0_avx2(const unsigned char *row, int cols, const int8_t *xq, const float *xs) {
     return run_dot_q8_q4_avx2(row, cols, xq, xs, NULL, NULL, 0);
 }
@@ -4118,7 +4161,7 @@ static int run_unpack_rows16(const LmMatrix *w, int r0, int r1, float *room, LmU
             const unsigned char *p = (const unsigned char *)w->data + (size_t)(r0 + r) * w->row_bytes;
             LmBlock b;
             for (int k = 0; k < cols / type->block_values; k++) {
-                type->unpack(p + (size_t)k * (size_t)type->block_bytes, &b);
+                run_unpack_avx2(w->type, p + (size_t)k * (size_t)type->block_bytes, &b);
                 for (int i = 0; i < type->block_values; i++) q[k * type->block_values + i] = b.q[i];
                 for (int i = 0; i < type->block_values / u->run; i++) { // (d and m are per 16 values)
                     d[k * type->block_values / u->run + i] = b.d[i * u->run / 16];

@@ -1060,7 +1060,20 @@ static void test_block_kernels(void) {
                 LmBatch in = {.n = 1, .cols = cols, .ld = cols, .q = xq, .s = xs, .xsum = xsum, .groups = cols / 32, .kernels = (LmKernels)k};
                 float simd = run_row_dot(&w, 0, &in, 0);
                 simd_same[k] &= memcmp(&simd, &plain, sizeof simd) == 0;
+                in.xsum = NULL; // (the kernels that take the input's group sums, without them)
+                simd = run_row_dot(&w, 0, &in, 0);
+                simd_same[k] &= memcmp(&simd, &plain, sizeof simd) == 0;
             }
+#if LM_X86
+            if (run_kernels_available(LM_KERNELS_AVX2)) // the prompt tiles' unpacking in registers: the definition's bytes
+                for (size_t b = 0; b < row_bytes / (size_t)tt->block_bytes; b++) {
+                    LmBlock want, got;
+                    memset(&want, 0, sizeof want), memset(&got, 0, sizeof got);
+                    tt->unpack(row + b * (size_t)tt->block_bytes, &want);
+                    run_unpack_avx2((LmWeightType)type, row + b * (size_t)tt->block_bytes, &got);
+                    simd_same[LM_KERNELS_AVX2] &= memcmp(&want, &got, sizeof want) == 0;
+                }
+#endif
         }
         free(row);
         // matmuls: 19 rows (a block of 16 and a tail) x 1, 5 and 21 tokens (a tile of 16 and a tail)
