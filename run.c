@@ -3840,17 +3840,21 @@ LM_AVX2_FN static float run_dot_q6_k_avx2(const unsigned char *row, int cols, co
         const unsigned char *blk = row + 210 * (size_t)b;
         for (int line = 0; line < 210; line += 64) _mm_prefetch((const char *)blk + line + LM_PREFETCH_BYTES, _MM_HINT_T0);
         __m256i v[8];
-        for (int g = 0; g < 8; g++) {
+        for (int g = 0; g < 8; g++) { // q + 32 (unsigned, 0..63) against x, less 32 x: pairs of exact products (at most 2 * 32 * 127)
             int half = g / 4, k = g % 4;
             __m256i ql = _mm256_loadu_si256((const __m256i *)(const void *)(blk + 64 * half + 32 * (k % 2)));
             __m256i qh = _mm256_loadu_si256((const __m256i *)(const void *)(blk + 128 + 32 * half));
             __m256i low = k < 2 ? _mm256_and_si256(ql, m4) : _mm256_and_si256(_mm256_srli_epi16(ql, 4), m4);
             __m256i high = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * k)), m2);
-            __m256i q = _mm256_sub_epi8(_mm256_or_si256(low, _mm256_slli_epi16(high, 4)), off);
-            v[g] = run_dot32_i8(q, _mm256_loadu_si256((const __m256i *)(const void *)(xq + 256 * b + 32 * g)));
+            __m256i x = _mm256_loadu_si256((const __m256i *)(const void *)(xq + 256 * b + 32 * g));
+            v[g] = _mm256_sub_epi16(_mm256_maddubs_epi16(_mm256_or_si256(low, _mm256_slli_epi16(high, 4)), x), _mm256_maddubs_epi16(off, x));
         }
-        __m256i first, second;
-        run_reduce8_halves(v, &first, &second);
+        // each run's sum: pairs of lanes added twice in 16 bits (at most 4 * 8128 < 32768), then the
+        // last pair in 32; 128-bit half h of a vector is run h of its groups
+        __m256i ones = _mm256_set1_epi16(1);
+        __m256i lo4 = _mm256_madd_epi16(_mm256_hadd_epi16(_mm256_hadd_epi16(v[0], v[1]), _mm256_hadd_epi16(v[2], v[3])), ones); // groups 0-3
+        __m256i hi4 = _mm256_madd_epi16(_mm256_hadd_epi16(_mm256_hadd_epi16(v[4], v[5]), _mm256_hadd_epi16(v[6], v[7])), ones); // groups 4-7
+        __m256i first = _mm256_permute2x128_si256(lo4, hi4, 0x20), second = _mm256_permute2x128_si256(lo4, hi4, 0x31);
         // the 16 int8 scales: the even ones (first runs of 16) and the odd ones (second runs), times d
         __m128i sc = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(const void *)(blk + 192)), _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15));
         __m256 d = _mm256_set1_ps(run_half_at(blk + 208));
