@@ -225,7 +225,7 @@ static int bench_long(char *dtypes, char *caches, char *depths, char *prompts, i
 }
 
 int main(int argc, char **argv) {
-    char shapes[256] = "110m,1.1b", dtypes[256] = "fp32,fp16,bf16,q8_0,q4_0,Q8_0,Q6_K,Q4_K_M", thread_list[256] = "", kernels[64] = "";
+    char shapes[256] = "110m,1.1b", dtypes[256] = "fp32,fp16,bf16,q8_0,q4_0,Q8_0,Q4_0,Q4_1,Q5_0,Q5_1,Q6_K,Q4_K_M,Q5_K_M,IQ4_NL,IQ4_XS", thread_list[256] = "", kernels[64] = "";
     const char *model = NULL;
     int gen = 32, prompt = 512, long_context = 0, dtypes_given = 0;
     char caches[64] = "f32,f16,bf16,q8_0", depths[128] = "0,4096,16384,32768", prompts[128] = "512,4096,16384";
