@@ -458,7 +458,7 @@ int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const LmChatOptions *optio
 typedef enum { LM_KERNELS_PLAIN, LM_KERNELS_AVX2, LM_KERNELS_AVX2_VNNI, LM_KERNELS_AVX512, LM_KERNELS_NEON, LM_KERNELS_NEON_DOT, LM_KERNELS_N } LmKernels;
 static const char *const run_kernel_names[LM_KERNELS_N] = {"portable", "avx2", "avx2-vnni", "avx512", "neon", "neon-dotprod"};
 static const char *const run_kernel_titles[LM_KERNELS_N] = {"portable C", "AVX2", "AVX2 (AVX-VNNI)", "AVX-512 (VNNI)", "NEON", "NEON (dotprod)"};
-#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__)) && !defined(RUN_PORTABLE)
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(RUN_PORTABLE) // (i386's 8 vector registers: portable)
 #define LM_X86 1
 #include <cpuid.h>
 #if defined(__GNUC__) && !defined(__clang__) // gcc 12's AVX-512 headers trip its own uninitialized checks (C++)
@@ -2342,7 +2342,7 @@ int lm_set_kernels(LmModel *m, const char *name) {
 // checkpoints reproduce llama2.c's text on any CPU. The plain loops are the definitions; the SIMD
 // versions under #if compute the same values faster, each compiled for its own target. Prompts keep
 // the order by putting tokens, not columns, across the vector lanes: a block of integer rows is
-// unpacked once, then 4 rows x 16 tokens (AVX-512 VNNI) or 4 x 8 (AVX2, int16 pairs) per step, each
+// unpacked once, then 4 rows x 16 tokens (AVX-512 VNNI; AVX2: two tiles of 4 x 8) per step, each
 // token's group sums exact; float rows go 4 x 4 (or 4 x 3) rows x tokens through the 16 lanes.
 // The price of the contract, measured: fused multiply-adds would speed the AVX2 float prompt tile by
 // about 13% (110M-shaped fp32, 1 core), less than the ~20% that would be worth giving up equal bits;
@@ -3921,7 +3921,7 @@ LM_AVX2_FN static inline __attribute__((always_inline)) __m256i run_values32_avx
     }
 }
 
-// A block of 256's scales (its run_scales_*) in registers: d0 and m0 of the first run of 16 of each
+// A block of 256's scales (what its unpacking puts in d and m) in registers: d0 and m0 of the first run of 16 of each
 // group, d1 and m1 of the second (the same for runs of 32), each d * integer as the definition
 // computes it. (Built in registers: the definition's 16 stores, reloaded as vectors, stalled store
 // forwarding.)
@@ -3966,7 +3966,7 @@ LM_AVX2_FN static inline __attribute__((always_inline)) void run_scales8_avx2(co
 // The weighted group sums of groups 8c .. 8c + n - 1 (n <= 8; the rest 0) of a row of a GGUF block
 // type as run_dot_blocks computes them, before the input scales: each group's values in registers
 // (run_values32_avx2), the int sums per run of 16 or 32 and their scaling at once. A block of 256's
-// scales come from its scales function (run_scales_*); blocks of 32 have fp16 d at 0 (and the
+// scales come from run_scales8_avx2; blocks of 32 have fp16 d at 0 (and the
 // offset's fp16 at 2). xsum: the input groups' sums, or NULL.
 LM_AVX2_FN static inline __attribute__((always_inline)) __m256 run_blocks_chunk_avx2(const unsigned char *p, int c, int n, const int8_t *xq, const int32_t *xsum,
                                                                                      LmWeightType type) {
@@ -3988,7 +3988,8 @@ LM_AVX2_FN static inline __attribute__((always_inline)) __m256 run_blocks_chunk_
         if (has_min) m0 = _mm256_xor_ps(_mm256_cvtph_ps(_mm_set_epi64x((long long)o[1], (long long)o[0])), _mm256_set1_ps(-0.0f)); // m = -min
     }
     for (int g = 0; g < 8; g++) {
-        if (g >= n) { v[g] = s[g] = _mm256_setzero_si256(); continue; }
+        v[g] = s[g] = _mm256_setzero_si256();
+        if (g >= n) continue;
         __m256i x = _mm256_loadu_si256((const __m256i *)(const void *)(xq + 256 * c + 32 * g));
         v[g] = run_dot32_i8(big ? run_values32_avx2(block, g, type) : run_values32_avx2(block + (size_t)g * (size_t)traits->block_bytes, 0, type), x);
         if (has_min && (run == 16 || !xsum)) s[g] = run_sum32_i8(x);
@@ -4046,7 +4047,7 @@ LM_AVX2_FN static float run_dot_blocks_avx2(const LmMatrix *w, int row, const in
     case LM_Q5_K: return run_dot_blocks_avx2_typed(p, w->cols, xq, xs, xsum, LM_Q5_K);
     case LM_IQ4_NL: return run_dot_blocks_avx2_typed(p, w->cols, xq, xs, xsum, LM_IQ4_NL);
     case LM_IQ4_XS: return run_dot_blocks_avx2_typed(p, w->cols, xq, xs, xsum, LM_IQ4_XS);
-    default: return run_dot_blocks(w, row, xq, xs); // (a type without values32: the definition)
+    default: return run_dot_blocks(w, row, xq, xs); // (Q4_0 and Q4_K without the input's group sums: the definition)
     }
 }
 
@@ -4100,7 +4101,7 @@ static int run_row_dot_avx2(const LmMatrix *w, int row, const LmBatch *in, int t
     }
     if (run_types[w->type].unpack == NULL) return 0; // (llama2.c's v2 groups that straddle rows)
     const unsigned char *p = (const unsigned char *)w->data + (size_t)row * w->row_bytes;
-    const int32_t *xsum = in->xsum ? in->xsum + (size_t)t * (size_t)in->groups : NULL; // (Q4_0's and Q4_K's kernels need it)
+    const int32_t *xsum = in->xsum ? in->xsum + (size_t)t * (size_t)in->groups : NULL; // (Q4_0's and Q4_K's kernels need it; Q4_1's, Q5_1's and Q5_K's use it)
     if (w->type == LM_Q8_0) *value = run_dot_q8_0_avx2(p, w->cols, xq, xs);
     else if (w->type == LM_Q4_0 && xsum) *value = run_dot_q4_0_avx2(p, w->cols, xq, xs, xsum, in->qarranged ? in->qarranged + (size_t)t * (size_t)(in->cols + 128) : NULL);
     else if (w->type == LM_Q4_K && xsum) *value = run_dot_q4_k_avx2(p, w->cols, xq, xs, xsum);
@@ -4372,7 +4373,7 @@ LM_AVX2_FN static inline __attribute__((always_inline)) void run_int_tiles_avx2(
 // run_int_tiles_avx2's four cases, each a function of its own: compiled as one, gcc's register
 // allocation of each changed with the others (up to 30% apart). Tuned generic like the float tiles:
 // gcc's Zen tuning folded the inputs' load into each row's multiply, four loads where one does
-// (Q8_0 without VNNI, 110M prefill: 316 -> 435 tok/s with the token tile pairs).
+// (Q8_0 without VNNI, 110M prefill: about 1.35x with the token tile pairs).
 #define LM_INT_TILES_ARGS const LmBatch *in, const LmUnpackedRows *u, int rows, int cols, unsigned char *ub, int32_t *xrun, int32_t *wrun, float *out, int ld, int r0
 LM_AVX2_TILE_FN static __attribute__((noinline)) void run_int_tiles_avx2_words(LM_INT_TILES_ARGS) { run_int_tiles_avx2(in, u, rows, cols, ub, xrun, wrun, out, ld, r0, 0, 0); }
 LM_AVX2_TILE_FN static __attribute__((noinline)) void run_int_tiles_avx2_bytes(LM_INT_TILES_ARGS) { run_int_tiles_avx2(in, u, rows, cols, ub, xrun, wrun, out, ld, r0, 1, 0); }
@@ -4992,8 +4993,6 @@ static void run_tile_values_plain(const unsigned char *rows, size_t row_bytes, i
     }
 }
 
-// run_tile_scores_plain over `tiles` consecutive tiles (tile_bytes apart), each query's scores of the
-// second following those of the first.
 // Hints to fetch bytes..bytes+count-1 past p, a streaming read's bytes to come, into the cache (the
 // hardware's prefetcher alone left attention at 16K positions reading its cache at a quarter of the
 // bandwidth); nothing where the compiler has no such builtin. Prefetches never fault.
@@ -5006,7 +5005,10 @@ static inline void run_prefetch_ahead(const unsigned char *p, size_t bytes, size
 }
 
 // The attention's kernels over the KV cache read tiles (and value rows) in memory order, so each
-// call fetches ahead those of the calls to come, LM_PREFETCH_BYTES on.
+// call fetches the bytes LM_PREFETCH_BYTES past its own, those of the calls to come.
+
+// run_tile_scores_plain over `tiles` consecutive tiles (tile_bytes apart), each query's scores of the
+// second following those of the first.
 static void run_tile_scores(LmKernels k, const unsigned char *tile, size_t tile_bytes, int tiles, LmWeightType type, int hs, const LmQuery *q, int nq,
                             float *const *scores) {
     run_prefetch_ahead(tile, LM_PREFETCH_BYTES, (size_t)tiles * tile_bytes);

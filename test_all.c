@@ -1076,16 +1076,17 @@ static void test_block_kernels(void) {
 #endif
         }
         free(row);
-        // matmuls: 19 rows (a block of 16 and a tail) x 1, 5 and 21 tokens (a tile of 16 and a tail)
+        // matmuls: 19 rows (a block of 16 and a tail) x 1, 5, 13 and 21 tokens (a tile of 16 and a
+        // tail; AVX2: a pair of tiles of 8, the second part full, and a pair and a tail)
         enum { ROWS = 19 };
         unsigned char *mat = malloc(ROWS * row_bytes);
         random_blocks(mat, ROWS * row_bytes, type);
         LmMatrix w = {.data = mat, .rows = ROWS, .cols = cols, .type = (LmWeightType)type, .row_bytes = row_bytes};
         float *x = rand_tensor((size_t)21 * cols, 1.0f, 0.0f), *out = malloc((size_t)21 * ROWS * sizeof(float));
-        int ns[3] = {1, 5, 21};
+        int ns[4] = {1, 5, 13, 21};
         for (int k = 0; k < LM_KERNELS_N; k++) {
             if (!run_kernels_available((LmKernels)k)) continue;
-            for (int c = 0; c < 3; c++) {
+            for (int c = 0; c < 4; c++) {
                 LmModel m = batch_model((LmWeightType)type, 32, (LmKernels)k, cols);
                 LmBatch in = run_make_batch(&m, x, ns[c], cols, cols);
                 LmMatmul job = {&w, out, ROWS};
@@ -1095,6 +1096,10 @@ static void test_block_kernels(void) {
                         float want = run_row_dot_plain(&w, r, &in, t);
                         simd_same[k] &= memcmp(&want, &out[(size_t)t * ROWS + r], 4) == 0;
                     }
+#if LM_X86
+                if (run_avx2_set((LmKernels)k) && ns[c] > 1) // the AVX2 prompt tile itself ran (it falls back to row dots that agree)
+                    simd_same[k] &= run_matmul_int_block_avx2(&w, 0, 16, &in, out, ROWS, k == LM_KERNELS_AVX2_VNNI) == 1;
+#endif
                 free_batch_model(&m);
             }
         }
@@ -1102,7 +1107,7 @@ static void test_block_kernels(void) {
         if (tt->dot) check(same, "%s: the kernel that reads blocks in place equals the definition over unpacked blocks, bit for bit", tt->name);
         for (int k = 1; k < LM_KERNELS_N; k++)
             if (run_kernels_available((LmKernels)k))
-                check(simd_same[k], "%s: the %s kernel set gives the definition bit for bit (row dots of %d columns; matmuls of 19 rows x 1/5/21 tokens)",
+                check(simd_same[k], "%s: the %s kernel set gives the definition bit for bit (row dots of %d columns; matmuls of 19 rows x 1/5/13/21 tokens)",
                       tt->name, run_kernel_titles[k], cols);
     }
 }
