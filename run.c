@@ -3991,7 +3991,10 @@ LM_AVX2_FN static inline __attribute__((always_inline)) __m256 run_blocks_chunk_
         v[g] = s[g] = _mm256_setzero_si256();
         if (g >= n) continue;
         __m256i x = _mm256_loadu_si256((const __m256i *)(const void *)(xq + 256 * c + 32 * g));
-        v[g] = run_dot32_i8(big ? run_values32_avx2(block, g, type) : run_values32_avx2(block + (size_t)g * (size_t)traits->block_bytes, 0, type), x);
+        __m256i q = big ? run_values32_avx2(block, g, type) : run_values32_avx2(block + (size_t)g * (size_t)traits->block_bytes, 0, type);
+        // (values never negative, at most 31: straight into vpmaddubsw, pairs of at most 2 * 31 * 127)
+        int unsigned_values = type == LM_Q4_1 || type == LM_Q5_1 || type == LM_Q2_K || type == LM_Q5_K;
+        v[g] = unsigned_values ? _mm256_madd_epi16(_mm256_maddubs_epi16(q, x), _mm256_set1_epi16(1)) : run_dot32_i8(q, x);
         if (has_min && (run == 16 || !xsum)) s[g] = run_sum32_i8(x);
     }
     run_reduce8_halves(v, &qx0, &qx1);
