@@ -470,8 +470,10 @@ static const char *const run_kernel_titles[LM_KERNELS_N] = {"portable C", "AVX2"
 #else
 #include <immintrin.h>
 #endif
-// (no "fma" in either: the compiler must not fuse what the kernels keep apart)
+// (no "fma" in either: the compiler must not fuse what the kernels keep apart; attention's kernels,
+// whose definitions fuse, have it)
 #define LM_AVX2_FN __attribute__((target("avx2,f16c")))
+#define LM_AVX2_FMA_FN __attribute__((target("avx2,f16c,fma")))
 #define LM_AVX512_FN __attribute__((target("avx2,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
 // The float prompt tiles and the AVX2 integer ones are tuned for a generic CPU whatever -mtune says:
 // gcc tuned for Zen (-march=native there) folds every load into the arithmetic, reloading a weight
@@ -518,7 +520,7 @@ static int run_cpu_has_avx_vnni(void) {
 static LmKernels run_detect_kernels(void) {
 #if LM_X86
     unsigned a, b, c, d;
-    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c >> 27 & 1) || !(c >> 28 & 1) || !(c >> 29 & 1)) return LM_KERNELS_PLAIN; // OSXSAVE, AVX, F16C
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c >> 12 & 1) || !(c >> 27 & 1) || !(c >> 28 & 1) || !(c >> 29 & 1)) return LM_KERNELS_PLAIN; // FMA, OSXSAVE, AVX, F16C
     unsigned xcr0_lo, xcr0_hi;
     __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
     (void)xcr0_hi;
@@ -2331,12 +2333,13 @@ int lm_set_kernels(LmModel *m, const char *name) {
 //     (two runs of 16 added in order for Q2_K/Q3_K/Q6_K), times the group's input scale, into the 16
 //     lanes as above (run_dot_blocks is the definition);
 //   - in exact mode (lm_set_exact) integer weights are decoded to floats and take the float order;
-//   - attention (over the KV cache in its type): a score sums q[d] * k[d] over the head's dims in
-//     order, 16 positions per vector from the cache's key tiles (a Q8_0 cache: the query quantized in
-//     groups of 32 too, each group's int32 sum exact, then (float)isum * key scale * query scale
-//     added in order); the softmax takes the maximum, run_exp of each score minus it, their sum in 16
-//     lanes added pairwise, and divides; each output value is a running sum over the positions in
-//     order of weight * value.
+//   - attention (over the KV cache in its type) fuses its products into its sums (fmaf, one rounding):
+//     a score sums q[d] * k[d] over the head's dims in order, 16 positions per vector from the cache's
+//     key tiles (a Q8_0 cache: the query quantized in groups of 32 too, each group's int32 sum exact,
+//     then (float)isum * key scale * query scale added in order); the softmax takes the maximum,
+//     run_exp of each score minus it, their sum in 16 lanes added pairwise, and divides; each output
+//     value is a running sum over the positions in order of weight * value (a Q8_0 value: the weight
+//     times its block's scale, fused with the integer).
 // So a prompt run in blocks gives the logits of token-by-token generation bit for bit, every kernel
 // set (portable, AVX2, AVX-512, NEON; lm_set_kernels) gives the same logits, and llama2.c's
 // checkpoints reproduce llama2.c's text on any CPU. The plain loops are the definitions; the SIMD
@@ -2347,9 +2350,10 @@ int lm_set_kernels(LmModel *m, const char *name) {
 // The price of the contract, measured: fused multiply-adds would speed the AVX2 float prompt tile by
 // about 13% (110M-shaped fp32, 1 core), less than the ~20% that would be worth giving up equal bits;
 // integer types, where most prompts run, lose nothing to it. Attention over a long cache is where it
-// costs: fused multiply-adds would take 20-26% off its time at 16K positions with the f16 cache and
-// 8-14% with q8_0 (whose scores are integer already; AVX-512, Llama-3.2-1B shape), which a later
-// change may take by making fmaf the definition (llama2.c's texts permitting).
+// cost most, so there fmaf is the definition (llama2.c's texts are unchanged by it): with the weight
+// times a Q8_0 block's scale taken once per row, not per value, the weighted sums of values take
+// 25% less time (AVX-512; AVX2 half, four queries now sharing each value's conversion) and f16
+// scores 25% less (Llama-3.2-1B shape at 2K positions). A portable build calls libm's fmaf there.
 
 #define LM_LANES 16
 
@@ -2374,6 +2378,26 @@ static float run_max(const float *x, int n) {
     float max_val = lanes[0];
     for (int k = 1; k < LM_LANES; k++) max_val = lanes[k] > max_val ? lanes[k] : max_val;
     return max_val;
+}
+
+// e^x for x <= 88 (attention's scores minus their maximum, which are <= 0): Cody and Waite's reduction
+// by ln 2 and Cephes' polynomial, within 2 ulp of the true value, with no branch and no libm call, so
+// the loop that calls it vectorizes (it took attention at 16K positions from 73 to 58 ms per token).
+// Below -87 it is e^-87 (1e-38, where expf's results turn subnormal); NaN stays NaN.
+static inline float run_exp(float x) {
+    x = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x;
+    float t = x * 1.44269504f + 12582912.0f; // 1.5 * 2^23: n = round(x / ln 2) in t's low bits
+    float n = t - 12582912.0f;
+    uint32_t bits;
+    memcpy(&bits, &t, 4);
+    uint32_t scale_bits = (bits - 0x4b400000u + 127u) << 23; // 2^n
+    float r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float y = ((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r + 4.1665795894e-2f) * r + 1.6666665459e-1f) * r + 5.0000001201e-1f;
+    y = y * r * r + r + 1.0f;
+    float scale;
+    memcpy(&scale, &scale_bits, 4);
+    return y * scale;
 }
 
 static void run_softmax(float *x, int n) {
@@ -3359,7 +3383,7 @@ LM_AVX512_FN static inline void run_tile_scores_avx512_typed(const unsigned char
             for (int d = 0; d < hs; d++)
                 for (int j = 0; j < tiles; j++) {
                     __m512 k = run_key_dim16(tile + j * tile_bytes, d, type);
-                    for (int i = 0; i < 4; i++) acc[i][j] = _mm512_add_ps(acc[i][j], _mm512_mul_ps(_mm512_set1_ps(qr[i]->f[d]), k));
+                    for (int i = 0; i < 4; i++) acc[i][j] = _mm512_fmadd_ps(_mm512_set1_ps(qr[i]->f[d]), k, acc[i][j]);
                 }
         }
         for (int i = 0; i < 4 && r0 + i < nq; i++)
@@ -3380,24 +3404,38 @@ LM_AVX512_FN static void run_tile_scores_avx512(const unsigned char *tile, size_
 }
 
 // Sixteen values from value e of a row as floats (float types: masked; Q8_0 rows: e a multiple of 16,
-// each the block's scale times its integer).
+// the integers alone, their block's scale going into the weight).
 LM_AVX512_FN static inline __m512 run_value16(const unsigned char *row, int e, __mmask16 mask, LmWeightType type) {
     switch (type) {
     case LM_F16: return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, (const uint16_t *)(const void *)row + e));
     case LM_BF16: return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, (const uint16_t *)(const void *)row + e)), 16));
-    case LM_Q8_0: { // (the scale broadcast as a half, converted in the vector)
-        const unsigned char *block = row + 34 * (size_t)(e / 32);
-        uint16_t h;
-        memcpy(&h, block, 2);
-        __m512 scale = _mm512_cvtph_ps(_mm256_set1_epi16((short)h));
-        return _mm512_mul_ps(scale, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(block + 2 + e % 32))))); }
+    case LM_Q8_0: return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(row + 34 * (size_t)(e / 32) + 2 + e % 32))));
     default: return _mm512_maskz_loadu_ps(mask, (const float *)(const void *)row + e);
+    }
+}
+
+// The weights of Q8_0 rows 0..count-1 (count <= 64) for blocks first_block and first_block + 1:
+// w[i][b][t] = pr[i][t] * row t's scale of block first_block + b, 16 rows' scales per gather, so the
+// per-row work is the integers' conversion and the fused multiply-adds alone.
+LM_AVX512_FN static inline void run_q8_weights_avx512(const unsigned char *rows, size_t row_bytes, int count, int first_block, const float *const *pr,
+                                                      float w[4][2][64]) {
+    assert(count <= 64);
+    const __m512i at = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32((int)row_bytes));
+    for (int t0 = 0; t0 < count; t0 += 16) {
+        __mmask16 live = count - t0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (count - t0)) - 1);
+        for (int b = 0; b < 2; b++) { // (each gathered dword: the scale in its low half, then two integers)
+            const unsigned char *base = rows + (size_t)t0 * row_bytes + 34 * (size_t)(first_block + b);
+            __m512 d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_mask_i32gather_epi32(_mm512_setzero_si512(), live, at, base, 1)));
+            for (int i = 0; i < 4; i++) _mm512_storeu_ps(&w[i][b][t0], _mm512_mul_ps(_mm512_maskz_loadu_ps(live, pr[i] + t0), d));
+        }
     }
 }
 
 // Values e0..e0+63 for four queries (stored for the first n), in registers.
 LM_AVX512_FN static inline void run_values64_avx512(const unsigned char *rows, size_t row_bytes, int count, int e0, const float *const *pr,
                                                     float *const *outr, int n, LmWeightType type) {
+    float w[4][2][64]; // (Q8_0: the weights times the scales of the two blocks)
+    if (type == LM_Q8_0) run_q8_weights_avx512(rows, row_bytes, count, e0 / 32, pr, w);
     __m512 o0[4], o1[4], o2[4], o3[4];
     for (int v = 0; v < 4; v++) {
         o0[v] = _mm512_loadu_ps(outr[0] + e0 + 16 * v); o1[v] = _mm512_loadu_ps(outr[1] + e0 + 16 * v);
@@ -3407,11 +3445,11 @@ LM_AVX512_FN static inline void run_values64_avx512(const unsigned char *rows, s
         const unsigned char *row = rows + (size_t)t * row_bytes;
         __m512 value[4];
         for (int v = 0; v < 4; v++) value[v] = run_value16(row, e0 + 16 * v, (__mmask16)0xffff, type);
-#define LM_VALUES_ROW(o, i)                                                                                      \
-    {                                                                                                            \
-        __m512 w = _mm512_set1_ps(pr[i][t]);                                                                     \
-        o[0] = _mm512_add_ps(o[0], _mm512_mul_ps(w, value[0])); o[1] = _mm512_add_ps(o[1], _mm512_mul_ps(w, value[1])); \
-        o[2] = _mm512_add_ps(o[2], _mm512_mul_ps(w, value[2])); o[3] = _mm512_add_ps(o[3], _mm512_mul_ps(w, value[3])); \
+#define LM_VALUES_ROW(o, i)                                                                                                        \
+    {                                                                                                                              \
+        __m512 wa = _mm512_set1_ps(type == LM_Q8_0 ? w[i][0][t] : pr[i][t]), wb = type == LM_Q8_0 ? _mm512_set1_ps(w[i][1][t]) : wa; \
+        o[0] = _mm512_fmadd_ps(wa, value[0], o[0]); o[1] = _mm512_fmadd_ps(wa, value[1], o[1]);                                    \
+        o[2] = _mm512_fmadd_ps(wb, value[2], o[2]); o[3] = _mm512_fmadd_ps(wb, value[3], o[3]);                                    \
     }
         LM_VALUES_ROW(o0, 0) LM_VALUES_ROW(o1, 1) LM_VALUES_ROW(o2, 2) LM_VALUES_ROW(o3, 3)
 #undef LM_VALUES_ROW
@@ -3447,11 +3485,14 @@ LM_AVX512_FN static inline void run_tile_values_avx512_typed(const unsigned char
             }
             for (int t = 0; t < count; t++) {
                 const unsigned char *row = rows + (size_t)t * row_bytes;
-                __m512 value[4];
-                for (int v = 0; v < nv; v++) value[v] = run_value16(row, e0 + 16 * v, mask[v], type);
+                __m512 value[4], scale[4];
+                for (int v = 0; v < nv; v++) {
+                    value[v] = run_value16(row, e0 + 16 * v, mask[v], type);
+                    scale[v] = type == LM_Q8_0 ? _mm512_set1_ps(_cvtsh_ss(run_u16_at(row + 34 * (size_t)((e0 + 16 * v) / 32)))) : _mm512_set1_ps(1.0f);
+                }
                 for (int i = 0; i < 4; i++) {
                     __m512 w = _mm512_set1_ps(pr[i][t]);
-                    for (int v = 0; v < nv; v++) o[i][v] = _mm512_add_ps(o[i][v], _mm512_mul_ps(w, value[v]));
+                    for (int v = 0; v < nv; v++) o[i][v] = _mm512_fmadd_ps(type == LM_Q8_0 ? _mm512_mul_ps(w, scale[v]) : w, value[v], o[i][v]);
                 }
             }
             for (int i = 0; i < 4 && r0 + i < nq; i++)
@@ -3468,6 +3509,54 @@ LM_AVX512_FN static void run_tile_values_avx512(const unsigned char *rows, size_
     case LM_Q8_0: run_tile_values_avx512_typed(rows, row_bytes, count, hs, p, nq, out, LM_Q8_0); break;
     default: run_tile_values_avx512_typed(rows, row_bytes, count, hs, p, nq, out, LM_F32); break;
     }
+}
+// run_exp in 16 lanes: the same steps (a multiply, then an add; never fused), so the same bits.
+LM_AVX512_FN static inline __m512 run_exp16(__m512 x) {
+    x = _mm512_max_ps(_mm512_set1_ps(-87.0f), _mm512_min_ps(_mm512_set1_ps(88.0f), x)); // (as run_exp's: NaN stays NaN)
+    __m512 t = _mm512_add_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)), _mm512_set1_ps(12582912.0f));
+    __m512 n = _mm512_sub_ps(t, _mm512_set1_ps(12582912.0f));
+    __m512i scale_bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_sub_epi32(_mm512_castps_si512(t), _mm512_set1_epi32(0x4b400000)), _mm512_set1_epi32(127)), 23);
+    __m512 r = _mm512_sub_ps(x, _mm512_mul_ps(n, _mm512_set1_ps(0.693359375f)));
+    r = _mm512_sub_ps(r, _mm512_mul_ps(n, _mm512_set1_ps(-2.12194440e-4f)));
+    __m512 y = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(1.9875691500e-4f), r), _mm512_set1_ps(1.3981999507e-3f));
+    y = _mm512_add_ps(_mm512_mul_ps(y, r), _mm512_set1_ps(8.3334519073e-3f));
+    y = _mm512_add_ps(_mm512_mul_ps(y, r), _mm512_set1_ps(4.1665795894e-2f));
+    y = _mm512_add_ps(_mm512_mul_ps(y, r), _mm512_set1_ps(1.6666665459e-1f));
+    y = _mm512_add_ps(_mm512_mul_ps(y, r), _mm512_set1_ps(5.0000001201e-1f));
+    y = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(y, r), r), r), _mm512_set1_ps(1.0f));
+    return _mm512_mul_ps(y, _mm512_castsi512_ps(scale_bits));
+}
+
+// run_attention_softmax without a soft cap, 16 lanes per vector in three passes (the scores scaled
+// with their lanes' maximum; run_exp of each less the maximum with the lanes' sums; the division):
+// the same operations, so the same bits.
+LM_AVX512_FN static void run_attention_softmax_avx512(float *x, int n, float scale) {
+    const __m512 vscale = _mm512_set1_ps(scale);
+    __m512 lanes = _mm512_set1_ps(x[0] * scale);
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 v = _mm512_mul_ps(_mm512_loadu_ps(x + i), vscale);
+        _mm512_storeu_ps(x + i, v);
+        lanes = _mm512_max_ps(v, lanes); // (as run_max's lanes)
+    }
+    float lane[16], sums[16];
+    _mm512_storeu_ps(lane, lanes);
+    for (; i < n; i++) { x[i] *= scale; lane[0] = x[i] > lane[0] ? x[i] : lane[0]; }
+    float max_val = lane[0];
+    for (int k = 1; k < 16; k++) max_val = lane[k] > max_val ? lane[k] : max_val;
+    const __m512 vmax = _mm512_set1_ps(max_val);
+    __m512 acc = _mm512_setzero_ps();
+    for (i = 0; i + 16 <= n; i += 16) {
+        __m512 e = run_exp16(_mm512_sub_ps(_mm512_loadu_ps(x + i), vmax));
+        _mm512_storeu_ps(x + i, e);
+        acc = _mm512_add_ps(acc, e);
+    }
+    _mm512_storeu_ps(sums, acc);
+    for (int k = 0; i + k < n; k++) { x[i + k] = run_exp(x[i + k] - max_val); sums[k] += x[i + k]; }
+    float sum = run_sum_lanes(sums);
+    const __m512 vsum = _mm512_set1_ps(sum);
+    for (i = 0; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, _mm512_div_ps(_mm512_loadu_ps(x + i), vsum));
+    for (; i < n; i++) x[i] /= sum;
 }
 #endif // LM_X86 (AVX-512)
 
@@ -4408,9 +4497,10 @@ LM_AVX2_FN static inline __m256 run_key_dim8(const unsigned char *tile, int d, i
     }
 }
 
-// run_tile_scores_avx512_typed with each 16-lane vector as two.
-LM_AVX2_FN static inline void run_tile_scores_avx2_typed(const unsigned char *tile, int hs, const LmQuery *q, int nq, float *const *scores,
-                                                         LmWeightType type) {
+// run_tile_scores_avx512_typed with each 16-lane vector as two; Q8_0 sums by AVX-VNNI's vpdpbusd as
+// there with vnni (the avx2-vnni set), else by vpmaddubsw.
+LM_AVX2_FMA_FN static inline void run_tile_scores_avx2_typed(const unsigned char *tile, int hs, const LmQuery *q, int nq, float *const *scores,
+                                                         LmWeightType type, int vnni) {
     for (int r0 = 0; r0 < nq; r0 += 4) {
         const LmQuery *qr[4];
         for (int i = 0; i < 4; i++) qr[i] = &q[r0 + i < nq ? r0 + i : nq - 1];
@@ -4424,6 +4514,14 @@ LM_AVX2_FN static inline void run_tile_scores_avx2_typed(const unsigned char *ti
                 for (int d4 = 8 * g; d4 < 8 * g + 8; d4++) {
                     __m256i k0 = _mm256_loadu_si256((const __m256i *)(const void *)(tile + 64 * (size_t)d4));
                     __m256i k1 = _mm256_loadu_si256((const __m256i *)(const void *)(tile + 64 * (size_t)d4 + 32));
+                    if (vnni) { // (as the AVX-512 kernel: keys + 128, unsigned, into vpdpbusd; 128 * the query's sum off after)
+                        const __m256i offset = _mm256_set1_epi8((char)0x80);
+                        __m256i qv[4];
+                        for (int i = 0; i < 4; i++) qv[i] = run_u32_bcast((const unsigned char *)qr[i]->q + 4 * d4);
+                        run_dpbusd4_avx2(&isum[0], &isum[2], &isum[4], &isum[6], _mm256_xor_si256(k0, offset), qv[0], qv[1], qv[2], qv[3], 0);
+                        run_dpbusd4_avx2(&isum[1], &isum[3], &isum[5], &isum[7], _mm256_xor_si256(k1, offset), qv[0], qv[1], qv[2], qv[3], 0);
+                        continue;
+                    }
                     for (int i = 0; i < 4; i++) {
                         int32_t four;
                         memcpy(&four, qr[i]->q + 4 * d4, 4);
@@ -4433,6 +4531,7 @@ LM_AVX2_FN static inline void run_tile_scores_avx2_typed(const unsigned char *ti
                     }
                 }
                 __m256 s0 = run_key_dim8(tile + (size_t)hs * LM_KEY_TILE, g, 0, LM_F16), s1 = run_key_dim8(tile + (size_t)hs * LM_KEY_TILE, g, 1, LM_F16);
+                for (int i = 0; vnni && i < 8; i++) isum[i] = _mm256_sub_epi32(isum[i], _mm256_set1_epi32(128 * qr[i / 2]->sum[g]));
                 for (int i = 0; i < 4; i++) {
                     __m256 qs = _mm256_set1_ps(qr[i]->scale[g]);
                     acc[2 * i] = _mm256_add_ps(acc[2 * i], _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(isum[2 * i]), s0), qs));
@@ -4444,8 +4543,8 @@ LM_AVX2_FN static inline void run_tile_scores_avx2_typed(const unsigned char *ti
                 __m256 k0 = run_key_dim8(tile, d, 0, type), k1 = run_key_dim8(tile, d, 1, type);
                 for (int i = 0; i < 4; i++) {
                     __m256 qd = _mm256_set1_ps(qr[i]->f[d]);
-                    acc[2 * i] = _mm256_add_ps(acc[2 * i], _mm256_mul_ps(qd, k0));
-                    acc[2 * i + 1] = _mm256_add_ps(acc[2 * i + 1], _mm256_mul_ps(qd, k1));
+                    acc[2 * i] = _mm256_fmadd_ps(qd, k0, acc[2 * i]);
+                    acc[2 * i + 1] = _mm256_fmadd_ps(qd, k1, acc[2 * i + 1]);
                 }
             }
         }
@@ -4456,63 +4555,94 @@ LM_AVX2_FN static inline void run_tile_scores_avx2_typed(const unsigned char *ti
     }
 }
 
-LM_AVX2_FN static void run_tile_scores_avx2(const unsigned char *tile, LmWeightType type, int hs, const LmQuery *q, int nq, float *const *scores) {
+LM_AVX2_FMA_FN static void run_tile_scores_avx2(const unsigned char *tile, LmWeightType type, int hs, const LmQuery *q, int nq, float *const *scores,
+                                                int vnni) {
     switch (type) {
-    case LM_F16: run_tile_scores_avx2_typed(tile, hs, q, nq, scores, LM_F16); break;
-    case LM_BF16: run_tile_scores_avx2_typed(tile, hs, q, nq, scores, LM_BF16); break;
-    case LM_Q8_0: run_tile_scores_avx2_typed(tile, hs, q, nq, scores, LM_Q8_0); break;
-    default: run_tile_scores_avx2_typed(tile, hs, q, nq, scores, LM_F32); break;
+    case LM_F16: run_tile_scores_avx2_typed(tile, hs, q, nq, scores, LM_F16, 0); break;
+    case LM_BF16: run_tile_scores_avx2_typed(tile, hs, q, nq, scores, LM_BF16, 0); break;
+    case LM_Q8_0:
+        if (vnni) run_tile_scores_avx2_typed(tile, hs, q, nq, scores, LM_Q8_0, 1);
+        else run_tile_scores_avx2_typed(tile, hs, q, nq, scores, LM_Q8_0, 0);
+        break;
+    default: run_tile_scores_avx2_typed(tile, hs, q, nq, scores, LM_F32, 0); break;
     }
 }
 
-// Eight values from value e of a row as floats (e a multiple of 8; Q8_0: the block's scale times each integer).
+// Eight values from value e of a row as floats (e a multiple of 8; Q8_0: the integers alone, their
+// block's scale going into the weight).
 LM_AVX2_FN static inline __m256 run_value8(const unsigned char *row, int e, LmWeightType type) {
     switch (type) {
     case LM_F16: return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)((const uint16_t *)(const void *)row + e)));
     case LM_BF16:
         return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(const void *)((const uint16_t *)(const void *)row + e))), 16));
-    case LM_Q8_0: {
-        const unsigned char *block = row + 34 * (size_t)(e / 32);
-        uint16_t h;
-        memcpy(&h, block, 2);
-        __m256 scale = _mm256_cvtph_ps(_mm_set1_epi16((short)h));
-        return _mm256_mul_ps(scale, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(block + 2 + e % 32))))); }
+    case LM_Q8_0: return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(row + 34 * (size_t)(e / 32) + 2 + e % 32))));
     default: return _mm256_loadu_ps((const float *)(const void *)row + e);
     }
 }
 
-// run_tile_values_avx512_typed in 8 lanes: two queries at a time, 32 of their sums each in registers
-// (the last values of a head size that is not a multiple of 8 one by one, in the same order).
-LM_AVX2_FN static inline void run_tile_values_avx2_typed(const unsigned char *rows, size_t row_bytes, int count, int hs, const float *const *p, int nq,
-                                                         float *const *out, LmWeightType type) {
-    int full = hs / 8 * 8;
-    for (int r0 = 0; r0 < nq; r0 += 2) {
-        const float *pr[2] = {p[r0], p[r0 + 1 < nq ? r0 + 1 : r0]};
-        float *outr[2] = {out[r0], out[r0 + 1 < nq ? r0 + 1 : r0]};
-        for (int e0 = 0; e0 < full; e0 += 32) {
-            __m256 o[2][4];
-            int nv = (full - e0) / 8 < 4 ? (full - e0) / 8 : 4;
-            for (int i = 0; i < 2; i++)
-                for (int v = 0; v < nv; v++) o[i][v] = _mm256_loadu_ps(outr[i] + e0 + 8 * v);
-            for (int t = 0; t < count; t++) {
-                const unsigned char *row = rows + (size_t)t * row_bytes;
-                __m256 value[4];
-                for (int v = 0; v < nv; v++) value[v] = run_value8(row, e0 + 8 * v, type);
-                for (int i = 0; i < 2; i++) {
-                    __m256 w = _mm256_set1_ps(pr[i][t]);
-                    for (int v = 0; v < nv; v++) o[i][v] = _mm256_add_ps(o[i][v], _mm256_mul_ps(w, value[v]));
-                }
-            }
-            for (int i = 0; i < 2 && r0 + i < nq; i++)
-                for (int v = 0; v < nv; v++) _mm256_storeu_ps(outr[i] + e0 + 8 * v, o[i][v]);
-        }
-        for (int i = 0; i < 2 && r0 + i < nq; i++)
-            for (int e = full; e < hs; e++) // (float types only: Q8_0 rows are whole blocks of 32)
-                for (int t = 0; t < count; t++) outr[i][e] += pr[i][t] * run_weight_f32(rows + (size_t)t * row_bytes, (size_t)e, type);
+// run_q8_weights_avx512 for one block in 8 lanes: w[i][t] = pr[i][t] * row t's scale of the block.
+LM_AVX2_FMA_FN static inline void run_q8_weights_avx2(const unsigned char *rows, size_t row_bytes, int count, int block, const float *const *pr,
+                                                      float w[4][64]) {
+    assert(count <= 64);
+    const __m256i at = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32((int)row_bytes)), low = _mm256_set1_epi32(0xffff);
+    int t = 0;
+    for (; t + 8 <= count; t += 8) { // (each gathered dword: the scale in its low half, then two integers)
+        __m256i scales = _mm256_and_si256(_mm256_i32gather_epi32((const int *)(const void *)(rows + (size_t)t * row_bytes + 34 * (size_t)block), at, 1), low);
+        __m256 d = _mm256_cvtph_ps(_mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi32(scales, scales), 0x08)));
+        for (int i = 0; i < 4; i++) _mm256_storeu_ps(&w[i][t], _mm256_mul_ps(_mm256_loadu_ps(pr[i] + t), d));
+    }
+    for (; t < count; t++) {
+        float d = _cvtsh_ss(run_u16_at(rows + (size_t)t * row_bytes + 34 * (size_t)block));
+        for (int i = 0; i < 4; i++) w[i][t] = pr[i][t] * d;
     }
 }
 
-LM_AVX2_FN static void run_tile_values_avx2(const unsigned char *rows, size_t row_bytes, int count, LmWeightType type, int hs, const float *const *p, int nq,
+// Four queries' sums of values e0..e0+8*nv-1 (nv 1 or 2, a constant where inlined) over the rows, in
+// registers (stored for the first n); w: Q8_0's weights times the block's scales.
+LM_AVX2_FMA_FN static inline __attribute__((always_inline)) void run_values16_avx2(const unsigned char *rows, size_t row_bytes, int count, int e0, int nv,
+                                                                                 const float *const *pr, float w[4][64], float *const *outr, int n,
+                                                                                 LmWeightType type) {
+    __m256 o[4][2];
+    for (int i = 0; i < 4; i++)
+        for (int v = 0; v < nv; v++) o[i][v] = _mm256_loadu_ps(outr[i] + e0 + 8 * v);
+    for (int t = 0; t < count; t++) {
+        const unsigned char *row = rows + (size_t)t * row_bytes;
+        __m256 value[2];
+        for (int v = 0; v < nv; v++) value[v] = run_value8(row, e0 + 8 * v, type);
+        for (int i = 0; i < 4; i++) {
+            __m256 wi = _mm256_set1_ps(type == LM_Q8_0 ? w[i][t] : pr[i][t]);
+            for (int v = 0; v < nv; v++) o[i][v] = _mm256_fmadd_ps(wi, value[v], o[i][v]);
+        }
+    }
+    for (int i = 0; i < n; i++)
+        for (int v = 0; v < nv; v++) _mm256_storeu_ps(outr[i] + e0 + 8 * v, o[i][v]);
+}
+
+// run_tile_values_avx512_typed in 8 lanes: four queries at a time (a missing one repeats the last,
+// unstored), 16 of their sums each in registers, so each value is converted once for the four (the
+// rows, in the CPU's cache, read once per 16 dims); the last values of a head size that is not a
+// multiple of 8 one by one, in the same order.
+LM_AVX2_FMA_FN static inline void run_tile_values_avx2_typed(const unsigned char *rows, size_t row_bytes, int count, int hs, const float *const *p, int nq,
+                                                             float *const *out, LmWeightType type) {
+    int full = hs / 8 * 8;
+    float w[4][64];
+    for (int r0 = 0; r0 < nq; r0 += 4) {
+        const float *pr[4];
+        float *outr[4];
+        for (int i = 0; i < 4; i++) { pr[i] = p[r0 + i < nq ? r0 + i : nq - 1]; outr[i] = out[r0 + i < nq ? r0 + i : nq - 1]; }
+        int n = r0 + 4 <= nq ? 4 : nq - r0;
+        for (int e0 = 0; e0 < full; e0 += 16) {
+            if (type == LM_Q8_0 && e0 % 32 == 0) run_q8_weights_avx2(rows, row_bytes, count, e0 / 32, pr, w);
+            if (full - e0 >= 16) run_values16_avx2(rows, row_bytes, count, e0, 2, pr, w, outr, n, type);
+            else run_values16_avx2(rows, row_bytes, count, e0, 1, pr, w, outr, n, type);
+        }
+        for (int i = 0; i < n; i++)
+            for (int e = full; e < hs; e++) // (float types only: Q8_0 rows are whole blocks of 32)
+                for (int t = 0; t < count; t++) outr[i][e] = fmaf(pr[i][t], run_weight_f32(rows + (size_t)t * row_bytes, (size_t)e, type), outr[i][e]);
+    }
+}
+
+LM_AVX2_FMA_FN static void run_tile_values_avx2(const unsigned char *rows, size_t row_bytes, int count, LmWeightType type, int hs, const float *const *p, int nq,
                                             float *const *out) {
     switch (type) {
     case LM_F16: run_tile_values_avx2_typed(rows, row_bytes, count, hs, p, nq, out, LM_F16); break;
@@ -4520,6 +4650,58 @@ LM_AVX2_FN static void run_tile_values_avx2(const unsigned char *rows, size_t ro
     case LM_Q8_0: run_tile_values_avx2_typed(rows, row_bytes, count, hs, p, nq, out, LM_Q8_0); break;
     default: run_tile_values_avx2_typed(rows, row_bytes, count, hs, p, nq, out, LM_F32); break;
     }
+}
+// run_exp16 in 8 lanes.
+LM_AVX2_FN static inline __m256 run_exp8(__m256 x) {
+    x = _mm256_max_ps(_mm256_set1_ps(-87.0f), _mm256_min_ps(_mm256_set1_ps(88.0f), x));
+    __m256 t = _mm256_add_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504f)), _mm256_set1_ps(12582912.0f));
+    __m256 n = _mm256_sub_ps(t, _mm256_set1_ps(12582912.0f));
+    __m256i scale_bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(0x4b400000)), _mm256_set1_epi32(127)), 23);
+    __m256 r = _mm256_sub_ps(x, _mm256_mul_ps(n, _mm256_set1_ps(0.693359375f)));
+    r = _mm256_sub_ps(r, _mm256_mul_ps(n, _mm256_set1_ps(-2.12194440e-4f)));
+    __m256 y = _mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(1.9875691500e-4f), r), _mm256_set1_ps(1.3981999507e-3f));
+    y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(8.3334519073e-3f));
+    y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(4.1665795894e-2f));
+    y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(1.6666665459e-1f));
+    y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(5.0000001201e-1f));
+    y = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(y, r), r), r), _mm256_set1_ps(1.0f));
+    return _mm256_mul_ps(y, _mm256_castsi256_ps(scale_bits));
+}
+
+// run_attention_softmax_avx512 with each 16 lanes as two vectors.
+LM_AVX2_FN static void run_attention_softmax_avx2(float *x, int n, float scale) {
+    const __m256 vscale = _mm256_set1_ps(scale);
+    __m256 lo = _mm256_set1_ps(x[0] * scale), hi = lo;
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256 a = _mm256_mul_ps(_mm256_loadu_ps(x + i), vscale), b = _mm256_mul_ps(_mm256_loadu_ps(x + i + 8), vscale);
+        _mm256_storeu_ps(x + i, a);
+        _mm256_storeu_ps(x + i + 8, b);
+        lo = _mm256_max_ps(a, lo);
+        hi = _mm256_max_ps(b, hi);
+    }
+    float lane[16], sums[16];
+    _mm256_storeu_ps(lane, lo);
+    _mm256_storeu_ps(lane + 8, hi);
+    for (; i < n; i++) { x[i] *= scale; lane[0] = x[i] > lane[0] ? x[i] : lane[0]; }
+    float max_val = lane[0];
+    for (int k = 1; k < 16; k++) max_val = lane[k] > max_val ? lane[k] : max_val;
+    const __m256 vmax = _mm256_set1_ps(max_val);
+    lo = hi = _mm256_setzero_ps();
+    for (i = 0; i + 16 <= n; i += 16) {
+        __m256 a = run_exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), vmax)), b = run_exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i + 8), vmax));
+        _mm256_storeu_ps(x + i, a);
+        _mm256_storeu_ps(x + i + 8, b);
+        lo = _mm256_add_ps(lo, a);
+        hi = _mm256_add_ps(hi, b);
+    }
+    _mm256_storeu_ps(sums, lo);
+    _mm256_storeu_ps(sums + 8, hi);
+    for (int k = 0; i + k < n; k++) { x[i + k] = run_exp(x[i + k] - max_val); sums[k] += x[i + k]; }
+    float sum = run_sum_lanes(sums);
+    const __m256 vsum = _mm256_set1_ps(sum);
+    for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_div_ps(_mm256_loadu_ps(x + i), vsum));
+    for (; i < n; i++) x[i] /= sum;
 }
 #endif // LM_X86 (AVX2)
 
@@ -4941,7 +5123,7 @@ static void run_store_values(unsigned char *row, const float *v, int hs, LmWeigh
 
 // The scores of nq queries (head_size values each) against the LM_KEY_TILE keys of a tile, every lane
 // whether or not its position is in use: scores[r][j] = the sum over the head's dimensions d, in
-// order, of q[r].f[d] * key j's value d. Q8_0: the query in its Q8_0 form too; per group g of 32 dims,
+// order, of q[r].f[d] * key j's value d, each product fused into the sum (fmaf). Q8_0: the query in its Q8_0 form too; per group g of 32 dims,
 // the exact int32 sum of key j's integers times the query's, then, the groups in order,
 // score += (float)isum * key j's scale * the query's scale.
 static void run_tile_scores_plain(const unsigned char *tile, LmWeightType type, int hs, const LmQuery *q, int nq, float *const *scores) {
@@ -4958,15 +5140,15 @@ static void run_tile_scores_plain(const unsigned char *tile, LmWeightType type, 
             }
         } else {
             for (int d = 0; d < hs; d++)
-                for (int j = 0; j < LM_KEY_TILE; j++) acc[j] += q[r].f[d] * run_weight_f32(tile, (size_t)d * LM_KEY_TILE + (size_t)j, type);
+                for (int j = 0; j < LM_KEY_TILE; j++) acc[j] = fmaf(q[r].f[d], run_weight_f32(tile, (size_t)d * LM_KEY_TILE + (size_t)j, type), acc[j]);
         }
         memcpy(scores[r], acc, sizeof acc);
     }
 }
 
 // out[r][e] += p[r][t] * value e of row t for t = 0..count-1 (rows row_bytes apart) and each of the nq
-// queries r, each out[r][e] its own running sum in position order; a Q8_0 value is its block's scale
-// times its integer.
+// queries r, each out[r][e] its own running sum in position order, each product fused into it (fmaf);
+// Q8_0: the weight times the block's scale, that fused with the integer.
 static void run_tile_values_plain(const unsigned char *rows, size_t row_bytes, int count, LmWeightType type, int hs, const float *const *p, int nq,
                                   float *const *out) {
     for (int t = 0; t < count; t++) {
@@ -4974,12 +5156,12 @@ static void run_tile_values_plain(const unsigned char *rows, size_t row_bytes, i
         for (int r = 0; r < nq; r++) {
             if (type == LM_Q8_0) {
                 for (int b = 0; b < hs / 32; b++) {
-                    float d = run_half_at(row + 34 * (size_t)b);
+                    float w = p[r][t] * run_half_at(row + 34 * (size_t)b);
                     const int8_t *q = (const int8_t *)(row + 34 * (size_t)b + 2);
-                    for (int e = 0; e < 32; e++) out[r][32 * b + e] += p[r][t] * (d * (float)q[e]);
+                    for (int e = 0; e < 32; e++) out[r][32 * b + e] = fmaf(w, (float)q[e], out[r][32 * b + e]);
                 }
             } else {
-                for (int e = 0; e < hs; e++) out[r][e] += p[r][t] * run_weight_f32(row, (size_t)e, type);
+                for (int e = 0; e < hs; e++) out[r][e] = fmaf(p[r][t], run_weight_f32(row, (size_t)e, type), out[r][e]);
             }
         }
     }
@@ -5011,7 +5193,7 @@ static void run_tile_scores(LmKernels k, const unsigned char *tile, size_t tile_
         float *at[LM_ATTN_QUERIES];
         for (int r = 0; r < nq; r++) at[r] = scores[r] + LM_KEY_TILE * j;
 #if LM_X86
-        if (run_avx2_set(k)) { run_tile_scores_avx2(tile + j * tile_bytes, type, hs, q, nq, at); continue; }
+        if (run_avx2_set(k)) { run_tile_scores_avx2(tile + j * tile_bytes, type, hs, q, nq, at, k == LM_KERNELS_AVX2_VNNI); continue; }
 #endif
         run_tile_scores_plain(tile + j * tile_bytes, type, hs, q, nq, at);
     }
@@ -5029,31 +5211,19 @@ static void run_tile_values(LmKernels k, const unsigned char *rows, size_t row_b
     run_tile_values_plain(rows, row_bytes, count, type, hs, p, nq, out);
 }
 
-// e^x for x <= 88 (attention's scores minus their maximum, which are <= 0): Cody and Waite's reduction
-// by ln 2 and Cephes' polynomial, within 2 ulp of the true value, with no branch and no libm call, so
-// the loop that calls it vectorizes (it took attention at 16K positions from 73 to 58 ms per token).
-// Below -87 it is e^-87 (1e-38, where expf's results turn subnormal); NaN stays NaN.
-static inline float run_exp(float x) {
-    x = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x;
-    float t = x * 1.44269504f + 12582912.0f; // 1.5 * 2^23: n = round(x / ln 2) in t's low bits
-    float n = t - 12582912.0f;
-    uint32_t bits;
-    memcpy(&bits, &t, 4);
-    uint32_t scale_bits = (bits - 0x4b400000u + 127u) << 23; // 2^n
-    float r = x - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    float y = ((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r + 4.1665795894e-2f) * r + 1.6666665459e-1f) * r + 5.0000001201e-1f;
-    y = y * r * r + r + 1.0f;
-    float scale;
-    memcpy(&scale, &scale_bits, 4);
-    return y * scale;
-}
-
-// run_softmax with run_exp for expf and the sum of the exponentials in 16 lanes (added pairwise at
-// the end): the attention weights over thousands of positions, every step vectorized.
-static void run_attention_softmax(float *x, int n) {
-    float max_val = run_max(x, n);
+// Attention's weights from a query's scores: each times scale (then soft-capped when softcap > 0),
+// and their softmax as run_softmax's but with run_exp for expf and the sum of the exponentials in 16
+// lanes (added pairwise at the end): over thousands of positions, every step vectorizes.
+static void run_attention_softmax(LmKernels k, float *x, int n, float scale, float softcap) {
+#if LM_X86
+    if (k == LM_KERNELS_AVX512 && softcap <= 0.0f) { run_attention_softmax_avx512(x, n, scale); return; }
+    if (run_avx2_set(k) && softcap <= 0.0f) { run_attention_softmax_avx2(x, n, scale); return; }
+#endif
+    (void)k;
     int i;
+    for (i = 0; i < n; i++) x[i] *= scale;
+    if (softcap > 0.0f) run_softcap(x, n, softcap);
+    float max_val = run_max(x, n);
     for (i = 0; i < n; i++) x[i] = run_exp(x[i] - max_val);
     float sums[LM_LANES] = {0};
     for (i = 0; i + LM_LANES <= n; i += LM_LANES)
@@ -5062,7 +5232,6 @@ static void run_attention_softmax(float *x, int n) {
     float sum = run_sum_lanes(sums);
     for (i = 0; i < n; i++) x[i] /= sum;
 }
-
 
 // A unit's span of positions: every query's lie in lo..hi; scores are kept from base (lo rounded down
 // to a tile) on, query r's at att + r * run_attention_span(c).
@@ -5131,9 +5300,7 @@ static void run_attention_weights(const LmModel *m, const LmAttention *a, float 
     for (int r = 0; r < a->nq; r++) {
         float *p = att + (size_t)r * run_attention_span(c) + (size_t)(a->first[r] - base);
         int count = a->last[r] - a->first[r] + 1;
-        for (int i = 0; i < count; i++) p[i] *= c->attn_scale;
-        if (c->attn_softcap > 0.0f) run_softcap(p, count, c->attn_softcap);
-        run_attention_softmax(p, count);
+        run_attention_softmax(m->kernels, p, count, c->attn_scale, c->attn_softcap);
         memset(a->out[r], 0, (size_t)c->head_size * sizeof(float));
     }
 }

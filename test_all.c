@@ -3145,12 +3145,14 @@ static void test_cache_types(void) {
         lm_free(a);
         lm_free(b);
     }
-    // head sizes of real models (64: the AVX-512 values' register path; 80: masked and tail lanes), every
-    // kernel set and blocks against tokens
-    const struct { int dim, heads, kv; } shapes[] = {{128, 2, 1}, {160, 2, 2}};
-    for (int sh = 0; sh < 2; sh++) {
+    // head sizes of real models (64: the AVX-512 values' register path; 80: masked and tail lanes; 96:
+    // q8_0's masked block; 40: AVX2's single vector), every kernel set and blocks against tokens
+    const struct { int dim, heads, kv; } shapes[] = {{128, 2, 1}, {160, 2, 2}, {192, 2, 1}, {120, 3, 1}};
+    for (int sh = 0; sh < 4; sh++) {
         tm = tiny_model(shapes[sh].dim, 96, 1, shapes[sh].heads, shapes[sh].kv, 67, LM_BATCH + 64, 0);
-        char *hp = tmp_path(sh ? "cache_hs80.bin" : "cache_hs64.bin");
+        char hname[32];
+        snprintf(hname, sizeof hname, "cache_hs%d.bin", shapes[sh].dim / shapes[sh].heads);
+        char *hp = tmp_path(hname);
         write_v0(&tm, hp);
         tiny_free(&tm);
         for (int k = 0; k < 4; k++) {
