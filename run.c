@@ -1026,6 +1026,7 @@ typedef struct { const float *f; const int8_t *q; const float *scale; const int3
 #define LM_ROW_BLOCK 16 // rows per unit of parallel work
 #define LM_KEY_TILE 16 // positions per tile of the key cache
 #define LM_ATTN_QUERIES 16 // queries (of one key/value head) per unit of attention work
+#define LM_VALUE_ROWS 64   // value rows per call of the weighted sums (their weights in registers' reach)
 #ifndef LM_PREFETCH_BYTES
 #define LM_PREFETCH_BYTES 8192 // how far ahead streaming reads (weights, the KV cache) prefetch
 #endif
@@ -3414,12 +3415,12 @@ LM_AVX512_FN static inline __m512 run_value16(const unsigned char *row, int e, _
     }
 }
 
-// The weights of Q8_0 rows 0..count-1 (count <= 64) for blocks first_block and first_block + 1:
+// The weights of Q8_0 rows 0..count-1 (count <= LM_VALUE_ROWS) for blocks first_block and first_block + 1:
 // w[i][b][t] = pr[i][t] * row t's scale of block first_block + b, 16 rows' scales per gather, so the
 // per-row work is the integers' conversion and the fused multiply-adds alone.
 LM_AVX512_FN static inline void run_q8_weights_avx512(const unsigned char *rows, size_t row_bytes, int count, int first_block, const float *const *pr,
-                                                      float w[4][2][64]) {
-    assert(count <= 64);
+                                                      float w[4][2][LM_VALUE_ROWS]) {
+    assert(count <= LM_VALUE_ROWS);
     const __m512i at = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32((int)row_bytes));
     for (int t0 = 0; t0 < count; t0 += 16) {
         __mmask16 live = count - t0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (count - t0)) - 1);
@@ -3434,7 +3435,7 @@ LM_AVX512_FN static inline void run_q8_weights_avx512(const unsigned char *rows,
 // Values e0..e0+63 for four queries (stored for the first n), in registers.
 LM_AVX512_FN static inline void run_values64_avx512(const unsigned char *rows, size_t row_bytes, int count, int e0, const float *const *pr,
                                                     float *const *outr, int n, LmWeightType type) {
-    float w[4][2][64]; // (Q8_0: the weights times the scales of the two blocks)
+    float w[4][2][LM_VALUE_ROWS]; // (Q8_0: the weights times the scales of the two blocks)
     if (type == LM_Q8_0) run_q8_weights_avx512(rows, row_bytes, count, e0 / 32, pr, w);
     __m512 o0[4], o1[4], o2[4], o3[4];
     for (int v = 0; v < 4; v++) {
@@ -3792,6 +3793,20 @@ LM_AVX2_FN static inline __attribute__((always_inline)) __m256i run_q4_sums8_avx
 }
 
 // xsum (the input groups' sums) and xa (the arranged input, or NULL) serve Q4_0 groups of 32.
+// Eight consecutive q8_0 groups' exact int32 sums against x, each group gs (32 or 64: a constant where
+// inlined, so the eight sums stay in registers) int8 weights at q.
+LM_AVX2_FN static inline __attribute__((always_inline)) __m256i run_q8_sums8_avx2(const int8_t *q, const int8_t *x, int gs) {
+    __m256i v[8];
+    for (int i = 0; i < 8; i++) {
+        _mm_prefetch((const char *)q + (size_t)i * (size_t)gs + LM_PREFETCH_BYTES, _MM_HINT_T0);
+        v[i] = run_dot32_i8(_mm256_loadu_si256((const __m256i *)(const void *)(q + i * gs)), _mm256_loadu_si256((const __m256i *)(const void *)(x + i * gs)));
+        if (gs == 64)
+            v[i] = _mm256_add_epi32(v[i], run_dot32_i8(_mm256_loadu_si256((const __m256i *)(const void *)(q + i * gs + 32)),
+                                                       _mm256_loadu_si256((const __m256i *)(const void *)(x + i * gs + 32))));
+    }
+    return run_reduce8(v);
+}
+
 LM_AVX2_FN static float run_dot_int_avx2(const LmMatrix *w, int row, const int8_t *xq, const float *xs, const int32_t *xsum, const int8_t *xa) {
     int gs = w->group_size, groups = w->cols / gs, g = 0;
     size_t first = (size_t)row * (size_t)groups; // the row's first group in the matrix
@@ -3801,6 +3816,9 @@ LM_AVX2_FN static float run_dot_int_avx2(const LmMatrix *w, int row, const int8_
         __m256i sums;
         if (arranged) {
             sums = run_q4_sums8_avx2((const unsigned char *)w->data + (first + (size_t)g) * 16, 16, xa + (size_t)g * 32, xsum + g);
+        } else if (w->type == LM_Q8_GROUPS && (gs == 32 || gs == 64)) {
+            const int8_t *q = (const int8_t *)w->data + (first + (size_t)g) * (size_t)gs, *x = xq + (size_t)g * (size_t)gs;
+            sums = gs == 32 ? run_q8_sums8_avx2(q, x, 32) : run_q8_sums8_avx2(q, x, 64);
         } else {
             __m256i v[8];
             for (int i = 0; i < 8; i++) v[i] = run_group_dot_avx2(w, first + (size_t)(g + i), xq + (size_t)(g + i) * (size_t)gs);
@@ -4582,8 +4600,8 @@ LM_AVX2_FN static inline __m256 run_value8(const unsigned char *row, int e, LmWe
 
 // run_q8_weights_avx512 for one block in 8 lanes: w[i][t] = pr[i][t] * row t's scale of the block.
 LM_AVX2_FMA_FN static inline void run_q8_weights_avx2(const unsigned char *rows, size_t row_bytes, int count, int block, const float *const *pr,
-                                                      float w[4][64]) {
-    assert(count <= 64);
+                                                      float w[4][LM_VALUE_ROWS]) {
+    assert(count <= LM_VALUE_ROWS);
     const __m256i at = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32((int)row_bytes)), low = _mm256_set1_epi32(0xffff);
     int t = 0;
     for (; t + 8 <= count; t += 8) { // (each gathered dword: the scale in its low half, then two integers)
@@ -4600,7 +4618,7 @@ LM_AVX2_FMA_FN static inline void run_q8_weights_avx2(const unsigned char *rows,
 // Four queries' sums of values e0..e0+8*nv-1 (nv 1 or 2, a constant where inlined) over the rows, in
 // registers (stored for the first n); w: Q8_0's weights times the block's scales.
 LM_AVX2_FMA_FN static inline __attribute__((always_inline)) void run_values16_avx2(const unsigned char *rows, size_t row_bytes, int count, int e0, int nv,
-                                                                                 const float *const *pr, float w[4][64], float *const *outr, int n,
+                                                                                 const float *const *pr, float w[4][LM_VALUE_ROWS], float *const *outr, int n,
                                                                                  LmWeightType type) {
     __m256 o[4][2];
     for (int i = 0; i < 4; i++)
@@ -4625,7 +4643,7 @@ LM_AVX2_FMA_FN static inline __attribute__((always_inline)) void run_values16_av
 LM_AVX2_FMA_FN static inline void run_tile_values_avx2_typed(const unsigned char *rows, size_t row_bytes, int count, int hs, const float *const *p, int nq,
                                                              float *const *out, LmWeightType type) {
     int full = hs / 8 * 8;
-    float w[4][64];
+    float w[4][LM_VALUE_ROWS];
     for (int r0 = 0; r0 < nq; r0 += 4) {
         const float *pr[4];
         float *outr[4];
@@ -5306,7 +5324,7 @@ static void run_attention_weights(const LmModel *m, const LmAttention *a, float 
 }
 
 // Queries r_begin..r_end-1's outputs, dims e0..e1-1 (e0 a multiple of 32, or 0): the values weighted by
-// the softmax, summed in position order, 64 positions at a time for the queries that see the same
+// the softmax, summed in position order, LM_VALUE_ROWS positions at a time for the queries that see the same
 // ones of them (each value row read once for them). Any split of the queries or dims gives the same bits.
 static void run_attention_values(const LmModel *m, const LmAttention *a, const float *att, int r_begin, int r_end, int e0, int e1) {
     const LmConfig *c = &m->config;
@@ -5314,13 +5332,13 @@ static void run_attention_values(const LmModel *m, const LmAttention *a, const f
     int lo, hi, base;
     run_attention_range(a, &lo, &hi, &base);
     size_t span = run_attention_span(c), skip = (size_t)e0 / (size_t)run_types[c->cache_type].block_values * (size_t)run_types[c->cache_type].block_bytes;
-    for (int t0 = lo; t0 <= hi; t0 += 64) {
+    for (int t0 = lo; t0 <= hi; t0 += LM_VALUE_ROWS) {
         for (int r = r_begin, next; r < r_end; r = next) {
-            int from = a->first[r] > t0 ? a->first[r] : t0, to = a->last[r] < t0 + 63 ? a->last[r] : t0 + 63;
+            int from = a->first[r] > t0 ? a->first[r] : t0, to = a->last[r] < t0 + LM_VALUE_ROWS - 1 ? a->last[r] : t0 + LM_VALUE_ROWS - 1;
             const float *p[LM_ATTN_QUERIES];
             float *out[LM_ATTN_QUERIES];
             for (next = r; next < r_end; next++) {
-                int f = a->first[next] > t0 ? a->first[next] : t0, l = a->last[next] < t0 + 63 ? a->last[next] : t0 + 63;
+                int f = a->first[next] > t0 ? a->first[next] : t0, l = a->last[next] < t0 + LM_VALUE_ROWS - 1 ? a->last[next] : t0 + LM_VALUE_ROWS - 1;
                 if (f != from || l != to) break;
                 out[next - r] = a->out[next] + e0;
             }

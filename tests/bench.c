@@ -7,6 +7,7 @@
 //   build/runbench --no-mmap 1                      weights read into memory (huge pages), not mapped
 //   build/runbench --long 1                         make bench-long: a Llama-3.2-1B shape at long context
 //       [--dtypes q8_0,q4_0] [--caches f32,f16,bf16,q8_0] [--depths 0,4096,16384,32768] [--prompts 512,4096,16384]
+//       [--kernels avx2,avx512]                 (long: the best set this CPU runs unless --kernels names some)
 // Checkpoints of each shape are random weights made by tests/bench_models.py (cached in build/bench).
 // Generation reads every weight once per token, so its limit is the read bandwidth divided by the
 // bytes of weights per token; the table shows the fraction of that limit reached.
@@ -143,14 +144,17 @@ static void fill_cache(LmModel *m, int depth) {
 
 // Generation after caches filled to each depth, for each weight and cache type, against the limit of
 // the bytes each token reads (weights + the cache up to that depth); then prefill of long prompts.
-static int bench_long(char *dtypes, char *caches, char *depths, char *prompts, int threads, double bw, int gen) {
+// kernels: the sets to compare (none: the best this CPU runs).
+static int bench_long(char *dtypes, char *caches, char *depths, char *prompts, int threads, double bw, int gen, char **kernels, int nk) {
+    char *best_only[1] = {"auto"};
+    if (nk == 0) kernels = best_only, nk = 1;
     char *dtype_v[8], *cache_v[8], *depth_v[16], *prompt_v[16];
     int nd = split_list(dtypes, dtype_v, 8), nc = split_list(caches, cache_v, 8), ndepth = split_list(depths, depth_v, 16), np = split_list(prompts, prompt_v, 16);
     int max_depth = 0, max_prompt = 0;
     for (int i = 0; i < ndepth; i++) max_depth = atoi(depth_v[i]) > max_depth ? atoi(depth_v[i]) : max_depth;
     for (int i = 0; i < np; i++) max_prompt = atoi(prompt_v[i]) > max_prompt ? atoi(prompt_v[i]) : max_prompt;
-    printf("| weights | cache | depth  | gen tok/s | MB / token (weights + cache) | limit t/s | frac  | x depth 0 |\n");
-    printf("|---------|-------|--------|-----------|------------------------------|-----------|-------|-----------|\n");
+    printf("| weights | cache | kernels   | depth  | gen tok/s | MB / token (weights + cache) | limit t/s | frac  | x depth 0 |\n");
+    printf("|---------|-------|-----------|--------|-----------|------------------------------|-----------|-------|-----------|\n");
     fflush(stdout);
     char paths[8][1024];
     for (int d = 0; d < nd; d++) {
@@ -161,13 +165,14 @@ static int bench_long(char *dtypes, char *caches, char *depths, char *prompts, i
         if (!p || !fgets(paths[d], sizeof paths[d], p)) { fprintf(stderr, "bench: %s failed\n", cmd); if (p) pclose(p); continue; }
         pclose(p);
         paths[d][strcspn(paths[d], "\n")] = 0;
-        for (int k = 0; k < nc; k++) {
+        for (int k = 0; k < nc * nk; k++) {
             LmLoadOptions o = load_options;
-            o.cache_type = cache_v[k];
+            o.cache_type = cache_v[k / nk];
             o.context_length = max_depth + gen;
             char err[512];
             LmModel *m = lm_load_with(paths[d], &o, err, sizeof err);
             if (!m) { fprintf(stderr, "bench: %s\n", err); continue; }
+            if (lm_set_kernels(m, kernels[k % nk]) != 0) { fprintf(stderr, "bench: kernels %s: not on this CPU\n", kernels[k % nk]); lm_free(m); continue; }
             lm_set_threads(m, threads);
             double at_zero = 0;
             for (int i = 0; i < ndepth; i++) {
@@ -184,26 +189,27 @@ static int bench_long(char *dtypes, char *caches, char *depths, char *prompts, i
                 double cache_bytes = 2.0 * m->config.n_layers * m->config.n_kv_heads * (double)m->state.value_row_bytes * (depth + gen / 2);
                 double bytes = (double)bytes_per_token(m) + cache_bytes, limit = bw * 1e9 / bytes;
                 if (depth == 0) at_zero = best;
-                printf("| %-7s | %-5s | %6d | %9.2f | %11.0f + %-16.0f | %9.2f | %5.2f | %9.2f |\n", dtype_v[d], cache_v[k], depth, best,
+                printf("| %-7s | %-5s | %-9s | %6d | %9.2f | %11.0f + %-16.0f | %9.2f | %5.2f | %9.2f |\n", dtype_v[d], cache_v[k / nk], run_kernel_names[m->kernels], depth, best,
                        (double)bytes_per_token(m) / 1e6, cache_bytes / 1e6, limit, best / limit, at_zero > 0 ? best / at_zero : 0.0);
                 fflush(stdout);
             }
             lm_free(m);
         }
     }
-    printf("\n| weights | cache | prompt | pp tok/s | x prompt %s |\n", prompt_v[0]);
-    printf("|---------|-------|--------|----------|--------------|\n");
+    printf("\n| weights | cache | kernels   | prompt | pp tok/s | x prompt %s |\n", prompt_v[0]);
+    printf("|---------|-------|-----------|--------|----------|--------------|\n");
     fflush(stdout);
     const char *prefill_caches[] = {"f16"}; // (the default; a 16K prompt takes minutes)
     for (int d = 0; d < nd; d++) {
         if (!paths[d][0]) continue;
-        for (int k = 0; k < (int)(sizeof prefill_caches / sizeof prefill_caches[0]); k++) {
+        for (int k = 0; k < (int)(sizeof prefill_caches / sizeof prefill_caches[0]) * nk; k++) {
             LmLoadOptions o = load_options;
-            o.cache_type = prefill_caches[k];
+            o.cache_type = prefill_caches[k / nk];
             o.context_length = max_prompt;
             char err[512];
             LmModel *m = lm_load_with(paths[d], &o, err, sizeof err);
             if (!m) { fprintf(stderr, "bench: %s\n", err); continue; }
+            if (lm_set_kernels(m, kernels[k % nk]) != 0) { lm_free(m); continue; }
             lm_set_threads(m, threads);
             int *tokens = malloc((size_t)max_prompt * sizeof(int));
             for (int i = 0; i < max_prompt; i++) tokens[i] = (i * 7919 + 11) % lm_vocab_size(m);
@@ -214,7 +220,7 @@ static int bench_long(char *dtypes, char *caches, char *depths, char *prompts, i
                 lm_forward_batch(m, tokens, n, 0);
                 double tps = n / (seconds() - start);
                 if (i == 0) first = tps;
-                printf("| %-7s | %-5s | %6d | %8.1f | %12.2f |\n", dtype_v[d], prefill_caches[k], n, tps, tps / first);
+                printf("| %-7s | %-5s | %-9s | %6d | %8.1f | %12.2f |\n", dtype_v[d], prefill_caches[k / nk], run_kernel_names[m->kernels], n, tps, tps / first);
                 fflush(stdout);
             }
             free(tokens);
@@ -260,6 +266,7 @@ int main(int argc, char **argv) {
     char long_dtypes[256]; // (split_list cuts the list it splits)
     snprintf(long_dtypes, sizeof long_dtypes, "%s", dtypes);
     if (long_context && strchr(thread_list, ',')) *strchr(thread_list, ',') = 0; // (one thread count: the first)
+    int kernels_given = kernels[0] != 0;
     if (kernels[0] == 0) // every set this CPU runs, slowest first
         for (int k = 0; k < LM_KERNELS_N; k++)
             if (run_kernels_available((LmKernels)k)) snprintf(kernels + strlen(kernels), 16, "%s%s", k ? "," : "", run_kernel_names[k]);
@@ -290,7 +297,7 @@ int main(int argc, char **argv) {
         printf("\nLlama-3.2-1B shape (dim 2048, 16 layers, 32 heads / 8 kv heads of 64, FFN 8192, vocab 128256, tied), random weights, %d thread%s; "
                "generation: %d tokens after a cache filled to each depth (best of %d); prefill: one prompt from position 0; weights %s\n\n",
                threads[0], threads[0] > 1 ? "s" : "", gen, repeats, load_options.in_memory ? "read into memory (--no-mmap)" : "mapped from the file");
-        return bench_long(long_dtypes, caches, depths, prompts, threads[0], bw[0], gen);
+        return bench_long(long_dtypes, caches, depths, prompts, threads[0], bw[0], gen, kernel_v, kernels_given ? n_kernels : 0);
     }
     printf("\ngeneration: %d tokens from position 0; prefill: one %d-token prompt (logits of the last token only); best of %d; weights %s\n\n",
            gen, prompt, repeats, load_options.in_memory ? "read into memory (--no-mmap)" : "mapped from the file");
