@@ -2385,16 +2385,20 @@ static float run_max(const float *x, int n) {
 // by ln 2 and Cephes' polynomial, within 2 ulp of the true value, with no branch and no libm call, so
 // the loop that calls it vectorizes (it took attention at 16K positions from 73 to 58 ms per token).
 // Below -87 it is e^-87 (1e-38, where expf's results turn subnormal); NaN stays NaN.
+// (Its constants are shared with the SIMD versions, run_exp16 and run_exp8, which take the same steps.)
+static const float run_exp_c[] = {1.44269504f, 12582912.0f, 0.693359375f, -2.12194440e-4f, // 1 / ln 2, 1.5 * 2^23, ln 2 in two parts
+                                  1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};
 static inline float run_exp(float x) {
     x = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x;
-    float t = x * 1.44269504f + 12582912.0f; // 1.5 * 2^23: n = round(x / ln 2) in t's low bits
-    float n = t - 12582912.0f;
+    float t = x * run_exp_c[0] + run_exp_c[1]; // n = round(x / ln 2) in t's low bits
+    float n = t - run_exp_c[1];
     uint32_t bits;
     memcpy(&bits, &t, 4);
     uint32_t scale_bits = (bits - 0x4b400000u + 127u) << 23; // 2^n
-    float r = x - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    float y = ((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r + 4.1665795894e-2f) * r + 1.6666665459e-1f) * r + 5.0000001201e-1f;
+    float r = x - n * run_exp_c[2];
+    r = r - n * run_exp_c[3];
+    float y = run_exp_c[4] * r + run_exp_c[5];
+    for (int k = 6; k < 10; k++) y = y * r + run_exp_c[k];
     y = y * r * r + r + 1.0f;
     float scale;
     memcpy(&scale, &scale_bits, 4);
@@ -3514,16 +3518,12 @@ LM_AVX512_FN static void run_tile_values_avx512(const unsigned char *rows, size_
 // run_exp in 16 lanes: the same steps (a multiply, then an add; never fused), so the same bits.
 LM_AVX512_FN static inline __m512 run_exp16(__m512 x) {
     x = _mm512_max_ps(_mm512_set1_ps(-87.0f), _mm512_min_ps(_mm512_set1_ps(88.0f), x)); // (as run_exp's: NaN stays NaN)
-    __m512 t = _mm512_add_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)), _mm512_set1_ps(12582912.0f));
-    __m512 n = _mm512_sub_ps(t, _mm512_set1_ps(12582912.0f));
+    __m512 t = _mm512_add_ps(_mm512_mul_ps(x, _mm512_set1_ps(run_exp_c[0])), _mm512_set1_ps(run_exp_c[1]));
+    __m512 n = _mm512_sub_ps(t, _mm512_set1_ps(run_exp_c[1]));
     __m512i scale_bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_sub_epi32(_mm512_castps_si512(t), _mm512_set1_epi32(0x4b400000)), _mm512_set1_epi32(127)), 23);
-    __m512 r = _mm512_sub_ps(x, _mm512_mul_ps(n, _mm512_set1_ps(0.693359375f)));
-    r = _mm512_sub_ps(r, _mm512_mul_ps(n, _mm512_set1_ps(-2.12194440e-4f)));
-    __m512 y = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(1.9875691500e-4f), r), _mm512_set1_ps(1.3981999507e-3f));
-    y = _mm512_add_ps(_mm512_mul_ps(y, r), _mm512_set1_ps(8.3334519073e-3f));
-    y = _mm512_add_ps(_mm512_mul_ps(y, r), _mm512_set1_ps(4.1665795894e-2f));
-    y = _mm512_add_ps(_mm512_mul_ps(y, r), _mm512_set1_ps(1.6666665459e-1f));
-    y = _mm512_add_ps(_mm512_mul_ps(y, r), _mm512_set1_ps(5.0000001201e-1f));
+    __m512 r = _mm512_sub_ps(_mm512_sub_ps(x, _mm512_mul_ps(n, _mm512_set1_ps(run_exp_c[2]))), _mm512_mul_ps(n, _mm512_set1_ps(run_exp_c[3])));
+    __m512 y = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(run_exp_c[4]), r), _mm512_set1_ps(run_exp_c[5]));
+    for (int k = 6; k < 10; k++) y = _mm512_add_ps(_mm512_mul_ps(y, r), _mm512_set1_ps(run_exp_c[k]));
     y = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(y, r), r), r), _mm512_set1_ps(1.0f));
     return _mm512_mul_ps(y, _mm512_castsi512_ps(scale_bits));
 }
@@ -4672,16 +4672,12 @@ LM_AVX2_FMA_FN static void run_tile_values_avx2(const unsigned char *rows, size_
 // run_exp16 in 8 lanes.
 LM_AVX2_FN static inline __m256 run_exp8(__m256 x) {
     x = _mm256_max_ps(_mm256_set1_ps(-87.0f), _mm256_min_ps(_mm256_set1_ps(88.0f), x));
-    __m256 t = _mm256_add_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504f)), _mm256_set1_ps(12582912.0f));
-    __m256 n = _mm256_sub_ps(t, _mm256_set1_ps(12582912.0f));
+    __m256 t = _mm256_add_ps(_mm256_mul_ps(x, _mm256_set1_ps(run_exp_c[0])), _mm256_set1_ps(run_exp_c[1]));
+    __m256 n = _mm256_sub_ps(t, _mm256_set1_ps(run_exp_c[1]));
     __m256i scale_bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(0x4b400000)), _mm256_set1_epi32(127)), 23);
-    __m256 r = _mm256_sub_ps(x, _mm256_mul_ps(n, _mm256_set1_ps(0.693359375f)));
-    r = _mm256_sub_ps(r, _mm256_mul_ps(n, _mm256_set1_ps(-2.12194440e-4f)));
-    __m256 y = _mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(1.9875691500e-4f), r), _mm256_set1_ps(1.3981999507e-3f));
-    y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(8.3334519073e-3f));
-    y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(4.1665795894e-2f));
-    y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(1.6666665459e-1f));
-    y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(5.0000001201e-1f));
+    __m256 r = _mm256_sub_ps(_mm256_sub_ps(x, _mm256_mul_ps(n, _mm256_set1_ps(run_exp_c[2]))), _mm256_mul_ps(n, _mm256_set1_ps(run_exp_c[3])));
+    __m256 y = _mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(run_exp_c[4]), r), _mm256_set1_ps(run_exp_c[5]));
+    for (int k = 6; k < 10; k++) y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(run_exp_c[k]));
     y = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(y, r), r), r), _mm256_set1_ps(1.0f));
     return _mm256_mul_ps(y, _mm256_castsi256_ps(scale_bits));
 }
