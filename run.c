@@ -470,8 +470,8 @@ static const char *const run_kernel_titles[LM_KERNELS_N] = {"portable C", "AVX2"
 #else
 #include <immintrin.h>
 #endif
-// (no "fma" in either: the compiler must not fuse what the kernels keep apart; attention's kernels,
-// whose definitions fuse, have it)
+// (no "fma" in LM_AVX2_FN: the compiler must not fuse what the kernels keep apart (the file's pragma
+// forbids it too); attention's kernels, whose definitions fuse, have LM_AVX2_FMA_FN)
 #define LM_AVX2_FN __attribute__((target("avx2,f16c")))
 #define LM_AVX2_FMA_FN __attribute__((target("avx2,f16c,fma")))
 #define LM_AVX512_FN __attribute__((target("avx2,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
@@ -1026,7 +1026,7 @@ typedef struct { const float *f; const int8_t *q; const float *scale; const int3
 #define LM_ROW_BLOCK 16 // rows per unit of parallel work
 #define LM_KEY_TILE 16 // positions per tile of the key cache
 #define LM_ATTN_QUERIES 16 // queries (of one key/value head) per unit of attention work
-#define LM_VALUE_ROWS 64   // value rows per call of the weighted sums (their weights in registers' reach)
+#define LM_VALUE_ROWS 64   // value rows per call of the weighted sums (a Q8_0 cache: their weights in arrays of this size)
 #ifndef LM_PREFETCH_BYTES
 #define LM_PREFETCH_BYTES 8192 // how far ahead streaming reads (weights, the KV cache) prefetch
 #endif
@@ -2337,7 +2337,8 @@ int lm_set_kernels(LmModel *m, const char *name) {
 //   - attention (over the KV cache in its type) fuses its products into its sums (fmaf, one rounding):
 //     a score sums q[d] * k[d] over the head's dims in order, 16 positions per vector from the cache's
 //     key tiles (a Q8_0 cache: the query quantized in groups of 32 too, each group's int32 sum exact,
-//     then (float)isum * key scale * query scale added in order); the softmax takes the maximum,
+//     then (float)isum * key scale * query scale added in order, multiplied then added: not fused);
+//     the softmax takes the maximum,
 //     run_exp of each score minus it, their sum in 16 lanes added pairwise, and divides; each output
 //     value is a running sum over the positions in order of weight * value (a Q8_0 value: the weight
 //     times its block's scale, fused with the integer).
@@ -3335,7 +3336,8 @@ LM_AVX512_FN static void run_pack_batch(LmBatch *b) {
         }
     }
 }
-// ---- Attention over the KV cache (run_tile_scores_plain and run_tile_values_plain, 16 lanes).
+// ---- Attention over the KV cache (run_tile_scores_plain, run_tile_values_plain and the softmax of
+// run_attention_softmax, 16 lanes).
 
 // Key dimension d of a tile's 16 positions as floats (type a constant, so the switch folds away).
 LM_AVX512_FN static inline __m512 run_key_dim16(const unsigned char *tile, int d, LmWeightType type) {
@@ -3792,7 +3794,6 @@ LM_AVX2_FN static inline __attribute__((always_inline)) __m256i run_q4_sums8_avx
     return _mm256_sub_epi32(sums, _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(const void *)xsum), 3));
 }
 
-// xsum (the input groups' sums) and xa (the arranged input, or NULL) serve Q4_0 groups of 32.
 // Eight consecutive q8_0 groups' exact int32 sums against x, each group gs (32 or 64: a constant where
 // inlined, so the eight sums stay in registers) int8 weights at q.
 LM_AVX2_FN static inline __attribute__((always_inline)) __m256i run_q8_sums8_avx2(const int8_t *q, const int8_t *x, int gs) {
@@ -3807,6 +3808,7 @@ LM_AVX2_FN static inline __attribute__((always_inline)) __m256i run_q8_sums8_avx
     return run_reduce8(v);
 }
 
+// xsum (the input groups' sums) and xa (the arranged input, or NULL) serve Q4_0 groups of 32.
 LM_AVX2_FN static float run_dot_int_avx2(const LmMatrix *w, int row, const int8_t *xq, const float *xs, const int32_t *xsum, const int8_t *xa) {
     int gs = w->group_size, groups = w->cols / gs, g = 0;
     size_t first = (size_t)row * (size_t)groups; // the row's first group in the matrix
@@ -4502,7 +4504,7 @@ LM_AVX2_FN static int run_matmul_int_block_avx2(const LmMatrix *w, int r0, int r
     return 1;
 }
 
-// ---- Attention over the KV cache in 8 lanes: a tile's 16 positions as two vectors.
+// ---- Attention over the KV cache in 8 lanes: a tile's 16 positions as two vectors (and the softmax).
 
 // Key dimension d of a tile's positions 8 * half .. 8 * half + 7 as floats.
 LM_AVX2_FN static inline __m256 run_key_dim8(const unsigned char *tile, int d, int half, LmWeightType type) {
@@ -5137,9 +5139,9 @@ static void run_store_values(unsigned char *row, const float *v, int hs, LmWeigh
 
 // The scores of nq queries (head_size values each) against the LM_KEY_TILE keys of a tile, every lane
 // whether or not its position is in use: scores[r][j] = the sum over the head's dimensions d, in
-// order, of q[r].f[d] * key j's value d, each product fused into the sum (fmaf). Q8_0: the query in its Q8_0 form too; per group g of 32 dims,
-// the exact int32 sum of key j's integers times the query's, then, the groups in order,
-// score += (float)isum * key j's scale * the query's scale.
+// order, of q[r].f[d] * key j's value d, each product fused into the sum (fmaf). Q8_0: the query in
+// its Q8_0 form too; per group g of 32 dims, the exact int32 sum of key j's integers times the
+// query's, then, the groups in order, score += (float)isum * key j's scale * the query's scale.
 static void run_tile_scores_plain(const unsigned char *tile, LmWeightType type, int hs, const LmQuery *q, int nq, float *const *scores) {
     for (int r = 0; r < nq; r++) {
         float acc[LM_KEY_TILE] = {0};
@@ -5228,12 +5230,12 @@ static void run_tile_values(LmKernels k, const unsigned char *rows, size_t row_b
 // Attention's weights from a query's scores: each times scale (then soft-capped when softcap > 0),
 // and their softmax as run_softmax's but with run_exp for expf and the sum of the exponentials in 16
 // lanes (added pairwise at the end): over thousands of positions, every step vectorizes.
-static void run_attention_softmax(LmKernels k, float *x, int n, float scale, float softcap) {
+static void run_attention_softmax(LmKernels kernels, float *x, int n, float scale, float softcap) {
 #if LM_X86
-    if (k == LM_KERNELS_AVX512 && softcap <= 0.0f) { run_attention_softmax_avx512(x, n, scale); return; }
-    if (run_avx2_set(k) && softcap <= 0.0f) { run_attention_softmax_avx2(x, n, scale); return; }
+    if (kernels == LM_KERNELS_AVX512 && softcap <= 0.0f) { run_attention_softmax_avx512(x, n, scale); return; }
+    if (run_avx2_set(kernels) && softcap <= 0.0f) { run_attention_softmax_avx2(x, n, scale); return; }
 #endif
-    (void)k;
+    (void)kernels;
     int i;
     for (i = 0; i < n; i++) x[i] *= scale;
     if (softcap > 0.0f) run_softcap(x, n, softcap);

@@ -3177,25 +3177,51 @@ static void test_cache_types(void) {
         }
     }
     // one kv head: a token's attention is one unit of work, so three threads split its positions (scores)
-    // and its queries' dims (values) instead; the same bits as one thread
-    tm = tiny_model(128, 96, 2, 4, 1, 67, LM_BATCH + 64, 0);
-    char *mqa = tmp_path("cache_types_mqa.bin");
-    write_v0(&tm, mqa);
-    tiny_free(&tm);
-    for (int k = 0; k < 4; k++) {
-        LmLoadOptions o = {.cache_type = types[k]};
-        LmModel *a = lm_load_with(mqa, &o, err, sizeof err), *b = lm_load_with(mqa, &o, err, sizeof err);
-        int same = a && b;
-        lm_set_threads(a, 3);
-        lm_set_threads(b, 1);
-        for (int i = 0; same && i < N; i++) {
-            float *la = lm_forward(a, tokens[i], i);
-            same = la && memcmp(la, lm_forward(b, tokens[i], i), 67 * sizeof(float)) == 0;
+    // and its queries' dims (values) instead; the same bits as one thread (head sizes 32 and 64: the
+    // split's 32 dims at a time against the AVX-512 values' 64)
+    for (int heads = 4; heads >= 2; heads -= 2) {
+        tm = tiny_model(128, 96, 2, heads, 1, 67, LM_BATCH + 64, 0);
+        char *mqa = tmp_path(heads == 4 ? "cache_types_mqa.bin" : "cache_types_mqa64.bin");
+        write_v0(&tm, mqa);
+        tiny_free(&tm);
+        for (int k = 0; k < 4; k++) {
+            LmLoadOptions o = {.cache_type = types[k]};
+            LmModel *a = lm_load_with(mqa, &o, err, sizeof err), *b = lm_load_with(mqa, &o, err, sizeof err);
+            int same = a && b;
+            lm_set_threads(a, 3);
+            lm_set_threads(b, 1);
+            for (int i = 0; same && i < N; i++) {
+                float *la = lm_forward(a, tokens[i], i);
+                same = la && memcmp(la, lm_forward(b, tokens[i], i), 67 * sizeof(float)) == 0;
+            }
+            check(same, "%s cache, one kv head of %d: %d tokens with attention split over 3 threads equal 1 thread, bit for bit", types[k], 128 / heads, N);
+            lm_free(a);
+            lm_free(b);
         }
-        check(same, "%s cache, one kv head: %d tokens with attention split over 3 threads equal 1 thread, bit for bit", types[k], N);
-        lm_free(a);
-        lm_free(b);
     }
+    // the softmax of every kernel set against the plain one, bit for bit: short rows, partial vectors,
+    // and scores that are huge, infinite or NaN
+    const int lengths[] = {1, 5, 16, 17, 40, 300};
+    int softmax_same = 1, sets_tried = 0;
+    for (int set = 1; set < LM_KERNELS_N; set++) {
+        if (!run_kernels_available((LmKernels)set)) continue;
+        sets_tried++;
+        for (int li = 0; li < 6; li++)
+            for (int special = 0; special < 4; special++) {
+                int n = lengths[li];
+                float want[300], got[300];
+                for (int i = 0; i < n; i++) want[i] = 30.0f * sinf(0.37f * (float)i + (float)special);
+                if (special == 1) want[n / 2] = 1e30f;
+                if (special == 2) want[n - 1] = -INFINITY;
+                if (special == 3) want[n / 3] = NAN;
+                memcpy(got, want, sizeof want);
+                run_attention_softmax(LM_KERNELS_PLAIN, want, n, 0.125f, 0.0f);
+                run_attention_softmax((LmKernels)set, got, n, 0.125f, 0.0f);
+                softmax_same &= memcmp(want, got, (size_t)n * sizeof(float)) == 0;
+            }
+    }
+    check(softmax_same, "attention's softmax in %d SIMD kernel set%s equals the plain one bit for bit (rows of 1 to 300, huge, infinite and NaN scores)",
+          sets_tried, sets_tried == 1 ? "" : "s");
 }
 
 // ----------------------------------------------------------------------------

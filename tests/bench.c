@@ -209,7 +209,7 @@ static int bench_long(char *dtypes, char *caches, char *depths, char *prompts, i
             char err[512];
             LmModel *m = lm_load_with(paths[d], &o, err, sizeof err);
             if (!m) { fprintf(stderr, "bench: %s\n", err); continue; }
-            if (lm_set_kernels(m, kernels[k % nk]) != 0) { lm_free(m); continue; }
+            if (lm_set_kernels(m, kernels[k % nk]) != 0) { fprintf(stderr, "bench: kernels %s: not on this CPU\n", kernels[k % nk]); lm_free(m); continue; }
             lm_set_threads(m, threads);
             int *tokens = malloc((size_t)max_prompt * sizeof(int));
             for (int i = 0; i < max_prompt; i++) tokens[i] = (i * 7919 + 11) % lm_vocab_size(m);
