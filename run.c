@@ -2338,10 +2338,9 @@ int lm_set_kernels(LmModel *m, const char *name) {
 //     a score sums q[d] * k[d] over the head's dims in order, 16 positions per vector from the cache's
 //     key tiles (a Q8_0 cache: the query quantized in groups of 32 too, each group's int32 sum exact,
 //     then (float)isum * key scale * query scale added in order, multiplied then added: not fused);
-//     the softmax takes the maximum,
-//     run_exp of each score minus it, their sum in 16 lanes added pairwise, and divides; each output
-//     value is a running sum over the positions in order of weight * value (a Q8_0 value: the weight
-//     times its block's scale, fused with the integer).
+//     the softmax takes the maximum, run_exp of each score minus it, their sum in 16 lanes added
+//     pairwise, and divides; each output value is a running sum over the positions in order of
+//     weight * value (a Q8_0 value: the weight times its block's scale, fused with the integer).
 // So a prompt run in blocks gives the logits of token-by-token generation bit for bit, every kernel
 // set (portable, AVX2, AVX-512, NEON; lm_set_kernels) gives the same logits, and llama2.c's
 // checkpoints reproduce llama2.c's text on any CPU. The plain loops are the definitions; the SIMD
@@ -2354,8 +2353,8 @@ int lm_set_kernels(LmModel *m, const char *name) {
 // integer types, where most prompts run, lose nothing to it. Attention over a long cache is where it
 // cost most, so there fmaf is the definition (llama2.c's texts are unchanged by it): with the weight
 // times a Q8_0 block's scale taken once per row, not per value, the weighted sums of values take
-// 25% less time (AVX-512; AVX2 half, four queries now sharing each value's conversion) and f16
-// scores 25% less (Llama-3.2-1B shape at 2K positions). The portable set pays for it on x86 (built
+// 17-23% less time (AVX-512, f16 and q8_0 caches; AVX2 half, four queries now sharing each value's
+// conversion) and f16 scores 24% less (Llama-3.2-1B shape at 2K positions). The portable set pays for it on x86 (built
 // without -mfma, fmaf is a libm call per product): its attention, 20-60x slower than the SIMD sets
 // already, took 2x (f16 cache) to 15x (q8_0 values) longer; aarch64's fmaf is one instruction.
 

@@ -144,6 +144,20 @@ static void fill_cache(LmModel *m, int depth) {
 
 // Generation after caches filled to each depth, for each weight and cache type, against the limit of
 // the bytes each token reads (weights + the cache up to that depth); then prefill of long prompts.
+// The long-context model at path with that cache, context, kernel set and threads; NULL (said on
+// stderr) when it cannot be.
+static LmModel *load_long(const char *path, const char *cache, int context, const char *kernels, int threads) {
+    LmLoadOptions o = load_options;
+    o.cache_type = cache;
+    o.context_length = context;
+    char err[512];
+    LmModel *m = lm_load_with(path, &o, err, sizeof err);
+    if (!m) { fprintf(stderr, "bench: %s\n", err); return NULL; }
+    if (lm_set_kernels(m, kernels) != 0) { fprintf(stderr, "bench: kernels %s: not on this CPU\n", kernels); lm_free(m); return NULL; }
+    lm_set_threads(m, threads);
+    return m;
+}
+
 // kernels: the sets to compare (none: the best this CPU runs).
 static int bench_long(char *dtypes, char *caches, char *depths, char *prompts, int threads, double bw, int gen, char **kernels, int nk) {
     char *best_only[1] = {"auto"};
@@ -166,14 +180,8 @@ static int bench_long(char *dtypes, char *caches, char *depths, char *prompts, i
         pclose(p);
         paths[d][strcspn(paths[d], "\n")] = 0;
         for (int k = 0; k < nc * nk; k++) {
-            LmLoadOptions o = load_options;
-            o.cache_type = cache_v[k / nk];
-            o.context_length = max_depth + gen;
-            char err[512];
-            LmModel *m = lm_load_with(paths[d], &o, err, sizeof err);
-            if (!m) { fprintf(stderr, "bench: %s\n", err); continue; }
-            if (lm_set_kernels(m, kernels[k % nk]) != 0) { fprintf(stderr, "bench: kernels %s: not on this CPU\n", kernels[k % nk]); lm_free(m); continue; }
-            lm_set_threads(m, threads);
+            LmModel *m = load_long(paths[d], cache_v[k / nk], max_depth + gen, kernels[k % nk], threads);
+            if (!m) continue;
             double at_zero = 0;
             for (int i = 0; i < ndepth; i++) {
                 int depth = atoi(depth_v[i]);
@@ -203,14 +211,8 @@ static int bench_long(char *dtypes, char *caches, char *depths, char *prompts, i
     for (int d = 0; d < nd; d++) {
         if (!paths[d][0]) continue;
         for (int k = 0; k < (int)(sizeof prefill_caches / sizeof prefill_caches[0]) * nk; k++) {
-            LmLoadOptions o = load_options;
-            o.cache_type = prefill_caches[k / nk];
-            o.context_length = max_prompt;
-            char err[512];
-            LmModel *m = lm_load_with(paths[d], &o, err, sizeof err);
-            if (!m) { fprintf(stderr, "bench: %s\n", err); continue; }
-            if (lm_set_kernels(m, kernels[k % nk]) != 0) { fprintf(stderr, "bench: kernels %s: not on this CPU\n", kernels[k % nk]); lm_free(m); continue; }
-            lm_set_threads(m, threads);
+            LmModel *m = load_long(paths[d], prefill_caches[k / nk], max_prompt, kernels[k % nk], threads);
+            if (!m) continue;
             int *tokens = malloc((size_t)max_prompt * sizeof(int));
             for (int i = 0; i < max_prompt; i++) tokens[i] = (i * 7919 + 11) % lm_vocab_size(m);
             double first = 0;
