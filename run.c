@@ -877,6 +877,9 @@ typedef struct {
     // the plain integer dot of a row with activations quantized in groups of 32, in run_dot_blocks'
     // order (NULL: run_dot_blocks itself, over the unpacked blocks)
     float (*dot)(const unsigned char *row, int cols, const int8_t *xq, const float *xs);
+    // each 32 values are 16 bytes of nibbles, value j low and j + 16 high (possibly with more bits
+    // apart): the x86 kernels read the input as run_arrange_q4_input arranges it to match
+    int split_nibbles;
 } LmTypeTraits;
 
 // Kernels that read a row's blocks in place, for the most used types; each computes run_dot_blocks'
@@ -887,14 +890,26 @@ static float run_dot_q4_k(const unsigned char *row, int cols, const int8_t *xq, 
 static float run_dot_q6_k(const unsigned char *row, int cols, const int8_t *xq, const float *xs);
 
 static const LmTypeTraits run_types[LM_N_TYPES] = { // in LmWeightType's order
-    {"fp32", 0, 1, 4, 0, NULL, 0, 0, NULL},       {"fp16", 1, 1, 2, 0, NULL, 0, 0, NULL},       {"bf16", 30, 1, 2, 0, NULL, 0, 0, NULL},
-    {"q8_0", -1, 1, 1, 1, NULL, 0, 0, NULL},      {"q4_0", -1, 2, 1, 1, NULL, 0, 0, NULL},
-    {"Q8_0", 8, 32, 34, 1, run_unpack_q8_0, 0, 32, run_dot_q8_0},     {"Q4_0", 2, 32, 18, 1, run_unpack_q4_0, 0, 32, run_dot_q4_0},
-    {"Q4_1", 3, 32, 20, 1, run_unpack_q4_1, 1, 32, NULL},             {"Q5_0", 6, 32, 22, 1, run_unpack_q5_0, 0, 32, NULL},
-    {"Q5_1", 7, 32, 24, 1, run_unpack_q5_1, 1, 32, NULL},             {"Q2_K", 10, 256, 84, 1, run_unpack_q2_k, 1, 16, NULL},
-    {"Q3_K", 11, 256, 110, 1, run_unpack_q3_k, 0, 16, NULL},          {"Q4_K", 12, 256, 144, 1, run_unpack_q4_k, 1, 32, run_dot_q4_k},
-    {"Q5_K", 13, 256, 176, 1, run_unpack_q5_k, 1, 32, NULL},          {"Q6_K", 14, 256, 210, 1, run_unpack_q6_k, 0, 16, run_dot_q6_k},
-    {"IQ4_NL", 20, 32, 18, 1, run_unpack_iq4_nl, 0, 32, NULL},        {"IQ4_XS", 23, 256, 136, 1, run_unpack_iq4_xs, 0, 32, NULL},
+#define LM_FLOAT_TYPE(nm, id, bytes) {.name = nm, .ggml_type = id, .block_values = 1, .block_bytes = bytes}
+    LM_FLOAT_TYPE("fp32", 0, 4), LM_FLOAT_TYPE("fp16", 1, 2), LM_FLOAT_TYPE("bf16", 30, 2),
+#undef LM_FLOAT_TYPE
+    {.name = "q8_0", .ggml_type = -1, .block_values = 1, .block_bytes = 1, .integer = 1},
+    {.name = "q4_0", .ggml_type = -1, .block_values = 2, .block_bytes = 1, .integer = 1},
+#define LM_BLOCK_TYPE(nm, id, values, bytes, min, run, ...) \
+    {.name = nm, .ggml_type = id, .block_values = values, .block_bytes = bytes, .integer = 1, .has_min = min, .scale_values = run, __VA_ARGS__}
+    LM_BLOCK_TYPE("Q8_0", 8, 32, 34, 0, 32, .unpack = run_unpack_q8_0, .dot = run_dot_q8_0),
+    LM_BLOCK_TYPE("Q4_0", 2, 32, 18, 0, 32, .unpack = run_unpack_q4_0, .dot = run_dot_q4_0, .split_nibbles = 1),
+    LM_BLOCK_TYPE("Q4_1", 3, 32, 20, 1, 32, .unpack = run_unpack_q4_1, .split_nibbles = 1),
+    LM_BLOCK_TYPE("Q5_0", 6, 32, 22, 0, 32, .unpack = run_unpack_q5_0, .split_nibbles = 1),
+    LM_BLOCK_TYPE("Q5_1", 7, 32, 24, 1, 32, .unpack = run_unpack_q5_1, .split_nibbles = 1),
+    LM_BLOCK_TYPE("Q2_K", 10, 256, 84, 1, 16, .unpack = run_unpack_q2_k),
+    LM_BLOCK_TYPE("Q3_K", 11, 256, 110, 0, 16, .unpack = run_unpack_q3_k),
+    LM_BLOCK_TYPE("Q4_K", 12, 256, 144, 1, 32, .unpack = run_unpack_q4_k, .dot = run_dot_q4_k),
+    LM_BLOCK_TYPE("Q5_K", 13, 256, 176, 1, 32, .unpack = run_unpack_q5_k),
+    LM_BLOCK_TYPE("Q6_K", 14, 256, 210, 0, 16, .unpack = run_unpack_q6_k, .dot = run_dot_q6_k),
+    LM_BLOCK_TYPE("IQ4_NL", 20, 32, 18, 0, 32, .unpack = run_unpack_iq4_nl, .split_nibbles = 1),
+    LM_BLOCK_TYPE("IQ4_XS", 23, 256, 136, 0, 32, .unpack = run_unpack_iq4_xs, .split_nibbles = 1),
+#undef LM_BLOCK_TYPE
 };
 
 static int run_is_integer_type(LmWeightType t) { return run_types[t].integer; }
@@ -958,8 +973,9 @@ typedef struct {
     uint64_t tokenizer_offset, tokenizer_size; // the embedded tokenizer file (v3), size 0 if none (GGUF: 1 if any)
     int gguf_version;       // the GGUF version (the file is GGUF when version is 4), 0 otherwise
     int integer_activations; // some matrix multiplies int8 activations (quantized in groups of group_size)
-    int q4_inputs;          // some matrix is Q4 in groups of 32 (run.c's q4_0, GGUF's Q4_0), whose SIMD kernels
-                            // read the activations as run_arrange_q4_input arranges them
+    int split_nibble_inputs; // some matrix stores 32 values in 16 bytes of nibbles (run.c's q4_0 in groups of 32,
+                            // GGUF's split_nibbles types), whose SIMD kernels read the activations as
+                            // run_arrange_q4_input arranges them
 } LmConfig;
 
 // A weight matrix (rows, cols), row-major, pointing into the mapped file. The GROUPS types keep a
@@ -1279,7 +1295,7 @@ static size_t run_parse_header(LmConfig *c, const unsigned char *p, size_t size,
     if (!run_check_features(c, path, err, errlen) || !run_check_sizes(c, path, err, errlen)) return 0;
     int q_dim = c->n_heads * c->head_size;
     c->integer_activations = run_is_integer_type(c->weight_type);
-    c->q4_inputs = c->weight_type == LM_Q4_GROUPS;
+    c->split_nibble_inputs = c->weight_type == LM_Q4_GROUPS;
     // v2 groups the flattened tensor (every matrix has dim as a factor of its size, so groups tile
     // it); v3 groups rows, so the group size must divide every row length
     if (run_is_integer_type(c->weight_type) &&
@@ -2049,13 +2065,13 @@ static int run_gguf_weights(LmWeights *w, LmConfig *c, const LmGguf *g, const ch
     c->group_size = 32;
     c->weight_type = w->wcls.type;
     c->integer_activations = run_is_integer_type(w->wcls.type);
-    c->q4_inputs = w->wcls.type == LM_Q4_0;
+    c->split_nibble_inputs = run_types[w->wcls.type].split_nibbles;
     for (int l = 0; l < c->n_layers; l++) {
         const LmLayer *ly = &w->layers[l];
         const LmMatrix *ms[7] = {&ly->wq, &ly->wk, &ly->wv, &ly->wo, &ly->w1, &ly->w2, &ly->w3};
         for (int k = 0; k < 7; k++) {
             c->integer_activations |= run_is_integer_type(ms[k]->type);
-            c->q4_inputs |= ms[k]->type == LM_Q4_0;
+            c->split_nibble_inputs |= run_types[ms[k]->type].split_nibbles;
         }
     }
     return 1;
@@ -2915,19 +2931,28 @@ LM_AVX512_FN static void run_rows_int_avx512(const LmMatrix *w, int r0, int r1, 
         for (int r = r0; r < r1; r++) out[r - r0] = run_dot_int_avx512_typed(w, LM_Q4_GROUPS, r, xq, xs, xsum, xa);
 }
 
-// One Q4_K block for run_dot_q4_k_avx512: its 8 sub-blocks' dot products with x in v[0..3] (two
-// sub-blocks per vector, 8 lanes each; each 64 bytes of nibbles hold sub-blocks 4i..4i+3, low
-// nibbles 4i and 4i+2, high 4i+1 and 4i+3, put back in order by a 256-bit shuffle); the 6-bit scales
-// and mins of sub-blocks 0-3, 4-7 as bytes (run_scale_min_k4 on the 12 bytes as three words); d and dmin.
-LM_AVX512_FN static inline __attribute__((always_inline)) void run_q4_k_block_avx512(const unsigned char *blk, const int8_t *x, __m512i *v, __m128i *scales_mins,
-                                                                                    __m128 *d_dmin) {
+// One Q4_K or Q5_K block for run_dot_k4_avx512: its 8 sub-blocks' dot products with x in v[0..3]
+// (two sub-blocks per vector, 8 lanes each; each 64 bytes of nibbles hold sub-blocks 4i..4i+3, low
+// nibbles 4i and 4i+2, high 4i+1 and 4i+3, put back in order by a 256-bit shuffle; Q5_K's fifth bits,
+// bit j of byte l for value l of sub-block j, added where set); the 6-bit scales and mins of
+// sub-blocks 0-3, 4-7 as bytes (run_scale_min_k4 on the 12 bytes as three words); d and dmin.
+LM_AVX512_FN static inline __attribute__((always_inline)) void run_k4_block_avx512(const unsigned char *blk, const int8_t *x, __m512i *v, __m128i *scales_mins,
+                                                                                  __m128 *d_dmin, LmWeightType type) {
     __m512i m = _mm512_set1_epi8(15);
-    for (int line = 0; line < 144; line += 64) _mm_prefetch((const char *)blk + line + LM_PREFETCH_BYTES, _MM_HINT_T0);
+    int five = type == LM_Q5_K, nibbles_at = five ? 48 : 16;
+    for (int line = 0; line < (five ? 176 : 144); line += 64) _mm_prefetch((const char *)blk + line + LM_PREFETCH_BYTES, _MM_HINT_T0);
+    __m512i fifths = five ? _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(const void *)(blk + 16))) : _mm512_setzero_si512();
     for (int i = 0; i < 2; i++) {
-        __m512i bytes = _mm512_loadu_si512(blk + 16 + 64 * i);
+        __m512i bytes = _mm512_loadu_si512(blk + nibbles_at + 64 * i);
         __m512i lo = _mm512_and_si512(bytes, m), hi = _mm512_and_si512(_mm512_srli_epi16(bytes, 4), m);
-        v[2 * i] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_shuffle_i64x2(lo, hi, 0x44), _mm512_loadu_si512(x + 128 * i));
-        v[2 * i + 1] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_shuffle_i64x2(lo, hi, 0xee), _mm512_loadu_si512(x + 128 * i + 64));
+        __m512i first = _mm512_shuffle_i64x2(lo, hi, 0x44), second = _mm512_shuffle_i64x2(lo, hi, 0xee); // sub-blocks 4i, 4i+1 and 4i+2, 4i+3
+        if (five) {
+            __m512i bit = _mm512_inserti64x4(_mm512_set1_epi8((char)(1 << 4 * i)), _mm256_set1_epi8((char)(2 << 4 * i)), 1);
+            first = _mm512_mask_add_epi8(first, _mm512_test_epi8_mask(fifths, bit), first, _mm512_set1_epi8(16));
+            second = _mm512_mask_add_epi8(second, _mm512_test_epi8_mask(fifths, _mm512_slli_epi16(bit, 2)), second, _mm512_set1_epi8(16));
+        }
+        v[2 * i] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), first, _mm512_loadu_si512(x + 128 * i));
+        v[2 * i + 1] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), second, _mm512_loadu_si512(x + 128 * i + 64));
     }
     uint32_t w[3];
     memcpy(w, blk + 4, 12);
@@ -2936,20 +2961,21 @@ LM_AVX512_FN static inline __attribute__((always_inline)) void run_q4_k_block_av
     *d_dmin = _mm_cvtph_ps(_mm_cvtsi32_si128((int)((uint32_t)run_u16_at(blk) | (uint32_t)run_u16_at(blk + 2) << 16)));
 }
 
-// GGUF's Q4_K (run_dot_q4_k), two blocks per step: their 16 sub-blocks' int32 sums in the 16 lanes
-// (unsigned nibbles against the input, VNNI), so terms 8b..8b+15 at once. An odd last block takes
-// lanes 0-7 alone.
-LM_AVX512_FN static inline __attribute__((always_inline)) float run_dot_q4_k_avx512(const unsigned char *row, int cols, const int8_t *xq, const float *xs,
-                                                                                    const int32_t *xsum) {
+// GGUF's Q4_K and Q5_K (run_dot_blocks' terms), two blocks per step: their 16 sub-blocks' int32 sums
+// in the 16 lanes (unsigned values against the input, VNNI), so terms 8b..8b+15 at once. An odd last
+// block takes lanes 0-7 alone.
+LM_AVX512_FN static inline __attribute__((always_inline)) float run_dot_k4_avx512(const unsigned char *row, int cols, const int8_t *xq, const float *xs,
+                                                                                 const int32_t *xsum, LmWeightType type) {
     __m512 acc = _mm512_setzero_ps();
     int blocks = cols / 256;
+    size_t bytes = (size_t)run_types[type].block_bytes;
     for (int b = 0; b < blocks; b += 2) {
         int two = b + 1 < blocks;
         __m512i v[8];
         __m128i sm0, sm1 = _mm_setzero_si128();
         __m128 dd0, dd1 = _mm_setzero_ps();
-        run_q4_k_block_avx512(row + 144 * (size_t)b, xq + 256 * (size_t)b, v, &sm0, &dd0);
-        if (two) run_q4_k_block_avx512(row + 144 * (size_t)(b + 1), xq + 256 * (size_t)(b + 1), v + 4, &sm1, &dd1);
+        run_k4_block_avx512(row + bytes * (size_t)b, xq + 256 * (size_t)b, v, &sm0, &dd0, type);
+        if (two) run_k4_block_avx512(row + bytes * (size_t)(b + 1), xq + 256 * (size_t)(b + 1), v + 4, &sm1, &dd1, type);
         else v[4] = v[5] = v[6] = v[7] = _mm512_setzero_si512();
         __mmask16 mask = two ? 0xffff : 0x00ff;
         __m512i sums = run_reduce8x2(v); // lane i: sub-block i % 8 of block b + i / 8
@@ -3004,54 +3030,137 @@ LM_AVX512_FN static inline __attribute__((always_inline)) float run_dot_q6_k_avx
     return run_sum_lanes512(acc);
 }
 
-// GGUF's Q4_0 (run_dot_q4_0), 16 blocks per step: 4 blocks' 16 bytes of nibbles per vector, one
-// block per 128-bit lane (low nibbles: the first 16 values, high: the last 16), against the input as
-// run_arrange_q4_input arranges it; the 16 scales gathered (4 bytes at each block, the first 2 its d).
-LM_AVX512_FN static inline __attribute__((always_inline)) float run_dot_q4_0_avx512(const unsigned char *row, int cols, const int8_t *xa, const float *xs,
-                                                                                    const int32_t *xsum) {
+// GGUF's blocks of 32 values in 16 bytes of nibbles (Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL; run_dot_blocks'
+// terms), 16 blocks per step: 4 blocks' nibbles per vector, one block per 128-bit lane (low nibbles:
+// the first 16 values, high: the last 16), against the input as run_arrange_q4_input arranges it.
+// The values as unsigned bytes u = q + offset (Q5's fifth bits added where set; IQ4_NL's grid + 128),
+// offset * the group's input sum taken off the int32 sums; each block's first 4 bytes gathered: d
+// and, for the types with offsets, their fp16 (Q5's fifth bits: a second gather).
+LM_AVX512_FN static inline __attribute__((always_inline)) float run_dot_nibbles_avx512(const unsigned char *row, int cols, const int8_t *xa, const float *xs,
+                                                                                       const int32_t *xsum, LmWeightType type) {
+    const int bytes = run_types[type].block_bytes, has_min = run_types[type].has_min;
+    const int nibbles_at = type == LM_Q4_1 ? 4 : type == LM_Q5_0 ? 6 : type == LM_Q5_1 ? 8 : 2, fifth_at = type == LM_Q5_0 ? 2 : 4;
+    const int five = type == LM_Q5_0 || type == LM_Q5_1, offset_shift = type == LM_Q4_0 ? 3 : type == LM_Q5_0 ? 4 : type == LM_IQ4_NL ? 7 : 0; // (offset 8, 16, 128)
+    assert(run_types[type].split_nibbles && run_types[type].block_values == 32);
     __m512 acc = _mm512_setzero_ps();
-    __m512i m = _mm512_set1_epi8(15), at = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(18));
+    __m512i m = _mm512_set1_epi8(15), at = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(bytes));
+    __m512i grid = _mm512_broadcast_i32x4(_mm_add_epi8(_mm_loadu_si128((const __m128i *)(const void *)run_iq4_grid), _mm_set1_epi8(-128)));
     int blocks = cols / 32;
     for (int b0 = 0; b0 < blocks; b0 += 16) {
         int count = blocks - b0 < 16 ? blocks - b0 : 16;
-        const unsigned char *p = row + 18 * (size_t)b0;
+        __mmask16 mask = (__mmask16)((1u << count) - 1);
+        const unsigned char *p = row + (size_t)bytes * (size_t)b0;
+        uint64_t fifths[8]; // bit 16k + j of fifths[i] (of fifths[4 + i]): the fifth bit of value j (j + 16) of block b0 + 4i + k
+        if (five) {
+            __m512i h = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), mask, at, p + fifth_at, 1);
+            _mm256_storeu_si256((__m256i *)(void *)fifths, _mm512_cvtepi32_epi16(h));
+            _mm256_storeu_si256((__m256i *)(void *)(fifths + 4), _mm512_cvtepi32_epi16(_mm512_srli_epi32(h, 16)));
+        }
         __m512i v[4];
         for (int i = 0; i < 4; i++) {
             if (4 * i >= count) { v[i] = _mm512_setzero_si512(); continue; }
-            const unsigned char *blk = p + 72 * i;
+            const unsigned char *blk = p + (size_t)(4 * bytes * i);
             _mm_prefetch((const char *)blk + LM_PREFETCH_BYTES, _MM_HINT_T0);
             _mm_prefetch((const char *)blk + 64 + LM_PREFETCH_BYTES, _MM_HINT_T0);
-            __m512i bytes = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(const void *)(blk + 2)));
-            if (4 * i + 1 < count) bytes = _mm512_inserti32x4(bytes, _mm_loadu_si128((const __m128i *)(const void *)(blk + 20)), 1);
-            if (4 * i + 2 < count) bytes = _mm512_inserti32x4(bytes, _mm_loadu_si128((const __m128i *)(const void *)(blk + 38)), 2);
-            if (4 * i + 3 < count) bytes = _mm512_inserti32x4(bytes, _mm_loadu_si128((const __m128i *)(const void *)(blk + 56)), 3);
-            __m512i lo = _mm512_and_si512(bytes, m), hi = _mm512_and_si512(_mm512_srli_epi16(bytes, 4), m);
+            __m512i raw = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(const void *)(blk + nibbles_at)));
+#define LM_BLOCK_K(k) \
+    if (4 * i + k < count) raw = _mm512_inserti32x4(raw, _mm_loadu_si128((const __m128i *)(const void *)(blk + k * bytes + nibbles_at)), k);
+            LM_BLOCK_K(1) LM_BLOCK_K(2) LM_BLOCK_K(3)
+#undef LM_BLOCK_K
+            __m512i lo = _mm512_and_si512(raw, m), hi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m);
+            if (five) {
+                lo = _mm512_mask_add_epi8(lo, _cvtu64_mask64(fifths[i]), lo, _mm512_set1_epi8(16));
+                hi = _mm512_mask_add_epi8(hi, _cvtu64_mask64(fifths[4 + i]), hi, _mm512_set1_epi8(16));
+            }
+            if (type == LM_IQ4_NL) lo = _mm512_shuffle_epi8(grid, lo), hi = _mm512_shuffle_epi8(grid, hi);
             const int8_t *x = xa + (size_t)(b0 / 4 + i) * 128;
             v[i] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(x)), hi, _mm512_loadu_si512(x + 64));
         }
-        __mmask16 mask = (__mmask16)((1u << count) - 1);
-        __m512i sums = _mm512_sub_epi32(run_reduce4x4(v), _mm512_slli_epi32(_mm512_maskz_loadu_epi32(mask, xsum + b0), 3)); // lane i: block b0 + i
-        __m512 d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_mask_i32gather_epi32(_mm512_setzero_si512(), mask, at, p, 1)));
-        acc = _mm512_mask_add_ps(acc, mask, acc, _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(sums), d), _mm512_maskz_loadu_ps(mask, xs + b0)));
+        __m512i xsums = _mm512_maskz_loadu_epi32(mask, xsum + b0), sums = run_reduce4x4(v); // lane i: block b0 + i
+        if (offset_shift) sums = _mm512_sub_epi32(sums, _mm512_slli_epi32(xsums, offset_shift));
+        __m512i first4 = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), mask, at, p, 1);
+        __m512 part = _mm512_mul_ps(_mm512_cvtepi32_ps(sums), _mm512_cvtph_ps(_mm512_cvtepi32_epi16(first4)));
+        if (has_min) { // d * qx - m * sum(x), m = -min
+            __m512 offsets = _mm512_xor_ps(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(first4, 16))), _mm512_set1_ps(-0.0f));
+            part = _mm512_sub_ps(part, _mm512_mul_ps(_mm512_cvtepi32_ps(xsums), offsets));
+        }
+        acc = _mm512_mask_add_ps(acc, mask, acc, _mm512_mul_ps(part, _mm512_maskz_loadu_ps(mask, xs + b0)));
     }
     return run_sum_lanes512(acc);
 }
 
-// Rows r0..r1 of w (Q4_0 with the arranged input, Q4_K or Q6_K) with input token t, into
-// out[0..r1 - r0): a loop over rows in one function, so the rows' dependency chains (sums,
-// reduction, scaling) overlap.
+// GGUF's IQ4_XS (run_dot_blocks' terms), two blocks per step: each 64 bytes of nibbles are 4 groups
+// as IQ4_NL's, against the arranged input, the grid + 128 as unsigned bytes (128 * the group's input
+// sum taken off); each group's scale d * (6-bit scale - 32), built in a vector for the 16 groups.
+LM_AVX512_FN static inline __attribute__((always_inline)) float run_dot_iq4_xs_avx512(const unsigned char *row, int cols, const int8_t *xa, const float *xs,
+                                                                                      const int32_t *xsum) {
+    __m512 acc = _mm512_setzero_ps();
+    __m512i m = _mm512_set1_epi8(15), grid = _mm512_broadcast_i32x4(_mm_add_epi8(_mm_loadu_si128((const __m128i *)(const void *)run_iq4_grid), _mm_set1_epi8(-128)));
+    __m256i shifts = _mm256_setr_epi16(0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10, 12, 14);
+    int blocks = cols / 256;
+    for (int b = 0; b < blocks; b += 2) {
+        int two = b + 1 < blocks;
+        __mmask16 mask = two ? 0xffff : 0x00ff;
+        const unsigned char *blk[2] = {row + 136 * (size_t)b, row + 136 * (size_t)(b + two)}; // (one block: the second is the first, masked off)
+        __m512i v[4];
+        for (int k = 0; k < 1 + two; k++) {
+            for (int line = 0; line < 136; line += 64) _mm_prefetch((const char *)blk[k] + line + LM_PREFETCH_BYTES, _MM_HINT_T0);
+            for (int h = 0; h < 2; h++) {
+                __m512i raw = _mm512_loadu_si512(blk[k] + 8 + 64 * h);
+                __m512i lo = _mm512_shuffle_epi8(grid, _mm512_and_si512(raw, m)), hi = _mm512_shuffle_epi8(grid, _mm512_and_si512(_mm512_srli_epi16(raw, 4), m));
+                const int8_t *x = xa + (size_t)(2 * (b + k) + h) * 128;
+                v[2 * k + h] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(x)), hi, _mm512_loadu_si512(x + 64));
+            }
+        }
+        if (!two) v[2] = v[3] = _mm512_setzero_si512();
+        __m512i xsums = _mm512_maskz_loadu_epi32(mask, xsum + 8 * (size_t)b);
+        __m512i sums = _mm512_sub_epi32(run_reduce4x4(v), _mm512_slli_epi32(xsums, 7)); // lane i: group i % 8 of block b + i / 8
+        // scale j of a block: bits 4(j % 2).. of byte 4 + j / 2 (nibbles in order), bits 2j, 2j+1 of the 16 at 2
+        uint32_t low[2], high[2] = {run_u16_at(blk[0] + 2), run_u16_at(blk[1] + 2)};
+        memcpy(&low[0], blk[0] + 4, 4), memcpy(&low[1], blk[1] + 4, 4);
+        __m128i lows = _mm_setr_epi32((int)low[0], (int)low[1], 0, 0);
+        lows = _mm_unpacklo_epi8(_mm_and_si128(lows, _mm_set1_epi8(15)), _mm_and_si128(_mm_srli_epi16(lows, 4), _mm_set1_epi8(15)));
+        __m256i highs = _mm256_and_si256(_mm256_srlv_epi16(_mm256_setr_m128i(_mm_set1_epi16((short)high[0]), _mm_set1_epi16((short)high[1])), shifts), _mm256_set1_epi16(3));
+        __m128i scales = _mm_or_si128(lows, _mm_slli_epi16(_mm256_cvtepi16_epi8(highs), 4));
+        __m512 d = _mm512_insertf32x8(_mm512_set1_ps(_cvtsh_ss(run_u16_at(blk[0]))), _mm256_set1_ps(_cvtsh_ss(run_u16_at(blk[1]))), 1);
+        __m512 ds = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepu8_epi32(scales), _mm512_set1_epi32(32))));
+        acc = _mm512_mask_add_ps(acc, mask, acc, _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(sums), ds), _mm512_maskz_loadu_ps(mask, xs + 8 * (size_t)b)));
+    }
+    return run_sum_lanes512(acc);
+}
+
+// Rows r0..r1 of w (a GGUF block type with a kernel here; the split-nibble types with the arranged
+// input) with input token t, into out[0..r1 - r0): a loop over rows in one function per type, so the
+// rows' dependency chains (sums, reduction, scaling) overlap.
 LM_AVX512_FN static void run_rows_blocks_avx512(const LmMatrix *w, int r0, int r1, const LmBatch *in, int t, float *out) {
-    const int8_t *xq = in->q + (size_t)t * (size_t)in->cols;
+    const int8_t *xq = in->q + (size_t)t * (size_t)in->cols, *xa = in->qarranged ? in->qarranged + (size_t)t * (size_t)(in->cols + 128) : NULL;
     const float *xs = in->s + (size_t)t * (size_t)in->groups;
     const int32_t *xsum = in->xsum + (size_t)t * (size_t)in->groups;
     const unsigned char *p = (const unsigned char *)w->data;
-    if (w->type == LM_Q4_0) {
-        const int8_t *xa = in->qarranged + (size_t)t * (size_t)(in->cols + 128);
-        for (int r = r0; r < r1; r++) out[r - r0] = run_dot_q4_0_avx512(p + (size_t)r * w->row_bytes, w->cols, xa, xs, xsum);
-    } else if (w->type == LM_Q4_K)
-        for (int r = r0; r < r1; r++) out[r - r0] = run_dot_q4_k_avx512(p + (size_t)r * w->row_bytes, w->cols, xq, xs, xsum);
-    else
-        for (int r = r0; r < r1; r++) out[r - r0] = run_dot_q6_k_avx512(p + (size_t)r * w->row_bytes, w->cols, xq, xs);
+    size_t rb = w->row_bytes;
+    switch (w->type) {
+#define LM_ROWS(T, call) case T: for (int r = r0; r < r1; r++) out[r - r0] = call; break;
+        LM_ROWS(LM_Q4_0, run_dot_nibbles_avx512(p + (size_t)r * rb, w->cols, xa, xs, xsum, LM_Q4_0))
+        LM_ROWS(LM_Q4_1, run_dot_nibbles_avx512(p + (size_t)r * rb, w->cols, xa, xs, xsum, LM_Q4_1))
+        LM_ROWS(LM_Q5_0, run_dot_nibbles_avx512(p + (size_t)r * rb, w->cols, xa, xs, xsum, LM_Q5_0))
+        LM_ROWS(LM_Q5_1, run_dot_nibbles_avx512(p + (size_t)r * rb, w->cols, xa, xs, xsum, LM_Q5_1))
+        LM_ROWS(LM_IQ4_NL, run_dot_nibbles_avx512(p + (size_t)r * rb, w->cols, xa, xs, xsum, LM_IQ4_NL))
+        LM_ROWS(LM_IQ4_XS, run_dot_iq4_xs_avx512(p + (size_t)r * rb, w->cols, xa, xs, xsum))
+        LM_ROWS(LM_Q4_K, run_dot_k4_avx512(p + (size_t)r * rb, w->cols, xq, xs, xsum, LM_Q4_K))
+        LM_ROWS(LM_Q5_K, run_dot_k4_avx512(p + (size_t)r * rb, w->cols, xq, xs, xsum, LM_Q5_K))
+        LM_ROWS(LM_Q6_K, run_dot_q6_k_avx512(p + (size_t)r * rb, w->cols, xq, xs))
+#undef LM_ROWS
+    default: assert(0); break;
+    }
+}
+
+// Does run_rows_blocks_avx512 take this matrix with this input?
+static int run_rows_blocks_ok(const LmMatrix *w, const LmBatch *in) {
+    switch (w->type) {
+    case LM_Q4_K: case LM_Q5_K: case LM_Q6_K: return in->xsum != NULL;
+    case LM_Q4_0: case LM_Q4_1: case LM_Q5_0: case LM_Q5_1: case LM_IQ4_NL: case LM_IQ4_XS: return in->xsum && in->qarranged;
+    default: return 0;
+    }
 }
 
 // Rows r0..r1 of w with input token t through the AVX-512 row kernels, into out[0..r1 - r0); 0 when
@@ -3059,7 +3168,7 @@ LM_AVX512_FN static void run_rows_blocks_avx512(const LmMatrix *w, int r0, int r
 LM_AVX512_FN static int run_rows_avx512(const LmMatrix *w, int r0, int r1, const LmBatch *in, int t, float *out) {
     if (in->q == NULL) return 0;
     if (run_int_simd_ok(w) && (w->type != LM_Q4_GROUPS || w->group_size != 32 || in->qarranged)) run_rows_int_avx512(w, r0, r1, in, t, out);
-    else if (in->xsum && (w->type == LM_Q4_K || w->type == LM_Q6_K || (w->type == LM_Q4_0 && in->qarranged))) run_rows_blocks_avx512(w, r0, r1, in, t, out);
+    else if (run_rows_blocks_ok(w, in)) run_rows_blocks_avx512(w, r0, r1, in, t, out);
     else return 0;
     return 1;
 }
@@ -4930,7 +5039,7 @@ static LmBatch run_make_batch(LmModel *m, const float *x, int n, int cols, int l
     b.s = m->state.xs;
     b.xsum = m->state.xsum;
 #if LM_X86
-    if ((run_avx2_set(m->kernels) || m->kernels == LM_KERNELS_AVX512) && m->config.q4_inputs && gs == 32) b.qarranged = m->state.xarranged;
+    if ((run_avx2_set(m->kernels) || m->kernels == LM_KERNELS_AVX512) && m->config.split_nibble_inputs && gs == 32) b.qarranged = m->state.xarranged;
 #endif
     if (n >= 16) { // (a prompt: its tokens over the threads, which would otherwise wait for this)
         LM_PARALLEL_FOR(m->threads)

@@ -476,7 +476,7 @@ static LmModel batch_model(LmWeightType type, int gs, LmKernels kernels, int col
     m.config.weight_type = type;
     m.config.group_size = gs;
     m.config.integer_activations = run_is_integer_type(type);
-    m.config.q4_inputs = type == LM_Q4_GROUPS || type == LM_Q4_0; // (as the loaders set it)
+    m.config.split_nibble_inputs = type == LM_Q4_GROUPS || run_types[type].split_nibbles; // (as the loaders set it)
     m.kernels = kernels;
     m.state.xq = calloc((size_t)LM_BATCH * cols + 64, 1);
     m.state.xs = calloc((size_t)LM_BATCH * (groups + 1), sizeof(float));
@@ -1036,7 +1036,7 @@ static void random_blocks(unsigned char *p, size_t bytes, int type) {
 // The block types' own kernels (reading the blocks in place) give run_dot_blocks' result, the
 // definition over the unpacked blocks, bit for bit; rows of random blocks with sane scales.
 static void test_block_kernels(void) {
-    int8_t xq[1280];
+    int8_t xq[1280], xa[1280 + 128];
     float xs[40];
     int32_t xsum[40] = {0};
     for (int i = 0; i < 1280; i++) xq[i] = (int8_t)(run_random_u32(&test_rng) % 255 - 127);
@@ -1061,6 +1061,17 @@ static void test_block_kernels(void) {
                 LmBatch in = {.n = 1, .cols = cols, .ld = cols, .q = xq, .s = xs, .xsum = xsum, .groups = cols / 32, .kernels = (LmKernels)k};
                 float simd = run_row_dot(&w, 0, &in, 0);
                 simd_same[k] &= memcmp(&simd, &plain, sizeof simd) == 0;
+#if LM_X86
+                if (tt->split_nibbles) { // (with the input arranged for the nibbles: their own kernels)
+                    run_arrange_q4_input(xa, xq, cols);
+                    in.qarranged = xa;
+                    float rows;
+                    if (k == LM_KERNELS_AVX512) simd_same[k] &= run_rows_avx512(&w, 0, 1, &in, 0, &rows) == 1;
+                    else rows = run_row_dot(&w, 0, &in, 0);
+                    simd_same[k] &= memcmp(&rows, &plain, sizeof rows) == 0;
+                    in.qarranged = NULL;
+                }
+#endif
                 in.xsum = NULL; // (the kernels that take the input's group sums, without them)
                 simd = run_row_dot(&w, 0, &in, 0);
                 simd_same[k] &= memcmp(&simd, &plain, sizeof simd) == 0;
