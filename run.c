@@ -4229,6 +4229,83 @@ LM_AVX2_FN static inline __attribute__((always_inline)) __m256 run_blocks_chunk_
     return _mm256_add_ps(part0, part1); // two runs of 16, each scaled, then added
 }
 
+// The split-nibble types in 8 lanes (run_dot_nibbles_avx512's values and offsets): the int32 sums
+// of the n (at most 8) groups whose nibbles lie at p, p + stride, ... against the arranged input
+// (lane i: group i, 0 past n), two groups per vector, one per 128-bit half. IQ4_NL's and IQ4_XS's
+// grid values stay signed (their unsigned form would overflow vpmaddubsw's pairs): run_dot32_i8's
+// sign moves. Q5's fifth bits (fifths: the 32 bits of each group, stride apart) spread to bytes.
+LM_AVX2_FN static inline __attribute__((always_inline)) __m256i run_nibble_sums8_avx2(const unsigned char *p, size_t stride, int n, const unsigned char *fifths,
+                                                                                     const int8_t *xa, const int32_t *xsum, LmWeightType type) {
+    const int five = type == LM_Q5_0 || type == LM_Q5_1, grid = type == LM_IQ4_NL || type == LM_IQ4_XS, offset_shift = type == LM_Q4_0 ? 3 : type == LM_Q5_0 ? 4 : 0;
+    __m256i m = _mm256_set1_epi8(15), v[4], table = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)run_iq4_grid));
+    for (int i = 0; i < 4; i++) { // groups 2i and 2i + 1 (int32 lanes 0-3 and 4-7 of v[i])
+        if (2 * i >= n) { v[i] = _mm256_setzero_si256(); continue; }
+        const unsigned char *at = p + 2 * stride * (size_t)i;
+        _mm_prefetch((const char *)at + LM_PREFETCH_BYTES, _MM_HINT_T0);
+        __m256i b = stride == 16 ? _mm256_loadu_si256((const __m256i *)(const void *)at) : _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)at));
+        if (stride != 16 && 2 * i + 1 < n) b = _mm256_inserti128_si256(b, _mm_loadu_si128((const __m128i *)(const void *)(at + stride)), 1);
+        __m256i lo = _mm256_and_si256(b, m), hi = _mm256_and_si256(_mm256_srli_epi16(b, 4), m);
+        if (five) { // byte j of half k: bit j (lo) or 16 + j (hi) of group 2i + k's 32
+            uint32_t h0, h1 = 0;
+            memcpy(&h0, fifths + 2 * stride * (size_t)i, 4);
+            if (2 * i + 1 < n) memcpy(&h1, fifths + 2 * stride * (size_t)i + stride, 4);
+            __m256i h = _mm256_setr_epi32((int)h0, 0, 0, 0, (int)h1, 0, 0, 0), bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+            __m256i first = _mm256_shuffle_epi8(h, _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1));
+            __m256i second = _mm256_shuffle_epi8(h, _mm256_setr_epi8(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
+            lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(first, bit), bit), _mm256_set1_epi8(16)));
+            hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(second, bit), bit), _mm256_set1_epi8(16)));
+        }
+        const int8_t *x = xa + (i / 2) * 128 + (i % 2) * 32;
+        __m256i xlo = _mm256_loadu_si256((const __m256i *)(const void *)x), xhi = _mm256_loadu_si256((const __m256i *)(const void *)(x + 64));
+        if (grid) v[i] = _mm256_add_epi32(run_dot32_i8(_mm256_shuffle_epi8(table, lo), xlo), run_dot32_i8(_mm256_shuffle_epi8(table, hi), xhi));
+        else v[i] = _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(lo, xlo), _mm256_maddubs_epi16(hi, xhi)), _mm256_set1_epi16(1)); // (pairs of 2 * 31 * 127)
+    }
+    __m256i c = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3])); // groups 0 2 4 6 | 1 3 5 7
+    __m256i sums = _mm256_permutevar8x32_epi32(c, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    if (!offset_shift) return sums;
+    __m256i first_n = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    return _mm256_sub_epi32(sums, _mm256_slli_epi32(_mm256_maskload_epi32((const int *)(const void *)xsum, first_n), offset_shift));
+}
+
+// The blocks of 32 of the split-nibble types (Q4_1, Q5_0, Q5_1, IQ4_NL; run_dot_blocks' terms) with
+// the arranged input: 8 blocks' terms per step (the last step n < 8, its terms added one by one).
+LM_AVX2_FN static inline __attribute__((always_inline)) __m256 run_nibble_terms8_avx2(const unsigned char *p, int n, const int8_t *xa, const float *xs, const int32_t *xsum,
+                                                                                      LmWeightType type) {
+    const size_t bytes = (size_t)run_types[type].block_bytes;
+    const int nibbles_at = type == LM_Q4_1 ? 4 : type == LM_Q5_0 ? 6 : type == LM_Q5_1 ? 8 : 2, fifth_at = type == LM_Q5_0 ? 2 : 4;
+    __m256i first_n = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    __m256i sums = run_nibble_sums8_avx2(p + nibbles_at, bytes, n, p + fifth_at, xa, xsum, type);
+    __m256 part = _mm256_mul_ps(_mm256_cvtepi32_ps(sums), run_halves8_avx2(p, bytes, n));
+    if (run_types[type].has_min) { // d * qx - m * sum(x), m = -min
+        __m256 offsets = _mm256_xor_ps(run_halves8_avx2(p + 2, bytes, n), _mm256_set1_ps(-0.0f));
+        part = _mm256_sub_ps(part, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_maskload_epi32((const int *)(const void *)xsum, first_n)), offsets));
+    }
+    return _mm256_mul_ps(part, _mm256_maskload_ps(xs, first_n));
+}
+
+LM_AVX2_FN static inline __attribute__((always_inline)) float run_dot_nibbles_avx2(const unsigned char *row, int cols, const int8_t *xa, const float *xs, const int32_t *xsum,
+                                                                                  LmWeightType type) {
+    int groups = cols / 32, g = 0;
+    __m256 now = _mm256_setzero_ps(), next = now; // (run_turn_add)
+    if (type == LM_IQ4_XS) // a block of 256 per step: 8 groups of 16 bytes at 8, the scales from run_scales8_avx2
+        for (; g < groups; g += 8) {
+            const unsigned char *blk = row + 136 * (size_t)(g / 8);
+            __m256 ds, unused;
+            run_scales8_avx2(blk, LM_IQ4_XS, &ds, &unused, &unused, &unused);
+            __m256i sums = run_nibble_sums8_avx2(blk + 8, 16, 8, NULL, xa + 32 * g, xsum + g, type);
+            run_turn_add(&now, &next, _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(sums), ds), _mm256_loadu_ps(xs + g)));
+        }
+    else
+        for (; g + 8 <= groups; g += 8) run_turn_add(&now, &next, run_nibble_terms8_avx2(row + (size_t)run_types[type].block_bytes * (size_t)g, 8, xa + 32 * g, xs + g, xsum + g, type));
+    float lanes[16], terms[8];
+    run_turn_store(now, next, g / 8, lanes);
+    if (g < groups) { // the last few blocks
+        _mm256_storeu_ps(terms, run_nibble_terms8_avx2(row + (size_t)run_types[type].block_bytes * (size_t)g, groups - g, xa + 32 * g, xs + g, xsum + g, type));
+        for (int i = 0; g + i < groups; i++) lanes[(g + i) % 16] += terms[i];
+    }
+    return run_sum_lanes256(_mm256_loadu_ps(lanes), _mm256_loadu_ps(lanes + 8));
+}
+
 // run_dot_blocks for the GGUF types without a kernel of their own (the type a constant): 8 terms at
 // a time.
 LM_AVX2_FN static inline __attribute__((always_inline)) float run_dot_blocks_avx2_typed(const unsigned char *p, int cols, const int8_t *xq, const float *xs,
@@ -4250,9 +4327,17 @@ LM_AVX2_FN static inline __attribute__((always_inline)) float run_dot_blocks_avx
     return run_sum_lanes256(_mm256_loadu_ps(lanes), _mm256_loadu_ps(lanes + 8));
 }
 
-LM_AVX2_FN static float run_dot_blocks_avx2(const LmMatrix *w, int row, const int8_t *xq, const float *xs, const int32_t *xsum) {
+LM_AVX2_FN static float run_dot_blocks_avx2(const LmMatrix *w, int row, const int8_t *xq, const float *xs, const int32_t *xsum, const int8_t *xa) {
     const unsigned char *p = (const unsigned char *)w->data + (size_t)row * w->row_bytes;
     assert(w->cols % run_types[w->type].block_values == 0);
+    if (xa && xsum) switch (w->type) { // the split-nibble types with the arranged input
+    case LM_Q4_1: return run_dot_nibbles_avx2(p, w->cols, xa, xs, xsum, LM_Q4_1);
+    case LM_Q5_0: return run_dot_nibbles_avx2(p, w->cols, xa, xs, xsum, LM_Q5_0);
+    case LM_Q5_1: return run_dot_nibbles_avx2(p, w->cols, xa, xs, xsum, LM_Q5_1);
+    case LM_IQ4_NL: return run_dot_nibbles_avx2(p, w->cols, xa, xs, xsum, LM_IQ4_NL);
+    case LM_IQ4_XS: return run_dot_nibbles_avx2(p, w->cols, xa, xs, xsum, LM_IQ4_XS);
+    default: break;
+    }
     switch (w->type) {
     case LM_Q4_1: return run_dot_blocks_avx2_typed(p, w->cols, xq, xs, xsum, LM_Q4_1);
     case LM_Q5_0: return run_dot_blocks_avx2_typed(p, w->cols, xq, xs, xsum, LM_Q5_0);
@@ -4321,7 +4406,7 @@ static int run_row_dot_avx2(const LmMatrix *w, int row, const LmBatch *in, int t
     else if (w->type == LM_Q4_0 && xsum) *value = run_dot_q4_0_avx2(p, w->cols, xq, xs, xsum, in->qarranged ? in->qarranged + (size_t)t * (size_t)(in->cols + 128) : NULL);
     else if (w->type == LM_Q4_K && xsum) *value = run_dot_q4_k_avx2(p, w->cols, xq, xs, xsum);
     else if (w->type == LM_Q6_K) *value = run_dot_q6_k_avx2(p, w->cols, xq, xs);
-    else *value = run_dot_blocks_avx2(w, row, xq, xs, xsum); // (every other block type)
+    else *value = run_dot_blocks_avx2(w, row, xq, xs, xsum, in->qarranged ? in->qarranged + (size_t)t * (size_t)(in->cols + 128) : NULL); // (every other block type)
     return 1;
 }
 
