@@ -3030,6 +3030,66 @@ LM_AVX512_FN static inline __attribute__((always_inline)) float run_dot_q6_k_avx
     return run_sum_lanes512(acc);
 }
 
+// GGUF's Q2_K and Q3_K (run_dot_blocks' terms), two blocks per step as run_dot_q6_k_avx512: per 128
+// values, the 32 bytes of 2-bit values (bits 2k..2k+1 of byte l: value 32k + l) in both 256-bit
+// halves, shifted per half, so a vector holds two groups (four runs of 16); Q3_K's high bits (bit
+// 4 half + k of byte l) add 4 where set, so its values are unsigned (q + 4). Per run of 16 the int32
+// sums of u * x and of x (Q2_K's offsets; Q3_K's 4 * sum(x) taken off), each run scaled, the two
+// runs of a group added (even lanes plus odd), then as Q4_K.
+LM_AVX512_FN static inline __attribute__((always_inline)) float run_dot_k2_avx512(const unsigned char *row, int cols, const int8_t *xq, const float *xs, LmWeightType type) {
+    const int q3 = type == LM_Q3_K, values_at = q3 ? 32 : 16;
+    const size_t bytes = (size_t)run_types[type].block_bytes;
+    __m512 acc = _mm512_setzero_ps();
+    __m512i three = _mm512_set1_epi8(3), ones = _mm512_set1_epi8(1);
+    __m512i evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    __m512i odds = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    int blocks = cols / 256;
+    for (int b = 0; b < blocks; b += 2) {
+        int n = b + 1 < blocks ? 2 : 1;
+        __m512 parts[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+        for (int k = 0; k < n; k++) {
+            const unsigned char *blk = row + bytes * (size_t)(b + k);
+            for (size_t line = 0; line < bytes; line += 64) _mm_prefetch((const char *)blk + line + LM_PREFETCH_BYTES, _MM_HINT_T0);
+            __m512i high = q3 ? _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(const void *)blk)) : _mm512_setzero_si512(), v[4], s[4];
+            for (int h = 0; h < 2; h++) {
+                __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(const void *)(blk + values_at + 32 * h)));
+                for (int pair = 0; pair < 2; pair++) { // groups 2 pair and 2 pair + 1 of this half
+                    __m512i shift = _mm512_inserti64x4(_mm512_set1_epi16((short)(4 * pair)), _mm256_set1_epi16((short)(4 * pair + 2)), 1);
+                    __m512i u = _mm512_and_si512(_mm512_srlv_epi16(q, shift), three);
+                    if (q3) {
+                        __m512i bit = _mm512_inserti64x4(_mm512_set1_epi8((char)(1 << (4 * h + 2 * pair))), _mm256_set1_epi8((char)(2 << (4 * h + 2 * pair))), 1);
+                        u = _mm512_mask_add_epi8(u, _mm512_test_epi8_mask(high, bit), u, _mm512_set1_epi8(4));
+                    }
+                    __m512i x = _mm512_loadu_si512(xq + 256 * (size_t)(b + k) + 128 * h + 64 * pair);
+                    v[2 * h + pair] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, x);
+                    s[2 * h + pair] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, x);
+                }
+            }
+            __m512i sums = run_reduce4x4(v), xsums = run_reduce4x4(s); // lane r: run r of the block
+            if (q3) { // scale r: (low nibble | 2 high bits << 4) - 32, the nibbles in bytes 96-103 (runs 0-7 low, 8-15 high), the bits in 104-107
+                uint64_t low;
+                uint32_t bits;
+                memcpy(&low, blk + 96, 8), memcpy(&bits, blk + 104, 4);
+                __m128i lows = _mm_set_epi64x((long long)((low >> 4) & 0x0f0f0f0f0f0f0f0full), (long long)(low & 0x0f0f0f0f0f0f0f0full));
+                __m128i highs = _mm_setr_epi32((int)(bits & 0x03030303u), (int)((bits >> 2) & 0x03030303u), (int)((bits >> 4) & 0x03030303u), (int)((bits >> 6) & 0x03030303u));
+                __m128i scales = _mm_sub_epi8(_mm_or_si128(lows, _mm_slli_epi16(highs, 4)), _mm_set1_epi8(32));
+                __m512 ds = _mm512_mul_ps(_mm512_set1_ps(_cvtsh_ss(run_u16_at(blk + 108))), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(scales)));
+                parts[k] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(sums, _mm512_slli_epi32(xsums, 2))), ds);
+            } else { // run r: scale nibble and min nibble of byte r
+                __m128i sc = _mm_loadu_si128((const __m128i *)(const void *)blk);
+                __m512 ds = _mm512_mul_ps(_mm512_set1_ps(_cvtsh_ss(run_u16_at(blk + 80))), _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(sc, _mm_set1_epi8(15)))));
+                __m512 dm = _mm512_mul_ps(_mm512_set1_ps(_cvtsh_ss(run_u16_at(blk + 82))),
+                                          _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(sc, 4), _mm_set1_epi8(15)))));
+                parts[k] = _mm512_sub_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(sums), ds), _mm512_mul_ps(_mm512_cvtepi32_ps(xsums), dm));
+            }
+        }
+        __mmask16 mask = n == 2 ? 0xffff : 0x00ff;
+        __m512 wsum = _mm512_add_ps(_mm512_permutex2var_ps(parts[0], evens, parts[1]), _mm512_permutex2var_ps(parts[0], odds, parts[1]));
+        acc = _mm512_mask_add_ps(acc, mask, acc, _mm512_mul_ps(wsum, _mm512_maskz_loadu_ps(mask, xs + 8 * (size_t)b)));
+    }
+    return run_sum_lanes512(acc);
+}
+
 // GGUF's blocks of 32 values in 16 bytes of nibbles (Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL; run_dot_blocks'
 // terms), 16 blocks per step: 4 blocks' nibbles per vector, one block per 128-bit lane (low nibbles:
 // the first 16 values, high: the last 16), against the input as run_arrange_q4_input arranges it.
@@ -3150,6 +3210,8 @@ LM_AVX512_FN static void run_rows_blocks_avx512(const LmMatrix *w, int r0, int r
         LM_ROWS(LM_Q4_K, run_dot_k4_avx512(p + (size_t)r * rb, w->cols, xq, xs, xsum, LM_Q4_K))
         LM_ROWS(LM_Q5_K, run_dot_k4_avx512(p + (size_t)r * rb, w->cols, xq, xs, xsum, LM_Q5_K))
         LM_ROWS(LM_Q6_K, run_dot_q6_k_avx512(p + (size_t)r * rb, w->cols, xq, xs))
+        LM_ROWS(LM_Q2_K, run_dot_k2_avx512(p + (size_t)r * rb, w->cols, xq, xs, LM_Q2_K))
+        LM_ROWS(LM_Q3_K, run_dot_k2_avx512(p + (size_t)r * rb, w->cols, xq, xs, LM_Q3_K))
 #undef LM_ROWS
     default: assert(0); break;
     }
@@ -3158,6 +3220,7 @@ LM_AVX512_FN static void run_rows_blocks_avx512(const LmMatrix *w, int r0, int r
 // Does run_rows_blocks_avx512 take this matrix with this input?
 static int run_rows_blocks_ok(const LmMatrix *w, const LmBatch *in) {
     switch (w->type) {
+    case LM_Q2_K: case LM_Q3_K: return 1;
     case LM_Q4_K: case LM_Q5_K: case LM_Q6_K: return in->xsum != NULL;
     case LM_Q4_0: case LM_Q4_1: case LM_Q5_0: case LM_Q5_1: case LM_IQ4_NL: case LM_IQ4_XS: return in->xsum && in->qarranged;
     default: return 0;
