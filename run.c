@@ -4186,20 +4186,26 @@ LM_AVX2_FN static inline __attribute__((always_inline)) float run_dot_q8_q4_avx2
     return run_sum_lanes256(_mm256_loadu_ps(lanes), _mm256_loadu_ps(lanes + 8));
 }
 
-// GGUF's Q4_K (run_dot_q4_k): a block's 8 sub-blocks of 32 at once, terms 8b..8b+7.
-LM_AVX2_FN static float run_dot_q4_k_avx2(const unsigned char *row, int cols, const int8_t *xq, const float *xs, const int32_t *xsum) {
+// GGUF's Q4_K and Q5_K (run_dot_blocks' terms): a block's 8 sub-blocks of 32 at once, terms
+// 8b..8b+7 (the values unsigned: u8 x s8 pairs, 2 * 15 * 127 at most, 2 * 31 * 127 for Q5_K).
+LM_AVX2_FN static inline __attribute__((always_inline)) float run_dot_k4_avx2(const unsigned char *row, int cols, const int8_t *xq, const float *xs, const int32_t *xsum,
+                                                                             LmWeightType type) {
+    const int bytes = run_types[type].block_bytes;
     __m256 now = _mm256_setzero_ps(), next = now; // (run_turn_add)
     for (int b = 0; b < cols / 256; b++) {
-        const unsigned char *blk = row + 144 * (size_t)b;
-        for (int line = 0; line < 144; line += 64) _mm_prefetch((const char *)blk + line + LM_PREFETCH_BYTES, _MM_HINT_T0);
-        __m256i v[8];
-        for (int j = 0; j < 8; j++) // (the nibbles are unsigned: u8 x s8 pairs, 2 * 15 * 127 at most)
-            v[j] = _mm256_maddubs_epi16(run_values32_avx2(blk, j, LM_Q4_K), _mm256_loadu_si256((const __m256i *)(const void *)(xq + 256 * b + 32 * j)));
-        // the sub-blocks' sums: pairs of lanes added three times in 16 bits (at most 8 * 3810 < 32768),
-        // then the two 128-bit halves in 32 bits
-        __m256i h = _mm256_hadd_epi16(_mm256_hadd_epi16(_mm256_hadd_epi16(v[0], v[1]), _mm256_hadd_epi16(v[2], v[3])),
-                                      _mm256_hadd_epi16(_mm256_hadd_epi16(v[4], v[5]), _mm256_hadd_epi16(v[6], v[7])));
-        __m256i sums = _mm256_add_epi32(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(h)), _mm256_cvtepi16_epi32(_mm256_extracti128_si256(h, 1)));
+        const unsigned char *blk = row + (size_t)bytes * (size_t)b;
+        for (int line = 0; line < bytes; line += 64) _mm_prefetch((const char *)blk + line + LM_PREFETCH_BYTES, _MM_HINT_T0);
+        __m256i v[8], sums;
+        for (int j = 0; j < 8; j++) {
+            v[j] = _mm256_maddubs_epi16(run_values32_avx2(blk, j, type), _mm256_loadu_si256((const __m256i *)(const void *)(xq + 256 * b + 32 * j)));
+            if (type == LM_Q5_K) v[j] = _mm256_madd_epi16(v[j], _mm256_set1_epi16(1));
+        }
+        if (type == LM_Q5_K) sums = run_reduce8(v);
+        else { // Q4_K's sums: pairs of lanes added three times in 16 bits (at most 8 * 3810 < 32768), then the two 128-bit halves in 32 bits
+            __m256i h = _mm256_hadd_epi16(_mm256_hadd_epi16(_mm256_hadd_epi16(v[0], v[1]), _mm256_hadd_epi16(v[2], v[3])),
+                                          _mm256_hadd_epi16(_mm256_hadd_epi16(v[4], v[5]), _mm256_hadd_epi16(v[6], v[7])));
+            sums = _mm256_add_epi32(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(h)), _mm256_cvtepi16_epi32(_mm256_extracti128_si256(h, 1)));
+        }
         __m256 ds, dm;
         run_scales_k4_avx2(blk, &ds, &dm);
         __m256 xsums = _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(const void *)(xsum + 8 * b)));
@@ -4393,6 +4399,8 @@ LM_AVX2_FN static inline __attribute__((always_inline)) float run_dot_blocks_avx
 LM_AVX2_FN static float run_dot_blocks_avx2(const LmMatrix *w, int row, const int8_t *xq, const float *xs, const int32_t *xsum, const int8_t *xa) {
     const unsigned char *p = (const unsigned char *)w->data + (size_t)row * w->row_bytes;
     assert(w->cols % run_types[w->type].block_values == 0);
+    if (xsum && w->type == LM_Q4_K) return run_dot_k4_avx2(p, w->cols, xq, xs, xsum, LM_Q4_K);
+    if (xsum && w->type == LM_Q5_K) return run_dot_k4_avx2(p, w->cols, xq, xs, xsum, LM_Q5_K);
     if (xa && xsum) switch (w->type) { // the split-nibble types with the arranged input
     case LM_Q4_1: return run_dot_nibbles_avx2(p, w->cols, xa, xs, xsum, LM_Q4_1);
     case LM_Q5_0: return run_dot_nibbles_avx2(p, w->cols, xa, xs, xsum, LM_Q5_0);
@@ -4467,7 +4475,6 @@ static int run_row_dot_avx2(const LmMatrix *w, int row, const LmBatch *in, int t
     const int32_t *xsum = in->xsum ? in->xsum + (size_t)t * (size_t)in->groups : NULL; // (Q4_0's and Q4_K's kernels need it; Q4_1's, Q5_1's and Q5_K's use it)
     if (w->type == LM_Q8_0) *value = run_dot_q8_0_avx2(p, w->cols, xq, xs);
     else if (w->type == LM_Q4_0 && xsum) *value = run_dot_q4_0_avx2(p, w->cols, xq, xs, xsum, in->qarranged ? in->qarranged + (size_t)t * (size_t)(in->cols + 128) : NULL);
-    else if (w->type == LM_Q4_K && xsum) *value = run_dot_q4_k_avx2(p, w->cols, xq, xs, xsum);
     else if (w->type == LM_Q6_K) *value = run_dot_q6_k_avx2(p, w->cols, xq, xs);
     else *value = run_dot_blocks_avx2(w, row, xq, xs, xsum, in->qarranged ? in->qarranged + (size_t)t * (size_t)(in->cols + 128) : NULL); // (every other block type)
     return 1;
