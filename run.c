@@ -895,20 +895,22 @@ static const LmTypeTraits run_types[LM_N_TYPES] = { // in LmWeightType's order
 #undef LM_FLOAT_TYPE
     {.name = "q8_0", .ggml_type = -1, .block_values = 1, .block_bytes = 1, .integer = 1},
     {.name = "q4_0", .ggml_type = -1, .block_values = 2, .block_bytes = 1, .integer = 1},
-#define LM_BLOCK_TYPE(nm, id, values, bytes, min, run, ...) \
-    {.name = nm, .ggml_type = id, .block_values = values, .block_bytes = bytes, .integer = 1, .has_min = min, .scale_values = run, __VA_ARGS__}
-    LM_BLOCK_TYPE("Q8_0", 8, 32, 34, 0, 32, .unpack = run_unpack_q8_0, .dot = run_dot_q8_0),
-    LM_BLOCK_TYPE("Q4_0", 2, 32, 18, 0, 32, .unpack = run_unpack_q4_0, .dot = run_dot_q4_0, .split_nibbles = 1),
-    LM_BLOCK_TYPE("Q4_1", 3, 32, 20, 1, 32, .unpack = run_unpack_q4_1, .split_nibbles = 1),
-    LM_BLOCK_TYPE("Q5_0", 6, 32, 22, 0, 32, .unpack = run_unpack_q5_0, .split_nibbles = 1),
-    LM_BLOCK_TYPE("Q5_1", 7, 32, 24, 1, 32, .unpack = run_unpack_q5_1, .split_nibbles = 1),
-    LM_BLOCK_TYPE("Q2_K", 10, 256, 84, 1, 16, .unpack = run_unpack_q2_k),
-    LM_BLOCK_TYPE("Q3_K", 11, 256, 110, 0, 16, .unpack = run_unpack_q3_k),
-    LM_BLOCK_TYPE("Q4_K", 12, 256, 144, 1, 32, .unpack = run_unpack_q4_k, .dot = run_dot_q4_k),
-    LM_BLOCK_TYPE("Q5_K", 13, 256, 176, 1, 32, .unpack = run_unpack_q5_k),
-    LM_BLOCK_TYPE("Q6_K", 14, 256, 210, 0, 16, .unpack = run_unpack_q6_k, .dot = run_dot_q6_k),
-    LM_BLOCK_TYPE("IQ4_NL", 20, 32, 18, 0, 32, .unpack = run_unpack_iq4_nl, .split_nibbles = 1),
-    LM_BLOCK_TYPE("IQ4_XS", 23, 256, 136, 0, 32, .unpack = run_unpack_iq4_xs, .split_nibbles = 1),
+#define LM_BLOCK_TYPE(nm, id, values, bytes, unpacker, min, run, dotter, split)                                                                 \
+    {.name = nm, .ggml_type = id, .block_values = values, .block_bytes = bytes, .integer = 1, .unpack = unpacker, .has_min = min, .scale_values = run, \
+     .dot = dotter, .split_nibbles = split}
+    //            name      ggml values bytes  unpack             min  run  dot           split nibbles
+    LM_BLOCK_TYPE("Q8_0",   8,   32,   34,  run_unpack_q8_0,   0,   32,  run_dot_q8_0, 0),
+    LM_BLOCK_TYPE("Q4_0",   2,   32,   18,  run_unpack_q4_0,   0,   32,  run_dot_q4_0, 1),
+    LM_BLOCK_TYPE("Q4_1",   3,   32,   20,  run_unpack_q4_1,   1,   32,  NULL,         1),
+    LM_BLOCK_TYPE("Q5_0",   6,   32,   22,  run_unpack_q5_0,   0,   32,  NULL,         1),
+    LM_BLOCK_TYPE("Q5_1",   7,   32,   24,  run_unpack_q5_1,   1,   32,  NULL,         1),
+    LM_BLOCK_TYPE("Q2_K",   10,  256,  84,  run_unpack_q2_k,   1,   16,  NULL,         0),
+    LM_BLOCK_TYPE("Q3_K",   11,  256,  110, run_unpack_q3_k,   0,   16,  NULL,         0),
+    LM_BLOCK_TYPE("Q4_K",   12,  256,  144, run_unpack_q4_k,   1,   32,  run_dot_q4_k, 0),
+    LM_BLOCK_TYPE("Q5_K",   13,  256,  176, run_unpack_q5_k,   1,   32,  NULL,         0),
+    LM_BLOCK_TYPE("Q6_K",   14,  256,  210, run_unpack_q6_k,   0,   16,  run_dot_q6_k, 0),
+    LM_BLOCK_TYPE("IQ4_NL", 20,  32,   18,  run_unpack_iq4_nl, 0,   32,  NULL,         1),
+    LM_BLOCK_TYPE("IQ4_XS", 23,  256,  136, run_unpack_iq4_xs, 0,   32,  NULL,         1),
 #undef LM_BLOCK_TYPE
 };
 
