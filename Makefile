@@ -4,7 +4,7 @@ WARN = -std=c11 -Wall -Wextra
 # OpenMP when the compiler has it; everything builds and passes without it.
 OPENMP := $(shell echo 'int main(void){return 0;}' | $(CC) -fopenmp -x c - -o /dev/null 2>/dev/null && echo -fopenmp)
 
-.PHONY: all test test-builds clean vectors bench bench-long bench-llamacpp fuzz demo
+.PHONY: all test test-builds clean vectors bench bench-long bench-kernels bench-llamacpp fuzz demo
 
 all: run
 
@@ -103,6 +103,12 @@ bench: build/runbench
 # make bench-long BENCH_LONG_ARGS="--dtypes q8_0 --caches f16,q8_0 --depths 0,16384 --prompts 512,4096 --threads 2"
 bench-long: build/runbench
 	./build/runbench --long 1 $(BENCH_LONG_ARGS)
+
+# Each weight type's one-token matmul (generation's kernel) in each kernel set, in cache and streamed
+# from memory, against the read bandwidth (random weights, no model files; a minute or two):
+# make bench-kernels BENCH_ARGS="--kernels avx2,avx512"
+bench-kernels: build/runbench
+	./build/runbench --matmul 1 --threads 1 $(BENCH_ARGS)
 
 # llama.cpp on the same GGUF files (node-llama-cpp's prebuilt libraries from npm), for README's comparison:
 # make bench-llamacpp LLAMACPP_ARGS="--shapes 110m --dtypes Q8_0 --threads 1 --cpu haswell,icelake,best"

@@ -1036,7 +1036,10 @@ static void random_blocks(unsigned char *p, size_t bytes, int type) {
 // The block types' own kernels (reading the blocks in place) give run_dot_blocks' result, the
 // definition over the unpacked blocks, bit for bit; rows of random blocks with sane scales.
 static void test_block_kernels(void) {
-    int8_t xq[1280], xa[1280 + 128];
+    int8_t xq[1280];
+#if LM_X86
+    int8_t xa[1280 + 128]; // (the input arranged for the split-nibble types' kernels)
+#endif
     float xs[40];
     int32_t xsum[40] = {0};
     for (int i = 0; i < 1280; i++) xq[i] = (int8_t)(run_random_u32(&test_rng) % 255 - 127);

@@ -5,6 +5,7 @@
 //   build/runbench --kernels portable,avx2          kernel sets to compare (default: every one this CPU runs)
 //   build/runbench --repeat 3                       runs of each measurement, the best shown (default 2)
 //   build/runbench --no-mmap 1                      weights read into memory (huge pages), not mapped
+//   build/runbench --matmul 1                       make bench-kernels: each type's one-token matmul, in cache and streamed
 //   build/runbench --long 1                         make bench-long: a Llama-3.2-1B shape at long context
 //       [--dtypes q8_0,q4_0] [--caches f32,f16,bf16,q8_0] [--depths 0,4096,16384,32768] [--prompts 512,4096,16384]
 //       [--kernels avx2,avx512]                 (long: the best set this CPU runs unless --kernels names some)
@@ -24,7 +25,7 @@ static double seconds(void) {
 // Read bandwidth in GB/s with n threads: the best of 5 passes summing a 1 GiB buffer.
 static double read_bandwidth(int threads) {
     size_t n = (size_t)1 << 28; // floats
-    float *buf = malloc(n * sizeof(float));
+    float *buf = (float *)run_calloc_streamed(n * sizeof(float)); // (huge pages where asked for, as the weights read into memory get)
     if (!buf) return 0;
     for (size_t i = 0; i < n; i++) buf[i] = (float)(i & 7);
     double best = 0;
@@ -232,10 +233,104 @@ static int bench_long(char *dtypes, char *caches, char *depths, char *prompts, i
     return 0;
 }
 
+// make bench-kernels: each weight type's generation matmul (one token, one thread) in each kernel set,
+// in GMAC/s, with the weights in cache (2048 x 2048) and streamed from memory (about 256 MiB, 4096
+// columns, huge pages where the OS gives them), and the streamed bytes per second over the read
+// bandwidth. Random values (sane fp16 scales for the block types), so every type is timed, Q2_K and
+// Q3_K included, without a model file.
+static uint64_t bench_rng = 88172645463325252ull;
+static unsigned char bench_byte(void) {
+    bench_rng ^= bench_rng << 13, bench_rng ^= bench_rng >> 7, bench_rng ^= bench_rng << 17;
+    return (unsigned char)(bench_rng >> 24);
+}
+
+static void random_weights(unsigned char *p, size_t bytes, LmWeightType type) {
+    const LmTypeTraits *tt = &run_types[type];
+    if (!tt->unpack) { // floats: values in [-1, 1) of the type
+        for (size_t e = 0; e < bytes / (size_t)tt->block_bytes; e++) {
+            float v = (float)bench_byte() / 128.0f - 1.0f;
+            if (type == LM_F32) memcpy(p + 4 * e, &v, 4);
+            else {
+                uint32_t bits;
+                memcpy(&bits, &v, 4);
+                uint16_t h = type == LM_BF16 ? (uint16_t)(bits >> 16) : (uint16_t)(0x3800 + bench_byte()); // (fp16: 0.5 to 1)
+                memcpy(p + 2 * e, &h, 2);
+            }
+        }
+        return;
+    }
+    for (size_t i = 0; i < bytes; i++) p[i] = bench_byte();
+    int at[2] = {type == LM_Q6_K ? 208 : type == LM_Q2_K ? 80 : type == LM_Q3_K ? 108 : 0, tt->has_min ? (type == LM_Q2_K ? 82 : 2) : -1}; // (d, and min)
+    for (size_t b = 0; b < bytes / (size_t)tt->block_bytes; b++)
+        for (int k = 0; k < 2; k++)
+            if (at[k] >= 0) {
+                uint16_t h = (uint16_t)(0x211F + bench_byte() % 0x40); // (about 0.01)
+                memcpy(p + b * (size_t)tt->block_bytes + at[k], &h, 2);
+            }
+}
+
+// Best GMAC/s of reps one-token matmuls of a rows x cols matrix of this type in this kernel set.
+static double time_matvec(LmWeightType type, LmKernels kernels, int rows, int cols, int reps) {
+    const LmTypeTraits *tt = &run_types[type];
+    size_t row_bytes = (size_t)cols / (size_t)tt->block_values * (size_t)tt->block_bytes, groups = (size_t)cols / 32;
+    unsigned char *data = (unsigned char *)run_calloc_streamed((size_t)rows * row_bytes);
+    float *x = malloc(sizeof(float) * (size_t)cols), *out = malloc(sizeof(float) * (size_t)rows);
+    LmModel m;
+    memset(&m, 0, sizeof m);
+    m.config.weight_type = type, m.config.group_size = 32, m.config.integer_activations = tt->integer;
+    m.config.split_nibble_inputs = tt->split_nibbles, m.kernels = kernels, m.threads = 1;
+    LmRunState *s = &m.state;
+    s->xq = calloc((size_t)cols + 64, 1), s->xs = calloc(groups + 1, sizeof(float)), s->xsum = calloc(groups + 1, sizeof(int32_t));
+    s->xarranged = calloc((size_t)cols + 128, 1);
+    double best = 0;
+    if (data && x && out && s->xq && s->xs && s->xsum && s->xarranged) {
+        random_weights(data, (size_t)rows * row_bytes, type);
+        for (int i = 0; i < cols; i++) x[i] = (float)bench_byte() / 128.0f - 1.0f;
+        LmMatrix w = {.data = data, .rows = rows, .cols = cols, .type = type, .row_bytes = row_bytes, .group_size = 32};
+        LmMatmul job = {&w, out, rows};
+        for (int r = 0; r < reps; r++) {
+            double start = seconds();
+            LmBatch in = run_make_batch(&m, x, 1, cols, cols); // (the input quantized for each matmul, as the forward pass does)
+            run_matmul(&job, 1, &in, 1);
+            double gmacs = (double)rows * cols / (seconds() - start) * 1e-9;
+            if (gmacs > best) best = gmacs;
+        }
+    }
+    free(data), free(x), free(out), free(s->xq), free(s->xs), free(s->xsum), free(s->xarranged);
+    return best;
+}
+
+static int bench_matmul(char **kernels, int nk, double bw) {
+    printf("\n| type   | kernels   | in cache GMAC/s | streamed GMAC/s | GB/s  | frac  | x prev (cache / streamed) |\n");
+    printf("|--------|-----------|-----------------|-----------------|-------|-------|---------------------------|\n");
+    for (int type = LM_F32; type < LM_N_TYPES; type++) {
+        if (type == LM_Q8_GROUPS || type == LM_Q4_GROUPS) continue; // (run.c's own formats: make bench times them in models)
+        const LmTypeTraits *tt = &run_types[type];
+        double prev[2] = {0, 0};
+        for (int k = 0; k < nk; k++) {
+            int set = -1;
+            for (int i = 0; i < LM_KERNELS_N; i++)
+                if (!strcmp(kernels[k], run_kernel_names[i]) && run_kernels_available((LmKernels)i)) set = i;
+            if (set < 0) { printf("| %-6s | %-9s | not on this CPU |\n", tt->name, kernels[k]); continue; }
+            size_t row_bytes = (size_t)4096 / (size_t)tt->block_values * (size_t)tt->block_bytes;
+            int rows = (int)(((size_t)256 << 20) / row_bytes);
+            double cached = time_matvec((LmWeightType)type, (LmKernels)set, 2048, 2048, 30);
+            double streamed = time_matvec((LmWeightType)type, (LmKernels)set, rows, 4096, 5);
+            double gbs = streamed * 1e9 * (double)row_bytes / 4096.0 / 1e9;
+            char ratio[32] = "";
+            if (prev[0] > 0) snprintf(ratio, sizeof ratio, "%.2fx / %.2fx", cached / prev[0], streamed / prev[1]);
+            printf("| %-6s | %-9s | %15.1f | %15.1f | %5.1f | %5.2f | %-25s |\n", tt->name, kernels[k], cached, streamed, gbs, gbs / bw, ratio);
+            fflush(stdout);
+            prev[0] = cached, prev[1] = streamed;
+        }
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     char shapes[256] = "110m,1.1b", dtypes[256] = "fp32,fp16,bf16,q8_0,q4_0,Q8_0,Q4_0,Q4_1,Q5_0,Q5_1,Q6_K,Q4_K_M,Q5_K_M,IQ4_NL,IQ4_XS", thread_list[256] = "", kernels[64] = "";
     const char *model = NULL;
-    int gen = 32, prompt = 512, long_context = 0, dtypes_given = 0;
+    int gen = 32, prompt = 512, long_context = 0, dtypes_given = 0, matmul_only = 0;
     char caches[64] = "f32,f16,bf16,q8_0", depths[128] = "0,4096,16384,32768", prompts[128] = "512,4096,16384";
 #ifdef _OPENMP
     snprintf(thread_list, sizeof thread_list, "1");
@@ -254,6 +349,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--repeat")) repeats = atoi(argv[i + 1]) > 0 ? atoi(argv[i + 1]) : 1;
         else if (!strcmp(argv[i], "--no-mmap")) load_options.in_memory = atoi(argv[i + 1]) != 0;
         else if (!strcmp(argv[i], "--long")) long_context = atoi(argv[i + 1]) != 0;
+        else if (!strcmp(argv[i], "--matmul")) matmul_only = atoi(argv[i + 1]) != 0;
         else if (!strcmp(argv[i], "--caches")) snprintf(caches, sizeof caches, "%s", argv[i + 1]);
         else if (!strcmp(argv[i], "--depths")) snprintf(depths, sizeof depths, "%s", argv[i + 1]);
         else if (!strcmp(argv[i], "--prompts")) snprintf(prompts, sizeof prompts, "%s", argv[i + 1]);
@@ -261,7 +357,7 @@ int main(int argc, char **argv) {
     }
     if (argc % 2 == 0) {
         fprintf(stderr, "usage: bench [--shapes LIST] [--dtypes LIST] [--threads LIST] [--gen N] [--prompt N] [--model FILE] [--kernels LIST] [--repeat N] "
-                        "[--no-mmap 1] [--long 1 [--caches LIST] [--depths LIST] [--prompts LIST]]\n");
+                        "[--no-mmap 1] [--long 1 [--caches LIST] [--depths LIST] [--prompts LIST]] [--matmul 1]\n");
         return 1;
     }
     if (long_context && !dtypes_given) snprintf(dtypes, sizeof dtypes, "q8_0,q4_0");
@@ -295,6 +391,10 @@ int main(int argc, char **argv) {
     printf("machine: %s, %d cores; kernel sets: %s (x prev: speed against the set above, generation / prefill)\n", cpu, cores, kernels_shown);
     printf("read bandwidth:");
     for (int i = 0; i < nt; i++) { bw[i] = read_bandwidth(threads[i]); printf(" %.1f GB/s (%d thread%s)", bw[i], threads[i], threads[i] > 1 ? "s" : ""); }
+    if (matmul_only) {
+        printf("\nmatmuls of one token, one thread: in cache 2048 x 2048, streamed 256 MiB x 4096 columns; frac: streamed GB/s over the read bandwidth\n");
+        return bench_matmul(kernel_v, n_kernels, bw[0]);
+    }
     if (long_context) {
         printf("\nLlama-3.2-1B shape (dim 2048, 16 layers, 32 heads / 8 kv heads of 64, FFN 8192, vocab 128256, tied), random weights, %d thread%s; "
                "generation: %d tokens after a cache filled to each depth (best of %d); prefill: one prompt from position 0; weights %s\n\n",
