@@ -5,7 +5,7 @@
 //   build/runbench --kernels portable,avx2          kernel sets to compare (default: every one this CPU runs)
 //   build/runbench --repeat 3                       runs of each measurement, the best shown (default 2)
 //   build/runbench --no-mmap 1                      weights read into memory (huge pages), not mapped
-//   build/runbench --matmul 1                       make bench-kernels: each type's one-token matmul, in cache and streamed
+//   build/runbench --matmul 1 [--dtypes fp16,Q4_1]   make bench-kernels: each type's one-token matmul, in cache and streamed
 //   build/runbench --long 1                         make bench-long: a Llama-3.2-1B shape at long context
 //       [--dtypes q8_0,q4_0] [--caches f32,f16,bf16,q8_0] [--depths 0,4096,16384,32768] [--prompts 512,4096,16384]
 //       [--kernels avx2,avx512]                 (long: the best set this CPU runs unless --kernels names some)
@@ -300,12 +300,15 @@ static double time_matvec(LmWeightType type, LmKernels kernels, int rows, int co
     return best;
 }
 
-static int bench_matmul(char **kernels, int nk, double bw) {
+static int bench_matmul(char **kernels, int nk, double bw, char **types, int ntypes) {
     printf("\n| type   | kernels   | in cache GMAC/s | streamed GMAC/s | GB/s  | frac  | x prev (cache / streamed) |\n");
     printf("|--------|-----------|-----------------|-----------------|-------|-------|---------------------------|\n");
     for (int type = LM_F32; type < LM_N_TYPES; type++) {
         if (type == LM_Q8_GROUPS || type == LM_Q4_GROUPS) continue; // (run.c's own formats: make bench times them in models)
         const LmTypeTraits *tt = &run_types[type];
+        int wanted = ntypes == 0;
+        for (int i = 0; i < ntypes; i++) wanted |= !strcmp(types[i], tt->name);
+        if (!wanted) continue;
         double prev[2] = {0, 0};
         for (int k = 0; k < nk; k++) {
             int set = -1;
@@ -393,7 +396,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < nt; i++) { bw[i] = read_bandwidth(threads[i]); printf(" %.1f GB/s (%d thread%s)", bw[i], threads[i], threads[i] > 1 ? "s" : ""); }
     if (matmul_only) {
         printf("\nmatmuls of one token, one thread: in cache 2048 x 2048, streamed 256 MiB x 4096 columns; frac: streamed GB/s over the read bandwidth\n");
-        return bench_matmul(kernel_v, n_kernels, bw[0]);
+        return bench_matmul(kernel_v, n_kernels, bw[0], dtype_v, dtypes_given ? nd : 0);
     }
     if (long_context) {
         printf("\nLlama-3.2-1B shape (dim 2048, 16 layers, 32 heads / 8 kv heads of 64, FFN 8192, vocab 128256, tied), random weights, %d thread%s; "
