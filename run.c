@@ -3866,6 +3866,13 @@ LM_AVX2_FN static inline __attribute__((always_inline)) void run_dpbusd4_avx2(__
                 : "+x"(*a0), "+x"(*a1), "+x"(*a2), "+x"(*a3) : "x"(x), "x"(w0), "x"(w1), "x"(w2), "x"(w3));
 }
 
+// One AVX-VNNI vpdpbusd (as run_dpbusd4_avx2): acc plus, per int32 lane, the four products of the
+// unsigned bytes of u and the signed bytes of x.
+LM_AVX2_FN static inline __attribute__((always_inline)) __m256i run_dpbusd_avx2(__m256i acc, __m256i u, __m256i x) {
+    __asm__("%{vex%} vpdpbusd {%2, %1, %0|%0, %1, %2}" : "+x"(acc) : "x"(u), "x"(x));
+    return acc;
+}
+
 // The exact products of 32 int8 weights and 32 int8 activations (in [-127, 127]) as 8 int32
 // partial sums, lane i holding bytes 4i..4i+3: |w| (unsigned, 128 for -128) times x with w's sign,
 // in pairs that cannot saturate (2 * 128 * 127 < 32768).
@@ -4309,11 +4316,14 @@ LM_AVX2_FN static inline __attribute__((always_inline)) __m256 run_blocks_chunk_
 // of the n (at most 8) groups whose nibbles lie at p, p + stride, ... against the arranged input
 // (lane i: group i, 0 past n), two groups per vector, one per 128-bit half. IQ4_NL's and IQ4_XS's
 // grid values stay signed (their unsigned form would overflow vpmaddubsw's pairs): run_dot32_i8's
-// sign moves. Q5's fifth bits (fifths: the 32 bits of each group, stride apart) spread to bytes.
+// sign moves. Q5's fifth bits (fifths: the 32 bits of each group, stride apart) spread to bytes. With
+// vnni (the avx2-vnni set), AVX-VNNI's vpdpbusd on unsigned values (the grid + 128, as AVX-512's).
 LM_AVX2_FN static inline __attribute__((always_inline)) __m256i run_nibble_sums8_avx2(const unsigned char *p, size_t stride, int n, const unsigned char *fifths,
-                                                                                     const int8_t *xa, const int32_t *xsum, LmWeightType type) {
-    const int five = type == LM_Q5_0 || type == LM_Q5_1, grid = type == LM_IQ4_NL || type == LM_IQ4_XS, offset_shift = type == LM_Q4_0 ? 3 : type == LM_Q5_0 ? 4 : 0;
+                                                                                     const int8_t *xa, const int32_t *xsum, LmWeightType type, const int vnni) {
+    const int five = type == LM_Q5_0 || type == LM_Q5_1, grid = type == LM_IQ4_NL || type == LM_IQ4_XS;
+    const int offset_shift = type == LM_Q4_0 ? 3 : type == LM_Q5_0 ? 4 : grid && vnni ? 7 : 0;
     __m256i m = _mm256_set1_epi8(15), v[4], table = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)run_iq4_grid));
+    if (vnni) table = _mm256_add_epi8(table, _mm256_set1_epi8(-128));
     for (int i = 0; i < 4; i++) { // groups 2i and 2i + 1 (int32 lanes 0-3 and 4-7 of v[i])
         if (2 * i >= n) { v[i] = _mm256_setzero_si256(); continue; }
         const unsigned char *at = p + 2 * stride * (size_t)i;
@@ -4333,7 +4343,9 @@ LM_AVX2_FN static inline __attribute__((always_inline)) __m256i run_nibble_sums8
         }
         const int8_t *x = xa + (i / 2) * 128 + (i % 2) * 32;
         __m256i xlo = _mm256_loadu_si256((const __m256i *)(const void *)x), xhi = _mm256_loadu_si256((const __m256i *)(const void *)(x + 64));
-        if (grid) v[i] = _mm256_add_epi32(run_dot32_i8(_mm256_shuffle_epi8(table, lo), xlo), run_dot32_i8(_mm256_shuffle_epi8(table, hi), xhi));
+        if (grid) lo = _mm256_shuffle_epi8(table, lo), hi = _mm256_shuffle_epi8(table, hi);
+        if (vnni) v[i] = run_dpbusd_avx2(run_dpbusd_avx2(_mm256_setzero_si256(), lo, xlo), hi, xhi);
+        else if (grid) v[i] = _mm256_add_epi32(run_dot32_i8(lo, xlo), run_dot32_i8(hi, xhi));
         else v[i] = _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(lo, xlo), _mm256_maddubs_epi16(hi, xhi)), _mm256_set1_epi16(1)); // (pairs of 2 * 31 * 127)
     }
     __m256i c = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3])); // groups 0 2 4 6 | 1 3 5 7
@@ -4346,11 +4358,11 @@ LM_AVX2_FN static inline __attribute__((always_inline)) __m256i run_nibble_sums8
 // The blocks of 32 of the split-nibble types (Q4_1, Q5_0, Q5_1, IQ4_NL; run_dot_blocks' terms) with
 // the arranged input: 8 blocks' terms per step (the last step n < 8, its terms added one by one).
 LM_AVX2_FN static inline __attribute__((always_inline)) __m256 run_nibble_terms8_avx2(const unsigned char *p, int n, const int8_t *xa, const float *xs, const int32_t *xsum,
-                                                                                      LmWeightType type) {
+                                                                                      LmWeightType type, const int vnni) {
     const size_t bytes = (size_t)run_types[type].block_bytes;
     const int nibbles_at = type == LM_Q4_1 ? 4 : type == LM_Q5_0 ? 6 : type == LM_Q5_1 ? 8 : 2, fifth_at = type == LM_Q5_0 ? 2 : 4;
     __m256i first_n = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    __m256i sums = run_nibble_sums8_avx2(p + nibbles_at, bytes, n, p + fifth_at, xa, xsum, type);
+    __m256i sums = run_nibble_sums8_avx2(p + nibbles_at, bytes, n, p + fifth_at, xa, xsum, type, vnni);
     __m256 part = _mm256_mul_ps(_mm256_cvtepi32_ps(sums), run_halves8_avx2(p, bytes, n));
     if (run_types[type].has_min) { // d * qx - m * sum(x), m = -min
         __m256 offsets = _mm256_xor_ps(run_halves8_avx2(p + 2, bytes, n), _mm256_set1_ps(-0.0f));
@@ -4360,7 +4372,7 @@ LM_AVX2_FN static inline __attribute__((always_inline)) __m256 run_nibble_terms8
 }
 
 LM_AVX2_FN static inline __attribute__((always_inline)) float run_dot_nibbles_avx2(const unsigned char *row, int cols, const int8_t *xa, const float *xs, const int32_t *xsum,
-                                                                                  LmWeightType type) {
+                                                                                  LmWeightType type, const int vnni) {
     int groups = cols / 32, g = 0;
     __m256 now = _mm256_setzero_ps(), next = now; // (run_turn_add)
     if (type == LM_IQ4_XS) // a block of 256 per step: 8 groups of 16 bytes at 8, the scales from run_scales8_avx2
@@ -4368,15 +4380,15 @@ LM_AVX2_FN static inline __attribute__((always_inline)) float run_dot_nibbles_av
             const unsigned char *blk = row + 136 * (size_t)(g / 8);
             __m256 ds, unused;
             run_scales8_avx2(blk, LM_IQ4_XS, &ds, &unused, &unused, &unused);
-            __m256i sums = run_nibble_sums8_avx2(blk + 8, 16, 8, NULL, xa + 32 * g, xsum + g, type);
+            __m256i sums = run_nibble_sums8_avx2(blk + 8, 16, 8, NULL, xa + 32 * g, xsum + g, type, vnni);
             run_turn_add(&now, &next, _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(sums), ds), _mm256_loadu_ps(xs + g)));
         }
     else
-        for (; g + 8 <= groups; g += 8) run_turn_add(&now, &next, run_nibble_terms8_avx2(row + (size_t)run_types[type].block_bytes * (size_t)g, 8, xa + 32 * g, xs + g, xsum + g, type));
+        for (; g + 8 <= groups; g += 8) run_turn_add(&now, &next, run_nibble_terms8_avx2(row + (size_t)run_types[type].block_bytes * (size_t)g, 8, xa + 32 * g, xs + g, xsum + g, type, vnni));
     float lanes[16], terms[8];
     run_turn_store(now, next, g / 8, lanes);
     if (g < groups) { // the last few blocks
-        _mm256_storeu_ps(terms, run_nibble_terms8_avx2(row + (size_t)run_types[type].block_bytes * (size_t)g, groups - g, xa + 32 * g, xs + g, xsum + g, type));
+        _mm256_storeu_ps(terms, run_nibble_terms8_avx2(row + (size_t)run_types[type].block_bytes * (size_t)g, groups - g, xa + 32 * g, xs + g, xsum + g, type, vnni));
         for (int i = 0; g + i < groups; i++) lanes[(g + i) % 16] += terms[i];
     }
     return run_sum_lanes256(_mm256_loadu_ps(lanes), _mm256_loadu_ps(lanes + 8));
@@ -4408,7 +4420,7 @@ LM_AVX2_FN static inline __attribute__((always_inline)) float run_dot_blocks_avx
 // out[0..r1 - r0): the type dispatched once, then a loop over rows per type, so the rows' reductions
 // and scalings overlap (a call per row measured 3-11% slower on 2048 x 2048 matrices in cache).
 LM_AVX2_FN static void run_rows_blocks_avx2(const LmMatrix *w, int r0, int r1, const int8_t *xq, const float *xs, const int32_t *xsum, const int8_t *xa,
-                                            float *out) {
+                                            float *out, int vnni) {
     const unsigned char *p = (const unsigned char *)w->data;
     size_t rb = w->row_bytes;
     int cols = w->cols;
@@ -4429,7 +4441,10 @@ LM_AVX2_FN static void run_rows_blocks_avx2(const LmMatrix *w, int r0, int r1, c
     case LM_Q2_K: LM_ROWS(run_dot_blocks_avx2_typed(LM_ROW, cols, xq, xs, xsum, LM_Q2_K))
     case LM_Q3_K: LM_ROWS(run_dot_blocks_avx2_typed(LM_ROW, cols, xq, xs, xsum, LM_Q3_K))
 #define LM_SPLIT_NIBBLES(T) \
-    case T: if (xa && xsum) LM_ROWS(run_dot_nibbles_avx2(LM_ROW, cols, xa, xs, xsum, T)) LM_ROWS(run_dot_blocks_avx2_typed(LM_ROW, cols, xq, xs, xsum, T))
+    case T:                                                                                                   \
+        if (xa && xsum && vnni) LM_ROWS(run_dot_nibbles_avx2(LM_ROW, cols, xa, xs, xsum, T, 1))                  \
+        if (xa && xsum) LM_ROWS(run_dot_nibbles_avx2(LM_ROW, cols, xa, xs, xsum, T, 0))                          \
+        LM_ROWS(run_dot_blocks_avx2_typed(LM_ROW, cols, xq, xs, xsum, T))
     LM_SPLIT_NIBBLES(LM_Q4_1) LM_SPLIT_NIBBLES(LM_Q5_0) LM_SPLIT_NIBBLES(LM_Q5_1) LM_SPLIT_NIBBLES(LM_IQ4_NL) LM_SPLIT_NIBBLES(LM_IQ4_XS)
 #undef LM_SPLIT_NIBBLES
     default: break;
@@ -4483,7 +4498,7 @@ static int run_row_dot_avx2(const LmMatrix *w, int row, const LmBatch *in, int t
     }
     if (run_types[w->type].unpack == NULL) return 0; // (llama2.c's v2 groups that straddle rows)
     run_rows_blocks_avx2(w, row, row + 1, xq, xs, in->xsum ? in->xsum + (size_t)t * (size_t)in->groups : NULL,
-                         in->qarranged ? in->qarranged + (size_t)t * (size_t)(in->cols + 128) : NULL, value);
+                         in->qarranged ? in->qarranged + (size_t)t * (size_t)(in->cols + 128) : NULL, value, in->kernels == LM_KERNELS_AVX2_VNNI);
     return 1;
 }
 
@@ -5247,7 +5262,7 @@ static void run_matmul_rows(const LmMatmul *job, int r0, int r1, const LmBatch *
         if (in->n == 1 && run_rows_avx512(job->w, r0, r1, in, 0, job->out + r0)) return;
     }
     if ((run_avx2_set(in->kernels) || in->kernels == LM_KERNELS_AVX512) && in->n == 1 && in->q && run_types[job->w->type].unpack) {
-        run_rows_blocks_avx2(job->w, r0, r1, in->q, in->s, in->xsum, in->qarranged, job->out + r0); // (AVX-512: what its row kernels leave)
+        run_rows_blocks_avx2(job->w, r0, r1, in->q, in->s, in->xsum, in->qarranged, job->out + r0, in->kernels == LM_KERNELS_AVX2_VNNI); // (AVX-512: what its row kernels leave)
         return;
     }
     if (run_avx2_set(in->kernels) && in->n > 1 && !run_is_integer_type(job->w->type)) {
