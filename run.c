@@ -2998,16 +2998,25 @@ LM_AVX512_FN static inline __attribute__((always_inline)) float run_dot_k4_avx51
     return run_sum_lanes512(acc);
 }
 
+// The runs-of-16 types' step of two blocks (Q2_K, Q3_K, Q6_K): lane s of parts[k] is run s of block
+// b + k, scaled; each group's two runs added (even lanes plus odd), times the groups' input scales xs
+// (8 per block), into acc; n: the blocks of this step (1 or 2).
+LM_AVX512_FN static inline __attribute__((always_inline)) __m512 run_add_runs16_avx512(__m512 acc, const __m512 *parts, int n, const float *xs) {
+    __m512i evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    __m512i odds = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    __mmask16 mask = n == 2 ? 0xffff : 0x00ff;
+    __m512 wsum = _mm512_add_ps(_mm512_permutex2var_ps(parts[0], evens, parts[1]), _mm512_permutex2var_ps(parts[0], odds, parts[1]));
+    return _mm512_mask_add_ps(acc, mask, acc, _mm512_mul_ps(wsum, _mm512_maskz_loadu_ps(mask, xs)));
+}
+
 // GGUF's Q6_K (run_dot_q6_k), two blocks per step: per 128 values, the low nibbles of 64 bytes are
 // groups 4h and 4h+1, the high nibbles 4h+2 and 4h+3, each with its 2 high bits (shifted per
 // 256-bit half) as unsigned bytes q + 32; 32 * x is taken off before the int32 sums of the 16 runs
-// of 16. Each run scaled, the two runs of a group added (even lanes plus odd lanes), then as Q4_K.
+// of 16. Each run scaled, then run_add_runs16_avx512.
 LM_AVX512_FN static inline __attribute__((always_inline)) float run_dot_q6_k_avx512(const unsigned char *row, int cols, const int8_t *xq, const float *xs) {
     __m512 acc = _mm512_setzero_ps();
     __m512i m4 = _mm512_set1_epi8(15), m2 = _mm512_set1_epi8(0x30), off = _mm512_set1_epi8(32);
     __m512i up_lo = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1), down_hi = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
-    __m512i evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    __m512i odds = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
     int blocks = cols / 256;
     for (int b = 0; b < blocks; b += 2) {
         int n = b + 1 < blocks ? 2 : 1;
@@ -3030,9 +3039,7 @@ LM_AVX512_FN static inline __attribute__((always_inline)) float run_dot_q6_k_avx
             __m512 ds = _mm512_mul_ps(_mm512_set1_ps(_cvtsh_ss(run_u16_at(blk + 208))), scales);
             parts[k] = _mm512_mul_ps(_mm512_cvtepi32_ps(run_reduce4x4(v)), ds); // lane s: run s of the block
         }
-        __mmask16 mask = n == 2 ? 0xffff : 0x00ff;
-        __m512 wsum = _mm512_add_ps(_mm512_permutex2var_ps(parts[0], evens, parts[1]), _mm512_permutex2var_ps(parts[0], odds, parts[1]));
-        acc = _mm512_mask_add_ps(acc, mask, acc, _mm512_mul_ps(wsum, _mm512_maskz_loadu_ps(mask, xs + 8 * (size_t)b)));
+        acc = run_add_runs16_avx512(acc, parts, n, xs + 8 * (size_t)b);
     }
     return run_sum_lanes512(acc);
 }
@@ -3041,15 +3048,13 @@ LM_AVX512_FN static inline __attribute__((always_inline)) float run_dot_q6_k_avx
 // values, the 32 bytes of 2-bit values (bits 2k..2k+1 of byte l: value 32k + l) in both 256-bit
 // halves, shifted per half, so a vector holds two groups (four runs of 16); Q3_K's high bits (bit
 // 4 half + k of byte l) add 4 where set, so its values are unsigned (q + 4). Per run of 16 the int32
-// sums of u * x and of x (Q2_K's offsets; Q3_K's 4 * sum(x) taken off), each run scaled, the two
-// runs of a group added (even lanes plus odd), then as Q4_K.
+// sums of u * x and of x (Q2_K's offsets; Q3_K's 4 * sum(x) taken off), each run scaled, then
+// run_add_runs16_avx512.
 LM_AVX512_FN static inline __attribute__((always_inline)) float run_dot_k2_avx512(const unsigned char *row, int cols, const int8_t *xq, const float *xs, LmWeightType type) {
     const int q3 = type == LM_Q3_K, values_at = q3 ? 32 : 16;
     const size_t bytes = (size_t)run_types[type].block_bytes;
     __m512 acc = _mm512_setzero_ps();
     __m512i three = _mm512_set1_epi8(3), ones = _mm512_set1_epi8(1);
-    __m512i evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    __m512i odds = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
     int blocks = cols / 256;
     for (int b = 0; b < blocks; b += 2) {
         int n = b + 1 < blocks ? 2 : 1;
@@ -3090,9 +3095,7 @@ LM_AVX512_FN static inline __attribute__((always_inline)) float run_dot_k2_avx51
                 parts[k] = _mm512_sub_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(sums), ds), _mm512_mul_ps(_mm512_cvtepi32_ps(xsums), dm));
             }
         }
-        __mmask16 mask = n == 2 ? 0xffff : 0x00ff;
-        __m512 wsum = _mm512_add_ps(_mm512_permutex2var_ps(parts[0], evens, parts[1]), _mm512_permutex2var_ps(parts[0], odds, parts[1]));
-        acc = _mm512_mask_add_ps(acc, mask, acc, _mm512_mul_ps(wsum, _mm512_maskz_loadu_ps(mask, xs + 8 * (size_t)b)));
+        acc = run_add_runs16_avx512(acc, parts, n, xs + 8 * (size_t)b);
     }
     return run_sum_lanes512(acc);
 }
