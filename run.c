@@ -3206,7 +3206,7 @@ LM_AVX512_FN static inline __attribute__((always_inline)) float run_dot_iq4_xs_a
 LM_AVX512_FN static void run_rows_blocks_avx512(const LmMatrix *w, int r0, int r1, const LmBatch *in, int t, float *out) {
     const int8_t *xq = in->q + (size_t)t * (size_t)in->cols, *xa = in->qarranged ? in->qarranged + (size_t)t * (size_t)(in->cols + 128) : NULL;
     const float *xs = in->s + (size_t)t * (size_t)in->groups;
-    const int32_t *xsum = in->xsum + (size_t)t * (size_t)in->groups;
+    const int32_t *xsum = in->xsum ? in->xsum + (size_t)t * (size_t)in->groups : NULL; // (Q2_K's and Q3_K's kernels take none)
     const unsigned char *p = (const unsigned char *)w->data;
     size_t rb = w->row_bytes;
     switch (w->type) {

@@ -1036,61 +1036,77 @@ static void random_blocks(unsigned char *p, size_t bytes, int type) {
 // The block types' own kernels (reading the blocks in place) give run_dot_blocks' result, the
 // definition over the unpacked blocks, bit for bit; rows of random blocks with sane scales.
 static void test_block_kernels(void) {
-    int8_t xq[1280];
-#if LM_X86
-    int8_t xa[1280 + 128]; // (the input arranged for the split-nibble types' kernels)
-#endif
-    float xs[40];
-    int32_t xsum[40] = {0};
-    for (int i = 0; i < 1280; i++) xq[i] = (int8_t)(run_random_u32(&test_rng) % 255 - 127);
-    for (int i = 0; i < 1280; i++) xsum[i / 32] += xq[i];
-    for (int g = 0; g < 40; g++) xs[g] = 0.01f + 0.001f * (float)g;
     for (int type = 0; type < LM_N_TYPES; type++) {
         const LmTypeTraits *tt = &run_types[type];
         if (tt->unpack == NULL) continue;
-        // (35 blocks of 32: a tail past 8s and 16s; 5 of 256: past pairs and 4s)
-        int cols = tt->block_values == 32 ? 1120 : 1280, simd_same[LM_KERNELS_N];
+        // row dots at two widths (35 and 13 blocks of 32: tails past 16s, 8s and 4s; 5 and 4 blocks of
+        // 256: an odd one and pairs), the input in buffers of exactly its size
+        int widths[2] = {tt->block_values == 32 ? 1120 : 1280, tt->block_values == 32 ? 416 : 1024}, simd_same[LM_KERNELS_N], same = 1;
         for (int k = 0; k < LM_KERNELS_N; k++) simd_same[k] = 1;
-        size_t row_bytes = (size_t)cols / (size_t)tt->block_values * (size_t)tt->block_bytes;
-        unsigned char *row = malloc(row_bytes);
-        int same = 1;
-        for (int trial = 0; trial < 20; trial++) {
-            random_blocks(row, row_bytes, type);
-            LmMatrix w = {.data = row, .rows = 1, .cols = cols, .type = (LmWeightType)type, .row_bytes = row_bytes};
-            float plain = run_dot_blocks(&w, 0, xq, xs), fast = tt->dot ? tt->dot(row, cols, xq, xs) : plain;
-            same &= memcmp(&fast, &plain, sizeof fast) == 0;
-            for (int k = 1; k < LM_KERNELS_N; k++) { // the SIMD kernels, through the dispatch
-                if (!run_kernels_available((LmKernels)k)) continue;
-                LmBatch in = {.n = 1, .cols = cols, .ld = cols, .q = xq, .s = xs, .xsum = xsum, .groups = cols / 32, .kernels = (LmKernels)k};
-                float simd = run_row_dot(&w, 0, &in, 0);
-                simd_same[k] &= memcmp(&simd, &plain, sizeof simd) == 0;
+        for (int wi = 0; wi < 2; wi++) {
+            int cols = widths[wi], groups = cols / 32;
+            size_t row_bytes = (size_t)cols / (size_t)tt->block_values * (size_t)tt->block_bytes;
+            unsigned char *row = malloc(row_bytes);
+            int8_t *xq = malloc((size_t)cols);
+            float *xs = malloc(sizeof(float) * (size_t)groups);
+            int32_t *xsum = malloc(sizeof(int32_t) * (size_t)groups);
 #if LM_X86
-                if (tt->split_nibbles) { // (with the input arranged for the nibbles: their own kernels)
-                    run_arrange_q4_input(xa, xq, cols);
-                    in.qarranged = xa;
+            int8_t *xa = malloc((size_t)(groups + 3) / 4 * 128); // (what run_arrange_q4_input writes)
+#endif
+            for (int trial = 0; trial < 20; trial++) {
+                random_blocks(row, row_bytes, type);
+                if (trial < 2) // every bit of the values and scales set, against x all 127 or all -127: the sums' headroom
+                    for (size_t i = 0; i < row_bytes; i++) {
+                        size_t at = i % (size_t)tt->block_bytes, d = type == LM_Q6_K ? 208 : type == LM_Q2_K ? 80 : type == LM_Q3_K ? 108 : 0;
+                        if (at < d || at >= d + (tt->has_min ? 4 : 2)) row[i] = 0xff; // (the fp16 d, and min, stay sane)
+                    }
+                for (int i = 0; i < cols; i++) xq[i] = trial == 0 ? 127 : trial == 1 ? -127 : (int8_t)(run_random_u32(&test_rng) % 255 - 127);
+                for (int g = 0; g < groups; g++) {
+                    xs[g] = 0.01f + 0.001f * (float)g, xsum[g] = 0;
+                    for (int i = 0; i < 32; i++) xsum[g] += xq[32 * g + i];
+                }
+                LmMatrix w = {.data = row, .rows = 1, .cols = cols, .type = (LmWeightType)type, .row_bytes = row_bytes};
+                float plain = run_dot_blocks(&w, 0, xq, xs), fast = tt->dot ? tt->dot(row, cols, xq, xs) : plain;
+                same &= memcmp(&fast, &plain, sizeof fast) == 0;
+                for (int k = 1; k < LM_KERNELS_N; k++) { // the SIMD kernels, through the dispatch
+                    if (!run_kernels_available((LmKernels)k)) continue;
+                    LmBatch in = {.n = 1, .cols = cols, .ld = cols, .q = xq, .s = xs, .xsum = xsum, .groups = groups, .kernels = (LmKernels)k};
+                    float simd = run_row_dot(&w, 0, &in, 0);
+                    simd_same[k] &= memcmp(&simd, &plain, sizeof simd) == 0;
+#if LM_X86
+                    if (tt->split_nibbles) { // (with the input arranged for the nibbles: their own kernels)
+                        run_arrange_q4_input(xa, xq, cols);
+                        in.qarranged = xa;
+                    }
                     float rows;
-                    if (k == LM_KERNELS_AVX512) simd_same[k] &= run_rows_avx512(&w, 0, 1, &in, 0, &rows) == 1;
-                    else rows = run_row_dot(&w, 0, &in, 0);
+                    if (k == LM_KERNELS_AVX512) // every block type but Q8_0 has an AVX-512 row kernel (Q8_0 runs AVX2's)
+                        simd_same[k] &= run_rows_avx512(&w, 0, 1, &in, 0, &rows) == (type != LM_Q8_0);
+                    if (k != LM_KERNELS_AVX512 || type == LM_Q8_0) rows = run_row_dot(&w, 0, &in, 0);
                     simd_same[k] &= memcmp(&rows, &plain, sizeof rows) == 0;
                     in.qarranged = NULL;
-                }
 #endif
-                in.xsum = NULL; // (the kernels that take the input's group sums, without them)
-                simd = run_row_dot(&w, 0, &in, 0);
-                simd_same[k] &= memcmp(&simd, &plain, sizeof simd) == 0;
-            }
-#if LM_X86
-            if (run_kernels_available(LM_KERNELS_AVX2)) // the prompt tiles' unpacking in registers: the definition's bytes
-                for (size_t b = 0; b < row_bytes / (size_t)tt->block_bytes; b++) {
-                    LmBlock want, got;
-                    memset(&want, 0, sizeof want), memset(&got, 0, sizeof got);
-                    tt->unpack(row + b * (size_t)tt->block_bytes, &want);
-                    run_unpack_avx2((LmWeightType)type, row + b * (size_t)tt->block_bytes, &got);
-                    simd_same[LM_KERNELS_AVX2] &= memcmp(&want, &got, sizeof want) == 0;
+                    in.xsum = NULL; // (the kernels that take the input's group sums, without them)
+                    simd = run_row_dot(&w, 0, &in, 0);
+                    simd_same[k] &= memcmp(&simd, &plain, sizeof simd) == 0;
                 }
+#if LM_X86
+                if (run_kernels_available(LM_KERNELS_AVX2)) // the prompt tiles' unpacking in registers: the definition's bytes
+                    for (size_t b = 0; b < row_bytes / (size_t)tt->block_bytes; b++) {
+                        LmBlock want, got;
+                        memset(&want, 0, sizeof want), memset(&got, 0, sizeof got);
+                        tt->unpack(row + b * (size_t)tt->block_bytes, &want);
+                        run_unpack_avx2((LmWeightType)type, row + b * (size_t)tt->block_bytes, &got);
+                        simd_same[LM_KERNELS_AVX2] &= memcmp(&want, &got, sizeof want) == 0;
+                    }
+#endif
+            }
+            free(row), free(xq), free(xs), free(xsum);
+#if LM_X86
+            free(xa);
 #endif
         }
-        free(row);
+        int cols = widths[0];
+        size_t row_bytes = (size_t)cols / (size_t)tt->block_values * (size_t)tt->block_bytes;
         // matmuls: 19 rows (a block of 16 and a tail) x 1, 5, 13 and 21 tokens (a tile of 16 and a
         // tail; AVX2: a pair of tiles of 8, the second part full, and a pair and a tail)
         enum { ROWS = 19 };
@@ -1122,8 +1138,8 @@ static void test_block_kernels(void) {
         if (tt->dot) check(same, "%s: the kernel that reads blocks in place equals the definition over unpacked blocks, bit for bit", tt->name);
         for (int k = 1; k < LM_KERNELS_N; k++)
             if (run_kernels_available((LmKernels)k))
-                check(simd_same[k], "%s: the %s kernel set gives the definition bit for bit (row dots of %d columns; matmuls of 19 rows x 1/5/13/21 tokens)",
-                      tt->name, run_kernel_titles[k], cols);
+                check(simd_same[k], "%s: the %s kernel set gives the definition bit for bit (row dots of %d and %d columns, random and all-ones weights; matmuls of 19 rows x 1/5/13/21 tokens)",
+                      tt->name, run_kernel_titles[k], widths[0], widths[1]);
     }
 }
 
