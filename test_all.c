@@ -496,31 +496,37 @@ static void free_batch_model(LmModel *m) {
     free(m->state.xpacked); free(m->state.xpacked8); free(m->state.xarranged); free(m->state.scratch);
 }
 
-// The AVX-512 quantizer of activations gives run_quantize_q8's bytes and scales: random values, exact
-// halves of a step, a group of zeros, NaN, infinities, subnormals and huge values, groups of 16 to 128.
-static void test_quantize_avx512(void) {
+// The AVX-512 and AVX2 quantizers of activations give run_quantize_q8's bytes and scales: random
+// values, exact halves of a step, a group of zeros, NaN, infinities, subnormals and huge values,
+// groups of 8 (AVX2) or 16 to 128.
+static void test_quantize_simd(void) {
 #if LM_X86
-    if (!run_kernels_available(LM_KERNELS_AVX512)) { skip_because("the AVX-512 quantizer", "this CPU has no AVX-512 VNNI"); return; }
     enum { N = 1024 };
-    float *x = rand_tensor(N, 3.0f, 0.0f), s0[N / 16], s1[N / 16];
+    float *x = rand_tensor(N, 3.0f, 0.0f), s0[N / 8], s1[N / 8];
     int8_t q0[N], q1[N];
     for (int i = 0; i < 64; i++) x[i] = (float)(i - 32) * 0.5f;   // steps of a half: rounding ties
     for (int i = 64; i < 80; i++) x[i] = 0.0f;                    // a group of zeros (scale 0)
     x[100] = NAN; x[111] = 50.0f; x[127] = NAN; // (a NaN in the lane of a larger value before it)
     x[130] = INFINITY; x[131] = -INFINITY; x[200] = 1e-40f; x[300] = 3e38f; x[301] = -3e38f;
-    int same = 1, groups[] = {16, 32, 64, 128};
-    for (int k = 0; k < 4; k++) {
-        run_quantize_q8(q0, s0, x, N, groups[k]);
-        run_quantize_q8_avx512(q1, s1, x, N, groups[k]);
-        same &= memcmp(q0, q1, N) == 0 && memcmp(s0, s1, (size_t)(N / groups[k]) * sizeof(float)) == 0;
+    int groups[] = {8, 16, 32, 64, 128};
+    for (int set = 0; set < 2; set++) {
+        const char *name = set ? "AVX2" : "AVX-512";
+        if (!run_kernels_available(set ? LM_KERNELS_AVX2 : LM_KERNELS_AVX512)) { skip_because(set ? "the AVX2 quantizer" : "the AVX-512 quantizer", "this CPU lacks the set"); continue; }
+        int same = 1;
+        for (int k = set ? 0 : 1; k < 5; k++) {
+            run_quantize_q8(q0, s0, x, N, groups[k]);
+            if (set) run_quantize_q8_avx2(q1, s1, x, N, groups[k]);
+            else run_quantize_q8_avx512(q1, s1, x, N, groups[k]);
+            same &= memcmp(q0, q1, N) == 0 && memcmp(s0, s1, (size_t)(N / groups[k]) * sizeof(float)) == 0;
+        }
+        check(same, "the %s quantizer of activations gives the plain one's bytes and scales (ties, zeros, NaN, infinities; groups of %d to 128)", name, set ? 8 : 16);
     }
-    check(same, "the AVX-512 quantizer of activations gives the plain one's bytes and scales (ties, zeros, NaN, infinities; groups of 16 to 128)");
     free(x);
 #endif
 }
 
 static void test_fast_kernels(void) {
-    test_quantize_avx512();
+    test_quantize_simd();
     struct { LmWeightType type; int cols, gs; } cases[] = {
         {LM_F32, 83, 0}, {LM_F32, 128, 0}, {LM_F16, 83, 0}, {LM_BF16, 100, 0}, {LM_Q8_GROUPS, 96, 32}, {LM_Q8_GROUPS, 192, 64},
         {LM_Q8_GROUPS, 256, 128}, {LM_Q8_GROUPS, 88, 8}, {LM_Q4_GROUPS, 96, 32}, {LM_Q4_GROUPS, 160, 32}, {LM_Q4_GROUPS, 608, 32}, {LM_Q4_GROUPS, 192, 64}, {LM_Q4_GROUPS, 40, 8},
