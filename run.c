@@ -4426,8 +4426,9 @@ LM_AVX2_FN static inline __attribute__((always_inline)) float run_dot_nibbles_av
     return run_sum_lanes256(_mm256_loadu_ps(lanes), _mm256_loadu_ps(lanes + 8));
 }
 
-// run_dot_blocks for the GGUF types without a kernel of their own (the type a constant): 8 terms at
-// a time.
+// run_dot_blocks in one general AVX2 path (the type a constant), 8 terms at a time: AVX2's Q2_K and
+// Q3_K, and the types with kernels of their own when the input lacks what those read (the groups'
+// sums, the arranged input).
 LM_AVX2_FN static inline __attribute__((always_inline)) float run_dot_blocks_avx2_typed(const unsigned char *p, int cols, const int8_t *xq, const float *xs,
                                                                                         const int32_t *xsum, LmWeightType type) {
     int groups = cols / 32, c = 0;
