@@ -2947,7 +2947,7 @@ LM_AVX512_FN static inline __attribute__((always_inline)) void run_k4_block_avx5
                                                                                   __m128 *d_dmin, LmWeightType type) {
     __m512i m = _mm512_set1_epi8(15);
     int five = type == LM_Q5_K, nibbles_at = five ? 48 : 16;
-    for (int line = 0; line < (five ? 176 : 144); line += 64) _mm_prefetch((const char *)blk + line + LM_PREFETCH_BYTES, _MM_HINT_T0);
+    for (int line = 0; line < run_types[type].block_bytes; line += 64) _mm_prefetch((const char *)blk + line + LM_PREFETCH_BYTES, _MM_HINT_T0);
     __m512i fifths = five ? _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(const void *)(blk + 16))) : _mm512_setzero_si512();
     for (int i = 0; i < 2; i++) {
         __m512i bytes = _mm512_loadu_si512(blk + nibbles_at + 64 * i);
@@ -3044,6 +3044,23 @@ LM_AVX512_FN static inline __attribute__((always_inline)) float run_dot_q6_k_avx
     return run_sum_lanes512(acc);
 }
 
+// Where a split-nibble block of 32 keeps its 16 bytes of nibbles (after d, the offset's fp16 and the
+// fifth bits, as its type has them) and Q5_0's and Q5_1's 32 fifth bits: the AVX-512 and AVX2 kernels'.
+static inline int run_nibbles_at(LmWeightType type) { return type == LM_Q4_1 ? 4 : type == LM_Q5_0 ? 6 : type == LM_Q5_1 ? 8 : 2; }
+static inline int run_fifths_at(LmWeightType type) { return type == LM_Q5_0 ? 2 : 4; }
+
+// Q3_K's 16 scales (run_scales_q3_k's integers, 6 bits - 32) as signed bytes in order: the low
+// nibbles in bytes 96-103 (scales 0-7 low, 8-15 high), the high 2 bits in 104-107.
+LM_AVX2_FN static inline __attribute__((always_inline)) __m128i run_q3_k_scales16(const unsigned char *b) {
+    uint64_t low;
+    uint32_t high;
+    memcpy(&low, b + 96, 8);
+    memcpy(&high, b + 104, 4);
+    __m128i lo = _mm_set_epi64x((long long)((low >> 4) & 0x0f0f0f0f0f0f0f0full), (long long)(low & 0x0f0f0f0f0f0f0f0full));
+    __m128i hi = _mm_setr_epi32((int)(high & 0x03030303u), (int)((high >> 2) & 0x03030303u), (int)((high >> 4) & 0x03030303u), (int)((high >> 6) & 0x03030303u));
+    return _mm_sub_epi8(_mm_or_si128(lo, _mm_slli_epi16(hi, 4)), _mm_set1_epi8(32));
+}
+
 // GGUF's Q2_K and Q3_K (run_dot_blocks' terms), two blocks per step as run_dot_q6_k_avx512: per 128
 // values, the 32 bytes of 2-bit values (bits 2k..2k+1 of byte l: value 32k + l) in both 256-bit
 // halves, shifted per half, so a vector holds two groups (four runs of 16); Q3_K's high bits (bit
@@ -3078,14 +3095,8 @@ LM_AVX512_FN static inline __attribute__((always_inline)) float run_dot_k2_avx51
                 }
             }
             __m512i sums = run_reduce4x4(v), xsums = run_reduce4x4(s); // lane r: run r of the block
-            if (q3) { // scale r: (low nibble | 2 high bits << 4) - 32, the nibbles in bytes 96-103 (runs 0-7 low, 8-15 high), the bits in 104-107
-                uint64_t low;
-                uint32_t bits;
-                memcpy(&low, blk + 96, 8), memcpy(&bits, blk + 104, 4);
-                __m128i lows = _mm_set_epi64x((long long)((low >> 4) & 0x0f0f0f0f0f0f0f0full), (long long)(low & 0x0f0f0f0f0f0f0f0full));
-                __m128i highs = _mm_setr_epi32((int)(bits & 0x03030303u), (int)((bits >> 2) & 0x03030303u), (int)((bits >> 4) & 0x03030303u), (int)((bits >> 6) & 0x03030303u));
-                __m128i scales = _mm_sub_epi8(_mm_or_si128(lows, _mm_slli_epi16(highs, 4)), _mm_set1_epi8(32));
-                __m512 ds = _mm512_mul_ps(_mm512_set1_ps(_cvtsh_ss(run_u16_at(blk + 108))), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(scales)));
+            if (q3) { // run r: scale r
+                __m512 ds = _mm512_mul_ps(_mm512_set1_ps(_cvtsh_ss(run_u16_at(blk + 108))), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(run_q3_k_scales16(blk))));
                 parts[k] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(sums, _mm512_slli_epi32(xsums, 2))), ds);
             } else { // run r: scale nibble and min nibble of byte r
                 __m128i sc = _mm_loadu_si128((const __m128i *)(const void *)blk);
@@ -3110,7 +3121,7 @@ LM_AVX512_FN static inline __attribute__((always_inline)) float run_dot_k2_avx51
 LM_AVX512_FN static inline __attribute__((always_inline)) float run_dot_nibbles_avx512(const unsigned char *row, int cols, const int8_t *xa, const float *xs,
                                                                                        const int32_t *xsum, LmWeightType type) {
     const int bytes = run_types[type].block_bytes, has_min = run_types[type].has_min;
-    const int nibbles_at = type == LM_Q4_1 ? 4 : type == LM_Q5_0 ? 6 : type == LM_Q5_1 ? 8 : 2, fifth_at = type == LM_Q5_0 ? 2 : 4;
+    const int nibbles_at = run_nibbles_at(type), fifth_at = run_fifths_at(type);
     const int five = type == LM_Q5_0 || type == LM_Q5_1, offset_shift = type == LM_Q4_0 ? 3 : type == LM_Q5_0 ? 4 : type == LM_IQ4_NL ? 7 : 0; // (offset 8, 16, 128)
     assert(run_types[type].split_nibbles && run_types[type].block_values == 32);
     __m512 acc = _mm512_setzero_ps();
@@ -3206,7 +3217,7 @@ LM_AVX512_FN static inline __attribute__((always_inline)) float run_dot_iq4_xs_a
 LM_AVX512_FN static void run_rows_blocks_avx512(const LmMatrix *w, int r0, int r1, const LmBatch *in, int t, float *out) {
     const int8_t *xq = in->q + (size_t)t * (size_t)in->cols, *xa = in->qarranged ? in->qarranged + (size_t)t * (size_t)(in->cols + 128) : NULL;
     const float *xs = in->s + (size_t)t * (size_t)in->groups;
-    const int32_t *xsum = in->xsum ? in->xsum + (size_t)t * (size_t)in->groups : NULL; // (Q2_K's and Q3_K's kernels take none)
+    const int32_t *xsum = in->xsum ? in->xsum + (size_t)t * (size_t)in->groups : NULL; // (Q2_K's, Q3_K's and Q6_K's kernels take none)
     const unsigned char *p = (const unsigned char *)w->data;
     size_t rb = w->row_bytes;
     switch (w->type) {
@@ -3230,8 +3241,8 @@ LM_AVX512_FN static void run_rows_blocks_avx512(const LmMatrix *w, int r0, int r
 // Does run_rows_blocks_avx512 take this matrix with this input?
 static int run_rows_blocks_ok(const LmMatrix *w, const LmBatch *in) {
     switch (w->type) {
-    case LM_Q2_K: case LM_Q3_K: return 1;
-    case LM_Q4_K: case LM_Q5_K: case LM_Q6_K: return in->xsum != NULL;
+    case LM_Q2_K: case LM_Q3_K: case LM_Q6_K: return 1; // (they read no group sums)
+    case LM_Q4_K: case LM_Q5_K: return in->xsum != NULL;
     case LM_Q4_0: case LM_Q4_1: case LM_Q5_0: case LM_Q5_1: case LM_IQ4_NL: case LM_IQ4_XS: return in->xsum && in->qarranged;
     default: return 0;
     }
@@ -4149,14 +4160,8 @@ LM_AVX2_FN static inline __attribute__((always_inline)) void run_scales8_avx2(co
         *d0 = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo))), *d1 = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8))));
         *m0 = _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi))), *m1 = _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8))));
         return; }
-    case LM_Q3_K: { // 6-bit scales - 32: low nibbles from bytes 96..103, high 2 bits from 104..107
-        uint64_t low;
-        uint32_t high;
-        memcpy(&low, b + 96, 8);
-        memcpy(&high, b + 104, 4);
-        __m128i lo = _mm_set_epi64x((long long)((low >> 4) & 0x0f0f0f0f0f0f0f0full), (long long)(low & 0x0f0f0f0f0f0f0f0full)); // byte s: scale s's low bits
-        __m128i hi = _mm_setr_epi32((int)(high & 0x03030303u), (int)((high >> 2) & 0x03030303u), (int)((high >> 4) & 0x03030303u), (int)((high >> 6) & 0x03030303u));
-        __m128i sc = _mm_shuffle_epi8(_mm_sub_epi8(_mm_or_si128(lo, _mm_slli_epi16(hi, 4)), _mm_set1_epi8(32)), evens_odds);
+    case LM_Q3_K: {
+        __m128i sc = _mm_shuffle_epi8(run_q3_k_scales16(b), evens_odds);
         __m256 d = _mm256_set1_ps(_cvtsh_ss(run_u16_at(b + 108)));
         *d0 = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc))), *d1 = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(sc, 8))));
         return; }
@@ -4392,7 +4397,7 @@ LM_AVX2_FN static inline __attribute__((always_inline)) __m256i run_nibble_sums8
 LM_AVX2_FN static inline __attribute__((always_inline)) __m256 run_nibble_terms8_avx2(const unsigned char *p, int n, const int8_t *xa, const float *xs, const int32_t *xsum,
                                                                                       LmWeightType type, const int vnni) {
     const size_t bytes = (size_t)run_types[type].block_bytes;
-    const int nibbles_at = type == LM_Q4_1 ? 4 : type == LM_Q5_0 ? 6 : type == LM_Q5_1 ? 8 : 2, fifth_at = type == LM_Q5_0 ? 2 : 4;
+    const int nibbles_at = run_nibbles_at(type), fifth_at = run_fifths_at(type);
     __m256i first_n = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
     __m256i sums = run_nibble_sums8_avx2(p + nibbles_at, bytes, n, p + fifth_at, xa, xsum, type, vnni);
     __m256 part = _mm256_mul_ps(_mm256_cvtepi32_ps(sums), run_halves8_avx2(p, bytes, n));
