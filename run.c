@@ -1024,6 +1024,7 @@ typedef struct {
     float *s;              // (n, groups) their scales, groups = ceil(cols / group_size)
     int groups;
     int32_t *xsum;         // (n, groups) each group's sum of values
+    int32_t *xsum16;       // (n, groups) the sum of each group's first 16 values (the k-quants' runs of 16), or NULL
     int8_t *qarranged;     // (n, cols rounded up to 128) Q4_0 groups of 32: see run_arrange_q4_input
     unsigned char *packed; // prefill, or NULL: AVX-512 (ceil(n/16), cols/4, 16 tokens, 4 values), each + 128;
                            // AVX2 (ceil(n/8), cols/2, 8 tokens, 2 values) as int16
@@ -1094,6 +1095,7 @@ typedef struct {
     int8_t *xq;         // (batch, widest) quantized activations (integer weights only)
     float *xs;          // (batch, widest / group_size + 1) their scales
     int32_t *xsum;      // (batch, widest / group_size + 1) the sums of their groups
+    int32_t *xsum16;    // (batch, widest / group_size + 1) the sums of their groups' first 16 values
     int8_t *xarranged;  // (batch, widest + 128) xq rearranged for Q4_0 groups of 32
     unsigned char *xpacked; // (batch, widest + 4) int16s: the prefill layouts of xq (see LmBatch)
     int8_t *xpacked8;       // (batch, widest + 4) AVX2's byte layout of xq (see LmBatch)
@@ -1409,7 +1411,7 @@ static void run_map_weights(LmWeights *w, LmConfig *c, LmCursor *cur) {
 
 static void run_free_state(LmRunState *s) {
     void *bufs[] = {s->x, s->xb, s->xb2, s->hb, s->hb2, s->q, s->kb, s->vb, s->att, s->units, s->logits, s->key_cache, s->value_cache,
-                    s->cache_offset, s->cache_positions, s->tokens, s->rope_freq, s->rope_cos, s->rope_sin, s->xq, s->xs, s->xpacked, s->xpacked8, s->xspacked, s->xsum, s->xarranged, s->scratch};
+                    s->cache_offset, s->cache_positions, s->tokens, s->rope_freq, s->rope_cos, s->rope_sin, s->xq, s->xs, s->xpacked, s->xpacked8, s->xspacked, s->xsum, s->xsum16, s->xarranged, s->scratch};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     memset(s, 0, sizeof *s);
 }
@@ -1553,8 +1555,9 @@ static int run_alloc_state(LmRunState *s, const LmConfig *c) {
         s->xpacked8 = (int8_t *)calloc(B * (widest + 4), 1);
         s->xspacked = (float *)calloc(B * groups, sizeof(float));
         s->xsum = (int32_t *)calloc(B * groups, sizeof(int32_t));
+        s->xsum16 = (int32_t *)calloc(B * groups, sizeof(int32_t));
         s->xarranged = (int8_t *)calloc(B * (widest + 128), 1);
-        ok = ok && s->xq && s->xs && s->xpacked && s->xpacked8 && s->xspacked && s->xsum && s->xarranged;
+        ok = ok && s->xq && s->xs && s->xpacked && s->xpacked8 && s->xspacked && s->xsum && s->xsum16 && s->xarranged;
     }
     // a block of LM_ROW_BLOCK rows in fp32, or in int8 with the int sums and scales of its groups
     size_t groups = c->integer_activations ? widest / (size_t)c->group_size + 1 : 0;
@@ -3009,13 +3012,22 @@ LM_AVX512_FN static inline __attribute__((always_inline)) __m512 run_add_runs16_
     return _mm512_mask_add_ps(acc, mask, acc, _mm512_mul_ps(wsum, _mm512_maskz_loadu_ps(mask, xs)));
 }
 
+// The input sums of a block of 256's 16 runs of 16 (lane r: run r, the half r % 2 of group r / 2),
+// from its 8 groups' sums (xsum) and their first halves' (xsum16).
+LM_AVX512_FN static inline __attribute__((always_inline)) __m512i run_runs16_input_avx512(const int32_t *xsum, const int32_t *xsum16) {
+    __m256i first = _mm256_loadu_si256((const __m256i *)(const void *)xsum16);
+    __m256i second = _mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)(const void *)xsum), first);
+    return _mm512_permutex2var_epi32(_mm512_castsi256_si512(first), _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), _mm512_castsi256_si512(second));
+}
+
 // GGUF's Q6_K (run_dot_q6_k), two blocks per step: per 128 values, the low nibbles of 64 bytes are
 // groups 4h and 4h+1, the high nibbles 4h+2 and 4h+3, each with its 2 high bits (shifted per
-// 256-bit half) as unsigned bytes q + 32; 32 * x is taken off before the int32 sums of the 16 runs
-// of 16. Each run scaled, then run_add_runs16_avx512.
-LM_AVX512_FN static inline __attribute__((always_inline)) float run_dot_q6_k_avx512(const unsigned char *row, int cols, const int8_t *xq, const float *xs) {
+// 256-bit half) as unsigned bytes q + 32; the int32 sums of the 16 runs of 16, less 32 * the runs'
+// input sums (from the input's xsum and xsum16), each run scaled, then run_add_runs16_avx512.
+LM_AVX512_FN static inline __attribute__((always_inline)) float run_dot_q6_k_avx512(const unsigned char *row, int cols, const int8_t *xq, const float *xs,
+                                                                                   const int32_t *xsum, const int32_t *xsum16) {
     __m512 acc = _mm512_setzero_ps();
-    __m512i m4 = _mm512_set1_epi8(15), m2 = _mm512_set1_epi8(0x30), off = _mm512_set1_epi8(32);
+    __m512i m4 = _mm512_set1_epi8(15), m2 = _mm512_set1_epi8(0x30);
     __m512i up_lo = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1), down_hi = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
     int blocks = cols / 256;
     for (int b = 0; b < blocks; b += 2) {
@@ -3032,12 +3044,13 @@ LM_AVX512_FN static inline __attribute__((always_inline)) float run_dot_q6_k_avx
                 __m512i hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4), _mm512_and_si512(_mm512_srlv_epi16(qh, down_hi), m2));
                 const int8_t *x = xq + 256 * (size_t)(b + k) + 128 * h;
                 __m512i x0 = _mm512_loadu_si512(x), x1 = _mm512_loadu_si512(x + 64);
-                v[2 * h] = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, x0), _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, x0));
-                v[2 * h + 1] = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), hi, x1), _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, x1));
+                v[2 * h] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, x0);
+                v[2 * h + 1] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), hi, x1);
             }
             __m512 scales = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(blk + 192))));
             __m512 ds = _mm512_mul_ps(_mm512_set1_ps(_cvtsh_ss(run_u16_at(blk + 208))), scales);
-            parts[k] = _mm512_mul_ps(_mm512_cvtepi32_ps(run_reduce4x4(v)), ds); // lane s: run s of the block
+            __m512i sums = _mm512_sub_epi32(run_reduce4x4(v), _mm512_slli_epi32(run_runs16_input_avx512(xsum + 8 * (b + k), xsum16 + 8 * (b + k)), 5));
+            parts[k] = _mm512_mul_ps(_mm512_cvtepi32_ps(sums), ds); // lane s: run s of the block
         }
         acc = run_add_runs16_avx512(acc, parts, n, xs + 8 * (size_t)b);
     }
@@ -3065,13 +3078,14 @@ LM_AVX2_FN static inline __attribute__((always_inline)) __m128i run_q3_k_scales1
 // values, the 32 bytes of 2-bit values (bits 2k..2k+1 of byte l: value 32k + l) in both 256-bit
 // halves, shifted per half, so a vector holds two groups (four runs of 16); Q3_K's high bits (bit
 // 4 half + k of byte l) add 4 where set, so its values are unsigned (q + 4). Per run of 16 the int32
-// sums of u * x and of x (Q2_K's offsets; Q3_K's 4 * sum(x) taken off), each run scaled, then
-// run_add_runs16_avx512.
-LM_AVX512_FN static inline __attribute__((always_inline)) float run_dot_k2_avx512(const unsigned char *row, int cols, const int8_t *xq, const float *xs, LmWeightType type) {
+// sums of u * x, and the run's input sum from xsum and xsum16 (Q2_K's offsets; Q3_K's 4 * sum(x)
+// taken off), each run scaled, then run_add_runs16_avx512.
+LM_AVX512_FN static inline __attribute__((always_inline)) float run_dot_k2_avx512(const unsigned char *row, int cols, const int8_t *xq, const float *xs,
+                                                                                 const int32_t *xsum, const int32_t *xsum16, LmWeightType type) {
     const int q3 = type == LM_Q3_K, values_at = q3 ? 32 : 16;
     const size_t bytes = (size_t)run_types[type].block_bytes;
     __m512 acc = _mm512_setzero_ps();
-    __m512i three = _mm512_set1_epi8(3), ones = _mm512_set1_epi8(1);
+    __m512i three = _mm512_set1_epi8(3);
     int blocks = cols / 256;
     for (int b = 0; b < blocks; b += 2) {
         int n = b + 1 < blocks ? 2 : 1;
@@ -3079,7 +3093,7 @@ LM_AVX512_FN static inline __attribute__((always_inline)) float run_dot_k2_avx51
         for (int k = 0; k < n; k++) {
             const unsigned char *blk = row + bytes * (size_t)(b + k);
             for (size_t line = 0; line < bytes; line += 64) _mm_prefetch((const char *)blk + line + LM_PREFETCH_BYTES, _MM_HINT_T0);
-            __m512i high = q3 ? _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(const void *)blk)) : _mm512_setzero_si512(), v[4], s[4];
+            __m512i high = q3 ? _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(const void *)blk)) : _mm512_setzero_si512(), v[4];
             for (int h = 0; h < 2; h++) {
                 __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(const void *)(blk + values_at + 32 * h)));
                 for (int pair = 0; pair < 2; pair++) { // groups 2 pair and 2 pair + 1 of this half
@@ -3091,10 +3105,9 @@ LM_AVX512_FN static inline __attribute__((always_inline)) float run_dot_k2_avx51
                     }
                     __m512i x = _mm512_loadu_si512(xq + 256 * (size_t)(b + k) + 128 * h + 64 * pair);
                     v[2 * h + pair] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, x);
-                    s[2 * h + pair] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, x);
                 }
             }
-            __m512i sums = run_reduce4x4(v), xsums = run_reduce4x4(s); // lane r: run r of the block
+            __m512i sums = run_reduce4x4(v), xsums = run_runs16_input_avx512(xsum + 8 * (b + k), xsum16 + 8 * (b + k)); // lane r: run r of the block
             if (q3) { // run r: scale r
                 __m512 ds = _mm512_mul_ps(_mm512_set1_ps(_cvtsh_ss(run_u16_at(blk + 108))), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(run_q3_k_scales16(blk))));
                 parts[k] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(sums, _mm512_slli_epi32(xsums, 2))), ds);
@@ -3217,7 +3230,8 @@ LM_AVX512_FN static inline __attribute__((always_inline)) float run_dot_iq4_xs_a
 LM_AVX512_FN static void run_rows_blocks_avx512(const LmMatrix *w, int r0, int r1, const LmBatch *in, int t, float *out) {
     const int8_t *xq = in->q + (size_t)t * (size_t)in->cols, *xa = in->qarranged ? in->qarranged + (size_t)t * (size_t)(in->cols + 128) : NULL;
     const float *xs = in->s + (size_t)t * (size_t)in->groups;
-    const int32_t *xsum = in->xsum ? in->xsum + (size_t)t * (size_t)in->groups : NULL; // (Q2_K's, Q3_K's and Q6_K's kernels take none)
+    const int32_t *xsum = in->xsum ? in->xsum + (size_t)t * (size_t)in->groups : NULL;
+    const int32_t *xsum16 = xsum && in->xsum16 ? in->xsum16 + (size_t)t * (size_t)in->groups : NULL;
     const unsigned char *p = (const unsigned char *)w->data;
     size_t rb = w->row_bytes;
     switch (w->type) {
@@ -3230,9 +3244,9 @@ LM_AVX512_FN static void run_rows_blocks_avx512(const LmMatrix *w, int r0, int r
         LM_ROWS(LM_IQ4_XS, run_dot_iq4_xs_avx512(p + (size_t)r * rb, w->cols, xa, xs, xsum))
         LM_ROWS(LM_Q4_K, run_dot_k4_avx512(p + (size_t)r * rb, w->cols, xq, xs, xsum, LM_Q4_K))
         LM_ROWS(LM_Q5_K, run_dot_k4_avx512(p + (size_t)r * rb, w->cols, xq, xs, xsum, LM_Q5_K))
-        LM_ROWS(LM_Q6_K, run_dot_q6_k_avx512(p + (size_t)r * rb, w->cols, xq, xs))
-        LM_ROWS(LM_Q2_K, run_dot_k2_avx512(p + (size_t)r * rb, w->cols, xq, xs, LM_Q2_K))
-        LM_ROWS(LM_Q3_K, run_dot_k2_avx512(p + (size_t)r * rb, w->cols, xq, xs, LM_Q3_K))
+        LM_ROWS(LM_Q6_K, run_dot_q6_k_avx512(p + (size_t)r * rb, w->cols, xq, xs, xsum, xsum16))
+        LM_ROWS(LM_Q2_K, run_dot_k2_avx512(p + (size_t)r * rb, w->cols, xq, xs, xsum, xsum16, LM_Q2_K))
+        LM_ROWS(LM_Q3_K, run_dot_k2_avx512(p + (size_t)r * rb, w->cols, xq, xs, xsum, xsum16, LM_Q3_K))
 #undef LM_ROWS
     default: assert(0); break;
     }
@@ -3241,7 +3255,7 @@ LM_AVX512_FN static void run_rows_blocks_avx512(const LmMatrix *w, int r0, int r
 // Does run_rows_blocks_avx512 take this matrix with this input?
 static int run_rows_blocks_ok(const LmMatrix *w, const LmBatch *in) {
     switch (w->type) {
-    case LM_Q2_K: case LM_Q3_K: case LM_Q6_K: return 1; // (they read no group sums)
+    case LM_Q2_K: case LM_Q3_K: case LM_Q6_K: return in->xsum && in->xsum16;
     case LM_Q4_K: case LM_Q5_K: return in->xsum != NULL;
     case LM_Q4_0: case LM_Q4_1: case LM_Q5_0: case LM_Q5_1: case LM_IQ4_NL: case LM_IQ4_XS: return in->xsum && in->qarranged;
     default: return 0;
@@ -4268,34 +4282,70 @@ LM_AVX2_FN static inline __attribute__((always_inline)) float run_dot_k4_avx2(co
     return run_sum_lanes256(_mm256_loadu_ps(lanes), _mm256_loadu_ps(lanes + 8));
 }
 
-// GGUF's Q6_K (run_dot_q6_k): a block's 8 groups of 32 at once, each group's two runs of 16 summed
-// apart, scaled, then added.
-LM_AVX2_FN static inline __attribute__((always_inline)) float run_dot_q6_k_avx2(const unsigned char *row, int cols, const int8_t *xq, const float *xs) {
+// The 16 runs of 16 of a block of 256 as int32 (first: run 0 of groups 0-7, second: run 1), from
+// each group's vpmaddubsw pairs (v[g]: 128-bit half h holds run h's 8 pairs): pairs added twice in 16
+// bits then once in 32 (4 pairs' sums below 32768), or, wide, once in 16 bits then twice in 32 (2
+// pairs' sums below 32768).
+LM_AVX2_FN static inline __attribute__((always_inline)) void run_runs16_avx2(const __m256i v[8], __m256i *first, __m256i *second, const int wide) {
+    __m256i ones = _mm256_set1_epi16(1), lo4, hi4; // groups 0-3, 4-7
+    if (wide) {
+        lo4 = _mm256_hadd_epi32(_mm256_madd_epi16(_mm256_hadd_epi16(v[0], v[1]), ones), _mm256_madd_epi16(_mm256_hadd_epi16(v[2], v[3]), ones));
+        hi4 = _mm256_hadd_epi32(_mm256_madd_epi16(_mm256_hadd_epi16(v[4], v[5]), ones), _mm256_madd_epi16(_mm256_hadd_epi16(v[6], v[7]), ones));
+    } else {
+        lo4 = _mm256_madd_epi16(_mm256_hadd_epi16(_mm256_hadd_epi16(v[0], v[1]), _mm256_hadd_epi16(v[2], v[3])), ones);
+        hi4 = _mm256_madd_epi16(_mm256_hadd_epi16(_mm256_hadd_epi16(v[4], v[5]), _mm256_hadd_epi16(v[6], v[7])), ones);
+    }
+    *first = _mm256_permute2x128_si256(lo4, hi4, 0x20), *second = _mm256_permute2x128_si256(lo4, hi4, 0x31);
+}
+
+// Q2_K's, Q3_K's and Q6_K's values (run_dot_blocks' terms) in registers, group g = 4 half + k of a
+// block: Q6_K's low nibbles of 32 bytes (k < 2) or their high ones, and 2 high bits, as q + 32;
+// Q2_K's bits 2k, 2k+1 of the half's 32 bytes; Q3_K's the same with its high bit (bit g of byte l)
+// as + 4, so q + 4. All unsigned, for vpmaddubsw; the offset comes off through the input's sums.
+LM_AVX2_FN static inline __attribute__((always_inline)) __m256i run_k_unsigned32_avx2(const unsigned char *blk, int g, LmWeightType type) {
+    int half = g / 4, k = g % 4;
+    __m256i three = _mm256_set1_epi8(3);
+    if (type == LM_Q6_K) {
+        __m256i ql = _mm256_loadu_si256((const __m256i *)(const void *)(blk + 64 * half + 32 * (k % 2)));
+        __m256i qh = _mm256_loadu_si256((const __m256i *)(const void *)(blk + 128 + 32 * half));
+        __m256i low = _mm256_and_si256(k < 2 ? ql : _mm256_srli_epi16(ql, 4), _mm256_set1_epi8(15));
+        return _mm256_or_si256(low, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), three), 4));
+    }
+    __m256i q = _mm256_loadu_si256((const __m256i *)(const void *)(blk + (type == LM_Q3_K ? 32 : 16) + 32 * half));
+    __m256i u = _mm256_and_si256(_mm256_srli_epi16(q, 2 * k), three);
+    if (type == LM_Q2_K) return u;
+    __m256i high = _mm256_loadu_si256((const __m256i *)(const void *)blk); // (16-bit shifts: bit 2 of either byte comes from its own bit g)
+    return _mm256_or_si256(u, _mm256_and_si256(g >= 2 ? _mm256_srli_epi16(high, g - 2) : _mm256_slli_epi16(high, 2 - g), _mm256_set1_epi8(4)));
+}
+
+// GGUF's Q2_K, Q3_K and Q6_K (run_dot_blocks' terms): a block's 8 groups of 32 at once as unsigned
+// values (run_k_unsigned32_avx2) against x, each group's two runs of 16 summed apart
+// (run_runs16_avx2; Q6_K's pairs at most 2 * 63 * 127: wide), the offsets (Q3_K's 4, Q6_K's 32) times
+// the runs' input sums taken off, Q2_K's mins times them, scaled, then the runs added. xsum, xsum16:
+// the input's group sums and the sums of their first 16 values.
+LM_AVX2_FN static inline __attribute__((always_inline)) float run_dot_k_runs16_avx2(const unsigned char *row, int cols, const int8_t *xq, const float *xs,
+                                                                                   const int32_t *xsum, const int32_t *xsum16, LmWeightType type) {
+    const size_t bytes = (size_t)run_types[type].block_bytes;
+    const int offset_shift = type == LM_Q6_K ? 5 : type == LM_Q3_K ? 2 : 0;
     __m256 now = _mm256_setzero_ps(), next = now; // (run_turn_add)
-    __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(3), off = _mm256_set1_epi8(32);
     for (int b = 0; b < cols / 256; b++) {
-        const unsigned char *blk = row + 210 * (size_t)b;
-        for (int line = 0; line < 210; line += 64) _mm_prefetch((const char *)blk + line + LM_PREFETCH_BYTES, _MM_HINT_T0);
-        __m256i v[8];
-        for (int g = 0; g < 8; g++) { // q + 32 (unsigned, 0..63) against x, less 32 x: pairs of exact products (at most 2 * 32 * 127)
-            int half = g / 4, k = g % 4;
-            __m256i ql = _mm256_loadu_si256((const __m256i *)(const void *)(blk + 64 * half + 32 * (k % 2)));
-            __m256i qh = _mm256_loadu_si256((const __m256i *)(const void *)(blk + 128 + 32 * half));
-            __m256i low = k < 2 ? _mm256_and_si256(ql, m4) : _mm256_and_si256(_mm256_srli_epi16(ql, 4), m4);
-            __m256i high = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * k)), m2);
-            __m256i x = _mm256_loadu_si256((const __m256i *)(const void *)(xq + 256 * b + 32 * g));
-            v[g] = _mm256_sub_epi16(_mm256_maddubs_epi16(_mm256_or_si256(low, _mm256_slli_epi16(high, 4)), x), _mm256_maddubs_epi16(off, x));
+        const unsigned char *blk = row + bytes * (size_t)b;
+        for (size_t line = 0; line < bytes; line += 64) _mm_prefetch((const char *)blk + line + LM_PREFETCH_BYTES, _MM_HINT_T0);
+        __m256i v[8], first, second;
+        for (int g = 0; g < 8; g++)
+            v[g] = _mm256_maddubs_epi16(run_k_unsigned32_avx2(blk, g, type), _mm256_loadu_si256((const __m256i *)(const void *)(xq + 256 * b + 32 * g)));
+        run_runs16_avx2(v, &first, &second, type == LM_Q6_K);
+        __m256i x0 = _mm256_loadu_si256((const __m256i *)(const void *)(xsum16 + 8 * b)); // the runs' input sums
+        __m256i x1 = _mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(xsum + 8 * b)), x0);
+        if (offset_shift) first = _mm256_sub_epi32(first, _mm256_slli_epi32(x0, offset_shift)), second = _mm256_sub_epi32(second, _mm256_slli_epi32(x1, offset_shift));
+        __m256 d0, d1, m0, m1; // d * the scales of the first and of the second runs of 16 (Q2_K: dmin * its mins)
+        run_scales8_avx2(blk, type, &d0, &d1, &m0, &m1);
+        __m256 part0 = _mm256_mul_ps(_mm256_cvtepi32_ps(first), d0), part1 = _mm256_mul_ps(_mm256_cvtepi32_ps(second), d1);
+        if (type == LM_Q2_K) {
+            part0 = _mm256_sub_ps(part0, _mm256_mul_ps(_mm256_cvtepi32_ps(x0), m0));
+            part1 = _mm256_sub_ps(part1, _mm256_mul_ps(_mm256_cvtepi32_ps(x1), m1));
         }
-        // each run's sum: pairs of lanes added twice in 16 bits (at most 4 * 8128 < 32768), then the
-        // last pair in 32; 128-bit half h of a vector is run h of its groups
-        __m256i ones = _mm256_set1_epi16(1);
-        __m256i lo4 = _mm256_madd_epi16(_mm256_hadd_epi16(_mm256_hadd_epi16(v[0], v[1]), _mm256_hadd_epi16(v[2], v[3])), ones); // groups 0-3
-        __m256i hi4 = _mm256_madd_epi16(_mm256_hadd_epi16(_mm256_hadd_epi16(v[4], v[5]), _mm256_hadd_epi16(v[6], v[7])), ones); // groups 4-7
-        __m256i first = _mm256_permute2x128_si256(lo4, hi4, 0x20), second = _mm256_permute2x128_si256(lo4, hi4, 0x31);
-        __m256 sc0, sc1, no_min0, no_min1; // d * the scales of the first and of the second runs of 16
-        run_scales8_avx2(blk, LM_Q6_K, &sc0, &sc1, &no_min0, &no_min1);
-        __m256 wsum = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(first), sc0), _mm256_mul_ps(_mm256_cvtepi32_ps(second), sc1));
-        run_turn_add(&now, &next, _mm256_mul_ps(wsum, _mm256_loadu_ps(xs + 8 * b)));
+        run_turn_add(&now, &next, _mm256_mul_ps(_mm256_add_ps(part0, part1), _mm256_loadu_ps(xs + 8 * b)));
     }
     float lanes[16];
     run_turn_store(now, next, cols / 256, lanes);
@@ -4431,9 +4481,8 @@ LM_AVX2_FN static inline __attribute__((always_inline)) float run_dot_nibbles_av
     return run_sum_lanes256(_mm256_loadu_ps(lanes), _mm256_loadu_ps(lanes + 8));
 }
 
-// run_dot_blocks in one general AVX2 path (the type a constant), 8 terms at a time: AVX2's Q2_K and
-// Q3_K, and the types with kernels of their own when the input lacks what those read (the groups'
-// sums, the arranged input).
+// run_dot_blocks in one general AVX2 path (the type a constant), 8 terms at a time: the types with
+// kernels of their own when the input lacks what those read (the groups' sums, the arranged input).
 LM_AVX2_FN static inline __attribute__((always_inline)) float run_dot_blocks_avx2_typed(const unsigned char *p, int cols, const int8_t *xq, const float *xs,
                                                                                         const int32_t *xsum, LmWeightType type) {
     int groups = cols / 32, c = 0;
@@ -4453,12 +4502,16 @@ LM_AVX2_FN static inline __attribute__((always_inline)) float run_dot_blocks_avx
     return run_sum_lanes256(_mm256_loadu_ps(lanes), _mm256_loadu_ps(lanes + 8));
 }
 
-// Rows r0..r1 of a GGUF block matrix with one token's quantized input (xq, xs; xsum: its groups'
-// sums, xa: its arrangement for the split nibbles, either may be NULL) through the AVX2 kernels, into
+// Rows r0..r1 of a GGUF block matrix with the quantized input token t (its group sums, sums of 16
+// and arrangement for the split nibbles may be missing) through the AVX2 kernels, into
 // out[0..r1 - r0): the type dispatched once, then a loop over rows per type, so the rows' reductions
 // and scalings overlap (a call per row measured 3-11% slower on 2048 x 2048 matrices in cache).
-LM_AVX2_FN static void run_rows_blocks_avx2(const LmMatrix *w, int r0, int r1, const int8_t *xq, const float *xs, const int32_t *xsum, const int8_t *xa,
-                                            float *out, int vnni) {
+LM_AVX2_FN static void run_rows_blocks_avx2(const LmMatrix *w, int r0, int r1, const LmBatch *in, int t, float *out) {
+    const int8_t *xq = in->q + (size_t)t * (size_t)in->cols, *xa = in->qarranged ? in->qarranged + (size_t)t * (size_t)(in->cols + 128) : NULL;
+    const float *xs = in->s + (size_t)t * (size_t)in->groups;
+    const int32_t *xsum = in->xsum ? in->xsum + (size_t)t * (size_t)in->groups : NULL;
+    const int32_t *xsum16 = xsum && in->xsum16 ? in->xsum16 + (size_t)t * (size_t)in->groups : NULL;
+    const int vnni = in->kernels == LM_KERNELS_AVX2_VNNI;
     const unsigned char *p = (const unsigned char *)w->data;
     size_t rb = w->row_bytes;
     int cols = w->cols;
@@ -4475,9 +4528,12 @@ LM_AVX2_FN static void run_rows_blocks_avx2(const LmMatrix *w, int r0, int r1, c
     case LM_Q5_K:
         if (xsum) LM_ROWS(run_dot_k4_avx2(LM_ROW, cols, xq, xs, xsum, LM_Q5_K))
         LM_ROWS(run_dot_blocks_avx2_typed(LM_ROW, cols, xq, xs, xsum, LM_Q5_K))
-    case LM_Q6_K: LM_ROWS(run_dot_q6_k_avx2(LM_ROW, cols, xq, xs))
-    case LM_Q2_K: LM_ROWS(run_dot_blocks_avx2_typed(LM_ROW, cols, xq, xs, xsum, LM_Q2_K))
-    case LM_Q3_K: LM_ROWS(run_dot_blocks_avx2_typed(LM_ROW, cols, xq, xs, xsum, LM_Q3_K))
+#define LM_RUNS16(T) \
+    case T:                                                                           \
+        if (xsum16) LM_ROWS(run_dot_k_runs16_avx2(LM_ROW, cols, xq, xs, xsum, xsum16, T)) \
+        LM_ROWS(run_dot_blocks_avx2_typed(LM_ROW, cols, xq, xs, xsum, T))
+    LM_RUNS16(LM_Q2_K) LM_RUNS16(LM_Q3_K) LM_RUNS16(LM_Q6_K)
+#undef LM_RUNS16
 #define LM_SPLIT_NIBBLES(T) \
     case T:                                                                                                   \
         if (xa && xsum && vnni) LM_ROWS(run_dot_nibbles_avx2(LM_ROW, cols, xa, xs, xsum, T, 1))                  \
@@ -4535,8 +4591,7 @@ static int run_row_dot_avx2(const LmMatrix *w, int row, const LmBatch *in, int t
         return 1;
     }
     if (run_types[w->type].unpack == NULL) return 0; // (llama2.c's v2 groups that straddle rows)
-    run_rows_blocks_avx2(w, row, row + 1, xq, xs, in->xsum ? in->xsum + (size_t)t * (size_t)in->groups : NULL,
-                         in->qarranged ? in->qarranged + (size_t)t * (size_t)(in->cols + 128) : NULL, value, in->kernels == LM_KERNELS_AVX2_VNNI);
+    run_rows_blocks_avx2(w, row, row + 1, in, t, value);
     return 1;
 }
 
@@ -5235,9 +5290,10 @@ static void run_quantize_token(LmBatch *b, const float *x, int t, int gs) {
 #endif
         run_quantize_q8(q, b->s + (size_t)t * (size_t)b->groups, x, cols, gs);
     for (int g = 0; g < b->groups; g++) {
-        int32_t sum = 0;
-        for (int j = g * gs; j < cols && j < (g + 1) * gs; j++) sum += q[j];
-        b->xsum[(size_t)t * (size_t)b->groups + (size_t)g] = sum;
+        int32_t first16 = 0, rest = 0;
+        for (int j = g * gs; j < cols && j < (g + 1) * gs; j++) *(j - g * gs < 16 ? &first16 : &rest) += q[j];
+        b->xsum[(size_t)t * (size_t)b->groups + (size_t)g] = first16 + rest;
+        if (b->xsum16) b->xsum16[(size_t)t * (size_t)b->groups + (size_t)g] = first16;
     }
 #if LM_X86
     if (b->qarranged) run_arrange_q4_input(b->qarranged + (size_t)t * (size_t)(cols + 128), q, cols);
@@ -5255,6 +5311,7 @@ static LmBatch run_make_batch(LmModel *m, const float *x, int n, int cols, int l
     b.q = m->state.xq;
     b.s = m->state.xs;
     b.xsum = m->state.xsum;
+    b.xsum16 = m->state.xsum16;
 #if LM_X86
     if ((run_avx2_set(m->kernels) || m->kernels == LM_KERNELS_AVX512) && m->config.split_nibble_inputs && gs == 32 && n == 1)
         b.qarranged = m->state.xarranged; // (generation's row kernels read it; a prompt's tiles do not)
@@ -5302,7 +5359,7 @@ static void run_matmul_rows(const LmMatmul *job, int r0, int r1, const LmBatch *
         if (in->n == 1 && run_rows_avx512(job->w, r0, r1, in, 0, job->out + r0)) return;
     }
     if ((run_avx2_set(in->kernels) || in->kernels == LM_KERNELS_AVX512) && in->n == 1 && in->q && run_types[job->w->type].unpack) {
-        run_rows_blocks_avx2(job->w, r0, r1, in->q, in->s, in->xsum, in->qarranged, job->out + r0, in->kernels == LM_KERNELS_AVX2_VNNI); // (AVX-512: what its row kernels leave)
+        run_rows_blocks_avx2(job->w, r0, r1, in, 0, job->out + r0); // (AVX-512: what its row kernels leave)
         return;
     }
     if (run_avx2_set(in->kernels) && in->n > 1 && !run_is_integer_type(job->w->type)) {

@@ -482,6 +482,7 @@ static LmModel batch_model(LmWeightType type, int gs, LmKernels kernels, int col
     m.state.xs = calloc((size_t)LM_BATCH * (groups + 1), sizeof(float));
     m.state.xspacked = calloc((size_t)LM_BATCH * (groups + 1), sizeof(float));
     m.state.xsum = calloc((size_t)LM_BATCH * (groups + 1), sizeof(int32_t));
+    m.state.xsum16 = calloc((size_t)LM_BATCH * (groups + 1), sizeof(int32_t));
     m.state.xpacked = calloc(2 * (size_t)LM_BATCH * (cols + 4), 1);
     m.state.xpacked8 = calloc((size_t)LM_BATCH * (cols + 4), 1);
     m.state.xarranged = calloc((size_t)LM_BATCH * (cols + 128), 1);
@@ -492,7 +493,7 @@ static LmModel batch_model(LmWeightType type, int gs, LmKernels kernels, int col
 }
 
 static void free_batch_model(LmModel *m) {
-    free(m->state.xq); free(m->state.xs); free(m->state.xspacked); free(m->state.xsum);
+    free(m->state.xq); free(m->state.xs); free(m->state.xspacked); free(m->state.xsum); free(m->state.xsum16);
     free(m->state.xpacked); free(m->state.xpacked8); free(m->state.xarranged); free(m->state.scratch);
 }
 
@@ -1055,7 +1056,7 @@ static void test_block_kernels(void) {
             unsigned char *row = malloc(row_bytes);
             int8_t *xq = malloc((size_t)cols);
             float *xs = malloc(sizeof(float) * (size_t)groups);
-            int32_t *xsum = malloc(sizeof(int32_t) * (size_t)groups);
+            int32_t *xsum = malloc(sizeof(int32_t) * (size_t)groups), *xsum16 = malloc(sizeof(int32_t) * (size_t)groups);
 #if LM_X86
             int8_t *xa = malloc((size_t)(groups + 3) / 4 * 128); // (what run_arrange_q4_input writes)
 #endif
@@ -1068,15 +1069,15 @@ static void test_block_kernels(void) {
                     }
                 for (int i = 0; i < cols; i++) xq[i] = trial == 0 ? 127 : trial == 1 ? -127 : (int8_t)(run_random_u32(&test_rng) % 255 - 127);
                 for (int g = 0; g < groups; g++) {
-                    xs[g] = 0.01f + 0.001f * (float)g, xsum[g] = 0;
-                    for (int i = 0; i < 32; i++) xsum[g] += xq[32 * g + i];
+                    xs[g] = 0.01f + 0.001f * (float)g, xsum[g] = xsum16[g] = 0;
+                    for (int i = 0; i < 32; i++) xsum[g] += xq[32 * g + i], xsum16[g] += i < 16 ? xq[32 * g + i] : 0;
                 }
                 LmMatrix w = {.data = row, .rows = 1, .cols = cols, .type = (LmWeightType)type, .row_bytes = row_bytes};
                 float plain = run_dot_blocks(&w, 0, xq, xs), fast = tt->dot ? tt->dot(row, cols, xq, xs) : plain;
                 same &= memcmp(&fast, &plain, sizeof fast) == 0;
                 for (int k = 1; k < LM_KERNELS_N; k++) { // the SIMD kernels, through the dispatch
                     if (!run_kernels_available((LmKernels)k)) continue;
-                    LmBatch in = {.n = 1, .cols = cols, .ld = cols, .q = xq, .s = xs, .xsum = xsum, .groups = groups, .kernels = (LmKernels)k};
+                    LmBatch in = {.n = 1, .cols = cols, .ld = cols, .q = xq, .s = xs, .xsum = xsum, .xsum16 = xsum16, .groups = groups, .kernels = (LmKernels)k};
                     float simd = run_row_dot(&w, 0, &in, 0);
                     simd_same[k] &= memcmp(&simd, &plain, sizeof simd) == 0;
 #if LM_X86
@@ -1106,7 +1107,7 @@ static void test_block_kernels(void) {
                     }
 #endif
             }
-            free(row), free(xq), free(xs), free(xsum);
+            free(row), free(xq), free(xs), free(xsum), free(xsum16);
 #if LM_X86
             free(xa);
 #endif

@@ -281,9 +281,9 @@ static double time_matvec(LmWeightType type, LmKernels kernels, int rows, int co
     m.config.split_nibble_inputs = tt->split_nibbles, m.kernels = kernels, m.threads = 1;
     LmRunState *s = &m.state;
     s->xq = calloc((size_t)cols + 64, 1), s->xs = calloc(groups + 1, sizeof(float)), s->xsum = calloc(groups + 1, sizeof(int32_t));
-    s->xarranged = calloc((size_t)cols + 128, 1);
+    s->xsum16 = calloc(groups + 1, sizeof(int32_t)), s->xarranged = calloc((size_t)cols + 128, 1);
     double best = 0;
-    if (data && x && out && s->xq && s->xs && s->xsum && s->xarranged) {
+    if (data && x && out && s->xq && s->xs && s->xsum && s->xsum16 && s->xarranged) {
         random_weights(data, (size_t)rows * row_bytes, type);
         for (int i = 0; i < cols; i++) x[i] = (float)bench_byte() / 128.0f - 1.0f;
         LmMatrix w = {.data = data, .rows = rows, .cols = cols, .type = type, .row_bytes = row_bytes, .group_size = 32};
@@ -296,7 +296,7 @@ static double time_matvec(LmWeightType type, LmKernels kernels, int rows, int co
             if (gmacs > best) best = gmacs;
         }
     }
-    free(data), free(x), free(out), free(s->xq), free(s->xs), free(s->xsum), free(s->xarranged);
+    free(data), free(x), free(out), free(s->xq), free(s->xs), free(s->xsum), free(s->xsum16), free(s->xarranged);
     return best;
 }
 
