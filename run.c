@@ -4833,14 +4833,19 @@ LM_AVX2_FN static inline __attribute__((always_inline)) void run_int_tile_avx2(c
 // fit the 16 registers of an AVX2 build) and runs of 16 values (twice the float steps per value).
 LM_AVX2_FN static inline __attribute__((always_inline)) void run_int_tiles_avx2(const LmBatch *in, const LmUnpackedRows *u, int rows, int cols, unsigned char *ub, int32_t *xrun,
                                                                                 int32_t *wrun, float *out, int ld, int r0, const int small, const int vnni) {
-    int runs = cols / u->run, wide = vnni && !small;
+    const int run = u->run, wide = vnni && !small;
+    const size_t values = (size_t)rows * (size_t)cols, runs = values / (size_t)run;
+    const int16_t *q = u->q; // (locals: stores through ub and wrun may alias u's fields as far as the compiler knows)
     float results[LM_ROW_BLOCK * 16]; // (rows, 16 tokens) a tile pair's results
-    assert(rows <= LM_ROW_BLOCK);
-    for (size_t i = 0; small && i < (size_t)rows * (size_t)cols; i++) ub[i] = (unsigned char)(u->q[i] + 32);
-    for (size_t i = 0; wide && i < (size_t)rows * (size_t)cols; i++) ub[i] = (unsigned char)(int8_t)u->q[i]; // (the values are int8)
-    for (size_t i = 0; wide && i < (size_t)rows * (size_t)runs; i++) {
+    assert(rows <= LM_ROW_BLOCK && cols % 32 == 0); // (run_unpack_rows16's terms: 32 values or groups of a multiple of 32)
+    for (size_t i = 0; (small || wide) && i < values; i += 32) { // the values as bytes (small: + 32): int16 packed to int8 (they fit), lanes back in order
+        __m256i packed = _mm256_packs_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(q + i)), _mm256_loadu_si256((const __m256i *)(const void *)(q + i + 16)));
+        packed = _mm256_permute4x64_epi64(packed, 0xd8);
+        _mm256_storeu_si256((__m256i *)(void *)(ub + i), small ? _mm256_add_epi8(packed, _mm256_set1_epi8(32)) : packed);
+    }
+    for (size_t i = 0; wide && i < runs; i++) {
         int32_t sum = 0;
-        for (int k = 0; k < u->run; k++) sum += u->q[i * (size_t)u->run + (size_t)k];
+        for (int k = 0; k < run; k++) sum += q[i * (size_t)run + (size_t)k];
         wrun[i] = sum;
     }
     for (int tile = 0; tile * 8 < in->n;) {
