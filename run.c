@@ -4252,21 +4252,30 @@ LM_AVX2_FN static inline __attribute__((always_inline)) float run_dot_q8_q4_avx2
 }
 
 // GGUF's Q4_K and Q5_K (run_dot_blocks' terms): a block's 8 sub-blocks of 32 at once, terms
-// 8b..8b+7 (the values unsigned: u8 x s8 pairs, 2 * 15 * 127 at most, 2 * 31 * 127 for Q5_K).
+// 8b..8b+7 (the values unsigned: u8 x s8 pairs, 2 * 15 * 127 at most, 2 * 31 * 127 for Q5_K). Q5_K's
+// fifth bit of sub-block j (bit j of each of the 32 bytes at 16) shifted to bit 4 (16-bit shifts:
+// bit 4 of either byte comes from its own bit j), the 32 bytes loaded once per block.
 LM_AVX2_FN static inline __attribute__((always_inline)) float run_dot_k4_avx2(const unsigned char *row, int cols, const int8_t *xq, const float *xs, const int32_t *xsum,
                                                                              LmWeightType type) {
-    const int bytes = run_types[type].block_bytes;
+    const int bytes = run_types[type].block_bytes, q5 = type == LM_Q5_K;
     __m256 now = _mm256_setzero_ps(), next = now; // (run_turn_add)
+    __m256i m4 = _mm256_set1_epi8(15), bit4 = _mm256_set1_epi8(16);
     for (int b = 0; b < cols / 256; b++) {
         const unsigned char *blk = row + (size_t)bytes * (size_t)b;
         for (int line = 0; line < bytes; line += 64) _mm_prefetch((const char *)blk + line + LM_PREFETCH_BYTES, _MM_HINT_T0);
-        __m256i v[8], sums;
+        __m256i v[8], sums, fifths = q5 ? _mm256_loadu_si256((const __m256i *)(const void *)(blk + 16)) : _mm256_setzero_si256();
         for (int j = 0; j < 8; j++) {
-            v[j] = _mm256_maddubs_epi16(run_values32_avx2(blk, j, type), _mm256_loadu_si256((const __m256i *)(const void *)(xq + 256 * b + 32 * j)));
-            if (type == LM_Q5_K) v[j] = _mm256_madd_epi16(v[j], _mm256_set1_epi16(1));
+            __m256i nibbles = _mm256_loadu_si256((const __m256i *)(const void *)(blk + (q5 ? 48 : 16) + 32 * (j / 2)));
+            __m256i u = _mm256_and_si256(j % 2 ? _mm256_srli_epi16(nibbles, 4) : nibbles, m4);
+            if (q5) u = _mm256_or_si256(u, _mm256_and_si256(j <= 4 ? _mm256_slli_epi16(fifths, 4 - j) : _mm256_srli_epi16(fifths, j - 4), bit4));
+            v[j] = _mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)(const void *)(xq + 256 * b + 32 * j)));
         }
-        if (type == LM_Q5_K) sums = run_reduce8(v);
-        else { // Q4_K's sums: pairs of lanes added three times in 16 bits (at most 8 * 3810 < 32768), then the two 128-bit halves in 32 bits
+        if (q5) { // pairs of lanes added twice in 16 bits (at most 4 * 7874 < 32768), then in 32 bits: lane h * 4 + k of lo (hi): half h of sub-block k (4 + k)
+            __m256i ones = _mm256_set1_epi16(1);
+            __m256i lo = _mm256_madd_epi16(_mm256_hadd_epi16(_mm256_hadd_epi16(v[0], v[1]), _mm256_hadd_epi16(v[2], v[3])), ones);
+            __m256i hi = _mm256_madd_epi16(_mm256_hadd_epi16(_mm256_hadd_epi16(v[4], v[5]), _mm256_hadd_epi16(v[6], v[7])), ones);
+            sums = _mm256_add_epi32(_mm256_permute2x128_si256(lo, hi, 0x20), _mm256_permute2x128_si256(lo, hi, 0x31));
+        } else { // Q4_K's sums: pairs of lanes added three times in 16 bits (at most 8 * 3810 < 32768), then the two 128-bit halves in 32 bits
             __m256i h = _mm256_hadd_epi16(_mm256_hadd_epi16(_mm256_hadd_epi16(v[0], v[1]), _mm256_hadd_epi16(v[2], v[3])),
                                           _mm256_hadd_epi16(_mm256_hadd_epi16(v[4], v[5]), _mm256_hadd_epi16(v[6], v[7])));
             sums = _mm256_add_epi32(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(h)), _mm256_cvtepi16_epi32(_mm256_extracti128_si256(h, 1)));
