@@ -677,7 +677,8 @@ static float run_f16_to_f32(uint16_t h) {
     uint32_t bits = (uint32_t)(h & 0x7fff) << 13, exponent = bits & 0x0f800000u, normal = bits + (112u << 23), subnormal;
     float small = run_bits_to_f32(normal + (1u << 23)) - 0x1p-14f;
     memcpy(&subnormal, &small, sizeof subnormal);
-    uint32_t magnitude = exponent == 0x0f800000u ? normal + (112u << 23) : exponent == 0 ? subnormal : normal;
+    uint32_t inf_nan = 0u - (uint32_t)(exponent == 0x0f800000u), tiny = 0u - (uint32_t)(exponent == 0); // (all ones or zero: masks, not branches)
+    uint32_t magnitude = ((normal + (inf_nan & (112u << 23))) & ~tiny) | (subnormal & tiny);
     return run_bits_to_f32(magnitude | (uint32_t)(h & 0x8000) << 16);
 }
 
