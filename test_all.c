@@ -3001,6 +3001,10 @@ static void test_long_context_math(void) {
           "run_exp: e^-87 below -87, NaN stays NaN, e^0 = 1");
     int same = 1;
     for (uint32_t h = 0; h < 0x10000; h++) {
+        int exponent = (int)(h >> 10 & 31), mantissa = (int)(h & 1023);
+        double want = exponent == 0 ? ldexp(mantissa, -24) : exponent == 31 ? (mantissa ? NAN : INFINITY) : ldexp(1024 + mantissa, exponent - 25);
+        float got = run_f16_to_f32((uint16_t)h);
+        same &= isnan(want) ? isnan(got) != 0 : (double)got == (h & 0x8000 ? -want : want) && !!signbit(got) == !!(h & 0x8000); // (the half's value, from its fields)
         if ((h & 0x7c00) == 0x7c00 && (h & 0x3ff)) continue; // (NaNs: any NaN back)
         same &= run_f32_to_f16(run_f16_to_f32((uint16_t)h)) == h && run_f32_to_bf16(run_bf16_to_f32((uint16_t)h)) == h;
     }
@@ -3008,7 +3012,7 @@ static void test_long_context_math(void) {
     same &= run_f32_to_f16(1.0f + 0x1p-11f) == 0x3c00 && run_f32_to_f16(1.0f + 0x1.8p-10f) == 0x3c02 && run_f32_to_f16(65520.0f) == 0x7c00 &&
             run_f32_to_f16(65519.0f) == 0x7bff && run_f32_to_f16(0x1p-25f) == 0 && run_f32_to_f16(0x1.8p-24f) == 2 &&
             run_f32_to_bf16(1.0f + 0x1p-8f) == 0x3f80 && run_f32_to_bf16(1.0f + 0x1.8p-7f) == 0x3f82;
-    check(same, "f16 and bf16 stores: every value back to itself, ties to even, overflow to inf, subnormal halves");
+    check(same, "f16 loads: every half's value from its fields; f16 and bf16 stores: every value back to itself, ties to even, overflow to inf, subnormal halves");
 
     // RoPE angles of a v3 model at positions up to 32K against float64 cos/sin of the same frequencies
     TinyModel tm = tiny_model(64, 64, 1, 2, 2, 16, 40000, 1);
