@@ -2543,27 +2543,36 @@ static void run_sums_plain(const int8_t *q, const int8_t *x, int n, int32_t *qx,
 // the two halves of a group of 16-value scales added in order), times the group's scale; the terms
 // go to 16 lanes, in order, added pairwise at the end. The definition of every block type's dot; the
 // types' own kernels compute the same terms in place.
-// The run sums come from `sums`.
+// The run sums come from `sums`. run_block_terms adds the terms of `values` unpacked values (q; d and
+// m per 16 of them) whose first group is term `first`; run_dot_blocks_using unpacks a row block by
+// block, run_matmul_blocks_unpacked a prompt's rows once for all its tokens.
+static void run_block_terms(const int8_t *q, const float *d, const float *m, int values, const LmTypeTraits *type, const int8_t *xq, const float *xs,
+                            int first, float *acc, LmRunSums sums) {
+    int run = type->scale_values;
+    assert(values % 32 == 0 && (run == 16 || run == 32));
+    for (int g = 0; g < values / 32; g++) {
+        float wsum = 0.0f;
+        for (int r = 0; r < 32 / run; r++) { // the runs of this group
+            int32_t qx, sum;
+            sums(q + 32 * g + run * r, xq + 32 * g + run * r, run, &qx, &sum);
+            int s = (32 * g + run * r) / 16; // (d and m are per 16 values)
+            float part = type->has_min ? (float)qx * d[s] - (float)sum * m[s] : (float)qx * d[s];
+            wsum = r == 0 ? part : wsum + part;
+        }
+        acc[(first + g) % LM_LANES] += wsum * xs[g];
+    }
+}
+
 static float run_dot_blocks_using(const LmMatrix *w, int row, const int8_t *xq, const float *xs, LmRunSums sums) {
     const LmTypeTraits *type = &run_types[w->type];
     const unsigned char *p = (const unsigned char *)w->data + (size_t)row * w->row_bytes;
     LmBlock u;
     float acc[LM_LANES] = {0};
-    int term = 0, per_block = type->block_values, run = type->scale_values;
-    assert(type->unpack && w->cols % per_block == 0 && per_block % 32 == 0 && (run == 16 || run == 32));
+    int per_block = type->block_values;
+    assert(type->unpack && w->cols % per_block == 0 && per_block % 32 == 0);
     for (int b = 0; b < w->cols / per_block; b++) {
         type->unpack(p + (size_t)b * (size_t)type->block_bytes, &u);
-        for (int g = 0; g < per_block / 32; g++) {
-            float wsum = 0.0f;
-            for (int r = 0; r < 32 / run; r++) { // the runs of this group
-                int32_t qx, sum;
-                sums(u.q + 32 * g + run * r, xq + b * per_block + 32 * g + run * r, run, &qx, &sum);
-                int s = (32 * g + run * r) / 16; // (d and m are per 16 values)
-                float part = type->has_min ? (float)qx * u.d[s] - (float)sum * u.m[s] : (float)qx * u.d[s];
-                wsum = r == 0 ? part : wsum + part;
-            }
-            acc[term++ % LM_LANES] += wsum * xs[(b * per_block) / 32 + g];
-        }
+        run_block_terms(u.q, u.d, u.m, per_block, type, xq + b * per_block, xs + b * per_block / 32, b * per_block / 32, acc, sums);
     }
     return run_sum_lanes(acc);
 }
@@ -2692,7 +2701,6 @@ static float run_dot_dequant(const LmMatrix *w, int row, const float *x) {
 static float run_row_dot_plain(const LmMatrix *w, int row, const LmBatch *in, int t);
 
 
-#if LM_X86
 // The calling thread's working memory (at least floats of it), or NULL when it has none.
 static float *run_thread_scratch(const LmBatch *in, size_t floats) {
 #ifdef _OPENMP
@@ -2703,6 +2711,8 @@ static float *run_thread_scratch(const LmBatch *in, size_t floats) {
     if (slot >= in->scratch_slots || floats > in->scratch_floats) return NULL;
     return in->scratch + (size_t)slot * in->scratch_floats;
 }
+
+#if LM_X86
 
 // The end of a prompt tile: its results, kept [row][token] (`stride` tokens apart) while computed,
 // written to out[token * ld + row], rows contiguous for each token. (Stored a value at a time down
@@ -5354,6 +5364,49 @@ static LmBatch run_make_batch(LmModel *m, const float *x, int n, int cols, int l
 // One matmul of a fused set: out[t * ld + r] = row r of w times input token t.
 typedef struct { const LmMatrix *w; float *out; int ld; } LmMatmul;
 
+// Which run sums a prompt's matmul of w takes through run_matmul_blocks_unpacked: the GGUF block
+// types in the sets without prompt tiles (portable: the types without a kernel of their own; NEON:
+// those it does not decode in place), else NULL.
+static LmRunSums run_unpacked_sums(const LmMatrix *w, const LmBatch *in) {
+    const LmTypeTraits *type = &run_types[w->type];
+    if (in->q == NULL || type->unpack == NULL || in->groups * 32 != w->cols) return NULL;
+#if LM_NEON
+    if (in->kernels >= LM_KERNELS_NEON) return w->type == LM_Q8_0 || w->type == LM_Q4_0 ? NULL : in->kernels == LM_KERNELS_NEON_DOT ? run_sums_neon_dot : run_sums_neon;
+#endif
+    return in->kernels == LM_KERNELS_PLAIN && type->dot == NULL ? run_sums_plain : NULL;
+}
+
+// A prompt's rows r0..r1 (at most LM_ROW_BLOCK) of a GGUF block type, each row unpacked once into the
+// thread's scratch, then every token's terms from it (run_block_terms: the definition's bits), where
+// a dot per token would unpack every block once per token. Returns 0 (nothing done) without scratch.
+static int run_matmul_blocks_unpacked(const LmMatrix *w, int r0, int r1, const LmBatch *in, float *out, int ld, LmRunSums sums) {
+    const LmTypeTraits *type = &run_types[w->type];
+    int cols = w->cols, rows = r1 - r0, per_block = type->block_values;
+    size_t runs = (size_t)cols / 16;
+    assert(rows <= LM_ROW_BLOCK && type->unpack && cols % per_block == 0 && in->groups * 32 == cols);
+    float *room = run_thread_scratch(in, 2 * (size_t)rows * runs + ((size_t)rows * (size_t)cols + 3) / 4);
+    if (room == NULL) return 0;
+    float *d = room, *m = d + (size_t)rows * runs;           // (rows, cols / 16) each 16 values' d and m
+    int8_t *q = (int8_t *)(void *)(m + (size_t)rows * runs); // (rows, cols) the values
+    LmBlock u;
+    for (int r = 0; r < rows; r++)
+        for (int b = 0; b < cols / per_block; b++) {
+            size_t at = (size_t)r * (size_t)cols + (size_t)b * (size_t)per_block;
+            type->unpack((const unsigned char *)w->data + (size_t)(r0 + r) * w->row_bytes + (size_t)b * (size_t)type->block_bytes, &u);
+            memcpy(q + at, u.q, (size_t)per_block);
+            memcpy(d + at / 16, u.d, sizeof(float) * (size_t)(per_block / 16));
+            if (type->has_min) memcpy(m + at / 16, u.m, sizeof(float) * (size_t)(per_block / 16));
+        }
+    for (int t = 0; t < in->n; t++) // (the token's input stays in cache across the rows)
+        for (int r = 0; r < rows; r++) {
+            float acc[LM_LANES] = {0};
+            run_block_terms(q + (size_t)r * (size_t)cols, d + (size_t)r * runs, m + (size_t)r * runs, cols, type, in->q + (size_t)t * (size_t)cols,
+                            in->s + (size_t)t * (size_t)in->groups, 0, acc, sums);
+            out[(size_t)t * (size_t)ld + (size_t)(r0 + r)] = run_sum_lanes(acc);
+        }
+    return 1;
+}
+
 // Rows r0..r1 of one matmul for every token of the input.
 static void run_matmul_rows(const LmMatmul *job, int r0, int r1, const LmBatch *in) {
 #if LM_X86
@@ -5385,6 +5438,8 @@ static void run_matmul_rows(const LmMatmul *job, int r0, int r1, const LmBatch *
         run_matmul_int_block_avx2(job->w, r0, r1, in, job->out, job->ld, in->kernels == LM_KERNELS_AVX2_VNNI))
         return;
 #endif
+    LmRunSums sums = in->n > 1 ? run_unpacked_sums(job->w, in) : NULL;
+    if (sums && run_matmul_blocks_unpacked(job->w, r0, r1, in, job->out, job->ld, sums)) return;
     for (int t = 0; t < in->n; t++)
         for (int r = r0; r < r1; r++) job->out[(size_t)t * (size_t)job->ld + (size_t)r] = run_row_dot(job->w, r, in, t);
 }
