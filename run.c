@@ -5304,7 +5304,8 @@ static float run_row_dot(const LmMatrix *w, int row, const LmBatch *in, int t) {
 }
 
 // Token t of a matmul input (x: its cols values) quantized into b: its int8 values and group scales,
-// the groups' sums, and the arrangement for q4_0's kernels where b has room for it.
+// the groups' sums and the sums of their first 16 values (xsum16, where b has room), and the
+// arrangement for the split-nibble kernels where b has room for it.
 static void run_quantize_token(LmBatch *b, const float *x, int t, int gs) {
     int cols = b->cols;
     int8_t *q = b->q + (size_t)t * (size_t)cols;
@@ -5315,8 +5316,9 @@ static void run_quantize_token(LmBatch *b, const float *x, int t, int gs) {
 #endif
         run_quantize_q8(q, b->s + (size_t)t * (size_t)b->groups, x, cols, gs);
     for (int g = 0; g < b->groups; g++) {
-        int32_t first16 = 0, rest = 0;
-        for (int j = g * gs; j < cols && j < (g + 1) * gs; j++) *(j - g * gs < 16 ? &first16 : &rest) += q[j];
+        int32_t first16 = 0, rest = 0, start = g * gs, end = start + gs < cols ? start + gs : cols, split = start + 16 < end ? start + 16 : end;
+        for (int j = start; j < split; j++) first16 += q[j];
+        for (int j = split; j < end; j++) rest += q[j];
         b->xsum[(size_t)t * (size_t)b->groups + (size_t)g] = first16 + rest;
         if (b->xsum16) b->xsum16[(size_t)t * (size_t)b->groups + (size_t)g] = first16;
     }

@@ -487,8 +487,8 @@ static LmModel batch_model(LmWeightType type, int gs, LmKernels kernels, int col
     m.state.xpacked8 = calloc((size_t)LM_BATCH * (cols + 4), 1);
     m.state.xarranged = calloc((size_t)LM_BATCH * (cols + 128), 1);
     m.state.scratch_floats = (size_t)LM_ROW_BLOCK * cols + 16; // (as run_alloc_state sizes it)
-    m.state.scratch = calloc(m.state.scratch_floats, sizeof(float));
-    m.state.scratch_slots = 1;
+    m.state.scratch_slots = 2; // (two threads' working memory)
+    m.state.scratch = calloc((size_t)m.state.scratch_slots * m.state.scratch_floats, sizeof(float));
     return m;
 }
 
@@ -1128,18 +1128,26 @@ static void test_block_kernels(void) {
                 LmModel m = batch_model((LmWeightType)type, 32, (LmKernels)k, cols);
                 LmBatch in = run_make_batch(&m, x, ns[c], cols, cols);
                 LmMatmul job = {&w, out, ROWS};
-                run_matmul(&job, 1, &in, 1);
+                run_matmul(&job, 1, &in, 2); // (two threads where OpenMP is: each with its own working memory)
                 for (int t = 0; t < ns[c]; t++)
                     for (int r = 0; r < ROWS; r++) {
                         float want = run_row_dot_plain(&w, r, &in, t);
                         simd_same[k] &= memcmp(&want, &out[(size_t)t * ROWS + r], 4) == 0;
                     }
+                simd_same[k] &= in.xsum16 != NULL; // (the forward pass's input carries the k-quants' sums of 16)
+#if LM_X86
+                if (k == LM_KERNELS_AVX512 && ns[c] == 1) // generation's AVX-512 row kernels take this input
+                    simd_same[k] &= run_rows_blocks_ok(&w, &in) == (type != LM_Q8_0);
+#endif
 #if LM_X86
                 if (run_avx2_set((LmKernels)k) && ns[c] > 1) // the AVX2 prompt tile itself ran (it falls back to row dots that agree)
                     simd_same[k] &= run_matmul_int_block_avx2(&w, 0, 16, &in, out, ROWS, k == LM_KERNELS_AVX2_VNNI) == 1;
 #endif
-                if (ns[c] > 1 && (k == LM_KERNELS_PLAIN || k >= LM_KERNELS_NEON)) // the prompt's rows unpacked once, where the set has no tiles
-                    simd_same[k] &= (run_unpacked_sums(&w, &in) != NULL) == (type != LM_Q8_0 && type != LM_Q4_0);
+                if (ns[c] > 1 && (k == LM_KERNELS_PLAIN || k >= LM_KERNELS_NEON)) { // the prompt's rows unpacked once, where the set has no tiles
+                    LmRunSums sums = run_unpacked_sums(&w, &in);
+                    simd_same[k] &= (sums != NULL) == (type != LM_Q8_0 && type != LM_Q4_0);
+                    simd_same[k] &= sums == NULL || run_matmul_blocks_unpacked(&w, 0, 16, &in, out, ROWS, sums) == 1;
+                }
                 free_batch_model(&m);
             }
         }
