@@ -4196,11 +4196,14 @@ LM_AVX2_FN static inline __attribute__((always_inline)) void run_scales8_avx2(co
         __m256 d = _mm256_set1_ps(_cvtsh_ss(run_u16_at(b + 208)));
         *d0 = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc))), *d1 = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(sc, 8))));
         return; }
-    default: { // IQ4_XS: 6-bit scales - 32 of 8 runs of 32, packed in a scalar register
-        unsigned high = (unsigned)b[2] | (unsigned)b[3] << 8;
-        uint64_t scales = 0;
-        for (int j = 0; j < 8; j++) scales |= (uint64_t)(((b[4 + j / 2] >> (4 * (j % 2))) & 15) | ((high >> (2 * j)) & 3) << 4) << (8 * j);
-        __m256i sc = _mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_set_epi64x(0, (long long)scales)), _mm256_set1_epi32(32));
+    default: { // IQ4_XS: 6-bit scales - 32 of 8 runs of 32: the low nibbles in order, each run's 2 high bits shifted per lane
+        int32_t low, high;
+        memcpy(&low, b + 4, 4);
+        memcpy(&high, b, 4); // (bytes 2 and 3)
+        __m128i lows = _mm_cvtsi32_si128(low);
+        lows = _mm_unpacklo_epi8(_mm_and_si128(lows, m4), _mm_and_si128(_mm_srli_epi16(lows, 4), m4));
+        __m256i highs = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(high), _mm256_setr_epi32(16, 18, 20, 22, 24, 26, 28, 30)), _mm256_set1_epi32(3));
+        __m256i sc = _mm256_sub_epi32(_mm256_or_si256(_mm256_cvtepu8_epi32(lows), _mm256_slli_epi32(highs, 4)), _mm256_set1_epi32(32));
         *d0 = *d1 = _mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(run_u16_at(b))), _mm256_cvtepi32_ps(sc));
         return; }
     }
