@@ -4116,17 +4116,43 @@ LM_AVX2_FN static inline __attribute__((always_inline)) __m256i run_bits32_avx2(
     return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit), _mm256_set1_epi8(value));
 }
 
-// Byte l: `value` where bit `bit` of byte l of the 32 at p is set (the k-quants' high bits), else 0.
-LM_AVX2_FN static inline __attribute__((always_inline)) __m256i run_bit_of_bytes_avx2(const unsigned char *p, int bit, char value) {
-    __m256i mask = _mm256_set1_epi8((char)(1 << bit));
-    __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_loadu_si256((const __m256i *)(const void *)p), mask), mask);
-    return _mm256_and_si256(set, _mm256_set1_epi8(value));
+// The k-quants' group g (of 8) as unsigned bytes, in registers: the type's values (run_unpack_*)
+// plus its offset (run_k_offset: Q3_K's 4, Q6_K's 32), so vpmaddubsw takes them as they are and the
+// offset comes off through the input's sums. Group g = 4 half + k of Q2_K and Q3_K: bits 2k, 2k+1
+// of the half's 32 bytes, Q3_K's high bit (bit g of byte l) as + 4; of Q4_K and Q5_K: the low or
+// high nibbles (g even or odd) of 32 bytes, Q5_K's fifth bit (bit g of byte l of the 32 at 16) as
+// + 16; of Q6_K: the low nibbles of 32 bytes (k < 2) or their high ones, and 2 high bits. (The high
+// bits by 16-bit shifts: bit 2 or 4 of either byte comes from its own bit g.)
+static inline int run_k_offset(LmWeightType type) { return type == LM_Q6_K ? 32 : type == LM_Q3_K ? 4 : 0; }
+
+LM_AVX2_FN static inline __attribute__((always_inline)) __m256i run_k_unsigned32_avx2(const unsigned char *blk, int g, LmWeightType type) {
+    int half = g / 4, k = g % 4;
+    __m256i three = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(15);
+    switch (type) {
+    case LM_Q6_K: {
+        __m256i ql = _mm256_loadu_si256((const __m256i *)(const void *)(blk + 64 * half + 32 * (k % 2)));
+        __m256i qh = _mm256_loadu_si256((const __m256i *)(const void *)(blk + 128 + 32 * half));
+        __m256i low = _mm256_and_si256(k < 2 ? ql : _mm256_srli_epi16(ql, 4), m4);
+        return _mm256_or_si256(low, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), three), 4)); }
+    case LM_Q4_K: case LM_Q5_K: {
+        __m256i nibbles = _mm256_loadu_si256((const __m256i *)(const void *)(blk + (type == LM_Q5_K ? 48 : 16) + 32 * (g / 2)));
+        __m256i u = _mm256_and_si256(g % 2 ? _mm256_srli_epi16(nibbles, 4) : nibbles, m4);
+        if (type == LM_Q4_K) return u;
+        __m256i fifths = _mm256_loadu_si256((const __m256i *)(const void *)(blk + 16));
+        return _mm256_or_si256(u, _mm256_and_si256(g <= 4 ? _mm256_slli_epi16(fifths, 4 - g) : _mm256_srli_epi16(fifths, g - 4), _mm256_set1_epi8(16))); }
+    default: { // Q2_K, Q3_K
+        __m256i q = _mm256_loadu_si256((const __m256i *)(const void *)(blk + (type == LM_Q3_K ? 32 : 16) + 32 * half));
+        __m256i u = _mm256_and_si256(_mm256_srli_epi16(q, 2 * k), three);
+        if (type == LM_Q2_K) return u;
+        __m256i high = _mm256_loadu_si256((const __m256i *)(const void *)blk);
+        return _mm256_or_si256(u, _mm256_and_si256(g >= 2 ? _mm256_srli_epi16(high, g - 2) : _mm256_slli_epi16(high, 2 - g), _mm256_set1_epi8(4))); }
+    }
 }
 
 // Group j's 32 values (of a block of 32: j = 0; of 256: 0..7) as signed bytes, in registers: what the
 // type's unpacking (run_unpack_*, the definition) puts in q[32j..32j+31], the same bytes.
 LM_AVX2_FN static inline __attribute__((always_inline)) __m256i run_values32_avx2(const unsigned char *b, int j, LmWeightType type) {
-    __m256i grid = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)run_iq4_grid)), three = _mm256_set1_epi8(3);
+    __m256i grid = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)run_iq4_grid));
     switch (type) {
     case LM_Q8_0: return _mm256_loadu_si256((const __m256i *)(const void *)(b + 2));
     case LM_Q4_0: return _mm256_sub_epi8(run_nibbles32_avx2(b + 2), _mm256_set1_epi8(8));
@@ -4135,22 +4161,8 @@ LM_AVX2_FN static inline __attribute__((always_inline)) __m256i run_values32_avx
     case LM_Q5_1: return _mm256_or_si256(run_nibbles32_avx2(b + 8), run_bits32_avx2(b + 4, 16));
     case LM_IQ4_NL: return _mm256_shuffle_epi8(grid, run_nibbles32_avx2(b + 2));
     case LM_IQ4_XS: return _mm256_shuffle_epi8(grid, run_nibbles32_avx2(b + 8 + 16 * j));
-    case LM_Q2_K: // bits 2k..2k+1 of the 32 bytes of this half (j = 4 half + k)
-        return _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(b + 16 + 32 * (j / 4))), 2 * (j % 4)), three);
-    case LM_Q3_K: { // the same 2 bits at 32, minus 4 where the high bit is clear
-        __m256i low = _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(b + 32 + 32 * (j / 4))), 2 * (j % 4)), three);
-        return _mm256_sub_epi8(low, _mm256_xor_si256(run_bit_of_bytes_avx2(b, j, 4), _mm256_set1_epi8(4))); }
-    case LM_Q4_K: case LM_Q5_K: { // (Q5_K: 32 bytes of fifth bits before the nibbles)
-        __m256i bytes = _mm256_loadu_si256((const __m256i *)(const void *)(b + (type == LM_Q5_K ? 48 : 16) + 32 * (j / 2)));
-        __m256i nibbles = _mm256_and_si256(j % 2 ? _mm256_srli_epi16(bytes, 4) : bytes, _mm256_set1_epi8(15));
-        return type == LM_Q4_K ? nibbles : _mm256_or_si256(nibbles, run_bit_of_bytes_avx2(b + 16, j, 16)); }
-    case LM_Q6_K: { // group j = 4 half + k: low nibbles of 32 bytes (k < 2) or high ones, 2 high bits
-        int half = j / 4, k = j % 4;
-        __m256i ql = _mm256_loadu_si256((const __m256i *)(const void *)(b + 64 * half + 32 * (k % 2)));
-        __m256i qh = _mm256_loadu_si256((const __m256i *)(const void *)(b + 128 + 32 * half));
-        __m256i low = _mm256_and_si256(k < 2 ? ql : _mm256_srli_epi16(ql, 4), _mm256_set1_epi8(15));
-        __m256i high = _mm256_and_si256(_mm256_slli_epi16(_mm256_srli_epi16(qh, 2 * k), 4), _mm256_set1_epi8(0x30));
-        return _mm256_sub_epi8(_mm256_or_si256(low, high), _mm256_set1_epi8(32)); }
+    case LM_Q2_K: case LM_Q3_K: case LM_Q4_K: case LM_Q5_K: case LM_Q6_K:
+        return _mm256_sub_epi8(run_k_unsigned32_avx2(b, j, type), _mm256_set1_epi8((char)run_k_offset(type)));
     default: assert(0); return _mm256_setzero_si256();
     }
 }
@@ -4266,24 +4278,18 @@ LM_AVX2_FN static inline __attribute__((always_inline)) float run_dot_q8_q4_avx2
 }
 
 // GGUF's Q4_K and Q5_K (run_dot_blocks' terms): a block's 8 sub-blocks of 32 at once, terms
-// 8b..8b+7 (the values unsigned: u8 x s8 pairs, 2 * 15 * 127 at most, 2 * 31 * 127 for Q5_K). Q5_K's
-// fifth bit of sub-block j (bit j of each of the 32 bytes at 16) shifted to bit 4 (16-bit shifts:
-// bit 4 of either byte comes from its own bit j), the 32 bytes loaded once per block.
+// 8b..8b+7 (the values unsigned, run_k_unsigned32_avx2: u8 x s8 pairs, 2 * 15 * 127 at most,
+// 2 * 31 * 127 for Q5_K).
 LM_AVX2_FN static inline __attribute__((always_inline)) float run_dot_k4_avx2(const unsigned char *row, int cols, const int8_t *xq, const float *xs, const int32_t *xsum,
                                                                              LmWeightType type) {
     const int bytes = run_types[type].block_bytes, q5 = type == LM_Q5_K;
     __m256 now = _mm256_setzero_ps(), next = now; // (run_turn_add)
-    __m256i m4 = _mm256_set1_epi8(15), bit4 = _mm256_set1_epi8(16);
     for (int b = 0; b < cols / 256; b++) {
         const unsigned char *blk = row + (size_t)bytes * (size_t)b;
         for (int line = 0; line < bytes; line += 64) _mm_prefetch((const char *)blk + line + LM_PREFETCH_BYTES, _MM_HINT_T0);
-        __m256i v[8], sums, fifths = q5 ? _mm256_loadu_si256((const __m256i *)(const void *)(blk + 16)) : _mm256_setzero_si256();
-        for (int j = 0; j < 8; j++) {
-            __m256i nibbles = _mm256_loadu_si256((const __m256i *)(const void *)(blk + (q5 ? 48 : 16) + 32 * (j / 2)));
-            __m256i u = _mm256_and_si256(j % 2 ? _mm256_srli_epi16(nibbles, 4) : nibbles, m4);
-            if (q5) u = _mm256_or_si256(u, _mm256_and_si256(j <= 4 ? _mm256_slli_epi16(fifths, 4 - j) : _mm256_srli_epi16(fifths, j - 4), bit4));
-            v[j] = _mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)(const void *)(xq + 256 * b + 32 * j)));
-        }
+        __m256i v[8], sums;
+        for (int j = 0; j < 8; j++)
+            v[j] = _mm256_maddubs_epi16(run_k_unsigned32_avx2(blk, j, type), _mm256_loadu_si256((const __m256i *)(const void *)(xq + 256 * b + 32 * j)));
         if (q5) { // pairs of lanes added twice in 16 bits (at most 4 * 7874 < 32768), then in 32 bits: lane h * 4 + k of lo (hi): half h of sub-block k (4 + k)
             __m256i ones = _mm256_set1_epi16(1);
             __m256i lo = _mm256_madd_epi16(_mm256_hadd_epi16(_mm256_hadd_epi16(v[0], v[1]), _mm256_hadd_epi16(v[2], v[3])), ones);
@@ -4321,26 +4327,6 @@ LM_AVX2_FN static inline __attribute__((always_inline)) void run_runs16_avx2(con
     *first = _mm256_permute2x128_si256(lo4, hi4, 0x20), *second = _mm256_permute2x128_si256(lo4, hi4, 0x31);
 }
 
-// Q2_K's, Q3_K's and Q6_K's values (run_dot_blocks' terms) in registers, group g = 4 half + k of a
-// block: Q6_K's low nibbles of 32 bytes (k < 2) or their high ones, and 2 high bits, as q + 32;
-// Q2_K's bits 2k, 2k+1 of the half's 32 bytes; Q3_K's the same with its high bit (bit g of byte l)
-// as + 4, so q + 4. All unsigned, for vpmaddubsw; the offset comes off through the input's sums.
-LM_AVX2_FN static inline __attribute__((always_inline)) __m256i run_k_unsigned32_avx2(const unsigned char *blk, int g, LmWeightType type) {
-    int half = g / 4, k = g % 4;
-    __m256i three = _mm256_set1_epi8(3);
-    if (type == LM_Q6_K) {
-        __m256i ql = _mm256_loadu_si256((const __m256i *)(const void *)(blk + 64 * half + 32 * (k % 2)));
-        __m256i qh = _mm256_loadu_si256((const __m256i *)(const void *)(blk + 128 + 32 * half));
-        __m256i low = _mm256_and_si256(k < 2 ? ql : _mm256_srli_epi16(ql, 4), _mm256_set1_epi8(15));
-        return _mm256_or_si256(low, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), three), 4));
-    }
-    __m256i q = _mm256_loadu_si256((const __m256i *)(const void *)(blk + (type == LM_Q3_K ? 32 : 16) + 32 * half));
-    __m256i u = _mm256_and_si256(_mm256_srli_epi16(q, 2 * k), three);
-    if (type == LM_Q2_K) return u;
-    __m256i high = _mm256_loadu_si256((const __m256i *)(const void *)blk); // (16-bit shifts: bit 2 of either byte comes from its own bit g)
-    return _mm256_or_si256(u, _mm256_and_si256(g >= 2 ? _mm256_srli_epi16(high, g - 2) : _mm256_slli_epi16(high, 2 - g), _mm256_set1_epi8(4)));
-}
-
 // GGUF's Q2_K, Q3_K and Q6_K (run_dot_blocks' terms): a block's 8 groups of 32 at once as unsigned
 // values (run_k_unsigned32_avx2) against x, each group's two runs of 16 summed apart
 // (run_runs16_avx2; Q6_K's pairs at most 2 * 63 * 127: wide), the offsets (Q3_K's 4, Q6_K's 32) times
@@ -4349,7 +4335,7 @@ LM_AVX2_FN static inline __attribute__((always_inline)) __m256i run_k_unsigned32
 LM_AVX2_FN static inline __attribute__((always_inline)) float run_dot_k_runs16_avx2(const unsigned char *row, int cols, const int8_t *xq, const float *xs,
                                                                                    const int32_t *xsum, const int32_t *xsum16, LmWeightType type) {
     const size_t bytes = (size_t)run_types[type].block_bytes;
-    const int offset_shift = type == LM_Q6_K ? 5 : type == LM_Q3_K ? 2 : 0;
+    const int offset_shift = type == LM_Q6_K ? 5 : type == LM_Q3_K ? 2 : 0; // (log2 of run_k_offset)
     __m256 now = _mm256_setzero_ps(), next = now; // (run_turn_add)
     for (int b = 0; b < cols / 256; b++) {
         const unsigned char *blk = row + bytes * (size_t)b;
