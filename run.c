@@ -3031,6 +3031,12 @@ LM_AVX512_FN static inline __attribute__((always_inline)) __m512i run_runs16_inp
     return _mm512_permutex2var_epi32(_mm512_castsi256_si512(first), _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), _mm512_castsi256_si512(second));
 }
 
+// The fp16 at p in all 16 lanes (one broadcast of the half, one conversion: no trip through a
+// scalar register).
+LM_AVX512_FN static inline __attribute__((always_inline)) __m512 run_half16_avx512(const unsigned char *p) {
+    return _mm512_cvtph_ps(_mm256_set1_epi16((short)run_u16_at(p)));
+}
+
 // GGUF's Q6_K (run_dot_q6_k), two blocks per step: per 128 values, the low nibbles of 64 bytes are
 // groups 4h and 4h+1, the high nibbles 4h+2 and 4h+3, each with its 2 high bits (shifted per
 // 256-bit half) as unsigned bytes q + 32; the int32 sums of the 16 runs of 16, less 32 * the runs'
@@ -3059,7 +3065,7 @@ LM_AVX512_FN static inline __attribute__((always_inline)) float run_dot_q6_k_avx
                 v[2 * h + 1] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), hi, x1);
             }
             __m512 scales = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(blk + 192))));
-            __m512 ds = _mm512_mul_ps(_mm512_set1_ps(_cvtsh_ss(run_u16_at(blk + 208))), scales);
+            __m512 ds = _mm512_mul_ps(run_half16_avx512(blk + 208), scales);
             __m512i sums = _mm512_sub_epi32(run_reduce4x4(v), _mm512_slli_epi32(run_runs16_input_avx512(xsum + 8 * (b + k), xsum16 + 8 * (b + k)), 5));
             parts[k] = _mm512_mul_ps(_mm512_cvtepi32_ps(sums), ds); // lane s: run s of the block
         }
@@ -3082,6 +3088,16 @@ LM_AVX2_FN static inline __attribute__((always_inline)) __m128i run_q3_k_scales1
     memcpy(&high, b + 104, 4);
     __m128i lo = _mm_set_epi64x((long long)((low >> 4) & 0x0f0f0f0f0f0f0f0full), (long long)(low & 0x0f0f0f0f0f0f0f0full));
     __m128i hi = _mm_setr_epi32((int)(high & 0x03030303u), (int)((high >> 2) & 0x03030303u), (int)((high >> 4) & 0x03030303u), (int)((high >> 6) & 0x03030303u));
+    return _mm_sub_epi8(_mm_or_si128(lo, _mm_slli_epi16(hi, 4)), _mm_set1_epi8(32));
+}
+
+// run_q3_k_scales16 in vector registers: the 12 bytes at 96 (nothing past them read), the low
+// nibbles' bytes repeated for scales 8-15 and shifted there, each scale's high 2 bits from byte 104
+// + j % 4 shifted by 2 (j / 4) (word shifts: a byte's bits 0-1 stay its own for shifts up to 6).
+LM_AVX512_FN static inline __attribute__((always_inline)) __m128i run_q3_k_scales16_avx512(const unsigned char *b) {
+    __m128i raw = _mm_maskz_loadu_epi8((__mmask16)0x0fff, b + 96);
+    __m128i lo = _mm_and_si128(_mm_srlv_epi16(_mm_shuffle_epi8(raw, _mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7)), _mm_setr_epi16(0, 0, 0, 0, 4, 4, 4, 4)), _mm_set1_epi8(15));
+    __m128i hi = _mm_and_si128(_mm_srlv_epi16(_mm_shuffle_epi8(raw, _mm_setr_epi8(8, 9, 10, 11, 8, 9, 10, 11, 8, 9, 10, 11, 8, 9, 10, 11)), _mm_setr_epi16(0, 0, 2, 2, 4, 4, 6, 6)), _mm_set1_epi8(3));
     return _mm_sub_epi8(_mm_or_si128(lo, _mm_slli_epi16(hi, 4)), _mm_set1_epi8(32));
 }
 
@@ -3120,13 +3136,12 @@ LM_AVX512_FN static inline __attribute__((always_inline)) float run_dot_k2_avx51
             }
             __m512i sums = run_reduce4x4(v), xsums = run_runs16_input_avx512(xsum + 8 * (b + k), xsum16 + 8 * (b + k)); // lane r: run r of the block
             if (q3) { // run r: scale r
-                __m512 ds = _mm512_mul_ps(_mm512_set1_ps(_cvtsh_ss(run_u16_at(blk + 108))), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(run_q3_k_scales16(blk))));
+                __m512 ds = _mm512_mul_ps(run_half16_avx512(blk + 108), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(run_q3_k_scales16_avx512(blk))));
                 parts[k] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(sums, _mm512_slli_epi32(xsums, 2))), ds);
             } else { // run r: scale nibble and min nibble of byte r
-                __m128i sc = _mm_loadu_si128((const __m128i *)(const void *)blk);
-                __m512 ds = _mm512_mul_ps(_mm512_set1_ps(_cvtsh_ss(run_u16_at(blk + 80))), _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(sc, _mm_set1_epi8(15)))));
-                __m512 dm = _mm512_mul_ps(_mm512_set1_ps(_cvtsh_ss(run_u16_at(blk + 82))),
-                                          _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(sc, 4), _mm_set1_epi8(15)))));
+                __m512i sc = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(const void *)blk));
+                __m512 ds = _mm512_mul_ps(run_half16_avx512(blk + 80), _mm512_cvtepi32_ps(_mm512_and_si512(sc, _mm512_set1_epi32(15))));
+                __m512 dm = _mm512_mul_ps(run_half16_avx512(blk + 82), _mm512_cvtepi32_ps(_mm512_srli_epi32(sc, 4)));
                 parts[k] = _mm512_sub_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(sums), ds), _mm512_mul_ps(_mm512_cvtepi32_ps(xsums), dm));
             }
         }
@@ -3258,7 +3273,7 @@ LM_AVX512_FN static inline __attribute__((always_inline)) float run_dot_iq4_xs_a
         lows = _mm_unpacklo_epi8(_mm_and_si128(lows, _mm_set1_epi8(15)), _mm_and_si128(_mm_srli_epi16(lows, 4), _mm_set1_epi8(15)));
         __m256i highs = _mm256_and_si256(_mm256_srlv_epi16(_mm256_setr_m128i(_mm_set1_epi16((short)high[0]), _mm_set1_epi16((short)high[1])), shifts), _mm256_set1_epi16(3));
         __m128i scales = _mm_or_si128(lows, _mm_slli_epi16(_mm256_cvtepi16_epi8(highs), 4));
-        __m512 d = _mm512_insertf32x8(_mm512_set1_ps(_cvtsh_ss(run_u16_at(blk[0]))), _mm256_set1_ps(_cvtsh_ss(run_u16_at(blk[1]))), 1);
+        __m512 d = _mm512_cvtph_ps(_mm256_setr_m128i(_mm_set1_epi16((short)run_u16_at(blk[0])), _mm_set1_epi16((short)run_u16_at(blk[1]))));
         __m512 ds = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepu8_epi32(scales), _mm512_set1_epi32(32))));
         acc = _mm512_mask_add_ps(acc, mask, acc, _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(sums), ds), _mm512_maskz_loadu_ps(mask, xs + 8 * (size_t)b)));
     }
@@ -4212,6 +4227,11 @@ LM_AVX2_FN static inline __attribute__((always_inline)) void run_scales_k4_avx2(
     *ds = _mm256_mul_ps(_mm256_broadcastss_ps(dd), scale), *dm = _mm256_mul_ps(_mm256_broadcastss_ps(_mm_movehdup_ps(dd)), min);
 }
 
+// The fp16 at p in all 8 lanes (as run_half16_avx512).
+LM_AVX2_FN static inline __attribute__((always_inline)) __m256 run_half8_avx2(const unsigned char *p) {
+    return _mm256_cvtph_ps(_mm_set1_epi16((short)run_u16_at(p)));
+}
+
 // A block of 256's scales (what its unpacking puts in d and m) in registers: d0 and m0 of the first
 // run of 16 of each group, d1 and m1 of the second (the same for runs of 32), each d * integer as
 // the definition computes it. (Built in registers: the definition's 16 stores, reloaded as vectors, stalled store
@@ -4223,19 +4243,19 @@ LM_AVX2_FN static inline __attribute__((always_inline)) void run_scales8_avx2(co
     case LM_Q2_K: { // scale and min nibbles of each 16 values
         __m128i sc = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(const void *)b), evens_odds);
         __m128i lo = _mm_and_si128(sc, m4), hi = _mm_and_si128(_mm_srli_epi16(sc, 4), m4);
-        __m256 d = _mm256_set1_ps(_cvtsh_ss(run_u16_at(b + 80))), dmin = _mm256_set1_ps(_cvtsh_ss(run_u16_at(b + 82)));
+        __m256 d = run_half8_avx2(b + 80), dmin = run_half8_avx2(b + 82);
         *d0 = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo))), *d1 = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8))));
         *m0 = _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi))), *m1 = _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8))));
         return; }
     case LM_Q3_K: {
         __m128i sc = _mm_shuffle_epi8(run_q3_k_scales16(b), evens_odds);
-        __m256 d = _mm256_set1_ps(_cvtsh_ss(run_u16_at(b + 108)));
+        __m256 d = run_half8_avx2(b + 108);
         *d0 = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc))), *d1 = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(sc, 8))));
         return; }
     case LM_Q4_K: case LM_Q5_K: run_scales_k4_avx2(b, d0, m0); *d1 = *d0, *m1 = *m0; return;
     case LM_Q6_K: { // 16 int8 scales
         __m128i sc = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(const void *)(b + 192)), evens_odds);
-        __m256 d = _mm256_set1_ps(_cvtsh_ss(run_u16_at(b + 208)));
+        __m256 d = run_half8_avx2(b + 208);
         *d0 = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc))), *d1 = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(sc, 8))));
         return; }
     default: { // IQ4_XS: 6-bit scales - 32 of 8 runs of 32: the low nibbles in order, each run's 2 high bits shifted per lane
@@ -4246,7 +4266,7 @@ LM_AVX2_FN static inline __attribute__((always_inline)) void run_scales8_avx2(co
         lows = _mm_unpacklo_epi8(_mm_and_si128(lows, m4), _mm_and_si128(_mm_srli_epi16(lows, 4), m4));
         __m256i highs = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(high), _mm256_setr_epi32(16, 18, 20, 22, 24, 26, 28, 30)), _mm256_set1_epi32(3));
         __m256i sc = _mm256_sub_epi32(_mm256_or_si256(_mm256_cvtepu8_epi32(lows), _mm256_slli_epi32(highs, 4)), _mm256_set1_epi32(32));
-        *d0 = *d1 = _mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(run_u16_at(b))), _mm256_cvtepi32_ps(sc));
+        *d0 = *d1 = _mm256_mul_ps(run_half8_avx2(b), _mm256_cvtepi32_ps(sc));
         return; }
     }
 }
