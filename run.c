@@ -2957,8 +2957,7 @@ LM_AVX512_FN static void run_rows_int_avx512(const LmMatrix *w, int r0, int r1, 
 // nibbles 4i and 4i+2, high 4i+1 and 4i+3, put back in order by a 256-bit shuffle; Q5_K's fifth bits,
 // bit j of byte l for value l of sub-block j, added where set); the 6-bit scales and mins of
 // sub-blocks 0-3, 4-7 as bytes (run_scale_min_k4 on the 12 bytes as three words); d and dmin.
-LM_AVX512_FN static inline __attribute__((always_inline)) void run_k4_block_avx512(const unsigned char *blk, const int8_t *x, __m512i *v, __m128i *scales_mins,
-                                                                                  __m128 *d_dmin, LmWeightType type) {
+LM_AVX512_FN static inline __attribute__((always_inline)) void run_k4_block_avx512(const unsigned char *blk, const int8_t *x, __m512i *v, LmWeightType type) {
     __m512i m = _mm512_set1_epi8(15);
     int five = type == LM_Q5_K, nibbles_at = five ? 48 : 16;
     for (int line = 0; line < run_types[type].block_bytes; line += 64) _mm_prefetch((const char *)blk + line + LM_PREFETCH_BYTES, _MM_HINT_T0);
@@ -2975,11 +2974,24 @@ LM_AVX512_FN static inline __attribute__((always_inline)) void run_k4_block_avx5
         v[2 * i] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), first, _mm512_loadu_si512(x + 128 * i));
         v[2 * i + 1] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), second, _mm512_loadu_si512(x + 128 * i + 64));
     }
-    uint32_t w[3];
-    memcpy(w, blk + 4, 12);
-    *scales_mins = _mm_setr_epi32((int)(w[0] & 0x3f3f3f3fu), (int)((w[2] & 0x0f0f0f0fu) | ((w[0] >> 6) & 0x03030303u) << 4), (int)(w[1] & 0x3f3f3f3fu),
-                                  (int)(((w[2] >> 4) & 0x0f0f0f0fu) | ((w[1] >> 6) & 0x03030303u) << 4));
-    *d_dmin = _mm_cvtph_ps(_mm_cvtsi32_si128((int)((uint32_t)run_u16_at(blk) | (uint32_t)run_u16_at(blk + 2) << 16)));
+}
+
+// The scales of two Q4_K/Q5_K blocks from their first 16 bytes (d, dmin, then run_scales_k4's 12
+// bytes as words w0 w1 w2; the second block's bytes in the high 128-bit lane, zeros for none): the
+// 16 sub-blocks' 6-bit scales (scale) and mins (min) as floats, d and dmin in lanes 0-7 (block 0)
+// and 8-15. Per lane: scales 0-3 = w0 & 63 (each byte), 4-7 = (w2 & 15) | (w0 >> 6) << 4, mins
+// 0-3 = w1 & 63, 4-7 = (w2 >> 4) | (w1 >> 6) << 4, all in vectors (in scalar code they had been a
+// fifth of the kernel's instructions).
+LM_AVX512_FN static inline __attribute__((always_inline)) void run_k4_scales_avx512(__m256i heads, __m512 *scale, __m512 *min, __m512 *d, __m512 *dmin) {
+    __m256i low = _mm256_and_si256(_mm256_srlv_epi32(_mm256_shuffle_epi32(heads, 0xed), _mm256_setr_epi32(0, 0, 0, 4, 0, 0, 0, 4)), // w0 w2 w1 w2
+                                   _mm256_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f));
+    __m256i high = _mm256_and_si256(_mm256_srli_epi32(_mm256_shuffle_epi32(heads, 0xa5), 2), _mm256_setr_epi32(0, 0x30303030, 0, 0x30303030, 0, 0x30303030, 0, 0x30303030)); // w0 w0 w1 w1
+    __m256i sm = _mm256_permute4x64_epi64(_mm256_or_si256(low, high), 0xd8); // scales of blocks 0, 1 | mins of blocks 0, 1
+    *scale = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm256_castsi256_si128(sm)));
+    *min = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm256_extracti128_si256(sm, 1)));
+    __m512 halves = _mm512_cvtph_ps(heads); // lanes 0, 1: block 0's d, dmin; 8, 9: block 1's
+    *d = _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 8, 8, 8, 8, 8, 8, 8, 8), halves);
+    *dmin = _mm512_permutexvar_ps(_mm512_setr_epi32(1, 1, 1, 1, 1, 1, 1, 1, 9, 9, 9, 9, 9, 9, 9, 9), halves);
 }
 
 // GGUF's Q4_K and Q5_K (run_dot_blocks' terms), two blocks per step: their 16 sub-blocks' int32 sums
@@ -2993,17 +3005,19 @@ LM_AVX512_FN static inline __attribute__((always_inline)) float run_dot_k4_avx51
     for (int b = 0; b < blocks; b += 2) {
         int two = b + 1 < blocks;
         __m512i v[8];
-        __m128i sm0, sm1 = _mm_setzero_si128();
-        __m128 dd0, dd1 = _mm_setzero_ps();
-        run_k4_block_avx512(row + bytes * (size_t)b, xq + 256 * (size_t)b, v, &sm0, &dd0, type);
-        if (two) run_k4_block_avx512(row + bytes * (size_t)(b + 1), xq + 256 * (size_t)(b + 1), v + 4, &sm1, &dd1, type);
-        else v[4] = v[5] = v[6] = v[7] = _mm512_setzero_si512();
+        __m256i heads = _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(row + bytes * (size_t)b)));
+        run_k4_block_avx512(row + bytes * (size_t)b, xq + 256 * (size_t)b, v, type);
+        if (two) {
+            run_k4_block_avx512(row + bytes * (size_t)(b + 1), xq + 256 * (size_t)(b + 1), v + 4, type);
+            heads = _mm256_inserti128_si256(heads, _mm_loadu_si128((const __m128i *)(const void *)(row + bytes * (size_t)(b + 1))), 1);
+        } else {
+            v[4] = v[5] = v[6] = v[7] = _mm512_setzero_si512();
+            heads = _mm256_inserti128_si256(heads, _mm_setzero_si128(), 1);
+        }
         __mmask16 mask = two ? 0xffff : 0x00ff;
         __m512i sums = run_reduce8x2(v); // lane i: sub-block i % 8 of block b + i / 8
-        __m512 scale = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_unpacklo_epi64(sm0, sm1)));
-        __m512 min = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_unpackhi_epi64(sm0, sm1)));
-        __m512 d = _mm512_insertf32x8(_mm512_broadcastss_ps(dd0), _mm256_broadcastss_ps(dd1), 1);
-        __m512 dmin = _mm512_insertf32x8(_mm512_broadcastss_ps(_mm_movehdup_ps(dd0)), _mm256_broadcastss_ps(_mm_movehdup_ps(dd1)), 1);
+        __m512 scale, min, d, dmin;
+        run_k4_scales_avx512(heads, &scale, &min, &d, &dmin);
         __m512 ds = _mm512_mul_ps(d, scale), dm = _mm512_mul_ps(dmin, min);
         __m512 xsums = _mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(mask, xsum + 8 * (size_t)b));
         __m512 part = _mm512_sub_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(sums), ds), _mm512_mul_ps(xsums, dm));
