@@ -4229,15 +4229,12 @@ LM_AVX2_FN static inline __attribute__((always_inline)) __m256i run_values32_avx
 // run_scales_k4 in registers: lane j holds d * scale and dmin * min of sub-block j (run_scale_min_k4
 // for the 8 at once, on the 12 bytes as three words).
 LM_AVX2_FN static inline __attribute__((always_inline)) void run_scales_k4_avx2(const unsigned char *blk, __m256 *ds, __m256 *dm) {
-    uint32_t w[3];
-    memcpy(w, blk + 4, 12);
-    uint32_t scales_lo = w[0] & 0x3f3f3f3fu, mins_lo = w[1] & 0x3f3f3f3fu;
-    uint32_t scales_hi = (w[2] & 0x0f0f0f0fu) | ((w[0] >> 6) & 0x03030303u) << 4, mins_hi = ((w[2] >> 4) & 0x0f0f0f0fu) | ((w[1] >> 6) & 0x03030303u) << 4;
-    __m256 scale = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_setr_epi32((int)scales_lo, (int)scales_hi, 0, 0)));
-    __m256 min = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_setr_epi32((int)mins_lo, (int)mins_hi, 0, 0)));
-    int32_t d_dmin;
-    memcpy(&d_dmin, blk, 4);
-    __m128 dd = _mm_cvtph_ps(_mm_cvtsi32_si128(d_dmin)); // d, dmin
+    __m128i head = _mm_loadu_si128((const __m128i *)(const void *)blk); // d, dmin, w0, w1, w2 (run_k4_scales_avx512's decode)
+    __m128i low = _mm_and_si128(_mm_srlv_epi32(_mm_shuffle_epi32(head, 0xed), _mm_setr_epi32(0, 0, 0, 4)), _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f));
+    __m128i high = _mm_and_si128(_mm_srli_epi32(_mm_shuffle_epi32(head, 0xa5), 2), _mm_setr_epi32(0, 0x30303030, 0, 0x30303030));
+    __m128i sm = _mm_or_si128(low, high); // scales 0-7, mins 0-7
+    __m256 scale = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sm)), min = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(sm, sm)));
+    __m128 dd = _mm_cvtph_ps(head); // d, dmin
     *ds = _mm256_mul_ps(_mm256_broadcastss_ps(dd), scale), *dm = _mm256_mul_ps(_mm256_broadcastss_ps(_mm_movehdup_ps(dd)), min);
 }
 
