@@ -3094,25 +3094,18 @@ static inline int run_nibbles_at(LmWeightType type) { return type == LM_Q4_1 ? 4
 static inline int run_fifths_at(LmWeightType type) { return type == LM_Q5_0 ? 2 : 4; }
 
 // Q3_K's 16 scales (run_scales_q3_k's integers, 6 bits - 32) as signed bytes in order: the low
-// nibbles in bytes 96-103 (scales 0-7 low, 8-15 high), the high 2 bits in 104-107.
+// nibbles in bytes 96-103 (scales 0-7 low, 8-15 high), the high 2 bits in 104-107 (scale j: bits
+// 2 (j / 4).. of byte 104 + j % 4). In vector registers, nothing past byte 107 read: the low bytes
+// repeated for scales 8-15 and shifted there by a word blend; the high bytes shifted per 32-bit lane
+// (a byte's bits 0-1 stay its own for shifts up to 6). The AVX-512 kernel's too.
 LM_AVX2_FN static inline __attribute__((always_inline)) __m128i run_q3_k_scales16(const unsigned char *b) {
-    uint64_t low;
-    uint32_t high;
-    memcpy(&low, b + 96, 8);
-    memcpy(&high, b + 104, 4);
-    __m128i lo = _mm_set_epi64x((long long)((low >> 4) & 0x0f0f0f0f0f0f0f0full), (long long)(low & 0x0f0f0f0f0f0f0f0full));
-    __m128i hi = _mm_setr_epi32((int)(high & 0x03030303u), (int)((high >> 2) & 0x03030303u), (int)((high >> 4) & 0x03030303u), (int)((high >> 6) & 0x03030303u));
-    return _mm_sub_epi8(_mm_or_si128(lo, _mm_slli_epi16(hi, 4)), _mm_set1_epi8(32));
-}
-
-// run_q3_k_scales16 in vector registers: the 12 bytes at 96 (nothing past them read), the low
-// nibbles' bytes repeated for scales 8-15 and shifted there, each scale's high 2 bits from byte 104
-// + j % 4 shifted by 2 (j / 4) (word shifts: a byte's bits 0-1 stay its own for shifts up to 6).
-LM_AVX512_FN static inline __attribute__((always_inline)) __m128i run_q3_k_scales16_avx512(const unsigned char *b) {
-    __m128i raw = _mm_maskz_loadu_epi8((__mmask16)0x0fff, b + 96);
-    __m128i lo = _mm_and_si128(_mm_srlv_epi16(_mm_shuffle_epi8(raw, _mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7)), _mm_setr_epi16(0, 0, 0, 0, 4, 4, 4, 4)), _mm_set1_epi8(15));
-    __m128i hi = _mm_and_si128(_mm_srlv_epi16(_mm_shuffle_epi8(raw, _mm_setr_epi8(8, 9, 10, 11, 8, 9, 10, 11, 8, 9, 10, 11, 8, 9, 10, 11)), _mm_setr_epi16(0, 0, 2, 2, 4, 4, 6, 6)), _mm_set1_epi8(3));
-    return _mm_sub_epi8(_mm_or_si128(lo, _mm_slli_epi16(hi, 4)), _mm_set1_epi8(32));
+    uint32_t last;
+    memcpy(&last, b + 104, 4);
+    __m128i raw = _mm_insert_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(b + 96)), (int)last, 2);
+    __m128i low = _mm_shuffle_epi8(raw, _mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7));
+    low = _mm_and_si128(_mm_blend_epi16(low, _mm_srli_epi16(low, 4), 0xf0), _mm_set1_epi8(15));
+    __m128i high = _mm_srlv_epi32(_mm_shuffle_epi8(raw, _mm_setr_epi8(8, 9, 10, 11, 8, 9, 10, 11, 8, 9, 10, 11, 8, 9, 10, 11)), _mm_setr_epi32(0, 2, 4, 6));
+    return _mm_sub_epi8(_mm_or_si128(low, _mm_and_si128(_mm_slli_epi32(high, 4), _mm_set1_epi8(0x30))), _mm_set1_epi8(32));
 }
 
 // GGUF's Q2_K and Q3_K (run_dot_blocks' terms), two blocks per step as run_dot_q6_k_avx512: per 128
@@ -3150,7 +3143,7 @@ LM_AVX512_FN static inline __attribute__((always_inline)) float run_dot_k2_avx51
             }
             __m512i sums = run_reduce4x4(v), xsums = run_runs16_input_avx512(xsum + 8 * (b + k), xsum16 + 8 * (b + k)); // lane r: run r of the block
             if (q3) { // run r: scale r
-                __m512 ds = _mm512_mul_ps(run_half16_avx512(blk + 108), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(run_q3_k_scales16_avx512(blk))));
+                __m512 ds = _mm512_mul_ps(run_half16_avx512(blk + 108), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(run_q3_k_scales16(blk))));
                 parts[k] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(sums, _mm512_slli_epi32(xsums, 2))), ds);
             } else { // run r: scale nibble and min nibble of byte r
                 __m512i sc = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(const void *)blk));
