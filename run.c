@@ -5293,6 +5293,96 @@ static void run_sums_neon_dot(const int8_t *q, const int8_t *x, int n, int32_t *
     *sum = run_sum_i8_neon(x, n);
 }
 
+// A prompt tile's int32 sums over a run of n values (16 or 32) of 4 unpacked rows (w) and 4 tokens'
+// inputs (x): lane j of qx[i] is row i . token j. Each 16 values' rows and inputs are loaded once for
+// the 16 pairs. SDOT, or (run_tile_sums_mull) widening multiplies as run_dot_i8_neon's.
+static inline int32x4_t run_lanes_sums_neon(const int32x4_t *a) { // lane j: the sum of a[j]'s lanes (exact)
+    return vpaddq_s32(vpaddq_s32(a[0], a[1]), vpaddq_s32(a[2], a[3]));
+}
+
+LM_NEON_DOT_FN static void run_tile_sums_sdot(const int8_t *const *w, const int8_t *const *x, int n, int32x4_t *qx) {
+    int32x4_t a[4][4];
+    for (int i = 0; i < 4; i++) for (int j = 0; j < 4; j++) a[i][j] = vdupq_n_s32(0);
+    for (int k = 0; k < n; k += 16) {
+        int8x16_t wv[4], xv[4];
+        for (int i = 0; i < 4; i++) wv[i] = vld1q_s8(w[i] + k), xv[i] = vld1q_s8(x[i] + k);
+        for (int i = 0; i < 4; i++) for (int j = 0; j < 4; j++) a[i][j] = vdotq_s32(a[i][j], wv[i], xv[j]);
+    }
+    for (int i = 0; i < 4; i++) qx[i] = run_lanes_sums_neon(a[i]);
+}
+
+static void run_tile_sums_mull(const int8_t *const *w, const int8_t *const *x, int n, int32x4_t *qx) {
+    int32x4_t a[4][4];
+    for (int i = 0; i < 4; i++) for (int j = 0; j < 4; j++) a[i][j] = vdupq_n_s32(0);
+    for (int k = 0; k < n; k += 16) {
+        int8x16_t wv[4], xv[4];
+        for (int i = 0; i < 4; i++) wv[i] = vld1q_s8(w[i] + k), xv[i] = vld1q_s8(x[i] + k);
+        for (int i = 0; i < 4; i++)
+            for (int j = 0; j < 4; j++) a[i][j] = vpadalq_s16(a[i][j], vmlal_high_s8(vmull_s8(vget_low_s8(wv[i]), vget_low_s8(xv[j])), wv[i], xv[j]));
+    }
+    for (int i = 0; i < 4; i++) qx[i] = run_lanes_sums_neon(a[i]);
+}
+
+// run_matmul_blocks_unpacked's terms in NEON tiles of 4 rows x 4 tokens: rows 0..rows of the unpacked
+// values q (rows, cols; d and m per 16 values) with every token of in, into out (out[t * ld + r]).
+// Each run's int sums for the 16 pairs at once (run_tile_sums_*), the inputs' run sums from the
+// batch's xsum and xsum16; then run_block_terms' float steps and run_sum_lanes' additions with the
+// 4 tokens in the vector lanes: per token the same operations in the same order, so the same bits.
+// A tile's missing rows and tokens repeat its last ones, their results not stored.
+static void run_block_tiles_neon(const int8_t *q, const float *d, const float *m, int rows, int cols, const LmTypeTraits *type, const LmBatch *in,
+                                 float *out, int ld, int dot) {
+    int run = type->scale_values, groups = cols / 32, runs16 = cols / 16, has_min = type->has_min;
+    assert(in->xsum && in->xsum16 && in->groups == groups && (run == 16 || run == 32));
+    for (int t0 = 0; t0 < in->n; t0 += 4) {
+        int nt = in->n - t0 < 4 ? in->n - t0 : 4;
+        const int8_t *x[4];
+        const float *xs[4];
+        const int32_t *xsum[4], *xsum16[4];
+        for (int j = 0; j < 4; j++) {
+            size_t t = (size_t)(t0 + (j < nt ? j : nt - 1));
+            x[j] = in->q + t * (size_t)cols, xs[j] = in->s + t * (size_t)groups;
+            xsum[j] = in->xsum + t * (size_t)groups, xsum16[j] = in->xsum16 + t * (size_t)groups;
+        }
+        for (int r = 0; r < rows; r += 4) {
+            int nr = rows - r < 4 ? rows - r : 4;
+            size_t row[4];
+            for (int i = 0; i < 4; i++) row[i] = (size_t)(r + (i < nr ? i : nr - 1));
+            float32x4_t acc[4][LM_LANES]; // [row][lane], tokens across
+            for (int i = 0; i < 4; i++) for (int k = 0; k < LM_LANES; k++) acc[i][k] = vdupq_n_f32(0.0f);
+            for (int g = 0; g < groups; g++) {
+                float32x4_t wsum[4];
+                for (int h = 0; h < 32 / run; h++) { // the runs of this group, in order
+                    int at = 32 * g + run * h;
+                    const int8_t *wr[4], *xr[4];
+                    for (int i = 0; i < 4; i++) wr[i] = q + row[i] * (size_t)cols + (size_t)at, xr[i] = x[i] + at;
+                    int32x4_t qx[4];
+                    if (dot) run_tile_sums_sdot(wr, xr, run, qx);
+                    else run_tile_sums_mull(wr, xr, run, qx);
+                    int32_t sum[4];
+                    for (int j = 0; j < 4; j++) sum[j] = run == 32 ? xsum[j][g] : h == 0 ? xsum16[j][g] : xsum[j][g] - xsum16[j][g];
+                    float32x4_t sumf = vcvtq_f32_s32(vld1q_s32(sum));
+                    for (int i = 0; i < 4; i++) {
+                        size_t s = row[i] * (size_t)runs16 + (size_t)(at / 16);
+                        float32x4_t part = vmulq_n_f32(vcvtq_f32_s32(qx[i]), d[s]);
+                        if (has_min) part = vsubq_f32(part, vmulq_n_f32(sumf, m[s]));
+                        wsum[i] = h == 0 ? part : vaddq_f32(wsum[i], part);
+                    }
+                }
+                float scales[4] = {xs[0][g], xs[1][g], xs[2][g], xs[3][g]};
+                float32x4_t scale = vld1q_f32(scales);
+                for (int i = 0; i < 4; i++) acc[i][g % LM_LANES] = vaddq_f32(acc[i][g % LM_LANES], vmulq_f32(wsum[i], scale));
+            }
+            for (int i = 0; i < nr; i++) {
+                for (int w = LM_LANES / 2; w > 0; w /= 2) // run_sum_lanes
+                    for (int k = 0; k < w; k++) acc[i][k] = vaddq_f32(acc[i][k], acc[i][k + w]);
+                float result[4];
+                vst1q_f32(result, acc[i][0]);
+                for (int j = 0; j < nt; j++) out[(size_t)(t0 + j) * (size_t)ld + (size_t)(r + i)] = result[j];
+            }
+        }
+    }
+}
+
 // GGUF's Q8_0 and Q4_0 in place (run_dot_q8_0, run_dot_q4_0).
 static float run_dot_q8_q4_neon(const unsigned char *row, int cols, const int8_t *xq, const float *xs, int q4, int dot) {
     float acc[LM_LANES] = {0};
@@ -5437,13 +5527,15 @@ static LmBatch run_make_batch(LmModel *m, const float *x, int n, int cols, int l
 typedef struct { const LmMatrix *w; float *out; int ld; } LmMatmul;
 
 // Which run sums a prompt's matmul of w takes through run_matmul_blocks_unpacked, in the sets without
-// prompt tiles (portable, NEON): the GGUF block types but Q8_0 and Q4_0, whose dots decode in place
-// at less cost (measured: Q8_0 0.8x unpacked, Q6_K 1.16x, IQ4_XS 2.1x); else NULL.
+// x86's prompt tiles: every GGUF block type in the NEON sets (whose tiles take it from there); the
+// portable set all but Q8_0 and Q4_0, whose dots decode in place at less cost (measured: Q8_0 0.8x
+// unpacked, Q6_K 1.16x, IQ4_XS 2.1x); else NULL.
 static LmRunSums run_unpacked_sums(const LmMatrix *w, const LmBatch *in) {
-    if (in->q == NULL || run_types[w->type].unpack == NULL || in->groups * 32 != w->cols || w->type == LM_Q8_0 || w->type == LM_Q4_0) return NULL;
+    if (in->q == NULL || run_types[w->type].unpack == NULL || in->groups * 32 != w->cols) return NULL;
 #if LM_NEON
     if (in->kernels >= LM_KERNELS_NEON) return in->kernels == LM_KERNELS_NEON_DOT ? run_sums_neon_dot : run_sums_neon;
 #endif
+    if (w->type == LM_Q8_0 || w->type == LM_Q4_0) return NULL;
     return in->kernels == LM_KERNELS_PLAIN ? run_sums_plain : NULL;
 }
 
@@ -5468,6 +5560,12 @@ static int run_matmul_blocks_unpacked(const LmMatrix *w, int r0, int r1, const L
             memcpy(d + at / 16, u.d, sizeof(float) * (size_t)(per_block / 16));
             if (type->has_min) memcpy(m + at / 16, u.m, sizeof(float) * (size_t)(per_block / 16));
         }
+#if LM_NEON
+    if (in->kernels >= LM_KERNELS_NEON && in->xsum && in->xsum16) {
+        run_block_tiles_neon(q, d, m, rows, cols, type, in, out + r0, ld, in->kernels == LM_KERNELS_NEON_DOT);
+        return 1;
+    }
+#endif
     for (int t = 0; t < in->n; t++) // (the token's input stays in cache across the rows)
         for (int r = 0; r < rows; r++) {
             float acc[LM_LANES] = {0};

@@ -1143,9 +1143,9 @@ static void test_block_kernels(void) {
                 if (run_avx2_set((LmKernels)k) && ns[c] > 1) // the AVX2 prompt tile itself ran (it falls back to row dots that agree)
                     simd_same[k] &= run_matmul_int_block_avx2(&w, 0, 16, &in, out, ROWS, k == LM_KERNELS_AVX2_VNNI) == 1;
 #endif
-                if (ns[c] > 1 && (k == LM_KERNELS_PLAIN || k >= LM_KERNELS_NEON)) { // the prompt's rows unpacked once, where the set has no tiles
+                if (ns[c] > 1 && (k == LM_KERNELS_PLAIN || k >= LM_KERNELS_NEON)) { // the prompt's rows unpacked once (NEON: then its tiles)
                     LmRunSums sums = run_unpacked_sums(&w, &in);
-                    simd_same[k] &= (sums != NULL) == (type != LM_Q8_0 && type != LM_Q4_0);
+                    simd_same[k] &= (sums != NULL) == (k >= LM_KERNELS_NEON || (type != LM_Q8_0 && type != LM_Q4_0));
                     simd_same[k] &= sums == NULL || run_matmul_blocks_unpacked(&w, 0, 16, &in, out, ROWS, sums) == 1;
                 }
                 free_batch_model(&m);
