@@ -2955,8 +2955,7 @@ LM_AVX512_FN static void run_rows_int_avx512(const LmMatrix *w, int r0, int r1, 
 // One Q4_K or Q5_K block for run_dot_k4_avx512: its 8 sub-blocks' dot products with x in v[0..3]
 // (two sub-blocks per vector, 8 lanes each; each 64 bytes of nibbles hold sub-blocks 4i..4i+3, low
 // nibbles 4i and 4i+2, high 4i+1 and 4i+3, put back in order by a 256-bit shuffle; Q5_K's fifth bits,
-// bit j of byte l for value l of sub-block j, added where set); the 6-bit scales and mins of
-// sub-blocks 0-3, 4-7 as bytes (run_scale_min_k4 on the 12 bytes as three words); d and dmin.
+// bit j of byte l for value l of sub-block j, added where set). Its scales: run_k4_scales_avx512.
 LM_AVX512_FN static inline __attribute__((always_inline)) void run_k4_block_avx512(const unsigned char *blk, const int8_t *x, __m512i *v, LmWeightType type) {
     __m512i m = _mm512_set1_epi8(15);
     int five = type == LM_Q5_K, nibbles_at = five ? 48 : 16;
@@ -2980,8 +2979,8 @@ LM_AVX512_FN static inline __attribute__((always_inline)) void run_k4_block_avx5
 // bytes as words w0 w1 w2; the second block's bytes in the high 128-bit lane, zeros for none): the
 // 16 sub-blocks' 6-bit scales (scale) and mins (min) as floats, d and dmin in lanes 0-7 (block 0)
 // and 8-15. Per lane: scales 0-3 = w0 & 63 (each byte), 4-7 = (w2 & 15) | (w0 >> 6) << 4, mins
-// 0-3 = w1 & 63, 4-7 = (w2 >> 4) | (w1 >> 6) << 4, all in vectors (in scalar code they had been a
-// fifth of the kernel's instructions).
+// 0-3 = w1 & 63, 4-7 = (w2 >> 4) | (w1 >> 6) << 4, all in vectors (decoded per block in scalar
+// registers, they had held Q4_K to 50 GMAC/s in cache against 66 now).
 LM_AVX512_FN static inline __attribute__((always_inline)) void run_k4_scales_avx512(__m256i heads, __m512 *scale, __m512 *min, __m512 *d, __m512 *dmin) {
     __m256i low = _mm256_and_si256(_mm256_srlv_epi32(_mm256_shuffle_epi32(heads, 0xed), _mm256_setr_epi32(0, 0, 0, 4, 0, 0, 0, 4)), // w0 w2 w1 w2
                                    _mm256_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f));
@@ -4278,7 +4277,8 @@ LM_AVX2_FN static inline __attribute__((always_inline)) void run_scales8_avx2(co
 // The first 8 bytes of each of n (at most 8) blocks stride apart, for the blocks of 32 whose d, offset
 // and fifth bits lie there: heads[k]'s low 128-bit lane holds blocks 4k and 4k + 2 (its two 64-bit
 // halves), its high lane 4k + 1 and 4k + 3; absent blocks are zeros. (Read by vector loads and
-// picked by shuffles: in scalar code the fp16 of 8 blocks took a third of the Q4_1 kernel's time.)
+// picked by shuffles: Q5_0 25 -> 27 GMAC/s in cache against the fifth bits and fp16 assembled in
+// scalar registers. Q4_0's and Q8_0's kernel, with little else for the scalar ports, keeps those.)
 LM_AVX2_FN static inline __attribute__((always_inline)) void run_heads8_avx2(const unsigned char *p, size_t stride, int n, __m256i *heads) {
     for (int k = 0; k < 2; k++) {
         __m128i lane[2];
