@@ -3202,9 +3202,10 @@ LM_AVX512_FN static inline __attribute__((always_inline)) float run_dot_nibbles_
     __m512i m = _mm512_set1_epi8(15);
     RunWordPick first_pick = run_word_pick_avx512(bytes, 0), fifth_pick = run_word_pick_avx512(bytes, five ? fifth_at : 0);
     __m512i grid = _mm512_broadcast_i32x4(_mm_add_epi8(_mm_loadu_si128((const __m128i *)(const void *)run_iq4_grid), _mm_set1_epi8(-128)));
-    // Q5: lane k's bytes 0..15 (16..31) of its dword k spread 8 to a byte, bit j % 8 tested in byte j
-    __m512i spread_lo = _mm512_set_epi64(0x0d0d0d0d0d0d0d0dll, 0x0c0c0c0c0c0c0c0cll, 0x0909090909090909ll, 0x0808080808080808ll,
-                                         0x0505050505050505ll, 0x0404040404040404ll, 0x0101010101010101ll, 0x0000000000000000ll);
+    // Q5: a block's 32 fifth bits in each dword of its lane (lane_blocks + 4i: lane k of group i holds
+    // block 4i + k); bits 0..15 (16..31) spread 8 to a byte, bit j % 8 tested in byte j
+    __m512i lane_blocks = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    __m512i spread_lo = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1));
     __m512i spread_hi = _mm512_add_epi8(spread_lo, _mm512_set1_epi8(2)), bit = _mm512_set1_epi64((long long)0x8040201008040201ull);
     int blocks = cols / 32;
     for (int b0 = 0; b0 < blocks; b0 += 16) {
@@ -3226,7 +3227,7 @@ LM_AVX512_FN static inline __attribute__((always_inline)) float run_dot_nibbles_
 #undef LM_BLOCK_K
             __m512i lo = _mm512_and_si512(raw, m), hi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m);
             if (five) { // lane k: block 4i + k's 32 fifth bits; byte j of lo (hi) takes bit j (j + 16)
-                __m512i h = _mm512_shuffle_i32x4(fifths, fifths, 0x55 * i);
+                __m512i h = _mm512_permutexvar_epi32(_mm512_add_epi32(lane_blocks, _mm512_set1_epi32(4 * i)), fifths);
                 lo = _mm512_mask_add_epi8(lo, _mm512_test_epi8_mask(_mm512_shuffle_epi8(h, spread_lo), bit), lo, _mm512_set1_epi8(16));
                 hi = _mm512_mask_add_epi8(hi, _mm512_test_epi8_mask(_mm512_shuffle_epi8(h, spread_hi), bit), hi, _mm512_set1_epi8(16));
             }
