@@ -446,8 +446,14 @@ int lm_chat(LmModel *m, LmTokenizer *t, LmSampler *s, const LmChatOptions *optio
 #ifdef _OPENMP
 #define LM_PRAGMA(text) _Pragma(#text)
 #define LM_PARALLEL_FOR(threads) LM_PRAGMA(omp parallel for schedule(static) num_threads(threads))
+// _IF: only when cond holds, for a prompt's per-token steps (norms, residual adds, the gated
+// activation, the tiles' input packing), which a token alone is too small to share: run on one thread
+// they had left the other waiting (16% of a 2-thread 512-token prefill's samples in OpenMP's wait, 6%
+// after; 110M prefill 2-6% faster with 2 threads).
+#define LM_PARALLEL_FOR_IF(threads, cond) LM_PRAGMA(omp parallel for schedule(static) num_threads(threads) if (cond))
 #else
 #define LM_PARALLEL_FOR(threads)
+#define LM_PARALLEL_FOR_IF(threads, cond)
 #endif
 
 // The kernel sets (see "Math kernels"). The plain loops are always built; with gcc or clang, on
@@ -3590,8 +3596,10 @@ LM_AVX512_FN static void run_matmul_blocks_block_avx512(const LmMatrix *w, int r
 
 // The packed input for run_matmul_int_block: per 16 tokens, the values + 128 in groups of 4 per token,
 // and the scales with tokens in the lanes. Missing tokens of the last tile are zeros (x = 0).
-LM_AVX512_FN static void run_pack_batch(LmBatch *b) {
+LM_AVX512_FN static void run_pack_batch(LmBatch *b, int threads) {
+    (void)threads; // (without OpenMP)
     int cols = b->cols, tiles = (b->n + 15) / 16;
+    LM_PARALLEL_FOR_IF(threads, tiles > 1)
     for (int tile = 0; tile < tiles; tile++) {
         unsigned char *xp = b->packed + (size_t)tile * (size_t)cols * 16;
         float *sp = b->spacked + (size_t)tile * (size_t)b->groups * 16;
@@ -4689,8 +4697,10 @@ static int run_row_dot_avx2(const LmMatrix *w, int row, const LmBatch *in, int t
 // The packed inputs of the AVX2 prefill tiles: per 8 tokens, the values as int16 in pairs per token
 // (packed) and as bytes in fours (packed8), and the scales with tokens in the lanes. Missing tokens
 // of the last tile are zeros.
-static void run_pack_batch16(LmBatch *b) {
+static void run_pack_batch16(LmBatch *b, int threads) {
+    (void)threads; // (without OpenMP)
     int cols = b->cols, tiles = (b->n + 7) / 8;
+    LM_PARALLEL_FOR_IF(threads, tiles > 1)
     for (int tile = 0; tile < tiles; tile++) {
         int16_t *xp = (int16_t *)(void *)b->packed + (size_t)tile * (size_t)cols * 8;
         float *sp = b->spacked + (size_t)tile * (size_t)b->groups * 8;
@@ -5523,10 +5533,10 @@ static LmBatch run_make_batch(LmModel *m, const float *x, int n, int cols, int l
     if (n > 1 && cols % 4 == 0) {
         b.packed = m->state.xpacked;
         b.spacked = m->state.xspacked;
-        if (m->kernels == LM_KERNELS_AVX512) run_pack_batch(&b);
+        if (m->kernels == LM_KERNELS_AVX512) run_pack_batch(&b, m->threads);
         else {
             b.packed8 = m->state.xpacked8;
-            run_pack_batch16(&b);
+            run_pack_batch16(&b, m->threads);
         }
     }
 #endif
@@ -6058,6 +6068,7 @@ static void run_forward_block(LmModel *m, const int *tokens, int n, int pos, int
 
         // attention: q, k, v from the normed stream; (Qwen3, Gemma 3) q and k normed per head; RoPE;
         // k and v into the cache in its type, position t at row t % ring
+        LM_PARALLEL_FOR_IF(m->threads, n >= 16)
         for (int i = 0; i < n; i++) run_rmsnorm(s->xb + (size_t)i * xb_ld, s->x + (size_t)i * dim, ly->rms_att, dim, c->norm_eps);
         LmBatch in = run_make_batch(m, s->xb, n, dim, xb_ld);
         LmMatmul qkv[3] = {{&ly->wq, s->q, q_dim}, {&ly->wk, s->kb, kv_dim}, {&ly->wv, s->vb, kv_dim}};
@@ -6126,22 +6137,35 @@ static void run_forward_block(LmModel *m, const int *tokens, int n, int pos, int
         in = run_make_batch(m, s->xb, n, q_dim, xb_ld);
         LmMatmul wo = {&ly->wo, s->xb2, dim};
         run_matmul(&wo, 1, &in, m->threads);
-        for (int i = 0; ly->rms_post_att && i < n; i++) run_rmsnorm(s->xb2 + (size_t)i * dim, s->xb2 + (size_t)i * dim, ly->rms_post_att, dim, c->norm_eps);
-        for (size_t i = 0; i < (size_t)n * dim; i++) s->x[i] += s->xb2[i];
+        LM_PARALLEL_FOR_IF(m->threads, n >= 16)
+        for (int i = 0; i < n; i++) {
+            float *x = s->x + (size_t)i * dim, *xb2 = s->xb2 + (size_t)i * dim;
+            if (ly->rms_post_att) run_rmsnorm(xb2, xb2, ly->rms_post_att, dim, c->norm_eps);
+            for (int e = 0; e < dim; e++) x[e] += xb2[e];
+        }
 
         // gated FFN: w2(act(w1 x) * w3 x) with act SiLU (SwiGLU) or tanh-GELU (GeGLU), (Gemma) its
         // norm, then residual
+        LM_PARALLEL_FOR_IF(m->threads, n >= 16)
         for (int i = 0; i < n; i++) run_rmsnorm(s->xb + (size_t)i * xb_ld, s->x + (size_t)i * dim, ly->rms_ffn, dim, c->norm_eps);
         in = run_make_batch(m, s->xb, n, dim, xb_ld);
         LmMatmul up[2] = {{&ly->w1, s->hb, hidden}, {&ly->w3, s->hb2, hidden}};
         run_matmul(up, 2, &in, m->threads);
-        if (c->activation == LM_ACT_GELU_TANH) run_gelu_tanh_glu(s->hb, s->hb2, n * hidden);
-        else run_swiglu(s->hb, s->hb2, n * hidden);
+        LM_PARALLEL_FOR_IF(m->threads, n >= 16)
+        for (int i = 0; i < n; i++) {
+            float *gate = s->hb + (size_t)i * hidden, *up = s->hb2 + (size_t)i * hidden;
+            if (c->activation == LM_ACT_GELU_TANH) run_gelu_tanh_glu(gate, up, hidden);
+            else run_swiglu(gate, up, hidden);
+        }
         in = run_make_batch(m, s->hb, n, hidden, hidden);
         LmMatmul down = {&ly->w2, s->xb2, dim};
         run_matmul(&down, 1, &in, m->threads);
-        for (int i = 0; ly->rms_post_ffn && i < n; i++) run_rmsnorm(s->xb2 + (size_t)i * dim, s->xb2 + (size_t)i * dim, ly->rms_post_ffn, dim, c->norm_eps);
-        for (size_t i = 0; i < (size_t)n * dim; i++) s->x[i] += s->xb2[i];
+        LM_PARALLEL_FOR_IF(m->threads, n >= 16)
+        for (int i = 0; i < n; i++) {
+            float *x = s->x + (size_t)i * dim, *xb2 = s->xb2 + (size_t)i * dim;
+            if (ly->rms_post_ffn) run_rmsnorm(xb2, xb2, ly->rms_post_ffn, dim, c->norm_eps);
+            for (int e = 0; e < dim; e++) x[e] += xb2[e];
+        }
     }
 
     if (want_logits) { // final norm and classifier (Gemma 2: soft-capped), for the last token only
