@@ -3599,7 +3599,7 @@ LM_AVX512_FN static void run_matmul_blocks_block_avx512(const LmMatrix *w, int r
 LM_AVX512_FN static void run_pack_batch(LmBatch *b, int threads) {
     (void)threads; // (without OpenMP)
     int cols = b->cols, tiles = (b->n + 15) / 16;
-    LM_PARALLEL_FOR_IF(threads, tiles > 1)
+    LM_PARALLEL_FOR_IF(threads, b->n >= 16)
     for (int tile = 0; tile < tiles; tile++) {
         unsigned char *xp = b->packed + (size_t)tile * (size_t)cols * 16;
         float *sp = b->spacked + (size_t)tile * (size_t)b->groups * 16;
@@ -4519,11 +4519,11 @@ LM_AVX2_FN static inline __attribute__((always_inline)) __m256i run_nibble_sums8
         __m256i lo = _mm256_and_si256(b, m), hi = _mm256_and_si256(_mm256_srli_epi16(b, 4), m);
         if (five) { // byte j of half k: bit j (lo) or 16 + j (hi) of group 2i + k's 32 (heads[i / 2], 64-bit half i % 2 of lane k)
             const __m256i h = heads[i / 2], bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
-            const char at = (char)(8 * (i % 2) + run_fifths_at(type)), at1 = (char)(at + 1), at2 = (char)(at + 2), at3 = (char)(at + 3);
-            __m256i first = _mm256_shuffle_epi8(h, _mm256_setr_epi8(at, at, at, at, at, at, at, at, at1, at1, at1, at1, at1, at1, at1, at1,
-                                                                    at, at, at, at, at, at, at, at, at1, at1, at1, at1, at1, at1, at1, at1));
-            __m256i second = _mm256_shuffle_epi8(h, _mm256_setr_epi8(at2, at2, at2, at2, at2, at2, at2, at2, at3, at3, at3, at3, at3, at3, at3, at3,
-                                                                     at2, at2, at2, at2, at2, at2, at2, at2, at3, at3, at3, at3, at3, at3, at3, at3));
+            const char f0 = (char)(8 * (i % 2) + run_fifths_at(type)), f1 = (char)(f0 + 1), f2 = (char)(f0 + 2), f3 = (char)(f0 + 3); // (their bytes)
+            __m256i first = _mm256_shuffle_epi8(h, _mm256_setr_epi8(f0, f0, f0, f0, f0, f0, f0, f0, f1, f1, f1, f1, f1, f1, f1, f1,
+                                                                    f0, f0, f0, f0, f0, f0, f0, f0, f1, f1, f1, f1, f1, f1, f1, f1));
+            __m256i second = _mm256_shuffle_epi8(h, _mm256_setr_epi8(f2, f2, f2, f2, f2, f2, f2, f2, f3, f3, f3, f3, f3, f3, f3, f3,
+                                                                     f2, f2, f2, f2, f2, f2, f2, f2, f3, f3, f3, f3, f3, f3, f3, f3));
             lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(first, bit), bit), _mm256_set1_epi8(16)));
             hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(second, bit), bit), _mm256_set1_epi8(16)));
         }
@@ -4700,7 +4700,7 @@ static int run_row_dot_avx2(const LmMatrix *w, int row, const LmBatch *in, int t
 static void run_pack_batch16(LmBatch *b, int threads) {
     (void)threads; // (without OpenMP)
     int cols = b->cols, tiles = (b->n + 7) / 8;
-    LM_PARALLEL_FOR_IF(threads, tiles > 1)
+    LM_PARALLEL_FOR_IF(threads, b->n >= 16)
     for (int tile = 0; tile < tiles; tile++) {
         int16_t *xp = (int16_t *)(void *)b->packed + (size_t)tile * (size_t)cols * 8;
         float *sp = b->spacked + (size_t)tile * (size_t)b->groups * 8;
@@ -5560,8 +5560,10 @@ static LmRunSums run_unpacked_sums(const LmMatrix *w, const LmBatch *in) {
 }
 
 // A prompt's rows r0..r1 (at most LM_ROW_BLOCK) of a GGUF block type, each row unpacked once into the
-// thread's scratch, then every token's terms from it (run_block_terms: the definition's bits), where
-// a dot per token would unpack every block once per token. Returns 0 (nothing done) without scratch.
+// thread's scratch, then every token's terms from it (run_block_terms: the definition's bits; in the
+// NEON sets run_block_tiles_neon, the same bits, which takes its sums itself: sums there only says
+// that this path applies), where a dot per token would unpack every block once per token. Returns 0
+// (nothing done) without scratch.
 static int run_matmul_blocks_unpacked(const LmMatrix *w, int r0, int r1, const LmBatch *in, float *out, int ld, LmRunSums sums) {
     const LmTypeTraits *type = &run_types[w->type];
     int cols = w->cols, rows = r1 - r0, per_block = type->block_values;
@@ -6153,9 +6155,9 @@ static void run_forward_block(LmModel *m, const int *tokens, int n, int pos, int
         run_matmul(up, 2, &in, m->threads);
         LM_PARALLEL_FOR_IF(m->threads, n >= 16)
         for (int i = 0; i < n; i++) {
-            float *gate = s->hb + (size_t)i * hidden, *up = s->hb2 + (size_t)i * hidden;
-            if (c->activation == LM_ACT_GELU_TANH) run_gelu_tanh_glu(gate, up, hidden);
-            else run_swiglu(gate, up, hidden);
+            float *gate = s->hb + (size_t)i * hidden, *lin = s->hb2 + (size_t)i * hidden;
+            if (c->activation == LM_ACT_GELU_TANH) run_gelu_tanh_glu(gate, lin, hidden);
+            else run_swiglu(gate, lin, hidden);
         }
         in = run_make_batch(m, s->hb, n, hidden, hidden);
         LmMatmul down = {&ly->w2, s->xb2, dim};
