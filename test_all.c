@@ -3383,6 +3383,9 @@ static void test_gguf_models(void) {
     // quantizer and float64 forward pass) from spm-F32.gguf
     if (!have_numpy()) return;
     char cmd[1024], *out = tmp_path("gguf_made");
+    snprintf(cmd, sizeof cmd, "%s tests/gguf_ref.py selftest", python);
+    check(run_quiet(cmd), "tests/gguf_ref.py selftest: its quantizers (Q2_K and Q3_K, which make bench uses, included) round-trip within "
+                          "their limits, its reader reads what its writer wrote, its forward passes agree with the Hugging Face ones");
     snprintf(cmd, sizeof cmd, "%s tests/gguf_ref.py make %s", python, out);
     if (!run_quiet(cmd)) { check(0, "tests/gguf_ref.py makes the Q4_1, Q5_0, Q5_1, IQ4_XS and mixed files"); return; }
     const char *made[] = {"spm-Q4_1", "spm-Q5_0", "spm-Q5_1", "spm-IQ4_XS", "spm-mixed"};

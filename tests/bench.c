@@ -71,7 +71,9 @@ static uint64_t bytes_per_token(const LmModel *m) {
 
 static int split_list(char *s, char **out, int max) {
     int n = 0;
-    for (char *tok = strtok(s, ","); tok && n < max; tok = strtok(NULL, ",")) out[n++] = tok;
+    char *tok = strtok(s, ",");
+    for (; tok && n < max; tok = strtok(NULL, ",")) out[n++] = tok;
+    if (tok) fprintf(stderr, "bench: a list of more than %d items: '%s' and those after it left out\n", max, tok);
     return n;
 }
 
@@ -331,7 +333,7 @@ static int bench_matmul(char **kernels, int nk, double bw, char **types, int nty
 }
 
 int main(int argc, char **argv) {
-    char shapes[256] = "110m,1.1b", dtypes[256] = "fp32,fp16,bf16,q8_0,q4_0,Q8_0,Q4_0,Q4_1,Q5_0,Q5_1,Q6_K,Q4_K_M,Q5_K_M,IQ4_NL,IQ4_XS", thread_list[256] = "", kernels[64] = "";
+    char shapes[256] = "110m,1.1b", dtypes[256] = "fp32,fp16,bf16,q8_0,q4_0,Q8_0,Q4_0,Q4_1,Q5_0,Q5_1,Q6_K,Q4_K_M,Q5_K_M,IQ4_NL,IQ4_XS,Q2_K,Q3_K", thread_list[256] = "", kernels[64] = "";
     const char *model = NULL;
     int gen = 32, prompt = 512, long_context = 0, dtypes_given = 0, matmul_only = 0;
     char caches[64] = "f32,f16,bf16,q8_0", depths[128] = "0,4096,16384,32768", prompts[128] = "512,4096,16384";
@@ -374,8 +376,8 @@ int main(int argc, char **argv) {
     char kernels_shown[64];
     snprintf(kernels_shown, sizeof kernels_shown, "%s", kernels);
     n_kernels = split_list(kernels, kernel_v, LM_KERNELS_N);
-    char *shape_v[8], *dtype_v[16], *thread_v[16];
-    int ns = split_list(shapes, shape_v, 8), nd = split_list(dtypes, dtype_v, 16), nt = split_list(thread_list, thread_v, 16);
+    char *shape_v[8], *dtype_v[32], *thread_v[16];
+    int ns = split_list(shapes, shape_v, 8), nd = split_list(dtypes, dtype_v, 32), nt = split_list(thread_list, thread_v, 16);
     int threads[16];
     double bw[16];
     for (int i = 0; i < nt; i++) threads[i] = atoi(thread_v[i]);

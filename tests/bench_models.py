@@ -5,9 +5,10 @@ A Hugging Face-style folder with bf16 safetensors is written once per shape, the
 each dtype from it, so the benchmark also exercises the real converter at scale. The GGUF dtypes
 (in capitals: GGUF_PRESETS, named as llama.cpp's presets) are quantized by tests/gguf_ref.py from
 random weights, with llama-quantize's choice of Q6_K tensors (the classifier below 8 bits, some attn_v
-and ffn_down for the _M presets) and otherwise one type throughout, and carry a placeholder
-SentencePiece vocabulary so that llama.cpp loads them too (tests/llamacpp_bench.mjs times llama.cpp
-on the same files). (gguf_ref.py does not quantize to Q2_K or Q3_K: no presets of them.)
+and ffn_down for the _M presets) and otherwise one type throughout (so "Q2_K" and "Q3_K" are those
+types throughout, where llama.cpp's Q2_K and Q3_K_S presets put a few more bits on attn_v and
+ffn_down), and carry a placeholder SentencePiece vocabulary so that llama.cpp loads them too
+(tests/llamacpp_bench.mjs times llama.cpp on the same files).
 """
 import json, os, struct, subprocess, sys
 import numpy as np
@@ -19,7 +20,7 @@ SHAPES = {  # dim, hidden, layers, heads, kv heads, vocab, context, tied embeddi
     "1b-long": (2048, 8192, 16, 32, 8, 128256, 131072, True),  # Llama-3.2-1B (make bench-long)
 }
 GGUF_PRESETS = {"F32": 0, "F16": 1, "Q8_0": 8, "Q4_0": 2, "Q6_K": 14, "Q4_K_M": 12,  # the base ggml type of each
-                "Q4_1": 3, "Q5_0": 6, "Q5_1": 7, "Q5_K_M": 13, "IQ4_NL": 20, "IQ4_XS": 23}
+                "Q4_1": 3, "Q5_0": 6, "Q5_1": 7, "Q5_K_M": 13, "IQ4_NL": 20, "IQ4_XS": 23, "Q2_K": 10, "Q3_K": 11}
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "build", "bench")
 
 

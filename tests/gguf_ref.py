@@ -237,8 +237,9 @@ def dequantize(t, raw, n):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# quantizers: plain round-to-nearest per block. Whatever they choose, the bytes are a valid block of the
-# type, and every reference is computed from dequantize() of what was written.
+# quantizers: plain round-to-nearest per block (no search for the best scales, as llama.cpp does).
+# Whatever they choose, the bytes are a valid block of the type, and every reference is computed from
+# dequantize() of what was written.
 
 def _to_f16(x):
     return np.asarray(x, dtype=np.float32).astype(np.float16)
@@ -353,6 +354,37 @@ def quantize(t, x):
             parts.append(_scatter_bits(q >> 4, KMAP["q5_hbyte"], KMAP["q5_hbit"], 32))
         parts.append(_scatter_nibbles(q & 15, KMAP["q4_byte"], KMAP["q4_shift"], 128))
         return np.concatenate(parts, axis=1).tobytes()
+    if t == Q2_K:  # runs of 16: q in 0..3, each run's 4-bit scale and 4-bit min (x ~ d*sc*q - dmin*m)
+        sb = xb.reshape(nb, 16, 16)
+        mn = np.minimum(sb.min(axis=2), 0)  # (nb, 16), <= 0
+        hi = np.maximum(sb.max(axis=2), mn)
+        sc_f, mn_f = (hi - mn) / np.float32(3), -mn
+        dh = _to_f16(sc_f.max(axis=1, keepdims=True) / np.float32(15))
+        mh = _to_f16(mn_f.max(axis=1, keepdims=True) / np.float32(15))
+        sc = np.clip(np.rint(sc_f * _inv(dh.astype(np.float32))), 0, 15).astype(np.uint8)
+        m = np.clip(np.rint(mn_f * _inv(mh.astype(np.float32))), 0, 15).astype(np.uint8)
+        dl = dh.astype(np.float32) * sc.astype(np.float32)  # what dequantize computes
+        ml = mh.astype(np.float32) * m.astype(np.float32)
+        q = np.clip(np.rint((sb + ml[..., None]) * _inv(dl)[..., None]), 0, 3).astype(np.uint8).reshape(nb, 256)
+        qs = _scatter_nibbles(q, KMAP["q2_byte"], KMAP["q2_shift"], 64)
+        return np.concatenate([sc | (m << 4), qs, _f16bytes(dh), _f16bytes(mh)], axis=1).tobytes()
+    if t == Q3_K:  # runs of 16: q in -4..3 stored as q + 4 (2 low bits, a high bit), 6-bit signed scales
+        sb = xb.reshape(nb, 16, 16)
+        s = (_signed_absmax(sb) / np.float32(-4))[..., 0]  # (nb, 16): the run's largest |x| at q = -4
+        dh = _to_f16(_signed_absmax(s) / np.float32(-32))
+        ls = np.clip(np.rint(s * _inv(dh.astype(np.float32))), -32, 31).astype(np.int16)
+        dl = dh.astype(np.float32) * ls.astype(np.float32)
+        u = (np.clip(np.rint(sb * _inv(dl)[..., None]), -4, 3) + 4).astype(np.uint8).reshape(nb, 256)
+        hmask = _scatter_bits(u >> 2, KMAP["q3_hbyte"], KMAP["q3_hbit"], 32)
+        qs = _scatter_nibbles(u & 3, KMAP["q2_byte"], KMAP["q2_shift"], 64)
+        L = (ls + 32).astype(np.uint8)  # unpack_scales_q3k's layout
+        i = np.arange(16)
+        sc12 = np.zeros((nb, 12), dtype=np.uint8)
+        for j in range(16):
+            sc12[:, j % 8] |= ((L[:, j] & 15) << (4 * (j // 8))).astype(np.uint8)
+            sc12[:, 8 + j % 4] |= ((L[:, j] >> 4) << (2 * (j // 4))).astype(np.uint8)
+        assert np.array_equal(unpack_scales_q3k(sc12), L[:, i])
+        return np.concatenate([hmask, qs, sc12, _f16bytes(dh)], axis=1).tobytes()
     if t == Q6_K:
         sb = xb.reshape(nb, 16, 16)
         s = (_signed_absmax(sb) / np.float32(-32))[..., 0]  # (nb, 16)
@@ -1703,14 +1735,14 @@ def cmd_selftest():
     x[32:64] = 0.5  # a constant block
     x[64:96] = -np.abs(x[64:96])  # all negative
     bad = 0
-    for t in (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, IQ4_XS, Q4_K, Q5_K, Q6_K):
+    for t in (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, IQ4_XS, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K):
         raw = quantize(t, x)
         assert len(raw) == tensor_nbytes(t, x.size)
         y = dequantize(t, raw, x.size)
         err = float(np.sqrt(np.mean((y - x) ** 2)) / np.sqrt(np.mean(x ** 2)))
         again = quantize(t, y)  # quantizing what came out should be stable or nearly so
         drift = float(np.max(np.abs(dequantize(t, again, x.size) - y)))
-        lim = {F32: 0, F16: 1e-3, BF16: 5e-3, Q8_0: 1e-2, Q6_K: 3e-2, Q5_0: 5e-2, Q5_1: 5e-2, Q5_K: 5e-2}.get(t, 0.12)
+        lim = {F32: 0, F16: 1e-3, BF16: 5e-3, Q8_0: 1e-2, Q6_K: 3e-2, Q5_0: 5e-2, Q5_1: 5e-2, Q5_K: 5e-2, Q3_K: 0.15, Q2_K: 0.3}.get(t, 0.12)
         ok = err <= lim
         bad += not ok
         print("%-7s %4d bytes/256  rms rel err %.4f (limit %.3g)  requantize drift %.2e  %s" % (

@@ -3,7 +3,7 @@
 // which ships one CPU library per x86 level and loads the best this CPU runs. --cpu picks levels to
 // compare with run.c's kernel sets: haswell (AVX2 + FMA, like run.c's avx2), icelake (AVX-512 VNNI, like
 // avx512), best (whatever llama.cpp picks, e.g. sapphirerapids with AMX).
-//   node tests/llamacpp_bench.mjs [--shapes 110m,1.1b] [--dtypes F32,F16,Q8_0,Q4_0,Q6_K,Q4_K_M,Q4_1,Q5_0,Q5_1,Q5_K_M,IQ4_NL,IQ4_XS]
+//   node tests/llamacpp_bench.mjs [--shapes 110m,1.1b] [--dtypes F32,F16,Q8_0,Q4_0,Q6_K,Q4_K_M,Q4_1,Q5_0,Q5_1,Q5_K_M,IQ4_NL,IQ4_XS,Q2_K,Q3_K]
 //                                 [--threads 1,2] [--cpu haswell,icelake,best] [--prompt 512] [--gen 32]
 //                                 [--after 1] [--fa 1]
 // Generation: --gen tokens one at a time after one, greedy (node-llama-cpp's sampler, a few percent of a
@@ -69,7 +69,7 @@ function only(keep) {
 async function main() {
     const args = process.argv.slice(2);
     if (args[0] === "--child") return child(args[1], +args[2], +args[3], +args[4], args[5] === "1", args[6] === "1");
-    const opt = {shapes: "110m,1.1b", dtypes: "F32,F16,Q8_0,Q4_0,Q6_K,Q4_K_M,Q4_1,Q5_0,Q5_1,Q5_K_M,IQ4_NL,IQ4_XS", threads: "1,2", cpu: "haswell,icelake,best", prompt: "512", gen: "32",
+    const opt = {shapes: "110m,1.1b", dtypes: "F32,F16,Q8_0,Q4_0,Q6_K,Q4_K_M,Q4_1,Q5_0,Q5_1,Q5_K_M,IQ4_NL,IQ4_XS,Q2_K,Q3_K", threads: "1,2", cpu: "haswell,icelake,best", prompt: "512", gen: "32",
                  after: "0", fa: "0"};
     for (let i = 0; i < args.length; i += 2) {
         const key = args[i].replace(/^--/, "");
