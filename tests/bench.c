@@ -239,7 +239,8 @@ static int bench_long(char *dtypes, char *caches, char *depths, char *prompts, i
 // in GMAC/s, with the weights in cache (2048 x 2048) and streamed from memory (about 256 MiB, 4096
 // columns, huge pages where the OS gives them), and the streamed bytes per second over the read
 // bandwidth. Random values (sane fp16 scales for the block types), so every type is timed, Q2_K and
-// Q3_K included, without a model file.
+// Q3_K included, without a model file. run.c's own q8_0 and q4_0 (the GROUPS types) keep their scales
+// apart, as export.py writes them: groups of 64 (fp32 scales) and 32 (fp16), the scales a second stream.
 static uint64_t bench_rng = 88172645463325252ull;
 static unsigned char bench_byte(void) {
     bench_rng ^= bench_rng << 13, bench_rng ^= bench_rng >> 7, bench_rng ^= bench_rng << 17;
@@ -248,6 +249,10 @@ static unsigned char bench_byte(void) {
 
 static void random_weights(unsigned char *p, size_t bytes, LmWeightType type) {
     const LmTypeTraits *tt = &run_types[type];
+    if (type == LM_Q8_GROUPS || type == LM_Q4_GROUPS) { // any bytes (their scales lie apart)
+        for (size_t i = 0; i < bytes; i++) p[i] = bench_byte();
+        return;
+    }
     if (!tt->unpack) { // floats: values in [-1, 1) of the type
         for (size_t e = 0; e < bytes / (size_t)tt->block_bytes; e++) {
             float v = (float)bench_byte() / 128.0f - 1.0f;
@@ -271,24 +276,38 @@ static void random_weights(unsigned char *p, size_t bytes, LmWeightType type) {
             }
 }
 
+// The group size export.py gives run.c's own integer types (their scales' bytes: bench_scale_bytes).
+static int bench_group_size(LmWeightType type) { return type == LM_Q8_GROUPS ? 64 : 32; }
+static int bench_scale_bytes(LmWeightType type) { return type == LM_Q8_GROUPS ? 4 : type == LM_Q4_GROUPS ? 2 : 0; }
+
 // Best GMAC/s of reps one-token matmuls of a rows x cols matrix of this type in this kernel set.
 static double time_matvec(LmWeightType type, LmKernels kernels, int rows, int cols, int reps) {
     const LmTypeTraits *tt = &run_types[type];
     size_t row_bytes = (size_t)cols / (size_t)tt->block_values * (size_t)tt->block_bytes, groups = (size_t)cols / 32;
-    unsigned char *data = (unsigned char *)run_calloc_streamed((size_t)rows * row_bytes);
+    int gs = bench_group_size(type), scale_bytes = bench_scale_bytes(type);
+    size_t scales_bytes = (size_t)rows * (size_t)(cols / gs) * (size_t)scale_bytes;
+    unsigned char *data = (unsigned char *)run_calloc_streamed((size_t)rows * row_bytes + scales_bytes);
     float *x = malloc(sizeof(float) * (size_t)cols), *out = malloc(sizeof(float) * (size_t)rows);
     LmModel m;
     memset(&m, 0, sizeof m);
-    m.config.weight_type = type, m.config.group_size = 32, m.config.integer_activations = tt->integer;
-    m.config.split_nibble_inputs = tt->split_nibbles, m.kernels = kernels, m.threads = 1;
+    m.config.weight_type = type, m.config.group_size = scale_bytes ? gs : 32, m.config.integer_activations = tt->integer;
+    m.config.split_nibble_inputs = tt->split_nibbles || type == LM_Q4_GROUPS, m.kernels = kernels, m.threads = 1; // (as lm_load sets it)
     LmRunState *s = &m.state;
     s->xq = calloc((size_t)cols + 64, 1), s->xs = calloc(groups + 1, sizeof(float)), s->xsum = calloc(groups + 1, sizeof(int32_t));
     s->xsum16 = calloc(groups + 1, sizeof(int32_t)), s->xarranged = calloc((size_t)cols + 128, 1);
     double best = 0;
     if (data && x && out && s->xq && s->xs && s->xsum && s->xsum16 && s->xarranged) {
         random_weights(data, (size_t)rows * row_bytes, type);
+        unsigned char *scales = data + (size_t)rows * row_bytes; // (the GROUPS types': after the values, as in a file)
+        for (size_t i = 0; i < scales_bytes / (size_t)scale_bytes; i++) {
+            float f = 0.01f;
+            uint16_t h = 0x211F; // (0.01)
+            if (scale_bytes == 4) memcpy(scales + 4 * i, &f, 4);
+            else memcpy(scales + 2 * i, &h, 2);
+        }
         for (int i = 0; i < cols; i++) x[i] = (float)bench_byte() / 128.0f - 1.0f;
-        LmMatrix w = {.data = data, .rows = rows, .cols = cols, .type = type, .row_bytes = row_bytes, .group_size = 32};
+        LmMatrix w = {.data = data, .scales = scale_bytes ? scales : NULL, .rows = rows, .cols = cols, .type = type, .row_bytes = row_bytes,
+                      .group_size = scale_bytes ? gs : 32};
         LmMatmul job = {&w, out, rows};
         for (int r = 0; r < reps; r++) {
             double start = seconds();
@@ -306,7 +325,6 @@ static int bench_matmul(char **kernels, int nk, double bw, char **types, int nty
     printf("\n| type   | kernels   | in cache GMAC/s | streamed GMAC/s | GB/s  | frac  | x prev (cache / streamed) |\n");
     printf("|--------|-----------|-----------------|-----------------|-------|-------|---------------------------|\n");
     for (int type = LM_F32; type < LM_N_TYPES; type++) {
-        if (type == LM_Q8_GROUPS || type == LM_Q4_GROUPS) continue; // (run.c's own formats: make bench times them in models)
         const LmTypeTraits *tt = &run_types[type];
         int wanted = ntypes == 0;
         for (int i = 0; i < ntypes; i++) wanted |= !strcmp(types[i], tt->name);
@@ -317,7 +335,7 @@ static int bench_matmul(char **kernels, int nk, double bw, char **types, int nty
             for (int i = 0; i < LM_KERNELS_N; i++)
                 if (!strcmp(kernels[k], run_kernel_names[i]) && run_kernels_available((LmKernels)i)) set = i;
             if (set < 0) { printf("| %-6s | %-9s | not on this CPU |\n", tt->name, kernels[k]); continue; }
-            size_t row_bytes = (size_t)4096 / (size_t)tt->block_values * (size_t)tt->block_bytes;
+            size_t row_bytes = (size_t)4096 / (size_t)tt->block_values * (size_t)tt->block_bytes + (size_t)(4096 / bench_group_size((LmWeightType)type) * bench_scale_bytes((LmWeightType)type));
             int rows = (int)(((size_t)256 << 20) / row_bytes);
             double cached = time_matvec((LmWeightType)type, (LmKernels)set, 2048, 2048, 30);
             double streamed = time_matvec((LmWeightType)type, (LmKernels)set, rows, 4096, 5);
