@@ -299,7 +299,7 @@ static double time_matvec(LmWeightType type, LmKernels kernels, int rows, int co
     if (data && x && out && s->xq && s->xs && s->xsum && s->xsum16 && s->xarranged) {
         random_weights(data, (size_t)rows * row_bytes, type);
         unsigned char *scales = data + (size_t)rows * row_bytes; // (the GROUPS types': after the values, as in a file)
-        for (size_t i = 0; i < scales_bytes / (size_t)scale_bytes; i++) {
+        for (size_t i = 0; scale_bytes && i < scales_bytes / (size_t)scale_bytes; i++) {
             float f = 0.01f;
             uint16_t h = 0x211F; // (0.01)
             if (scale_bytes == 4) memcpy(scales + 4 * i, &f, 4);
