@@ -276,7 +276,8 @@ static void random_weights(unsigned char *p, size_t bytes, LmWeightType type) {
             }
 }
 
-// The group size export.py gives run.c's own integer types (their scales' bytes: bench_scale_bytes).
+// The group size export.py gives run.c's own integer types (32 for the block types, whose inputs are
+// quantized in groups of 32), and the bytes of each group's scale (none for the block types).
 static int bench_group_size(LmWeightType type) { return type == LM_Q8_GROUPS ? 64 : 32; }
 static int bench_scale_bytes(LmWeightType type) { return type == LM_Q8_GROUPS ? 4 : type == LM_Q4_GROUPS ? 2 : 0; }
 
@@ -290,7 +291,7 @@ static double time_matvec(LmWeightType type, LmKernels kernels, int rows, int co
     float *x = malloc(sizeof(float) * (size_t)cols), *out = malloc(sizeof(float) * (size_t)rows);
     LmModel m;
     memset(&m, 0, sizeof m);
-    m.config.weight_type = type, m.config.group_size = scale_bytes ? gs : 32, m.config.integer_activations = tt->integer;
+    m.config.weight_type = type, m.config.group_size = gs, m.config.integer_activations = tt->integer;
     m.config.split_nibble_inputs = tt->split_nibbles || type == LM_Q4_GROUPS, m.kernels = kernels, m.threads = 1; // (as lm_load sets it)
     LmRunState *s = &m.state;
     s->xq = calloc((size_t)cols + 64, 1), s->xs = calloc(groups + 1, sizeof(float)), s->xsum = calloc(groups + 1, sizeof(int32_t));
@@ -307,7 +308,7 @@ static double time_matvec(LmWeightType type, LmKernels kernels, int rows, int co
         }
         for (int i = 0; i < cols; i++) x[i] = (float)bench_byte() / 128.0f - 1.0f;
         LmMatrix w = {.data = data, .scales = scale_bytes ? scales : NULL, .rows = rows, .cols = cols, .type = type, .row_bytes = row_bytes,
-                      .group_size = scale_bytes ? gs : 32};
+                      .group_size = gs};
         LmMatmul job = {&w, out, rows};
         for (int r = 0; r < reps; r++) {
             double start = seconds();

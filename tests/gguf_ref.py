@@ -378,12 +378,11 @@ def quantize(t, x):
         hmask = _scatter_bits(u >> 2, KMAP["q3_hbyte"], KMAP["q3_hbit"], 32)
         qs = _scatter_nibbles(u & 3, KMAP["q2_byte"], KMAP["q2_shift"], 64)
         L = (ls + 32).astype(np.uint8)  # unpack_scales_q3k's layout
-        i = np.arange(16)
         sc12 = np.zeros((nb, 12), dtype=np.uint8)
         for j in range(16):
             sc12[:, j % 8] |= ((L[:, j] & 15) << (4 * (j // 8))).astype(np.uint8)
             sc12[:, 8 + j % 4] |= ((L[:, j] >> 4) << (2 * (j // 4))).astype(np.uint8)
-        assert np.array_equal(unpack_scales_q3k(sc12), L[:, i])
+        assert np.array_equal(unpack_scales_q3k(sc12), L)
         return np.concatenate([hmask, qs, sc12, _f16bytes(dh)], axis=1).tobytes()
     if t == Q6_K:
         sb = xb.reshape(nb, 16, 16)
